@@ -1,0 +1,199 @@
+"""The bid book of one market and the matcher over it.
+
+Current bids (the highest seq per prover) are kept in two sorted indexes, by
+(price, proof_time) and by (proof_time, price). Ranking an ask walks the index of
+its preference from the best end and stops as soon as the k best eligible bids
+are certain, so its cost grows with k and with the bids it must skip, not with the
+size of the book. `scan_top` is the naive full scan, kept as the benchmark baseline
+and as the reference the tests compare against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from sortedcontainers import SortedList
+
+from p2p_market.core.messages import Ask, Bid, Prefer
+from p2p_market.core.ranking import RankKey, rank_key
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBid:
+    id: bytes
+    prover: bytes
+    bid: Bid
+
+
+Eligible = Callable[[bytes], bool]
+"""Extra per-prover condition (free slot, not excluded), supplied by the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    key: RankKey
+    stored: StoredBid
+
+
+class BidBook:
+    __slots__ = ("_by_cost", "_by_time", "current", "by_id", "history")
+
+    def __init__(self) -> None:
+        self.by_id: dict[bytes, StoredBid] = {}
+        self.current: dict[bytes, StoredBid] = {}
+        self.history: dict[bytes, dict[int, StoredBid]] = {}
+        self._by_cost: SortedList = SortedList()
+        self._by_time: SortedList = SortedList()
+
+    def __len__(self) -> int:
+        return len(self.current)
+
+    # -- mutation -------------------------------------------------------------
+    def add(self, stored: StoredBid) -> None:
+        """Store a bid; it becomes current if its seq is the prover's highest."""
+        self.by_id[stored.id] = stored
+        self.history.setdefault(stored.prover, {})[stored.bid.seq] = stored
+        old = self.current.get(stored.prover)
+        if old is not None and old.bid.seq >= stored.bid.seq:
+            return
+        if old is not None:
+            self._unindex(old)
+        self.current[stored.prover] = stored
+        b = stored.bid
+        self._by_cost.add((b.price, b.proof_time, stored.prover))
+        self._by_time.add((b.proof_time, b.price, stored.prover))
+
+    def remove(self, bid_id: bytes) -> StoredBid | None:
+        stored = self.by_id.pop(bid_id, None)
+        if stored is None:
+            return None
+        seqs = self.history.get(stored.prover, {})
+        if seqs.get(stored.bid.seq) is stored:
+            del seqs[stored.bid.seq]
+        if not seqs:
+            self.history.pop(stored.prover, None)
+        if self.current.get(stored.prover) is stored:
+            self._unindex(stored)
+            del self.current[stored.prover]
+            if seqs:
+                self.add(seqs[max(seqs)])
+        return stored
+
+    def _unindex(self, stored: StoredBid) -> None:
+        b = stored.bid
+        self._by_cost.remove((b.price, b.proof_time, stored.prover))
+        self._by_time.remove((b.proof_time, b.price, stored.prover))
+
+    def expire(self, now: int) -> list[StoredBid]:
+        """Drop every stored bid whose expiry has passed."""
+        gone = [s for s in self.by_id.values() if s.bid.expires_at <= now]
+        for s in gone:
+            self.remove(s.id)
+        return gone
+
+    # -- queries ----------------------------------------------------------------
+    def newer_seq_at(self, prover: bytes, seq: int, t: int) -> bool:
+        """Did the prover publish a higher-seq bid with timestamp <= t?"""
+        return any(
+            s > seq and st.bid.timestamp <= t for s, st in self.history.get(prover, {}).items()
+        )
+
+    def _walk(self, ask: Ask) -> Iterator[tuple[int, int, StoredBid]]:
+        """Current bids within the ask's caps, in the order of its preference,
+        yielding (primary, secondary, bid)."""
+        if ask.prefer == Prefer.COST.value:
+            index, cap1, cap2 = self._by_cost, ask.max_price, ask.max_proof_time
+        else:
+            index, cap1, cap2 = self._by_time, ask.max_proof_time, ask.max_price
+        current = self.current
+        for primary, secondary, prover in index:
+            if primary > cap1:
+                return
+            if secondary <= cap2:
+                yield primary, secondary, current[prover]
+
+    @staticmethod
+    def _admissible(ask: Ask, stored: StoredBid, now: int, extra: Eligible | None) -> bool:
+        if stored.bid.expires_at <= now:
+            return False
+        p = stored.prover
+        if ask.allow and p not in ask.allow:
+            return False
+        if ask.deny and p in ask.deny:
+            return False
+        return extra is None or extra(p)
+
+    def top(
+        self, ask: Ask, ask_id: bytes, now: int, k: int, extra: Eligible | None = None
+    ) -> list[Ranked]:
+        """The k best eligible bids for the ask, best first."""
+        prefer_cost = ask.prefer == Prefer.COST.value
+        picked: list[Ranked] = []
+        cut: tuple[int, int] | None = None
+        for primary, secondary, stored in self._walk(ask):
+            if cut is not None and (primary, secondary) != cut:
+                break
+            if not self._admissible(ask, stored, now, extra):
+                continue
+            b = stored.bid
+            picked.append(Ranked(rank_key(prefer_cost, b.price, b.proof_time, ask_id, stored.prover), stored))
+            if cut is None and len(picked) >= k:
+                cut = (primary, secondary)
+        picked.sort(key=lambda r: r.key)
+        return picked[:k]
+
+    def position(
+        self, ask: Ask, ask_id: bytes, prover: bytes, now: int, extra: Eligible | None = None
+    ) -> int | None:
+        """How many eligible bids rank strictly better than this prover's (None if
+        the prover's own bid is not eligible)."""
+        mine = self.current.get(prover)
+        if mine is None or not self._admissible(ask, mine, now, None):
+            return None
+        b = mine.bid
+        prefer_cost = ask.prefer == Prefer.COST.value
+        if b.price > ask.max_price or b.proof_time > ask.max_proof_time:
+            return None
+        my_key = rank_key(prefer_cost, b.price, b.proof_time, ask_id, prover)
+        better = 0
+        for _, _, stored in self._walk(ask):
+            if stored is mine:
+                continue
+            o = stored.bid
+            key = rank_key(prefer_cost, o.price, o.proof_time, ask_id, stored.prover)
+            if key[:2] > my_key[:2]:
+                break
+            if key < my_key and self._admissible(ask, stored, now, extra):
+                better += 1
+        return better
+
+    def scan_top(
+        self, ask: Ask, ask_id: bytes, now: int, k: int, extra: Eligible | None = None
+    ) -> list[Ranked]:
+        """Reference matcher: test every current bid. Same result as `top`."""
+        prefer_cost = ask.prefer == Prefer.COST.value
+        ranked = [
+            Ranked(rank_key(prefer_cost, s.bid.price, s.bid.proof_time, ask_id, s.prover), s)
+            for s in self.current.values()
+            if s.bid.price <= ask.max_price
+            and s.bid.proof_time <= ask.max_proof_time
+            and self._admissible(ask, s, now, extra)
+        ]
+        return heapq.nsmallest(k, ranked, key=lambda r: r.key)
+
+    def digest(self) -> bytes:
+        h = hashlib.sha256()
+        for prover in sorted(self.current):
+            h.update(prover + self.current[prover].id)
+        return h.digest()
+
+    def check_invariants(self) -> None:
+        assert len(self._by_cost) == len(self.current) == len(self._by_time)
+        for prover, stored in self.current.items():
+            assert stored.prover == prover
+            assert stored.id in self.by_id
+            assert stored.bid.seq == max(self.history[prover])
+            assert (stored.bid.price, stored.bid.proof_time, prover) in self._by_cost

@@ -1,0 +1,629 @@
+"""MarketState: the one entry point of the core for one market.
+
+    verdict, effects = state.apply(envelope_bytes, now)
+    effects = state.tick(now)
+
+The shell feeds it bytes and time and performs the effects; the simulator and the
+tests drive the very same object. Validation runs cheapest check first: size,
+decode, canonical form, then the seen cache (a seen id means byte-identical input,
+so it is safe and cheaper to ask before verifying), then the signature, then the
+checks that need the book. Every stored message can be explained by a named
+verdict; nothing that is not stored changes the state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections import deque
+from dataclasses import dataclass
+
+from p2p_market.core import effects as fx
+from p2p_market.core.book import BidBook, StoredBid
+from p2p_market.core.envelope import Envelope, market_id
+from p2p_market.core.lifecycle import AskState, SlotState
+from p2p_market.core.limits import MAX_PENDING_ORPHANS
+from p2p_market.core.messages import (
+    Ask,
+    Bid,
+    Cancel,
+    Commit,
+    InvalidInputs,
+    Market,
+    Prefer,
+    Proof,
+    Receipt,
+)
+from p2p_market.core.ranking import rank_key
+from p2p_market.core.settlement import Round, Settlement, settle
+from p2p_market.core.validation import check_form, check_signature
+from p2p_market.core.verdict import ACCEPTED, Reason, Verdict, ignore, reject
+
+Effects = list[fx.Effect]
+_LATE_CANCEL = "cancel after assignment"
+
+
+def equivocation_key(env: Envelope) -> tuple[object, ...]:
+    """Two different messages with the same key from the same signer equivocate."""
+    m = env.message
+    if isinstance(m, Bid):
+        return (env.signer, "bid", m.seq)
+    if isinstance(m, Ask):
+        return (env.signer, "ask", m.nonce)
+    if isinstance(m, Commit):
+        return (env.signer, "commit", m.ask, m.round, m.attempt)
+    if isinstance(m, Receipt):
+        return (env.signer, "receipt", m.ask, m.prover)
+    if isinstance(m, Cancel | Proof | InvalidInputs):
+        return (env.signer, type(m).__name__, m.ask)
+    return (env.id,)
+
+
+def _order(env: Envelope) -> tuple[int, bytes]:
+    return (env.message.timestamp if not isinstance(env.message, Market) else 0, env.id)
+
+
+@dataclass(frozen=True, slots=True)
+class AskView:
+    """What any node can say about an ask at `now`."""
+
+    id: bytes
+    ask: Ask
+    requester: bytes
+    state: AskState
+    winners: tuple[bytes, ...]
+    accepted: tuple[bytes, ...]
+
+
+class MarketState:
+    def __init__(self, market: Market, *, local_prover: bytes | None = None) -> None:
+        self.market = market
+        self.market_id = market_id(market)
+        self.local_prover = local_prover
+        self.book = BidBook()
+        self.asks: dict[bytes, Envelope] = {}
+        self.events: dict[bytes, dict[bytes, Envelope]] = {}
+        self.commits_by_bid: dict[bytes, set[bytes]] = {}
+        self._home: dict[bytes, bytes] = {}
+        """Ask id of every stored ask-scoped message, by message id."""
+        self.seen: dict[bytes, int] = {}
+        self.keyed: dict[tuple[object, ...], Envelope] = {}
+        self.evidence: dict[bytes, Envelope] = {}
+        self.pending: dict[bytes, dict[bytes, Envelope]] = {}
+        self._pending_order: deque[tuple[bytes, bytes]] = deque()
+        self._settlement: Settlement | None = None
+        self._dirty = True
+        self._settled_at = -1
+        self._committers: dict[bytes, int] = {}
+        self.now = 0
+        self.reorgs = 0
+        # What this node has already told its shell (local, never part of the state hash).
+        self._announced: dict[tuple[bytes, bytes, int], tuple[bytes, ...]] = {}
+        self._told_states: dict[bytes, AskState] = {}
+        self._told: set[tuple[str, bytes, bytes]] = set()
+        self._suggested: set[tuple[bytes, bytes, int]] = set()
+        self._expiries: list[tuple[int, bytes]] = []
+        self._next_prune = 0
+
+    # -- limits derived from the market -----------------------------------------------
+    @property
+    def lifetime(self) -> int:
+        return self.market.max_lifetime_ms
+
+    def _forget_after(self, env: Envelope) -> int:
+        m = env.message
+        if isinstance(m, Bid):
+            return m.expires_at + 3 * self.lifetime
+        if isinstance(m, Ask):
+            return m.expires_at + 2 * self.lifetime
+        return m.timestamp + 3 * self.lifetime  # type: ignore[union-attr]
+
+    # -- the entry points -------------------------------------------------------
+    def apply(self, raw: bytes, now: int) -> tuple[Verdict, Effects]:
+        verdict, env = check_form(raw)
+        if env is None:
+            return verdict, []
+        if env.id in self.seen or env.id in self.evidence:
+            return ignore(Reason.DUPLICATE), []
+        verdict = check_signature(env)
+        if not verdict.accepted:
+            return verdict, []
+        self.now = max(self.now, now)
+        effects: Effects = []
+        verdict = self._admit(env, now, effects)
+        effects.extend(self._observe(now))
+        return verdict, effects
+
+    def apply_checked(self, env: Envelope, now: int) -> tuple[Verdict, Effects]:
+        """For envelopes whose form and signature the caller has already checked
+        (the network validator does both before delivery)."""
+        if env.id in self.seen or env.id in self.evidence:
+            return ignore(Reason.DUPLICATE), []
+        self.now = max(self.now, now)
+        effects: Effects = []
+        verdict = self._admit(env, now, effects)
+        effects.extend(self._observe(now))
+        return verdict, effects
+
+    def tick(self, now: int) -> Effects:
+        self.now = max(self.now, now)
+        effects: Effects = []
+        if now >= self._next_prune:
+            self._prune(now)
+            self._next_prune = now + max(1_000, self.market.commit_window_ms)
+        while self._expiries and self._expiries[0][0] <= now:
+            _, ask_id = heapq.heappop(self._expiries)
+            if ask_id in self.asks and ask_id not in self.events:
+                self._tell_state(ask_id, AskState.EXPIRED, effects)
+        effects.extend(self._observe(now))
+        effects.extend(self._suggest(now, list(self.asks)))
+        return effects
+
+    # -- admission: the checks that need state ---------------------------------------
+    def _admit(self, env: Envelope, now: int, effects: Effects) -> Verdict:
+        m = env.message
+        if isinstance(m, Market):
+            if market_id(m) == self.market_id:
+                return ignore(Reason.DUPLICATE, "this market's own descriptor")
+            return ignore(Reason.WRONG_MARKET, "another market's descriptor")
+        if m.market != self.market_id:
+            return reject(Reason.WRONG_MARKET)
+        if m.timestamp > now + self.market.skew_ms:
+            return ignore(Reason.FROM_FUTURE, f"{m.timestamp - now} ms ahead")
+        if isinstance(m, Bid | Ask):
+            if m.expires_at <= now:
+                return ignore(Reason.EXPIRED)
+            if m.expires_at - m.timestamp > self.lifetime:
+                return reject(Reason.EXPIRY_TOO_FAR, f"lifetime above {self.lifetime} ms")
+            if isinstance(m, Ask) and m.max_proof_time > self.lifetime:
+                return reject(Reason.EXPIRY_TOO_FAR, "max_proof_time above the market lifetime")
+        else:
+            if m.timestamp + 3 * self.lifetime < now:
+                return ignore(Reason.STALE)
+            verdict = self._check_parents(env, m)
+            if verdict is not None:
+                return verdict
+        key = equivocation_key(env)
+        rival = self.keyed.get(key)
+        if rival is not None:
+            return self._equivocation(env, rival, now, effects)
+        self._store(env, key)
+        self._after_store(env, now, effects)
+        if isinstance(m, Cancel):
+            self._settle(now)
+            assert self._settlement is not None
+            if self._settlement.notes.get(env.id) == _LATE_CANCEL:
+                self._unstore(env)
+                self._dirty = True
+                return reject(Reason.CANCEL_AFTER_ASSIGNMENT)
+        return ACCEPTED
+
+    def _check_parents(
+        self, env: Envelope, m: Cancel | Commit | Proof | Receipt | InvalidInputs
+    ) -> Verdict | None:
+        ask_env = self.asks.get(m.ask)
+        if ask_env is None:
+            return self._orphan(env, m.ask)
+        ask = ask_env.message
+        assert isinstance(ask, Ask)
+        if isinstance(m, Cancel | Receipt) and env.signer != ask_env.signer:
+            return reject(Reason.NOT_ASK_OWNER)
+        if isinstance(m, Commit):
+            stored = self.book.by_id.get(m.bid)
+            if stored is None:
+                return self._orphan(env, m.bid)
+            bid = stored.bid
+            if stored.prover != env.signer:
+                return reject(Reason.NOT_BID_OWNER)
+            if (m.price, m.proof_time) != (bid.price, bid.proof_time):
+                return reject(Reason.COMMIT_MISMATCH, "price or proof_time differ from the bid")
+            if m.price > ask.max_price or m.proof_time > ask.max_proof_time:
+                return reject(Reason.COMMIT_OVER_CAPS)
+            if not bid.timestamp <= m.timestamp < bid.expires_at:
+                return reject(Reason.BID_NOT_LIVE, "commit outside the bid's lifetime")
+        return None
+
+    def _orphan(self, env: Envelope, parent: bytes) -> Verdict:
+        if any(parent == e.id for e in self.evidence.values()):
+            return ignore(Reason.EQUIVOCATION, "refers to a message that lost an equivocation")
+        self.pending.setdefault(parent, {})[env.id] = env
+        self._pending_order.append((parent, env.id))
+        while len(self._pending_order) > MAX_PENDING_ORPHANS:
+            old_parent, old_id = self._pending_order.popleft()
+            self.pending.get(old_parent, {}).pop(old_id, None)
+            if not self.pending.get(old_parent, True):
+                del self.pending[old_parent]
+        return ignore(Reason.ORPHAN, "held until its parent arrives")
+
+    def _equivocation(
+        self, env: Envelope, rival: Envelope, now: int, effects: Effects
+    ) -> Verdict:
+        """Both are kept as evidence; the first in signed order counts, on every node
+        that holds both, whichever arrived first."""
+        kept, dropped = sorted((env, rival), key=_order)
+        effects.append(fx.EquivocationSeen(signer=env.signer, kept=kept.id, dropped=dropped.id))
+        self.evidence[dropped.id] = dropped
+        if kept is env:
+            self._unstore(rival)
+            self._store(env, equivocation_key(env))
+            self._after_store(env, now, effects)
+        return reject(Reason.EQUIVOCATION, f"conflicts with {rival.id.hex()[:16]}")
+
+    # -- storage ------------------------------------------------------------------
+    def _store(self, env: Envelope, key: tuple[object, ...]) -> None:
+        m = env.message
+        self.keyed[key] = env
+        self.seen[env.id] = self._forget_after(env)
+        if isinstance(m, Bid):
+            self.book.add(StoredBid(env.id, env.signer, m))
+            if env.signer in self._committers:
+                self._dirty = True
+        elif isinstance(m, Ask):
+            self.asks[env.id] = env
+            heapq.heappush(self._expiries, (m.expires_at, env.id))
+            if env.id in self.events:
+                self._dirty = True
+        else:
+            self.events.setdefault(m.ask, {})[env.id] = env  # type: ignore[union-attr]
+            self._home[env.id] = m.ask  # type: ignore[union-attr]
+            if isinstance(m, Commit):
+                self.commits_by_bid.setdefault(m.bid, set()).add(env.id)
+                self._committers[env.signer] = self._committers.get(env.signer, 0) + 1
+            self._dirty = True
+
+    def _unstore(self, env: Envelope) -> None:
+        m = env.message
+        key = equivocation_key(env)
+        if self.keyed.get(key) is env:
+            del self.keyed[key]
+        self.seen.pop(env.id, None)
+        if isinstance(m, Bid):
+            self.book.remove(env.id)
+            for cid in sorted(self.commits_by_bid.pop(env.id, ())):
+                commit = self._find_event(cid)
+                if commit is not None:
+                    self._unstore(commit)
+        elif isinstance(m, Ask):
+            self.asks.pop(env.id, None)
+            for child in list(self.events.get(env.id, {}).values()):
+                self._unstore(child)
+            self.events.pop(env.id, None)
+        else:
+            self._home.pop(env.id, None)
+            bucket = self.events.get(m.ask)  # type: ignore[union-attr]
+            if bucket is not None:
+                bucket.pop(env.id, None)
+                if not bucket:
+                    del self.events[m.ask]  # type: ignore[union-attr]
+            if isinstance(m, Commit):
+                self.commits_by_bid.get(m.bid, set()).discard(env.id)
+                left = self._committers.get(env.signer, 1) - 1
+                if left:
+                    self._committers[env.signer] = left
+                else:
+                    self._committers.pop(env.signer, None)
+        self._dirty = True
+
+    def _find_event(self, mid: bytes) -> Envelope | None:
+        home = self._home.get(mid)
+        return None if home is None else self.events[home].get(mid)
+
+    def _after_store(self, env: Envelope, now: int, effects: Effects) -> None:
+        if isinstance(env.message, Ask):
+            self._tell_state(env.id, self.ask_state(env.id), effects)
+            effects.extend(self._suggest(now, [env.id]))
+        for child in sorted(self.pending.pop(env.id, {}).values(), key=_order):
+            self._admit(child, now, effects)
+
+    # -- derived state ------------------------------------------------------------
+    def _settle(self, now: int) -> Settlement:
+        s = self._settlement
+        stale = s is None or self._dirty or (s.next_wakeup is not None and now >= s.next_wakeup)
+        if not stale and s is not None:
+            return s
+        active = [self.asks[a] for a in self.events if a in self.asks]
+        events = [e for a in self.events if a in self.asks for e in self.events[a].values()]
+        s = settle(self.market, self.book, active, events, now)
+        late = [mid for mid, why in s.notes.items() if why == _LATE_CANCEL]
+        if late:
+            for mid in late:
+                found = self._find_event(mid)
+                if found is not None:
+                    self._unstore(found)
+            active = [self.asks[a] for a in self.events if a in self.asks]
+            events = [e for a in self.events if a in self.asks for e in self.events[a].values()]
+            s = settle(self.market, self.book, active, events, now)
+        self._settlement, self._dirty, self._settled_at = s, False, now
+        return s
+
+    def ask_state(self, ask_id: bytes) -> AskState:
+        s = self._settle(self.now)
+        run = s.runs.get(ask_id)
+        if run is not None:
+            return run.state
+        ask = self.asks[ask_id].message
+        assert isinstance(ask, Ask)
+        return AskState.OPEN if self.now < ask.expires_at else AskState.EXPIRED
+
+    def view(self, ask_id: bytes) -> AskView:
+        s = self._settle(self.now)
+        env = self.asks[ask_id]
+        ask = env.message
+        assert isinstance(ask, Ask)
+        run = s.runs.get(ask_id)
+        slots = sorted(run.slots.values(), key=lambda x: x.assigned_at) if run else []
+        return AskView(
+            id=ask_id,
+            ask=ask,
+            requester=env.signer,
+            state=self.ask_state(ask_id),
+            winners=tuple(x.prover for x in slots),
+            accepted=tuple(x.prover for x in slots if x.state is SlotState.ACCEPTED),
+        )
+
+    def settlement(self) -> Settlement:
+        return self._settle(self.now)
+
+    # -- effects: what changed since we last told the shell ---------------------------
+    def _tell_state(self, ask_id: bytes, state: AskState, effects: Effects) -> None:
+        before = self._told_states.get(ask_id)
+        if before is not state:
+            self._told_states[ask_id] = state
+            effects.append(fx.AskStateChanged(ask=ask_id, before=before, after=state))
+
+    def _tell_once(self, kind: str, ask: bytes, prover: bytes) -> bool:
+        token = (kind, ask, prover)
+        if token in self._told:
+            return False
+        self._told.add(token)
+        return True
+
+    def _observe(self, now: int) -> Effects:
+        if not self.events and self._settlement is not None and not self._dirty:
+            return []
+        s = self._settle(now)
+        skew = self.market.skew_ms
+        out: Effects = []
+        for key, att in s.attempts.items():
+            if not att.settled or now < att.window_end + skew:
+                continue
+            before = self._announced.get(key)
+            if before is None:
+                out.append(fx.AttemptSettled(ask=key[0], round=key[1], attempt=key[2],
+                                             winners=att.winners))
+            elif before != att.winners:
+                self.reorgs += 1
+                out.append(fx.Reorg(ask=key[0], round=key[1], attempt=key[2], before=before,
+                                    after=att.winners))
+            self._announced[key] = att.winners
+        for key in [k for k in self._announced if k not in s.attempts]:
+            before = self._announced.pop(key)
+            if before:
+                self.reorgs += 1
+                out.append(fx.Reorg(ask=key[0], round=key[1], attempt=key[2], before=before,
+                                    after=()))
+        for ask_id, run in s.runs.items():
+            for slot in run.slots.values():
+                announced = self._announced.get((ask_id, slot.round, slot.attempt), ())
+                if slot.prover in announced and self._tell_once("assigned", ask_id, slot.prover):
+                    out.append(fx.Assigned(ask=ask_id, prover=slot.prover,
+                                           deadline=slot.deadline, price=slot.price))
+                if slot.state is SlotState.DELIVERED and self._tell_once(
+                    "proof", ask_id, slot.prover
+                ):
+                    assert slot.proof_hash is not None
+                    out.append(fx.ProofDelivered(ask=ask_id, prover=slot.prover,
+                                                 proof_hash=slot.proof_hash))
+                if (
+                    slot.state is SlotState.ASSIGNED
+                    and now >= slot.deadline
+                    and self._tell_once("deadline", ask_id, slot.prover)
+                ):
+                    out.append(fx.DeadlinePassed(ask=ask_id, prover=slot.prover,
+                                                 deadline=slot.deadline))
+            self._tell_state(ask_id, run.state, out)
+        return out
+
+    # -- the local prover's policy: when to commit ------------------------------------
+    def free_slots(self, prover: bytes, now: int) -> int:
+        """Slots the prover can be sure are free at `now` in its own view: a commit
+        holds its slot until the prover can know it was released (settle lag)."""
+        stored = self.book.current.get(prover)
+        if stored is None:
+            return 0
+        s = self._settle(now)
+        skew = self.market.skew_ms
+        held = sum(
+            1
+            for o in s.occupancy.get(prover, ())
+            if o.start <= now and (not o.settled or now < o.end + skew)
+        )
+        mine = {(e.message.ask, e.message.round, e.message.attempt)  # type: ignore[union-attr]
+                for b in self.events.values() for e in b.values()
+                if e.signer == prover and isinstance(e.message, Commit)}
+        held += sum(1 for k in self._suggested if k not in mine and k[0] in self.asks)
+        return stored.bid.capacity - held
+
+    def _suggest(self, now: int, ask_ids: list[bytes]) -> Effects:
+        me = self.local_prover
+        if me is None:
+            return []
+        mine = self.book.current.get(me)
+        if mine is None or mine.bid.expires_at <= now:
+            return []
+        s = self._settle(now)
+        out: Effects = []
+        free = None
+        window, stage = self.market.commit_window_ms, self.market.stage_ms
+        for ask_id in ask_ids:
+            env = self.asks.get(ask_id)
+            if env is None:
+                continue
+            ask = env.message
+            assert isinstance(ask, Ask)
+            if now >= ask.expires_at or mine.bid.price > ask.max_price:
+                continue
+            if mine.bid.proof_time > ask.max_proof_time:
+                continue
+            run = s.runs.get(ask_id)
+            if run is not None:
+                if run.state is not AskState.OPEN or me in run.excluded or me in run.slots:
+                    continue
+                rounds = [r for r in run.rounds.values() if r.unfilled > 0]
+                excluded = run.excluded | set(run.slots)
+            else:
+                rounds = [Round(id=ask_id, opened_at=ask.timestamp, slots=ask.replicas)]
+                excluded = set()
+            for rnd in rounds:
+                if now < rnd.opened_at:
+                    continue
+                attempt = (now - rnd.opened_at) // window
+                start = rnd.opened_at + attempt * window
+                key = (ask_id, rnd.id, attempt)
+                if key in self._suggested:
+                    continue
+                pos = self.book.position(ask, ask_id, me, now,
+                                         (lambda p, ex=excluded: p not in ex))  # type: ignore[misc]
+                if pos is None:
+                    continue
+                if pos >= rnd.unfilled:
+                    stage_at = start + (pos - rnd.unfilled + 1) * stage
+                    if now < stage_at or stage_at >= start + window:
+                        continue
+                    my_key = rank_key(ask.prefer == Prefer.COST.value, mine.bid.price,
+                                      mine.bid.proof_time, ask_id, me)
+                    att = s.attempts.get(key)
+                    better = sum(1 for c in att.candidates if c[0] < my_key) if att else 0
+                    if better >= rnd.unfilled:
+                        continue
+                if free is None:
+                    free = self.free_slots(me, now)
+                if free <= 0:
+                    return out
+                free -= 1
+                self._suggested.add(key)
+                out.append(fx.CommitToAsk(ask=ask_id, round=rnd.id, attempt=attempt,
+                                          bid=mine.id, price=mine.bid.price,
+                                          proof_time=mine.bid.proof_time))
+        return out
+
+    # -- housekeeping -------------------------------------------------------------
+    def _prune(self, now: int) -> None:
+        """Forget what can no longer matter: expired bids leave the index at once,
+        and every message is dropped once no valid message could refer to it."""
+        self.book.expire(now)
+        for ask_id, env in list(self.asks.items()):
+            if env.message.expires_at + 2 * self.lifetime < now:  # type: ignore[union-attr]
+                self._unstore(env)
+        for stored in list(self.book.by_id.values()):
+            if stored.bid.expires_at + 3 * self.lifetime < now:
+                bid_env = self.keyed.get(equivocation_key_of_bid(stored))
+                if bid_env is not None:
+                    self._unstore(bid_env)
+        for mid, until in list(self.seen.items()):
+            if until < now and not self._is_stored(mid):
+                del self.seen[mid]
+        for mid, env in list(self.evidence.items()):
+            if self._forget_after(env) < now:
+                del self.evidence[mid]
+        for parent, children in list(self.pending.items()):
+            for cid, child in list(children.items()):
+                if self._forget_after(child) < now:
+                    del children[cid]
+            if not children:
+                del self.pending[parent]
+
+    def _is_stored(self, mid: bytes) -> bool:
+        return mid in self.asks or mid in self.book.by_id or mid in self._home
+
+    # -- checks ---------------------------------------------------------------------
+    def state_hash(self) -> str:
+        """A digest of everything that any node holding the same messages must agree
+        on at the same `now`: stored messages, evidence, and every derived verdict."""
+        s = self._settle(self.now)
+        h = hashlib.sha256(self.market_id)
+        for bid_id in sorted(self.book.by_id):
+            h.update(b"B" + bid_id)
+        for ask_id in sorted(self.asks):
+            h.update(b"A" + ask_id + self.ask_state(ask_id).value.encode())
+            run = s.runs.get(ask_id)
+            if run is None:
+                continue
+            for prover in sorted(run.slots):
+                slot = run.slots[prover]
+                h.update(b"S" + prover + slot.commit_id + slot.state.value.encode())
+                h.update(slot.deadline.to_bytes(8, "big"))
+            for rid in sorted(run.rounds):
+                h.update(b"R" + rid + b"".join(run.rounds[rid].winners))
+        for ask_id in sorted(self.events):
+            for mid in sorted(self.events[ask_id]):
+                h.update(b"E" + mid + s.notes.get(mid, "").encode())
+        for mid in sorted(self.evidence):
+            h.update(b"X" + mid)
+        for parent in sorted(self.pending):
+            for mid in sorted(self.pending[parent]):
+                h.update(b"P" + mid)
+        return h.hexdigest()
+
+    def check_invariants(self) -> list[str]:
+        """Every rule that must hold after any step; returns the violations found."""
+        problems: list[str] = []
+        try:
+            self.book.check_invariants()
+        except AssertionError as exc:
+            problems.append(f"book: {exc}")
+        s = self._settle(self.now)
+        for ask_id, run in s.runs.items():
+            ask = run.ask
+            live = [x for x in run.slots.values() if x.state.in_progress]
+            done = [x for x in run.slots.values() if x.state is SlotState.ACCEPTED]
+            if len(live) + len(done) > ask.replicas:
+                problems.append(f"ask {ask_id.hex()[:8]}: more than {ask.replicas} assignments")
+            if run.state is AskState.CANCELLED and run.slots:
+                problems.append(f"ask {ask_id.hex()[:8]}: cancelled yet assigned")
+            for slot in run.slots.values():
+                if slot.price > ask.max_price or slot.proof_time > ask.max_proof_time:
+                    problems.append(f"ask {ask_id.hex()[:8]}: winner outside the caps")
+                if slot.assigned_at > ask.expires_at:
+                    problems.append(f"ask {ask_id.hex()[:8]}: assigned after expiry")
+                if (ask.allow and slot.prover not in ask.allow) or slot.prover in ask.deny:
+                    problems.append(f"ask {ask_id.hex()[:8]}: winner not allowed")
+        for key, att in s.attempts.items():
+            run = s.runs[key[0]]
+            if not att.winners:
+                continue
+            ranked = sorted(att.candidates)
+            best = [c[1] for c in ranked][: len(att.winners)]
+            if list(att.winners) != best and not any(c[1] in run.slots for c in ranked):
+                problems.append(f"attempt {key[0].hex()[:8]}/{key[2]}: winners not the best")
+            worst_winner = max(c[0] for c in ranked if c[1] in att.winners)
+            for c in ranked:
+                if c[1] not in att.winners and c[0] < worst_winner:
+                    slot = run.slots.get(c[1])
+                    if slot is None or (slot.round, slot.attempt) == (key[1], key[2]):
+                        problems.append(f"attempt {key[0].hex()[:8]}: a better commit lost")
+        problems.extend(self._capacity_problems(s))
+        for mid in self.asks:
+            if mid not in self.seen:
+                problems.append("a stored ask is missing from the seen cache")
+        return problems
+
+    def _capacity_problems(self, s: Settlement) -> list[str]:
+        problems = []
+        valid = {c[2]: c[1] for att in s.attempts.values() for c in att.candidates}
+        for prover, occs in s.occupancy.items():
+            for o in occs:
+                if o.commit_id not in valid:
+                    problems.append("occupancy for a commit that is not valid")
+                    continue
+                at_once = sum(1 for p in occs if p.start <= o.start < p.end)
+                commit = self._find_event(o.commit_id)
+                assert commit is not None and isinstance(commit.message, Commit)
+                cap = self.book.by_id[commit.message.bid].bid.capacity
+                if at_once > cap:
+                    problems.append(f"prover {prover.hex()[:8]} over capacity ({at_once} > {cap})")
+        return problems
+
+
+def equivocation_key_of_bid(stored: StoredBid) -> tuple[object, ...]:
+    return (stored.prover, "bid", stored.bid.seq)

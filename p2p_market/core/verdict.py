@@ -1,0 +1,75 @@
+"""Verdicts on an incoming envelope, in the go-libp2p-pubsub sense.
+
+ACCEPT: store, apply and forward. IGNORE: drop without blame (duplicate, stale, not
+yet applicable, possibly our own clock). REJECT: provable misbehaviour by the signer
+or a malformed message; the forwarding peer may be penalised. Only ACCEPT is ever
+forwarded. Expected failures are values, never exceptions.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Status(enum.Enum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+    IGNORE = "ignore"
+
+
+class Reason(enum.Enum):
+    OK = "ok"
+    # Cheapest first: size, decode, canonical form.
+    OVERSIZED = "oversized"
+    UNDECODABLE = "undecodable"
+    NOT_CANONICAL = "not_canonical"
+    BAD_ENVELOPE = "bad_envelope"
+    UNKNOWN_KIND = "unknown_kind"
+    BAD_FIELDS = "bad_fields"
+    # Signature.
+    BAD_SIGNATURE = "bad_signature"
+    # Seen cache.
+    DUPLICATE = "duplicate"
+    # Meaning.
+    WRONG_MARKET = "wrong_market"
+    EXPIRED = "expired"
+    STALE = "stale"
+    EXPIRY_TOO_FAR = "expiry_too_far"
+    FROM_FUTURE = "from_future"
+    EQUIVOCATION = "equivocation"
+    NOT_ASK_OWNER = "not_ask_owner"
+    NOT_BID_OWNER = "not_bid_owner"
+    COMMIT_MISMATCH = "commit_mismatch"
+    COMMIT_OVER_CAPS = "commit_over_caps"
+    BID_NOT_LIVE = "bid_not_live"
+    ORPHAN = "orphan"
+    CANCEL_AFTER_ASSIGNMENT = "cancel_after_assignment"
+    MARKET_MISMATCH = "market_mismatch"
+    OUTDATED_SEQ = "outdated_seq"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: Status
+    reason: Reason
+    detail: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.status is Status.ACCEPT
+
+    def __str__(self) -> str:
+        tail = f" ({self.detail})" if self.detail else ""
+        return f"{self.status.value}:{self.reason.value}{tail}"
+
+
+ACCEPTED = Verdict(Status.ACCEPT, Reason.OK)
+
+
+def reject(reason: Reason, detail: str = "") -> Verdict:
+    return Verdict(Status.REJECT, reason, detail)
+
+
+def ignore(reason: Reason, detail: str = "") -> Verdict:
+    return Verdict(Status.IGNORE, reason, detail)
