@@ -60,41 +60,112 @@ class Actor:
         self._seq += 1
         return self._seq
 
-    def bid(self, *, now: int, price: int, proof_time: int, capacity: int = 1,
-            ttl: int = 3_600_000, seq: int | None = None) -> bytes:
-        return seal(Bid(market=self.market_id, timestamp=now, price=price, proof_time=proof_time,
-                        capacity=capacity, expires_at=now + ttl,
-                        seq=self._next() if seq is None else seq), self.key)
+    def bid(
+        self,
+        *,
+        now: int,
+        price: int,
+        proof_time: int,
+        capacity: int = 1,
+        ttl: int = 3_600_000,
+        seq: int | None = None,
+    ) -> bytes:
+        return seal(
+            Bid(
+                market=self.market_id,
+                timestamp=now,
+                price=price,
+                proof_time=proof_time,
+                capacity=capacity,
+                expires_at=now + ttl,
+                seq=self._next() if seq is None else seq,
+            ),
+            self.key,
+        )
 
-    def ask(self, *, now: int, max_price: int, max_proof_time: int, prefer: str = "cost",
-            replicas: int = 1, ttl: int = 600_000, inputs: bytes = b"",
-            confidential: bool = False, allow: tuple[bytes, ...] = (),
-            deny: tuple[bytes, ...] = (), nonce: int | None = None,
-            inputs_hash: bytes | None = None) -> bytes:
-        return seal(Ask(market=self.market_id, timestamp=now, max_price=max_price,
-                        max_proof_time=max_proof_time, prefer=prefer, replicas=replicas,
-                        expires_at=now + ttl, inputs=b"" if confidential else inputs,
-                        inputs_hash=inputs_hash or sha256(inputs), confidential=confidential,
-                        allow=tuple(sorted(allow)), deny=tuple(sorted(deny)),
-                        nonce=self._next() if nonce is None else nonce), self.key)
+    def ask(
+        self,
+        *,
+        now: int,
+        max_price: int,
+        max_proof_time: int,
+        prefer: str = "cost",
+        replicas: int = 1,
+        ttl: int = 600_000,
+        inputs: bytes = b"",
+        confidential: bool = False,
+        allow: tuple[bytes, ...] = (),
+        deny: tuple[bytes, ...] = (),
+        nonce: int | None = None,
+        inputs_hash: bytes | None = None,
+    ) -> bytes:
+        return seal(
+            Ask(
+                market=self.market_id,
+                timestamp=now,
+                max_price=max_price,
+                max_proof_time=max_proof_time,
+                prefer=prefer,
+                replicas=replicas,
+                expires_at=now + ttl,
+                inputs=b"" if confidential else inputs,
+                inputs_hash=inputs_hash or sha256(inputs),
+                confidential=confidential,
+                allow=tuple(sorted(allow)),
+                deny=tuple(sorted(deny)),
+                nonce=self._next() if nonce is None else nonce,
+            ),
+            self.key,
+        )
 
-    def commit(self, *, now: int, ask: bytes, bid: bytes, price: int, proof_time: int,
-               round: bytes | None = None, attempt: int = 0) -> bytes:
-        return seal(Commit(market=self.market_id, timestamp=now, ask=ask,
-                           round=ask if round is None else round, attempt=attempt, bid=bid,
-                           price=price, proof_time=proof_time), self.key)
+    def commit(
+        self,
+        *,
+        now: int,
+        ask: bytes,
+        bid: bytes,
+        price: int,
+        proof_time: int,
+        round: bytes | None = None,
+        attempt: int = 0,
+    ) -> bytes:
+        return seal(
+            Commit(
+                market=self.market_id,
+                timestamp=now,
+                ask=ask,
+                round=ask if round is None else round,
+                attempt=attempt,
+                bid=bid,
+                price=price,
+                proof_time=proof_time,
+            ),
+            self.key,
+        )
 
     def cancel(self, *, now: int, ask: bytes) -> bytes:
         return seal(Cancel(market=self.market_id, timestamp=now, ask=ask), self.key)
 
     def proof(self, *, now: int, ask: bytes, proof: bytes) -> bytes:
-        return seal(Proof(market=self.market_id, timestamp=now, ask=ask, proof_hash=sha256(proof),
-                          proof=proof, size=len(proof)), self.key)
+        return seal(
+            Proof(
+                market=self.market_id,
+                timestamp=now,
+                ask=ask,
+                proof_hash=sha256(proof),
+                proof=proof,
+                size=len(proof),
+            ),
+            self.key,
+        )
 
     def receipt(self, *, now: int, ask: bytes, prover: bytes, outcome: str) -> bytes:
-        return seal(Receipt(market=self.market_id, timestamp=now, ask=ask, prover=prover,
-                            outcome=outcome), self.key)
+        return seal(
+            Receipt(market=self.market_id, timestamp=now, ask=ask, prover=prover, outcome=outcome),
+            self.key,
+        )
 
     def invalid_inputs(self, *, now: int, ask: bytes, reason: str) -> bytes:
-        return seal(InvalidInputs(market=self.market_id, timestamp=now, ask=ask, reason=reason),
-                    self.key)
+        return seal(
+            InvalidInputs(market=self.market_id, timestamp=now, ask=ask, reason=reason), self.key
+        )

@@ -39,7 +39,7 @@ class Ranked:
 
 
 class BidBook:
-    __slots__ = ("_by_cost", "_by_time", "current", "by_id", "history")
+    __slots__ = ("_by_cost", "_by_time", "by_id", "current", "history")
 
     def __init__(self) -> None:
         self.by_id: dict[bytes, StoredBid] = {}
@@ -139,7 +139,9 @@ class BidBook:
             if not self._admissible(ask, stored, now, extra):
                 continue
             b = stored.bid
-            picked.append(Ranked(rank_key(prefer_cost, b.price, b.proof_time, ask_id, stored.prover), stored))
+            picked.append(
+                Ranked(rank_key(prefer_cost, b.price, b.proof_time, ask_id, stored.prover), stored)
+            )
             if cut is None and len(picked) >= k:
                 cut = (primary, secondary)
         picked.sort(key=lambda r: r.key)

@@ -39,6 +39,7 @@ class Assigned:
     prover: bytes
     deadline: int
     price: int
+    proof_time: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -80,8 +80,13 @@ def parse(raw: bytes) -> Envelope:
     fields = codec.unpack_canonical_map(body)
     message: AnyMessage = cls.from_map(fields)  # type: ignore[assignment]
     return Envelope(
-        id=message_id(raw), raw=raw, kind=kind, body=body, signer=signer,
-        signature=signature, message=message,
+        id=message_id(raw),
+        raw=raw,
+        kind=kind,
+        body=body,
+        signer=signer,
+        signature=signature,
+        message=message,
     )
 
 

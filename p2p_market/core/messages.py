@@ -145,8 +145,12 @@ class Market(Message):
         _choice("proof_system", self.proof_system, PROOF_SYSTEMS)
         _text("verifier", self.verifier, L.MAX_TEXT_CHARS, allow_empty=True)
         _uint("difficulty", self.difficulty, 0, 64)
-        _uint("commit_window_ms", self.commit_window_ms, L.MIN_COMMIT_WINDOW_MS,
-              L.MAX_COMMIT_WINDOW_MS)
+        _uint(
+            "commit_window_ms",
+            self.commit_window_ms,
+            L.MIN_COMMIT_WINDOW_MS,
+            L.MAX_COMMIT_WINDOW_MS,
+        )
         _uint("stage_ms", self.stage_ms, 1, self.commit_window_ms)
         _uint("skew_ms", self.skew_ms, 0, L.MAX_SKEW_MS)
         _uint("max_lifetime_ms", self.max_lifetime_ms, self.commit_window_ms, L.MAX_LIFETIME_MS)

@@ -17,6 +17,8 @@ def tiebreak(ask_id: bytes, prover: bytes) -> bytes:
     return hashlib.sha256(ask_id + prover).digest()
 
 
-def rank_key(prefer_cost: bool, price: int, proof_time: int, ask_id: bytes, prover: bytes) -> RankKey:
+def rank_key(
+    prefer_cost: bool, price: int, proof_time: int, ask_id: bytes, prover: bytes
+) -> RankKey:
     tb = tiebreak(ask_id, prover)
     return (price, proof_time, tb) if prefer_cost else (proof_time, price, tb)

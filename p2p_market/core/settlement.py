@@ -131,6 +131,7 @@ _WINDOW_END, _EXPIRY, _ASK_OPEN, _MESSAGE = 0, 1, 2, 3
 class _Fold:
     def __init__(self, market: Market, book: BidBook) -> None:
         self.window = market.commit_window_ms
+        self.skew = market.skew_ms
         self.book = book
         self.runs: dict[bytes, AskRun] = {}
         self.attempts: dict[tuple[bytes, bytes, int], Attempt] = {}
@@ -238,15 +239,19 @@ class _Fold:
         for _, prover, cid in ranked:
             if cid not in won:
                 self._release(prover, cid, e)
-                self.notes[cid] = "lost" if run.state is AskState.OPEN else f"ask is {run.state.value}"
+                self.notes[cid] = (
+                    "lost" if run.state is AskState.OPEN else f"ask is {run.state.value}"
+                )
         if not winners:
             return
         att.winners = tuple(w[1] for w in winners)
         for _, prover, cid in winners:
             rnd.winners.append(prover)
             price, proof_time = self._commit_terms(cid)
-            deadline = e + proof_time
-            run.slots[prover] = Slot(prover, att.round, att.number, cid, price, proof_time, e, deadline)
+            deadline = e + self.skew + proof_time  # proving starts once the win is certain
+            run.slots[prover] = Slot(
+                prover, att.round, att.number, cid, price, proof_time, e, deadline
+            )
             for o in self.occupancy[prover]:
                 if o.commit_id == cid:
                     o.end, o.settled = deadline, True

@@ -72,7 +72,17 @@ class AskView:
     requester: bytes
     state: AskState
     winners: tuple[bytes, ...]
+    """Every prover that ever won a slot of this ask, in order of assignment."""
+    prices: tuple[int, ...]
+    """What each winner asked (pay-as-bid), aligned with `winners`."""
+    slot_states: tuple[SlotState, ...]
     accepted: tuple[bytes, ...]
+
+    @property
+    def paid(self) -> int:
+        """What the requester owes: the price of every accepted proof."""
+        return sum(p for p, s in zip(self.prices, self.slot_states, strict=True)
+                   if s is SlotState.ACCEPTED)
 
 
 class MarketState:
@@ -189,13 +199,12 @@ class MarketState:
             return self._equivocation(env, rival, now, effects)
         self._store(env, key)
         self._after_store(env, now, effects)
-        if isinstance(m, Cancel):
-            self._settle(now)
-            assert self._settlement is not None
-            if self._settlement.notes.get(env.id) == _LATE_CANCEL:
-                self._unstore(env)
-                self._dirty = True
-                return reject(Reason.CANCEL_AFTER_ASSIGNMENT)
+        if isinstance(m, Cancel) and self._settle(now).notes.get(env.id) == _LATE_CANCEL:
+            # Refused, so not forwarded; yet kept: if the assignment it came after
+            # proves invalid (a late equivocation, say) it takes effect, exactly as on
+            # a node that received it first. Not provable misbehaviour: the requester
+            # may simply not have seen the commits yet.
+            return ignore(Reason.CANCEL_AFTER_ASSIGNMENT, "kept without effect")
         return ACCEPTED
 
     def _check_parents(
@@ -224,7 +233,7 @@ class MarketState:
         return None
 
     def _orphan(self, env: Envelope, parent: bytes) -> Verdict:
-        if any(parent == e.id for e in self.evidence.values()):
+        if parent in self.evidence:
             return ignore(Reason.EQUIVOCATION, "refers to a message that lost an equivocation")
         self.pending.setdefault(parent, {})[env.id] = env
         self._pending_order.append((parent, env.id))
@@ -235,14 +244,13 @@ class MarketState:
                 del self.pending[old_parent]
         return ignore(Reason.ORPHAN, "held until its parent arrives")
 
-    def _equivocation(
-        self, env: Envelope, rival: Envelope, now: int, effects: Effects
-    ) -> Verdict:
+    def _equivocation(self, env: Envelope, rival: Envelope, now: int, effects: Effects) -> Verdict:
         """Both are kept as evidence; the first in signed order counts, on every node
         that holds both, whichever arrived first."""
         kept, dropped = sorted((env, rival), key=_order)
         effects.append(fx.EquivocationSeen(signer=env.signer, kept=kept.id, dropped=dropped.id))
         self.evidence[dropped.id] = dropped
+        self.pending.pop(dropped.id, None)  # children of a loser never apply
         if kept is env:
             self._unstore(rival)
             self._store(env, equivocation_key(env))
@@ -324,15 +332,6 @@ class MarketState:
         active = [self.asks[a] for a in self.events if a in self.asks]
         events = [e for a in self.events if a in self.asks for e in self.events[a].values()]
         s = settle(self.market, self.book, active, events, now)
-        late = [mid for mid, why in s.notes.items() if why == _LATE_CANCEL]
-        if late:
-            for mid in late:
-                found = self._find_event(mid)
-                if found is not None:
-                    self._unstore(found)
-            active = [self.asks[a] for a in self.events if a in self.asks]
-            events = [e for a in self.events if a in self.asks for e in self.events[a].values()]
-            s = settle(self.market, self.book, active, events, now)
         self._settlement, self._dirty, self._settled_at = s, False, now
         return s
 
@@ -358,6 +357,8 @@ class MarketState:
             requester=env.signer,
             state=self.ask_state(ask_id),
             winners=tuple(x.prover for x in slots),
+            prices=tuple(x.price for x in slots),
+            slot_states=tuple(x.state for x in slots),
             accepted=tuple(x.prover for x in slots if x.state is SlotState.ACCEPTED),
         )
 
@@ -389,45 +390,62 @@ class MarketState:
                 continue
             before = self._announced.get(key)
             if before is None:
-                out.append(fx.AttemptSettled(ask=key[0], round=key[1], attempt=key[2],
-                                             winners=att.winners))
+                out.append(
+                    fx.AttemptSettled(ask=key[0], round=key[1], attempt=key[2], winners=att.winners)
+                )
             elif before != att.winners:
                 self.reorgs += 1
-                out.append(fx.Reorg(ask=key[0], round=key[1], attempt=key[2], before=before,
-                                    after=att.winners))
+                out.append(
+                    fx.Reorg(
+                        ask=key[0], round=key[1], attempt=key[2], before=before, after=att.winners
+                    )
+                )
             self._announced[key] = att.winners
         for key in [k for k in self._announced if k not in s.attempts]:
             before = self._announced.pop(key)
             if before:
                 self.reorgs += 1
-                out.append(fx.Reorg(ask=key[0], round=key[1], attempt=key[2], before=before,
-                                    after=()))
+                out.append(
+                    fx.Reorg(ask=key[0], round=key[1], attempt=key[2], before=before, after=())
+                )
         for ask_id, run in s.runs.items():
             for slot in run.slots.values():
                 announced = self._announced.get((ask_id, slot.round, slot.attempt), ())
                 if slot.prover in announced and self._tell_once("assigned", ask_id, slot.prover):
-                    out.append(fx.Assigned(ask=ask_id, prover=slot.prover,
-                                           deadline=slot.deadline, price=slot.price))
+                    out.append(
+                        fx.Assigned(
+                            ask=ask_id,
+                            prover=slot.prover,
+                            deadline=slot.deadline,
+                            price=slot.price,
+                            proof_time=slot.proof_time,
+                        )
+                    )
                 if slot.state is SlotState.DELIVERED and self._tell_once(
                     "proof", ask_id, slot.prover
                 ):
                     assert slot.proof_hash is not None
-                    out.append(fx.ProofDelivered(ask=ask_id, prover=slot.prover,
-                                                 proof_hash=slot.proof_hash))
+                    out.append(
+                        fx.ProofDelivered(
+                            ask=ask_id, prover=slot.prover, proof_hash=slot.proof_hash
+                        )
+                    )
                 if (
                     slot.state is SlotState.ASSIGNED
                     and now >= slot.deadline
                     and self._tell_once("deadline", ask_id, slot.prover)
                 ):
-                    out.append(fx.DeadlinePassed(ask=ask_id, prover=slot.prover,
-                                                 deadline=slot.deadline))
+                    out.append(
+                        fx.DeadlinePassed(ask=ask_id, prover=slot.prover, deadline=slot.deadline)
+                    )
             self._tell_state(ask_id, run.state, out)
         return out
 
     # -- the local prover's policy: when to commit ------------------------------------
     def free_slots(self, prover: bytes, now: int) -> int:
-        """Slots the prover can be sure are free at `now` in its own view: a commit
-        holds its slot until the prover can know it was released (settle lag)."""
+        """Slots the prover can be sure are free at `now` in this node's view: a commit
+        holds its slot until the prover can know it was released (settle lag). For the
+        local prover, commits it was told to make but that are not stored yet count too."""
         stored = self.book.current.get(prover)
         if stored is None:
             return 0
@@ -438,10 +456,15 @@ class MarketState:
             for o in s.occupancy.get(prover, ())
             if o.start <= now and (not o.settled or now < o.end + skew)
         )
-        mine = {(e.message.ask, e.message.round, e.message.attempt)  # type: ignore[union-attr]
-                for b in self.events.values() for e in b.values()
-                if e.signer == prover and isinstance(e.message, Commit)}
-        held += sum(1 for k in self._suggested if k not in mine and k[0] in self.asks)
+        if prover == self.local_prover and self._suggested:
+            stored_keys = {
+                (e.message.ask, e.message.round, e.message.attempt)
+                for b in self.events.values()
+                for e in b.values()
+                if e.signer == prover and isinstance(e.message, Commit)
+            }
+            self._suggested = {k for k in self._suggested if k[0] in self.asks}
+            held += sum(1 for k in self._suggested if k not in stored_keys)
         return stored.bid.capacity - held
 
     def _suggest(self, now: int, ask_ids: list[bytes]) -> Effects:
@@ -482,29 +505,46 @@ class MarketState:
                 key = (ask_id, rnd.id, attempt)
                 if key in self._suggested:
                     continue
-                pos = self.book.position(ask, ask_id, me, now,
-                                         (lambda p, ex=excluded: p not in ex))  # type: ignore[misc]
+                pos = self.book.position(
+                    ask,
+                    ask_id,
+                    me,
+                    now,
+                    lambda p, ex=excluded: p not in ex and self.free_slots(p, now) > 0,  # type: ignore[misc]
+                )
                 if pos is None:
                     continue
                 if pos >= rnd.unfilled:
                     stage_at = start + (pos - rnd.unfilled + 1) * stage
                     if now < stage_at or stage_at >= start + window:
                         continue
-                    my_key = rank_key(ask.prefer == Prefer.COST.value, mine.bid.price,
-                                      mine.bid.proof_time, ask_id, me)
-                    att = s.attempts.get(key)
-                    better = sum(1 for c in att.candidates if c[0] < my_key) if att else 0
-                    if better >= rnd.unfilled:
-                        continue
+                att = s.attempts.get(key)
+                if att is not None:
+                    my_key = rank_key(
+                        ask.prefer == Prefer.COST.value,
+                        mine.bid.price,
+                        mine.bid.proof_time,
+                        ask_id,
+                        me,
+                    )
+                    if sum(1 for c in att.candidates if c[0] < my_key) >= rnd.unfilled:
+                        continue  # enough better commits are in: standing back saves a message
                 if free is None:
                     free = self.free_slots(me, now)
                 if free <= 0:
                     return out
                 free -= 1
                 self._suggested.add(key)
-                out.append(fx.CommitToAsk(ask=ask_id, round=rnd.id, attempt=attempt,
-                                          bid=mine.id, price=mine.bid.price,
-                                          proof_time=mine.bid.proof_time))
+                out.append(
+                    fx.CommitToAsk(
+                        ask=ask_id,
+                        round=rnd.id,
+                        attempt=attempt,
+                        bid=mine.id,
+                        price=mine.bid.price,
+                        proof_time=mine.bid.proof_time,
+                    )
+                )
         return out
 
     # -- housekeeping -------------------------------------------------------------
@@ -512,7 +552,7 @@ class MarketState:
         """Forget what can no longer matter: expired bids leave the index at once,
         and every message is dropped once no valid message could refer to it."""
         self.book.expire(now)
-        for ask_id, env in list(self.asks.items()):
+        for _ask_id, env in list(self.asks.items()):
             if env.message.expires_at + 2 * self.lifetime < now:  # type: ignore[union-attr]
                 self._unstore(env)
         for stored in list(self.book.by_id.values()):
@@ -539,7 +579,9 @@ class MarketState:
     # -- checks ---------------------------------------------------------------------
     def state_hash(self) -> str:
         """A digest of everything that any node holding the same messages must agree
-        on at the same `now`: stored messages, evidence, and every derived verdict."""
+        on at the same `now`: stored messages, evidence, and every derived verdict.
+        Derived state depends on time (expiry, settlement), so compare two nodes only
+        after both have seen the same latest `now` (apply or tick)."""
         s = self._settle(self.now)
         h = hashlib.sha256(self.market_id)
         for bid_id in sorted(self.book.by_id):
@@ -599,8 +641,8 @@ class MarketState:
             worst_winner = max(c[0] for c in ranked if c[1] in att.winners)
             for c in ranked:
                 if c[1] not in att.winners and c[0] < worst_winner:
-                    slot = run.slots.get(c[1])
-                    if slot is None or (slot.round, slot.attempt) == (key[1], key[2]):
+                    held = run.slots.get(c[1])
+                    if held is None or (held.round, held.attempt) == (key[1], key[2]):
                         problems.append(f"attempt {key[0].hex()[:8]}: a better commit lost")
         problems.extend(self._capacity_problems(s))
         for mid in self.asks:
