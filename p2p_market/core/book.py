@@ -55,16 +55,15 @@ class BidBook:
     def add(self, stored: StoredBid) -> None:
         """Store a bid; it becomes current if its seq is the prover's highest."""
         self.by_id[stored.id] = stored
-        self.history.setdefault(stored.prover, {})[stored.bid.seq] = stored
+        seqs = self.history.setdefault(stored.prover, {})
+        if seqs and max(seqs) > stored.bid.seq:
+            seqs[stored.bid.seq] = stored
+            return  # an older offer, kept for the commits that cite it
+        seqs[stored.bid.seq] = stored
         old = self.current.get(stored.prover)
-        if old is not None and old.bid.seq >= stored.bid.seq:
-            return
         if old is not None:
             self._unindex(old)
-        self.current[stored.prover] = stored
-        b = stored.bid
-        self._by_cost.add((b.price, b.proof_time, stored.prover))
-        self._by_time.add((b.proof_time, b.price, stored.prover))
+        self._promote(stored)
 
     def remove(self, bid_id: bytes) -> StoredBid | None:
         stored = self.by_id.pop(bid_id, None)
@@ -79,8 +78,14 @@ class BidBook:
             self._unindex(stored)
             del self.current[stored.prover]
             if seqs:
-                self.add(seqs[max(seqs)])
+                self._promote(seqs[max(seqs)])
         return stored
+
+    def _promote(self, stored: StoredBid) -> None:
+        self.current[stored.prover] = stored
+        b = stored.bid
+        self._by_cost.add((b.price, b.proof_time, stored.prover))
+        self._by_time.add((b.proof_time, b.price, stored.prover))
 
     def _unindex(self, stored: StoredBid) -> None:
         b = stored.bid
@@ -88,10 +93,12 @@ class BidBook:
         self._by_time.remove((b.proof_time, b.price, stored.prover))
 
     def expire(self, now: int) -> list[StoredBid]:
-        """Drop every stored bid whose expiry has passed."""
-        gone = [s for s in self.by_id.values() if s.bid.expires_at <= now]
+        """Take expired bids out of the matcher's indexes. They stay stored (by id and
+        in the prover's history): commits that cite them are still judged by them."""
+        gone = [s for s in self.current.values() if s.bid.expires_at <= now]
         for s in gone:
-            self.remove(s.id)
+            self._unindex(s)
+            del self.current[s.prover]
         return gone
 
     # -- queries ----------------------------------------------------------------
@@ -198,4 +205,5 @@ class BidBook:
             assert stored.prover == prover
             assert stored.id in self.by_id
             assert stored.bid.seq == max(self.history[prover])
+            assert self.history[prover][stored.bid.seq] is stored
             assert (stored.bid.price, stored.bid.proof_time, prover) in self._by_cost

@@ -81,8 +81,9 @@ class AskView:
     @property
     def paid(self) -> int:
         """What the requester owes: the price of every accepted proof."""
-        return sum(p for p, s in zip(self.prices, self.slot_states, strict=True)
-                   if s is SlotState.ACCEPTED)
+        return sum(
+            p for p, s in zip(self.prices, self.slot_states, strict=True) if s is SlotState.ACCEPTED
+        )
 
 
 class MarketState:
@@ -235,8 +236,10 @@ class MarketState:
     def _orphan(self, env: Envelope, parent: bytes) -> Verdict:
         if parent in self.evidence:
             return ignore(Reason.EQUIVOCATION, "refers to a message that lost an equivocation")
-        self.pending.setdefault(parent, {})[env.id] = env
-        self._pending_order.append((parent, env.id))
+        waiting = self.pending.setdefault(parent, {})
+        if env.id not in waiting:
+            waiting[env.id] = env
+            self._pending_order.append((parent, env.id))
         while len(self._pending_order) > MAX_PENDING_ORPHANS:
             old_parent, old_id = self._pending_order.popleft()
             self.pending.get(old_parent, {}).pop(old_id, None)
@@ -279,22 +282,25 @@ class MarketState:
                 self._committers[env.signer] = self._committers.get(env.signer, 0) + 1
             self._dirty = True
 
-    def _unstore(self, env: Envelope) -> None:
+    def _unstore(self, env: Envelope, *, forget: bool = True) -> None:
+        """Remove a message and whatever depends on it. `forget=False` (pruning) keeps
+        the ids in the seen cache until their own horizon, so a replay stays a duplicate."""
         m = env.message
         key = equivocation_key(env)
         if self.keyed.get(key) is env:
             del self.keyed[key]
-        self.seen.pop(env.id, None)
+        if forget:
+            self.seen.pop(env.id, None)
         if isinstance(m, Bid):
             self.book.remove(env.id)
             for cid in sorted(self.commits_by_bid.pop(env.id, ())):
                 commit = self._find_event(cid)
                 if commit is not None:
-                    self._unstore(commit)
+                    self._unstore(commit, forget=forget)
         elif isinstance(m, Ask):
             self.asks.pop(env.id, None)
             for child in list(self.events.get(env.id, {}).values()):
-                self._unstore(child)
+                self._unstore(child, forget=forget)
             self.events.pop(env.id, None)
         else:
             self._home.pop(env.id, None)
@@ -554,12 +560,12 @@ class MarketState:
         self.book.expire(now)
         for _ask_id, env in list(self.asks.items()):
             if env.message.expires_at + 2 * self.lifetime < now:  # type: ignore[union-attr]
-                self._unstore(env)
+                self._unstore(env, forget=False)
         for stored in list(self.book.by_id.values()):
             if stored.bid.expires_at + 3 * self.lifetime < now:
                 bid_env = self.keyed.get(equivocation_key_of_bid(stored))
                 if bid_env is not None:
-                    self._unstore(bid_env)
+                    self._unstore(bid_env, forget=False)
         for mid, until in list(self.seen.items()):
             if until < now and not self._is_stored(mid):
                 del self.seen[mid]

@@ -24,7 +24,6 @@ class Reason(enum.Enum):
     OVERSIZED = "oversized"
     UNDECODABLE = "undecodable"
     NOT_CANONICAL = "not_canonical"
-    BAD_ENVELOPE = "bad_envelope"
     UNKNOWN_KIND = "unknown_kind"
     BAD_FIELDS = "bad_fields"
     # Signature.
@@ -45,8 +44,6 @@ class Reason(enum.Enum):
     BID_NOT_LIVE = "bid_not_live"
     ORPHAN = "orphan"
     CANCEL_AFTER_ASSIGNMENT = "cancel_after_assignment"
-    MARKET_MISMATCH = "market_mismatch"
-    OUTDATED_SEQ = "outdated_seq"
 
 
 @dataclass(frozen=True, slots=True)
