@@ -412,7 +412,28 @@ class _Fold:
 
 
 def settle(
-    market: Market, book: BidBook, asks: list[Envelope], events: list[Envelope], horizon: int
+    market: Market,
+    book: BidBook,
+    asks: list[Envelope],
+    events: list[Envelope],
+    horizon: int,
+    fixed_occupancy: dict[bytes, list[Occupancy]] | None = None,
 ) -> Settlement:
-    """Fold the asks with activity and their ask-scoped messages up to `horizon`."""
-    return _Fold(market, book).run(asks, events, horizon)
+    """Fold the asks with activity and their ask-scoped messages up to `horizon`.
+    `fixed_occupancy` holds the (ended) slot intervals of archived asks."""
+    fold = _Fold(market, book)
+    for prover, intervals in (fixed_occupancy or {}).items():
+        fold.occupancy[prover] = list(intervals)
+    return fold.run(asks, events, horizon)
+
+
+def last_activity(run: AskRun, attempts: list[Attempt], events: list[Envelope]) -> int:
+    """The latest moment anything about this ask happened or is scheduled to."""
+    times = [run.ask.timestamp]
+    times += [e.message.timestamp for e in events]  # type: ignore[union-attr]
+    times += [a.window_end for a in attempts]
+    for slot in run.slots.values():
+        times.append(slot.deadline if slot.ended_at is None else slot.ended_at)
+    if run.expired or run.state is AskState.EXPIRED:
+        times.append(run.ask.expires_at)
+    return max(times)

@@ -19,9 +19,10 @@ from collections import deque
 from dataclasses import dataclass
 
 from p2p_market.core import effects as fx
+from p2p_market.core.archive import Archive, Archived
 from p2p_market.core.book import BidBook, StoredBid
 from p2p_market.core.envelope import Envelope, market_id
-from p2p_market.core.lifecycle import AskState, SlotState
+from p2p_market.core.lifecycle import TERMINAL, AskState, SlotState
 from p2p_market.core.limits import MAX_PENDING_ORPHANS
 from p2p_market.core.messages import (
     Ask,
@@ -35,7 +36,14 @@ from p2p_market.core.messages import (
     Receipt,
 )
 from p2p_market.core.ranking import rank_key
-from p2p_market.core.settlement import Round, Settlement, settle
+from p2p_market.core.settlement import (
+    AskRun,
+    Attempt,
+    Round,
+    Settlement,
+    last_activity,
+    settle,
+)
 from p2p_market.core.validation import check_form, check_signature
 from p2p_market.core.verdict import ACCEPTED, Reason, Verdict, ignore, reject
 
@@ -103,15 +111,16 @@ class MarketState:
         self.pending: dict[bytes, dict[bytes, Envelope]] = {}
         self._pending_order: deque[tuple[bytes, bytes]] = deque()
         self._settlement: Settlement | None = None
+        self._archive = Archive()
         self._dirty = True
         self._settled_at = -1
         self._committers: dict[bytes, int] = {}
         self.now = 0
         self.reorgs = 0
         # What this node has already told its shell (local, never part of the state hash).
-        self._announced: dict[tuple[bytes, bytes, int], tuple[bytes, ...]] = {}
+        self._announced: dict[bytes, dict[tuple[bytes, int], tuple[bytes, ...]]] = {}
         self._told_states: dict[bytes, AskState] = {}
-        self._told: set[tuple[str, bytes, bytes]] = set()
+        self._told: dict[bytes, set[tuple[str, bytes]]] = {}
         self._suggested: set[tuple[bytes, bytes, int]] = set()
         self._expiries: list[tuple[int, bytes]] = []
         self._next_prune = 0
@@ -168,6 +177,7 @@ class MarketState:
                 self._tell_state(ask_id, AskState.EXPIRED, effects)
         effects.extend(self._observe(now))
         effects.extend(self._suggest(now, list(self.asks)))
+        self._archive_finished(now)
         return effects
 
     # -- admission: the checks that need state ---------------------------------------
@@ -261,8 +271,23 @@ class MarketState:
         return reject(Reason.EQUIVOCATION, f"conflicts with {rival.id.hex()[:16]}")
 
     # -- storage ------------------------------------------------------------------
+    def _thaw_for(self, env: Envelope) -> None:
+        """Bring back into the fold every archived ask this message could affect."""
+        m = env.message
+        if isinstance(m, Market | Ask):
+            return
+        thawed = self._archive.thaw_from(m.timestamp)
+        if not isinstance(m, Bid):
+            entry = self._archive.thaw(m.ask)
+            if entry is not None:
+                thawed[m.ask] = entry
+        for ask_id, entry in thawed.items():
+            self._announced[ask_id] = entry.announced
+            self._dirty = True
+
     def _store(self, env: Envelope, key: tuple[object, ...]) -> None:
         m = env.message
+        self._thaw_for(env)
         self.keyed[key] = env
         self.seen[env.id] = self._forget_after(env)
         if isinstance(m, Bid):
@@ -286,6 +311,7 @@ class MarketState:
         """Remove a message and whatever depends on it. `forget=False` (pruning) keeps
         the ids in the seen cache until their own horizon, so a replay stays a duplicate."""
         m = env.message
+        self._thaw_for(env)
         key = equivocation_key(env)
         if self.keyed.get(key) is env:
             del self.keyed[key]
@@ -299,6 +325,10 @@ class MarketState:
                     self._unstore(commit, forget=forget)
         elif isinstance(m, Ask):
             self.asks.pop(env.id, None)
+            self._archive.thaw(env.id)
+            self._announced.pop(env.id, None)
+            self._told.pop(env.id, None)
+            self._told_states.pop(env.id, None)
             for child in list(self.events.get(env.id, {}).values()):
                 self._unstore(child, forget=forget)
             self.events.pop(env.id, None)
@@ -335,15 +365,26 @@ class MarketState:
         stale = s is None or self._dirty or (s.next_wakeup is not None and now >= s.next_wakeup)
         if not stale and s is not None:
             return s
-        active = [self.asks[a] for a in self.events if a in self.asks]
-        events = [e for a in self.events if a in self.asks for e in self.events[a].values()]
-        s = settle(self.market, self.book, active, events, now)
+        live = [a for a in self.events if a in self.asks and a not in self._archive]
+        active = [self.asks[a] for a in live]
+        events = [e for a in live for e in self.events[a].values()]
+        fixed = self._archive.fixed_occupancy()
+        s = settle(self.market, self.book, active, events, now, fixed)
         self._settlement, self._dirty, self._settled_at = s, False, now
         return s
 
-    def ask_state(self, ask_id: bytes) -> AskState:
+    def _run(self, ask_id: bytes) -> AskRun | None:
+        archived = self._archive.asks.get(ask_id)
+        if archived is not None:
+            return archived.run
+        return self._settle(self.now).runs.get(ask_id)
+
+    def _note(self, mid: bytes) -> str:
         s = self._settle(self.now)
-        run = s.runs.get(ask_id)
+        return s.notes.get(mid) or self._archive.notes.get(mid, "")
+
+    def ask_state(self, ask_id: bytes) -> AskState:
+        run = self._run(ask_id)
         if run is not None:
             return run.state
         ask = self.asks[ask_id].message
@@ -351,11 +392,10 @@ class MarketState:
         return AskState.OPEN if self.now < ask.expires_at else AskState.EXPIRED
 
     def view(self, ask_id: bytes) -> AskView:
-        s = self._settle(self.now)
         env = self.asks[ask_id]
         ask = env.message
         assert isinstance(ask, Ask)
-        run = s.runs.get(ask_id)
+        run = self._run(ask_id)
         slots = sorted(run.slots.values(), key=lambda x: x.assigned_at) if run else []
         return AskView(
             id=ask_id,
@@ -379,10 +419,10 @@ class MarketState:
             effects.append(fx.AskStateChanged(ask=ask_id, before=before, after=state))
 
     def _tell_once(self, kind: str, ask: bytes, prover: bytes) -> bool:
-        token = (kind, ask, prover)
-        if token in self._told:
+        told = self._told.setdefault(ask, set())
+        if (kind, prover) in told:
             return False
-        self._told.add(token)
+        told.add((kind, prover))
         return True
 
     def _observe(self, now: int) -> Effects:
@@ -394,7 +434,8 @@ class MarketState:
         for key, att in s.attempts.items():
             if not att.settled or now < att.window_end + skew:
                 continue
-            before = self._announced.get(key)
+            announced = self._announced.setdefault(key[0], {})
+            before = announced.get(key[1:])
             if before is None:
                 out.append(
                     fx.AttemptSettled(ask=key[0], round=key[1], attempt=key[2], winners=att.winners)
@@ -406,9 +447,16 @@ class MarketState:
                         ask=key[0], round=key[1], attempt=key[2], before=before, after=att.winners
                     )
                 )
-            self._announced[key] = att.winners
-        for key in [k for k in self._announced if k not in s.attempts]:
-            before = self._announced.pop(key)
+            announced[key[1:]] = att.winners
+        gone = [
+            (ask_id, sub)
+            for ask_id, announced in self._announced.items()
+            for sub in announced
+            if (ask_id, *sub) not in s.attempts
+        ]
+        for ask_id, sub in gone:
+            before = self._announced[ask_id].pop(sub)
+            key = (ask_id, *sub)
             if before:
                 self.reorgs += 1
                 out.append(
@@ -416,8 +464,8 @@ class MarketState:
                 )
         for ask_id, run in s.runs.items():
             for slot in run.slots.values():
-                announced = self._announced.get((ask_id, slot.round, slot.attempt), ())
-                if slot.prover in announced and self._tell_once("assigned", ask_id, slot.prover):
+                told_winners = self._announced.get(ask_id, {}).get((slot.round, slot.attempt), ())
+                if slot.prover in told_winners and self._tell_once("assigned", ask_id, slot.prover):
                     out.append(
                         fx.Assigned(
                             ask=ask_id,
@@ -554,6 +602,49 @@ class MarketState:
         return out
 
     # -- housekeeping -------------------------------------------------------------
+    def _archive_finished(self, now: int) -> None:
+        """Set aside terminal asks whose activity ended well before `now` (see
+        archive.py): a message that could still change them would have to arrive
+        later than the settle lag, and it would thaw them."""
+        s = self._settle(now)
+        line = now - self.market.commit_window_ms - 2 * self.market.skew_ms
+        by_ask: dict[bytes, list[Attempt]] = {}
+        for key, att in s.attempts.items():
+            by_ask.setdefault(key[0], []).append(att)
+        for ask_id, run in s.runs.items():
+            if run.state not in TERMINAL or ask_id in self._archive:
+                continue
+            events = list(self.events.get(ask_id, {}).values())
+            last = last_activity(run, by_ask.get(ask_id, []), events)
+            if last >= line:
+                continue
+            ids = {e.id for e in events}
+            occupancy = [
+                (prover, o)
+                for prover, occs in s.occupancy.items()
+                for o in occs
+                if o.commit_id in ids
+            ]
+            self._archive.put(
+                ask_id,
+                Archived(
+                    run=run,
+                    attempts={(ask_id, a.round, a.number): a for a in by_ask.get(ask_id, [])},
+                    notes={mid: why for mid, why in s.notes.items() if mid in ids},
+                    occupancy=occupancy,
+                    last=last,
+                    announced=self._announced.pop(ask_id, {}),
+                ),
+            )
+            self._dirty = True
+        live = [
+            e.message.timestamp  # type: ignore[union-attr]
+            for a in s.runs
+            if a not in self._archive
+            for e in self.events.get(a, {}).values()
+        ]
+        self._archive.forget_before(min([line, *live]))
+
     def _prune(self, now: int) -> None:
         """Forget what can no longer matter: expired bids leave the index at once,
         and every message is dropped once no valid message could refer to it."""
@@ -588,13 +679,12 @@ class MarketState:
         on at the same `now`: stored messages, evidence, and every derived verdict.
         Derived state depends on time (expiry, settlement), so compare two nodes only
         after both have seen the same latest `now` (apply or tick)."""
-        s = self._settle(self.now)
         h = hashlib.sha256(self.market_id)
         for bid_id in sorted(self.book.by_id):
             h.update(b"B" + bid_id)
         for ask_id in sorted(self.asks):
             h.update(b"A" + ask_id + self.ask_state(ask_id).value.encode())
-            run = s.runs.get(ask_id)
+            run = self._run(ask_id)
             if run is None:
                 continue
             for prover in sorted(run.slots):
@@ -605,7 +695,7 @@ class MarketState:
                 h.update(b"R" + rid + b"".join(run.rounds[rid].winners))
         for ask_id in sorted(self.events):
             for mid in sorted(self.events[ask_id]):
-                h.update(b"E" + mid + s.notes.get(mid, "").encode())
+                h.update(b"E" + mid + self._note(mid).encode())
         for mid in sorted(self.evidence):
             h.update(b"X" + mid)
         for parent in sorted(self.pending):
@@ -621,7 +711,12 @@ class MarketState:
         except AssertionError as exc:
             problems.append(f"book: {exc}")
         s = self._settle(self.now)
-        for ask_id, run in s.runs.items():
+        runs = dict(s.runs)
+        attempts = dict(s.attempts)
+        for ask_id, archived in self._archive.asks.items():
+            runs[ask_id] = archived.run
+            attempts.update(archived.attempts)
+        for ask_id, run in runs.items():
             ask = run.ask
             live = [x for x in run.slots.values() if x.state.in_progress]
             done = [x for x in run.slots.values() if x.state is SlotState.ACCEPTED]
@@ -636,8 +731,8 @@ class MarketState:
                     problems.append(f"ask {ask_id.hex()[:8]}: assigned after expiry")
                 if (ask.allow and slot.prover not in ask.allow) or slot.prover in ask.deny:
                     problems.append(f"ask {ask_id.hex()[:8]}: winner not allowed")
-        for key, att in s.attempts.items():
-            run = s.runs[key[0]]
+        for key, att in attempts.items():
+            run = runs[key[0]]
             if not att.winners:
                 continue
             ranked = sorted(att.candidates)
@@ -650,15 +745,17 @@ class MarketState:
                     held = run.slots.get(c[1])
                     if held is None or (held.round, held.attempt) == (key[1], key[2]):
                         problems.append(f"attempt {key[0].hex()[:8]}: a better commit lost")
-        problems.extend(self._capacity_problems(s))
+        problems.extend(self._capacity_problems(s, attempts))
         for mid in self.asks:
             if mid not in self.seen:
                 problems.append("a stored ask is missing from the seen cache")
         return problems
 
-    def _capacity_problems(self, s: Settlement) -> list[str]:
+    def _capacity_problems(
+        self, s: Settlement, attempts: dict[tuple[bytes, bytes, int], Attempt]
+    ) -> list[str]:
         problems = []
-        valid = {c[2]: c[1] for att in s.attempts.values() for c in att.candidates}
+        valid = {c[2]: c[1] for att in attempts.values() for c in att.candidates}
         for prover, occs in s.occupancy.items():
             for o in occs:
                 if o.commit_id not in valid:
