@@ -112,6 +112,9 @@ class MarketState:
         self._pending_order: deque[tuple[bytes, bytes]] = deque()
         self._settlement: Settlement | None = None
         self._archive = Archive()
+        self._live: set[bytes] = set()
+        """Stored asks with ask-scoped messages that are not archived: what the fold replays."""
+        self._next_forget = 0
         self._dirty = True
         self._settled_at = -1
         self._committers: dict[bytes, int] = {}
@@ -283,6 +286,7 @@ class MarketState:
                 thawed[m.ask] = entry
         for ask_id, entry in thawed.items():
             self._announced[ask_id] = entry.announced
+            self._live.add(ask_id)
             self._dirty = True
 
     def _store(self, env: Envelope, key: tuple[object, ...]) -> None:
@@ -298,9 +302,12 @@ class MarketState:
             self.asks[env.id] = env
             heapq.heappush(self._expiries, (m.expires_at, env.id))
             if env.id in self.events:
+                self._live.add(env.id)
                 self._dirty = True
         else:
             self.events.setdefault(m.ask, {})[env.id] = env  # type: ignore[union-attr]
+            if m.ask in self.asks:  # type: ignore[union-attr]
+                self._live.add(m.ask)  # type: ignore[union-attr]
             self._home[env.id] = m.ask  # type: ignore[union-attr]
             if isinstance(m, Commit):
                 self.commits_by_bid.setdefault(m.bid, set()).add(env.id)
@@ -325,6 +332,7 @@ class MarketState:
                     self._unstore(commit, forget=forget)
         elif isinstance(m, Ask):
             self.asks.pop(env.id, None)
+            self._live.discard(env.id)
             self._archive.thaw(env.id)
             self._announced.pop(env.id, None)
             self._told.pop(env.id, None)
@@ -339,6 +347,7 @@ class MarketState:
                 bucket.pop(env.id, None)
                 if not bucket:
                     del self.events[m.ask]  # type: ignore[union-attr]
+                    self._live.discard(m.ask)  # type: ignore[union-attr]
             if isinstance(m, Commit):
                 self.commits_by_bid.get(m.bid, set()).discard(env.id)
                 left = self._committers.get(env.signer, 1) - 1
@@ -365,7 +374,7 @@ class MarketState:
         stale = s is None or self._dirty or (s.next_wakeup is not None and now >= s.next_wakeup)
         if not stale and s is not None:
             return s
-        live = [a for a in self.events if a in self.asks and a not in self._archive]
+        live = sorted(self._live)
         active = [self.asks[a] for a in live]
         events = [e for a in live for e in self.events[a].values()]
         fixed = self._archive.fixed_occupancy()
@@ -636,7 +645,11 @@ class MarketState:
                     announced=self._announced.pop(ask_id, {}),
                 ),
             )
+            self._live.discard(ask_id)
             self._dirty = True
+        if now < self._next_forget:
+            return
+        self._next_forget = now + 10 * self.market.commit_window_ms
         live = [
             e.message.timestamp  # type: ignore[union-attr]
             for a in s.runs
@@ -746,6 +759,9 @@ class MarketState:
                     if held is None or (held.round, held.attempt) == (key[1], key[2]):
                         problems.append(f"attempt {key[0].hex()[:8]}: a better commit lost")
         problems.extend(self._capacity_problems(s, attempts))
+        expected_live = {a for a in self.events if a in self.asks and a not in self._archive}
+        if self._live != expected_live:
+            problems.append("the live set differs from the stored, unarchived asks with activity")
         for mid in self.asks:
             if mid not in self.seen:
                 problems.append("a stored ask is missing from the seen cache")
