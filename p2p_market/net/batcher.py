@@ -1,0 +1,156 @@
+"""Adaptive batching of outgoing envelopes into gossip frames, under a frame budget.
+
+Gossip frames are what a network of py-libp2p nodes runs out of first (DESIGN.md:
+10 node processes on a 2-core box saturate near 17-18 frames/s in total, whatever a
+frame carries). So each node spends frames from a token bucket: `frames_per_second`
+tokens a second, at most `burst` saved up. While a token is there an envelope goes
+out at once, alone in its frame: a quiet market pays no batching delay. While the
+bucket is empty, envelopes queue, and the next token sends everything queued for one
+market as a single frame (up to the frame's item and byte caps): a busy market gets
+bigger frames, not more of them, and its latency is bounded by the token interval.
+
+Pure logic: no I/O, no clock of its own. Every method that depends on time takes
+`now` (seconds, any monotonic origin), so the tests drive it with plain numbers and
+the gossip service drives it with `trio.current_time()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+from p2p_market.net.frame import MAX_FRAME_BYTES, MAX_FRAME_ITEMS, frame_size, item_fits
+
+DEFAULT_FRAMES_PER_SECOND: Final = 2.0
+"""A node's share of the measured network-wide frame capacity (~17 frames/s over 10
+processes on two cores), rounded up: a node rarely publishes alone for long."""
+
+DEFAULT_BURST: Final = 4
+"""Frames a node may send back to back after a quiet spell."""
+
+DEFAULT_MAX_PENDING: Final = 4096
+"""Envelopes waiting for a frame; beyond this `push` refuses and the publisher waits."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Envelopes for one market's topic, to be sent as one frame, in push order."""
+
+    market: bytes
+    items: tuple[bytes, ...]
+
+
+class FrameBudget:
+    """A token bucket of frames. Starts full: the first `burst` frames go at once."""
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, frames_per_second: float, burst: int) -> None:
+        if frames_per_second <= 0 or burst < 1:
+            raise ValueError("a frame budget needs a positive rate and a burst of at least 1")
+        self.rate = frames_per_second
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self._last is not None and now > self._last:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+        if self._last is None or now > self._last:
+            self._last = now
+
+    def tokens(self, now: float) -> float:
+        self._refill(now)
+        return self._tokens
+
+    def try_spend(self, now: float) -> bool:
+        self._refill(now)
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def next_token_at(self, now: float) -> float:
+        """The earliest time at which a frame may be spent (`now` if it may already)."""
+        missing = 1.0 - self.tokens(now)
+        return now if missing <= 0 else now + missing / self.rate
+
+
+class Batcher:
+    """Queues envelopes per market and hands out batches as the frame budget allows.
+
+    Order is kept within a market (a node's ask is never overtaken by its own
+    cancel), and markets take turns by the age of their oldest waiting envelope."""
+
+    def __init__(
+        self,
+        *,
+        frames_per_second: float = DEFAULT_FRAMES_PER_SECOND,
+        burst: int = DEFAULT_BURST,
+        max_items: int = MAX_FRAME_ITEMS,
+        max_bytes: int = MAX_FRAME_BYTES,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
+        if not 1 <= max_items <= MAX_FRAME_ITEMS:
+            raise ValueError(f"max_items must be in 1..{MAX_FRAME_ITEMS}")
+        if not 0 < max_bytes <= MAX_FRAME_BYTES:
+            raise ValueError(f"max_bytes must be in 1..{MAX_FRAME_BYTES}")
+        self.budget = FrameBudget(frames_per_second, burst)
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.max_pending = max_pending
+        self._queues: dict[bytes, deque[tuple[int, bytes]]] = {}
+        self._pending: set[bytes] = set()
+        self._arrival = itertools.count()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def has_room(self) -> bool:
+        return len(self._pending) < self.max_pending
+
+    def push(self, market: bytes, envelope: bytes) -> bool:
+        """Queue an envelope for `market`'s topic. False when the queue is full (the
+        caller waits for a `take`); an envelope already waiting is not queued twice.
+        Raises ValueError for an envelope no frame could carry."""
+        if not item_fits(len(envelope)) or frame_size([len(envelope)]) > self.max_bytes:
+            raise ValueError(f"an envelope of {len(envelope)} bytes does not fit in a frame")
+        if envelope in self._pending:
+            return True
+        if not self.has_room():
+            return False
+        self._pending.add(envelope)
+        self._queues.setdefault(market, deque()).append((next(self._arrival), envelope))
+        return True
+
+    def next_due(self, now: float) -> float | None:
+        """When `take` will next return a batch: `now` if it would already, the time
+        of the next frame token if envelopes wait for one, None if nothing waits."""
+        if not self._pending:
+            return None
+        return self.budget.next_token_at(now)
+
+    def take(self, now: float) -> Batch | None:
+        """Spend one frame token on the market whose envelope has waited longest and
+        return as many of its envelopes, oldest first, as fit in one frame. None (and
+        nothing spent) when nothing waits or the budget is exhausted."""
+        if not self._pending or not self.budget.try_spend(now):
+            return None
+        market = min(self._queues, key=lambda m: self._queues[m][0][0])
+        queue = self._queues[market]
+        items: list[bytes] = []
+        sizes: list[int] = []
+        while queue and len(items) < self.max_items:
+            envelope = queue[0][1]
+            if items and frame_size([*sizes, len(envelope)]) > self.max_bytes:
+                break
+            queue.popleft()
+            items.append(envelope)
+            sizes.append(len(envelope))
+            self._pending.discard(envelope)
+        if not queue:
+            del self._queues[market]
+        return Batch(market, tuple(items))

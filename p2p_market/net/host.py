@@ -1,0 +1,136 @@
+"""The libp2p host of a node: its identity, transports, and how it dials peers.
+
+One identity: the libp2p peer id is derived from the node's own Ed25519 key (the key
+that signs its orders), so a peer id names a signer and vice versa (`peer_id_of`).
+
+The security and muxer lists are explicit because libp2p's defaults are not what we
+want: `new_host` without `sec_opt` also offers TLS, SECIO and *plaintext*
+(libp2p/__init__.py, new_swarm's `secure_transports_by_protocol`), so a peer could
+negotiate an unencrypted, unauthenticated session. Here a node speaks Noise only,
+and one muxer (yamux by default; mplex can be chosen for measurements).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Literal
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TMuxerOptions, TProtocol, TSecurityOptions
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from p2p_market.core.crypto import SigningKey
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN: Final = ("/ip4/127.0.0.1/tcp/0",)
+DIAL_TIMEOUT_S: Final = 10.0
+
+Muxer = Literal["yamux", "mplex"]
+
+
+def make_host(
+    key: SigningKey,
+    listen: Sequence[str] = DEFAULT_LISTEN,
+    *,
+    muxer: Muxer = "yamux",
+) -> tuple[IHost, list[multiaddr.Multiaddr]]:
+    """A host (not yet running) whose identity is `key`, and its parsed listen addrs.
+
+    The host is started by whoever runs it (`host.run(addrs)`): for a gossiping
+    node that is `Gossip.run`, which must have pubsub up before the host accepts
+    streams (see gossip.py)."""
+    key_pair = create_new_key_pair(key.seed)
+    # Noise's static DH key is per process: it is authenticated by the identity key
+    # inside the handshake, so it need not be stable.
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    security: TSecurityOptions = {NOISE_PROTOCOL_ID: noise}
+    muxers: TMuxerOptions = (
+        {TProtocol(YAMUX_PROTOCOL_ID): Yamux}
+        if muxer == "yamux"
+        else {TProtocol(MPLEX_PROTOCOL_ID): Mplex}
+    )
+    addrs = [multiaddr.Multiaddr(a) for a in listen]
+    host = new_host(key_pair=key_pair, sec_opt=security, muxer_opt=muxers, listen_addrs=addrs)
+    return host, addrs
+
+
+def peer_id_of(public_key: bytes) -> ID:
+    """The libp2p peer id of the node whose Ed25519 public key this is."""
+    return ID.from_pubkey(Ed25519PublicKey.from_bytes(public_key))
+
+
+def dial_addr(host: IHost) -> str:
+    """The host's full dialable address, `/ip4/…/tcp/PORT/p2p/PEERID` (the first
+    TCP one). Only meaningful once the host is listening."""
+    for addr in host.get_addrs():
+        text = str(addr)
+        if "/tcp/" in text and "/p2p/" in text:
+            return text
+    raise RuntimeError("the host has no TCP listen address yet: is it running?")
+
+
+async def connect_all(
+    host: IHost, addrs: Sequence[str], *, timeout: float = DIAL_TIMEOUT_S
+) -> dict[str, BaseException]:
+    """Dial every address at once; return the failures, by address.
+
+    Concurrent on purpose: each libp2p dial waits a fixed ~250 ms happy-eyeballs
+    delay even when it succeeds at once (libp2p/network/swarm.py, dial_peer's
+    `move_on_after(_HAPPY_EYEBALLS_DELAY)`), so dialing n peers in turn costs n
+    quarter-seconds. One unreachable peer never fails the others; our own address
+    is skipped."""
+    failures: dict[str, BaseException] = {}
+    own = host.get_id()
+
+    async def dial(addr: str) -> None:
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+            if info.peer_id == own:
+                return
+            with trio.fail_after(timeout):
+                await host.connect(info)
+        except Exception as exc:  # any dial failure is data for the caller
+            log.debug("dial %s failed: %r", addr, exc)
+            failures[addr] = exc
+
+    async with trio.open_nursery() as nursery:
+        for addr in addrs:
+            nursery.start_soon(dial, addr)
+    return failures
+
+
+StreamHandler = Callable[[INetStream], Awaitable[None]]
+
+
+def guarded(handler: StreamHandler, name: str) -> StreamHandler:
+    """A stream handler that cannot take the host down.
+
+    libp2p awaits stream handlers inside the connection's nursery
+    (network/connection/swarm_connection.py `_handle_muxed_stream`, host/basic_host.py
+    `_swarm_stream_handler`): an exception escaping a handler cancels the swarm and
+    so the whole host. Here it is logged and the stream reset instead."""
+
+    async def handle(stream: INetStream) -> None:
+        try:
+            await handler(stream)
+        except Exception as exc:
+            log.warning("stream handler %s failed: %r; resetting the stream", name, exc)
+            try:
+                await stream.reset()
+            except Exception:
+                log.debug("reset after a failed %s handler failed too", name, exc_info=True)
+
+    return handle

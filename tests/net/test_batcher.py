@@ -1,0 +1,123 @@
+"""The batcher without a network: a fake clock is a plain float."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2p_market.net.batcher import Batch, Batcher, FrameBudget
+from p2p_market.net.frame import MAX_FRAME_BYTES, MAX_FRAME_ITEMS, frame_size
+
+M1 = b"1" * 32
+M2 = b"2" * 32
+
+
+def env(i: int, size: int = 100) -> bytes:
+    return i.to_bytes(4, "big") * (size // 4)
+
+
+def test_under_budget_each_envelope_leaves_at_once_alone() -> None:
+    b = Batcher(frames_per_second=2.0, burst=3)
+    for i in range(3):
+        assert b.push(M1, env(i))
+        assert b.next_due(0.0) == 0.0
+        assert b.take(0.0) == Batch(M1, (env(i),))
+    assert b.next_due(0.0) is None
+    assert b.take(0.0) is None
+
+
+def test_over_budget_envelopes_coalesce_into_one_frame_when_a_token_comes() -> None:
+    b = Batcher(frames_per_second=2.0, burst=1)
+    b.push(M1, env(0))
+    assert b.take(0.0) == Batch(M1, (env(0),))
+    for i in range(1, 6):
+        b.push(M1, env(i))
+    assert b.take(0.1) is None  # bucket empty: nothing spent, all waits
+    assert b.pending == 5
+    assert b.next_due(0.1) == pytest.approx(0.5)
+    batch = b.take(0.5)
+    assert batch == Batch(M1, tuple(env(i) for i in range(1, 6)))
+    assert b.pending == 0
+
+
+def test_frames_never_exceed_the_rate_however_many_envelopes() -> None:
+    b = Batcher(frames_per_second=4.0, burst=2)
+    frames = 0
+    now = 0.0
+    for i in range(1000):
+        b.push(M1, env(i))
+        now += 0.001  # 1000 envelopes a second for one second
+        if b.take(now) is not None:
+            frames += 1
+    while b.take(now) is not None:
+        frames += 1
+    assert frames <= 2 + 4 * now + 1
+    assert b.pending > 0  # the rest waits for tokens, it is not dropped
+
+
+def test_a_frame_holds_at_most_max_items() -> None:
+    b = Batcher(frames_per_second=1.0, burst=1)
+    for i in range(100):
+        b.push(M1, env(i))
+    first = b.take(0.0)
+    assert first is not None and len(first.items) == MAX_FRAME_ITEMS
+    second = b.take(1.0)
+    assert second is not None and len(second.items) == 100 - MAX_FRAME_ITEMS
+    assert first.items + second.items == tuple(env(i) for i in range(100))
+
+
+def test_a_frame_holds_at_most_max_bytes() -> None:
+    b = Batcher(frames_per_second=1.0, burst=10, max_bytes=1000)
+    for i in range(5):
+        b.push(M1, env(i, 300))
+    sizes = []
+    now = 0.0
+    while (batch := b.take(now)) is not None:
+        assert frame_size([len(x) for x in batch.items]) <= 1000
+        sizes.append(len(batch.items))
+    assert sizes == [3, 2]
+
+
+def test_an_envelope_too_big_for_any_frame_is_refused() -> None:
+    b = Batcher(max_bytes=1000)
+    with pytest.raises(ValueError):
+        b.push(M1, env(0, 1000))
+    with pytest.raises(ValueError):
+        Batcher().push(M1, b"")
+    assert frame_size([64 * 1024]) <= MAX_FRAME_BYTES
+
+
+def test_markets_take_turns_by_their_oldest_envelope_and_keep_their_order() -> None:
+    b = Batcher(frames_per_second=1.0, burst=1)
+    b.push(M2, env(0))
+    b.push(M1, env(1))
+    b.push(M2, env(2))
+    b.push(M1, env(3))
+    assert b.take(0.0) == Batch(M2, (env(0), env(2)))
+    assert b.take(1.0) == Batch(M1, (env(1), env(3)))
+
+
+def test_duplicates_are_queued_once_and_a_full_queue_refuses() -> None:
+    b = Batcher(frames_per_second=1.0, burst=1, max_pending=3)
+    assert b.take(0.0) is None  # nothing waits: no token spent
+    b.budget.try_spend(0.0)  # empty the bucket
+    assert b.push(M1, env(0)) and b.push(M1, env(0))
+    assert b.pending == 1
+    assert b.push(M1, env(1)) and b.push(M1, env(2))
+    assert not b.has_room()
+    assert not b.push(M1, env(3))
+    batch = b.take(1.0)
+    assert batch is not None and len(batch.items) == 3
+    assert b.push(M1, env(3))
+
+
+def test_the_budget_saves_up_to_its_burst_only() -> None:
+    budget = FrameBudget(frames_per_second=10.0, burst=3)
+    assert budget.tokens(0.0) == 3
+    for _ in range(3):
+        assert budget.try_spend(0.0)
+    assert not budget.try_spend(0.0)
+    assert budget.next_token_at(0.0) == pytest.approx(0.1)
+    assert budget.tokens(100.0) == 3  # a long quiet spell saves no more than the burst
+    assert budget.tokens(50.0) == 3  # a clock read out of order changes nothing
+    with pytest.raises(ValueError):
+        FrameBudget(0.0, 1)

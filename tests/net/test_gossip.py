@@ -1,0 +1,166 @@
+"""Real hosts on 127.0.0.1: delivery, validation before forwarding, frames, and
+robustness. Every wait is bounded (trio.fail_after) so a bug fails, never hangs."""
+
+from __future__ import annotations
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.utils import encode_varint_prefixed
+
+from p2p_market.core.envelope import Envelope
+from p2p_market.core.verdict import ACCEPTED, Reason, Verdict, ignore
+from p2p_market.net.frame import encode_frame
+from p2p_market.net.gossip import PROTOCOLS, GossipConfig, topic_for
+from tests.net.cluster import MID, bid, cluster, nothing_waiting, receive, receive_n
+from tests.net.test_frame import bad_signature, non_canonical
+
+
+async def test_an_envelope_reaches_every_node_of_a_line() -> None:
+    async with cluster(4, [(0, 1), (1, 2), (2, 3)]) as nodes:
+        raw = bid("alice")
+        assert (await nodes[0].publish(MID, raw)).accepted
+        for i in (1, 2, 3):
+            got = await receive(nodes[i])
+            assert (got.raw, got.market) == (raw, MID)
+            assert got.peer == nodes[i - 1].peer_id  # the forwarding peer, not the author
+        await trio.sleep(0.2)
+        assert all(nothing_waiting(n) for n in nodes)  # once each, never to its author
+
+
+async def test_an_envelope_reaches_every_leaf_of_a_star() -> None:
+    async with cluster(4, [(0, 1), (0, 2), (0, 3)]) as nodes:
+        raw = bid("bob")
+        await nodes[3].publish(MID, raw)
+        for i in (0, 1, 2):
+            assert (await receive(nodes[i])).raw == raw
+
+
+async def test_invalid_envelopes_are_never_delivered_nor_forwarded() -> None:
+    # 0 is dishonest and skips its own checks; 1 and 2 are honest; 2 hears 0 only via 1.
+    async with cluster(3, [(0, 1), (1, 2)]) as (evil, honest, far):
+        topic = topic_for(MID)
+        bad_sig, bad_form = bad_signature(bid("m1")), non_canonical(bid("m2"))
+        # Its own publish path would refuse them...
+        assert (await evil.publish(MID, bad_sig)).reason is Reason.BAD_SIGNATURE
+        assert (await evil.publish(MID, bad_form)).reason is Reason.NOT_CANONICAL
+        # ...so it publishes the raw frames itself, one alone each and one hidden
+        # among good envelopes.
+        good = bid("m3")
+        for frame in ([bad_sig], [bad_form], [good, bad_sig]):
+            await evil.pubsub.publish(topic, encode_frame(frame))
+        marker = bid("m4")
+        await evil.pubsub.publish(topic, encode_frame([marker]))
+        # Frames leave in order but each is judged in a task of its own: once the
+        # marker is through, a moment more lets every earlier frame be judged (and,
+        # were it forwarded, reach 2).
+        assert (await receive(honest)).raw == marker
+        assert (await receive(far)).raw == marker
+        await trio.sleep(0.3)
+        assert nothing_waiting(honest) and nothing_waiting(far)
+        assert honest.stats.frames_rejected == 3
+        assert honest.stats.reasons[Reason.BAD_SIGNATURE] == 2
+        assert honest.stats.reasons[Reason.NOT_CANONICAL] == 1
+        assert honest.bad_peers() == {evil.peer_id: 3}
+        assert far.stats.frames_rejected == 0 and far.bad_peers() == {}
+        assert far.stats.frames_accepted == 1
+
+
+async def test_a_peer_is_cut_off_after_max_rejects() -> None:
+    config = GossipConfig(max_rejects=2)
+    async with cluster(2, [(0, 1)], config=config) as (evil, honest):
+        topic = topic_for(MID)
+        for i in range(2):
+            await evil.pubsub.publish(topic, encode_frame([bad_signature(bid("m", i + 1))]))
+        with trio.fail_after(5):
+            while evil.peer_id in honest.host.get_connected_peers():
+                await trio.sleep(0.05)
+        assert honest.bad_peers() == {evil.peer_id: 2}
+        assert honest.pubsub.is_peer_blacklisted(evil.peer_id)
+        with trio.fail_after(5):  # the library's dead-peer cleanup ran
+            while evil.peer_id in honest.pubsub.peer_queues:
+                await trio.sleep(0.05)
+        assert evil.peer_id not in honest.router.peer_protocol
+
+
+async def test_a_frame_of_several_envelopes_delivers_each() -> None:
+    async with cluster(3, [(0, 1), (1, 2)]) as nodes:
+        batch = [bid("carol", seq) for seq in range(1, 11)]
+        await nodes[0].pubsub.publish(topic_for(MID), encode_frame(batch))
+        for node in nodes[1:]:
+            got = await receive_n(node, len(batch))
+            assert [d.raw for d in got] == batch
+            assert node.stats.frames_accepted == 1
+
+
+async def test_under_budget_an_envelope_leaves_alone_over_budget_they_share_a_frame() -> None:
+    config = GossipConfig(frames_per_second=4.0, burst=1)
+    async with cluster(2, [(0, 1)], config=config) as (sender, receiver):
+        first = bid("dave", 1)
+        await sender.publish(MID, first)
+        assert (await receive(receiver)).raw == first
+        assert (sender.stats.frames_published, sender.stats.envelopes_published) == (1, 1)
+        # The bucket is empty now: the next 39 wait together for the next token.
+        rest = [bid("dave", seq) for seq in range(2, 41)]
+        for raw in rest:
+            assert (await sender.publish(MID, raw)).accepted
+        got = await receive_n(receiver, len(rest))
+        assert [d.raw for d in got] == rest
+        assert (sender.stats.frames_published, sender.stats.envelopes_published) == (2, 40)
+        assert receiver.stats.frames_accepted == 2
+
+
+async def test_the_extra_check_decides_delivery() -> None:
+    seen: set[bytes] = set()
+
+    def once(env: Envelope) -> Verdict:  # the node's seen-cache, in miniature
+        if env.id in seen:
+            return ignore(Reason.DUPLICATE)
+        seen.add(env.id)
+        return ACCEPTED
+
+    async with cluster(2, [(0, 1)], extra_check=once) as (a, b):
+        first, second = bid("erin", 1), bid("erin", 2)
+        await a.pubsub.publish(topic_for(MID), encode_frame([first]))
+        await a.pubsub.publish(topic_for(MID), encode_frame([first, second]))
+        assert [d.raw for d in await receive_n(b, 2)] == [first, second]
+        await trio.sleep(0.2)
+        assert nothing_waiting(b)
+
+
+async def test_garbage_on_a_pubsub_stream_does_not_take_the_host_down() -> None:
+    async with cluster(2, [(0, 1)]) as (a, b):
+        # Protobuf garbage inside a valid length prefix: py-libp2p's reader lets the
+        # DecodeError escape its stream handler, which would cancel the whole swarm.
+        stream = await a.host.new_stream(b.peer_id, [TProtocol(PROTOCOLS[0])])
+        await stream.write(encode_varint_prefixed(b"\xff\xff\xff\xff"))
+        await trio.sleep(0.3)
+        raw = bid("frank")
+        await a.publish(MID, raw)
+        assert (await receive(b)).raw == raw
+        assert b.stats.validator_errors == 0
+
+
+async def test_cancelling_leaves_no_task_and_no_listener_behind() -> None:
+    def tasks_under(task: trio.lowlevel.Task) -> int:
+        return sum(1 + tasks_under(t) for n in task.child_nurseries for t in n.child_tasks)
+
+    me = trio.lowlevel.current_task()
+    nurseries_before = list(me.child_nurseries)
+    before = tasks_under(trio.lowlevel.current_root_task())
+    ports: list[int] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with cluster(2, [(0, 1)]) as nodes:
+                await nodes[0].publish(MID, bid("grace"))
+                await receive(nodes[1])
+                ports = [int(n.addr.split("/tcp/")[1].split("/")[0]) for n in nodes]
+            nursery.cancel_scope.cancel()
+    assert me.child_nurseries == nurseries_before
+    assert tasks_under(trio.lowlevel.current_root_task()) == before
+    for port in ports:
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        except OSError:
+            continue
+        await stream.aclose()
+        raise AssertionError(f"port {port} still accepts connections")
