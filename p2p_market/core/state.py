@@ -417,6 +417,15 @@ class MarketState:
             accepted=tuple(x.prover for x in slots if x.state is SlotState.ACCEPTED),
         )
 
+    def stored_envelopes(self) -> list[Envelope]:
+        """Every message this node holds and would give a peer that syncs from it: all
+        stored messages and the equivocation evidence (so peers converge on both)."""
+        return [*self.keyed.values(), *self.evidence.values()]
+
+    def holds(self, mid: bytes) -> bool:
+        """Whether a sync peer need not send this id: stored, evidence or seen."""
+        return mid in self.seen or mid in self.evidence
+
     def settlement(self) -> Settlement:
         return self._settle(self.now)
 

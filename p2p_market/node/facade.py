@@ -1,0 +1,53 @@
+"""What the local control API may ask of a running node. The runtime implements it;
+the API server and its tests depend only on this protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The node's verdict on an envelope submitted through the API."""
+
+    id: str
+    status: str
+    reason: str
+    detail: str = ""
+
+
+class NodeFacade(Protocol):
+    def status(self) -> dict[str, Any]:
+        """Node identity (public key hex, peer id), listen addrs, peers, markets, uptime."""
+        ...
+
+    def markets(self) -> list[dict[str, Any]]:
+        """Each followed market: id hex, name, proof system, parameters."""
+        ...
+
+    def book(self, market: str) -> dict[str, Any]:
+        """`{"bids": [...], "asks": [...]}` for a market id hex; KeyError if unknown."""
+        ...
+
+    def ask(self, ask_id: str) -> dict[str, Any]:
+        """One ask's view (state, winners, prices, slot states); KeyError if unknown."""
+        ...
+
+    async def submit(self, raw: bytes) -> Submitted:
+        """Apply an already signed envelope locally and publish it if accepted."""
+        ...
+
+    async def place_bid(self, fields: dict[str, Any]) -> Submitted:
+        """Sign a Bid with the node's key from `fields` (market, price, proof_time,
+        capacity, ttl_ms) and submit it. ValueError names a bad field."""
+        ...
+
+    async def place_ask(self, fields: dict[str, Any]) -> Submitted:
+        """Sign an Ask (market, max_price, max_proof_time, prefer, replicas, ttl_ms,
+        inputs hex or inputs_hash hex, confidential, allow, deny) and submit it."""
+        ...
+
+    async def cancel(self, ask_id: str) -> Submitted:
+        """Sign and submit a Cancel for one of this node's asks."""
+        ...
