@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sortedcontainers import SortedList
 
 from p2p_market.core.messages import Ask, Bid, Prefer
-from p2p_market.core.ranking import RankKey, rank_key
+from p2p_market.core.ranking import RankKey, rank_key, tiebreak
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +155,16 @@ class BidBook:
         return picked[:k]
 
     def position(
-        self, ask: Ask, ask_id: bytes, prover: bytes, now: int, extra: Eligible | None = None
+        self,
+        ask: Ask,
+        ask_id: bytes,
+        prover: bytes,
+        now: int,
+        extra: Eligible | None = None,
+        limit: int | None = None,
     ) -> int | None:
         """How many eligible bids rank strictly better than this prover's (None if
-        the prover's own bid is not eligible)."""
+        the prover's own bid is not eligible), counted up to `limit` at most."""
         mine = self.current.get(prover)
         if mine is None or not self._admissible(ask, mine, now, None):
             return None
@@ -168,14 +174,17 @@ class BidBook:
             return None
         my_key = rank_key(prefer_cost, b.price, b.proof_time, ask_id, prover)
         better = 0
-        for _, _, stored in self._walk(ask):
+        for primary, secondary, stored in self._walk(ask):
+            if limit is not None and better >= limit:
+                break
             if stored is mine:
                 continue
-            o = stored.bid
-            key = rank_key(prefer_cost, o.price, o.proof_time, ask_id, stored.prover)
-            if key[:2] > my_key[:2]:
+            if (primary, secondary) > my_key[:2]:
                 break
-            if key < my_key and self._admissible(ask, stored, now, extra):
+            # Only an exact tie on (primary, secondary) needs the hashed tiebreak.
+            if (primary, secondary) == my_key[:2] and tiebreak(ask_id, stored.prover) > my_key[2]:
+                continue
+            if self._admissible(ask, stored, now, extra):
                 better += 1
         return better
 

@@ -34,9 +34,15 @@ _LIMITS: dict[str, int] = {
 }
 
 
+_PACKER = msgpack.Packer(use_bin_type=True, autoreset=True)
+"""One packer, reused: `msgpack.packb` builds a new Packer (and its buffer) per call,
+which costs more than packing a small order. Safe: packing neither re-enters nor
+releases the GIL, and a failed pack resets the buffer."""
+
+
 def pack(obj: object) -> bytes:
     """The canonical encoding. Maps must already be in sorted key order."""
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return _PACKER.pack(obj)  # type: ignore[no-any-return]
 
 
 def pack_map(body: dict[str, Any]) -> bytes:
@@ -59,8 +65,11 @@ def unpack_canonical_map(data: bytes) -> dict[str, Any]:
     body = unpack(data)
     if type(body) is not dict:
         raise CodecError(False, "body is not a map")
-    if any(type(k) is not str for k in body):
+    keys = list(body)
+    if any(type(k) is not str for k in keys):
         raise CodecError(False, "map keys must be strings")
-    if pack_map(body) != data:
+    # The decoded map keeps the wire order, so: sorted keys, then the same bytes again
+    # (a duplicate key shrinks the map and changes the bytes).
+    if keys != sorted(keys) or pack(body) != data:
         raise CodecError(True, "body is not canonically encoded")
     return body

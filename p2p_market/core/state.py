@@ -583,6 +583,9 @@ class MarketState:
                     me,
                     now,
                     lambda p, ex=excluded: p not in ex and self.free_slots(p, now) > 0,  # type: ignore[misc]
+                    # Past this many better bids this prover's stage falls outside
+                    # the window, and it does not commit: no need to count further.
+                    limit=rnd.unfilled + -(-window // stage),
                 )
                 if pos is None:
                     continue
