@@ -271,15 +271,21 @@ class _Fold:
         run.expired = True
         self.move(run, t, Event.EXPIRE_BUSY if run.busy else Event.EXPIRE_IDLE)
 
+    def _owned_run(self, env: Envelope, ask_id: bytes) -> AskRun | None:
+        """The ask a requester's message is about, if it exists and is the signer's."""
+        run = self.runs.get(ask_id)
+        if run is None:
+            self.notes[env.id] = "unknown ask"
+        elif env.signer != run.requester:
+            self.notes[env.id] = "not the ask's owner"
+            run = None
+        return run
+
     def cancel(self, env: Envelope) -> None:
         c = env.message
         assert isinstance(c, Cancel)
-        run = self.runs.get(c.ask)
+        run = self._owned_run(env, c.ask)
         if run is None:
-            self.notes[env.id] = "unknown ask"
-            return
-        if env.signer != run.requester:
-            self.notes[env.id] = "not the ask's owner"
             return
         if run.slots:
             self.notes[env.id] = "cancel after assignment"
@@ -324,12 +330,8 @@ class _Fold:
     def receipt(self, env: Envelope) -> None:
         r = env.message
         assert isinstance(r, Receipt)
-        run = self.runs.get(r.ask)
+        run = self._owned_run(env, r.ask)
         if run is None:
-            self.notes[env.id] = "unknown ask"
-            return
-        if env.signer != run.requester:
-            self.notes[env.id] = "not the ask's owner"
             return
         slot = run.slots.get(r.prover)
         if slot is None or not slot.state.in_progress:
