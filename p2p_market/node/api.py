@@ -1,0 +1,326 @@
+"""The local control API: JSON over HTTP on 127.0.0.1, served from a `NodeFacade`.
+
+    GET  /v1/status                    node identity, listen addrs, peers, markets, uptime
+    GET  /v1/markets                   {"markets": [...]}
+    GET  /v1/markets/{id}/book         {"bids": [...], "asks": [...]}
+    GET  /v1/asks/{id}                 one ask's view
+    POST /v1/envelopes                 a signed envelope: raw bytes, or JSON {"hex": "..."}
+    POST /v1/bids                      JSON fields of a Bid, signed with the node's key
+    POST /v1/asks                      JSON fields of an Ask, signed with the node's key
+    POST /v1/asks/{id}/cancel          sign and submit a Cancel of one of the node's asks
+
+A submission answers 200 with `{"id", "status", "reason", "detail"}` whatever the
+verdict: an ignored or rejected envelope is the node's answer, not an HTTP error.
+Errors are `{"error": "<one line>"}`: 400 for a bad body or field, 404 for an unknown
+route, market or ask, 405 for a wrong method, 413 for a body above the limit (from
+the HTTP layer). Ids are 64 hex characters.
+
+JSON bodies are checked here for shape (known field names, JSON types, hex strings),
+so the facade receives well-typed values and a typo is an error, not a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from p2p_market.core.book import StoredBid
+from p2p_market.core.state import AskView
+from p2p_market.node.facade import NodeFacade, Submitted
+from p2p_market.node.http import Limits, Request, Response, error_response, serve_http
+from p2p_market.node.http import json_response as _json_response
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+_HEX_ID: Final = re.compile(r"[0-9a-fA-F]{64}")
+_HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})*")
+
+_STR, _INT, _BOOL, _HEXSTR, _HEXLIST = "text", "integer", "boolean", "hex", "hex list"
+
+BID_FIELDS: Final[dict[str, str]] = {
+    "market": _HEXSTR,
+    "price": _INT,
+    "proof_time": _INT,
+    "capacity": _INT,
+    "ttl_ms": _INT,
+}
+ASK_FIELDS: Final[dict[str, str]] = {
+    "market": _HEXSTR,
+    "max_price": _INT,
+    "max_proof_time": _INT,
+    "prefer": _STR,
+    "replicas": _INT,
+    "ttl_ms": _INT,
+    "inputs": _HEXSTR,
+    "inputs_hash": _HEXSTR,
+    "confidential": _BOOL,
+    "allow": _HEXLIST,
+    "deny": _HEXLIST,
+}
+
+
+class BadRequest(ValueError):
+    """A 400, with its one-line message."""
+
+
+# -- JSON views of core objects, for facade implementations ------------------------
+def bid_json(stored: StoredBid) -> dict[str, Any]:
+    b = stored.bid
+    return {
+        "id": stored.id.hex(),
+        "prover": stored.prover.hex(),
+        "price": b.price,
+        "proof_time": b.proof_time,
+        "capacity": b.capacity,
+        "timestamp": b.timestamp,
+        "expires_at": b.expires_at,
+        "seq": b.seq,
+    }
+
+
+def ask_json(view: AskView) -> dict[str, Any]:
+    a = view.ask
+    return {
+        "id": view.id.hex(),
+        "market": a.market.hex(),
+        "requester": view.requester.hex(),
+        "state": view.state.value,
+        "timestamp": a.timestamp,
+        "max_price": a.max_price,
+        "max_proof_time": a.max_proof_time,
+        "prefer": a.prefer,
+        "replicas": a.replicas,
+        "expires_at": a.expires_at,
+        "inputs_hash": a.inputs_hash.hex(),
+        "inputs_size": len(a.inputs),
+        "confidential": a.confidential,
+        "allow": [k.hex() for k in a.allow],
+        "deny": [k.hex() for k in a.deny],
+        "winners": [p.hex() for p in view.winners],
+        "prices": list(view.prices),
+        "slot_states": [s.value for s in view.slot_states],
+        "accepted": [p.hex() for p in view.accepted],
+        "paid": view.paid,
+    }
+
+
+def _plain(obj: Any) -> Any:
+    """json.dumps fallback: bytes as hex, enums by value, dataclasses as maps."""
+    if isinstance(obj, bytes | bytearray):
+        return obj.hex()
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, tuple | set | frozenset):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    """http.json_response that also renders bytes, enums and dataclasses."""
+    return _json_response(obj, status, default=_plain)
+
+
+# -- request bodies -----------------------------------------------------------------
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise BadRequest("the body must be a JSON object, not empty")
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, depth
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"the body must be a JSON object, not {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return _BOOL
+    if isinstance(value, int):
+        return _INT
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "list"
+    return "object"
+
+
+def check_fields(fields: dict[str, Any], schema: dict[str, str]) -> dict[str, Any]:
+    """Known names only, each of its JSON type; hex strings well-formed."""
+    for name, value in fields.items():
+        kind = schema.get(name)
+        if kind is None:
+            raise BadRequest(f"unknown field: {name} (known: {', '.join(schema)})")
+        if kind == _INT:
+            ok = type(value) is int
+        elif kind == _BOOL:
+            ok = type(value) is bool
+        elif kind == _STR:
+            ok = type(value) is str
+        elif kind == _HEXSTR:
+            ok = type(value) is str and _HEX.fullmatch(value) is not None
+        else:
+            ok = isinstance(value, list) and all(
+                type(v) is str and _HEX.fullmatch(v) is not None for v in value
+            )
+        if not ok:
+            raise BadRequest(f"{name} must be {_article(kind)}, not {_shown(value)}")
+    return fields
+
+
+def _article(kind: str) -> str:
+    return {
+        _HEXSTR: "a hex string",
+        _HEXLIST: "a list of hex strings",
+        _INT: "an integer",
+    }.get(kind, f"a {kind}")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def envelope_bytes(request: Request) -> bytes:
+    """The raw envelope of POST /v1/envelopes: the body itself, or JSON {"hex": ...}."""
+    body = request.body
+    if request.content_type == "application/json" or body.lstrip()[:1] == b"{":
+        fields = parse_json_object(body)
+        if set(fields) != {"hex"}:
+            raise BadRequest('a JSON envelope must be {"hex": "<envelope bytes in hex>"}')
+        check_fields(fields, {"hex": _HEXSTR})
+        body = bytes.fromhex(fields["hex"])
+    if not body:
+        raise BadRequest("empty envelope")
+    return body
+
+
+def _hex_id(value: str, what: str) -> str:
+    if _HEX_ID.fullmatch(value) is None:
+        raise BadRequest(f"{what} id must be 64 hex characters")
+    return value.lower()
+
+
+def _submitted(result: Submitted) -> Response:
+    return json_response(dataclasses.asdict(result))
+
+
+# -- routing ------------------------------------------------------------------------
+Route = Callable[[Request, list[str]], Awaitable[Response]]
+
+
+class ControlApi:
+    """The request handler for serve_http."""
+
+    def __init__(self, node: NodeFacade) -> None:
+        self.node = node
+        # (pattern of path segments, "*" = an id) -> {method: route}
+        self.routes: list[tuple[tuple[str, ...], dict[str, Route]]] = [
+            (("v1", "status"), {"GET": self._status}),
+            (("v1", "markets"), {"GET": self._markets}),
+            (("v1", "markets", "*", "book"), {"GET": self._book}),
+            (("v1", "asks", "*"), {"GET": self._ask}),
+            (("v1", "envelopes"), {"POST": self._submit}),
+            (("v1", "bids"), {"POST": self._bid}),
+            (("v1", "asks"), {"POST": self._place_ask}),
+            (("v1", "asks", "*", "cancel"), {"POST": self._cancel}),
+        ]
+
+    async def __call__(self, request: Request) -> Response:
+        segments = request.path.strip("/").split("/")
+        for pattern, methods in self.routes:
+            params = _match(pattern, segments)
+            if params is None:
+                continue
+            route = methods.get(request.method)
+            if route is None:
+                allowed = ", ".join(sorted(methods))
+                message = f"{request.method} not allowed on {request.path} (use {allowed})"
+                return error_response(405, message, headers=(("allow", allowed),))
+            try:
+                return await route(request, params)
+            except BadRequest as exc:
+                return error_response(400, str(exc))
+            except KeyError as exc:
+                return error_response(404, _key_message(exc))
+            except ValueError as exc:
+                return error_response(400, str(exc) or type(exc).__name__)
+        return error_response(404, f"no such route: {request.method} {request.path}")
+
+    async def _status(self, request: Request, params: list[str]) -> Response:
+        return json_response(self.node.status())
+
+    async def _markets(self, request: Request, params: list[str]) -> Response:
+        return json_response({"markets": self.node.markets()})
+
+    async def _book(self, request: Request, params: list[str]) -> Response:
+        return json_response(self.node.book(_hex_id(params[0], "market")))
+
+    async def _ask(self, request: Request, params: list[str]) -> Response:
+        return json_response(self.node.ask(_hex_id(params[0], "ask")))
+
+    async def _submit(self, request: Request, params: list[str]) -> Response:
+        return _submitted(await self.node.submit(envelope_bytes(request)))
+
+    async def _bid(self, request: Request, params: list[str]) -> Response:
+        fields = check_fields(parse_json_object(request.body), BID_FIELDS)
+        return _submitted(await self.node.place_bid(fields))
+
+    async def _place_ask(self, request: Request, params: list[str]) -> Response:
+        fields = check_fields(parse_json_object(request.body), ASK_FIELDS)
+        return _submitted(await self.node.place_ask(fields))
+
+    async def _cancel(self, request: Request, params: list[str]) -> Response:
+        return _submitted(await self.node.cancel(_hex_id(params[0], "ask")))
+
+
+def _match(pattern: tuple[str, ...], segments: list[str]) -> list[str] | None:
+    if len(pattern) != len(segments):
+        return None
+    params = []
+    for want, got in zip(pattern, segments, strict=True):
+        if want == "*":
+            if not got:
+                return None
+            params.append(got)
+        elif want != got:
+            return None
+    return params
+
+
+def _key_message(exc: KeyError) -> str:
+    """KeyError's str() quotes its argument; the message is the argument itself."""
+    if exc.args and isinstance(exc.args[0], str):
+        return exc.args[0]
+    if exc.args and isinstance(exc.args[0], bytes):
+        return f"unknown id {exc.args[0].hex()}"
+    return "not found"
+
+
+async def serve_api(
+    node: NodeFacade,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    limits: Limits | None = None,
+    task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """serve_http(ControlApi(node)): the runtime's control API service."""
+    await serve_http(ControlApi(node), host=host, port=port, limits=limits, task_status=task_status)

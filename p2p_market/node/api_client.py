@@ -1,0 +1,140 @@
+"""A small synchronous client of the control API (stdlib only), for the CLI.
+
+    client = ApiClient("http://127.0.0.1:8080")
+    client.status()
+    client.place_bid({"market": mid, "price": 10, "proof_time": 2_000})
+
+Every failure is an `ApiError` with one line to show: the server's own message for
+an HTTP error, or what went wrong on the way (status 0: no HTTP answer at all).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from p2p_market.node.facade import Submitted
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+
+
+class ApiClient:
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        split = urlsplit(base_url)
+        if split.scheme != "http" or not split.hostname:
+            raise ApiError(0, f"the API address must be http://host:port, not {base_url!r}")
+        try:
+            port = split.port or 80
+        except ValueError:
+            raise ApiError(0, f"bad port in the API address {base_url!r}") from None
+        self.host = split.hostname
+        self.port = port
+        self.prefix = split.path.rstrip("/")
+        self.timeout = timeout
+        self.base_url = f"http://{self.host}:{self.port}{self.prefix}"
+
+    # -- the routes -------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return self._object(self.request("GET", "/v1/status"))
+
+    def markets(self) -> list[dict[str, Any]]:
+        markets = self._object(self.request("GET", "/v1/markets")).get("markets")
+        if not isinstance(markets, list):
+            raise ApiError(0, "the node's answer has no market list")
+        return markets
+
+    def book(self, market: str) -> dict[str, Any]:
+        return self._object(self.request("GET", f"/v1/markets/{_seg(market)}/book"))
+
+    def ask(self, ask_id: str) -> dict[str, Any]:
+        return self._object(self.request("GET", f"/v1/asks/{_seg(ask_id)}"))
+
+    def submit(self, raw: bytes) -> Submitted:
+        """Submit an already signed envelope, as raw bytes."""
+        return _submitted(
+            self.request("POST", "/v1/envelopes", raw, content_type="application/octet-stream")
+        )
+
+    def place_bid(self, fields: dict[str, Any]) -> Submitted:
+        return _submitted(self.request("POST", "/v1/bids", _json(fields)))
+
+    def place_ask(self, fields: dict[str, Any]) -> Submitted:
+        return _submitted(self.request("POST", "/v1/asks", _json(fields)))
+
+    def cancel(self, ask_id: str) -> Submitted:
+        return _submitted(self.request("POST", f"/v1/asks/{_seg(ask_id)}/cancel", b""))
+
+    # -- the transport ----------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        content_type: str = "application/json",
+    ) -> Any:
+        """One request on a fresh connection; the decoded JSON answer of a 2xx."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        try:
+            conn.request(method, self.prefix + path, body=body, headers=headers)
+            response = conn.getresponse()
+            status, data = response.status, response.read()
+        except TimeoutError:
+            raise ApiError(0, f"no answer from {self.base_url} in {self.timeout:g} s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise ApiError(0, f"cannot reach the node at {self.base_url}: {_why(exc)}") from None
+        finally:
+            conn.close()
+        try:
+            decoded = json.loads(data)
+        except ValueError:
+            decoded = None
+        if 200 <= status < 300:
+            if decoded is None:
+                raise ApiError(status, "the node's answer is not JSON")
+            return decoded
+        if isinstance(decoded, dict) and isinstance(decoded.get("error"), str):
+            raise ApiError(status, decoded["error"])
+        raise ApiError(status, f"HTTP {status} {http.client.responses.get(status, '')}".strip())
+
+    @staticmethod
+    def _object(value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ApiError(0, "the node's answer is not a JSON object")
+        return value
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _json(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def _why(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _submitted(value: Any) -> Submitted:
+    if not isinstance(value, dict):
+        raise ApiError(0, "the node's answer is not a JSON object")
+    try:
+        return Submitted(
+            id=str(value["id"]),
+            status=str(value["status"]),
+            reason=str(value["reason"]),
+            detail=str(value.get("detail", "")),
+        )
+    except KeyError as exc:
+        raise ApiError(0, f"the node's answer lacks {exc.args[0]}") from None

@@ -1,0 +1,168 @@
+"""Prometheus metrics of one node, in a registry of its own.
+
+Each `NodeMetrics` owns a `CollectorRegistry`, never the process-wide default, so
+several nodes can live in one process (tests, simulations) without sharing values.
+`/metrics` is served by the same trio HTTP server as the control API, on its own
+local port (`serve_metrics`); prometheus_client's own server is not used (threads).
+
+Label values are bounded, whatever peers send: markets are the followed ones (any
+other id counts as "other"), kinds and verdicts come from enums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Final
+
+import trio
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from p2p_market.core.lifecycle import AskState
+from p2p_market.core.messages import Kind
+from p2p_market.core.state import MarketState
+from p2p_market.core.verdict import Verdict
+from p2p_market.node.http import Limits, Request, Response, error_response, serve_http
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+OTHER: Final = "other"
+
+DELIVERY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+ASSIGNMENT_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0)
+
+
+def kind_label(kind: Kind | int | str) -> str:
+    """ "bid", "ask", ...; "unknown" for anything that is not a protocol kind."""
+    if isinstance(kind, str):
+        return kind.lower() if kind.upper() in Kind.__members__ else "unknown"
+    try:
+        return Kind(kind).name.lower()
+    except ValueError:
+        return "unknown"
+
+
+class NodeMetrics:
+    def __init__(self, markets: Iterable[bytes] = ()) -> None:
+        self.registry = CollectorRegistry()
+        self._markets: set[str] = set()
+        r = self.registry
+        self.messages_in = Counter(
+            "messages_in",
+            "Envelopes received, by verdict",
+            ["market", "kind", "status", "reason"],
+            registry=r,
+        )
+        self.messages_out = Counter(
+            "messages_out", "Envelopes published", ["market", "kind"], registry=r
+        )
+        self.frames_out = Counter("frames_out", "Gossip frames published", registry=r)
+        self.book_bids = Gauge("book_bids", "Current bids in the book", ["market"], registry=r)
+        self.asks = Gauge("asks", "Stored asks, by state", ["market", "state"], registry=r)
+        self.peers = Gauge("peers", "Connected peers", registry=r)
+        self.sync_runs = Counter("sync_runs", "Sync runs, by outcome", ["outcome"], registry=r)
+        self.sync_envelopes = Counter("sync_envelopes", "Envelopes fetched by sync", registry=r)
+        self.delivery_latency = Histogram(
+            "delivery_latency_seconds",
+            "Receive time minus the message's signed timestamp",
+            buckets=DELIVERY_BUCKETS,
+            registry=r,
+        )
+        self.assignment_latency = Histogram(
+            "assignment_latency_seconds",
+            "Time from an ask's signed timestamp to its assignment",
+            buckets=ASSIGNMENT_BUCKETS,
+            registry=r,
+        )
+        self.reorgs = Counter("reorgs", "Winners changed after settlement", ["market"], registry=r)
+        for market in markets:
+            self.follow(market)
+
+    # -- label hygiene ----------------------------------------------------------------
+    def follow(self, market: bytes) -> None:
+        """Count this market under its own label (hex id) from now on."""
+        self._markets.add(market.hex())
+
+    def market_label(self, market: bytes | str) -> str:
+        label = market.hex() if isinstance(market, bytes) else market.lower()
+        return label if label in self._markets else OTHER
+
+    # -- recording ----------------------------------------------------------------------
+    def message_in(self, market: bytes | str, kind: Kind | int | str, verdict: Verdict) -> None:
+        self.messages_in.labels(
+            self.market_label(market), kind_label(kind), verdict.status.value, verdict.reason.value
+        ).inc()
+
+    def message_out(self, market: bytes | str, kind: Kind | int | str) -> None:
+        self.messages_out.labels(self.market_label(market), kind_label(kind)).inc()
+
+    def frame_out(self, count: int = 1) -> None:
+        self.frames_out.inc(count)
+
+    def set_peers(self, count: int) -> None:
+        self.peers.set(count)
+
+    def sync_run(self, outcome: str, envelopes: int = 0) -> None:
+        """One sync run ended ("ok", "failed", "timeout", ...: callers use a fixed set)."""
+        self.sync_runs.labels(outcome).inc()
+        if envelopes:
+            self.sync_envelopes.inc(envelopes)
+
+    def delivered(self, received_ms: int, signed_ms: int) -> None:
+        """A message arrived; a signed time ahead of ours (skew) counts as zero."""
+        self.delivery_latency.observe(max(0, received_ms - signed_ms) / 1000)
+
+    def assigned(self, assigned_ms: int, asked_ms: int) -> None:
+        self.assignment_latency.observe(max(0, assigned_ms - asked_ms) / 1000)
+
+    def reorg(self, market: bytes | str, count: int = 1) -> None:
+        self.reorgs.labels(self.market_label(market)).inc(count)
+
+    def set_book(self, market: bytes | str, bids: int, asks: Mapping[AskState | str, int]) -> None:
+        """The book's size now; every ask state is set (absent ones to 0), so a state
+        that emptied does not keep its last value."""
+        label = self.market_label(market)
+        self.book_bids.labels(label).set(bids)
+        counts = {(s.value if isinstance(s, AskState) else s): n for s, n in asks.items()}
+        for state in AskState:
+            self.asks.labels(label, state.value).set(counts.get(state.value, 0))
+
+    def observe_market(self, state: MarketState) -> None:
+        """set_book from a core state (call it now and then, e.g. every few ticks)."""
+        counts: dict[AskState | str, int] = {}
+        for ask_id in state.asks:
+            s = state.ask_state(ask_id)
+            counts[s] = counts.get(s, 0) + 1
+        self.set_book(state.market_id, len(state.book), counts)
+
+    # -- exposition ---------------------------------------------------------------------
+    def render(self) -> bytes:
+        """The Prometheus text exposition format (0.0.4) of this node's registry."""
+        return generate_latest(self.registry)
+
+    async def handle(self, request: Request) -> Response:
+        """A serve_http handler: `GET /metrics`, nothing else."""
+        if request.path != "/metrics":
+            return error_response(404, f"no such route: {request.method} {request.path}")
+        if request.method != "GET":
+            message = f"{request.method} not allowed on /metrics (use GET)"
+            return error_response(405, message, headers=(("allow", "GET"),))
+        return Response(200, self.render(), CONTENT_TYPE_PLAIN_0_0_4)
+
+
+async def serve_metrics(
+    metrics: NodeMetrics,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    limits: Limits | None = None,
+    task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await serve_http(metrics.handle, host=host, port=port, limits=limits, task_status=task_status)
