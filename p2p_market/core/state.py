@@ -133,6 +133,11 @@ class MarketState:
     def lifetime(self) -> int:
         return self.market.max_lifetime_ms
 
+    def forget_after(self, env: Envelope) -> int:
+        """When this node may forget a message: no valid message can refer to it later.
+        The storage log uses it as the row's retention horizon."""
+        return self._forget_after(env)
+
     def _forget_after(self, env: Envelope) -> int:
         m = env.message
         if isinstance(m, Bid):
@@ -156,6 +161,25 @@ class MarketState:
         verdict = self._admit(env, now, effects)
         effects.extend(self._observe(now))
         return verdict, effects
+
+    def apply_many(self, raws: list[bytes], now: int) -> tuple[list[Verdict], Effects]:
+        """Apply a batch (sync, replay) and settle once at the end rather than after
+        every message: the verdicts are those `apply` would give one by one."""
+        verdicts: list[Verdict] = []
+        effects: Effects = []
+        self.now = max(self.now, now)
+        for raw in raws:
+            verdict, env = check_form(raw)
+            if env is not None:
+                if env.id in self.seen or env.id in self.evidence:
+                    verdict = ignore(Reason.DUPLICATE)
+                else:
+                    verdict = check_signature(env)
+                    if verdict.accepted:
+                        verdict = self._admit(env, now, effects)
+            verdicts.append(verdict)
+        effects.extend(self._observe(now))
+        return verdicts, effects
 
     def apply_checked(self, env: Envelope, now: int) -> tuple[Verdict, Effects]:
         """For envelopes whose form and signature the caller has already checked
@@ -386,6 +410,8 @@ class MarketState:
         archived = self._archive.asks.get(ask_id)
         if archived is not None:
             return archived.run
+        if ask_id not in self._live:
+            return None  # a quiet ask: nothing to fold, no reason to settle
         return self._settle(self.now).runs.get(ask_id)
 
     def _note(self, mid: bytes) -> str:

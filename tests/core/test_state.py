@@ -68,3 +68,25 @@ def test_pruning_forgets_old_messages_but_replays_stay_harmless() -> None:
 def test_fresh_states_agree_on_an_empty_market() -> None:
     w = World()
     assert MarketState(w.market).state_hash() == MarketState(w.market).state_hash()
+
+
+def test_apply_many_matches_one_by_one() -> None:
+    w = World()
+    p, r = w.actor("p"), w.actor("r")
+    raws = [p.bid(now=T0, price=5, proof_time=1_000, seq=1)]
+    asks = [r.ask(now=T0 + i, max_price=10, max_proof_time=5_000, nonce=i) for i in range(5)]
+    raws += asks
+    raws += [
+        p.commit(
+            now=T0 + 20 + i, ask=message_id(a), bid=message_id(raws[0]), price=5, proof_time=1_000
+        )
+        for i, a in enumerate(asks)
+    ]
+    raws += [raws[1], b"garbage"]
+    now = T0 + WINDOW + SKEW + 10
+    one = MarketState(w.market)
+    singles = [one.apply(raw, now)[0] for raw in raws]
+    many = MarketState(w.market)
+    verdicts, _ = many.apply_many(raws, now)
+    assert verdicts == singles
+    assert one.state_hash() == many.state_hash()

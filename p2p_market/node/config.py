@@ -1,0 +1,159 @@
+"""Node configuration from TOML, checked field by field so that a bad file gets one
+line naming the problem instead of a traceback.
+
+    [node]
+    key_file = "keys/node.pem"          # Ed25519 PKCS#8 PEM (p2p-market keys new)
+    passphrase_file = ""                # optional, for an encrypted key
+    data_dir = "data/node"              # the SQLite log lives here
+    listen = ["/ip4/127.0.0.1/tcp/0"]   # /ip4/0.0.0.0/tcp/<port> for a real deployment
+    bootstrap = []                      # full multiaddrs with /p2p/<peer id>
+    api_port = 0                        # control API on 127.0.0.1; 0 = any free port
+    metrics_port = -1                   # Prometheus on 127.0.0.1; -1 = off
+    mdns = false
+    frames_per_second = 2.0             # gossip frame budget (see net/batcher.py)
+
+    [[markets]]                         # "devnet" or the fields of a Market descriptor
+    preset = "devnet"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+
+from p2p_market.core.messages import Market, MessageError
+from p2p_market.devnet import default_market
+
+
+class ConfigError(ValueError):
+    """One line that names the bad setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    key_file: Path
+    data_dir: Path
+    passphrase_file: Path | None = None
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    bootstrap: tuple[str, ...] = ()
+    api_port: int = 0
+    metrics_port: int = -1
+    mdns: bool = False
+    frames_per_second: float = 2.0
+    markets: tuple[Market, ...] = field(default_factory=lambda: (default_market(),))
+    roles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Role sections ([prover], [requester]) passed through to the roles."""
+
+
+_NODE_KEYS = {
+    "key_file", "passphrase_file", "data_dir", "listen", "bootstrap", "api_port",
+    "metrics_port", "mdns", "frames_per_second",
+}  # fmt: skip
+
+
+def _expect(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = table[key]
+    if kind is float and type(value) is int:
+        value = float(value)
+    if type(value) is not kind:
+        raise ConfigError(f"{where}.{key} must be {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _addrs(values: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{where} must be a list of multiaddr strings")
+    for v in values:
+        try:
+            multiaddr.Multiaddr(v)
+        except Exception as exc:  # the library raises several unrelated types
+            raise ConfigError(f"{where}: not a multiaddr: {v!r} ({exc})") from None
+    return tuple(values)
+
+
+def _port(table: dict[str, Any], key: str, default: int, lowest: int) -> int:
+    if key not in table:
+        return default
+    value = _expect(table, key, int, "node")
+    if not lowest <= value <= 65535:
+        raise ConfigError(f"node.{key} must be between {lowest} and 65535")
+    return int(value)
+
+
+def _market(entry: Any, index: int) -> Market:
+    where = f"markets[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a table")
+    preset = entry.get("preset")
+    if preset is not None:
+        if preset != "devnet" or len(entry) != 1:
+            raise ConfigError(f'{where}: the only preset is "devnet", with no other keys')
+        return default_market()
+    try:
+        return Market(**entry)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except MessageError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
+    """Build a NodeConfig from parsed TOML; relative paths are relative to `base`."""
+    node = data.get("node")
+    if not isinstance(node, dict):
+        raise ConfigError("missing [node] section")
+    unknown = sorted(set(node) - _NODE_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown setting node.{unknown[0]}")
+    for required in ("key_file", "data_dir"):
+        if required not in node:
+            raise ConfigError(f"missing node.{required}")
+    key_file = base / _expect(node, "key_file", str, "node")
+    data_dir = base / _expect(node, "data_dir", str, "node")
+    passphrase = None
+    if node.get("passphrase_file"):
+        passphrase = base / _expect(node, "passphrase_file", str, "node")
+    fps = _expect(node, "frames_per_second", float, "node") if "frames_per_second" in node else 2.0
+    if not 0.1 <= fps <= 1000:
+        raise ConfigError("node.frames_per_second must be between 0.1 and 1000")
+    markets_raw = data.get("markets", [{"preset": "devnet"}])
+    if not isinstance(markets_raw, list) or not markets_raw:
+        raise ConfigError("markets must be a non-empty list of tables ([[markets]])")
+    unknown_sections = sorted(set(data) - {"node", "markets", "prover", "requester"})
+    if unknown_sections:
+        raise ConfigError(f"unknown section [{unknown_sections[0]}]")
+    roles = {k: v for k, v in data.items() if k in ("prover", "requester")}
+    for name, section in roles.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{name}] must be a table")
+    return NodeConfig(
+        key_file=key_file,
+        data_dir=data_dir,
+        passphrase_file=passphrase,
+        listen=_addrs(node.get("listen", ["/ip4/127.0.0.1/tcp/0"]), "node.listen"),
+        bootstrap=_addrs(node.get("bootstrap", []), "node.bootstrap"),
+        api_port=_port(node, "api_port", 0, 0),
+        metrics_port=_port(node, "metrics_port", -1, -1),
+        mdns=_expect(node, "mdns", bool, "node") if "mdns" in node else False,
+        frames_per_second=fps,
+        markets=tuple(_market(m, i) for i, m in enumerate(markets_raw)),
+        roles=roles,
+    )
+
+
+def load_config(path: Path) -> NodeConfig:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, path.parent)

@@ -1,0 +1,549 @@
+"""`/p2p-market/sync/1`: get a peer's live envelopes for a market without waiting
+for them to be gossiped again (on join, after a reconnect, and now and then to
+fill gaps: anti-entropy).
+
+One stream carries a short conversation of request/response frames (wire.py):
+
+1. `digest`: the peer's count and SHA-256 over its sorted ids. If it equals ours
+   the books are the same and the sync cost one round trip, which is the common
+   case for periodic anti-entropy.
+2. `ids` in pages (`after`, `limit`), in id order, each with its message kind:
+   32 bytes + 1 per envelope, so learning what a peer holds is cheap.
+3. `bodies` of the ids we lack, in batches bounded by count and bytes, parents
+   first: markets, bids and asks before the messages that name them (commits,
+   cancels, proofs, receipts), so few bodies arrive before their parent and wait
+   in the core's bounded orphan pool.
+
+The client trusts nothing it is sent: a body whose SHA-256 is not an id it
+asked for is dropped and counted; ids that are not in increasing order, or a
+reply that makes no progress, end the conversation with that peer. Validation is
+the node's: every body goes through its `apply`, the same path as gossip.
+
+Several peers are asked at once, each under its own timeouts, so a slow or dead
+peer never holds up the others. An id is fetched from one peer at a time: the
+peer that lists it first claims it; if that peer fails, its claims are released
+and another peer that listed the id fetches it.
+
+The server answers from a snapshot of `source(market)` (the node passes
+`lambda m: states[m].stored_envelopes()`), sorted once and shared by the requests
+of one conversation and, for `cache_s`, by every conversation: several peers that
+join at once cost one sort.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import hashlib
+import inspect
+import logging
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from p2p_market.core.envelope import Envelope, message_id
+from p2p_market.core.messages import Kind
+from p2p_market.net.host import guarded
+from p2p_market.node.wire import WireError, close_quietly, read_msg, write_msg
+
+log = logging.getLogger(__name__)
+
+PROTOCOL: Final = TProtocol("/p2p-market/sync/1")
+
+ID_BYTES: Final = 32
+MAX_REQUEST_BYTES: Final = 64 * 1024
+"""A request is at most a batch of ids: 256 x 33 bytes and change."""
+MAX_IDS_PER_PAGE: Final = 4_096
+MAX_BODIES_PER_REPLY: Final = 256
+MAX_BODY_BYTES_PER_REPLY: Final = 1024 * 1024
+MAX_REPLY_BYTES: Final = MAX_BODY_BYTES_PER_REPLY + 64 * 1024 + MAX_IDS_PER_PAGE * 40
+MAX_IDS_PER_PEER: Final = 1_000_000
+"""A peer that lists more ids than this is not believed (memory bound)."""
+MAX_REQUESTS_PER_SESSION: Final = 100_000
+DEFAULT_TIMEOUT_S: Final = 10.0
+
+_PARENT_KINDS: Final = frozenset({Kind.MARKET, Kind.BID, Kind.ASK})
+
+Source = Callable[[bytes], list[Envelope] | None]
+Holds = Callable[[bytes], bool]
+Apply = Callable[[bytes], Awaitable[None] | None]
+
+
+class SyncError(Exception):
+    """A peer broke the protocol (bad request or reply) or refused us."""
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """What a node holds for a market, in 40 bytes: equal digests, equal books."""
+
+    count: int
+    hash: bytes
+
+    @classmethod
+    def of(cls, ids: Iterable[bytes]) -> Digest:
+        ordered = sorted(ids)
+        return cls.of_sorted(ordered)
+
+    @classmethod
+    def of_sorted(cls, ordered: Sequence[bytes]) -> Digest:
+        h = hashlib.sha256()
+        for mid in ordered:
+            h.update(mid)
+        return cls(len(ordered), h.digest())
+
+
+# -- server --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    taken_at: float
+    ids: list[bytes]
+    """Sorted."""
+    kinds: bytes
+    """kinds[i] is the message kind of ids[i]."""
+    raw: dict[bytes, bytes]
+    digest: Digest
+
+
+@dataclass
+class SyncServerStats:
+    sessions: int = 0
+    refused_busy: int = 0
+    bad_requests: int = 0
+    snapshots: int = 0
+    requests: Counter[str] = field(default_factory=Counter)
+    bodies_sent: int = 0
+
+
+class SyncServer:
+    """Answers sync requests from the node's stored envelopes."""
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        cache_s: float = 1.0,
+        max_sessions: int = 16,
+        idle_timeout_s: float = 30.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.source = source
+        self.cache_s = cache_s
+        self.max_sessions = max_sessions
+        self.idle_timeout_s = idle_timeout_s
+        self.timeout_s = timeout_s
+        self.stats = SyncServerStats()
+        self._cache: dict[bytes, _Snapshot] = {}
+        self._active = 0
+
+    def attach(self, host: IHost) -> None:
+        """Serve `PROTOCOL` on `host` (the handler is guarded: it cannot take the
+        host down)."""
+        host.set_stream_handler(PROTOCOL, guarded(self.handle, PROTOCOL))
+
+    # -- snapshots ------------------------------------------------------------------
+
+    def snapshot(self, market: bytes) -> _Snapshot | None:
+        """The market's envelopes, sorted by id; None if the node does not follow it.
+        Rebuilt at most every `cache_s` seconds."""
+        now = trio.current_time()
+        cached = self._cache.get(market)
+        if cached is not None and now - cached.taken_at < self.cache_s:
+            return cached
+        envelopes = self.source(market)
+        if envelopes is None:
+            self._cache.pop(market, None)
+            return None
+        by_id = {env.id: env for env in envelopes}
+        ids = sorted(by_id)
+        snap = _Snapshot(
+            taken_at=now,
+            ids=ids,
+            kinds=bytes(by_id[i].kind for i in ids),
+            raw={i: by_id[i].raw for i in ids},
+            digest=Digest.of_sorted(ids),
+        )
+        self._cache[market] = snap
+        self.stats.snapshots += 1
+        return snap
+
+    def digest(self, market: bytes) -> Digest | None:
+        """This node's own digest (pass it to `sync_market` as `mine`)."""
+        snap = self.snapshot(market)
+        return None if snap is None else snap.digest
+
+    # -- the conversation -----------------------------------------------------------
+
+    async def handle(self, stream: INetStream) -> None:
+        if self._active >= self.max_sessions:
+            self.stats.refused_busy += 1
+            with contextlib.suppress(WireError):
+                await write_msg(stream, _error("busy"), timeout_s=self.timeout_s)
+            await close_quietly(stream)
+            return
+        self._active += 1
+        self.stats.sessions += 1
+        session: dict[bytes, _Snapshot] = {}
+        try:
+            for _ in range(MAX_REQUESTS_PER_SESSION):
+                try:
+                    request = await read_msg(
+                        stream, max_bytes=MAX_REQUEST_BYTES, timeout_s=self.idle_timeout_s
+                    )
+                except WireError as exc:
+                    if not exc.eof:
+                        log.debug("sync session ended: %s", exc)
+                    return
+                try:
+                    reply = await self.respond(request, session)
+                except SyncError as exc:
+                    self.stats.bad_requests += 1
+                    await write_msg(stream, _error(str(exc)), timeout_s=self.timeout_s)
+                    return
+                await write_msg(stream, reply, max_bytes=MAX_REPLY_BYTES, timeout_s=self.timeout_s)
+        except WireError as exc:
+            log.debug("sync session ended: %s", exc)
+        finally:
+            self._active -= 1
+            await close_quietly(stream)
+
+    async def respond(self, request: Any, session: dict[bytes, _Snapshot]) -> dict[str, Any]:
+        """The reply to one request (async, so that a subclass may delay or alter
+        it: the tests' slow and lying peers)."""
+        return self.answer(request, session)
+
+    def answer(self, request: Any, session: dict[bytes, _Snapshot]) -> dict[str, Any]:
+        """The reply to one request. SyncError for a malformed one (which ends the
+        conversation); an unknown market is an ordinary error reply."""
+        if type(request) is not dict:
+            raise SyncError("a request is a map")
+        op = request.get("op")
+        market = _id(request.get("market"), "market")
+        if op not in ("digest", "ids", "bodies"):
+            raise SyncError(f"unknown op {op!r}")
+        self.stats.requests[op] += 1
+        snap = session.get(market)
+        if snap is None:
+            snap = self.snapshot(market)
+            if snap is None:
+                return _error("unknown market")
+            session[market] = snap
+        if op == "digest":
+            return {"ok": True, "count": snap.digest.count, "digest": snap.digest.hash}
+        if op == "ids":
+            after = request.get("after")
+            if after != b"":
+                after = _id(after, "after")
+            limit = request.get("limit")
+            if type(limit) is not int or limit < 1:
+                raise SyncError("limit must be a positive integer")
+            limit = min(limit, MAX_IDS_PER_PAGE)
+            start = bisect.bisect_right(snap.ids, after)
+            page = snap.ids[start : start + limit]
+            return {
+                "ok": True,
+                "ids": page,
+                "kinds": snap.kinds[start : start + len(page)],
+                "more": start + len(page) < len(snap.ids),
+            }
+        wanted = request.get("ids")
+        if type(wanted) is not tuple or len(wanted) > MAX_BODIES_PER_REPLY:
+            raise SyncError(f"ids must be a list of at most {MAX_BODIES_PER_REPLY}")
+        bodies: list[bytes] = []
+        missing: list[bytes] = []
+        size = 0
+        for item in wanted:
+            mid = _id(item, "id")
+            raw = snap.raw.get(mid)
+            if raw is None:
+                missing.append(mid)
+                continue
+            if bodies and size + len(raw) > MAX_BODY_BYTES_PER_REPLY:
+                break  # the client asks again for what did not fit
+            bodies.append(raw)
+            size += len(raw)
+        self.stats.bodies_sent += len(bodies)
+        return {"ok": True, "bodies": bodies, "missing": missing}
+
+
+def _error(reason: str) -> dict[str, Any]:
+    return {"ok": False, "error": reason}
+
+
+def _id(value: object, name: str) -> bytes:
+    if type(value) is not bytes or len(value) != ID_BYTES:
+        raise SyncError(f"{name} must be {ID_BYTES} bytes")
+    return value
+
+
+# -- client --------------------------------------------------------------------------
+
+
+@dataclass
+class PeerSync:
+    """How the conversation with one peer went."""
+
+    peer: ID
+    ok: bool = False
+    error: str = ""
+    equal: bool = False
+    """Its digest equalled ours: nothing to do."""
+    round_trips: int = 0
+    listed: int = 0
+    requested: int = 0
+    received: int = 0
+    unsolicited: int = 0
+    """Bodies that were not for an id we asked this peer for: dropped."""
+
+
+@dataclass
+class SyncReport:
+    market: bytes
+    peers: list[PeerSync] = field(default_factory=list)
+    applied: int = 0
+    """Bodies handed to `apply` (which decides whether to keep them)."""
+    apply_errors: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def round_trips(self) -> int:
+        return sum(p.round_trips for p in self.peers)
+
+    @property
+    def unsolicited(self) -> int:
+        return sum(p.unsolicited for p in self.peers)
+
+    @property
+    def ok_peers(self) -> int:
+        return sum(1 for p in self.peers if p.ok)
+
+
+class _Fetch:
+    """What the peer tasks of one `sync_market` call share: who is fetching what."""
+
+    def __init__(self, holds: Holds, apply: Apply, report: SyncReport) -> None:
+        self.holds = holds
+        self.apply = apply
+        self.report = report
+        self.owner: dict[bytes, PeerSync] = {}
+        self.done: set[bytes] = set()
+        self.changed = trio.Event()
+
+    def needed(self, mid: bytes) -> bool:
+        return mid not in self.done and not self.holds(mid)
+
+    def release(self, me: PeerSync, ids: Iterable[bytes]) -> None:
+        for mid in ids:
+            if self.owner.get(mid) is me:
+                del self.owner[mid]
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def give(self, raw: bytes) -> None:
+        self.done.add(message_id(raw))
+        self.report.applied += 1
+        try:
+            result = self.apply(raw)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self.report.apply_errors += 1
+            log.exception("apply failed on a synced envelope")
+
+
+class _Conversation:
+    """One peer, one stream, one request at a time."""
+
+    def __init__(self, stream: INetStream, me: PeerSync, market: bytes, timeout_s: float) -> None:
+        self.stream = stream
+        self.me = me
+        self.market = market
+        self.timeout_s = timeout_s
+
+    async def ask(self, op: str, **fields: Any) -> dict[str, Any]:
+        await write_msg(
+            self.stream,
+            {"op": op, "market": self.market, **fields},
+            max_bytes=MAX_REQUEST_BYTES,
+            timeout_s=self.timeout_s,
+        )
+        reply = await read_msg(self.stream, max_bytes=MAX_REPLY_BYTES, timeout_s=self.timeout_s)
+        self.me.round_trips += 1
+        if type(reply) is not dict or type(reply.get("ok")) is not bool:
+            raise SyncError("malformed reply")
+        if not reply["ok"]:
+            raise SyncError(f"peer refused: {reply.get('error')!r}")
+        return reply
+
+    async def digest(self) -> Digest:
+        reply = await self.ask("digest")
+        count, h = reply.get("count"), reply.get("digest")
+        if type(count) is not int or count < 0 or type(h) is not bytes or len(h) != 32:
+            raise SyncError("malformed digest")
+        return Digest(count, h)
+
+    async def list_ids(self, page_limit: int) -> list[tuple[bytes, int]]:
+        """Every (id, kind) the peer lists, checked to be strictly increasing."""
+        out: list[tuple[bytes, int]] = []
+        after = b""
+        while True:
+            reply = await self.ask("ids", after=after, limit=page_limit)
+            ids, kinds, more = reply.get("ids"), reply.get("kinds"), reply.get("more")
+            if type(ids) is not tuple or type(kinds) is not bytes or type(more) is not bool:
+                raise SyncError("malformed ids page")
+            if len(ids) != len(kinds) or len(ids) > page_limit or (more and not ids):
+                raise SyncError("ids page does not add up")
+            for mid, kind in zip(ids, kinds, strict=True):
+                if type(mid) is not bytes or len(mid) != ID_BYTES or mid <= after:
+                    raise SyncError("ids are not 32-byte, strictly increasing")
+                out.append((mid, kind))
+                after = mid
+            self.me.listed = len(out)
+            if len(out) > MAX_IDS_PER_PEER:
+                raise SyncError(f"peer lists more than {MAX_IDS_PER_PEER} ids")
+            if not more:
+                return out
+
+    async def bodies(self, ids: list[bytes]) -> tuple[dict[bytes, bytes], set[bytes]]:
+        """The asked-for bodies by id, and the ids the peer says it no longer has.
+        Anything else in the reply is dropped and counted."""
+        self.me.requested += len(ids)
+        reply = await self.ask("bodies", ids=ids)
+        bodies, missing = reply.get("bodies"), reply.get("missing")
+        if type(bodies) is not tuple or type(missing) is not tuple:
+            raise SyncError("malformed bodies reply")
+        asked = set(ids)
+        got: dict[bytes, bytes] = {}
+        for raw in bodies:
+            mid = message_id(raw) if type(raw) is bytes else None
+            if mid is None or mid not in asked or mid in got:
+                self.me.unsolicited += 1
+                continue
+            got[mid] = raw
+        self.me.received += len(got)
+        gone = {m for m in missing if type(m) is bytes and m in asked and m not in got}
+        return got, gone
+
+
+def _fetch_order(item: tuple[bytes, int]) -> tuple[int, bytes]:
+    """Parents first (see the module docstring), then by id."""
+    mid, kind = item
+    return (0 if kind in _PARENT_KINDS else 1, mid)
+
+
+async def _sync_peer(
+    host: IHost,
+    me: PeerSync,
+    market: bytes,
+    fetch: _Fetch,
+    mine: Digest | None,
+    timeout_s: float,
+    page_limit: int,
+    batch: int,
+) -> None:
+    mine_claimed: set[bytes] = set()
+    stream: INetStream | None = None
+    try:
+        with trio.fail_after(timeout_s):
+            stream = await host.new_stream(me.peer, [PROTOCOL])
+        talk = _Conversation(stream, me, market, timeout_s)
+        theirs = await talk.digest()
+        if theirs == mine or theirs.count == 0:
+            me.equal = theirs == mine
+            me.ok = True
+            return
+        listed = await talk.list_ids(page_limit)
+        pending = [mid for mid, _ in sorted(listed, key=_fetch_order) if fetch.needed(mid)]
+        while pending:
+            pick: list[bytes] = []
+            rest: list[bytes] = []
+            others = False
+            for mid in pending:
+                if not fetch.needed(mid):
+                    continue
+                owner = fetch.owner.get(mid)
+                if owner is not None and owner is not me:
+                    others = True
+                    rest.append(mid)
+                elif len(pick) < batch:
+                    fetch.owner[mid] = me
+                    mine_claimed.add(mid)
+                    pick.append(mid)
+                else:
+                    rest.append(mid)
+            if not pick:
+                if others:  # another peer is fetching them: wait until it finishes or fails
+                    with trio.move_on_after(timeout_s):
+                        await fetch.changed.wait()
+                pending = rest
+                continue
+            got, gone = await talk.bodies(pick)
+            if not got and not gone:
+                raise SyncError("a bodies reply with nothing asked for")
+            for mid in pick:  # in fetch order, parents first
+                raw = got.get(mid)
+                if raw is not None:
+                    await fetch.give(raw)
+            unanswered = [m for m in pick if m not in got and m not in gone]
+            done = [m for m in pick if m in got or m in gone]
+            mine_claimed.difference_update(done)
+            fetch.release(me, done)
+            pending = unanswered + rest  # what did not fit the reply comes first
+        me.ok = True
+    except (WireError, SyncError, trio.TooSlowError) as exc:
+        me.error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # dial / protocol negotiation failures from libp2p
+        me.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        fetch.release(me, mine_claimed)
+        if stream is not None:
+            await close_quietly(stream)
+
+
+async def sync_market(
+    host: IHost,
+    peers: Sequence[ID],
+    market: bytes,
+    holds: Holds,
+    apply: Apply,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_peers: int = 3,
+    mine: Digest | None = None,
+    page_limit: int = MAX_IDS_PER_PAGE,
+    batch: int = MAX_BODIES_PER_REPLY,
+    rng: random.Random | None = None,
+) -> SyncReport:
+    """Fetch from up to `max_peers` of `peers` (chosen at random) every envelope of
+    `market` they hold and `holds` says we lack, handing each body to `apply`.
+
+    `timeout_s` bounds each step with a peer (dial, each round trip), so a dead or
+    stalled peer is given up after that long while the others carry on. `mine` is
+    our own digest (`SyncServer.digest`): a peer with the same one costs one round
+    trip. Never raises for a peer's failure: the report says what happened."""
+    started = trio.current_time()
+    report = SyncReport(market)
+    own = host.get_id()
+    candidates = [p for p in dict.fromkeys(peers) if p != own]
+    chosen = (rng or random.Random()).sample(candidates, min(max_peers, len(candidates)))
+    fetch = _Fetch(holds, apply, report)
+    batch = max(1, min(batch, MAX_BODIES_PER_REPLY))
+    page_limit = max(1, min(page_limit, MAX_IDS_PER_PAGE))
+    async with trio.open_nursery() as nursery:
+        for peer in chosen:
+            me = PeerSync(peer)
+            report.peers.append(me)
+            nursery.start_soon(
+                _sync_peer, host, me, market, fetch, mine, timeout_s, page_limit, batch
+            )
+    report.elapsed_s = trio.current_time() - started
+    return report
