@@ -41,8 +41,10 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create and inspect Ed25519 key files.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+node_app = typer.Typer(help="Run a market node.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(bench_app, name="bench")
+app.add_typer(node_app, name="node")
 
 
 def fail(message: str) -> NoReturn:
@@ -255,5 +257,44 @@ def bench_core(
         console.print(note)
 
 
+@node_app.command("run")
+def node_run(
+    config: Annotated[Path, typer.Option("--config", help="Node configuration (TOML).")],
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error.")
+    ] = "info",
+) -> None:
+    """Run a node until Ctrl-C or SIGTERM: gossip, sync, storage, control API, metrics."""
+    from p2p_market.node.config import ConfigError, load_config
+
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        fail(f"unknown log level {log_level!r}: use debug, info, warning or error")
+    try:
+        cfg = load_config(config)
+        passphrase = _passphrase(cfg.passphrase_file)
+        key = read_key(cfg.key_file, passphrase)
+    except (ConfigError, KeyFileError, OSError) as exc:
+        fail(str(exc))
+    import trio
+
+    from p2p_market.node.service import configure_logging, serve_until_signal
+
+    configure_logging(log_level)
+    try:
+        trio.run(serve_until_signal, cfg, key)
+    except (OSError, BaseExceptionGroup) as exc:  # e.g. the configured port is taken
+        os_errors = exc.subgroup(OSError) if isinstance(exc, BaseExceptionGroup) else exc
+        if os_errors is None:
+            raise
+        first = os_errors
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        fail(f"cannot start the node: {first}")
+
+
 def main() -> None:
     app(prog_name="p2p-market")
+
+
+if __name__ == "__main__":
+    main()

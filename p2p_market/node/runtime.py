@@ -13,15 +13,20 @@ log write.
 
 from __future__ import annotations
 
+import functools
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
+from libp2p.abc import IHost
 
+from p2p_market.core import codec
+from p2p_market.core import effects as fx
 from p2p_market.core.crypto import SigningKey
 from p2p_market.core.effects import Effect
 from p2p_market.core.envelope import Envelope, market_id, seal
@@ -29,13 +34,31 @@ from p2p_market.core.messages import Ask, Bid, Cancel, Market, sha256
 from p2p_market.core.state import MarketState
 from p2p_market.core.validation import check_envelope
 from p2p_market.core.verdict import Reason, Verdict, ignore
+from p2p_market.net.gossip import Gossip, GossipConfig
+from p2p_market.net.host import connect_all, make_host
+from p2p_market.node import peers
+from p2p_market.node.api import ask_json, bid_json, serve_api
 from p2p_market.node.config import NodeConfig
+from p2p_market.node.direct import DirectMessage, DirectServer
 from p2p_market.node.facade import Submitted
+from p2p_market.node.metrics import NodeMetrics, serve_metrics
+from p2p_market.node.storage import EnvelopeLog
+from p2p_market.node.sync import SyncServer, sync_market
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
 
 log = logging.getLogger("p2p_market.node")
 
 EffectHook = Callable[[bytes, Effect], Awaitable[None] | None]
-TICK_S = 0.1
+TICK_S: Final = 0.1
+TARGET_PEERS: Final = 8
+ANTI_ENTROPY_S: Final = 30.0
+SYNC_TIMEOUT_S: Final = 5.0
+PRUNE_EVERY_MS: Final = 600_000
+_KEPT_REASONS: Final = frozenset(
+    {Reason.ORPHAN, Reason.EQUIVOCATION, Reason.CANCEL_AFTER_ASSIGNMENT}
+)
 
 
 def wall_clock_ms() -> int:
@@ -67,6 +90,8 @@ class MarketBook:
 
 
 class Node:
+    """A running node; implements `NodeFacade` for the control API and the roles."""
+
     def __init__(
         self,
         config: NodeConfig,
@@ -78,31 +103,77 @@ class Node:
         self.config = config
         self.key = key
         self.clock = clock
-        self.book = MarketBook(config.markets, key.public_key if prover else None)
+        self.cores = MarketBook(config.markets, key.public_key if prover else None)
         self.hooks: list[EffectHook] = []
+        self.direct_hooks: list[Callable[[DirectMessage], Awaitable[bool]]] = []
         self._effects_in, self._effects_out = trio.open_memory_channel[tuple[bytes, Effect]](
             100_000
         )
+        self.metrics = NodeMetrics(self.states)
         self.started_ms = clock()
         self.admitted = 0
+        self.log: EnvelopeLog | None = None
+        self.host: IHost | None = None
+        self.gossip: Gossip | None = None
+        self.sync_server = SyncServer(self._sync_source)
+        self.api_port: int | None = None
+        self.metrics_port: int | None = None
+        self.ready = trio.Event()
+        self._sync_requested = trio.Event()
+        self._rng = random.Random()
 
     @property
     def states(self) -> dict[bytes, MarketState]:
-        return self.book.states
+        return self.cores.states
 
     # -- the one path into the core -------------------------------------------------
-    def admit(self, env: Envelope, *, persist: Callable[[bytes, Envelope], None]) -> Verdict:
-        """Apply a checked envelope (form and signature already verified)."""
-        state = self.book.state_for(env)
+    def admit(self, env: Envelope) -> Verdict:
+        """Apply a checked envelope (form and signature already verified), persist
+        what the core keeps, queue its effects."""
+        state = self.cores.state_for(env)
         if state is None:
             return ignore(Reason.WRONG_MARKET, "a market this node does not follow")
-        verdict, effects = state.apply_checked(env, self.clock())
+        now = self.clock()
+        verdict, effects = state.apply_checked(env, now)
+        self._persist(state, env, verdict, now)
+        kind = env.kind
+        self.metrics.message_in(state.market_id, kind, verdict)
         if verdict.accepted:
-            persist(state.market_id, env)
             self.admitted += 1
+            self.metrics.delivered(now, getattr(env.message, "timestamp", now))
         for effect in effects:
             self._effects_in.send_nowait((state.market_id, effect))
         return verdict
+
+    def _persist(self, state: MarketState, env: Envelope, verdict: Verdict, now: int) -> None:
+        """Log what the core keeps: accepted messages, held orphans (applied when
+        their parent comes) and equivocation evidence. Before the validator returns,
+        so nothing forwarded or acted upon is lost by a crash."""
+        if self.log is None:
+            return
+        if verdict.accepted or verdict.reason in _KEPT_REASONS:
+            self.log.append(state.market_id, env.raw, now, state.forget_after(env))
+
+    def _gossip_check(self, env: Envelope) -> Verdict:
+        return self.admit(env)
+
+    def apply_raw(self, raw: bytes) -> Verdict:
+        verdict, env = check_envelope(raw)
+        if env is None:
+            return verdict
+        return self.admit(env)
+
+    def _replay(self) -> int:
+        """Rebuild every market's state from the log, each envelope at the time it
+        was first received, so verdicts that depend on time come out the same."""
+        assert self.log is not None
+        count = 0
+        for mid, state in self.states.items():
+            for raw, received_at in self.log.replay_timed(mid):
+                state.apply(raw, received_at)
+                count += 1
+            state.tick(self.clock())
+        return count
 
     def tick(self) -> None:
         now = self.clock()
@@ -112,6 +183,12 @@ class Node:
 
     async def dispatch_effects(self) -> None:
         async for mid, effect in self._effects_out:
+            if isinstance(effect, fx.Reorg):
+                self.metrics.reorg(mid)
+            elif isinstance(effect, fx.AttemptSettled):
+                ask = self.states[mid].asks.get(effect.ask)
+                if ask is not None and effect.winners:
+                    self.metrics.assigned(self.clock(), ask.message.timestamp)  # type: ignore[union-attr]
             for hook in self.hooks:
                 try:
                     result = hook(mid, effect)
@@ -120,10 +197,206 @@ class Node:
                 except Exception:
                     log.exception("effect hook failed on %s", type(effect).__name__)
 
+    # -- the services -------------------------------------------------------------
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Every service in one nursery; returns when cancelled, with nothing left
+        running (the gossip service closes the host, the log is closed last)."""
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        with EnvelopeLog(data_path(cfg)) as envelope_log:
+            self.log = envelope_log
+            for market in cfg.markets:
+                envelope_log.put_market(market_id(market), encode_market(market))
+            replayed = self._replay()
+            host, listen = make_host(self.key, cfg.listen)
+            self.host = host
+            self.gossip = Gossip(
+                host,
+                listen,
+                markets=list(self.states),
+                extra_check=self._gossip_check,
+                config=GossipConfig(frames_per_second=cfg.frames_per_second),
+            )
+            self.sync_server.attach(host)
+            DirectServer(self.key, self._on_direct).attach(host)
+            peers.attach(host)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.gossip.run)
+                self.api_port = await nursery.start(
+                    functools.partial(serve_api, self, port=cfg.api_port)
+                )
+                if cfg.metrics_port >= 0:
+                    self.metrics_port = await nursery.start(
+                        functools.partial(serve_metrics, self.metrics, port=cfg.metrics_port)
+                    )
+                nursery.start_soon(self.ticker)
+                nursery.start_soon(self.dispatch_effects)
+                nursery.start_soon(self._drain_deliveries)
+                nursery.start_soon(self._keep_connected)
+                log.info(
+                    "node %s up: %s, api 127.0.0.1:%s, %d envelopes replayed",
+                    self.key.public_key.hex()[:16],
+                    self.gossip.addr,
+                    self.api_port,
+                    replayed,
+                )
+                self.ready.set()
+                task_status.started()
+
     async def ticker(self) -> None:
+        last_prune = self.clock()
         while True:
             self.tick()
+            now = self.clock()
+            if self.log is not None and now - last_prune > PRUNE_EVERY_MS:
+                self.log.prune(now)
+                last_prune = now
+            for state in self.states.values():
+                self.metrics.observe_market(state)
             await trio.sleep(TICK_S)
+
+    async def _drain_deliveries(self) -> None:
+        """Envelopes were applied in the validator already; the channel is drained so
+        it never fills (and could be tapped for tracing)."""
+        assert self.gossip is not None
+        async for _ in self.gossip.deliveries:
+            pass
+
+    async def _keep_connected(self) -> None:
+        """Dial the bootstrap peers, then keep syncing and exchanging peers: on join,
+        after reconnects, and periodically to fill gaps gossip may have left."""
+        assert self.host is not None
+        host = self.host
+        known = 0
+        while True:
+            linked = peers.connected_peers(host)
+            if len(linked) < TARGET_PEERS and self.config.bootstrap:
+                await connect_all(host, self.config.bootstrap)
+            await peers.exchange(host, target=TARGET_PEERS, rng=self._rng)
+            linked = peers.connected_peers(host)
+            self.metrics.set_peers(len(linked))
+            if linked and len(linked) != known:
+                await self.sync_now()
+            known = len(linked)
+            with trio.move_on_after(ANTI_ENTROPY_S):
+                await self._sync_requested.wait()
+            self._sync_requested = trio.Event()
+
+    async def sync_now(self) -> None:
+        """Pull what connected peers have and this node lacks, for every market."""
+        if self.host is None:
+            return
+        linked = peers.connected_peers(self.host)
+        if not linked:
+            return
+        for mid, state in self.states.items():
+            report = await sync_market(
+                self.host,
+                linked,
+                mid,
+                holds=state.holds,
+                apply=self._apply_synced,
+                mine=self.sync_server.digest(mid),
+                timeout_s=SYNC_TIMEOUT_S,
+            )
+            self.metrics.sync_run("ok" if report.ok_peers else "failed", report.applied)
+
+    def _apply_synced(self, raw: bytes) -> None:
+        self.apply_raw(raw)
+
+    def request_sync(self) -> None:
+        """Ask the connection keeper to sync now (e.g. after a role saw a gap)."""
+        self._sync_requested.set()
+
+    def _sync_source(self, market: bytes) -> list[Envelope] | None:
+        state = self.states.get(market)
+        return None if state is None else state.stored_envelopes()
+
+    async def _on_direct(self, message: DirectMessage) -> bool:
+        for hook in self.direct_hooks:
+            if await hook(message):
+                return True
+        return False
+
+    async def publish(self, market: bytes, raw: bytes) -> None:
+        if self.gossip is not None:
+            await self.gossip.publish(market, raw)
+            self.metrics.message_out(market, raw[1] if len(raw) > 1 else 0)
+
+    # -- NodeFacade ---------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        host = self.host
+        return {
+            "public_key": self.key.public_key.hex(),
+            "peer_id": host.get_id().to_base58() if host else None,
+            "addrs": [str(a) for a in host.get_addrs()] if host else [],
+            "peers": len(peers.connected_peers(host)) if host else 0,
+            "markets": [m.hex() for m in self.states],
+            "uptime_s": (self.clock() - self.started_ms) / 1000,
+            "api_port": self.api_port,
+            "metrics_port": self.metrics_port,
+            "admitted": self.admitted,
+        }
+
+    def markets(self) -> list[dict[str, Any]]:
+        out = []
+        for mid, state in self.states.items():
+            entry: dict[str, Any] = {"id": mid.hex()}
+            entry.update(state.market.to_map())
+            out.append(entry)
+        return out
+
+    def _state(self, market: str) -> MarketState:
+        try:
+            return self.states[bytes.fromhex(market)]
+        except (KeyError, ValueError):
+            raise KeyError(f"unknown market {market}") from None
+
+    def book(self, market: str) -> dict[str, Any]:
+        state = self._state(market)
+        return {
+            "bids": [bid_json(s) for s in state.book.current.values()],
+            "asks": [ask_json(state.view(a)) for a in state.asks],
+        }
+
+    def ask(self, ask_id: str) -> dict[str, Any]:
+        try:
+            key = bytes.fromhex(ask_id)
+        except ValueError:
+            raise KeyError(f"unknown ask {ask_id}") from None
+        for state in self.states.values():
+            if key in state.asks:
+                return ask_json(state.view(key))
+        raise KeyError(f"unknown ask {ask_id}")
+
+    async def submit(self, raw: bytes) -> Submitted:
+        verdict, env = check_envelope(raw)
+        if env is None:
+            return Submitted(
+                id="",
+                status=verdict.status.value,
+                reason=verdict.reason.value,
+                detail=verdict.detail,
+            )
+        verdict = self.admit(env)
+        if verdict.accepted:
+            state = self.cores.state_for(env)
+            assert state is not None
+            await self.publish(state.market_id, raw)
+        return submitted(env.id, verdict)
+
+    async def place_bid(self, fields: dict[str, Any]) -> Submitted:
+        return await self.submit(self.sign_bid(fields))
+
+    async def place_ask(self, fields: dict[str, Any]) -> Submitted:
+        return await self.submit(self.sign_ask(fields))
+
+    async def cancel(self, ask_id: str) -> Submitted:
+        try:
+            key = bytes.fromhex(ask_id)
+        except ValueError:
+            raise ValueError("ask id must be hex") from None
+        return await self.submit(self.sign_cancel(key))
 
     # -- signing for the local identity ----------------------------------------------
     def sign_bid(self, fields: dict[str, Any]) -> bytes:
@@ -210,8 +483,9 @@ def submitted(env_id: bytes, verdict: Verdict) -> Submitted:
     )
 
 
-def check_local(raw: bytes) -> tuple[Verdict, Envelope | None]:
-    return check_envelope(raw)
+def encode_market(market: Market) -> bytes:
+    """A market descriptor's canonical body (its id is the SHA-256 of these bytes)."""
+    return codec.pack(market.to_map())
 
 
 def data_path(config: NodeConfig) -> Path:

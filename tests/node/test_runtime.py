@@ -1,0 +1,98 @@
+"""Whole nodes (gossip, sync, storage, API) on 127.0.0.1 in one trio run."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from p2p_market.core.crypto import devnet_key
+from p2p_market.core.envelope import market_id
+from p2p_market.devnet import Actor, default_market
+from p2p_market.node.config import NodeConfig
+from p2p_market.node.runtime import Node
+
+MARKET = default_market()
+MID = market_id(MARKET)
+
+
+def make_node(tmp: Path, name: str, bootstrap: tuple[str, ...] = ()) -> Node:
+    cfg = NodeConfig(
+        key_file=tmp / f"{name}.pem",  # unused: the key is passed in
+        data_dir=tmp / name,
+        bootstrap=bootstrap,
+        frames_per_second=50.0,
+        markets=(MARKET,),
+    )
+    return Node(cfg, devnet_key(f"runtime-{name}"))
+
+
+@asynccontextmanager
+async def running(*nodes: Node) -> AsyncIterator[trio.Nursery]:
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            await nursery.start(node.run)
+        yield nursery
+        nursery.cancel_scope.cancel()
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.05)
+
+
+async def test_orders_spread_and_a_late_joiner_syncs(tmp_path: Path) -> None:
+    a = make_node(tmp_path, "a")
+    async with running(a) as nursery:
+        assert a.gossip is not None
+        b = make_node(tmp_path, "b", (a.gossip.addr,))
+        await nursery.start(b.run)
+        await wait_until(lambda: len(b.status()["addrs"]) > 0 and b.status()["peers"] >= 1)
+        await a.gossip.wait_for_mesh(MID, b.gossip.peer_id)  # type: ignore[union-attr]
+        result = await a.place_bid({"market": MID.hex(), "price": 10, "proof_time": 1_000})
+        assert result.status == "accept", result
+        await wait_until(lambda: len(b.states[MID].book.current) == 1)
+        # a book of a few hundred orders, then a late joiner that only knows b
+        now = a.clock()
+        for i in range(150):
+            await a.submit(Actor(f"p{i}", MARKET).bid(now=now, price=i, proof_time=900))
+            await a.submit(Actor(f"r{i}", MARKET).ask(now=now, max_price=50, max_proof_time=999))
+        await wait_until(lambda: len(b.states[MID].asks) == 150, timeout=30)
+        c = make_node(tmp_path, "c", (b.gossip.addr,))  # type: ignore[union-attr]
+        started = trio.current_time()
+        await nursery.start(c.run)
+        await wait_until(lambda: len(c.states[MID].asks) == 150, timeout=15)
+        assert len(c.states[MID].book.current) == 151
+        assert trio.current_time() - started < 15
+        assert sorted(e.id for e in c.states[MID].stored_envelopes()) == sorted(
+            e.id for e in a.states[MID].stored_envelopes()
+        )
+
+
+async def test_restart_replays_the_log(tmp_path: Path) -> None:
+    a = make_node(tmp_path, "a")
+    async with running(a):
+        for i in range(20):
+            await a.place_bid({"market": MID.hex(), "price": 10 + i, "proof_time": 500})
+        await a.place_ask({"market": MID.hex(), "max_price": 99, "max_proof_time": 900})
+        before = sorted(e.id for e in a.states[MID].stored_envelopes())
+    again = make_node(tmp_path, "a")
+    async with running(again):
+        after = sorted(e.id for e in again.states[MID].stored_envelopes())
+    assert after == before and len(before) == 21
+
+
+async def test_bad_api_input_is_a_value_error_not_a_crash(tmp_path: Path) -> None:
+    a = make_node(tmp_path, "a")
+    async with running(a):
+        for fields in ({"market": MID.hex()}, {"market": "zz", "price": 1, "proof_time": 1}):
+            try:
+                await a.place_bid(fields)
+            except (ValueError, KeyError):
+                pass
+            else:
+                raise AssertionError(f"accepted {fields}")
+        assert a.status()["admitted"] == 0
