@@ -70,7 +70,7 @@ def _dialable(entry: Any, own: ID) -> list[str]:
         peer = ID.from_base58(entry["id"])
     except Exception:
         return []
-    if peer == own or not isinstance(entry.get("addrs"), list):
+    if peer == own or not isinstance(entry.get("addrs"), list | tuple):
         return []
     out = []
     for addr in entry["addrs"][:MAX_ADDRS_PER_PEER]:
@@ -100,7 +100,7 @@ async def ask_peers(host: IHost, peer: ID) -> list[str]:
     finally:
         await wire.close_quietly(stream)
     listed = answer.get("peers") if isinstance(answer, dict) else None
-    if not isinstance(listed, list):
+    if not isinstance(listed, list | tuple):
         return []
     own = host.get_id()
     known = set(connected_peers(host))

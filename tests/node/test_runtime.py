@@ -96,3 +96,18 @@ async def test_bad_api_input_is_a_value_error_not_a_crash(tmp_path: Path) -> Non
             else:
                 raise AssertionError(f"accepted {fields}")
         assert a.status()["admitted"] == 0
+
+
+async def test_peer_exchange_finds_peers_beyond_the_bootstrap_list(tmp_path: Path) -> None:
+    a = make_node(tmp_path, "a")
+    async with running(a) as nursery:
+        assert a.gossip is not None
+        b = make_node(tmp_path, "b", (a.gossip.addr,))
+        await nursery.start(b.run)
+        await wait_until(lambda: b.status()["peers"] >= 1)
+        assert b.gossip is not None
+        c = make_node(tmp_path, "c", (b.gossip.addr,))  # knows only b
+        await nursery.start(c.run)
+        assert a.host is not None
+        a_id = a.host.get_id()
+        await wait_until(lambda: a_id in c.host.get_network().connections)  # type: ignore[union-attr]
