@@ -1,0 +1,76 @@
+"""The one interface every proof back-end implements, and the choice by market.
+
+`prove`'s `deadline_s` is RELATIVE: the seconds left from the call until the proof
+is due, as in `trio.fail_after` (a caller holding a deadline in epoch milliseconds
+passes `(deadline_ms - now_ms) / 1000`). Zero or less means already late;
+`math.inf` means no deadline.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from p2p_market.core.messages import Market
+
+DEFAULT_EXTERNAL_TIMEOUT_S = 600.0
+"""Longest an external command may run when the caller's deadline is later."""
+
+
+class ProvingError(Exception):
+    """Proving, verifying or checking could not be done (as opposed to a proof that
+    is simply invalid, which `verify` reports as False). The message is one line; for
+    an external command it names the exit status and the tail of its stderr."""
+
+
+@runtime_checkable
+class ProofBackend(Protocol):
+    async def prove(self, market: Market, inputs: bytes, deadline_s: float) -> bytes:
+        """The proof for `inputs`, or ProvingError if it cannot be had within
+        `deadline_s` seconds from now. Cancellable."""
+        ...
+
+    async def verify(self, market: Market, inputs: bytes, proof: bytes) -> bool:
+        """True if `proof` is a valid proof for `inputs`, False if it is not;
+        ProvingError if that cannot be decided (a verifier that fails or hangs)."""
+        ...
+
+    async def check_inputs(self, market: Market, inputs: bytes) -> bool:
+        """False if `inputs` are invalid for this market, so that no proof can exist
+        (grounds for an InvalidInputs attestation); ProvingError if undecidable."""
+        ...
+
+
+def backend_for(
+    market: Market,
+    *,
+    prove_cmd: str | None = None,
+    verify_cmd: str | None = None,
+    check_cmd: str | None = None,
+    timeout_s: float = DEFAULT_EXTERNAL_TIMEOUT_S,
+    chunk: int | None = None,
+) -> ProofBackend:
+    """The back-end for `market.proof_system`. Options that do not apply to that
+    system are ignored, so one node config can be passed for every market.
+
+    - ``pow``: `PowBackend` (`chunk`: hashes per worker-thread chunk).
+    - ``external``: `ExternalBackend`; the verify command is `verify_cmd` if given,
+      else the market's `verifier` field; the prove command (`prove_cmd`) comes from
+      the prover's own config (a requester needs none).
+
+    Raises ValueError for a malformed command template, and for an unknown system.
+    """
+    # Imported here: the back-ends import this module for ProvingError.
+    from p2p_market.proving.external import ExternalBackend
+    from p2p_market.proving.pow import DEFAULT_CHUNK, PowBackend
+
+    if market.proof_system == "pow":
+        return PowBackend(chunk=DEFAULT_CHUNK if chunk is None else chunk)
+    if market.proof_system == "external":
+        return ExternalBackend(
+            prove_cmd,
+            verify_cmd if verify_cmd is not None else (market.verifier or None),
+            check_cmd,
+            timeout_s=timeout_s,
+        )
+    raise ValueError(f"unknown proof system {market.proof_system!r}")

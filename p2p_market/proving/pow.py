@@ -1,0 +1,159 @@
+"""The built-in DEMO proof system: hash-based proof of work.
+
+    ***************************************************************************
+    *  THIS IS A DEMO. It is NOT zero-knowledge, NOT succinct in any useful    *
+    *  sense, and NOT a proof of anything except that someone spent work on    *
+    *  these inputs. Anyone who sees a proof can copy it; two provers of the   *
+    *  same ask find the same nonce. It exists so that the market can be run   *
+    *  end to end, with a real asymmetric cost (expensive to prove, one hash   *
+    *  to verify), without installing a zkVM. Real markets use `external`.     *
+    ***************************************************************************
+
+The statement: a proof is an 8-byte nonce such that
+
+    SHA-256(b"p2p-market/pow/v1\\x00" + inputs + nonce)
+
+has at least `d` leading zero bits. The expected work is 2**d hashes.
+
+Difficulty: `d = market.difficulty` (0..64), unless the inputs' FIRST LINE is
+exactly ``difficulty=N`` (ASCII decimal, no sign, no leading zeros, no spaces, no
+``\\r``, 0 <= N <= 40), in which case d = N. The line is part of the inputs and so is
+hashed with them. Inputs whose first line starts with ``difficulty=`` but is not of
+that form, and inputs over `MAX_POW_INPUT_BYTES`, are invalid (`check_inputs` says
+False, `prove` raises ProvingError, `verify` says False).
+
+Provers search nonces 0, 1, 2, ... in chunks of `chunk` hashes, each chunk in a
+worker thread (`trio.to_thread.run_sync`) so the event loop keeps running; the
+deadline is checked between chunks, and cancellation takes effect at the end of the
+running chunk (about 40 ms at 50k hashes on one core of a small box).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from p2p_market.proving.backend import ProvingError
+
+if TYPE_CHECKING:
+    from p2p_market.core.messages import Market
+
+POW_DOMAIN: Final = b"p2p-market/pow/v1\x00"
+NONCE_BYTES: Final = 8
+NONCE_SPACE: Final = 1 << (8 * NONCE_BYTES)
+MAX_POW_INPUT_BYTES: Final = 1024 * 1024
+MAX_INPUT_DIFFICULTY: Final = 40
+"""The highest difficulty a `difficulty=N` line in the inputs may ask for."""
+MAX_DIFFICULTY: Final = 64
+DEFAULT_CHUNK: Final = 50_000
+_LINE_KEY: Final = b"difficulty="
+
+
+def input_difficulty(inputs: bytes) -> int | None:
+    """The difficulty named by the inputs' first line, None if the first line does
+    not start with ``difficulty=``; ValueError if it does but is malformed or out of
+    0..MAX_INPUT_DIFFICULTY."""
+    first = inputs.split(b"\n", 1)[0]
+    if not first.startswith(_LINE_KEY):
+        return None
+    digits = first[len(_LINE_KEY) :]
+    canonical = digits.isdigit() and (digits == b"0" or digits[:1] != b"0")
+    if not canonical or len(digits) > 2 or int(digits) > MAX_INPUT_DIFFICULTY:
+        shown = digits[:16].decode("ascii", "replace")
+        raise ValueError(f"bad difficulty line {shown!r}: want 0..{MAX_INPUT_DIFFICULTY}")
+    return int(digits)
+
+
+def effective_difficulty(market_difficulty: int, inputs: bytes) -> int:
+    """The difficulty a proof for `inputs` must meet; ValueError if the inputs are
+    invalid (too large or a malformed difficulty line)."""
+    if len(inputs) > MAX_POW_INPUT_BYTES:
+        raise ValueError(f"inputs of {len(inputs)} bytes exceed {MAX_POW_INPUT_BYTES}")
+    if not 0 <= market_difficulty <= MAX_DIFFICULTY:
+        raise ValueError(f"difficulty {market_difficulty} outside 0..{MAX_DIFFICULTY}")
+    named = input_difficulty(inputs)
+    return market_difficulty if named is None else named
+
+
+def _target(difficulty: int) -> bytes | None:
+    """Digests below this (as 32-byte big-endian strings) have `difficulty` leading
+    zero bits; None when every digest qualifies (difficulty 0)."""
+    if difficulty <= 0:
+        return None
+    return (1 << (256 - difficulty)).to_bytes(32, "big")
+
+
+def solve_pow(inputs: bytes, difficulty: int, start_nonce: int, count: int) -> bytes | None:
+    """Try nonces start_nonce .. start_nonce + count - 1 (within the 8-byte space) and
+    return the first that meets `difficulty`, as 8 big-endian bytes, else None. Pure
+    and CPU-bound: run it in a worker thread from async code."""
+    stop = min(start_nonce + count, NONCE_SPACE)
+    if start_nonce < 0 or start_nonce >= stop:
+        return None
+    target = _target(difficulty)
+    if target is None:
+        return start_nonce.to_bytes(NONCE_BYTES, "big")
+    copy = hashlib.sha256(POW_DOMAIN + inputs).copy
+    for n in range(start_nonce, stop):
+        nonce = n.to_bytes(NONCE_BYTES, "big")
+        h = copy()
+        h.update(nonce)
+        if h.digest() < target:
+            return nonce
+    return None
+
+
+def pow_ok(inputs: bytes, difficulty: int, proof: bytes) -> bool:
+    """Whether `proof` is a nonce meeting `difficulty` for `inputs`: one hash."""
+    if type(proof) is not bytes or len(proof) != NONCE_BYTES:
+        return False
+    target = _target(difficulty)
+    return target is None or hashlib.sha256(POW_DOMAIN + inputs + proof).digest() < target
+
+
+class PowBackend:
+    """`ProofBackend` for markets with proof_system ``pow`` (see the module doc)."""
+
+    def __init__(self, *, chunk: int = DEFAULT_CHUNK) -> None:
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        self.chunk = chunk
+
+    async def prove(self, market: Market, inputs: bytes, deadline_s: float) -> bytes:
+        try:
+            d = effective_difficulty(market.difficulty, inputs)
+        except ValueError as e:
+            raise ProvingError(f"pow: invalid inputs: {e}") from None
+        end = trio.current_time() + deadline_s
+        nonce = 0
+        while nonce < NONCE_SPACE:
+            if trio.current_time() >= end:
+                raise ProvingError(
+                    f"pow: deadline reached after {nonce} hashes at difficulty {d}"
+                    f" (expected work {_work(d)} hashes)"
+                )
+            found = await trio.to_thread.run_sync(solve_pow, inputs, d, nonce, self.chunk)
+            if found is not None:
+                return found
+            nonce += self.chunk
+        raise ProvingError(f"pow: no nonce meets difficulty {d}")  # pragma: no cover
+
+    async def verify(self, market: Market, inputs: bytes, proof: bytes) -> bool:
+        try:
+            d = effective_difficulty(market.difficulty, inputs)
+        except ValueError:
+            return False
+        return pow_ok(inputs, d, proof)
+
+    async def check_inputs(self, market: Market, inputs: bytes) -> bool:
+        try:
+            effective_difficulty(market.difficulty, inputs)
+        except ValueError:
+            return False
+        return True
+
+
+def _work(difficulty: int) -> str:
+    return f"2**{difficulty}" if difficulty > 20 else str(2**difficulty)
