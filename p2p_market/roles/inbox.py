@@ -1,0 +1,44 @@
+"""Direct messages (confidential inputs, large proofs) wait here until a role asks
+for them; a role may ask before or after the message arrives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+from p2p_market.node.direct import DirectMessage
+
+Key = tuple[str, bytes, bytes]  # (kind, ask, sender)
+
+
+@dataclass
+class Inbox:
+    max_items: int = 256
+    _items: dict[Key, bytes] = field(default_factory=dict)
+    _waiting: dict[Key, trio.Event] = field(default_factory=dict)
+    accepts: set[tuple[str, bytes]] = field(default_factory=set)
+    """(kind, ask) pairs this node expects; anything else is declined."""
+
+    def expect(self, kind: str, ask: bytes) -> None:
+        self.accepts.add((kind, ask))
+
+    async def deliver(self, message: DirectMessage) -> bool:
+        if (message.kind, message.ask) not in self.accepts or len(self._items) >= self.max_items:
+            return False
+        key = (message.kind, message.ask, message.sender)
+        self._items[key] = message.payload
+        event = self._waiting.pop(key, None)
+        if event is not None:
+            event.set()
+        return True
+
+    async def wait_for(
+        self, kind: str, ask: bytes, sender: bytes, timeout_s: float
+    ) -> bytes | None:
+        key = (kind, ask, sender)
+        with trio.move_on_after(max(0.0, timeout_s)):
+            while key not in self._items:
+                event = self._waiting.setdefault(key, trio.Event())
+                await event.wait()
+        return self._items.pop(key, None)

@@ -1,0 +1,220 @@
+"""The prover role: keep a bid in the book, commit when the core says so, prove what
+it wins within the deadline, deliver the proof, or attest that the inputs are bad.
+
+Capacity is honoured twice: the core only suggests a commit when the prover's own
+view shows a free slot (its commits are open until settled or finished), and the
+proving itself runs under a limiter of `capacity` slots, so a race between a reorg
+and a new win can never run more proofs at once than the bid promised.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from p2p_market.core import effects as fx
+from p2p_market.core.envelope import seal
+from p2p_market.core.lifecycle import SlotState
+from p2p_market.core.limits import MAX_INLINE_PROOF_BYTES
+from p2p_market.core.messages import Ask, Commit, InvalidInputs, Proof, sha256
+from p2p_market.node.direct import DirectError, send_direct
+from p2p_market.node.runtime import Node
+from p2p_market.proving.backend import ProofBackend, ProvingError
+from p2p_market.roles.inbox import Inbox
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger("p2p_market.prover")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProverSettings:
+    market: bytes
+    price: int
+    proof_time: int
+    """Milliseconds the prover promises per proof (its deadline after winning)."""
+    capacity: int = 1
+    bid_ttl_ms: int = 600_000
+
+
+@dataclass
+class ProverStats:
+    commits: int = 0
+    won: int = 0
+    proved: int = 0
+    failed: int = 0
+    attested: int = 0
+    earned: int = 0
+    active: dict[bytes, trio.CancelScope] = field(default_factory=dict)
+
+
+class ProverRole:
+    def __init__(
+        self, node: Node, backend: ProofBackend, settings: ProverSettings, inbox: Inbox
+    ) -> None:
+        self.node = node
+        self.backend = backend
+        self.settings = settings
+        self.inbox = inbox
+        self.stats = ProverStats()
+        self.me = node.key.public_key
+        self._limiter = trio.CapacityLimiter(settings.capacity)
+        self._nursery: trio.Nursery | None = None
+        node.hooks.append(self.on_effect)
+        node.direct_hooks.append(inbox.deliver)
+
+    @property
+    def state(self):  # type: ignore[no-untyped-def]
+        return self.node.states[self.settings.market]
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self.place_bid()
+            self._resume_in_flight()
+            nursery.start_soon(self._refresh_bid)
+            task_status.started()
+
+    async def place_bid(self) -> None:
+        s = self.settings
+        result = await self.node.place_bid(
+            {
+                "market": s.market.hex(),
+                "price": s.price,
+                "proof_time": s.proof_time,
+                "capacity": s.capacity,
+                "ttl_ms": s.bid_ttl_ms,
+            }
+        )
+        log.info("bid %s: %s %s", result.id[:16], result.status, result.reason)
+
+    async def _refresh_bid(self) -> None:
+        """A bid that lapses drops out of every ranking: renew it at half its life."""
+        while True:
+            await trio.sleep(self.settings.bid_ttl_ms / 2000)
+            await self.place_bid()
+
+    def _resume_in_flight(self) -> None:
+        """After a restart: pick up assignments still before their deadline; the rest
+        time out at the requester and go to the next round without us."""
+        now = self.node.clock()
+        for ask_id in list(self.state.asks):
+            view = self.state.view(ask_id)
+            for prover, slot_state in zip(view.winners, view.slot_states, strict=True):
+                if prover == self.me and slot_state is SlotState.ASSIGNED:
+                    run = self.state.settlement().runs.get(ask_id)
+                    slot = run.slots.get(self.me) if run else None
+                    if slot is not None and slot.deadline > now:
+                        self._start(ask_id, slot.deadline)
+
+    # -- reacting to the core -------------------------------------------------------------
+    async def on_effect(self, market: bytes, effect: fx.Effect) -> None:
+        if market != self.settings.market:
+            return
+        if isinstance(effect, fx.CommitToAsk):
+            await self._commit(effect)
+        elif isinstance(effect, fx.Assigned) and effect.prover == self.me:
+            self.stats.won += 1
+            self._start(effect.ask, effect.deadline)
+        elif isinstance(effect, fx.Reorg) and self.me in set(effect.before) - set(effect.after):
+            scope = self.stats.active.pop(effect.ask, None)
+            if scope is not None:
+                log.info("reorg: ask %s is no longer ours; stopping", effect.ask.hex()[:16])
+                scope.cancel()
+
+    async def _commit(self, effect: fx.CommitToAsk) -> None:
+        commit = Commit(
+            market=self.settings.market,
+            timestamp=self.node.clock(),
+            ask=effect.ask,
+            round=effect.round,
+            attempt=effect.attempt,
+            bid=effect.bid,
+            price=effect.price,
+            proof_time=effect.proof_time,
+        )
+        result = await self.node.submit(seal(commit, self.node.key))
+        if result.status == "accept":
+            self.stats.commits += 1
+
+    def _start(self, ask: bytes, deadline: int) -> None:
+        if ask in self.stats.active or self._nursery is None:
+            return
+        scope = trio.CancelScope()
+        self.stats.active[ask] = scope
+        self._nursery.start_soon(self._work, ask, deadline, scope)
+
+    async def _work(self, ask_id: bytes, deadline: int, scope: trio.CancelScope) -> None:
+        try:
+            with scope:
+                async with self._limiter:
+                    await self._prove(ask_id, deadline)
+        except ProvingError as exc:
+            self.stats.failed += 1
+            log.warning("ask %s: proving failed: %s", ask_id.hex()[:16], exc)
+        finally:
+            self.stats.active.pop(ask_id, None)
+
+    async def _prove(self, ask_id: bytes, deadline: int) -> None:
+        env = self.state.asks.get(ask_id)
+        if env is None:
+            return
+        ask = env.message
+        assert isinstance(ask, Ask)
+        remaining = (deadline - self.node.clock()) / 1000
+        inputs = ask.inputs
+        if not inputs and ask.inputs_hash != sha256(b""):
+            self.inbox.expect("inputs", ask_id)
+            sent = await self.inbox.wait_for("inputs", ask_id, env.signer, remaining)
+            if sent is None:
+                raise ProvingError("the requester never sent the inputs")
+            inputs = sent
+        market = self.state.market
+        if sha256(inputs) != ask.inputs_hash or not await self.backend.check_inputs(market, inputs):
+            await self._attest(ask_id, "inputs fail the market's input check")
+            return
+        remaining = (deadline - self.node.clock()) / 1000
+        proof = await self.backend.prove(market, inputs, remaining)
+        await self._deliver(ask_id, env.signer, proof)
+
+    async def _attest(self, ask_id: bytes, reason: str) -> None:
+        message = InvalidInputs(
+            market=self.settings.market, timestamp=self.node.clock(), ask=ask_id, reason=reason
+        )
+        await self.node.submit(seal(message, self.node.key))
+        self.stats.attested += 1
+
+    async def _deliver(self, ask_id: bytes, requester: bytes, proof: bytes) -> None:
+        """Small proofs travel inline in the signed notice; large ones go directly to
+        the requester, the notice carrying only their hash and size."""
+        inline = proof if len(proof) <= MAX_INLINE_PROOF_BYTES else b""
+        notice = Proof(
+            market=self.settings.market,
+            timestamp=self.node.clock(),
+            ask=ask_id,
+            proof_hash=sha256(proof),
+            proof=inline,
+            size=len(proof),
+        )
+        if not inline:
+            assert self.node.host is not None
+            try:
+                await send_direct(
+                    self.node.host,
+                    self.node.key,
+                    requester,
+                    "proof",
+                    self.settings.market,
+                    ask_id,
+                    proof,
+                )
+            except DirectError as exc:
+                raise ProvingError(f"cannot deliver the proof: {exc}") from None
+        result = await self.node.submit(seal(notice, self.node.key))
+        if result.status == "accept":
+            self.stats.proved += 1
+            log.info("ask %s: proof delivered (%d bytes)", ask_id.hex()[:16], len(proof))

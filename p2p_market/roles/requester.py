@@ -1,0 +1,200 @@
+"""The requester role: place asks, send inputs only to the winners, verify every
+proof with the market's verifier, and sign the receipts that pay (accepted) or
+send the ask to its next round (invalid, timed out)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from p2p_market.core import effects as fx
+from p2p_market.core.envelope import seal
+from p2p_market.core.lifecycle import AskState
+from p2p_market.core.limits import MAX_INLINE_INPUT_BYTES
+from p2p_market.core.messages import Ask, Outcome, Proof, Receipt, sha256
+from p2p_market.node.direct import DirectError, send_direct
+from p2p_market.node.runtime import Node
+from p2p_market.proving.backend import ProofBackend, ProvingError
+from p2p_market.roles.inbox import Inbox
+
+log = logging.getLogger("p2p_market.requester")
+
+PROOF_WAIT_S = 30.0
+SEND_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class AskEvent:
+    """What happened to one of our asks, for the CLI's progress and the SDK."""
+
+    ask: bytes
+    kind: str  # placed | state | assigned | delivered | verified | rejected | timed_out
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Tracked:
+    market: bytes
+    inputs: bytes
+    proofs: dict[bytes, bytes] = field(default_factory=dict)
+    """Verified proofs, by prover."""
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class RequesterRole:
+    def __init__(self, node: Node, backends: dict[bytes, ProofBackend], inbox: Inbox) -> None:
+        self.node = node
+        self.backends = backends
+        self.inbox = inbox
+        self.me = node.key.public_key
+        self.asks: dict[bytes, Tracked] = {}
+        self._events_in, self.events = trio.open_memory_channel[AskEvent](10_000)
+        self._nursery: trio.Nursery | None = None
+        node.hooks.append(self.on_effect)
+        node.direct_hooks.append(inbox.deliver)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _emit(self, ask: bytes, kind: str, **detail: Any) -> None:
+        try:
+            self._events_in.send_nowait(AskEvent(ask, kind, detail))
+        except trio.WouldBlock:
+            log.warning("ask event dropped: nobody is reading the event stream")
+
+    async def request(self, fields: dict[str, Any], inputs: bytes) -> bytes:
+        """Sign and publish an ask; returns its id. Inputs travel inline unless the ask
+        is confidential (then only winners receive them, encrypted to their key)."""
+        market = bytes.fromhex(str(fields["market"]))
+        confidential = bool(fields.get("confidential", False))
+        by_hash = confidential or len(inputs) > MAX_INLINE_INPUT_BYTES
+        body = dict(fields)
+        body["inputs"] = "" if by_hash else inputs.hex()
+        body["inputs_hash"] = sha256(inputs).hex()
+        raw = self.node.sign_ask(body)
+        result = await self.node.submit(raw)
+        if result.status != "accept":
+            raise ValueError(f"ask refused: {result.reason} {result.detail}".strip())
+        ask_id = bytes.fromhex(result.id)
+        self.asks[ask_id] = Tracked(market=market, inputs=inputs)
+        self._emit(ask_id, "placed")
+        return ask_id
+
+    async def cancel(self, ask_id: bytes) -> str:
+        result = await self.node.cancel(ask_id.hex())
+        return result.reason if result.status != "accept" else "ok"
+
+    async def wait(self, ask_id: bytes) -> Tracked:
+        tracked = self.asks[ask_id]
+        await tracked.done.wait()
+        return tracked
+
+    # -- reacting to the core -------------------------------------------------------------
+    async def on_effect(self, market: bytes, effect: fx.Effect) -> None:
+        ask_id = getattr(effect, "ask", None)
+        if ask_id is None or ask_id not in self.asks:
+            return
+        tracked = self.asks[ask_id]
+        if isinstance(effect, fx.Assigned):
+            self._emit(ask_id, "assigned", prover=effect.prover.hex(), price=effect.price)
+            env = self.node.states[market].asks[ask_id]
+            assert isinstance(env.message, Ask)
+            if not env.message.inputs and tracked.inputs:
+                self._spawn(self._send_inputs, market, ask_id, effect.prover)
+        elif isinstance(effect, fx.ProofDelivered):
+            self._emit(ask_id, "delivered", prover=effect.prover.hex())
+            self._spawn(self._check_proof, market, ask_id, effect.prover, effect.proof_hash)
+        elif isinstance(effect, fx.DeadlinePassed):
+            await self._receipt(market, ask_id, effect.prover, Outcome.TIMED_OUT)
+            self._emit(ask_id, "timed_out", prover=effect.prover.hex())
+        elif isinstance(effect, fx.AskStateChanged):
+            self._emit(ask_id, "state", state=effect.after.value)
+            if effect.after in (
+                AskState.PROVEN,
+                AskState.CANCELLED,
+                AskState.EXPIRED,
+                AskState.INVALID_INPUTS,
+            ):
+                tracked.done.set()
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    async def _send_inputs(self, market: bytes, ask_id: bytes, prover: bytes) -> None:
+        assert self.node.host is not None
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                await send_direct(
+                    self.node.host,
+                    self.node.key,
+                    prover,
+                    "inputs",
+                    market,
+                    ask_id,
+                    self.asks[ask_id].inputs,
+                )
+                return
+            except DirectError as exc:
+                log.warning(
+                    "ask %s: inputs to %s failed (try %d): %s",
+                    ask_id.hex()[:16],
+                    prover.hex()[:16],
+                    attempt + 1,
+                    exc,
+                )
+                await trio.sleep(0.5 * (attempt + 1))
+
+    def _notice(self, market: bytes, ask_id: bytes, prover: bytes) -> Proof | None:
+        for env in self.node.states[market].events.get(ask_id, {}).values():
+            if env.signer == prover and isinstance(env.message, Proof):
+                return env.message
+        return None
+
+    async def _check_proof(
+        self, market: bytes, ask_id: bytes, prover: bytes, digest: bytes
+    ) -> None:
+        notice = self._notice(market, ask_id, prover)
+        proof = notice.proof if notice is not None and notice.proof else None
+        if proof is None:
+            self.inbox.expect("proof", ask_id)
+            proof = await self.inbox.wait_for("proof", ask_id, prover, PROOF_WAIT_S)
+        tracked = self.asks[ask_id]
+        valid = False
+        if proof is not None and sha256(proof) == digest:
+            try:
+                state = self.node.states[market]
+                valid = await self.backends[market].verify(state.market, tracked.inputs, proof)
+            except ProvingError as exc:
+                log.warning("ask %s: verifier failed: %s", ask_id.hex()[:16], exc)
+        if valid:
+            assert proof is not None
+            tracked.proofs[prover] = proof
+            await self._receipt(market, ask_id, prover, Outcome.ACCEPTED)
+            self._emit(ask_id, "verified", prover=prover.hex(), size=len(proof))
+        else:
+            await self._receipt(market, ask_id, prover, Outcome.INVALID)
+            self._emit(ask_id, "rejected", prover=prover.hex())
+
+    async def _receipt(self, market: bytes, ask_id: bytes, prover: bytes, outcome: Outcome) -> None:
+        receipt = Receipt(
+            market=market,
+            timestamp=self.node.clock(),
+            ask=ask_id,
+            prover=prover,
+            outcome=outcome.value,
+        )
+        result = await self.node.submit(seal(receipt, self.node.key))
+        log.info(
+            "ask %s: receipt %s for %s: %s",
+            ask_id.hex()[:16],
+            outcome.value,
+            prover.hex()[:16],
+            result.status,
+        )
