@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -21,6 +22,12 @@ from p2p_market.roles.inbox import Inbox
 from p2p_market.roles.prover import ProverRole, ProverSettings
 from p2p_market.roles.requester import RequesterRole
 
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+    from p2p_market.core.messages import Market as MarketDescriptor
+
+KILL: dict[str, trio.CancelScope] = {}
 MARKET = default_market(commit_window_ms=1_000, stage_ms=200, skew_ms=300, difficulty=10)
 MID = market_id(MARKET)
 
@@ -48,8 +55,34 @@ class Market:
         return [self.relay, self.requester.node, *(p.node for p in self.provers.values())]
 
 
+class BadProofs(PowBackend):
+    """A prover that returns garbage instead of proofs."""
+
+    async def prove(self, market: MarketDescriptor, inputs: bytes, deadline_s: float) -> bytes:
+        return b"not a proof"
+
+
+async def run_prover(
+    nursery: trio.Nursery, n: Node, role: ProverRole, scope: trio.CancelScope
+) -> None:
+    """The prover's node and role in their own cancel scope, so a test can kill them."""
+
+    async def both(task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            async with trio.open_nursery() as inner:
+                await inner.start(n.run)
+                await inner.start(role.run)
+                task_status.started()
+
+    await nursery.start(both)
+
+
 @asynccontextmanager
-async def market(tmp: Path, offers: dict[str, tuple[int, int]]) -> AsyncIterator[Market]:
+async def market(
+    tmp: Path,
+    offers: dict[str, tuple[int, int]],
+    backends: dict[str, PowBackend] | None = None,
+) -> AsyncIterator[Market]:
     async with trio.open_nursery() as nursery:
         relay = node(tmp, "relay", ())
         await nursery.start(relay.run)
@@ -58,10 +91,11 @@ async def market(tmp: Path, offers: dict[str, tuple[int, int]]) -> AsyncIterator
         provers = {}
         for name, (price, proof_time) in offers.items():
             n = node(tmp, name, boot, prover=True)
-            await nursery.start(n.run)
             settings = ProverSettings(market=MID, price=price, proof_time=proof_time)
-            role = ProverRole(n, PowBackend(), settings, Inbox())
-            await nursery.start(role.run)
+            backend = (backends or {}).get(name, PowBackend())
+            role = ProverRole(n, backend, settings, Inbox())
+            KILL[name] = trio.CancelScope()
+            await run_prover(nursery, n, role, KILL[name])
             provers[name] = role
         q = node(tmp, "requester", boot)
         await nursery.start(q.run)
@@ -118,3 +152,70 @@ async def test_confidential_inputs_reach_only_the_winner(tmp_path: Path) -> None
         assert ("inputs", ask) not in loser.inbox.accepts
         data = (tmp_path / "dear" / "envelopes.sqlite").read_bytes()
         assert secret not in data
+
+
+async def wait_state(m: Market, ask: bytes, state: AskState, timeout: float = 30) -> None:
+    with trio.fail_after(timeout):
+        while m.relay.states[MID].asks.get(ask) is None or (
+            m.relay.states[MID].view(ask).state is not state
+        ):
+            await trio.sleep(0.05)
+
+
+async def test_a_killed_winner_times_out_and_the_other_prover_proves(tmp_path: Path) -> None:
+    offers = {"victim": (10, 3_000), "backup": (40, 3_000)}
+    async with market(tmp_path, offers) as m:
+        fields = {"market": MID.hex(), "max_price": 100, "max_proof_time": 10_000}
+        victim = m.provers["victim"]
+        victim.backend = SlowPow()  # it wins, starts, and never finishes...
+        ask = await m.requester.request(fields, b"inputs")
+        with trio.fail_after(15):
+            while ask not in victim.stats.active:
+                await trio.sleep(0.05)
+        KILL["victim"].cancel()  # ...because its node dies mid-proof
+        with trio.fail_after(40):
+            done = await m.requester.wait(ask)
+        assert list(done.proofs) == [m.provers["backup"].me]
+        await wait_state(m, ask, AskState.PROVEN)
+        view = m.relay.states[MID].view(ask)
+        assert view.winners == (victim.me, m.provers["backup"].me)
+        assert [s.value for s in view.slot_states] == ["timed_out", "accepted"]
+
+
+class SlowPow(PowBackend):
+    async def prove(self, market: MarketDescriptor, inputs: bytes, deadline_s: float) -> bytes:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_an_invalid_proof_is_receipted_and_reassigned(tmp_path: Path) -> None:
+    offers = {"liar": (10, 5_000), "honest": (40, 5_000)}
+    async with market(tmp_path, offers, backends={"liar": BadProofs()}) as m:
+        fields = {"market": MID.hex(), "max_price": 100, "max_proof_time": 10_000}
+        ask = await m.requester.request(fields, b"inputs")
+        with trio.fail_after(40):
+            done = await m.requester.wait(ask)
+        assert list(done.proofs) == [m.provers["honest"].me]
+        await wait_state(m, ask, AskState.PROVEN)
+        view = m.relay.states[MID].view(ask)
+        assert [s.value for s in view.slot_states] == ["invalid", "accepted"]
+        assert view.paid == 40
+
+
+async def test_replicas_two_distinct_provers_each_deliver(tmp_path: Path) -> None:
+    offers = {"a": (10, 5_000), "b": (20, 5_000), "c": (30, 5_000)}
+    async with market(tmp_path, offers) as m:
+        fields = {"market": MID.hex(), "max_price": 100, "max_proof_time": 10_000, "replicas": 2}
+        ask = await m.requester.request(fields, b"inputs")
+        with trio.fail_after(30):
+            done = await m.requester.wait(ask)
+        assert sorted(done.proofs) == sorted([m.provers["a"].me, m.provers["b"].me])
+
+
+async def test_cancel_before_assignment_is_never_assigned(tmp_path: Path) -> None:
+    async with market(tmp_path, {"p": (10, 5_000)}) as m:
+        fields = {"market": MID.hex(), "max_price": 5, "max_proof_time": 10_000}  # nobody fits
+        ask = await m.requester.request(fields, b"inputs")
+        assert await m.requester.cancel(ask) == "ok"
+        await wait_state(m, ask, AskState.CANCELLED)
+        assert m.relay.states[MID].view(ask).winners == ()
