@@ -40,6 +40,7 @@ from p2p_market.core.settlement import (
     AskRun,
     Attempt,
     Round,
+    Slot,
     Settlement,
     last_activity,
     settle,
@@ -61,7 +62,11 @@ def equivocation_key(env: Envelope) -> tuple[object, ...]:
     if isinstance(m, Commit):
         return (env.signer, "commit", m.ask, m.round, m.attempt)
     if isinstance(m, Receipt):
-        return (env.signer, "receipt", m.ask, m.prover)
+        # Receipts never equivocate: the fold takes, in signed order, the first one
+        # that can take effect, so a premature timeout (a fast clock) does not block a
+        # proper one, and a requester that timed out a winner whose on-time proof it
+        # had not yet seen can still accept it.
+        return (env.id,)
     if isinstance(m, Cancel | Proof | InvalidInputs):
         return (env.signer, type(m).__name__, m.ask)
     return (env.id,)
@@ -123,7 +128,7 @@ class MarketState:
         # What this node has already told its shell (local, never part of the state hash).
         self._announced: dict[bytes, dict[tuple[bytes, int], tuple[bytes, ...]]] = {}
         self._told_states: dict[bytes, AskState] = {}
-        self._told: dict[bytes, set[tuple[str, bytes]]] = {}
+        self._told: dict[bytes, set[tuple[str, bytes, bytes, int]]] = {}
         self._suggested: set[tuple[bytes, bytes, int]] = set()
         self._expiries: list[tuple[int, bytes]] = []
         self._next_prune = 0
@@ -295,7 +300,11 @@ class MarketState:
             self._unstore(rival)
             self._store(env, equivocation_key(env))
             self._after_store(env, now, effects)
-        return reject(Reason.EQUIVOCATION, f"conflicts with {rival.id.hex()[:16]}")
+        # IGNORE, not REJECT: the signer misbehaved, not the peer that forwarded the
+        # twin it saw first, which must not be blamed (or an equivocator could get
+        # honest relays disconnected). Peers converge on both twins through sync,
+        # which serves evidence too.
+        return ignore(Reason.EQUIVOCATION, f"conflicts with {rival.id.hex()[:16]}")
 
     # -- storage ------------------------------------------------------------------
     def _thaw_for(self, env: Envelope) -> None:
@@ -462,11 +471,14 @@ class MarketState:
             self._told_states[ask_id] = state
             effects.append(fx.AskStateChanged(ask=ask_id, before=before, after=state))
 
-    def _tell_once(self, kind: str, ask: bytes, prover: bytes) -> bool:
+    def _tell_once(self, kind: str, ask: bytes, slot: Slot) -> bool:
+        """Each fact about a slot is told once. A slot is one win: a prover reorganised
+        away and winning a later round of the same ask holds a new slot."""
         told = self._told.setdefault(ask, set())
-        if (kind, prover) in told:
+        token = (kind, slot.prover, slot.round, slot.attempt)
+        if token in told:
             return False
-        told.add((kind, prover))
+        told.add(token)
         return True
 
     def _observe(self, now: int) -> Effects:
@@ -509,7 +521,7 @@ class MarketState:
         for ask_id, run in s.runs.items():
             for slot in run.slots.values():
                 told_winners = self._announced.get(ask_id, {}).get((slot.round, slot.attempt), ())
-                if slot.prover in told_winners and self._tell_once("assigned", ask_id, slot.prover):
+                if slot.prover in told_winners and self._tell_once("assigned", ask_id, slot):
                     out.append(
                         fx.Assigned(
                             ask=ask_id,
@@ -519,9 +531,7 @@ class MarketState:
                             proof_time=slot.proof_time,
                         )
                     )
-                if slot.state is SlotState.DELIVERED and self._tell_once(
-                    "proof", ask_id, slot.prover
-                ):
+                if slot.state is SlotState.DELIVERED and self._tell_once("proof", ask_id, slot):
                     assert slot.proof_hash is not None
                     out.append(
                         fx.ProofDelivered(
@@ -531,7 +541,7 @@ class MarketState:
                 if (
                     slot.state is SlotState.ASSIGNED
                     and now >= slot.deadline
-                    and self._tell_once("deadline", ask_id, slot.prover)
+                    and self._tell_once("deadline", ask_id, slot)
                 ):
                     out.append(
                         fx.DeadlinePassed(ask=ask_id, prover=slot.prover, deadline=slot.deadline)
@@ -586,7 +596,7 @@ class MarketState:
                 continue
             if mine.bid.proof_time > ask.max_proof_time:
                 continue
-            run = s.runs.get(ask_id)
+            run = self._run(ask_id)
             if run is not None:
                 if run.state is not AskState.OPEN or me in run.excluded or me in run.slots:
                     continue

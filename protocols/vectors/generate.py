@@ -1482,8 +1482,8 @@ def _() -> Vector:
 # == equivocation ========================================================================
 @vector
 def _() -> Vector:
-    return reject(
-        "reject/equivocation_bid",
+    return ignore(
+        "ignore/equivocation_bid",
         "equivocation",
         "A second bid from P1 with the same seq and another price, signed later: the first "
         "in signed order (timestamp, then id) is kept, both are kept as evidence.",
@@ -1494,12 +1494,12 @@ def _() -> Vector:
 
 @vector
 def _() -> Vector:
-    return reject(
-        "reject/equivocation_bid_earlier_wins",
+    return ignore(
+        "ignore/equivocation_bid_earlier_wins",
         "equivocation",
         "The equivocating bid arrives second but is signed earlier: it is the one that "
         "counts from now on (it replaces the stored one, which becomes evidence), yet the "
-        "verdict is still reject:equivocation.",
+        "verdict is still ignore:equivocation (the forwarder is not blamed).",
         BID1,
         setup=(P1.bid(now=T + 10, price=90, proof_time=10_000, seq=1),),
     )
@@ -1507,8 +1507,8 @@ def _() -> Vector:
 
 @vector
 def _() -> Vector:
-    return reject(
-        "reject/equivocation_ask",
+    return ignore(
+        "ignore/equivocation_ask",
         "equivocation",
         "A second ask from R1 with the same nonce and another max_price.",
         R1.ask(now=T + 150, max_price=250, max_proof_time=60_000, inputs=INPUTS, nonce=1),
@@ -1518,8 +1518,8 @@ def _() -> Vector:
 
 @vector
 def _() -> Vector:
-    return reject(
-        "reject/equivocation_commit",
+    return ignore(
+        "ignore/equivocation_commit",
         "equivocation",
         "A second commit by P1 on the same (ask, round, attempt), signed later.",
         P1.commit(now=T + 300, ask=ASK1_ID, bid=BID1_ID, price=100, proof_time=10_000),
@@ -1529,8 +1529,8 @@ def _() -> Vector:
 
 @vector
 def _() -> Vector:
-    return reject(
-        "reject/equivocation_cancel",
+    return ignore(
+        "ignore/equivocation_cancel",
         "equivocation",
         "A second cancel by R1 of the same ask, with another timestamp.",
         R1.cancel(now=T + 600, ask=ASK1_ID),

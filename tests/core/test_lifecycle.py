@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from p2p_market.core import effects as fx
+from p2p_market.core.envelope import message_id
 from p2p_market.core.lifecycle import TRANSITIONS, AskState, Event, next_state
 from p2p_market.core.verdict import Reason, Status
 
@@ -80,10 +81,19 @@ def test_timeout_opens_next_round_without_the_failed_prover() -> None:
     w.send(early, deadline + 2)  # stored, but a premature timeout changes nothing
     assert w.state_of(ask) is AskState.ASSIGNED
     timeout = w.actor("req").receipt(
-        now=deadline + 10, ask=ask, prover=w.pk("cheap-slow"), outcome="accepted"
+        now=deadline + 10, ask=ask, prover=w.pk("cheap-slow"), outcome="timed_out"
     )
-    # the requester may not both accept and time out the same winner: second is equivocation
-    assert w.send(timeout, deadline + 10).reason is Reason.EQUIVOCATION
+    assert w.send(timeout, deadline + 10).accepted  # the premature one does not block it
+    assert w.state_of(ask) is AskState.OPEN
+    late_accept = w.actor("req").receipt(
+        now=deadline + 20, ask=ask, prover=w.pk("cheap-slow"), outcome="accepted"
+    )
+    w.send(late_accept, deadline + 20)  # stored; the slot already failed, so no effect
+    assert w.state.view(ask).slot_states[0].value == "timed_out"
+    again = w.commit("fast-dear", ask, fast, deadline + 30, round=message_id(timeout))
+    assert again.accepted
+    w.tick(deadline + 10 + WINDOW + SKEW + 1)
+    assert w.winners(ask) == ["cheap-slow", "fast-dear"]
 
 
 def test_invalid_proof_is_reassigned_to_the_next_prover() -> None:
@@ -97,8 +107,6 @@ def test_invalid_proof_is_reassigned_to_the_next_prover() -> None:
     bad = w.actor("req").receipt(now=t + 100, ask=ask, prover=w.pk("cheap-slow"), outcome="invalid")
     w.send(bad, t + 100)
     assert w.state_of(ask) is AskState.OPEN
-    from p2p_market.core.envelope import message_id
-
     round_id = message_id(bad)
     # the failed prover may not come back; the other one may, in the new round
     again = w.commit("cheap-slow", ask, cheap, t + 200, round=round_id)
