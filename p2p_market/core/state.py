@@ -40,8 +40,8 @@ from p2p_market.core.settlement import (
     AskRun,
     Attempt,
     Round,
-    Slot,
     Settlement,
+    Slot,
     last_activity,
     settle,
 )
