@@ -67,6 +67,7 @@ from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict, reject
 from p2p_market.net.batcher import DEFAULT_BURST, DEFAULT_FRAMES_PER_SECOND, Batcher
 from p2p_market.net.frame import ExtraCheck, belongs_to, encode_frame, judge_frame
 from p2p_market.net.host import dial_addr, guarded
+from p2p_market.net.ratelimit import KeyedRateLimiter
 
 if TYPE_CHECKING:
     # trio_typing's stubs (installed with libp2p) shadow trio's own annotations for
@@ -118,6 +119,10 @@ class GossipConfig:
     """Publishing waits while a topic peer has more RPCs than this queued (of 32)."""
     outbound_wait_s: float = 2.0
     """...but at most this long, so that one stuck peer cannot stall the node."""
+    peer_frames_per_second: float = 50.0
+    peer_frame_burst: int = 200
+    """Frames one forwarding peer may send us (token bucket); beyond it frames are
+    IGNOREd (not forwarded, no blame). The library's own limit is switched off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +187,7 @@ class Gossip:
             host.set_stream_handler(protocol, guarded(self.pubsub.stream_handler, protocol))
         self.stats = GossipStats()
         self._rejects: Counter[ID] = Counter()
+        self._peer_limit = KeyedRateLimiter(cfg.peer_frames_per_second, cfg.peer_frame_burst)
         self._batcher = Batcher(frames_per_second=cfg.frames_per_second, burst=cfg.burst)
         self._queued = trio.Event()
         self._room = trio.Event()
@@ -345,6 +351,10 @@ class Gossip:
         try:
             if self._rejects[forwarder] >= self.config.max_rejects:
                 return False  # being disconnected
+            if not self._peer_limit.allow(forwarder, trio.current_time()):
+                self.stats.frames_ignored += 1
+                self.stats.reasons[Reason.RATE_LIMITED] += 1
+                return False
             verdict, envelopes = judge_frame(msg.data, market, self._extra_check)
             self.stats.reasons[verdict.reason] += 1
             if verdict.status is Status.REJECT:

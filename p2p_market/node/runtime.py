@@ -36,6 +36,7 @@ from p2p_market.core.validation import check_envelope
 from p2p_market.core.verdict import Reason, Verdict, ignore
 from p2p_market.net.gossip import Gossip, GossipConfig
 from p2p_market.net.host import connect_all, make_host
+from p2p_market.net.ratelimit import KeyedRateLimiter
 from p2p_market.node import peers
 from p2p_market.node.api import ask_json, bid_json, serve_api
 from p2p_market.node.config import NodeConfig
@@ -56,6 +57,8 @@ TARGET_PEERS: Final = 8
 ANTI_ENTROPY_S: Final = 30.0
 SYNC_TIMEOUT_S: Final = 5.0
 PRUNE_EVERY_MS: Final = 600_000
+SIGNER_PER_SECOND: Final = 20.0
+SIGNER_BURST: Final = 400
 _KEPT_REASONS: Final = frozenset(
     {Reason.ORPHAN, Reason.EQUIVOCATION, Reason.CANCEL_AFTER_ASSIGNMENT}
 )
@@ -121,6 +124,7 @@ class Node:
         self.ready = trio.Event()
         self._sync_requested = trio.Event()
         self._rng = random.Random()
+        self._signer_limit = KeyedRateLimiter(SIGNER_PER_SECOND, SIGNER_BURST)
 
     @property
     def states(self) -> dict[bytes, MarketState]:
@@ -155,6 +159,10 @@ class Node:
             self.log.append(state.market_id, env.raw, now, state.forget_after(env))
 
     def _gossip_check(self, env: Envelope) -> Verdict:
+        """Gossip from peers is limited per signer (a flood from one key cannot crowd
+        out the rest); local submissions and sync are not."""
+        if not self._signer_limit.allow(env.signer, self.clock() / 1000):
+            return ignore(Reason.RATE_LIMITED, "signer over its message rate")
         return self.admit(env)
 
     def apply_raw(self, raw: bytes) -> Verdict:

@@ -73,7 +73,10 @@ COVERED_REASONS: tuple[str, ...] = (
     "orphan",
     "cancel_after_assignment",
 )
-UNREACHABLE_REASONS: dict[str, str] = {}
+UNREACHABLE_REASONS: dict[str, str] = {
+    "rate_limited": "returned by the network shell (per-signer and per-peer token "
+    "buckets), never by the core: a node-local policy, not part of the protocol",
+}
 
 # -- actors and times ----------------------------------------------------------------
 M = default_market()
