@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from p2p_market.core import effects as fx
 from p2p_market.core.envelope import message_id
-from p2p_market.core.lifecycle import TERMINAL, SlotState
+from p2p_market.core.lifecycle import TERMINAL
 from p2p_market.core.messages import Outcome
 from p2p_market.core.state import MarketState
 from p2p_market.devnet import GENESIS_MS, Actor, default_market
@@ -297,16 +297,9 @@ class _Demo:
             BidRow(s.name, self.provers[s.name].public_key.hex(), s.price, s.proof_time, s.capacity)
             for s in PROVERS
         )
-        runs = observer.settlement().runs
         asks = []
         for ask_id in self.ask_ids:
             view = observer.view(ask_id)
-            run = runs.get(ask_id)
-            paid = sum(
-                slot.price
-                for slot in (run.slots.values() if run else ())
-                if slot.state is SlotState.ACCEPTED
-            )
             asks.append(
                 AskRow(
                     id=ask_id.hex()[:12],
@@ -317,7 +310,7 @@ class _Demo:
                     replicas=view.ask.replicas,
                     state=view.state.value,
                     winners=tuple(self.names[w] for w in view.winners),
-                    paid=paid,
+                    paid=view.paid,
                 )
             )
         nodes = tuple(
