@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from p2p_market.cli_common import fail, run_node
+from p2p_market.cli_roles import register as register_role_commands
 from p2p_market.core.crypto import DEVNET_SEED_PREFIX, devnet_key
 from p2p_market.demo import DemoResult, run_demo
+from p2p_market.devnet import DEVNET_NAMES as DEVNET_NAMES  # re-exported
 from p2p_market.keyfile import (
     KeyFileError,
     new_key,
@@ -24,12 +27,6 @@ from p2p_market.keyfile import (
     read_key,
     read_passphrase,
     write_key,
-)
-
-DEVNET_NAMES: tuple[str, ...] = (
-    *(f"relay-{i}" for i in range(1, 5)),
-    *(f"prover-{i}" for i in range(1, 9)),
-    *(f"requester-{i}" for i in range(1, 5)),
 )
 
 app = typer.Typer(
@@ -45,12 +42,6 @@ node_app = typer.Typer(help="Run a market node.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(bench_app, name="bench")
 app.add_typer(node_app, name="node")
-
-
-def fail(message: str) -> NoReturn:
-    """One line on stderr and exit status 2."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def _key_path(directory: Path, name: str) -> Path:
@@ -264,7 +255,8 @@ def node_run(
         str, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = "info",
 ) -> None:
-    """Run a node until Ctrl-C or SIGTERM: gossip, sync, storage, control API, metrics."""
+    """Run a node until Ctrl-C or SIGTERM: gossip, sync, storage, control API, metrics,
+    and the roles its config names ([prover], [requester]; see roles/wiring.py)."""
     from p2p_market.node.config import ConfigError, load_config
 
     if log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -275,21 +267,18 @@ def node_run(
         key = read_key(cfg.key_file, passphrase)
     except (ConfigError, KeyFileError, OSError) as exc:
         fail(str(exc))
-    import trio
+    from p2p_market.node.service import configure_logging
+    from p2p_market.roles.wiring import plan_from_config, serve
 
-    from p2p_market.node.service import configure_logging, serve_until_signal
-
-    configure_logging(log_level)
     try:
-        trio.run(serve_until_signal, cfg, key)
-    except (OSError, BaseExceptionGroup) as exc:  # e.g. the configured port is taken
-        os_errors = exc.subgroup(OSError) if isinstance(exc, BaseExceptionGroup) else exc
-        if os_errors is None:
-            raise
-        first = os_errors
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        fail(f"cannot start the node: {first}")
+        cfg, plan = plan_from_config(cfg, config.parent)
+    except ConfigError as exc:
+        fail(str(exc))
+    configure_logging(log_level)
+    run_node(serve, cfg, key, plan)
+
+
+register_role_commands(app)
 
 
 def main() -> None:

@@ -23,6 +23,13 @@ from p2p_market.core.messages import (
 GENESIS_MS = 1_767_225_600_000
 """2026-01-01T00:00:00Z: the devnet market's creation time."""
 
+DEVNET_NAMES: tuple[str, ...] = (
+    *(f"relay-{i}" for i in range(1, 5)),
+    *(f"prover-{i}" for i in range(1, 9)),
+    *(f"requester-{i}" for i in range(1, 5)),
+)
+"""The devnet identities with key files in keys/devnet/."""
+
 
 def default_market(**overrides: object) -> Market:
     fields: dict[str, object] = {

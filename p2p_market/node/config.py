@@ -14,6 +14,11 @@ line naming the problem instead of a traceback.
 
     [[markets]]                         # "devnet" or the fields of a Market descriptor
     preset = "devnet"
+    [[markets]]                         # or a descriptor file (p2p-market market create)
+    descriptor = "markets/quick-pow.toml"
+
+    [prover]                            # optional roles, see roles/wiring.py
+    [requester]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import multiaddr
 
 from p2p_market.core.messages import Market, MessageError
 from p2p_market.devnet import default_market
+from p2p_market.markets import MarketSpecError, read_descriptor
 
 
 class ConfigError(ValueError):
@@ -84,10 +90,17 @@ def _port(table: dict[str, Any], key: str, default: int, lowest: int) -> int:
     return int(value)
 
 
-def _market(entry: Any, index: int) -> Market:
+def _market(entry: Any, index: int, base: Path) -> Market:
     where = f"markets[{index}]"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a table")
+    if "descriptor" in entry:
+        if len(entry) != 1 or not isinstance(entry["descriptor"], str):
+            raise ConfigError(f"{where}: descriptor must be a file path, with no other keys")
+        try:
+            return read_descriptor(base / entry["descriptor"])
+        except MarketSpecError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     preset = entry.get("preset")
     if preset is not None:
         if preset != "devnet" or len(entry) != 1:
@@ -140,7 +153,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         metrics_port=_port(node, "metrics_port", -1, -1),
         mdns=_expect(node, "mdns", bool, "node") if "mdns" in node else False,
         frames_per_second=fps,
-        markets=tuple(_market(m, i) for i, m in enumerate(markets_raw)),
+        markets=tuple(_market(m, i, base) for i, m in enumerate(markets_raw)),
         roles=roles,
     )
 

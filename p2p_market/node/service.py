@@ -6,6 +6,8 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -25,21 +27,40 @@ def configure_logging(level: str) -> None:
     logging.getLogger("libp2p").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-async def serve_until_signal(config: NodeConfig, key: SigningKey) -> None:
-    """Run the node until SIGINT or SIGTERM, then stop every service cleanly."""
-    node = Node(config, key)
+RoleStarter = Callable[[Node, trio.Nursery], Awaitable[dict[str, Any]]]
+"""Starts roles on the running node, in the given nursery; returns extra fields for
+the ready line (see roles/wiring.py)."""
+
+
+async def serve_until_signal(
+    config: NodeConfig,
+    key: SigningKey,
+    *,
+    prover: bool = False,
+    start_roles: RoleStarter | None = None,
+    banner: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Run the node (and its roles) until SIGINT or SIGTERM, then stop every service
+    cleanly. The ready line (JSON, one line on stdout) is printed once everything
+    runs; `banner` may then print more for people."""
+    node = Node(config, key, prover=prover)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             assert node.gossip is not None
+            extra = await start_roles(node, nursery) if start_roles is not None else {}
             ready = {
                 "event": "ready",
                 "public_key": key.public_key.hex(),
                 "addr": node.gossip.addr,
                 "api_port": node.api_port,
                 "metrics_port": node.metrics_port,
+                **extra,
             }
             print(json.dumps(ready), flush=True)
+            if banner is not None:
+                banner(ready)
+                sys.stdout.flush()
             async for signum in signals:
                 logging.getLogger("p2p_market.node").info(
                     "signal %s: shutting down", signal.Signals(signum).name

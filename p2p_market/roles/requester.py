@@ -45,10 +45,20 @@ class Tracked:
 
 
 class RequesterRole:
-    def __init__(self, node: Node, backends: dict[bytes, ProofBackend], inbox: Inbox) -> None:
+    def __init__(
+        self,
+        node: Node,
+        backends: dict[bytes, ProofBackend],
+        inbox: Inbox,
+        *,
+        adopt: bool = True,
+    ) -> None:
         self.node = node
         self.backends = backends
         self.inbox = inbox
+        self.adopt = adopt
+        """Also look after this key's asks placed another way (the control API), when
+        their inputs are known to the node (inline, or none): see `_adopt`."""
         self.me = node.key.public_key
         self.asks: dict[bytes, Tracked] = {}
         self._events_in, self.events = trio.open_memory_channel[AskEvent](10_000)
@@ -82,7 +92,8 @@ class RequesterRole:
         if result.status != "accept":
             raise ValueError(f"ask refused: {result.reason} {result.detail}".strip())
         ask_id = bytes.fromhex(result.id)
-        self.asks[ask_id] = Tracked(market=market, inputs=inputs)
+        if ask_id not in self.asks:  # else adopted already, from the same inline inputs
+            self.asks[ask_id] = Tracked(market=market, inputs=inputs)
         self._emit(ask_id, "placed")
         return ask_id
 
@@ -98,7 +109,7 @@ class RequesterRole:
     # -- reacting to the core -------------------------------------------------------------
     async def on_effect(self, market: bytes, effect: fx.Effect) -> None:
         ask_id = getattr(effect, "ask", None)
-        if ask_id is None or ask_id not in self.asks:
+        if ask_id is None or (ask_id not in self.asks and not self._adopt(market, ask_id)):
             return
         tracked = self.asks[ask_id]
         if isinstance(effect, fx.Assigned):
@@ -122,6 +133,24 @@ class RequesterRole:
                 AskState.INVALID_INPUTS,
             ):
                 tracked.done.set()
+
+    def _adopt(self, market: bytes, ask_id: bytes) -> bool:
+        """Track an ask signed with this node's key that `request` did not place
+        (e.g. POST /v1/asks on the control API), so that its proofs are verified and
+        receipted too. Only when the node knows the inputs: inline, or empty. A
+        confidential ask, or one whose inputs travel by hash, can only be placed
+        through `request`, which holds the inputs."""
+        if not self.adopt or market not in self.backends:
+            return False
+        state = self.node.states.get(market)
+        env = state.asks.get(ask_id) if state is not None else None
+        if env is None or env.signer != self.me or not isinstance(env.message, Ask):
+            return False
+        ask = env.message
+        if ask.confidential or (not ask.inputs and ask.inputs_hash != sha256(b"")):
+            return False
+        self.asks[ask_id] = Tracked(market=market, inputs=ask.inputs)
+        return True
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         if self._nursery is not None:

@@ -1,0 +1,293 @@
+"""From settings to running roles, in one place: `node run` (a config's [prover] and
+[requester] sections), `prover run` (flags or a config) and the SDK all go through
+here, so a setting means the same wherever it is given.
+
+    [prover]
+    market = "devnet"                 # devnet, a descriptor file, or a market id
+    price = 10                        # base units per proof
+    proof_time = 5000                 # ms promised per proof (the deadline after a win)
+    capacity = 1                      # proofs at once
+    bid_ttl_ms = 600000               # the bid is renewed at half its life
+    backend = "pow"                   # optional; must be the market's proof system
+    prove_cmd = "zkvm prove --input {inputs} --out {proof}"   # external markets
+    verify_cmd = ""                   # optional; default: the market's verifier
+    check_cmd = ""                    # optional input check (exit 1 = invalid inputs)
+    timeout_s = 600.0                 # longest an external command may run
+
+    [requester]                       # verify and receipt this node's asks (API)
+    verify_cmd = ""
+    check_cmd = ""
+    timeout_s = 600.0
+
+A role's market is followed by the node even if [[markets]] does not list it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+from p2p_market.core import limits as L
+from p2p_market.core.crypto import SigningKey
+from p2p_market.core.envelope import market_id
+from p2p_market.core.messages import Market
+from p2p_market.markets import MarketSpecError, resolve_market
+from p2p_market.node.config import ConfigError, NodeConfig
+from p2p_market.node.runtime import Node
+from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S, ProofBackend, backend_for
+from p2p_market.roles.inbox import Inbox
+from p2p_market.roles.prover import ProverRole, ProverSettings
+from p2p_market.roles.requester import RequesterRole
+
+DEFAULT_BID_TTL_MS: Final = 600_000
+_BACKEND_KEYS: Final = ("prove_cmd", "verify_cmd", "check_cmd", "timeout_s")
+PROVER_KEYS: Final = frozenset(
+    {"market", "price", "proof_time", "capacity", "bid_ttl_ms", "backend", *_BACKEND_KEYS}
+)
+REQUESTER_KEYS: Final = frozenset({"verify_cmd", "check_cmd", "timeout_s"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendOptions:
+    """What `backend_for` needs beyond the market (external commands)."""
+
+    prove_cmd: str | None = None
+    verify_cmd: str | None = None
+    check_cmd: str | None = None
+    timeout_s: float = DEFAULT_EXTERNAL_TIMEOUT_S
+
+    def backend(self, market: Market) -> ProofBackend:
+        """The back-end for `market`; ValueError (one line) for a bad command."""
+        if not (0 < self.timeout_s < math.inf):
+            raise ValueError("timeout_s must be a positive number of seconds")
+        return backend_for(
+            market,
+            prove_cmd=self.prove_cmd or None,
+            verify_cmd=self.verify_cmd or None,
+            check_cmd=self.check_cmd or None,
+            timeout_s=self.timeout_s,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProverPlan:
+    market: Market
+    price: int
+    proof_time: int
+    capacity: int = 1
+    bid_ttl_ms: int = DEFAULT_BID_TTL_MS
+    options: BackendOptions = field(default_factory=BackendOptions)
+
+    @property
+    def settings(self) -> ProverSettings:
+        return ProverSettings(
+            market=market_id(self.market),
+            price=self.price,
+            proof_time=self.proof_time,
+            capacity=self.capacity,
+            bid_ttl_ms=self.bid_ttl_ms,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequesterPlan:
+    options: BackendOptions = field(default_factory=BackendOptions)
+
+
+@dataclass(frozen=True, slots=True)
+class RolePlan:
+    prover: ProverPlan | None = None
+    requester: RequesterPlan | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n, p in (("prover", self.prover), ("requester", self.requester)) if p]
+
+
+def prover_plan(
+    market: Market,
+    *,
+    price: int,
+    proof_time: int,
+    capacity: int = 1,
+    bid_ttl_ms: int = DEFAULT_BID_TTL_MS,
+    backend: str | None = None,
+    options: BackendOptions | None = None,
+) -> ProverPlan:
+    """A checked prover plan; ValueError with one line naming the bad setting."""
+    options = options or BackendOptions()
+    if not 0 <= price <= L.MAX_UINT:
+        raise ValueError(f"price must be a non-negative integer, not {price}")
+    if not 1 <= proof_time <= L.MAX_UINT:
+        raise ValueError(f"proof time must be at least 1 ms, not {proof_time}")
+    if not 1 <= capacity <= L.MAX_CAPACITY:
+        raise ValueError(f"capacity must be between 1 and {L.MAX_CAPACITY}, not {capacity}")
+    if not 1_000 <= bid_ttl_ms <= L.MAX_UINT:
+        raise ValueError(f"bid ttl must be at least 1000 ms, not {bid_ttl_ms}")
+    if backend is not None and backend != market.proof_system:
+        raise ValueError(
+            f"market {market.name} uses the {market.proof_system} proof system,"
+            f" not {backend}: use --backend {market.proof_system}"
+        )
+    if market.proof_system == "external" and not options.prove_cmd:
+        raise ValueError(f"market {market.name} is external: a prover needs a prove command")
+    options.backend(market)  # checks the command templates
+    return ProverPlan(
+        market=market,
+        price=price,
+        proof_time=proof_time,
+        capacity=capacity,
+        bid_ttl_ms=bid_ttl_ms,
+        options=options,
+    )
+
+
+# -- from a node config --------------------------------------------------------------
+
+
+def _get(section: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = section[key]
+    if kind is float and type(value) is int:
+        value = float(value)
+    if type(value) is not kind:
+        raise ConfigError(f"{where}.{key} must be {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _options(section: dict[str, Any], where: str) -> BackendOptions:
+    fields: dict[str, Any] = {}
+    for key in ("prove_cmd", "verify_cmd", "check_cmd"):
+        if key in section:
+            fields[key] = _get(section, key, str, where) or None
+    if "timeout_s" in section:
+        fields["timeout_s"] = _get(section, "timeout_s", float, where)
+    return BackendOptions(**fields)
+
+
+def _unknown(section: dict[str, Any], known: frozenset[str], where: str) -> None:
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting {where}.{unknown[0]}")
+
+
+def follow(config: NodeConfig, market: Market) -> NodeConfig:
+    """`config`, following `market` too."""
+    if market in config.markets:
+        return config
+    return dataclasses.replace(config, markets=(*config.markets, market))
+
+
+def plan_from_config(config: NodeConfig, base: Path) -> tuple[NodeConfig, RolePlan]:
+    """The roles a node config names ([prover], [requester]), checked, and the
+    config following their markets. ConfigError with one line naming the setting;
+    relative paths are relative to `base` (the config file's directory)."""
+    prover: ProverPlan | None = None
+    requester: RequesterPlan | None = None
+    section = config.roles.get("prover")
+    if section is not None:
+        where = "prover"
+        _unknown(section, PROVER_KEYS, where)
+        for required in ("market", "price", "proof_time"):
+            if required not in section:
+                raise ConfigError(f"missing {where}.{required}")
+        try:
+            market = resolve_market(
+                _get(section, "market", str, where), base=base, also=config.markets
+            )
+        except MarketSpecError as exc:
+            raise ConfigError(f"{where}.market: {exc}") from None
+        backend = _get(section, "backend", str, where) if "backend" in section else None
+        try:
+            prover = prover_plan(
+                market,
+                price=_get(section, "price", int, where),
+                proof_time=_get(section, "proof_time", int, where),
+                capacity=_get(section, "capacity", int, where) if "capacity" in section else 1,
+                bid_ttl_ms=(
+                    _get(section, "bid_ttl_ms", int, where)
+                    if "bid_ttl_ms" in section
+                    else DEFAULT_BID_TTL_MS
+                ),
+                backend=backend,
+                options=_options(section, where),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"[prover]: {exc}") from None
+        config = follow(config, market)
+    section = config.roles.get("requester")
+    if section is not None:
+        _unknown(section, REQUESTER_KEYS, "requester")
+        options = _options(section, "requester")
+        for market in config.markets:
+            try:
+                options.backend(market)
+            except ValueError as exc:
+                raise ConfigError(f"[requester]: {exc}") from None
+        requester = RequesterPlan(options=options)
+    return config, RolePlan(prover, requester)
+
+
+# -- running -------------------------------------------------------------------------
+
+
+@dataclass
+class Roles:
+    prover: ProverRole | None = None
+    requester: RequesterRole | None = None
+
+
+async def start_roles(node: Node, plan: RolePlan, nursery: trio.Nursery) -> Roles:
+    """Start the planned roles on a running node (created with `prover=True` if a
+    prover is planned) in `nursery`; returns them once they run."""
+    roles = Roles()
+    if plan.prover is not None:
+        if node.cores.states[market_id(plan.prover.market)].local_prover != node.key.public_key:
+            raise ValueError("a prover role needs a node created with prover=True")
+        p = plan.prover
+        roles.prover = ProverRole(node, p.options.backend(p.market), p.settings, Inbox())
+        await nursery.start(roles.prover.run)
+    if plan.requester is not None:
+        opts = plan.requester.options
+        backends = {mid: opts.backend(state.market) for mid, state in node.states.items()}
+        roles.requester = RequesterRole(node, backends, Inbox())
+        await nursery.start(roles.requester.run)
+    return roles
+
+
+def ready_fields(plan: RolePlan) -> dict[str, Any]:
+    """What the ready line says about the roles."""
+    fields: dict[str, Any] = {"roles": plan.names}
+    if plan.prover is not None:
+        p = plan.prover
+        fields["prover"] = {
+            "market": market_id(p.market).hex(),
+            "price": p.price,
+            "proof_time": p.proof_time,
+            "capacity": p.capacity,
+        }
+    return fields
+
+
+async def serve(
+    config: NodeConfig,
+    key: SigningKey,
+    plan: RolePlan,
+    *,
+    banner: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Run a node with its roles until SIGINT / SIGTERM (service.serve_until_signal)."""
+    from p2p_market.node.service import serve_until_signal
+
+    async def starter(node: Node, nursery: trio.Nursery) -> dict[str, Any]:
+        await start_roles(node, plan, nursery)
+        return ready_fields(plan)
+
+    await serve_until_signal(
+        config, key, prover=plan.prover is not None, start_roles=starter, banner=banner
+    )

@@ -1,0 +1,64 @@
+"""`p2p-market` as real processes, for tests: one-shot commands and long-running
+nodes with their JSON ready line. Every process has a timeout and is stopped after."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
+from typing import Any
+
+CLI = [sys.executable, "-m", "p2p_market.cli"]
+STARTUP_S = 60
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """One `p2p-market` command, to completion (killed after `timeout` seconds)."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+Running = tuple[subprocess.Popen[str], dict[str, Any]]
+
+
+def readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The process's next stdout line, or AssertionError after `timeout` seconds."""
+    assert proc.stdout is not None
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(proc.stdout.readline)
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            proc.kill()  # unblocks the reader
+            raise AssertionError(f"no line from {proc.args!r} in {timeout} s") from None
+
+
+@contextmanager
+def process(*args: str) -> Iterator[Running]:
+    """A long-running `p2p-market` process and its JSON ready line; stopped after
+    (SIGTERM, then SIGKILL). Its stderr goes to a file: a full pipe would block it."""
+    with tempfile.TemporaryFile() as logs:
+        proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=logs, text=True)
+        try:
+            line = readline(proc, STARTUP_S)
+            if not line:
+                proc.wait(timeout=10)
+                logs.seek(0)
+                raise AssertionError(f"no ready line; stderr: {logs.read().decode()}")
+            ready = json.loads(line)
+            assert ready["event"] == "ready"
+            yield proc, ready
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
