@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 market_app = typer.Typer(
     help="Create and list market descriptors.\n\n"
     "A market is announced by handing out its descriptor file: every node that "
-    "configures the same file (--market FILE, or [[markets]] descriptor = FILE in a "
+    "configures the same file (--market FILE, or \\[\\[markets]] descriptor = FILE in a "
     "node config) follows the same market, whose id is the hash of the descriptor.",
     no_args_is_help=True,
 )
@@ -272,7 +272,7 @@ def _prover_banner(plan: RolePlan) -> Any:
 def prover_run(
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="A node config with a [prover] section (no other flags)."),
+        typer.Option("--config", help="A node config with a \\[prover] section (no other flags)."),
     ] = None,
     market: Annotated[
         str | None,
