@@ -225,9 +225,20 @@ class Gossip:
         awaits inside the cancelled scope and gives up at its first checkpoint, and
         the TCP listener lives in a trio *system* task (transport/tcp/tcp.py,
         `spawn_system_task`), so the port stays open and its tasks outlive the node."""
+        muxed = [c.muxed_conn for cs in self.host.get_network().connections.values() for c in cs]
         with trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
             scope.shield = True
             await self.host.close()
+            # A connection's own task, cancelled with the node, starts its close
+            # unshielded: it marks the connection closed and gives up at the first
+            # checkpoint, before the muxer's go-away or the socket's close, so the
+            # host's close then skips it. The peer keeps a live-looking connection
+            # to a node that is gone, and a node restarted with the same key that
+            # dials it again is never taken into its pubsub (the library sees the
+            # peer as still there). Finish those closes here.
+            for conn in muxed:
+                if not conn.is_closed:
+                    await conn.close()
         if scope.cancelled_caught:
             log.warning("closing the host took more than %s s; gave up", CLOSE_TIMEOUT_S)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -20,6 +20,7 @@ from p2p_market.core.envelope import seal
 from p2p_market.core.lifecycle import SlotState
 from p2p_market.core.limits import MAX_INLINE_PROOF_BYTES
 from p2p_market.core.messages import Ask, Commit, InvalidInputs, Proof, sha256
+from p2p_market.net.gossip import topic_for
 from p2p_market.node.direct import DirectError, send_direct
 from p2p_market.node.runtime import Node
 from p2p_market.proving.backend import ProofBackend, ProvingError
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = logging.getLogger("p2p_market.prover")
+
+LISTENER_MARGIN_MS: Final = 1_000
+"""How long before the deadline the prover stops waiting for a peer to publish to
+and publishes anyway (into the log, for sync to carry later): see `_await_listener`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,11 +180,29 @@ class ProverRole:
             inputs = sent
         market = self.state.market
         if sha256(inputs) != ask.inputs_hash or not await self.backend.check_inputs(market, inputs):
+            await self._await_listener(deadline)
             await self._attest(ask_id, "inputs fail the market's input check")
             return
         remaining = (deadline - self.node.clock()) / 1000
         proof = await self.backend.prove(market, inputs, remaining)
+        await self._await_listener(deadline)
         await self._deliver(ask_id, env.signer, proof)
+
+    async def _await_listener(self, deadline: int) -> None:
+        """Until a peer is in this node's gossip mesh for the market, at most until
+        `LISTENER_MARGIN_MS` before the deadline. A node that has just restarted
+        resumes its work at once and may finish before it has dialled anyone: a
+        message published into an empty mesh stays only in gossipsub's cache for a
+        few heartbeats, and after that reaches the requester by periodic sync (every
+        30 s), perhaps well after the deadline, when the ask has moved on."""
+        gossip = self.node.gossip
+        if gossip is None:
+            return
+        topic = topic_for(self.settings.market)
+        budget_s = (deadline - LISTENER_MARGIN_MS - self.node.clock()) / 1000
+        with trio.move_on_after(max(0.0, budget_s)):
+            while not gossip.router.mesh.get(topic):
+                await trio.sleep(0.05)
 
     async def _attest(self, ask_id: bytes, reason: str) -> None:
         message = InvalidInputs(

@@ -111,3 +111,26 @@ async def test_peer_exchange_finds_peers_beyond_the_bootstrap_list(tmp_path: Pat
         assert a.host is not None
         a_id = a.host.get_id()
         await wait_until(lambda: a_id in c.host.get_network().connections)  # type: ignore[union-attr]
+
+
+async def test_a_stopped_node_closes_its_connections(tmp_path: Path) -> None:
+    """Cancelling a node in-process (the SDK's client leaving, a test's crash) must
+    close its sockets, so that peers drop it from their pubsub: else a node that
+    comes back with the same key is never meshed with them again."""
+    a = make_node(tmp_path, "a")
+    async with running(a) as nursery:
+        assert a.gossip is not None
+        b = make_node(tmp_path, "b", (a.gossip.addr,))
+        scope = trio.CancelScope()
+
+        async def run_b(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                await b.run(task_status=task_status)
+
+        await nursery.start(run_b)
+        assert b.gossip is not None
+        peer = b.gossip.peer_id
+        await wait_until(lambda: peer in a.gossip.pubsub.peers)  # type: ignore[union-attr]
+        scope.cancel()
+        await wait_until(lambda: peer not in a.gossip.pubsub.peers, timeout=5)  # type: ignore[union-attr]
+        assert not a.host.get_network().get_connections(peer)  # type: ignore[union-attr]

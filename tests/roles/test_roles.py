@@ -3,110 +3,13 @@ proofs, real signatures), one trio run: the ask lifecycle over the network."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
-from p2p_market.core.crypto import devnet_key
-from p2p_market.core.envelope import market_id
 from p2p_market.core.lifecycle import AskState
-from p2p_market.devnet import default_market
-from p2p_market.node.config import NodeConfig
-from p2p_market.node.runtime import Node
-from p2p_market.proving.pow import PowBackend, pow_ok
-from p2p_market.roles.inbox import Inbox
-from p2p_market.roles.prover import ProverRole, ProverSettings
-from p2p_market.roles.requester import RequesterRole
-
-if TYPE_CHECKING:
-    from trio_typing import TaskStatus
-
-    from p2p_market.core.messages import Market as MarketDescriptor
-
-KILL: dict[str, trio.CancelScope] = {}
-MARKET = default_market(commit_window_ms=1_000, stage_ms=200, skew_ms=300, difficulty=10)
-MID = market_id(MARKET)
-
-
-def node(tmp: Path, name: str, bootstrap: tuple[str, ...], prover: bool = False) -> Node:
-    cfg = NodeConfig(
-        key_file=tmp / "unused.pem",
-        data_dir=tmp / name,
-        bootstrap=bootstrap,
-        frames_per_second=50.0,
-        markets=(MARKET,),
-    )
-    return Node(cfg, devnet_key(f"roles-{name}"), prover=prover)
-
-
-@dataclass
-class Market:
-    relay: Node
-    provers: dict[str, ProverRole]
-    requester: RequesterRole
-    nursery: trio.Nursery
-
-    @property
-    def nodes(self) -> list[Node]:
-        return [self.relay, self.requester.node, *(p.node for p in self.provers.values())]
-
-
-class BadProofs(PowBackend):
-    """A prover that returns garbage instead of proofs."""
-
-    async def prove(self, market: MarketDescriptor, inputs: bytes, deadline_s: float) -> bytes:
-        return b"not a proof"
-
-
-async def run_prover(
-    nursery: trio.Nursery, n: Node, role: ProverRole, scope: trio.CancelScope
-) -> None:
-    """The prover's node and role in their own cancel scope, so a test can kill them."""
-
-    async def both(task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with scope:
-            async with trio.open_nursery() as inner:
-                await inner.start(n.run)
-                await inner.start(role.run)
-                task_status.started()
-
-    await nursery.start(both)
-
-
-@asynccontextmanager
-async def market(
-    tmp: Path,
-    offers: dict[str, tuple[int, int]],
-    backends: dict[str, PowBackend] | None = None,
-) -> AsyncIterator[Market]:
-    async with trio.open_nursery() as nursery:
-        relay = node(tmp, "relay", ())
-        await nursery.start(relay.run)
-        assert relay.gossip is not None
-        boot = (relay.gossip.addr,)
-        provers = {}
-        for name, (price, proof_time) in offers.items():
-            n = node(tmp, name, boot, prover=True)
-            settings = ProverSettings(market=MID, price=price, proof_time=proof_time)
-            backend = (backends or {}).get(name, PowBackend())
-            role = ProverRole(n, backend, settings, Inbox())
-            KILL[name] = trio.CancelScope()
-            await run_prover(nursery, n, role, KILL[name])
-            provers[name] = role
-        q = node(tmp, "requester", boot)
-        await nursery.start(q.run)
-        requester = RequesterRole(q, {MID: PowBackend()}, Inbox())
-        await nursery.start(requester.run)
-        everyone = [relay, q, *(p.node for p in provers.values())]
-        with trio.fail_after(15):  # every node has every bid before asks are placed
-            while any(len(n.states[MID].book.current) < len(provers) for n in everyone):
-                await trio.sleep(0.05)
-        yield Market(relay, provers, requester, nursery)
-        nursery.cancel_scope.cancel()
+from p2p_market.proving.pow import pow_ok
+from tests.roles.harness import MARKET, MID, BadProofs, SlowPow, market, wait_state
 
 
 async def test_happy_path_preference_and_receipts_everywhere(tmp_path: Path) -> None:
@@ -154,14 +57,6 @@ async def test_confidential_inputs_reach_only_the_winner(tmp_path: Path) -> None
         assert secret not in data
 
 
-async def wait_state(m: Market, ask: bytes, state: AskState, timeout: float = 30) -> None:
-    with trio.fail_after(timeout):
-        while m.relay.states[MID].asks.get(ask) is None or (
-            m.relay.states[MID].view(ask).state is not state
-        ):
-            await trio.sleep(0.05)
-
-
 async def test_a_killed_winner_times_out_and_the_other_prover_proves(tmp_path: Path) -> None:
     offers = {"victim": (10, 3_000), "backup": (40, 3_000)}
     async with market(tmp_path, offers) as m:
@@ -172,7 +67,7 @@ async def test_a_killed_winner_times_out_and_the_other_prover_proves(tmp_path: P
         with trio.fail_after(15):
             while ask not in victim.stats.active:
                 await trio.sleep(0.05)
-        KILL["victim"].cancel()  # ...because its node dies mid-proof
+        m.kill["victim"].cancel()  # ...because its node dies mid-proof
         with trio.fail_after(40):
             done = await m.requester.wait(ask)
         assert list(done.proofs) == [m.provers["backup"].me]
@@ -180,12 +75,6 @@ async def test_a_killed_winner_times_out_and_the_other_prover_proves(tmp_path: P
         view = m.relay.states[MID].view(ask)
         assert view.winners == (victim.me, m.provers["backup"].me)
         assert [s.value for s in view.slot_states] == ["timed_out", "accepted"]
-
-
-class SlowPow(PowBackend):
-    async def prove(self, market: MarketDescriptor, inputs: bytes, deadline_s: float) -> bytes:
-        await trio.sleep_forever()
-        raise AssertionError("unreachable")
 
 
 async def test_an_invalid_proof_is_receipted_and_reassigned(tmp_path: Path) -> None:
