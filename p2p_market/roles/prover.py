@@ -104,17 +104,26 @@ class ProverRole:
             await self.place_bid()
 
     def _resume_in_flight(self) -> None:
-        """After a restart: pick up assignments still before their deadline; the rest
-        time out at the requester and go to the next round without us."""
+        """After a restart (the state was rebuilt from the log, whose replay tells
+        the roles nothing): pick up our assignments still before their deadline. The
+        rest are abandoned: they time out at the requester and go to the next round
+        without us (we are excluded from the ask). So are those whose inputs came
+        directly (confidential or large): they were held in memory only, the
+        requester sends them once, and waiting for them would only hold a slot."""
         now = self.node.clock()
-        for ask_id in list(self.state.asks):
-            view = self.state.view(ask_id)
-            for prover, slot_state in zip(view.winners, view.slot_states, strict=True):
-                if prover == self.me and slot_state is SlotState.ASSIGNED:
-                    run = self.state.settlement().runs.get(ask_id)
-                    slot = run.slots.get(self.me) if run else None
-                    if slot is not None and slot.deadline > now:
-                        self._start(ask_id, slot.deadline)
+        for ask_id, run in self.state.settlement().runs.items():
+            slot = run.slots.get(self.me)
+            if slot is None or slot.state is not SlotState.ASSIGNED or slot.deadline <= now:
+                continue
+            if not run.ask.inputs and run.ask.inputs_hash != sha256(b""):
+                log.warning(
+                    "ask %s: the inputs came directly and were lost with the restart;"
+                    " abandoning (it times out at the requester)",
+                    ask_id.hex()[:16],
+                )
+                continue
+            log.info("ask %s: resuming after a restart", ask_id.hex()[:16])
+            self._start(ask_id, slot.deadline)
 
     # -- reacting to the core -------------------------------------------------------------
     async def on_effect(self, market: bytes, effect: fx.Effect) -> None:
@@ -145,6 +154,11 @@ class ProverRole:
         result = await self.node.submit(seal(commit, self.node.key))
         if result.status == "accept":
             self.stats.commits += 1
+            # Direct inputs are sent to the winners as soon as the requester's node
+            # settles the round, which may be before ours does: take them from now.
+            env = self.state.asks.get(effect.ask)
+            if env is not None and isinstance(env.message, Ask) and not env.message.inputs:
+                self.inbox.expect("inputs", effect.ask)
 
     def _start(self, ask: bytes, deadline: int) -> None:
         if ask in self.stats.active or self._nursery is None:

@@ -116,3 +116,32 @@ async def test_a_restarted_prover_that_reconnects_late_still_delivers_in_time(
             done = await m.requester.wait(ask)  # accepted before the deadline
         assert list(done.proofs) == [worker]
         assert m.requester.node.states[MID].view(ask).winners == (worker,)
+
+
+async def test_a_restart_abandons_work_whose_inputs_came_directly(tmp_path: Path) -> None:
+    """Confidential inputs reach the winner once, over a direct stream, and live in
+    memory only: after a restart there is nothing to prove from, so the prover does
+    not start; the ask times out and the next round proves it."""
+    offers = {"worker": (10, 4_000), "backup": (40, 4_000)}
+    async with market(tmp_path, offers, backends={"worker": SlowPow()}) as m:
+        fields = {
+            "market": MID.hex(),
+            "max_price": 100,
+            "max_proof_time": 10_000,
+            "confidential": True,
+        }
+        ask = await m.requester.request(fields, b"secret inputs")
+        worker = m.provers["worker"].me
+        deadline = await kill_mid_proof(m, "worker", ask)
+        backend = CountingPow()
+        role = await m.restart("worker", backend)
+        assert role.node.clock() < deadline  # it could have resumed, and did not
+        assert ask not in role.stats.active
+        with trio.fail_after(40):
+            done = await m.requester.wait(ask)
+        assert list(done.proofs) == [m.provers["backup"].me]
+        await wait_everywhere(m, ask, AskState.PROVEN)
+        view = m.relay.states[MID].view(ask)
+        assert view.winners == (worker, m.provers["backup"].me)
+        assert view.slot_states == (SlotState.TIMED_OUT, SlotState.ACCEPTED)
+        assert backend.calls == 0 and role.stats.failed == 0
