@@ -12,9 +12,9 @@ import trio
 
 from p2p_market.core import effects as fx
 from p2p_market.core.envelope import seal
-from p2p_market.core.lifecycle import AskState
+from p2p_market.core.lifecycle import AskState, SlotState
 from p2p_market.core.limits import MAX_INLINE_INPUT_BYTES
-from p2p_market.core.messages import Ask, Outcome, Proof, Receipt, sha256
+from p2p_market.core.messages import Ask, InvalidInputs, Outcome, Proof, Receipt, sha256
 from p2p_market.node.direct import DirectError, send_direct
 from p2p_market.node.runtime import Node
 from p2p_market.proving.backend import ProofBackend, ProvingError
@@ -32,6 +32,7 @@ class AskEvent:
 
     ask: bytes
     kind: str  # placed | state | assigned | delivered | verified | rejected | timed_out
+    # | invalid_inputs (detail: prover, reason)
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -41,6 +42,8 @@ class Tracked:
     inputs: bytes
     proofs: dict[bytes, bytes] = field(default_factory=dict)
     """Verified proofs, by prover."""
+    attested: dict[bytes, str] = field(default_factory=dict)
+    """Attestations that the inputs fail the market's check: reason, by prover."""
     done: trio.Event = field(default_factory=trio.Event)
 
 
@@ -126,6 +129,8 @@ class RequesterRole:
             self._emit(ask_id, "timed_out", prover=effect.prover.hex())
         elif isinstance(effect, fx.AskStateChanged):
             self._emit(ask_id, "state", state=effect.after.value)
+            if effect.after is AskState.INVALID_INPUTS:
+                self._attested(market, ask_id, tracked)
             if effect.after in (
                 AskState.PROVEN,
                 AskState.CANCELLED,
@@ -133,6 +138,20 @@ class RequesterRole:
                 AskState.INVALID_INPUTS,
             ):
                 tracked.done.set()
+
+    def _attested(self, market: bytes, ask_id: bytes, tracked: Tracked) -> None:
+        """Record and report who attested invalid inputs, and why. Told once per
+        prover: a dispute (an `invalid` receipt) reopens the ask, and another winner
+        may attest again."""
+        state = self.node.states[market]
+        view = state.view(ask_id)
+        slots = zip(view.winners, view.slot_states, strict=True)
+        standing = {p for p, s in slots if s is SlotState.ATTESTED}
+        for env in state.events.get(ask_id, {}).values():
+            m = env.message
+            if isinstance(m, InvalidInputs) and env.signer in standing - set(tracked.attested):
+                tracked.attested[env.signer] = m.reason
+                self._emit(ask_id, "invalid_inputs", prover=env.signer.hex(), reason=m.reason)
 
     def _adopt(self, market: bytes, ask_id: bytes) -> bool:
         """Track an ask signed with this node's key that `request` did not place
