@@ -15,7 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from p2p_market.cli_common import fail, run_node
+from p2p_market.cli_common import OneLineErrors, fail, run_node
 from p2p_market.cli_roles import register as register_role_commands
 from p2p_market.core.crypto import DEVNET_SEED_PREFIX, devnet_key
 from p2p_market.demo import DemoResult, run_demo
@@ -31,6 +31,7 @@ from p2p_market.keyfile import (
 
 app = typer.Typer(
     name="p2p-market",
+    cls=OneLineErrors,
     help="A peer-to-peer, leaderless market for zero-knowledge proofs.",
     no_args_is_help=True,
     add_completion=False,

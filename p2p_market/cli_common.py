@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import functools
+import sys
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 T = TypeVar("T")
 
@@ -16,6 +19,48 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """One line on stderr, `error: ...`, and exit status `code` (2: bad input)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+class OneLineErrors(TyperGroup):
+    """The top-level command group: a usage error (a missing or unknown option, a
+    value of the wrong type) is one line `error: ...` and exit status 2 too, instead
+    of click's usage banner and error box."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run = functools.partial(
+            super().main,
+            args,
+            prog_name,
+            complete_var,
+            standalone_mode=False,
+            windows_expand_args=windows_expand_args,
+            **extra,
+        )
+        if not standalone_mode:
+            return run()
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+        try:
+            code = run()
+        except NoArgsIsHelpError as exc:  # the help is printed already
+            sys.exit(exc.exit_code)
+        except UsageError as exc:
+            message = " ".join(exc.format_message().split())
+            where = exc.ctx.command_path if exc.ctx is not None else "p2p-market"
+            typer.echo(f"error: {message} (see {where} --help)", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def check_log_level(level: str) -> str:

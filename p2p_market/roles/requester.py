@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from p2p_market.core import effects as fx
-from p2p_market.core.envelope import seal
+from p2p_market.core.envelope import message_id, seal
 from p2p_market.core.lifecycle import AskState, SlotState
 from p2p_market.core.limits import MAX_INLINE_INPUT_BYTES
 from p2p_market.core.messages import Ask, InvalidInputs, Outcome, Proof, Receipt, sha256
@@ -91,13 +91,14 @@ class RequesterRole:
         body["inputs"] = "" if by_hash else inputs.hex()
         body["inputs_hash"] = sha256(inputs).hex()
         raw = self.node.sign_ask(body)
+        # Tracked before it is submitted: the core's first effects about it (and the
+        # "placed" event, see on_effect) may run before submit returns.
+        ask_id = message_id(raw)
+        self.asks[ask_id] = Tracked(market=market, inputs=inputs)
         result = await self.node.submit(raw)
         if result.status != "accept":
+            del self.asks[ask_id]
             raise ValueError(f"ask refused: {result.reason} {result.detail}".strip())
-        ask_id = bytes.fromhex(result.id)
-        if ask_id not in self.asks:  # else adopted already, from the same inline inputs
-            self.asks[ask_id] = Tracked(market=market, inputs=inputs)
-        self._emit(ask_id, "placed")
         return ask_id
 
     async def cancel(self, ask_id: bytes) -> str:
@@ -125,9 +126,11 @@ class RequesterRole:
             self._emit(ask_id, "delivered", prover=effect.prover.hex())
             self._spawn(self._check_proof, market, ask_id, effect.prover, effect.proof_hash)
         elif isinstance(effect, fx.DeadlinePassed):
-            await self._receipt(market, ask_id, effect.prover, Outcome.TIMED_OUT)
             self._emit(ask_id, "timed_out", prover=effect.prover.hex())
+            await self._receipt(market, ask_id, effect.prover, Outcome.TIMED_OUT)
         elif isinstance(effect, fx.AskStateChanged):
+            if effect.before is None:  # the core holds it now: events in lifecycle order
+                self._emit(ask_id, "placed")
             self._emit(ask_id, "state", state=effect.after.value)
             if effect.after is AskState.INVALID_INPUTS:
                 self._attested(market, ask_id, tracked)
@@ -221,14 +224,15 @@ class RequesterRole:
                 valid = await self.backends[market].verify(state.market, tracked.inputs, proof)
             except ProvingError as exc:
                 log.warning("ask %s: verifier failed: %s", ask_id.hex()[:16], exc)
+        # The verdict is told before the receipt: the receipt changes the ask's state.
         if valid:
             assert proof is not None
             tracked.proofs[prover] = proof
-            await self._receipt(market, ask_id, prover, Outcome.ACCEPTED)
             self._emit(ask_id, "verified", prover=prover.hex(), size=len(proof))
+            await self._receipt(market, ask_id, prover, Outcome.ACCEPTED)
         else:
-            await self._receipt(market, ask_id, prover, Outcome.INVALID)
             self._emit(ask_id, "rejected", prover=prover.hex())
+            await self._receipt(market, ask_id, prover, Outcome.INVALID)
 
     async def _receipt(self, market: bytes, ask_id: bytes, prover: bytes, outcome: Outcome) -> None:
         receipt = Receipt(

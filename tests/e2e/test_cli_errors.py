@@ -1,0 +1,299 @@
+"""Bad input to the trading commands: exit status 2, one line `error: ...` on
+stderr naming the problem, nothing on stdout, never a traceback, and nothing
+published.
+
+Bad arguments must be refused before any node starts, so most cases run in
+process (CliRunner, no network). Then the same kinds of mistakes as real
+processes pointed at a running prover: its control API shows that no ask and no
+bid arrived, and a good request right after does publish one (so the check can
+see a publication when there is one).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from p2p_market.cli import app
+from p2p_market.core.crypto import devnet_key
+from p2p_market.core.envelope import market_id
+from p2p_market.keyfile import write_key
+from p2p_market.markets import read_descriptor
+from p2p_market.node.api_client import ApiClient
+from tests.e2e.test_cli_e2e import quick_market
+from tests.processes import cli, process
+
+runner = CliRunner()
+ADDR = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+ASK = "ab" * 32
+
+
+def one_line_error(stdout: str, stderr: str, code: int, expected: int = 2) -> str:
+    """The one `error: ...` line, after checking the exit status and the streams."""
+    assert code == expected, f"exit {code}\nstdout: {stdout}\nstderr: {stderr}"
+    assert "Traceback" not in stdout + stderr
+    assert stdout == "", stdout
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+def invoke(*args: str) -> Result:
+    return runner.invoke(app, list(args))
+
+
+def closed_port() -> int:
+    """A local port nobody listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("bad-input")
+    inputs = tmp / "inputs.bin"
+    inputs.write_bytes(b"inputs")
+    (tmp / "a-directory").mkdir()
+    external = tmp / "external.toml"
+    made = invoke(
+        "market", "create", "--name", "ext", "--proof-system", "external",
+        "--verifier", "true {inputs} {proof}", "--out", str(external),
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    write_key(tmp / "key.pem", devnet_key("requester-1"), b"secret")
+    (tmp / "pass.txt").write_text("not the passphrase\n")
+    return {
+        "inputs": inputs,
+        "dir": tmp / "a-directory",
+        "missing": tmp / "missing.pem",
+        "external": external,
+        "key": tmp / "key.pem",
+        "pass": tmp / "pass.txt",
+        "out": tmp / "proof.bin",
+        "existing": inputs,
+    }
+
+
+def edit(base: list[str], **changes: str | None) -> list[str]:
+    """`base` with options replaced (a value), added, or dropped (None)."""
+    args = list(base)
+    for option, value in changes.items():
+        flag = "--" + option.replace("_", "-")
+        if flag in args:
+            i = args.index(flag)
+            del args[i : i + 2]
+        if value is not None:
+            args += [flag, value]
+    return args
+
+
+# `{name}` in an argument is a path from `files` (or `{closed}`: an API nobody serves).
+REQUEST = [
+    "request", "--input", "{inputs}", "--max-price", "10", "--max-proof-time", "5000",
+    "--out", "{out}", "--bootstrap", ADDR,
+]  # fmt: skip
+PROVER = [
+    "prover", "run", "--market", "devnet", "--price", "5", "--proof-time", "5000",
+    "--devnet-key", "prover-1",
+]  # fmt: skip
+MARKET = ["market", "create", "--name", "m", "--proof-system", "pow", "--out", "{out}"]
+EXTERNAL = edit(MARKET, proof_system="external")
+
+
+def request(**changes: str | None) -> list[str]:
+    return edit(REQUEST, **changes)
+
+
+def prover(**changes: str | None) -> list[str]:
+    return edit(PROVER, **changes)
+
+
+def market(**changes: str | None) -> list[str]:
+    return edit(MARKET, **changes)
+
+
+# (test id, arguments, what the one line must say)
+CASES: list[tuple[str, list[str], str]] = [
+    ("request: unknown market", request(market="nowhere"), "unknown market 'nowhere'"),
+    ("request: unknown market id", request(market="cd" * 32), "unknown market id"),
+    ("request: negative price", request(max_price="-1"), "max price must be a non-negative"),
+    ("request: price not a number", request(max_price="ten"), "'--max-price'"),
+    ("request: zero proof time", request(max_proof_time="0"), "max proof time"),
+    ("request: bad preference", request(prefer="speed"), "prefer must be cost or time"),
+    ("request: zero replicas", request(replicas="0"), "replicas must be between 1 and 16"),
+    ("request: short ttl", request(ttl_ms="10"), "ttl must be between"),
+    ("request: zero timeout", request(timeout="0"), "--timeout must be"),
+    ("request: input missing", request(input="{missing}"), "input file not found"),
+    ("request: input a directory", request(input="{dir}"), "input file is a directory"),
+    ("request: input unreadable", request(input="{inputs}/x"), "cannot read input file"),
+    ("request: no input", request(input=None), "Missing option '--input'"),
+    ("request: key missing", request(key="{missing}"), "key file not found"),
+    ("request: key, no passphrase", request(key="{key}"), "a passphrase is needed"),
+    ("request: wrong passphrase", request(key="{key}", passphrase_file="{pass}"), "wrong pass"),
+    ("request: passphrase, no key", request(passphrase_file="{pass}"), "needs --key"),
+    ("request: no bootstrap", request(bootstrap=None), "no bootstrap peer given"),
+    ("request: bootstrap, no peer id", request(bootstrap="/ip4/1.2.3.4/tcp/1"), "/p2p/"),
+    ("request: bootstrap garbage", request(bootstrap="nonsense"), "not a multiaddr"),
+    ("request: out in no directory", request(out="{missing}/p.bin"), "no such directory"),
+    ("request: out a directory", request(out="{dir}"), "--out is a directory"),
+    (
+        "request: bad verify command",
+        request(market="{external}", verify_cmd='check "{inputs}'),
+        "No closing quotation",
+    ),
+    ("request: unknown option", [*REQUEST, "--fast"], "No such option: --fast"),
+    ("request: bad log level", request(log_level="loud"), "unknown log level"),
+    ("prover: unknown market", prover(market="nowhere"), "unknown market 'nowhere'"),
+    ("prover: negative price", prover(price="-1"), "price must be a non-negative"),
+    ("prover: zero proof time", prover(proof_time="0"), "proof time must be at least"),
+    ("prover: zero capacity", prover(capacity="0"), "capacity must be between"),
+    ("prover: no price", prover(price=None), "missing --price"),
+    ("prover: no key", prover(devnet_key=None), "a prover needs a key"),
+    ("prover: key missing", prover(devnet_key=None, key="{missing}"), "key file not found"),
+    (
+        "prover: wrong passphrase",
+        prover(devnet_key=None, key="{key}", passphrase_file="{pass}"),
+        "wrong passphrase",
+    ),
+    ("prover: unknown devnet key", prover(devnet_key="mallory"), "unknown devnet key"),
+    ("prover: two keys", prover(key="{key}"), "not both"),
+    ("prover: bad backend", prover(backend="gpu"), "unknown backend 'gpu'"),
+    ("prover: another system", prover(backend="external"), "use --backend pow"),
+    ("prover: no prove command", prover(market="{external}"), "needs a prove command"),
+    ("prover: bad listen", prover(listen="here"), "--listen: not a multiaddr"),
+    ("prover: bad bootstrap", prover(bootstrap="/ip4/1.2.3.4"), "--bootstrap"),
+    ("prover: api port", prover(api_port="70000"), "--api-port"),
+    (
+        "prover: config and flags",
+        ["prover", "run", "--config", "{missing}", "--price", "5"],
+        "do not mix",
+    ),
+    ("prover: config missing", ["prover", "run", "--config", "{missing}"], "missing.pem"),
+    ("market: unknown system", market(proof_system="snark"), "unknown proof system 'snark'"),
+    ("market: external, no verifier", EXTERNAL, "needs --verifier"),
+    ("market: bad verifier", edit(EXTERNAL, verifier="check {input}"), "{input}"),
+    ("market: empty name", market(name=""), "bad market"),
+    ("market: zero window", market(commit_window_ms="0"), "commit_window"),
+    ("market: file exists", market(out="{existing}"), "already exists"),
+    ("cancel: bad id", ["cancel", "xyz", "--api", "http://127.0.0.1:1"], "64 hex characters"),
+    ("cancel: no node running", ["cancel", ASK, "--api", "{closed}"], "{closed}"),
+    ("cancel: bad api address", ["cancel", ASK, "--api", "localhost:80"], "http://host:port"),
+    ("status: bad id", ["status", "12345", "--api", "http://127.0.0.1:1"], "64 hex characters"),
+    ("status: no node running", ["status", ASK, "--api", "{closed}"], "{closed}"),
+    ("status: no --api", ["status", ASK], "Missing option '--api'"),
+    ("book: no node running", ["book", "--api", "{closed}"], "{closed}"),
+    ("book: bad api address", ["book", "--api", "ftp://127.0.0.1:1"], "http://host:port"),
+    (
+        "book: unknown market",
+        ["book", "--api", "{closed}", "--market", "nowhere"],
+        "unknown market 'nowhere'",
+    ),
+]
+
+
+def fill(value: str, files: dict[str, Path], closed: str) -> str:
+    """`{name}` of a path in `files`, or `{closed}`, replaced; other braces kept."""
+    names = {name: str(path) for name, path in files.items()} | {"closed": closed}
+    return re.sub(r"\{(\w+)\}", lambda m: names.get(m.group(1), m.group(0)), value)
+
+
+@pytest.mark.parametrize(("args", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(
+    args: list[str], needle: str, files: dict[str, Path]
+) -> None:
+    closed = f"http://127.0.0.1:{closed_port()}"
+    result = invoke(*(fill(a, files, closed) for a in args))
+    line = one_line_error(result.stdout, result.stderr, result.exit_code)
+    assert fill(needle, files, closed) in line, line
+    assert not files["out"].exists()
+
+
+def test_the_installed_entry_point_reports_usage_errors_in_one_line(tmp_path: Path) -> None:
+    """Through `python -m p2p_market.cli`, not the test runner: click's own usage
+    errors (a missing option, a value of the wrong type) are one line too."""
+    done = cli("request", "--input", "x", "--max-price", "-5x", "--max-proof-time", "1")
+    line = one_line_error(done.stdout, done.stderr, done.returncode)
+    assert "'--max-price'" in line and "p2p-market request --help" in line
+    done = cli("prover", "run", "--market", "devnet", "--price", "1", "--proof-time", "1")
+    assert "a prover needs a key" in one_line_error(done.stdout, done.stderr, done.returncode)
+
+
+# -- against a running node: nothing is published ----------------------------------------
+
+
+def test_bad_commands_against_a_running_prover_publish_nothing(tmp_path: Path) -> None:
+    descriptor = quick_market(tmp_path)
+    mid = market_id(read_descriptor(descriptor)).hex()
+    inputs = tmp_path / "inputs.bin"
+    inputs.write_bytes(b"good inputs")
+    out = tmp_path / "proof.bin"
+    with process(
+        "prover", "run", "--market", str(descriptor), "--price", "5", "--proof-time", "3000",
+        "--devnet-key", "prover-1", "--data-dir", str(tmp_path / "prover"),
+    ) as (_, ready):  # fmt: skip
+        api = ApiClient(f"http://127.0.0.1:{ready['api_port']}")
+        me = devnet_key("prover-1").public_key.hex()
+        before = api.status()["admitted"]
+        assert [b["prover"] for b in api.book(mid)["bids"]] == [me]
+        good = [
+            "request", "--market", str(descriptor), "--input", str(inputs),
+            "--max-price", "10", "--max-proof-time", "10000", "--bootstrap", ready["addr"],
+            "--out", str(out), "--timeout", "60",
+        ]  # fmt: skip
+
+        def bad(option: str, value: str) -> list[str]:
+            i = good.index(option)
+            return [*good[: i + 1], value, *good[i + 2 :]]
+
+        prover = [
+            "prover", "run", "--market", str(descriptor), "--price", "3", "--proof-time",
+            "3000", "--devnet-key", "prover-2", "--bootstrap", ready["addr"],
+            "--data-dir", str(tmp_path / "p2"),
+        ]  # fmt: skip
+
+        def bad_prover(option: str, value: str | None) -> list[str]:
+            i = prover.index(option)
+            return [*prover[:i], *([option, value] if value else []), *prover[i + 2 :]]
+
+        key = tmp_path / "no-such-key.pem"
+        commands: list[tuple[list[str], str]] = [
+            (bad("--market", str(tmp_path / "nowhere.toml")), "unknown market"),
+            (bad("--max-price", "-1"), "max price must be a non-negative integer, not -1"),
+            (bad("--input", str(tmp_path / "nothing.bin")), "input file not found"),
+            ([*good, "--key", str(key)], f"key file not found: {key}"),
+            (bad_prover("--market", str(tmp_path / "nowhere.toml")), "unknown market"),
+            (bad_prover("--price", "-3"), "price must be a non-negative integer, not -3"),
+            (bad_prover("--devnet-key", None), "a prover needs a key"),
+            ([*bad_prover("--devnet-key", None), "--key", str(key)], "key file not found"),
+            (["status", "ef" * 32, "--api", api.base_url], "unknown ask"),
+            (["book", "--api", api.base_url, "--market", "devnet"], "does not follow market"),
+        ]
+        run: Callable[[tuple[list[str], str]], subprocess.CompletedProcess[str]]
+        run = lambda c: cli(*c[0], timeout=60)  # noqa: E731
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(run, commands))
+        for (args, needle), done in zip(commands, results, strict=True):
+            line = one_line_error(done.stdout, done.stderr, done.returncode)
+            assert needle in line, (args, line)
+
+        book = api.book(mid)
+        assert book["asks"] == []  # no ask...
+        assert [b["prover"] for b in book["bids"]] == [me]  # ...and no bid but its own
+        assert api.status()["admitted"] == before
+        assert not out.exists()
+
+        # The check sees a publication when there is one: the good request.
+        done = cli(*good)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert len(api.book(mid)["asks"]) == 1
+        assert api.status()["admitted"] > before
