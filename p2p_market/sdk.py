@@ -55,6 +55,7 @@ from p2p_market.node.runtime import Node
 from p2p_market.node.sync import sync_market
 from p2p_market.roles.inbox import Inbox
 from p2p_market.roles.requester import AskEvent, RequesterRole
+from p2p_market.roles.split import SplitFailed, SplitProof
 from p2p_market.roles.wiring import BackendOptions
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "Client",
     "ProofResult",
     "RequestFailed",
+    "SplitProof",
     "check_ask",
     "check_bootstrap",
     "open_client",
@@ -87,12 +89,26 @@ class RequestFailed(Exception):
     - ``expired``: the ask expired first
     - ``cancelled``: the ask was cancelled
     - ``invalid_inputs``: a prover attested that the inputs cannot be proven
+
+    For a split proof (`Client.request_segmented`), `segment` is the index of the
+    segment whose ask failed, and `aggregation` is True when the aggregation ask did;
+    `ask` is that ask.
     """
 
-    def __init__(self, reason: str, message: str, *, ask: bytes | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        ask: bytes | None = None,
+        segment: int | None = None,
+        aggregation: bool = False,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.ask = ask
+        self.segment = segment
+        self.aggregation = aggregation
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +378,81 @@ class Client:
             ttl_ms=ttl_ms,
         )
         return (await self.wait(ask, timeout=timeout)).proof
+
+    async def request_segmented(
+        self,
+        segments: Sequence[bytes],
+        *,
+        max_price: int,
+        max_proof_time: int,
+        prefer: str = "cost",
+        replicas: int = 1,
+        confidential: bool = False,
+        ttl_ms: int = DEFAULT_TTL_MS,
+        timeout: float = 300.0,
+        discover_timeout: float = DEFAULT_DISCOVER_S,
+    ) -> SplitProof:
+        """A split proof: one ask per segment (inputs), all placed at once, and when
+        every segment proof is verified one aggregation ask over them, whose proof
+        is `SplitProof.proof` (roles/split.py says how the aggregation inputs are
+        made, and that with the pow back-end the aggregation is only a demo). The
+        terms apply to every ask, each paid separately (max_price is per ask).
+        RequestFailed names the failing segment (`segment`) or the aggregation
+        (`aggregation`); on `timeout` (seconds, for the whole) the asks nobody has
+        won are cancelled."""
+        check_ask(
+            self.market,
+            max_price=max_price,
+            max_proof_time=max_proof_time,
+            prefer=prefer,
+            replicas=replicas,
+            ttl_ms=ttl_ms,
+        )
+        for inputs in segments:
+            check_inputs_size(inputs)
+        await self.wait_for_provers(
+            timeout=discover_timeout, max_price=max_price, max_proof_time=max_proof_time
+        )
+        fields = {
+            "market": self.market_id.hex(),
+            "max_price": max_price,
+            "max_proof_time": max_proof_time,
+            "prefer": prefer,
+            "replicas": replicas,
+            "ttl_ms": ttl_ms,
+            "confidential": confidential,
+        }
+        placed: list[bytes] = []
+
+        def on_placed(ask: bytes) -> None:
+            placed.append(ask)
+            self._placed.append(ask)
+
+        with trio.move_on_after(timeout):
+            try:
+                return await self.role.request_segmented(fields, segments, on_placed=on_placed)
+            except SplitFailed as exc:
+                raise RequestFailed(
+                    exc.reason,
+                    str(exc),
+                    ask=exc.ask,
+                    segment=exc.segment,
+                    aggregation=exc.segment is None,
+                ) from None
+            except ValueError as exc:
+                raise RequestFailed("refused", str(exc)) from None
+        state = self.node.states[self.market_id]
+        for ask in placed:
+            view = state.view(ask)
+            if view.state is AskState.OPEN and not view.winners:
+                await self.cancel(ask)
+        done = sum(1 for a in placed if state.view(a).state is AskState.PROVEN)
+        raise RequestFailed(
+            "timeout",
+            f"no split proof within {timeout:g} s ({done} of {len(placed)} asks proven;"
+            " the asks nobody had won are cancelled)",
+            ask=placed[-1] if placed else None,
+        )
 
     async def cancel(self, ask: bytes) -> str:
         """Cancel an ask of this client's: "ok", or why the node refused."""
