@@ -1,4 +1,5 @@
-# Two entry points: `make demo` runs the main job, `make test` runs every check.
+# Two entry points: `make demo` runs the main job (a real local multi-node market,
+# simulations/local.toml, and its report), `make test` runs every check.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -13,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	@touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/p2p-market demo
+	$(BIN)/p2p-market simulate simulations/local.toml
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check p2p_market tests

@@ -28,6 +28,7 @@ from p2p_market.keyfile import (
     read_passphrase,
     write_key,
 )
+from p2p_market.simulate.cli import register as register_simulate
 
 app = typer.Typer(
     name="p2p-market",
@@ -280,6 +281,7 @@ def node_run(
 
 
 register_role_commands(app)
+register_simulate(app)
 
 
 def main() -> None:

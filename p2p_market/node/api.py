@@ -8,6 +8,12 @@
     POST /v1/bids                      JSON fields of a Bid, signed with the node's key
     POST /v1/asks                      JSON fields of an Ask, signed with the node's key
     POST /v1/asks/{id}/cancel          sign and submit a Cancel of one of the node's asks
+    GET  /v1/stats                     counters: gossip frames and envelopes, admitted, peers
+    GET  /v1/markets/{id}/check        state_hash, check_invariants(), reorgs, envelopes per ask
+
+The last two are for simulations and operators (`p2p-market simulate` compares them
+across nodes); they need the runtime's node (`states`, `gossip`, `metrics`), and
+answer 404 on a facade without them.
 
 A submission answers 200 with `{"id", "status", "reason", "detail"}` whatever the
 verdict: an ignored or rejected envelope is the node's answer, not an HTTP error.
@@ -241,6 +247,8 @@ class ControlApi:
             (("v1", "bids"), {"POST": self._bid}),
             (("v1", "asks"), {"POST": self._place_ask}),
             (("v1", "asks", "*", "cancel"), {"POST": self._cancel}),
+            (("v1", "stats"), {"GET": self._stats}),
+            (("v1", "markets", "*", "check"), {"GET": self._check}),
         ]
 
     async def __call__(self, request: Request) -> Response:
@@ -289,6 +297,66 @@ class ControlApi:
 
     async def _cancel(self, request: Request, params: list[str]) -> Response:
         return _submitted(await self.node.cancel(_hex_id(params[0], "ask")))
+
+    async def _stats(self, request: Request, params: list[str]) -> Response:
+        return json_response(node_stats(_inspectable(self.node)))
+
+    async def _check(self, request: Request, params: list[str]) -> Response:
+        return json_response(market_check(_inspectable(self.node), _hex_id(params[0], "market")))
+
+
+def _inspectable(node: NodeFacade) -> Any:
+    """The runtime's node behind the facade (duck-typed: tests use other facades)."""
+    if not all(hasattr(node, a) for a in ("states", "gossip", "metrics", "clock")):
+        raise KeyError("this node does not expose its core state")
+    return node
+
+
+def node_stats(node: Any) -> dict[str, Any]:
+    """Counters since the node started: what `p2p-market simulate` samples."""
+    stats = node.gossip.stats if node.gossip is not None else None
+    gossip = {}
+    if stats is not None:
+        gossip = {
+            f.name: getattr(stats, f.name)
+            for f in dataclasses.fields(stats)
+            if isinstance(getattr(stats, f.name), int)
+        }
+    published: dict[str, int] = {}
+    for metric in node.metrics.messages_out.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                kind = sample.labels.get("kind", "unknown")
+                published[kind] = published.get(kind, 0) + int(sample.value)
+    return {
+        "now": node.clock(),
+        "admitted": node.admitted,
+        "peers": node.status().get("peers", 0),
+        "gossip": gossip,
+        "published": published,
+    }
+
+
+def market_check(node: Any, market: str) -> dict[str, Any]:
+    """One market's agreement data: compare `state_hash` across nodes only at the same
+    `now` (derived state depends on time: see MarketState.state_hash)."""
+    state = node.states.get(bytes.fromhex(market))
+    if state is None:
+        raise KeyError(f"unknown market {market}")
+    by_state: dict[str, int] = {}
+    for ask_id in state.asks:
+        s = state.ask_state(ask_id).value
+        by_state[s] = by_state.get(s, 0) + 1
+    return {
+        "market": market,
+        "now": state.now,
+        "state_hash": state.state_hash(),
+        "violations": state.check_invariants(),
+        "reorgs": state.reorgs,
+        "bids": len(state.book),
+        "asks": by_state,
+        "ask_envelopes": {a.hex(): 1 + len(state.events.get(a, {})) for a in state.asks},
+    }
 
 
 def _match(pattern: tuple[str, ...], segments: list[str]) -> list[str] | None:

@@ -19,6 +19,7 @@ line naming the problem instead of a traceback.
 
     [prover]                            # optional roles, see roles/wiring.py
     [requester]
+    [workload]                          # roles/workload.py
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ import multiaddr
 from p2p_market.core.messages import Market, MessageError
 from p2p_market.devnet import default_market
 from p2p_market.markets import MarketSpecError, read_descriptor
+
+ROLE_SECTIONS = ("prover", "requester", "workload")
+"""Sections passed through to roles/wiring.py."""
 
 
 class ConfigError(ValueError):
@@ -136,10 +140,10 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
     markets_raw = data.get("markets", [{"preset": "devnet"}])
     if not isinstance(markets_raw, list) or not markets_raw:
         raise ConfigError("markets must be a non-empty list of tables ([[markets]])")
-    unknown_sections = sorted(set(data) - {"node", "markets", "prover", "requester"})
+    unknown_sections = sorted(set(data) - {"node", "markets", *ROLE_SECTIONS})
     if unknown_sections:
         raise ConfigError(f"unknown section [{unknown_sections[0]}]")
-    roles = {k: v for k, v in data.items() if k in ("prover", "requester")}
+    roles = {k: v for k, v in data.items() if k in ROLE_SECTIONS}
     for name, section in roles.items():
         if not isinstance(section, dict):
             raise ConfigError(f"[{name}] must be a table")

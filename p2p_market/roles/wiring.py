@@ -19,6 +19,9 @@ here, so a setting means the same wherever it is given.
     check_cmd = ""
     timeout_s = 600.0
 
+    [workload]                        # asks at a seeded rate (roles/workload.py);
+    rate = 0.5                        # needs [requester]
+
 A role's market is followed by the node even if [[markets]] does not list it.
 """
 
@@ -44,6 +47,7 @@ from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S, ProofBackend,
 from p2p_market.roles.inbox import Inbox
 from p2p_market.roles.prover import ProverRole, ProverSettings
 from p2p_market.roles.requester import RequesterRole
+from p2p_market.roles.workload import WorkloadPlan, WorkloadRole, workload_plan
 
 DEFAULT_BID_TTL_MS: Final = 600_000
 _BACKEND_KEYS: Final = ("prove_cmd", "verify_cmd", "check_cmd", "timeout_s")
@@ -104,10 +108,12 @@ class RequesterPlan:
 class RolePlan:
     prover: ProverPlan | None = None
     requester: RequesterPlan | None = None
+    workload: WorkloadPlan | None = None
 
     @property
     def names(self) -> list[str]:
-        return [n for n, p in (("prover", self.prover), ("requester", self.requester)) if p]
+        planned = (("prover", self.prover), ("requester", self.requester))
+        return [n for n, p in (*planned, ("workload", self.workload)) if p]
 
 
 def prover_plan(
@@ -230,7 +236,14 @@ def plan_from_config(config: NodeConfig, base: Path) -> tuple[NodeConfig, RolePl
             except ValueError as exc:
                 raise ConfigError(f"[requester]: {exc}") from None
         requester = RequesterPlan(options=options)
-    return config, RolePlan(prover, requester)
+    workload: WorkloadPlan | None = None
+    section = config.roles.get("workload")
+    if section is not None:
+        if requester is None:
+            raise ConfigError("[workload] needs a [requester] section in the same config")
+        workload = workload_plan(section, config, base)
+        config = follow(config, workload.market)
+    return config, RolePlan(prover, requester, workload)
 
 
 # -- running -------------------------------------------------------------------------
@@ -257,6 +270,9 @@ async def start_roles(node: Node, plan: RolePlan, nursery: trio.Nursery) -> Role
         backends = {mid: opts.backend(state.market) for mid, state in node.states.items()}
         roles.requester = RequesterRole(node, backends, Inbox())
         await nursery.start(roles.requester.run)
+    if plan.workload is not None:
+        assert roles.requester is not None
+        await nursery.start(WorkloadRole(node, roles.requester, plan.workload).run)
     return roles
 
 
