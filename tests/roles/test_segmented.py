@@ -106,9 +106,11 @@ async def test_three_segments_and_an_aggregation_over_two_provers(tmp_path: Path
             if isinstance(e.message, Receipt) and e.message.outcome == "accepted"
         ]
         assert len(accepts) == 3 and agg.timestamp >= max(accepts)
-        # Two provers shared the segments (each has one slot).
+        # Only the market's provers won (which of them depends on timing: one slot
+        # each, so a fast prover may free its slot and take the next segment too).
         winners = {state.view(a).winners[0] for a in result.segment_asks}
-        assert winners == {m.provers["a"].me, m.provers["b"].me}
+        assert winners <= {m.provers["a"].me, m.provers["b"].me}
+        assert not state.check_invariants()
 
 
 async def wait_state_on(m: Market, ask: bytes, state: AskState) -> None:
