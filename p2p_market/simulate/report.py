@@ -422,7 +422,7 @@ def write_plots(data: RunData, summary: dict[str, Any], out: Path) -> list[str]:
     ax.set_ylabel("share of asks")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    _legend(ax, loc="lower right")
     ax.set_title("Latency CDFs (at the requester node)")
     written.append(_save(fig, out / "latency_cdf.png"))
 
@@ -453,7 +453,7 @@ def write_plots(data: RunData, summary: dict[str, Any], out: Path) -> list[str]:
             ax.text(x, ax.get_ylim()[1] * 0.95, f" {f['kind']} {f['node']}", fontsize=7)
     ax.set_xlabel("seconds since the workload started")
     ax.set_ylabel("asks")
-    ax.legend(loc="upper left", fontsize=8)
+    _legend(ax, loc="upper left", fontsize=8)
     ax.set_title("Asks by state over time")
     written.append(_save(fig, out / "asks_over_time.png"))
 
@@ -493,7 +493,7 @@ def write_plots(data: RunData, summary: dict[str, Any], out: Path) -> list[str]:
     ax.plot([0, max(caps)], [0, max(caps)], color="grey", lw=0.8, ls="--", label="price = cap")
     ax.set_xlabel("ask's price cap (max_price)")
     ax.set_ylabel("price paid per accepted proof")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     ax.set_title("Price paid vs caps")
     written.append(_save(fig, out / "price_vs_caps.png"))
 
@@ -516,12 +516,18 @@ def write_plots(data: RunData, summary: dict[str, Any], out: Path) -> list[str]:
         ax1.plot(keys, [totals[k] for k in keys], color="black", lw=1.5, label="total")
     ax1.axhline(FRAME_CAPACITY, color="red", ls="--", lw=0.8, label="~capacity (10 nodes)")
     ax1.set_ylabel("gossip frames/s published")
-    ax1.legend(fontsize=6, ncol=4, loc="upper right")
+    _legend(ax1, fontsize=6, ncol=4, loc="upper right")
     ax2.set_ylabel("CPU, % of one core")
     ax2.set_xlabel("seconds since the workload started (negative: start-up)")
     ax1.set_title("Transport: frames/s and CPU per node")
     written.append(_save(fig, out / "transport.png"))
     return written
+
+
+def _legend(ax: Any, **options: Any) -> None:
+    """A legend when something is labelled (a run without data has nothing to show)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**options)
 
 
 def _save(fig: Any, path: Path) -> str:

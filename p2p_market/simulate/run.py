@@ -363,7 +363,7 @@ def simulate(scenario: Scenario, run_dir: Path, console: Console) -> RunData:
 
 
 def run_dir_for(scenario: Scenario, out: Path | None) -> Path:
-    base = out if out is not None else scenario.report_dir
+    base = (out if out is not None else scenario.report_dir).resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = base / f"{scenario.name}-{stamp}"
     n = 1

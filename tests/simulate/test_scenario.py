@@ -179,3 +179,19 @@ def test_bad_files_and_arguments_are_one_line_and_exit_2(tmp_path: Path) -> None
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(message), (args, result.output)
     assert not list(tmp_path.glob("t-*")), "nothing may start on bad input"
+
+
+def test_report_folders_are_absolute_and_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node configs hold absolute paths: a relative --out (or report_dir) must not be
+    read relative to each node's folder."""
+    from p2p_market.simulate.run import run_dir_for
+
+    monkeypatch.chdir(tmp_path)
+    scenario = parse_scenario(with_nodes(), Path("sims/s.toml"))
+    first = run_dir_for(scenario, None)
+    second = run_dir_for(scenario, None)
+    assert first.is_absolute() and first.parent == tmp_path / "sims" / "reports"
+    assert first != second and first.is_dir() and second.is_dir()
+    assert run_dir_for(scenario, Path("elsewhere")).parent == tmp_path / "elsewhere"
