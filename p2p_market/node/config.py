@@ -11,6 +11,7 @@ line naming the problem instead of a traceback.
     metrics_port = -1                   # Prometheus on 127.0.0.1; -1 = off
     mdns = false
     frames_per_second = 2.0             # gossip frame budget (see net/batcher.py)
+    sync_every_s = 30.0                 # anti-entropy: a full sync with peers this often
 
     [[markets]]                         # "devnet" or the fields of a Market descriptor
     preset = "devnet"
@@ -43,6 +44,10 @@ class ConfigError(ValueError):
     """One line that names the bad setting."""
 
 
+ANTI_ENTROPY_S = 30.0
+"""Default period of the full sync with peers (node.sync_every_s)."""
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     key_file: Path
@@ -54,6 +59,9 @@ class NodeConfig:
     metrics_port: int = -1
     mdns: bool = False
     frames_per_second: float = 2.0
+    sync_every_s: float = ANTI_ENTROPY_S
+    """Anti-entropy period: gossip is best effort, so every node also pulls what its
+    peers hold and it lacks this often (and at once from every new peer)."""
     markets: tuple[Market, ...] = field(default_factory=lambda: (default_market(),))
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Role sections ([prover], [requester]) passed through to the roles."""
@@ -61,7 +69,7 @@ class NodeConfig:
 
 _NODE_KEYS = {
     "key_file", "passphrase_file", "data_dir", "listen", "bootstrap", "api_port",
-    "metrics_port", "mdns", "frames_per_second",
+    "metrics_port", "mdns", "frames_per_second", "sync_every_s",
 }  # fmt: skip
 
 
@@ -137,6 +145,11 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
     fps = _expect(node, "frames_per_second", float, "node") if "frames_per_second" in node else 2.0
     if not 0.1 <= fps <= 1000:
         raise ConfigError("node.frames_per_second must be between 0.1 and 1000")
+    sync_every = ANTI_ENTROPY_S
+    if "sync_every_s" in node:
+        sync_every = _expect(node, "sync_every_s", float, "node")
+    if not 0.5 <= sync_every <= 3600:
+        raise ConfigError("node.sync_every_s must be between 0.5 and 3600")
     markets_raw = data.get("markets", [{"preset": "devnet"}])
     if not isinstance(markets_raw, list) or not markets_raw:
         raise ConfigError("markets must be a non-empty list of tables ([[markets]])")
@@ -157,6 +170,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         metrics_port=_port(node, "metrics_port", -1, -1),
         mdns=_expect(node, "mdns", bool, "node") if "mdns" in node else False,
         frames_per_second=fps,
+        sync_every_s=sync_every,
         markets=tuple(_market(m, i, base) for i, m in enumerate(markets_raw)),
         roles=roles,
     )

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 from libp2p.abc import IHost
+from libp2p.peer.id import ID
 
 from p2p_market.core import codec
 from p2p_market.core import effects as fx
@@ -39,6 +40,7 @@ from p2p_market.net.host import connect_all, make_host
 from p2p_market.net.ratelimit import KeyedRateLimiter
 from p2p_market.node import peers
 from p2p_market.node.api import ask_json, bid_json, serve_api
+from p2p_market.node.config import ANTI_ENTROPY_S as ANTI_ENTROPY_S  # re-exported
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.direct import DirectMessage, DirectServer
 from p2p_market.node.facade import Submitted
@@ -54,7 +56,7 @@ log = logging.getLogger("p2p_market.node")
 EffectHook = Callable[[bytes, Effect], Awaitable[None] | None]
 TICK_S: Final = 0.1
 TARGET_PEERS: Final = 8
-ANTI_ENTROPY_S: Final = 30.0
+PEER_POLL_S: Final = 2.0
 SYNC_TIMEOUT_S: Final = 5.0
 PRUNE_EVERY_MS: Final = 600_000
 SIGNER_PER_SECOND: Final = 20.0
@@ -271,24 +273,31 @@ class Node:
             pass
 
     async def _keep_connected(self) -> None:
-        """Dial the bootstrap peers, then keep syncing and exchanging peers: on join,
-        after reconnects, and periodically to fill gaps gossip may have left."""
+        """Dial the bootstrap peers, exchange peers, and sync: at once with every new
+        peer (checked every PEER_POLL_S), and with all peers every `sync_every_s`
+        (anti-entropy: gossip is best effort, and a node cut off for a while has
+        missed what was published meanwhile, with no new connection to notice)."""
         assert self.host is not None
         host = self.host
-        known = 0
+        known: set[ID] = set()
+        next_full = trio.current_time()
         while True:
-            linked = peers.connected_peers(host)
-            if len(linked) < TARGET_PEERS and self.config.bootstrap:
-                await connect_all(host, self.config.bootstrap)
-            await peers.exchange(host, target=TARGET_PEERS, rng=self._rng)
-            linked = peers.connected_peers(host)
+            due = trio.current_time() >= next_full or self._sync_requested.is_set()
+            linked = set(peers.connected_peers(host))
+            if due or not linked:
+                if len(linked) < TARGET_PEERS and self.config.bootstrap:
+                    await connect_all(host, self.config.bootstrap)
+                await peers.exchange(host, target=TARGET_PEERS, rng=self._rng)
+                linked = set(peers.connected_peers(host))
             self.metrics.set_peers(len(linked))
-            if linked and len(linked) != known:
+            if linked and (due or linked - known):
                 await self.sync_now()
-            known = len(linked)
-            with trio.move_on_after(ANTI_ENTROPY_S):
+            if due:
+                next_full = trio.current_time() + self.config.sync_every_s
+                self._sync_requested = trio.Event()
+            known = linked
+            with trio.move_on_after(PEER_POLL_S):
                 await self._sync_requested.wait()
-            self._sync_requested = trio.Event()
 
     async def sync_now(self) -> None:
         """Pull what connected peers have and this node lacks, for every market."""

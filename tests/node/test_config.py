@@ -43,6 +43,8 @@ def test_a_market_descriptor_in_full(tmp_path: Path) -> None:
         ),
         ({"node": {**BASE["node"], "listen": ["tcp:1"]}}, "node.listen: not a multiaddr: 'tcp:1'"),
         ({"node": {**BASE["node"], "frames_per_second": 0}}, "node.frames_per_second must be"),
+        ({"node": {**BASE["node"], "sync_every_s": 0.1}}, "node.sync_every_s must be"),
+        ({"node": {**BASE["node"], "sync_every_s": "often"}}, "node.sync_every_s must be float"),
         ({**BASE, "markets": []}, "markets must be a non-empty list"),
         ({**BASE, "markets": [{"preset": "mainnet"}]}, 'markets[0]: the only preset is "devnet"'),
         ({**BASE, "markets": [{"name": "x"}]}, "markets[0]:"),

@@ -18,8 +18,11 @@ MARKET = default_market()
 MID = market_id(MARKET)
 
 
-def make_node(tmp: Path, name: str, bootstrap: tuple[str, ...] = ()) -> Node:
+def make_node(
+    tmp: Path, name: str, bootstrap: tuple[str, ...] = (), *, sync_every_s: float = 30.0
+) -> Node:
     cfg = NodeConfig(
+        sync_every_s=sync_every_s,
         key_file=tmp / f"{name}.pem",  # unused: the key is passed in
         data_dir=tmp / name,
         bootstrap=bootstrap,
@@ -134,3 +137,19 @@ async def test_a_stopped_node_closes_its_connections(tmp_path: Path) -> None:
         scope.cancel()
         await wait_until(lambda: peer not in a.gossip.pubsub.peers, timeout=5)  # type: ignore[union-attr]
         assert not a.host.get_network().get_connections(peer)  # type: ignore[union-attr]
+
+
+async def test_anti_entropy_pulls_what_gossip_never_carried(tmp_path: Path) -> None:
+    """A message a node holds but never published (as when it was cut off while it
+    took it in) reaches a connected peer by the periodic full sync alone: no new
+    connection, no gossip."""
+    a = make_node(tmp_path, "a", sync_every_s=1.0)
+    async with running(a) as nursery:
+        assert a.gossip is not None
+        b = make_node(tmp_path, "b", (a.gossip.addr,), sync_every_s=1.0)
+        await nursery.start(b.run)
+        await wait_until(lambda: b.status()["peers"] >= 1)
+        await trio.sleep(0.5)  # past the join sync
+        raw = Actor("quiet", MARKET).bid(now=a.clock(), price=5, proof_time=700)
+        assert a.apply_raw(raw).accepted  # applied, not published
+        await wait_until(lambda: len(b.states[MID].book.current) == 1, timeout=15)
