@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from p2p_market.cli_common import OneLineErrors, fail, run_node
+from p2p_market.cli_common import OneLineErrors, fail, run_node, styled_table
 from p2p_market.cli_roles import register as register_role_commands
 from p2p_market.core.crypto import DEVNET_SEED_PREFIX, devnet_key
 from p2p_market.demo import DemoResult, run_demo
@@ -149,20 +148,8 @@ def demo() -> None:
         raise typer.Exit(1)
 
 
-def _table(title: str) -> Table:
-    return Table(
-        title=title,
-        title_justify="left",
-        title_style="bold",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-
-
 def print_demo(result: DemoResult, console: Console) -> None:
-    bids = _table("Bids (devnet provers)")
+    bids = styled_table("Bids (devnet provers)", collapse_padding=True)
     bids.add_column("prover")
     bids.add_column("public id")
     for col in ("price", "proof_time", "capacity"):
@@ -173,7 +160,7 @@ def print_demo(result: DemoResult, console: Console) -> None:
         )
     console.print(bids)
     console.print()
-    asks = _table("Asks (caps: max price / max proof time)")
+    asks = styled_table("Asks (caps: max price / max proof time)", collapse_padding=True)
     asks.add_column("ask")
     asks.add_column("requester")
     asks.add_column("prefer")

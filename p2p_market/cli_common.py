@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import typer
+from rich import box
+from rich.table import Table
 from typer.core import TyperGroup
 
 T = TypeVar("T")
@@ -61,6 +63,19 @@ class OneLineErrors(TyperGroup):
             typer.echo("error: aborted", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def styled_table(title: str | None = None, *, collapse_padding: bool = False) -> Table:
+    """The one table style of every command's output: a header rule, no frame."""
+    return Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=collapse_padding,
+    )
 
 
 def check_log_level(level: str) -> str:

@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
 from rich.console import Console, Group
-from rich.table import Table
 
-from p2p_market.cli_common import check_log_level, fail, run_node
+from p2p_market.cli_common import check_log_level, fail, run_node, styled_table
 from p2p_market.core.crypto import SigningKey, devnet_key
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Market, MessageError
@@ -89,17 +87,6 @@ def who(public_key: str | bytes, names: dict[bytes, str] | None = None) -> str:
 def short(public_key: str, names: dict[bytes, str]) -> str:
     """A devnet name, or the first hex digits: for crowded tables."""
     return names.get(bytes.fromhex(public_key)) or public_key[:8] + "…"
-
-
-def _table(title: str | None = None) -> Table:
-    return Table(
-        title=title,
-        title_justify="left",
-        title_style="bold",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-    )
 
 
 # -- market ----------------------------------------------------------------------------
@@ -186,7 +173,7 @@ def market_list(
     ] = MARKETS_DIR,
 ) -> None:
     """List devnet and the descriptor files in DIR, with their ids."""
-    table = _table()
+    table = styled_table()
     for col in ("name", "id", "system", "difficulty", "window / stage / skew", "source"):
         table.add_column(col)
     problems = []
@@ -812,7 +799,7 @@ def status(
     )
     console.print(f"expires    {_ago(int(view['expires_at']))}", markup=False)
     if view["winners"]:
-        table = _table("winners")
+        table = styled_table("winners")
         for col in ("prover", "price", "slot"):
             table.add_column(col)
         for prover, price, slot in zip(
@@ -833,7 +820,7 @@ def render_book(markets: list[dict[str, Any]], books: list[dict[str, Any]]) -> G
     parts: list[Any] = []
     for market, book_ in zip(markets, books, strict=True):
         title = f"{market.get('name', '?')} ({str(market['id'])[:16]}…)"
-        asks = _table(f"asks in {title}, by state")
+        asks = styled_table(f"asks in {title}, by state")
         for col in ("state", "ask", "requester", "cap", "max time", "prefer", "k"):
             asks.add_column(col)
         asks.add_column("winners")
@@ -855,7 +842,7 @@ def render_book(markets: list[dict[str, Any]], books: list[dict[str, Any]]) -> G
                 or "-",
                 str(a["paid"]),
             )
-        bids = _table(f"bids in {title}, by price then time")
+        bids = styled_table(f"bids in {title}, by price then time")
         for col in ("prover", "price", "proof time", "capacity", "expires"):
             bids.add_column(col)
         for b in sorted(book_["bids"], key=lambda b: (b["price"], b["proof_time"], b["prover"])):
