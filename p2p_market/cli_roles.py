@@ -474,11 +474,21 @@ def request(
         str | None,
         typer.Option("--verify-cmd", help="external: verify with this instead of the market's."),
     ] = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api",
+            help="Buy through a running node's control API (signed with its key; it needs a"
+            " \\[requester] section) instead of an ephemeral node.",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = "warning",
 ) -> None:
-    """Buy one proof: place an ask from an ephemeral node, wait for a verified proof.
+    """Buy one proof: place an ask from an ephemeral node (or a running node, --api),
+    wait for a verified proof.
 
     Exit status 0 only with a verified proof written to --out; 1 if the market
     could not deliver one (no provers, timeout, expiry, invalid inputs, cancelled);
@@ -523,10 +533,18 @@ def request(
             fail(str(exc))
     elif passphrase_file is not None:
         fail("--passphrase-file needs --key")
-    if not bootstrap:
+    if api is not None:
+        for flag, given in (
+            ("--bootstrap", bool(bootstrap)),
+            ("--key", key is not None),
+            ("--confidential", confidential),
+        ):
+            if given:
+                fail(f"{flag} does not go with --api: the running node has its own")
+    elif not bootstrap:
         fail("no bootstrap peer given: pass --bootstrap with the address a prover printed")
     try:
-        boot = check_bootstrap(bootstrap)
+        boot = check_bootstrap(bootstrap or [])
     except ValueError as exc:
         fail(f"--bootstrap: {exc}")
     if out.is_dir():
@@ -552,6 +570,8 @@ def request(
         verify_cmd=verify_cmd,
         out=out,
     )
+    if api is not None:
+        raise typer.Exit(_request_via_api(api, params))
     from p2p_market.node.service import configure_logging
 
     configure_logging(log_level)
@@ -574,6 +594,29 @@ def _check_inputs(market: Market, inputs: bytes, verify_cmd: str | None) -> None
         fail(str(exc))
     if not ok:
         fail(f"the inputs are not valid for market {market.name} (its input check says no)")
+
+
+def _request_via_api(url: str, p: _Request) -> int:
+    import trio
+
+    from p2p_market.cli_request_api import buy_via_api
+    from p2p_market.roles.wiring import BackendOptions
+
+    backend = BackendOptions(verify_cmd=p.verify_cmd).backend(p.market)
+    names = _names()
+
+    def verify(proof: bytes) -> bool:
+        return trio.run(backend.verify, p.market, p.inputs, proof)
+
+    client = _client(url)
+    with _api_errors():
+        return buy_via_api(
+            client,
+            p,
+            who=lambda key: who(key, names),
+            write_proofs=_write_proofs,
+            verify=verify,
+        )
 
 
 async def _request_session(p: _Request) -> int:

@@ -247,6 +247,7 @@ class ControlApi:
             (("v1", "bids"), {"POST": self._bid}),
             (("v1", "asks"), {"POST": self._place_ask}),
             (("v1", "asks", "*", "cancel"), {"POST": self._cancel}),
+            (("v1", "asks", "*", "proofs"), {"GET": self._proofs}),
             (("v1", "stats"), {"GET": self._stats}),
             (("v1", "markets", "*", "check"), {"GET": self._check}),
         ]
@@ -297,6 +298,14 @@ class ControlApi:
 
     async def _cancel(self, request: Request, params: list[str]) -> Response:
         return _submitted(await self.node.cancel(_hex_id(params[0], "ask")))
+
+    async def _proofs(self, request: Request, params: list[str]) -> Response:
+        ask = bytes.fromhex(_hex_id(params[0], "ask"))
+        source = getattr(self.node, "verified_proofs", None)
+        if source is None:
+            raise KeyError("this node keeps no proofs")
+        proofs = source(ask)
+        return json_response({"proofs": {p.hex(): proof.hex() for p, proof in proofs.items()}})
 
     async def _stats(self, request: Request, params: list[str]) -> Response:
         return json_response(node_stats(_inspectable(self.node)))

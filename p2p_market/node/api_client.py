@@ -56,6 +56,16 @@ class ApiClient:
     def ask(self, ask_id: str) -> dict[str, Any]:
         return self._object(self.request("GET", f"/v1/asks/{_seg(ask_id)}"))
 
+    def proofs(self, ask_id: str) -> dict[bytes, bytes]:
+        """The proofs of an ask of the node's key that its requester role verified."""
+        found = self._object(self.request("GET", f"/v1/asks/{_seg(ask_id)}/proofs")).get("proofs")
+        if not isinstance(found, dict):
+            raise ApiError(0, "the node's answer has no proofs")
+        try:
+            return {bytes.fromhex(k): bytes.fromhex(v) for k, v in found.items()}
+        except (TypeError, ValueError):
+            raise ApiError(0, "the node's proofs are not hex") from None
+
     def submit(self, raw: bytes) -> Submitted:
         """Submit an already signed envelope, as raw bytes."""
         return _submitted(

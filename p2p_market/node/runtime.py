@@ -111,6 +111,9 @@ class Node:
         self.cores = MarketBook(config.markets, key.public_key if prover else None)
         self.hooks: list[EffectHook] = []
         self.direct_hooks: list[Callable[[DirectMessage], Awaitable[bool]]] = []
+        self.proof_sources: list[Callable[[bytes], dict[bytes, bytes] | None]] = []
+        """Where verified proofs of this key's asks are kept (the requester role):
+        what `GET /v1/asks/<id>/proofs` and `p2p-market request --api` read."""
         self._effects_in, self._effects_out = trio.open_memory_channel[tuple[bytes, Effect]](
             100_000
         )
@@ -375,6 +378,17 @@ class Node:
             "bids": [bid_json(s) for s in state.book.current.values()],
             "asks": [ask_json(state.view(a)) for a in state.asks],
         }
+
+    def verified_proofs(self, ask: bytes) -> dict[bytes, bytes]:
+        """The proofs of one of this key's asks that its requester role verified,
+        by prover. KeyError (404 on the API) when no role looks after the ask."""
+        if not self.proof_sources:
+            raise KeyError("this node runs no requester role (a [requester] section)")
+        for source in self.proof_sources:
+            found = source(ask)
+            if found is not None:
+                return found
+        raise KeyError(f"ask {ask.hex()} is not one this node's requester role looks after")
 
     def ask(self, ask_id: str) -> dict[str, Any]:
         try:

@@ -72,6 +72,12 @@ class RequesterRole:
         self._nursery: trio.Nursery | None = None
         node.hooks.append(self.on_effect)
         node.direct_hooks.append(inbox.deliver)
+        node.proof_sources.append(self.verified_proofs)
+
+    def verified_proofs(self, ask: bytes) -> dict[bytes, bytes] | None:
+        """The proofs verified so far for an ask this role looks after, else None."""
+        tracked = self.asks.get(ask)
+        return None if tracked is None else dict(tracked.proofs)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

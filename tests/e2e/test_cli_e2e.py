@@ -150,3 +150,32 @@ def test_node_run_starts_the_roles_its_config_names(tmp_path: Path) -> None:
             view = wait_state(api, placed.id, "proven", timeout=30)
             assert view["paid"] == 3
             wait_state(ApiClient(f"http://127.0.0.1:{prover['api_port']}"), placed.id, "proven")
+            # The same, from the command line: `request --api` buys through this node
+            # (its key, its requester role) and writes a proof it verified again.
+            inputs = tmp_path / "cli-inputs.txt"
+            inputs.write_bytes(b"through the api\n")
+            out = tmp_path / "api-proof.bin"
+            api_url = f"http://127.0.0.1:{requester['api_port']}"
+            done = cli(
+                "request", "--api", api_url, "--market", str(descriptor),
+                "--input", str(inputs), "--max-price", "10", "--max-proof-time", "5000",
+                "--out", str(out), "--timeout", "60",
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            market = read_descriptor(descriptor)
+            assert pow_ok(inputs.read_bytes(), market.difficulty, out.read_bytes())
+            lines = dict(line.split(":", 1) for line in done.stdout.splitlines())
+            ask = lines["ask"].strip()
+            view = api.ask(ask)
+            assert view["state"] == "proven" and view["paid"] == 3
+            assert view["requester"] == devnet_key("requester-1").public_key.hex()
+            assert "assigned" in done.stderr and "verified by the node" in done.stderr
+            # --api with an identity of its own is refused before anything is placed
+            asks_before = len(api.book(mid)["asks"])
+            bad = cli(
+                "request", "--api", api_url, "--market", str(descriptor),
+                "--input", str(inputs), "--max-price", "10", "--max-proof-time", "5000",
+                "--out", str(out), "--confidential",
+            )  # fmt: skip
+            assert bad.returncode == 2 and bad.stderr.startswith("error: --confidential")
+            assert len(api.book(mid)["asks"]) == asks_before

@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 
 from p2p_market.core.crypto import devnet_key
 from p2p_market.core.envelope import market_id
 from p2p_market.devnet import Actor, default_market
+from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.runtime import Node
 
@@ -153,3 +155,23 @@ async def test_anti_entropy_pulls_what_gossip_never_carried(tmp_path: Path) -> N
         raw = Actor("quiet", MARKET).bid(now=a.clock(), price=5, proof_time=700)
         assert a.apply_raw(raw).accepted  # applied, not published
         await wait_until(lambda: len(b.states[MID].book.current) == 1, timeout=15)
+
+
+async def test_proofs_route_names_the_missing_requester_role(tmp_path: Path) -> None:
+    """`request --api` against a node without a requester role gets a 404 saying so,
+    not an empty answer it could mistake for 'no proofs yet'."""
+    a = make_node(tmp_path, "a")
+    async with running(a):
+        client = ApiClient(f"http://127.0.0.1:{a.api_port}")
+        with pytest.raises(ApiError) as caught:
+            await trio.to_thread.run_sync(client.proofs, "ab" * 32)
+        assert caught.value.status == 404
+        assert "no requester role" in caught.value.message
+        a.proof_sources.append(
+            lambda ask: {b"\x01" * 32: b"proof"} if ask == b"\xab" * 32 else None
+        )
+        found = await trio.to_thread.run_sync(client.proofs, "ab" * 32)
+        assert found == {b"\x01" * 32: b"proof"}
+        with pytest.raises(ApiError) as caught:
+            await trio.to_thread.run_sync(client.proofs, "cd" * 32)
+        assert caught.value.status == 404 and "looks after" in caught.value.message
