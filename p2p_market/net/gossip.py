@@ -48,7 +48,7 @@ import functools
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -159,8 +159,11 @@ class Gossip:
         markets: Iterable[bytes] = (),
         extra_check: ExtraCheck | None = None,
         config: GossipConfig | None = None,
+        on_frame_published: Callable[[int], None] | None = None,
     ) -> None:
         self.host = host
+        self._on_frame_published = on_frame_published
+        """Told the envelope count of every frame published (the node's metrics)."""
         self.config = cfg = config or GossipConfig()
         self._listen = list(listen)
         self._initial_markets = list(markets)
@@ -337,6 +340,8 @@ class Gossip:
             await self.pubsub.publish(topic, encode_frame(batch.items))
             self.stats.frames_published += 1
             self.stats.envelopes_published += len(batch.items)
+            if self._on_frame_published is not None:
+                self._on_frame_published(len(batch.items))
             await trio.sleep(0)
 
     async def _outbound_room(self, topic: str) -> None:

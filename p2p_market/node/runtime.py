@@ -229,6 +229,7 @@ class Node:
                 markets=list(self.states),
                 extra_check=self._gossip_check,
                 config=GossipConfig(frames_per_second=cfg.frames_per_second),
+                on_frame_published=lambda _envelopes: self.metrics.frame_out(),
             )
             self.sync_server.attach(host)
             DirectServer(self.key, self._on_direct).attach(host)
