@@ -138,7 +138,7 @@ async def test_a_stopped_node_closes_its_connections(tmp_path: Path) -> None:
         peer = b.gossip.peer_id
         await wait_until(lambda: peer in a.gossip.pubsub.peers)  # type: ignore[union-attr]
         scope.cancel()
-        await wait_until(lambda: peer not in a.gossip.pubsub.peers, timeout=5)  # type: ignore[union-attr]
+        await wait_until(lambda: peer not in a.gossip.pubsub.peers, timeout=15)  # type: ignore[union-attr]
         assert not a.host.get_network().get_connections(peer)  # type: ignore[union-attr]
 
 
