@@ -27,6 +27,7 @@ from p2p_market.keyfile import (
     read_passphrase,
     write_key,
 )
+from p2p_market.sim.cli import register as register_dst
 from p2p_market.simulate.cli import register as register_simulate
 
 app = typer.Typer(
@@ -269,6 +270,7 @@ def node_run(
 
 register_role_commands(app)
 register_simulate(app)
+register_dst(app)
 
 
 def main() -> None:

@@ -61,14 +61,18 @@ def equivocation_key(env: Envelope) -> tuple[object, ...]:
         return (env.signer, "ask", m.nonce)
     if isinstance(m, Commit):
         return (env.signer, "commit", m.ask, m.round, m.attempt)
-    if isinstance(m, Receipt):
-        # Receipts never equivocate: the fold takes, in signed order, the first one
-        # that can take effect, so a premature timeout (a fast clock) does not block a
+    if isinstance(m, Receipt | Proof | InvalidInputs):
+        # These never equivocate: the fold takes, in signed order, the first one that
+        # can take effect. So a premature timeout (a fast clock) does not block a
         # proper one, and a requester that timed out a winner whose on-time proof it
-        # had not yet seen can still accept it.
+        # had not yet seen can still accept it. And a prover that delivered (or
+        # attested) for a slot it was then reorganised out of (a late better commit)
+        # can still deliver for a slot of the same ask it wins later: a proof does not
+        # name its slot, so keyed per (signer, ask) the first one would block it, and
+        # the prover would be timed out and excluded for work it did twice.
         return (env.id,)
-    if isinstance(m, Cancel | Proof | InvalidInputs):
-        return (env.signer, type(m).__name__, m.ask)
+    if isinstance(m, Cancel):
+        return (env.signer, "Cancel", m.ask)
     return (env.id,)
 
 
@@ -395,11 +399,13 @@ class MarketState:
         return None if home is None else self.events[home].get(mid)
 
     def _after_store(self, env: Envelope, now: int, effects: Effects) -> None:
+        # Children first: an ask that arrives after its commits (sync, reordering)
+        # is told and suggested in the state they give it, not as open and empty.
+        for child in sorted(self.pending.pop(env.id, {}).values(), key=_order):
+            self._admit(child, now, effects)
         if isinstance(env.message, Ask):
             self._tell_state(env.id, self.ask_state(env.id), effects)
             effects.extend(self._suggest(now, [env.id]))
-        for child in sorted(self.pending.pop(env.id, {}).values(), key=_order):
-            self._admit(child, now, effects)
 
     # -- derived state ------------------------------------------------------------
     def _settle(self, now: int) -> Settlement:

@@ -81,7 +81,8 @@ def histories(draw: st.DrawFn) -> list[bytes]:
                     attempt=attempt,
                 )
             )
-            if draw(st.booleans()):
+            # up to two proofs: a prover may deliver again for a later slot of the ask
+            for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]))):
                 out.append(
                     PROVERS[i].proof(
                         now=t_ask + draw(st.integers(500, 6_000)), ask=ask_id, proof=b"proof-%d" % i

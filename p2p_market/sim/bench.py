@@ -1,0 +1,115 @@
+"""Simulator throughput: simulated seconds per wall second for a big, calm market.
+
+    python -m p2p_market.sim.bench --nodes 200 --seconds 600 --rate 20 [--max-wall 900]
+        [--profile]
+
+A benchmark, not a test. It runs the active phase only (no settle phase, no end
+checks) in slices of virtual time and records the wall time of each slice, so a
+run cut short by --max-wall still gives the rate so far and how it evolves as the
+market's state grows. With --profile, cProfile runs around the loop and the
+functions with the largest share of the time are listed (self time and cumulative).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import time
+from dataclasses import replace
+from typing import Any
+
+from p2p_market.sim.run import build
+from p2p_market.sim.scenarios import SCENARIOS
+
+SLICE_MS = 10_000
+
+
+def benchmark(
+    nodes: int = 200,
+    seconds: int = 600,
+    asks_per_s: float = 20.0,
+    seed: int = 1,
+    max_wall_s: float | None = None,
+    profile: bool = False,
+) -> dict[str, Any]:
+    sc = replace(
+        SCENARIOS["calm"], name="bench", nodes=nodes, seconds=seconds, asks_per_s=asks_per_s
+    )
+    world = build(sc, seed)
+    prof = cProfile.Profile() if profile else None
+    slices: list[tuple[float, float]] = []
+    t = world.start_ms
+    wall0 = time.perf_counter()
+    if prof is not None:
+        prof.enable()
+    while t < world.active_end:
+        w = time.perf_counter()
+        t = min(t + SLICE_MS, world.active_end)
+        world.loop.run_until(t)
+        slices.append(((t - world.start_ms) / 1_000, time.perf_counter() - w))
+        if max_wall_s is not None and time.perf_counter() - wall0 > max_wall_s:
+            break
+    if prof is not None:
+        prof.disable()
+    wall = time.perf_counter() - wall0
+    sim = (t - world.start_ms) / 1_000
+    net = world.net.stats
+    out: dict[str, Any] = {
+        "nodes": nodes,
+        "asks_per_s": asks_per_s,
+        "seed": seed,
+        "planned_seconds": seconds,
+        "sim_seconds": sim,
+        "wall_seconds": round(wall, 2),
+        "sim_per_wall": round(sim / wall, 3) if wall else 0.0,
+        "complete": t >= world.active_end,
+        "asks": len(world.asks),
+        "assigned": sum(r.assigned_at is not None for r in world.asks.values()),
+        "proven": sum(r.proven_at is not None for r in world.asks.values()),
+        "frames_sent": net.sent,
+        "frames_delivered": net.delivered,
+        "events": world.loop.processed,
+        "sim_per_wall_by_slice": [
+            (at, round(SLICE_MS / 1_000 / dt, 3) if dt else None) for at, dt in slices
+        ],
+    }
+    if prof is not None:
+        out["profile"] = _top(prof, wall)
+    return out
+
+
+def _top(prof: cProfile.Profile, wall: float, n: int = 25) -> dict[str, list[str]]:
+    stats = pstats.Stats(prof)
+    rows = [
+        (tt, ct, nc, f"{f.split('p2p_market/')[-1]}:{line}({fn})")
+        for (f, line, fn), (_cc, nc, tt, ct, _callers) in stats.stats.items()  # type: ignore[attr-defined]
+    ]
+    total = sum(r[0] for r in rows) or 1.0
+
+    def fmt(r: tuple[float, float, int, str]) -> str:
+        return f"{r[0] / total:6.1%} self {r[1] / total:6.1%} cum {r[2]:>10} calls  {r[3]}"
+
+    return {
+        "by_self_time": [fmt(r) for r in sorted(rows, key=lambda r: -r[0])[:n]],
+        "by_cumulative": [fmt(r) for r in sorted(rows, key=lambda r: -r[1])[:n]],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nodes", type=int, default=200)
+    ap.add_argument("--seconds", type=int, default=600)
+    ap.add_argument("--rate", type=float, default=20.0, help="asks per simulated second")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--max-wall", type=float, default=None, help="stop after this many s")
+    ap.add_argument("--profile", action="store_true")
+    a = ap.parse_args(argv)
+    result = benchmark(a.nodes, a.seconds, a.rate, a.seed, a.max_wall, a.profile)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

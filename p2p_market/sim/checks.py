@@ -1,0 +1,172 @@
+"""End-of-run checks, on every honest node once the network has healed and settled.
+
+Honest node: behaviour "honest" and a clock within the market's tolerance (offset
+at most skew_ms / 2, so any two are at most skew_ms apart). Byzantine nodes run the
+same core, but what they hold is their own business. A node whose clock is beyond
+the tolerance is outside the protocol's assumptions: it ignores as "from the
+future" what others sign, misses what gossip does not re-offer later, and so may
+never converge; its disagreements are counted apart (out_of_spec_divergent) and
+do not fail a run.
+
+1. Agreement. For every ask, every honest node that holds it reports the same
+   (state, winners, accepted provers). A node may lack an ask altogether: one that
+   has not reached it before its expiry is refused as expired ever after (such
+   asks are counted in asks_not_everywhere).
+2. Invariants. `MarketState.check_invariants()` is empty on every honest node:
+   among others, no prover holds more assignments at once than its capacity.
+3. Service. Every *expected* ask is PROVEN in its requester's view (the requester
+   holds its own ask; the agreement check makes every other holder agree).
+   An ask is expected when
+     - its requester is honest (not "silent") and never tried to cancel it, and
+     - at least `replicas` honest provers offer within its caps (price <=
+       max_price, proof_time <= max_proof_time).
+   The ask ttl (30 s by default) leaves room for a few failed rounds, and every
+   fault of a preset is short and healed long before the end; a scenario whose
+   faults could starve an ask for its whole ttl must not claim service.
+4. Safety. No cancelled ask has a winner and no winner was assigned after its
+   ask's expiry (on every honest node; for asks the core archived, the latter is
+   part of check_invariants).
+5. Garbage. No honest node accepted or forwarded anything the spammer crafted.
+6. Reorgs. Summed over honest nodes (replays after a restart excluded); a
+   scenario may cap them (calm: zero).
+
+The reference node (for the report's figures) is the first honest node with an
+exact clock that never crashed, else the first honest node that never crashed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from p2p_market.core.lifecycle import AskState
+from p2p_market.core.messages import Receipt
+from p2p_market.sim.node import SimNode, World
+
+EXAMPLES = 5
+
+
+@dataclass(slots=True)
+class Checks:
+    reference: int
+    asks_compared: int = 0
+    divergent_asks: int = 0
+    out_of_spec_divergent: int = 0
+    asks_not_everywhere: int = 0
+    invariant_violations: int = 0
+    expected: int = 0
+    expected_unproven: int = 0
+    false_timeouts: int = 0
+    cancelled_or_expired_assigned: int = 0
+    reorgs: int = 0
+    replay_reorgs: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        if len(self.examples) < 4 * EXAMPLES:
+            self.examples.append(text)
+
+
+def in_spec(world: World, node: SimNode) -> bool:
+    """A clock within the tolerance: any two such nodes are at most skew_ms apart."""
+    return abs(node.offset_ms) * 2 <= world.market.skew_ms
+
+
+def honest_nodes(world: World) -> list[SimNode]:
+    return [n for n in world.nodes if n.honest and in_spec(world, n)]
+
+
+def out_of_spec_nodes(world: World) -> list[SimNode]:
+    return [n for n in world.nodes if n.honest and not in_spec(world, n)]
+
+
+def reference_node(world: World) -> SimNode:
+    honest = honest_nodes(world)
+    calm = [n for n in honest if not n.downtime and n.offset_ms == 0]
+    never_crashed = [n for n in honest if not n.downtime]
+    return (calm or never_crashed or honest)[0]
+
+
+def run_checks(world: World) -> Checks:
+    honest = honest_nodes(world)
+    ref = reference_node(world)
+    out = Checks(reference=ref.idx)
+
+    # 1. agreement
+    lagging = out_of_spec_nodes(world)
+    held = [set(n.state.asks) for n in honest]
+    for ask_id in world.asks:
+        holders = [n for n, h in zip(honest, held, strict=True) if ask_id in h]
+        if not holders:
+            continue
+        if len(holders) < len(honest):
+            out.asks_not_everywhere += 1
+        out.asks_compared += 1
+        views = [_summary(n, ask_id) for n in holders]
+        if any(v != views[0] for v in views[1:]):
+            out.divergent_asks += 1
+            if out.divergent_asks <= EXAMPLES:
+                kinds = sorted({(v[0].value, len(v[1])) for v in views if v is not None})
+                out.note(f"divergent ask {ask_id.hex()[:12]}: {len(set(views))} views {kinds}")
+        elif any(_summary(n, ask_id) not in (views[0], None) for n in lagging):
+            out.out_of_spec_divergent += 1
+
+    # 2. invariants, 4. safety, 6. reorgs
+    for n in honest:
+        problems = n.state.check_invariants()
+        out.invariant_violations += len(problems)
+        for p in problems[:EXAMPLES]:
+            out.note(f"node {n.idx}: {p}")
+        for ask_id in n.state.asks:
+            v = n.state.view(ask_id)
+            if v.state is AskState.CANCELLED and v.winners:
+                out.cancelled_or_expired_assigned += 1
+                out.note(f"node {n.idx}: cancelled ask {ask_id.hex()[:12]} has winners")
+        # (finished asks the core has archived are covered by check_invariants)
+        for ask_id, run in n.state.settlement().runs.items():
+            for slot in run.slots.values():
+                if slot.assigned_at > run.ask.expires_at:
+                    out.cancelled_or_expired_assigned += 1
+                    out.note(f"node {n.idx}: ask {ask_id.hex()[:12]} assigned after expiry")
+        out.reorgs += n.reorgs
+        out.replay_reorgs += n.replay_reorgs
+
+    # 3. service
+    for ask_id, rec in world.asks.items():
+        if not rec.expected or rec.cancel_tried:
+            continue
+        out.expected += 1
+        own = world.nodes[rec.requester].state
+        state = own.view(ask_id).state if ask_id in own.asks else None
+        if state is not AskState.PROVEN:
+            out.expected_unproven += 1
+            if out.expected_unproven <= EXAMPLES:
+                out.note(
+                    f"expected ask {ask_id.hex()[:12]} (placed at +{rec.placed_at - world.start_ms}"
+                    f" ms, k={rec.replicas}) ended {state.value if state else 'missing'}"
+                )
+    out.false_timeouts = sum(_false_timeouts(ref, ask_id) for ask_id in ref.state.asks)
+    return out
+
+
+Summary = tuple[AskState, tuple[bytes, ...], tuple[bytes, ...]]
+
+
+def _summary(node: SimNode, ask_id: bytes) -> Summary | None:
+    if ask_id not in node.state.asks:
+        return None
+    v = node.state.view(ask_id)
+    return (v.state, v.winners, v.accepted)
+
+
+def _false_timeouts(node: SimNode, ask_id: bytes) -> int:
+    """`timed_out` receipts the fold refused because the proof was in fact on time
+    (its requester could not see it: partition, loss, crash). Informational: the
+    requester then accepts the proof when it sees it."""
+    notes = node.state.settlement().notes
+    return sum(
+        1
+        for e in node.state.events.get(ask_id, {}).values()
+        if isinstance(e.message, Receipt)
+        and e.message.outcome == "timed_out"
+        and notes.get(e.id, "").startswith("cannot time out a slot that is")
+    )

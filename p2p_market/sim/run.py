@@ -1,0 +1,383 @@
+"""`simulate(scenario, seed) -> Report`: build the world, run it, check it.
+
+Everything inside the loop is virtual time and seeded randomness (separate
+streams for the network, the workload, the setup and the faults). The only wall
+clock read is here, around the loop, for `wall_seconds` and `sim_per_wall`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from p2p_market.core.lifecycle import AskState, SlotState
+from p2p_market.core.messages import Market
+from p2p_market.core.state import MarketState
+from p2p_market.devnet import GENESIS_MS
+from p2p_market.sim.checks import Checks, honest_nodes, reference_node, run_checks
+from p2p_market.sim.node import HONEST, PROVER, RELAY, REQUESTER, Offer, SimNode, World
+from p2p_market.sim.planted import ArrivalOrderState
+from p2p_market.sim.relay import ArrivalOrderRelay, ObserveOnTick
+from p2p_market.sim.scenarios import Scenario
+
+START_MS = GENESIS_MS + 60_000
+WALL_FIELDS = ("wall_seconds", "sim_per_wall")
+"""The only fields of a Report that differ between two runs of one seed."""
+
+
+@dataclass(slots=True)
+class Report:
+    scenario: str
+    seed: int
+    nodes: int
+    seconds: int
+    planted_bug: str | None
+    asks: int
+    expected: int
+    proven: int
+    expected_unproven: int
+    false_timeouts: int
+    """`timed_out` receipts refused because the proof was on time after all (the
+    requester could not see it in time); informational."""
+    cancelled: int
+    expired: int
+    timed_out: int
+    invalid_proofs: int
+    reassigned: int
+    """Failed winners (timed out or invalid): each opened a new round of its ask."""
+    reorgs: int
+    """Winners that changed after a node had announced them, summed over honest
+    nodes (relays count theirs at their tick, sim/relay.py)."""
+    replay_reorgs: int
+    divergent_asks: int
+    out_of_spec_divergent: int
+    """Asks on which an honest node with a clock beyond the tolerance disagrees with
+    the others (informational: such a node is outside the protocol's assumptions)."""
+    asks_compared: int
+    asks_not_everywhere: int
+    invariant_violations: int
+    cancelled_or_expired_assigned: int
+    equivocations_seen: int
+    garbage_sent: int
+    garbage_accepted: int
+    garbage_forwarded: int
+    crashes: int
+    syncs: int
+    orphans_released: int
+    stale_suggestions: int
+    """CommitToAsk effects for asks not OPEN in the node's own view by the time the
+    shell acts on them: wasted commits (the fold ignores them), not a failure. See
+    tests/sim/test_core_bugs.py (an ask arriving after its children)."""
+    frames_sent: int
+    frames_lost: int
+    frames_cut: int
+    events: int
+    assign_p50_ms: int | None
+    assign_p99_ms: int | None
+    complete_p50_ms: int | None
+    complete_p99_ms: int | None
+    sim_seconds: float
+    wall_seconds: float
+    sim_per_wall: float
+    ok: bool
+    failures: list[str] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)
+
+
+def percentile(values: list[int], q: float) -> int | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+def _state_classes(scenario: Scenario) -> tuple[type[MarketState], type[MarketState]]:
+    """(for nodes with a role, for relays): see relay.py."""
+    if scenario.planted_bug == "no-tiebreak":
+        return ArrivalOrderState, ArrivalOrderRelay
+    return MarketState, ObserveOnTick
+
+
+def build(scenario: Scenario, seed: int) -> World:
+    full, relay = _state_classes(scenario)
+
+    def new_state(market: Market, local_prover: bytes | None, role: str) -> MarketState:
+        cls = relay if role == RELAY else full
+        return cls(market, local_prover=local_prover)
+
+    world = World(scenario, seed, START_MS, new_state)
+    rng = random.Random(f"{seed}/setup")
+    n = scenario.nodes
+    order = list(range(n))
+    rng.shuffle(order)
+    bad = scenario.never_prove + scenario.invalid_prover + scenario.equivocator
+    n_prov = max(bad + 2, round(n * scenario.prover_share))
+    n_req = max(scenario.silent_requester + 1, round(n * scenario.requester_share))
+    if n_prov + n_req + scenario.spammer > n:
+        raise ValueError(f"{n} nodes are too few for the roles of scenario {scenario.name}")
+    provers, requesters, relays = (
+        order[:n_prov],
+        order[n_prov : n_prov + n_req],
+        order[n_prov + n_req :],
+    )
+    roles = {i: PROVER for i in provers} | {i: REQUESTER for i in requesters}
+    behaviour = dict.fromkeys(range(n), HONEST)
+    bad_provers = (
+        ["never-proves"] * scenario.never_prove
+        + ["invalid-proof"] * scenario.invalid_prover
+        + ["equivocator"] * scenario.equivocator
+    )
+    if len(bad_provers) >= len(provers):
+        raise ValueError("no honest prover left")
+    for i, b in zip(provers, bad_provers, strict=False):
+        behaviour[i] = b
+    if scenario.silent_requester >= len(requesters):
+        raise ValueError("no honest requester left")
+    for i in requesters[: scenario.silent_requester]:
+        behaviour[i] = "silent"
+    if scenario.spammer > len(relays):
+        raise ValueError("not enough relays for the spammers")
+    for i in relays[: scenario.spammer]:
+        behaviour[i] = "spammer"
+
+    half = scenario.skew_within * scenario.skew_ms / 2
+    offsets = {i: round(rng.uniform(-half, half)) if half else 0 for i in range(n)}
+    honest_provers = [i for i in provers if behaviour[i] == HONEST]
+    for i in rng.sample(honest_provers, min(scenario.skew_beyond, len(honest_provers))):
+        offsets[i] = -3 * scenario.skew_ms
+
+    for i in range(n):
+        role = roles.get(i, RELAY)
+        offer = None
+        if role == PROVER:
+            offer = Offer(
+                price=rng.choice(scenario.prices),
+                proof_time=rng.choice(scenario.proof_times),
+                capacity=rng.choice(scenario.capacities),
+            )
+            if behaviour[i] != HONEST and scenario.byzantine_offer is not None:
+                price, proof_time = scenario.byzantine_offer
+                offer = Offer(price, proof_time, offer.capacity)
+            if behaviour[i] == HONEST:
+                world.honest_offers.append(offer)
+        world.nodes.append(SimNode(world, i, role, behaviour[i], offer, offsets[i]))
+    world.requesters = len(requesters)
+    _schedule_faults(world, random.Random(f"{seed}/faults"))
+    sync_rng = random.Random(f"{seed}/sync-phase")
+    for node in world.nodes:
+        node.start_role(first=True)
+        world.loop.after(sync_rng.randrange(scenario.sync_ms), node.anti_entropy)
+    _every(world, scenario.tick_ms, _tick_all)
+    _every(world, scenario.heartbeat_ms, _heartbeat_all)
+    return world
+
+
+def _every(world: World, period: int, fn: object) -> None:
+    def step() -> None:
+        fn(world)  # type: ignore[operator]
+        world.loop.after(period, step)
+
+    world.loop.after(period, step)
+
+
+def _tick_all(world: World) -> None:
+    relay_now = world.loop.now % world.scenario.relay_tick_ms < world.scenario.tick_ms
+    for node in world.nodes:
+        if node.up and (relay_now or node.role != RELAY):
+            node.tick()
+
+
+def _heartbeat_all(world: World) -> None:
+    for node in world.nodes:
+        node.heartbeat()
+
+
+# -- faults ---------------------------------------------------------------------------
+def _schedule_faults(world: World, rng: random.Random) -> None:
+    sc = world.scenario
+    loop, net = world.loop, world.net
+    t0, span = world.start_ms, sc.seconds * 1_000
+    honest = [n.idx for n in world.nodes if n.behaviour == HONEST]
+    rng.shuffle(honest)
+    crashing, isolated = honest[: sc.crashes], honest[sc.crashes : sc.crashes + sc.isolate]
+
+    if sc.partition:
+
+        def split() -> None:
+            net.split(rng)
+
+        def heal() -> None:
+            net.heal()
+            for node in world.nodes:
+                node.sync_now()
+
+        loop.at(t0 + span * 3 // 10, split)
+        loop.at(t0 + span * 5 // 10, heal)
+
+    for i in isolated:
+        node = world.nodes[i]
+
+        def cut(i: int = i) -> None:
+            net.isolated.add(i)
+
+        def rejoin(node: SimNode = node) -> None:
+            net.isolated.discard(node.idx)
+            if node.up:
+                node.reconnected()
+
+        loop.at(t0 + span * 2 // 10, cut)
+        loop.at(t0 + span * 4 // 10, rejoin)
+
+    for i in crashing:
+        node = world.nodes[i]
+        at = t0 + rng.randint(span // 10, span * 6 // 10)
+        back = min(at + rng.randint(2_000, 6_000), t0 + span)
+        loop.at(at, node.crash)
+        loop.at(back, node.restart)
+
+    bursts = [0]
+
+    def burst_on() -> None:
+        bursts[0] += 1
+        net.burst_loss = sc.burst_loss
+
+    def burst_off() -> None:
+        # A burst of loss is what a stalled or reset connection looks like from the
+        # gossip layer; when it ends, the connections come back: sync on reconnect.
+        bursts[0] -= 1
+        if not bursts[0]:
+            net.burst_loss = 0.0
+            for node in world.nodes:
+                node.sync_now()
+
+    for _ in range(sc.loss_bursts):
+        at = t0 + rng.randint(span // 10, span * 8 // 10)
+        loop.at(at, burst_on)
+        loop.at(min(at + sc.burst_ms, t0 + span), burst_off)
+
+
+def _heal_everything(world: World) -> None:
+    """At the end of the active phase nothing may stay broken (the presets heal
+    earlier; this is the safety net for custom scenarios)."""
+    net = world.net
+    net.burst_loss = 0.0
+    if any(net.side) or net.isolated:
+        net.heal()
+        net.isolated.clear()
+        for node in world.nodes:
+            node.sync_now()
+    for node in world.nodes:
+        if not node.up:
+            node.restart()
+
+
+# -- the run --------------------------------------------------------------------------
+def simulate(scenario: Scenario, seed: int) -> Report:
+    return simulate_world(scenario, seed)[1]
+
+
+def simulate_world(scenario: Scenario, seed: int) -> tuple[World, Report]:
+    """The run and the world it leaves (every node's state), for tests and digging."""
+    world = build(scenario, seed)
+    end = world.active_end + scenario.settle_seconds * 1_000
+    wall0 = time.perf_counter()
+    world.loop.run_until(world.active_end)
+    _heal_everything(world)
+    world.loop.run_until(end)
+    wall = time.perf_counter() - wall0
+    # Derived state depends on `now` (expiry, deadlines): bring every node to the same
+    # latest `now` before comparing. The run is over, so the effects are dropped.
+    final = end + max(0, *(n.offset_ms for n in world.nodes))
+    for node in world.nodes:
+        node.state.tick(final)
+    checks = run_checks(world)
+    return world, _report(world, checks, seed, (end - world.start_ms) / 1_000, wall)
+
+
+def _report(world: World, checks: Checks, seed: int, sim_s: float, wall: float) -> Report:
+    sc = world.scenario
+    st = world.stats
+    ref = reference_node(world)
+    states: dict[AskState, int] = {}
+    timed_out = invalid = 0
+    for ask_id in world.asks:
+        if ask_id not in ref.state.asks:
+            continue
+        view = ref.state.view(ask_id)
+        states[view.state] = states.get(view.state, 0) + 1
+        timed_out += sum(x is SlotState.TIMED_OUT for x in view.slot_states)
+        invalid += sum(x is SlotState.INVALID for x in view.slot_states)
+    assign = [r.assigned_at - r.placed_at for r in world.asks.values() if r.assigned_at is not None]
+    done = [r.proven_at - r.placed_at for r in world.asks.values() if r.proven_at is not None]
+
+    failures: list[str] = []
+    if checks.divergent_asks:
+        failures.append(f"{checks.divergent_asks} divergent asks between honest nodes")
+    if checks.invariant_violations:
+        failures.append(f"{checks.invariant_violations} invariant violations")
+    if checks.expected_unproven:
+        failures.append(f"{checks.expected_unproven} of {checks.expected} expected asks unproven")
+    if checks.cancelled_or_expired_assigned:
+        failures.append(
+            f"{checks.cancelled_or_expired_assigned} cancelled or expired asks assigned"
+        )
+    if st.garbage_accepted or st.garbage_forwarded:
+        failures.append(
+            f"spam accepted {st.garbage_accepted} times, forwarded {st.garbage_forwarded} times"
+        )
+    if sc.max_reorgs is not None and checks.reorgs > sc.max_reorgs:
+        failures.append(f"{checks.reorgs} reorgs (at most {sc.max_reorgs} expected)")
+    if not honest_nodes(world):
+        failures.append("no honest node")
+
+    net = world.net.stats
+    return Report(
+        scenario=sc.name,
+        seed=seed,
+        nodes=sc.nodes,
+        seconds=sc.seconds,
+        planted_bug=sc.planted_bug,
+        asks=len(world.asks),
+        expected=checks.expected,
+        proven=states.get(AskState.PROVEN, 0),
+        expected_unproven=checks.expected_unproven,
+        false_timeouts=checks.false_timeouts,
+        cancelled=states.get(AskState.CANCELLED, 0),
+        expired=states.get(AskState.EXPIRED, 0),
+        timed_out=timed_out,
+        invalid_proofs=invalid,
+        reassigned=timed_out + invalid,
+        reorgs=checks.reorgs,
+        replay_reorgs=checks.replay_reorgs,
+        divergent_asks=checks.divergent_asks,
+        out_of_spec_divergent=checks.out_of_spec_divergent,
+        asks_compared=checks.asks_compared,
+        asks_not_everywhere=checks.asks_not_everywhere,
+        invariant_violations=checks.invariant_violations,
+        cancelled_or_expired_assigned=checks.cancelled_or_expired_assigned,
+        equivocations_seen=st.equivocations_seen,
+        garbage_sent=st.garbage_sent,
+        garbage_accepted=st.garbage_accepted,
+        garbage_forwarded=st.garbage_forwarded,
+        crashes=st.crashes,
+        syncs=st.syncs,
+        orphans_released=st.orphans_released,
+        stale_suggestions=st.stale_suggestions,
+        frames_sent=net.sent,
+        frames_lost=net.lost,
+        frames_cut=net.cut,
+        events=world.loop.processed,
+        assign_p50_ms=percentile(assign, 50),
+        assign_p99_ms=percentile(assign, 99),
+        complete_p50_ms=percentile(done, 50),
+        complete_p99_ms=percentile(done, 99),
+        sim_seconds=sim_s,
+        wall_seconds=round(wall, 3),
+        sim_per_wall=round(sim_s / wall, 2) if wall > 0 else 0.0,
+        ok=not failures,
+        failures=failures,
+        examples=checks.examples,
+    )
