@@ -1,7 +1,7 @@
 """Simulator throughput: simulated seconds per wall second for a big, calm market.
 
     python -m p2p_market.sim.bench --nodes 200 --seconds 600 --rate 20 [--max-wall 900]
-        [--profile]
+        [--slice-ms 10000] [--profile]
 
 A benchmark, not a test. It runs the active phase only (no settle phase, no end
 checks) in slices of virtual time and records the wall time of each slice, so a
@@ -33,22 +33,24 @@ def benchmark(
     seed: int = 1,
     max_wall_s: float | None = None,
     profile: bool = False,
+    slice_ms: int = SLICE_MS,
 ) -> dict[str, Any]:
     sc = replace(
         SCENARIOS["calm"], name="bench", nodes=nodes, seconds=seconds, asks_per_s=asks_per_s
     )
     world = build(sc, seed)
     prof = cProfile.Profile() if profile else None
-    slices: list[tuple[float, float]] = []
+    slices: list[tuple[float, float, float]] = []
     t = world.start_ms
     wall0 = time.perf_counter()
     if prof is not None:
         prof.enable()
     while t < world.active_end:
         w = time.perf_counter()
-        t = min(t + SLICE_MS, world.active_end)
+        start = t
+        t = min(t + slice_ms, world.active_end)
         world.loop.run_until(t)
-        slices.append(((t - world.start_ms) / 1_000, time.perf_counter() - w))
+        slices.append(((t - world.start_ms) / 1_000, (t - start) / 1_000, time.perf_counter() - w))
         if max_wall_s is not None and time.perf_counter() - wall0 > max_wall_s:
             break
     if prof is not None:
@@ -72,7 +74,7 @@ def benchmark(
         "frames_delivered": net.delivered,
         "events": world.loop.processed,
         "sim_per_wall_by_slice": [
-            (at, round(SLICE_MS / 1_000 / dt, 3) if dt else None) for at, dt in slices
+            (at, round(span / dt, 3) if dt else None) for at, span, dt in slices
         ],
     }
     if prof is not None:
@@ -104,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=20.0, help="asks per simulated second")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-wall", type=float, default=None, help="stop after this many s")
+    ap.add_argument("--slice-ms", type=int, default=SLICE_MS, help="virtual ms per slice")
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args(argv)
-    result = benchmark(a.nodes, a.seconds, a.rate, a.seed, a.max_wall, a.profile)
+    result = benchmark(a.nodes, a.seconds, a.rate, a.seed, a.max_wall, a.profile, a.slice_ms)
     print(json.dumps(result, indent=1))
     return 0
 

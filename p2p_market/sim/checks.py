@@ -20,9 +20,11 @@ do not fail a run.
      - its requester is honest (not "silent") and never tried to cancel it, and
      - at least `replicas` honest provers offer within its caps (price <=
        max_price, proof_time <= max_proof_time).
-   The ask ttl (30 s by default) leaves room for a few failed rounds, and every
-   fault of a preset is short and healed long before the end; a scenario whose
-   faults could starve an ask for its whole ttl must not claim service.
+   The ask ttl (20 s in the presets) leaves room for a few failed rounds; every
+   fault of a preset is short and healed long before the end, and anti-entropy
+   (every sync_ms, 5 s in the presets) brings what a fault held back within a
+   fraction of the ttl. A scenario whose faults, or whose sync period, could starve
+   an ask for its whole ttl must not claim service.
 4. Safety. No cancelled ask has a winner and no winner was assigned after its
    ask's expiry (on every honest node; for asks the core archived, the latter is
    part of check_invariants).

@@ -14,7 +14,10 @@ The shell rules that matter for convergence, as a real node would implement them
   local time it came in: a restart replays it at those times into a fresh state,
   then syncs with peers for what it missed;
 - an honest signer never signs two commits for one (ask, round, attempt), even
-  across a restart (its own commits are in its log), nor the same receipt twice.
+  across a restart (its own commits are in its log), nor two receipts for one
+  thing the core told (a slot's deadline, a slot's delivery), and never signs a
+  verdict earlier than the proof it judges.
+A relay (no role) runs the core with observation on its tick (relay.py).
 """
 
 from __future__ import annotations
