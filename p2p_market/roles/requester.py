@@ -231,16 +231,20 @@ class RequesterRole:
                 )
                 await trio.sleep(0.5 * (attempt + 1))
 
-    def _notice(self, market: bytes, ask_id: bytes, prover: bytes) -> Proof | None:
+    def _notice(self, market: bytes, ask_id: bytes, prover: bytes, digest: bytes) -> Proof | None:
+        """The prover's proof notice with this hash: a prover may deliver twice for
+        one ask (a later slot after a reorg), so the first notice may be another."""
         for env in self.node.states[market].events.get(ask_id, {}).values():
-            if env.signer == prover and isinstance(env.message, Proof):
-                return env.message
+            m = env.message
+            if env.signer == prover and isinstance(m, Proof) and m.proof_hash == digest:
+                return m
         return None
 
     async def _check_proof(
         self, market: bytes, ask_id: bytes, prover: bytes, digest: bytes
     ) -> None:
-        notice = self._notice(market, ask_id, prover)
+        notice = self._notice(market, ask_id, prover, digest)
+        not_before = notice.timestamp if notice is not None else 0
         proof = notice.proof if notice is not None and notice.proof else None
         if proof is None:
             self.inbox.expect("proof", ask_id)
@@ -258,15 +262,20 @@ class RequesterRole:
             assert proof is not None
             tracked.proofs[prover] = proof
             self._emit(ask_id, "verified", prover=prover.hex(), size=len(proof))
-            await self._receipt(market, ask_id, prover, Outcome.ACCEPTED)
+            await self._receipt(market, ask_id, prover, Outcome.ACCEPTED, not_before)
         else:
             self._emit(ask_id, "rejected", prover=prover.hex())
-            await self._receipt(market, ask_id, prover, Outcome.INVALID)
+            await self._receipt(market, ask_id, prover, Outcome.INVALID, not_before)
 
-    async def _receipt(self, market: bytes, ask_id: bytes, prover: bytes, outcome: Outcome) -> None:
+    async def _receipt(
+        self, market: bytes, ask_id: bytes, prover: bytes, outcome: Outcome, not_before: int = 0
+    ) -> None:
+        """Signed no earlier than the proof it judges: a receipt signed before the
+        proof (a prover whose clock runs ahead, within the skew) would take no effect
+        in the signed-order fold, and the ask would stall."""
         receipt = Receipt(
             market=market,
-            timestamp=self.node.clock(),
+            timestamp=max(self.node.clock(), not_before),
             ask=ask_id,
             prover=prover,
             outcome=outcome.value,
