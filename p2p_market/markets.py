@@ -28,6 +28,7 @@ known market: devnet, or a descriptor file in the `markets/` directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -115,6 +116,10 @@ def _toml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
+MARKET_FIELDS: Final = tuple(f.name for f in dataclasses.fields(Market))
+"""A descriptor's fields, in the order the file lists them."""
+
+
 def descriptor_text(market: Market) -> str:
     lines = [
         "# p2p-market market descriptor (protocol v1).",
@@ -123,18 +128,7 @@ def descriptor_text(market: Market) -> str:
         "# Nodes follow this market by configuring this file: `--market FILE` on the",
         '# command line, or `[[markets]] descriptor = "FILE"` in a node config.',
     ]
-    for name in (
-        "name",
-        "proof_system",
-        "verifier",
-        "difficulty",
-        "commit_window_ms",
-        "stage_ms",
-        "skew_ms",
-        "max_lifetime_ms",
-        "created_at",
-        "nonce",
-    ):
+    for name in MARKET_FIELDS:
         value = getattr(market, name)
         lines.append(f"{name} = {_toml_str(value) if isinstance(value, str) else value}")
     return "\n".join(lines) + "\n"

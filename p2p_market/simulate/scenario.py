@@ -56,6 +56,7 @@ from typing import Any, Final
 
 from p2p_market.core.messages import Market, MessageError
 from p2p_market.devnet import GENESIS_MS
+from p2p_market.markets import MARKET_FIELDS
 
 ROLES: Final = ("relay", "prover", "requester")
 BEHAVIOURS: Final = ("honest", "invalid-proofs", "withhold")
@@ -63,19 +64,7 @@ FAULTS: Final = ("kill", "freeze", "isolate")
 RUN_KEYS: Final = frozenset(
     {"name", "seed", "duration_s", "settle_s", "frames_per_second", "report_dir"}
 )
-MARKET_KEYS: Final = frozenset(
-    {
-        "name",
-        "proof_system",
-        "verifier",
-        "difficulty",
-        "commit_window_ms",
-        "stage_ms",
-        "skew_ms",
-        "max_lifetime_ms",
-        "nonce",
-    }
-)
+MARKET_KEYS: Final = frozenset(MARKET_FIELDS) - {"created_at"}  # the run sets it
 PROVER_KEYS: Final = frozenset(
     {"price", "proof_time", "capacity", "prove_cmd", "verify_cmd", "check_cmd", "timeout_s"}
 )
