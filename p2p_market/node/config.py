@@ -25,7 +25,6 @@ line naming the problem instead of a traceback.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import multiaddr
 from p2p_market.core.messages import Market, MessageError
 from p2p_market.devnet import default_market
 from p2p_market.markets import MarketSpecError, read_descriptor
+from p2p_market.tomlfile import read_toml
 
 ROLE_SECTIONS = ("prover", "requester", "workload")
 """Sections passed through to roles/wiring.py."""
@@ -177,14 +177,5 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
 
 
 def load_config(path: Path) -> NodeConfig:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, "config file", ConfigError)
     return parse_config(data, path.parent)

@@ -49,7 +49,6 @@ file is one line naming the problem (ScenarioError), never a traceback.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -57,6 +56,7 @@ from typing import Any, Final
 from p2p_market.core.messages import Market, MessageError
 from p2p_market.devnet import GENESIS_MS
 from p2p_market.markets import MARKET_FIELDS
+from p2p_market.tomlfile import read_toml
 
 ROLES: Final = ("relay", "prover", "requester")
 BEHAVIOURS: Final = ("honest", "invalid-proofs", "withhold")
@@ -321,18 +321,5 @@ def _check_roles(scenario: Scenario) -> None:
 
 
 def load_scenario(path: Path) -> Scenario:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ScenarioError(f"scenario file not found: {path}") from None
-    except IsADirectoryError:
-        raise ScenarioError(f"scenario file is a directory: {path}") from None
-    except OSError as exc:
-        raise ScenarioError(f"cannot read scenario file {path}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise ScenarioError(f"{path}: not UTF-8 text") from None
+    data = read_toml(path, "scenario file", ScenarioError)
     return parse_scenario(data, path)

@@ -65,3 +65,9 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     bad.write_text("[node\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+    with pytest.raises(ConfigError, match="config file is a directory"):
+        load_config(tmp_path)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'[node]\nkey_file = "cl\xe9.pem"\n')
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(latin)

@@ -160,6 +160,8 @@ def test_bad_files_and_arguments_are_one_line_and_exit_2(tmp_path: Path) -> None
     runner = CliRunner()
     bad = tmp_path / "bad.toml"
     bad.write_text("[run\n")
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'[run]\nname = "caf\xe9"\n')
     good = tmp_path / "good.toml"
     good.write_text(
         to_toml({"run": {"name": "t"}})
@@ -170,6 +172,7 @@ def test_bad_files_and_arguments_are_one_line_and_exit_2(tmp_path: Path) -> None
         ([str(tmp_path / "missing.toml")], "error: scenario file not found"),
         ([str(tmp_path)], "error: scenario file is a directory"),
         ([str(bad)], "error: " + str(bad) + ": not valid TOML"),
+        ([str(latin)], "error: " + str(latin) + ": not UTF-8 text"),
         ([str(good), "--duration", "0"], "error: --duration must be between 1 and 3600"),
         ([str(good), "--settle", "-1"], "error: --settle must be between 0 and 3600"),
     ]
