@@ -73,7 +73,8 @@ _NODE_KEYS = {
 }  # fmt: skip
 
 
-def _expect(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+def typed(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    """`table[key]` if it is a `kind` (an int does for a float), else ConfigError."""
     value = table[key]
     if kind is float and type(value) is int:
         value = float(value)
@@ -96,7 +97,7 @@ def _addrs(values: Any, where: str) -> tuple[str, ...]:
 def _port(table: dict[str, Any], key: str, default: int, lowest: int) -> int:
     if key not in table:
         return default
-    value = _expect(table, key, int, "node")
+    value = typed(table, key, int, "node")
     if not lowest <= value <= 65535:
         raise ConfigError(f"node.{key} must be between {lowest} and 65535")
     return int(value)
@@ -137,17 +138,17 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
     for required in ("key_file", "data_dir"):
         if required not in node:
             raise ConfigError(f"missing node.{required}")
-    key_file = base / _expect(node, "key_file", str, "node")
-    data_dir = base / _expect(node, "data_dir", str, "node")
+    key_file = base / typed(node, "key_file", str, "node")
+    data_dir = base / typed(node, "data_dir", str, "node")
     passphrase = None
     if node.get("passphrase_file"):
-        passphrase = base / _expect(node, "passphrase_file", str, "node")
-    fps = _expect(node, "frames_per_second", float, "node") if "frames_per_second" in node else 2.0
+        passphrase = base / typed(node, "passphrase_file", str, "node")
+    fps = typed(node, "frames_per_second", float, "node") if "frames_per_second" in node else 2.0
     if not 0.1 <= fps <= 1000:
         raise ConfigError("node.frames_per_second must be between 0.1 and 1000")
     sync_every = ANTI_ENTROPY_S
     if "sync_every_s" in node:
-        sync_every = _expect(node, "sync_every_s", float, "node")
+        sync_every = typed(node, "sync_every_s", float, "node")
     if not 0.5 <= sync_every <= 3600:
         raise ConfigError("node.sync_every_s must be between 0.5 and 3600")
     markets_raw = data.get("markets", [{"preset": "devnet"}])
@@ -168,7 +169,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         bootstrap=_addrs(node.get("bootstrap", []), "node.bootstrap"),
         api_port=_port(node, "api_port", 0, 0),
         metrics_port=_port(node, "metrics_port", -1, -1),
-        mdns=_expect(node, "mdns", bool, "node") if "mdns" in node else False,
+        mdns=typed(node, "mdns", bool, "node") if "mdns" in node else False,
         frames_per_second=fps,
         sync_every_s=sync_every,
         markets=tuple(_market(m, i, base) for i, m in enumerate(markets_raw)),

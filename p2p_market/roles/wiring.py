@@ -41,7 +41,7 @@ from p2p_market.core.crypto import SigningKey
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Market
 from p2p_market.markets import MarketSpecError, resolve_market
-from p2p_market.node.config import ConfigError, NodeConfig
+from p2p_market.node.config import ConfigError, NodeConfig, typed
 from p2p_market.node.runtime import Node
 from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S, ProofBackend, backend_for
 from p2p_market.roles.inbox import Inbox
@@ -157,22 +157,13 @@ def prover_plan(
 # -- from a node config --------------------------------------------------------------
 
 
-def _get(section: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    value = section[key]
-    if kind is float and type(value) is int:
-        value = float(value)
-    if type(value) is not kind:
-        raise ConfigError(f"{where}.{key} must be {kind.__name__}, not {type(value).__name__}")
-    return value
-
-
 def _options(section: dict[str, Any], where: str) -> BackendOptions:
     fields: dict[str, Any] = {}
     for key in ("prove_cmd", "verify_cmd", "check_cmd"):
         if key in section:
-            fields[key] = _get(section, key, str, where) or None
+            fields[key] = typed(section, key, str, where) or None
     if "timeout_s" in section:
-        fields["timeout_s"] = _get(section, "timeout_s", float, where)
+        fields["timeout_s"] = typed(section, "timeout_s", float, where)
     return BackendOptions(**fields)
 
 
@@ -204,19 +195,19 @@ def plan_from_config(config: NodeConfig, base: Path) -> tuple[NodeConfig, RolePl
                 raise ConfigError(f"missing {where}.{required}")
         try:
             market = resolve_market(
-                _get(section, "market", str, where), base=base, also=config.markets
+                typed(section, "market", str, where), base=base, also=config.markets
             )
         except MarketSpecError as exc:
             raise ConfigError(f"{where}.market: {exc}") from None
-        backend = _get(section, "backend", str, where) if "backend" in section else None
+        backend = typed(section, "backend", str, where) if "backend" in section else None
         try:
             prover = prover_plan(
                 market,
-                price=_get(section, "price", int, where),
-                proof_time=_get(section, "proof_time", int, where),
-                capacity=_get(section, "capacity", int, where) if "capacity" in section else 1,
+                price=typed(section, "price", int, where),
+                proof_time=typed(section, "proof_time", int, where),
+                capacity=typed(section, "capacity", int, where) if "capacity" in section else 1,
                 bid_ttl_ms=(
-                    _get(section, "bid_ttl_ms", int, where)
+                    typed(section, "bid_ttl_ms", int, where)
                     if "bid_ttl_ms" in section
                     else DEFAULT_BID_TTL_MS
                 ),
