@@ -39,11 +39,13 @@ from p2p_market.core.ranking import rank_key
 from p2p_market.core.settlement import (
     AskRun,
     Attempt,
+    Conflict,
+    Fold,
     Round,
     Settlement,
     Slot,
     last_activity,
-    settle,
+    new_fold,
 )
 from p2p_market.core.validation import check_form, check_signature
 from p2p_market.core.verdict import ACCEPTED, Reason, Verdict, ignore, reject
@@ -124,8 +126,25 @@ class MarketState:
         self._live: set[bytes] = set()
         """Stored asks with ask-scoped messages that are not archived: what the fold replays."""
         self._next_forget = 0
-        self._dirty = True
-        self._settled_at = -1
+        self._fold: Fold | None = None
+        self._refold = True
+        """The fold must be rebuilt from the stored messages (a removal, a thaw, a
+        conflict): it only ever grows by itself."""
+        self._fold_queue: list[Envelope] = []
+        """Stored since the last settlement, for the fold to take in."""
+        self._bids_added: list[tuple[bytes, int]] = []
+        self._observe_all = True
+        self._watch: list[tuple[int, bytes]] = []
+        """(when, ask): an announcement or a deadline of this ask falls due then."""
+        self._watched: set[tuple[int, bytes]] = set()
+        self._last_activity: dict[bytes, tuple[int, int]] = {}
+        """(fold version, last activity) of terminal asks waiting to be archived."""
+        self._my_commits: set[tuple[bytes, bytes, int]] = set()
+        """(ask, round, attempt) of every stored commit of the local prover."""
+        self._open_asks: dict[bytes, None] = {}
+        """Stored asks not yet expired at `now`, in arrival order (the commit policy's scope)."""
+        self.refolds = 0
+        """How many times the fold was rebuilt from scratch (a benchmark figure)."""
         self._committers: dict[bytes, int] = {}
         self.now = 0
         self.reorgs = 0
@@ -134,8 +153,12 @@ class MarketState:
         self._told_states: dict[bytes, AskState] = {}
         self._told: dict[bytes, set[tuple[str, bytes, bytes, int]]] = {}
         self._suggested: set[tuple[bytes, bytes, int]] = set()
+        self._outstanding: set[tuple[bytes, bytes, int]] = set()
+        """Suggested commits not stored (yet): they hold a slot in `free_slots`."""
         self._expiries: list[tuple[int, bytes]] = []
         self._next_prune = 0
+        self._forget_queue: list[tuple[int, bytes]] = []
+        """(when it may be forgotten, id) of every message stored (see `_prune`)."""
 
     # -- limits derived from the market -----------------------------------------------
     @property
@@ -209,10 +232,11 @@ class MarketState:
             self._next_prune = now + max(1_000, self.market.commit_window_ms)
         while self._expiries and self._expiries[0][0] <= now:
             _, ask_id = heapq.heappop(self._expiries)
+            self._open_asks.pop(ask_id, None)
             if ask_id in self.asks and ask_id not in self.events:
                 self._tell_state(ask_id, AskState.EXPIRED, effects)
         effects.extend(self._observe(now))
-        effects.extend(self._suggest(now, list(self.asks)))
+        effects.extend(self._suggest(now, list(self._open_asks)))
         self._archive_finished(now)
         return effects
 
@@ -324,38 +348,55 @@ class MarketState:
         for ask_id, entry in thawed.items():
             self._announced[ask_id] = entry.announced
             self._live.add(ask_id)
-            self._dirty = True
+            self._refold = True
 
     def _store(self, env: Envelope, key: tuple[object, ...]) -> None:
         m = env.message
         self._thaw_for(env)
         self.keyed[key] = env
-        self.seen[env.id] = self._forget_after(env)
+        until = self._forget_after(env)
+        self.seen[env.id] = until
+        heapq.heappush(self._forget_queue, (until, env.id))
         if isinstance(m, Bid):
             self.book.add(StoredBid(env.id, env.signer, m))
             if env.signer in self._committers:
-                self._dirty = True
+                self._bids_added.append((env.signer, m.timestamp))
         elif isinstance(m, Ask):
             self.asks[env.id] = env
+            self._open_asks[env.id] = None
             heapq.heappush(self._expiries, (m.expires_at, env.id))
             if env.id in self.events:
                 self._live.add(env.id)
-                self._dirty = True
+                self._fold_queue.append(env)
+                self._fold_queue.extend(self.events[env.id].values())
         else:
-            self.events.setdefault(m.ask, {})[env.id] = env  # type: ignore[union-attr]
-            if m.ask in self.asks:  # type: ignore[union-attr]
-                self._live.add(m.ask)  # type: ignore[union-attr]
-            self._home[env.id] = m.ask  # type: ignore[union-attr]
+            ask_id: bytes = m.ask  # type: ignore[union-attr]
+            self.events.setdefault(ask_id, {})[env.id] = env
+            if ask_id in self.asks:
+                if ask_id not in self._live:
+                    self._live.add(ask_id)
+                    self._fold_queue.append(self.asks[ask_id])
+                self._fold_queue.append(env)
+            self._home[env.id] = ask_id
             if isinstance(m, Commit):
                 self.commits_by_bid.setdefault(m.bid, set()).add(env.id)
                 self._committers[env.signer] = self._committers.get(env.signer, 0) + 1
-            self._dirty = True
+                if env.signer == self.local_prover:
+                    self._my_commits.add((m.ask, m.round, m.attempt))
+                    self._outstanding.discard((m.ask, m.round, m.attempt))
 
     def _unstore(self, env: Envelope, *, forget: bool = True) -> None:
         """Remove a message and whatever depends on it. `forget=False` (pruning) keeps
-        the ids in the seen cache until their own horizon, so a replay stays a duplicate."""
+        the ids in the seen cache until their own horizon, so a replay stays a duplicate.
+
+        Pruning takes messages past their retention horizon, which nothing later can
+        depend on: it neither thaws archived asks nor rebuilds the fold unless a live
+        ask loses a message. Any other removal (an equivocation decided the other
+        way) does both."""
         m = env.message
-        self._thaw_for(env)
+        if forget:
+            self._thaw_for(env)
+        touches_fold = forget or env.id in self._live or getattr(m, "ask", None) in self._live
         key = equivocation_key(env)
         if self.keyed.get(key) is env:
             del self.keyed[key]
@@ -369,8 +410,14 @@ class MarketState:
                     self._unstore(commit, forget=forget)
         elif isinstance(m, Ask):
             self.asks.pop(env.id, None)
+            self._open_asks.pop(env.id, None)
+            self._suggested = {k for k in self._suggested if k[0] != env.id}
+            self._outstanding = {k for k in self._outstanding if k[0] != env.id}
             self._live.discard(env.id)
-            self._archive.thaw(env.id)
+            self._last_activity.pop(env.id, None)
+            archived = self._archive.thaw(env.id)
+            if archived is not None and self._fold is not None:
+                self._fold.forget_commits([o.commit_id for _, o in archived.occupancy])
             self._announced.pop(env.id, None)
             self._told.pop(env.id, None)
             self._told_states.pop(env.id, None)
@@ -392,7 +439,13 @@ class MarketState:
                     self._committers[env.signer] = left
                 else:
                     self._committers.pop(env.signer, None)
-        self._dirty = True
+                if env.signer == self.local_prover:
+                    key = (m.ask, m.round, m.attempt)
+                    self._my_commits.discard(key)
+                    if key in self._suggested and m.ask in self.asks:
+                        self._outstanding.add(key)
+        if touches_fold:
+            self._refold = True
 
     def _find_event(self, mid: bytes) -> Envelope | None:
         home = self._home.get(mid)
@@ -409,16 +462,34 @@ class MarketState:
 
     # -- derived state ------------------------------------------------------------
     def _settle(self, now: int) -> Settlement:
-        s = self._settlement
-        stale = s is None or self._dirty or (s.next_wakeup is not None and now >= s.next_wakeup)
-        if not stale and s is not None:
-            return s
-        live = sorted(self._live)
-        active = [self.asks[a] for a in live]
-        events = [e for a in live for e in self.events[a].values()]
-        fixed = self._archive.fixed_occupancy()
-        s = settle(self.market, self.book, active, events, now, fixed)
-        self._settlement, self._dirty, self._settled_at = s, False, now
+        """The settlement at `now`: the fold takes in what was stored since the last
+        call; a removal, a thaw or a conflict (see settlement.Fold) rebuilds it."""
+        now = max(now, self.now)
+        fold, s = self._fold, self._settlement
+        if fold is not None and s is not None and not self._refold:
+            due = s.next_wakeup is not None and now >= s.next_wakeup
+            if not (self._fold_queue or self._bids_added or due):
+                return s
+            try:
+                for prover, t in self._bids_added:
+                    fold.bid_added(prover, t)
+                for env in self._fold_queue:
+                    fold.add(env)
+                fold.advance(now)
+            except Conflict:
+                self._refold = True
+        if fold is None or self._refold:
+            live = sorted(self._live)
+            active = [self.asks[a] for a in live]
+            events = [e for a in live for e in self.events[a].values()]
+            fold = new_fold(self.market, self.book, active, events, self._archive.fixed_occupancy())
+            fold.advance(now)
+            self._fold, self._refold, self._observe_all = fold, False, True
+            self._last_activity.clear()  # keyed by the old fold's versions
+            self.refolds += 1
+        self._fold_queue.clear()
+        self._bids_added.clear()
+        s = self._settlement = fold.settlement()
         return s
 
     def _run(self, ask_id: bytes) -> AskRun | None:
@@ -488,15 +559,46 @@ class MarketState:
         return True
 
     def _observe(self, now: int) -> Effects:
-        if not self.events and self._settlement is not None and not self._dirty:
-            return []
+        """What changed since the shell was last told: the asks the fold touched,
+        and those with an announcement or a deadline due by `now`."""
         s = self._settle(now)
-        skew = self.market.skew_ms
+        fold = self._fold
+        assert fold is not None
+        watch = self._watch
+        if not (fold.touched or self._observe_all or (watch and watch[0][0] <= now)):
+            return []
+        check = set(fold.touched)
+        fold.touched.clear()
+        if self._observe_all:
+            check.update(s.runs)
+            check.update(self._announced)
+            self._observe_all = False
+        while watch and watch[0][0] <= now:
+            entry = heapq.heappop(watch)
+            self._watched.discard(entry)
+            check.add(entry[1])
         out: Effects = []
-        for key, att in s.attempts.items():
-            if not att.settled or now < att.window_end + skew:
+        for ask_id in sorted(check):
+            self._observe_ask(ask_id, s, now, out)
+        return out
+
+    def _watch_at(self, when: int, ask_id: bytes) -> None:
+        if (when, ask_id) not in self._watched:
+            self._watched.add((when, ask_id))
+            heapq.heappush(self._watch, (when, ask_id))
+
+    def _observe_ask(self, ask_id: bytes, s: Settlement, now: int, out: Effects) -> None:
+        fold = self._fold
+        assert fold is not None
+        skew = self.market.skew_ms
+        for key in fold.attempts_by_ask.get(ask_id, ()):
+            att = s.attempts[key]
+            if not att.settled:
                 continue
-            announced = self._announced.setdefault(key[0], {})
+            if now < att.window_end + skew:
+                self._watch_at(att.window_end + skew, ask_id)
+                continue
+            announced = self._announced.setdefault(ask_id, {})
             before = announced.get(key[1:])
             if before is None:
                 out.append(
@@ -510,50 +612,42 @@ class MarketState:
                     )
                 )
             announced[key[1:]] = att.winners
-        gone = [
-            (ask_id, sub)
-            for ask_id, announced in self._announced.items()
-            for sub in announced
-            if (ask_id, *sub) not in s.attempts
-        ]
-        for ask_id, sub in gone:
-            before = self._announced[ask_id].pop(sub)
-            key = (ask_id, *sub)
+        announced = self._announced.get(ask_id, {})
+        for sub in [sub for sub in announced if (ask_id, *sub) not in s.attempts]:
+            before = announced.pop(sub)
             if before:
                 self.reorgs += 1
                 out.append(
-                    fx.Reorg(ask=key[0], round=key[1], attempt=key[2], before=before, after=())
+                    fx.Reorg(ask=ask_id, round=sub[0], attempt=sub[1], before=before, after=())
                 )
-        for ask_id, run in s.runs.items():
-            for slot in run.slots.values():
-                told_winners = self._announced.get(ask_id, {}).get((slot.round, slot.attempt), ())
-                if slot.prover in told_winners and self._tell_once("assigned", ask_id, slot):
-                    out.append(
-                        fx.Assigned(
-                            ask=ask_id,
-                            prover=slot.prover,
-                            deadline=slot.deadline,
-                            price=slot.price,
-                            proof_time=slot.proof_time,
-                        )
+        run = s.runs.get(ask_id)
+        if run is None:
+            return
+        for slot in run.slots.values():
+            told_winners = announced.get((slot.round, slot.attempt), ())
+            if slot.prover in told_winners and self._tell_once("assigned", ask_id, slot):
+                out.append(
+                    fx.Assigned(
+                        ask=ask_id,
+                        prover=slot.prover,
+                        deadline=slot.deadline,
+                        price=slot.price,
+                        proof_time=slot.proof_time,
                     )
-                if slot.state is SlotState.DELIVERED and self._tell_once("proof", ask_id, slot):
-                    assert slot.proof_hash is not None
-                    out.append(
-                        fx.ProofDelivered(
-                            ask=ask_id, prover=slot.prover, proof_hash=slot.proof_hash
-                        )
-                    )
-                if (
-                    slot.state is SlotState.ASSIGNED
-                    and now >= slot.deadline
-                    and self._tell_once("deadline", ask_id, slot)
-                ):
+                )
+            if slot.state is SlotState.DELIVERED and self._tell_once("proof", ask_id, slot):
+                assert slot.proof_hash is not None
+                out.append(
+                    fx.ProofDelivered(ask=ask_id, prover=slot.prover, proof_hash=slot.proof_hash)
+                )
+            if slot.state is SlotState.ASSIGNED:
+                if now < slot.deadline:
+                    self._watch_at(slot.deadline, ask_id)
+                elif self._tell_once("deadline", ask_id, slot):
                     out.append(
                         fx.DeadlinePassed(ask=ask_id, prover=slot.prover, deadline=slot.deadline)
                     )
-            self._tell_state(ask_id, run.state, out)
-        return out
+        self._tell_state(ask_id, run.state, out)
 
     # -- the local prover's policy: when to commit ------------------------------------
     def free_slots(self, prover: bytes, now: int) -> int:
@@ -570,15 +664,8 @@ class MarketState:
             for o in s.occupancy.get(prover, ())
             if o.start <= now and (not o.settled or now < o.end + skew)
         )
-        if prover == self.local_prover and self._suggested:
-            stored_keys = {
-                (e.message.ask, e.message.round, e.message.attempt)
-                for b in self.events.values()
-                for e in b.values()
-                if e.signer == prover and isinstance(e.message, Commit)
-            }
-            self._suggested = {k for k in self._suggested if k[0] in self.asks}
-            held += sum(1 for k in self._suggested if k not in stored_keys)
+        if prover == self.local_prover:
+            held += len(self._outstanding)
         return stored.bid.capacity - held
 
     def _suggest(self, now: int, ask_ids: list[bytes]) -> Effects:
@@ -652,6 +739,8 @@ class MarketState:
                     return out
                 free -= 1
                 self._suggested.add(key)
+                if key not in self._my_commits:
+                    self._outstanding.add(key)
                 out.append(
                     fx.CommitToAsk(
                         ask=ask_id,
@@ -670,63 +759,77 @@ class MarketState:
         archive.py): a message that could still change them would have to arrive
         later than the settle lag, and it would thaw them."""
         s = self._settle(now)
+        fold = self._fold
+        assert fold is not None
         line = now - self.market.commit_window_ms - 2 * self.market.skew_ms
-        by_ask: dict[bytes, list[Attempt]] = {}
-        for key, att in s.attempts.items():
-            by_ask.setdefault(key[0], []).append(att)
-        for ask_id, run in s.runs.items():
+        for ask_id, run in list(s.runs.items()):
             if run.state not in TERMINAL or ask_id in self._archive:
                 continue
+            version = fold.version.get(ask_id, 0)
+            cached = self._last_activity.get(ask_id)
+            keys = fold.attempts_by_ask.get(ask_id, [])
             events = list(self.events.get(ask_id, {}).values())
-            last = last_activity(run, by_ask.get(ask_id, []), events)
+            if cached is None or cached[0] != version:
+                last = last_activity(run, [s.attempts[k] for k in keys], events)
+                self._last_activity[ask_id] = cached = (version, last)
+            last = cached[1]
             if last >= line:
                 continue
             ids = {e.id for e in events}
-            occupancy = [
-                (prover, o)
-                for prover, occs in s.occupancy.items()
-                for o in occs
-                if o.commit_id in ids
-            ]
+            occupancy = [fold.interval[cid] for cid in sorted(ids) if cid in fold.interval]
             self._archive.put(
                 ask_id,
                 Archived(
                     run=run,
-                    attempts={(ask_id, a.round, a.number): a for a in by_ask.get(ask_id, [])},
-                    notes={mid: why for mid, why in s.notes.items() if mid in ids},
+                    attempts={k: s.attempts[k] for k in keys},
+                    notes={mid: s.notes[mid] for mid in ids if mid in s.notes},
                     occupancy=occupancy,
                     last=last,
                     announced=self._announced.pop(ask_id, {}),
                 ),
             )
             self._live.discard(ask_id)
-            self._dirty = True
+            self._last_activity.pop(ask_id, None)
+            fold.drop(ask_id, ids)
+            self._settlement = fold.settlement()  # its next wakeup may have been the ask's
         if now < self._next_forget:
             return
         self._next_forget = now + 10 * self.market.commit_window_ms
         live = [
             e.message.timestamp  # type: ignore[union-attr]
             for a in s.runs
-            if a not in self._archive
             for e in self.events.get(a, {}).values()
         ]
-        self._archive.forget_before(min([line, *live]))
+        horizon = min([line, *live])
+        self._archive.forget_before(horizon)
+        live_commits = {cid for a in s.runs for cid in self.events.get(a, {})}
+        fold.forget_before(horizon, live_commits)
 
     def _prune(self, now: int) -> None:
         """Forget what can no longer matter: expired bids leave the index at once,
-        and every message is dropped once no valid message could refer to it."""
+        and every message is dropped once no valid message could refer to it. Due
+        items come off a queue ordered by when they may go, so a prune costs what
+        it removes, not what the node holds."""
         self.book.expire(now)
-        for _ask_id, env in list(self.asks.items()):
-            if env.message.expires_at + 2 * self.lifetime < now:  # type: ignore[union-attr]
-                self._unstore(env, forget=False)
-        for stored in list(self.book.by_id.values()):
-            if stored.bid.expires_at + 3 * self.lifetime < now:
-                bid_env = self.keyed.get(equivocation_key_of_bid(stored))
-                if bid_env is not None:
-                    self._unstore(bid_env, forget=False)
-        for mid, until in list(self.seen.items()):
-            if until < now and not self._is_stored(mid):
+        queue = self._forget_queue
+        while queue and queue[0][0] < now:
+            until, mid = heapq.heappop(queue)
+            if self.seen.get(mid) != until:
+                continue  # forgotten already, or stored again since
+            env = self.keyed_by_id(mid)
+            if env is None:
                 del self.seen[mid]
+            elif isinstance(env.message, Ask | Bid):
+                self._unstore(env, forget=False)  # the ids stay seen until their horizon
+                heapq.heappush(queue, (until, mid))
+            else:
+                # an ask-scoped message leaves with its ask; look again after that
+                home = self.asks.get(self._home.get(mid, b""))
+                later = now + self.lifetime
+                if home is not None:
+                    later = max(later, self._forget_after(home) + 1)
+                self.seen[mid] = later
+                heapq.heappush(queue, (later, mid))
         for mid, env in list(self.evidence.items()):
             if self._forget_after(env) < now:
                 del self.evidence[mid]
@@ -736,6 +839,16 @@ class MarketState:
                     del children[cid]
             if not children:
                 del self.pending[parent]
+
+    def keyed_by_id(self, mid: bytes) -> Envelope | None:
+        """The stored message with this id, if any."""
+        env = self.asks.get(mid)
+        if env is not None:
+            return env
+        stored = self.book.by_id.get(mid)
+        if stored is not None:
+            return self.keyed.get(equivocation_key_of_bid(stored))
+        return self._find_event(mid)
 
     def _is_stored(self, mid: bytes) -> bool:
         return mid in self.asks or mid in self.book.by_id or mid in self._home
