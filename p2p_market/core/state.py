@@ -145,6 +145,7 @@ class MarketState:
         """Stored asks not yet expired at `now`, in arrival order (the commit policy's scope)."""
         self.refolds = 0
         """How many times the fold was rebuilt from scratch (a benchmark figure)."""
+        self._fold_totals = {"conflicts": 0, "reopened": 0, "in_place": 0}
         self._committers: dict[bytes, int] = {}
         self.now = 0
         self.reorgs = 0
@@ -478,7 +479,11 @@ class MarketState:
                 fold.advance(now)
             except Conflict:
                 self._refold = True
+                self._fold_totals["conflicts"] += 1
         if fold is None or self._refold:
+            if fold is not None:
+                self._fold_totals["reopened"] += fold.reopened
+                self._fold_totals["in_place"] += fold.in_place
             live = sorted(self._live)
             active = [self.asks[a] for a in live]
             events = [e for a in live for e in self.events[a].values()]
@@ -491,6 +496,16 @@ class MarketState:
         self._bids_added.clear()
         s = self._settlement = fold.settlement()
         return s
+
+    def fold_stats(self) -> dict[str, int]:
+        """How this node's fold has kept up: rebuilds from scratch (`refolds`, of
+        which `conflicts` were out-of-order messages that did not commute), windows
+        `reopened` for a late commit, and items folded `in_place` in the past."""
+        out = dict(self._fold_totals, refolds=self.refolds)
+        if self._fold is not None:
+            out["reopened"] += self._fold.reopened
+            out["in_place"] += self._fold.in_place
+        return out
 
     def _run(self, ask_id: bytes) -> AskRun | None:
         archived = self._archive.asks.get(ask_id)
@@ -679,7 +694,15 @@ class MarketState:
         out: Effects = []
         free = None
         window, stage = self.market.commit_window_ms, self.market.stage_ms
+        runs, live, archived = s.runs, self._live, self._archive.asks
         for ask_id in ask_ids:
+            # the cheap refusals first: most open asks were assigned long ago
+            if ask_id in live:
+                known = runs.get(ask_id)
+                if known is not None and known.state is not AskState.OPEN:
+                    continue
+            elif ask_id in archived:
+                continue  # archived asks are finished
             env = self.asks.get(ask_id)
             if env is None:
                 continue

@@ -1,7 +1,7 @@
 """Simulator throughput: simulated seconds per wall second for a big, calm market.
 
     python -m p2p_market.sim.bench --nodes 200 --seconds 600 --rate 20 [--max-wall 900]
-        [--slice-ms 10000] [--profile]
+        [--slice-ms 10000] [--profile [--profile-from S]]
 
 A benchmark, not a test. It runs the active phase only (no settle phase, no end
 checks) in slices of virtual time and records the wall time of each slice, so a
@@ -20,6 +20,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from p2p_market.sim.node import World
 from p2p_market.sim.run import build
 from p2p_market.sim.scenarios import SCENARIOS
 
@@ -34,6 +35,7 @@ def benchmark(
     max_wall_s: float | None = None,
     profile: bool = False,
     slice_ms: int = SLICE_MS,
+    profile_from_s: float = 0.0,
 ) -> dict[str, Any]:
     sc = replace(
         SCENARIOS["calm"], name="bench", nodes=nodes, seconds=seconds, asks_per_s=asks_per_s
@@ -43,9 +45,11 @@ def benchmark(
     slices: list[tuple[float, float, float]] = []
     t = world.start_ms
     wall0 = time.perf_counter()
-    if prof is not None:
-        prof.enable()
+    profiling = False
     while t < world.active_end:
+        if prof is not None and not profiling and t - world.start_ms >= profile_from_s * 1_000:
+            prof.enable()
+            profiling = True
         w = time.perf_counter()
         start = t
         t = min(t + slice_ms, world.active_end)
@@ -73,6 +77,7 @@ def benchmark(
         "frames_sent": net.sent,
         "frames_delivered": net.delivered,
         "events": world.loop.processed,
+        "fold": _fold_totals(world),
         "sim_per_wall_by_slice": [
             (at, round(span / dt, 3) if dt else None) for at, span, dt in slices
         ],
@@ -80,6 +85,16 @@ def benchmark(
     if prof is not None:
         out["profile"] = _top(prof, wall)
     return out
+
+
+def _fold_totals(world: World) -> dict[str, int]:
+    """Summed over the nodes: how the kept settlement folds coped (see
+    MarketState.fold_stats), to tell a slow run's core cost apart."""
+    total: dict[str, int] = {}
+    for node in world.nodes:
+        for name, n in node.state.fold_stats().items():
+            total[name] = total.get(name, 0) + n
+    return total
 
 
 def _top(prof: cProfile.Profile, wall: float, n: int = 25) -> dict[str, list[str]]:
@@ -108,8 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-wall", type=float, default=None, help="stop after this many s")
     ap.add_argument("--slice-ms", type=int, default=SLICE_MS, help="virtual ms per slice")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--profile-from", type=float, default=0.0, help="simulated s before profiling starts"
+    )
     a = ap.parse_args(argv)
-    result = benchmark(a.nodes, a.seconds, a.rate, a.seed, a.max_wall, a.profile, a.slice_ms)
+    result = benchmark(
+        a.nodes, a.seconds, a.rate, a.seed, a.max_wall, a.profile, a.slice_ms, a.profile_from
+    )
     print(json.dumps(result, indent=1))
     return 0
 
