@@ -126,6 +126,21 @@ class AskRun:
 
 
 @dataclass(slots=True)
+class CapacityCheck:
+    """A folded capacity check: when, where in the fold's order, how many free
+    slots it found (<= 0: over capacity), for which ask."""
+
+    t: int
+    key: tuple[int, int, bytes]
+    margin: int
+    ask: bytes
+
+
+def _check_order(check: CapacityCheck) -> tuple[int, tuple[int, int, bytes]]:
+    return (check.t, check.key)
+
+
+@dataclass(slots=True)
 class WindowUndo:
     """What a window's end changed, kept for a short while: a commit signed inside
     the window that arrives after it ended (the usual straggler) reopens it."""
@@ -169,6 +184,15 @@ class Conflict(Exception):
     replayed (see `Fold.advance`)."""
 
 
+class AskConflict(Conflict):
+    """The conflict is within one ask's run: replaying that ask may do (see
+    `Fold._replay_ask`)."""
+
+    def __init__(self, ask_id: bytes) -> None:
+        super().__init__(ask_id)
+        self.ask_id = ask_id
+
+
 class Fold:
     """The fold, kept between settlements so a new message costs what it touches.
 
@@ -205,8 +229,8 @@ class Fold:
         self.past = False
         self.run_read: dict[bytes, Key] = {}
         self.run_written: dict[bytes, Key] = {}
-        self.occ_reads: dict[bytes, list[list[object]]] = {}
-        """[time, key, margin] of every folded capacity check, by prover."""
+        self.occ_reads: dict[bytes, list[CapacityCheck]] = {}
+        """Every folded capacity check, by prover, sorted by (time, key)."""
         self.occ_latest_read: dict[bytes, int] = {}
         self.occ_ends: dict[tuple[bytes, int], Key] = {}
         """The latest key of an event that ended one of a prover's intervals at a
@@ -219,6 +243,12 @@ class Fold:
         """Windows reopened in place for a late commit (a benchmark figure)."""
         self.in_place = 0
         """Items folded in the past of later ones, in place (a benchmark figure)."""
+        self.ask_env: dict[bytes, Envelope] = {}
+        self.members: dict[bytes, list[Envelope]] = {}
+        """The ask-scoped messages given to the fold, by ask (for `_replay_ask`)."""
+        self.replaying = False
+        self.replayed = 0
+        """Asks replayed alone after a conflict within their run (a benchmark figure)."""
         self.touched: set[bytes] = set()
         """Asks whose run or attempts changed since the owner last drained this."""
         self.version: dict[bytes, int] = {}
@@ -232,7 +262,7 @@ class Fold:
         cur = self.cur
         if self.past:
             if self.run_written.get(ask_id, BEFORE_ALL) > cur:
-                raise Conflict
+                raise AskConflict(ask_id)
             if self.run_read.get(ask_id, BEFORE_ALL) > cur:
                 return
         self.run_read[ask_id] = cur
@@ -243,7 +273,7 @@ class Fold:
             self.run_written.get(ask_id, BEFORE_ALL) > cur
             or self.run_read.get(ask_id, BEFORE_ALL) > cur
         ):
-            raise Conflict
+            raise AskConflict(ask_id)
         self.run_written[ask_id] = cur
         self._changed(ask_id)
 
@@ -262,10 +292,11 @@ class Fold:
         ):
             raise Conflict
 
-    def _record_check(self, prover: bytes, t: int, margin: int) -> None:
+    def _record_check(self, prover: bytes, t: int, margin: int, ask_id: bytes) -> None:
         """`margin`: free slots the check found (<= 0: over capacity); a later
         change in the past of this check flips its verdict only from 1 or 0."""
-        bisect.insort(self.occ_reads.setdefault(prover, []), [t, self.cur, margin])
+        check = CapacityCheck(t, self.cur, margin, ask_id)
+        bisect.insort(self.occ_reads.setdefault(prover, []), check, key=_check_order)
         if t > self.occ_latest_read.get(prover, -1):
             self.occ_latest_read[prover] = t
 
@@ -279,17 +310,19 @@ class Fold:
                 raise Conflict
             reads = self.occ_reads.get(prover, [])
             hits = []
-            for i in range(bisect.bisect_left(reads, [lo]), len(reads)):
+            for i in range(
+                bisect.bisect_left(reads, (lo, BEFORE_ALL), key=_check_order), len(reads)
+            ):
                 r = reads[i]
-                if r[0] >= hi:  # type: ignore[operator]
+                if r.t >= hi:
                     break
-                if r[1] > cur:  # type: ignore[operator]
+                if r.key > cur:
                     hits.append(r)
             flips = 1 if delta > 0 else 0
-            if any(r[2] == flips for r in hits):
+            if any(r.margin == flips for r in hits):
                 raise Conflict
             for r in hits:
-                r[2] -= delta  # type: ignore[operator]
+                r.margin -= delta
         if delta < 0:
             at = (prover, lo)
             if self.occ_ends.get(at, BEFORE_ALL) < cur:
@@ -359,6 +392,102 @@ class Fold:
         self.push(undo.key[0], _WINDOW_END, undo.key[2], key)
         self._changed(ask_id)
         self.reopened += 1
+
+    def _replay_ask(self, ask_id: bytes) -> None:
+        """Fold one ask again from its opening, alone, against the other asks' slot
+        intervals as they stand; then carry the change of its own intervals to the
+        other asks' capacity checks (as `_write_occ` does; a flipped one is a
+        `Conflict`). Sound because an interval's end, once folded, only moves to
+        times not before the event that moved it: a check at `t` sees the same
+        count from the final intervals as it did in fold order, except at an end
+        exactly at `t`, which is refused (a `Conflict`) rather than guessed."""
+        ask_env = self.ask_env.get(ask_id)
+        if ask_env is None:
+            raise Conflict
+        members = self.members.get(ask_id, [])
+        commit_ids = [e.id for e in members if isinstance(e.message, Commit)]
+        before = {cid: self.interval[cid] for cid in commit_ids if cid in self.interval}
+        old = {cid: (p, o.start, o.end) for cid, (p, o) in before.items()}
+        # take the ask out of the fold
+        self.runs.pop(ask_id, None)
+        for key in self.attempts_by_ask.pop(ask_id, ()):
+            del self.attempts[key]
+            self.undo.pop(key, None)
+        for env in members:
+            self.notes.pop(env.id, None)
+        for cid, (prover, interval) in before.items():
+            del self.interval[cid]
+            self.occupancy[prover] = [o for o in self.occupancy[prover] if o is not interval]
+        for prover in {p for p, _ in before.values()} | {e.signer for e in members}:
+            reads = self.occ_reads.get(prover)
+            if reads:
+                self.occ_reads[prover] = [r for r in reads if r.ask != ask_id]
+        self.run_read.pop(ask_id, None)
+        self.run_written.pop(ask_id, None)
+        self.heap[:] = [item for item in self.heap if _ask_of(item) != ask_id]  # in place:
+        heapq.heapify(self.heap)  # `advance` holds this list
+        # fold it again, in order, up to the horizon
+        main, cur, past = self.heap, self.cur, self.past
+        own: list[tuple[int, int, bytes, object]] = []
+        self.heap, self.past, self.replaying = own, False, True
+        try:
+            self.push(ask_env.message.timestamp, _ASK_OPEN, ask_id, ask_env)  # type: ignore[union-attr]
+            for env in members:
+                self.push(env.message.timestamp, _MESSAGE, env.id, env)  # type: ignore[union-attr]
+            while own:
+                t, prio, tie, item = own[0]
+                if prio < _ASK_OPEN and t > self.horizon:
+                    break
+                heapq.heappop(own)
+                self.cur = (t, prio, tie)
+                if prio == _WINDOW_END:
+                    self.window_end(item)  # type: ignore[arg-type]
+                elif prio == _EXPIRY:
+                    self.expiry(item, t)  # type: ignore[arg-type]
+                elif prio == _ASK_OPEN:
+                    self.open_ask(item)  # type: ignore[arg-type]
+                else:
+                    self._dispatch(item)  # type: ignore[arg-type]
+        finally:
+            self.heap, self.cur, self.past, self.replaying = main, cur, past, False
+        for item in own:
+            heapq.heappush(main, item)
+        new = {
+            cid: (self.interval[cid][0], self.interval[cid][1].start, self.interval[cid][1].end)
+            for cid in commit_ids
+            if cid in self.interval
+        }
+        self._carry_interval_changes(ask_id, old, new)
+        self._changed(ask_id)
+        self.replayed += 1
+
+    def _carry_interval_changes(
+        self,
+        ask_id: bytes,
+        old: dict[bytes, tuple[bytes, int, int]],
+        new: dict[bytes, tuple[bytes, int, int]],
+    ) -> None:
+        """Other asks' capacity checks follow the replayed ask's intervals."""
+        if old == new:
+            return
+        for prover in {v[0] for v in old.values()} | {v[0] for v in new.values()}:
+            mine_old = [(s, e) for p, s, e in old.values() if p == prover]
+            mine_new = [(s, e) for p, s, e in new.values() if p == prover]
+            if sorted(mine_old) == sorted(mine_new):
+                continue
+            edges = {x for iv in mine_old + mine_new for x in iv}
+            for r in self.occ_reads.get(prover, ()):
+                if r.ask == ask_id:
+                    continue
+                t = r.t
+                if t in edges:
+                    raise Conflict  # an interval starting or ending exactly there
+                delta = sum(1 for s, e in mine_new if s <= t < e)
+                delta -= sum(1 for s, e in mine_old if s <= t < e)
+                if delta:
+                    if (r.margin > 0) != (r.margin - delta > 0):
+                        raise Conflict
+                    r.margin -= delta
 
     # -- helpers ----------------------------------------------------------------
     def move(self, run: AskRun, t: int, event: Event) -> bool:
@@ -451,10 +580,12 @@ class Fold:
         # The book is read here; a bid stored later is checked by `bid_added`.
         self._check_occ(prover, t)
         if not bid.timestamp <= t < bid.expires_at or self.book.newer_seq_at(prover, bid.seq, t):
-            self._record_check(prover, t, INF)
+            self._record_check(prover, t, INF, c.ask)
             return "bid not live at commit time"
+        if self.replaying and any(o.end == t for o in self.occupancy.get(prover, ())):
+            raise Conflict  # which side of `t` that end falls on depends on fold order
         margin = bid.capacity - self.occupied(prover, t, env.id)
-        self._record_check(prover, t, margin)
+        self._record_check(prover, t, margin, c.ask)
         if margin <= 0:
             return "over capacity"
         return ""
@@ -625,10 +756,12 @@ class Fold:
         m = env.message
         t: int = m.timestamp  # type: ignore[union-attr]
         if isinstance(m, Ask):
+            self.ask_env[env.id] = env
             self.push(t, _ASK_OPEN, env.id, env)
         else:
             if isinstance(m, Commit):
                 self.commit_index[env.id] = m
+            self.members.setdefault(m.ask, []).append(env)  # type: ignore[union-attr]
             self.push(t, _MESSAGE, env.id, env)
         self.horizon = max(self.horizon, t)
 
@@ -654,14 +787,18 @@ class Fold:
             self.past = key < self.frontier
             if self.past:
                 self.in_place += 1
-            if prio == _WINDOW_END:
-                self.window_end(item)  # type: ignore[arg-type]
-            elif prio == _EXPIRY:
-                self.expiry(item, t)  # type: ignore[arg-type]
-            elif prio == _ASK_OPEN:
-                self.open_ask(item)  # type: ignore[arg-type]
-            else:
-                dispatch(item)  # type: ignore[arg-type]
+            try:
+                if prio == _WINDOW_END:
+                    self.window_end(item)  # type: ignore[arg-type]
+                elif prio == _EXPIRY:
+                    self.expiry(item, t)  # type: ignore[arg-type]
+                elif prio == _ASK_OPEN:
+                    self.open_ask(item)  # type: ignore[arg-type]
+                else:
+                    dispatch(item)  # type: ignore[arg-type]
+            except AskConflict as conflict:
+                # raised before the item changed anything: replay its ask with it
+                self._replay_ask(conflict.ask_id)
             if not self.past:
                 self.frontier = key
 
@@ -676,6 +813,8 @@ class Fold:
             self.commit_index.pop(mid, None)
         for table in (self.run_read, self.run_written, self.version):
             table.pop(ask_id, None)
+        self.ask_env.pop(ask_id, None)
+        self.members.pop(ask_id, None)
         self.touched.discard(ask_id)
 
     def forget_before(self, t: int, live_commits: set[bytes]) -> None:
@@ -684,7 +823,7 @@ class Fold:
         past of that is a conflict (it would have thawed archived asks anyway)."""
         self.occ_floor = max(self.occ_floor, t)
         for prover, reads in list(self.occ_reads.items()):
-            kept_reads = [r for r in reads if r[0] > t]  # type: ignore[operator]
+            kept_reads = [r for r in reads if r.t > t]
             if kept_reads:
                 self.occ_reads[prover] = kept_reads
             else:
@@ -739,6 +878,18 @@ class Fold:
             self.receipt(env)
         elif isinstance(m, InvalidInputs):
             self.attest(env)
+
+
+def _ask_of(item: tuple[int, int, bytes, object]) -> bytes:
+    """The ask a queued fold item belongs to."""
+    _, prio, _, thing = item
+    if prio == _WINDOW_END:
+        return thing[0]  # type: ignore[index,no-any-return]
+    if prio == _EXPIRY:
+        return thing  # type: ignore[return-value]
+    env = thing
+    assert isinstance(env, Envelope)
+    return env.id if prio == _ASK_OPEN else env.message.ask  # type: ignore[union-attr]
 
 
 def new_fold(

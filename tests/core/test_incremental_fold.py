@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, note, settings
+from hypothesis import given, note
 from hypothesis import strategies as st
 
 from p2p_market.core.codec import unpack
@@ -81,7 +81,6 @@ def check_against_reference(state: MarketState) -> None:
     assert state.check_invariants() == []
 
 
-@settings(max_examples=150, deadline=None)
 @given(
     history=histories(),
     spread=st.sampled_from([300, 2_500]),
@@ -211,7 +210,6 @@ def late_commits(draw: st.DrawFn) -> list[tuple[int, bytes]]:
     return out
 
 
-@settings(max_examples=150, deadline=None)
 @given(arrivals=late_commits(), tick_ms=st.sampled_from([50, 150, 400]))
 def test_late_commits_reopen_windows_as_the_reference_says(
     arrivals: list[tuple[int, bytes]], tick_ms: int
