@@ -10,6 +10,10 @@ The shell rules that matter for convergence, as a real node would implement them
   by gossip: an orphan (IGNORE, parent missing) that the core admits later, and
   whatever a sync brought, are applied but not forwarded (a gossip router judges a
   message once); anti-entropy (every `sync_ms`, see scenarios.py) fills the gaps;
+- do not send a mesh peer what it already holds: the model of gossipsub v1.2's
+  IDONTWANT (a node that got a message tells its mesh peers not to send it), with
+  the sender knowing it instantly, which slightly overstates its effect (see
+  network.py and `_forward`);
 - keep a log of every envelope the core stored (or kept as evidence), with the
   local time it came in: a restart replays it at those times into a fresh state,
   then syncs with peers for what it missed;
@@ -22,8 +26,8 @@ A relay (no role) runs the core with observation on its tick (relay.py).
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,7 +41,7 @@ from p2p_market.core.lifecycle import AskState
 from p2p_market.core.messages import Commit, Market, Proof, sha256
 from p2p_market.core.state import MarketState
 from p2p_market.core.validation import check_form, check_signature
-from p2p_market.core.verdict import Reason, Verdict
+from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict
 from p2p_market.devnet import Actor, default_market
 from p2p_market.sim.network import EventLoop, Network
 from p2p_market.sim.scenarios import Scenario
@@ -68,10 +72,12 @@ class Validator:
     bytes, so every node would compute the same. Nodes then call `apply_checked`."""
 
     def __init__(self) -> None:
-        self._cache: dict[bytes, tuple[Verdict, Envelope | None]] = {}
+        self.cache: dict[bytes, tuple[Verdict, Envelope | None]] = {}
+        """raw -> check(raw), for every distinct envelope seen (read it directly for
+        speed on the per-frame path; `check` fills it)."""
 
     def check(self, raw: bytes) -> tuple[Verdict, Envelope | None]:
-        hit = self._cache.get(raw)
+        hit = self.cache.get(raw)
         if hit is not None:
             return hit
         verdict, env = check_form(raw)
@@ -79,7 +85,7 @@ class Validator:
             verdict = check_signature(env)
             if not verdict.accepted:
                 env = None
-        self._cache[raw] = (verdict, env)
+        self.cache[raw] = (verdict, env)
         return verdict, env
 
 
@@ -128,7 +134,23 @@ class SimStats:
     stale_suggestions: int = 0
     crashes: int = 0
     syncs: int = 0
-    verdicts: dict[str, int] = field(default_factory=dict)
+    verdicts: dict[tuple[Status, Reason], int] = field(default_factory=dict)
+    """Verdicts on envelopes taken in, by (status, reason), but for the two common
+    ones, counted apart as plain numbers: `accepted` and `duplicates` (a frame the
+    node already holds: most frames). See `verdict_counts`."""
+    accepted: int = 0
+    duplicates: int = 0
+
+    def verdict_counts(self) -> dict[str, int]:
+        """Every verdict, as "status:reason" -> count, sorted by key."""
+        counts = dict(self.verdicts)
+        for key, n in (
+            ((Status.ACCEPT, Reason.OK), self.accepted),
+            ((Status.IGNORE, Reason.DUPLICATE), self.duplicates),
+        ):
+            if n:
+                counts[key] = counts.get(key, 0) + n
+        return dict(sorted((f"{st.value}:{r.value}", n) for (st, r), n in counts.items()))
 
 
 class World:
@@ -159,11 +181,13 @@ class World:
         self.spam_ids: set[bytes] = set()
         self.honest_offers: list[Offer] = []
         self.requesters = 0
-        self.net.on_deliver = self._deliver
         self.net.on_batch = self._deliver_batch
 
-    def _deliver(self, dst: int, src: int, raw: bytes) -> None:
-        self.nodes[dst].receive(raw, src)
+    def add_node(self, node: SimNode) -> None:
+        """Nodes are added in index order; the network hands each its frames."""
+        assert node.idx == len(self.nodes)
+        self.nodes.append(node)
+        self.net.receivers.append(node.receive)
 
     def _deliver_batch(self, dst: int, src: int, batch: list[bytes]) -> None:
         node = self.nodes[dst]
@@ -171,8 +195,12 @@ class World:
             node.receive(raw, src, gossip=False)
 
     def count(self, verdict: Verdict) -> None:
-        key = f"{verdict.status.value}:{verdict.reason.value}"
-        self.stats.verdicts[key] = self.stats.verdicts.get(key, 0) + 1
+        if verdict is ACCEPTED:
+            self.stats.accepted += 1
+            return
+        key = (verdict.status, verdict.reason)
+        verdicts = self.stats.verdicts
+        verdicts[key] = verdicts.get(key, 0) + 1
 
 
 class SimNode:
@@ -203,7 +231,9 @@ class SimNode:
         self.held: dict[bytes, Envelope] = {}
         """Orphans this node holds (the core holds them too), by id."""
         self._held_by_parent: dict[bytes, list[bytes]] = {}
-        self.mcache: deque[tuple[int, Envelope]] = deque()
+        self.mcache: dict[bytes, tuple[int, Envelope]] = {}
+        """What this node forwarded within `mcache_ms`, by id, in the order (and so
+        the time) it was forwarded: what its heartbeat offers its peers."""
         self.reorgs_before = 0
         self.reorg_baseline = 0
         self.replay_reorgs = 0
@@ -230,6 +260,18 @@ class SimNode:
     def has(self, mid: bytes) -> bool:
         return self.state.holds(mid) or mid in self.held
 
+    def lacking(self, ids: set[bytes]) -> set[bytes]:
+        """The ids in `ids` this node does not have (`has` is False): the same test,
+        as set differences in C over the core's id maps, as `pull_from` does (the
+        heartbeat asks it of every peer for every id in its mcache)."""
+        st = self.state
+        missing = ids.difference(st.seen)
+        if missing:
+            missing = missing.difference(st.evidence)
+            if missing and self.held:
+                missing = missing.difference(self.held)
+        return missing
+
     # -- taking in envelopes -------------------------------------------------------
     def receive(self, raw: bytes, src: int, gossip: bool = True) -> None:
         """`gossip=False` for what a sync brought: applied, never forwarded (the
@@ -237,9 +279,21 @@ class SimNode:
         if not self.up:
             return
         world = self.world
-        verdict, env = world.validator.check(raw)
+        verdict, env = world.validator.cache.get(raw) or world.validator.check(raw)
         if env is None:
             world.count(verdict)
+            return
+        mid = env.id
+        st = self.state
+        if st.holds(mid):
+            # A copy of what the core holds: `apply_checked` would answer DUPLICATE
+            # with no effects (it tests `holds` first). Most frames are such copies,
+            # so the shell answers for it, with `_apply`'s bookkeeping for the case.
+            world.stats.duplicates += 1
+            if mid not in self._logged:
+                self._log(env)
+            if mid in self._held_by_parent and mid in st.seen:
+                self._release(mid)
             return
         self._apply(env, src, gossip)
 
@@ -270,16 +324,42 @@ class SimNode:
             self.log.append((env, self.now()))
 
     def _forward(self, env: Envelope, src: int) -> None:
+        """To every mesh peer but the one it came from (`src`), except the peers that
+        already hold it: the model of gossipsub v1.2's IDONTWANT, where a node that
+        got a message tells its mesh peers not to send it. The sender knows it
+        instantly here (a real IDONTWANT takes the link's latency, so copies that
+        cross it in flight are still sent): this slightly overstates its effect.
+        Only a peer that is up, over a link that is up, can have told: a frame to a
+        crashed peer (which holds nothing new, and drops what arrives while it is
+        down) or over a cut link is sent as before. Suppressed frames are counted
+        in NetStats.suppressed; `forwards` counts the router's choices, sent or not.
+        Scenario.idontwant=False turns the suppression off."""
         world = self.world
+        net = world.net
+        nodes = world.nodes
+        me, mid = self.idx, env.id
+        link_up = net.link_up
+        idontwant = world.scenario.idontwant
+        chosen = 0
+        to: list[int] = []
+        for p in net.mesh[me]:
+            if p == src:
+                continue
+            chosen += 1
+            if idontwant:
+                peer = nodes[p]
+                if peer.up and (peer.state.holds(mid) or mid in peer.held) and link_up(me, p):
+                    continue
+            to.append(p)
+        net.stats.suppressed += chosen - len(to)
+        net.send_many(me, to, env.raw)
         stats = world.stats
-        peers = [p for p in world.net.mesh[self.idx] if p != src]
-        stats.forwards += len(peers)
-        if env.id in world.spam_ids:
-            stats.garbage_forwarded += len(peers)
-        send = world.net.send
-        for peer in peers:
-            send(self.idx, peer, env.raw)
-        self.mcache.append((world.loop.now, env))
+        stats.forwards += chosen
+        if mid in world.spam_ids:
+            stats.garbage_forwarded += chosen
+        mc = self.mcache
+        mc.pop(mid, None)  # (a second accept of one id, if ever: it goes to the end)
+        mc[mid] = (world.loop.now, env)
 
     @staticmethod
     def _parents(env: Envelope) -> list[bytes]:
@@ -585,18 +665,27 @@ class SimNode:
         world = self.world
         horizon = world.loop.now - world.scenario.mcache_ms
         mc = self.mcache
-        while mc and mc[0][0] < horizon:
-            mc.popleft()
-        if not mc:
+        old = 0
+        for t, _ in mc.values():  # in the order forwarded, so in time order
+            if t >= horizon:
+                break
+            old += 1
+        if old == len(mc):
+            mc.clear()
             return
+        for mid in list(itertools.islice(mc, old)):
+            del mc[mid]
         net = world.net
+        ids = set(mc)
         for p in net.mesh[self.idx]:
             peer = world.nodes[p]
             if not peer.up or not net.link_up(self.idx, p):
                 continue
-            for _, env in mc:
-                if not peer.has(env.id):
-                    net.send(self.idx, p, env.raw)
+            lacking = peer.lacking(ids)
+            if lacking:  # sent in mcache order, never in the set's (hash) order
+                for mid, (_, env) in mc.items():
+                    if mid in lacking:
+                        net.send(self.idx, p, env.raw)
 
     def pull_from(self, peer: SimNode) -> None:
         """What the peer holds (stored or evidence) and this node lacks, over the sync

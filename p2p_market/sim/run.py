@@ -3,12 +3,23 @@
 Everything inside the loop is virtual time and seeded randomness (separate
 streams for the network, the workload, the setup and the faults). The only wall
 clock read is here, around the loop, for `wall_seconds` and `sim_per_wall`.
+
+Python's cyclic garbage collector is paused while the loop runs (`gc_paused`).
+A run allocates millions of short-lived containers (frames, events, the core's
+intermediate values) over a heap of long-lived ones (every node's state), so the
+collector, triggered by allocation counts, kept traversing that heap: about 40% of
+the wall time of a 100-node run, for no garbage (a measured run: the collections
+during the loop freed nothing). Reference counting frees everything that is not a
+cycle as usual; the collector is back on, as it was, once the loop is done.
 """
 
 from __future__ import annotations
 
+import gc
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from p2p_market.core.lifecycle import AskState, SlotState
@@ -72,6 +83,8 @@ class Report:
     frames_sent: int
     frames_lost: int
     frames_cut: int
+    frames_suppressed: int
+    """Not sent: the peer already held the message (the IDONTWANT model, node.py)."""
     events: int
     assign_p50_ms: int | None
     assign_p99_ms: int | None
@@ -163,7 +176,7 @@ def build(scenario: Scenario, seed: int) -> World:
                 offer = Offer(price, proof_time, offer.capacity)
             if behaviour[i] == HONEST:
                 world.honest_offers.append(offer)
-        world.nodes.append(SimNode(world, i, role, behaviour[i], offer, offsets[i]))
+        world.add_node(SimNode(world, i, role, behaviour[i], offer, offsets[i]))
     world.requesters = len(requesters)
     _schedule_faults(world, random.Random(f"{seed}/faults"))
     sync_rng = random.Random(f"{seed}/sync-phase")
@@ -275,6 +288,19 @@ def _heal_everything(world: World) -> None:
 
 
 # -- the run --------------------------------------------------------------------------
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No automatic cyclic collection inside (see the module's docstring); the
+    collector's previous state is restored on the way out."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def simulate(scenario: Scenario, seed: int) -> Report:
     return simulate_world(scenario, seed)[1]
 
@@ -284,9 +310,10 @@ def simulate_world(scenario: Scenario, seed: int) -> tuple[World, Report]:
     world = build(scenario, seed)
     end = world.active_end + scenario.settle_seconds * 1_000
     wall0 = time.perf_counter()
-    world.loop.run_until(world.active_end)
-    _heal_everything(world)
-    world.loop.run_until(end)
+    with gc_paused():
+        world.loop.run_until(world.active_end)
+        _heal_everything(world)
+        world.loop.run_until(end)
     wall = time.perf_counter() - wall0
     # Derived state depends on `now` (expiry, deadlines): bring every node to the same
     # latest `now` before comparing. The run is over, so the effects are dropped.
@@ -369,6 +396,7 @@ def _report(world: World, checks: Checks, seed: int, sim_s: float, wall: float) 
         frames_sent=net.sent,
         frames_lost=net.lost,
         frames_cut=net.cut,
+        frames_suppressed=net.suppressed,
         events=world.loop.processed,
         assign_p50_ms=percentile(assign, 50),
         assign_p99_ms=percentile(assign, 99),

@@ -36,6 +36,10 @@ class Scenario:
     """Sigma of the per-message lognormal factor on a link's median latency."""
     loss: float = 0.0
     duplication: float = 0.0
+    idontwant: bool = True
+    """Do not forward a message to a mesh peer that already holds it: the model of
+    gossipsub v1.2's IDONTWANT (node.py, `SimNode._forward`). False: flood to every
+    mesh peer but the source, copies and all."""
     tick_ms: int = 200
     relay_tick_ms: int = 1_000
     heartbeat_ms: int = 1_000
