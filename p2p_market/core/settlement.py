@@ -249,6 +249,8 @@ class Fold:
         self.replaying = False
         self.replayed = 0
         """Asks replayed alone after a conflict within their run (a benchmark figure)."""
+        self.archive_touched: set[bytes] = set()
+        """As `touched`, drained by the archive's pass instead."""
         self.touched: set[bytes] = set()
         """Asks whose run or attempts changed since the owner last drained this."""
         self.version: dict[bytes, int] = {}
@@ -279,6 +281,7 @@ class Fold:
 
     def _changed(self, ask_id: bytes) -> None:
         self.touched.add(ask_id)
+        self.archive_touched.add(ask_id)
         self.version[ask_id] = self.version.get(ask_id, 0) + 1
 
     def _check_occ(self, prover: bytes, t: int) -> None:
@@ -816,6 +819,7 @@ class Fold:
         self.ask_env.pop(ask_id, None)
         self.members.pop(ask_id, None)
         self.touched.discard(ask_id)
+        self.archive_touched.discard(ask_id)
 
     def forget_before(self, t: int, live_commits: set[bytes]) -> None:
         """Drop intervals of archived commits that ended by `t` (as the archive does),
@@ -868,6 +872,8 @@ class Fold:
 
     def _dispatch(self, env: Envelope) -> None:
         m = env.message
+        # Whatever it does, the ask's last activity may have moved (see the archive).
+        self._changed(m.ask)  # type: ignore[union-attr]
         if isinstance(m, Commit):
             self.commit(env)
         elif isinstance(m, Cancel):

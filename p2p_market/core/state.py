@@ -138,6 +138,8 @@ class MarketState:
         """(when, ask): an announcement or a deadline of this ask falls due then."""
         self._watched: set[tuple[int, bytes]] = set()
         self._last_activity: dict[bytes, tuple[int, int]] = {}
+        self._terminal: dict[bytes, None] = {}
+        """Live asks in a terminal state: the candidates for the archive."""
         """(fold version, last activity) of terminal asks waiting to be archived."""
         self._my_commits: set[tuple[bytes, bytes, int]] = set()
         """(ask, round, attempt) of every stored commit of the local prover."""
@@ -158,6 +160,9 @@ class MarketState:
         """Suggested commits not stored (yet): they hold a slot in `free_slots`."""
         self._expiries: list[tuple[int, bytes]] = []
         self._next_prune = 0
+        self._digest_seen = 0
+        self._digest_evidence = 0
+        """XOR of the ids in `seen` and in `evidence` (see `holdings_digest`)."""
         self._forget_queue: list[tuple[int, bytes]] = []
         """(when it may be forgotten, id) of every message stored (see `_prune`)."""
 
@@ -323,7 +328,9 @@ class MarketState:
         that holds both, whichever arrived first."""
         kept, dropped = sorted((env, rival), key=_order)
         effects.append(fx.EquivocationSeen(signer=env.signer, kept=kept.id, dropped=dropped.id))
-        self.evidence[dropped.id] = dropped
+        if dropped.id not in self.evidence:
+            self.evidence[dropped.id] = dropped
+            self._digest_evidence ^= _id_int(dropped.id)
         self.pending.pop(dropped.id, None)  # children of a loser never apply
         if kept is env:
             self._unstore(rival)
@@ -356,6 +363,8 @@ class MarketState:
         self._thaw_for(env)
         self.keyed[key] = env
         until = self._forget_after(env)
+        if env.id not in self.seen:
+            self._digest_seen ^= _id_int(env.id)
         self.seen[env.id] = until
         heapq.heappush(self._forget_queue, (until, env.id))
         if isinstance(m, Bid):
@@ -401,8 +410,8 @@ class MarketState:
         key = equivocation_key(env)
         if self.keyed.get(key) is env:
             del self.keyed[key]
-        if forget:
-            self.seen.pop(env.id, None)
+        if forget and self.seen.pop(env.id, None) is not None:
+            self._digest_seen ^= _id_int(env.id)
         if isinstance(m, Bid):
             self.book.remove(env.id)
             for cid in sorted(self.commits_by_bid.pop(env.id, ())):
@@ -548,6 +557,13 @@ class MarketState:
         """Every message this node holds and would give a peer that syncs from it: all
         stored messages and the equivocation evidence (so peers converge on both)."""
         return [*self.keyed.values(), *self.evidence.values()]
+
+    def holdings_digest(self) -> tuple[int, int, int, int]:
+        """(count, XOR) of the seen ids and of the evidence ids, kept up to date as
+        they change: two nodes with equal digests hold the same ids (but for a
+        2^-256 accident), so a sync can stop after comparing them, as the real
+        sync compares (count, SHA-256 of the sorted ids) first."""
+        return (len(self.seen), self._digest_seen, len(self.evidence), self._digest_evidence)
 
     def holds(self, mid: bytes) -> bool:
         """Whether a sync peer need not send this id: stored, evidence or seen."""
@@ -695,6 +711,18 @@ class MarketState:
         free = None
         window, stage = self.market.commit_window_ms, self.market.stage_ms
         runs, live, archived = s.runs, self._live, self._archive.asks
+        room: dict[bytes, bool] = {}
+
+        def has_room(prover: bytes) -> bool:
+            """free_slots(prover) > 0, once per other prover per call: nothing the
+            policy does while it looks changes another prover's slots."""
+            if prover == me:  # its own slots change as it is told to commit
+                return self.free_slots(prover, now) > 0
+            known = room.get(prover)
+            if known is None:
+                known = room[prover] = self.free_slots(prover, now) > 0
+            return known
+
         for ask_id in ask_ids:
             # the cheap refusals first: most open asks were assigned long ago
             if ask_id in live:
@@ -734,7 +762,7 @@ class MarketState:
                     ask_id,
                     me,
                     now,
-                    lambda p, ex=excluded: p not in ex and self.free_slots(p, now) > 0,  # type: ignore[misc]
+                    lambda p, ex=excluded: p not in ex and has_room(p),  # type: ignore[misc]
                     # Past this many better bids this prover's stage falls outside
                     # the window, and it does not commit: no need to count further.
                     limit=rnd.unfilled + -(-window // stage),
@@ -785,20 +813,31 @@ class MarketState:
         fold = self._fold
         assert fold is not None
         line = now - self.market.commit_window_ms - 2 * self.market.skew_ms
-        for ask_id, run in list(s.runs.items()):
-            if run.state not in TERMINAL or ask_id in self._archive:
+        # Only terminal asks can go; an ask joins or leaves that set when it changes.
+        for ask_id in sorted(fold.archive_touched):
+            run = s.runs.get(ask_id)
+            if run is not None and run.state in TERMINAL:
+                self._terminal[ask_id] = None
+            else:
+                self._terminal.pop(ask_id, None)
+        fold.archive_touched.clear()
+        for ask_id in list(self._terminal):
+            run = s.runs.get(ask_id)
+            if run is None or run.state not in TERMINAL or ask_id in self._archive:
+                del self._terminal[ask_id]
                 continue
             version = fold.version.get(ask_id, 0)
             cached = self._last_activity.get(ask_id)
             keys = fold.attempts_by_ask.get(ask_id, [])
-            events = list(self.events.get(ask_id, {}).values())
             if cached is None or cached[0] != version:
+                events = list(self.events.get(ask_id, {}).values())
                 last = last_activity(run, [s.attempts[k] for k in keys], events)
                 self._last_activity[ask_id] = cached = (version, last)
             last = cached[1]
             if last >= line:
                 continue
-            ids = {e.id for e in events}
+            del self._terminal[ask_id]
+            ids = set(self.events.get(ask_id, {}))
             occupancy = [fold.interval[cid] for cid in sorted(ids) if cid in fold.interval]
             self._archive.put(
                 ask_id,
@@ -842,6 +881,7 @@ class MarketState:
             env = self.keyed_by_id(mid)
             if env is None:
                 del self.seen[mid]
+                self._digest_seen ^= _id_int(mid)
             elif isinstance(env.message, Ask | Bid):
                 self._unstore(env, forget=False)  # the ids stay seen until their horizon
                 heapq.heappush(queue, (until, mid))
@@ -856,6 +896,7 @@ class MarketState:
         for mid, env in list(self.evidence.items()):
             if self._forget_after(env) < now:
                 del self.evidence[mid]
+                self._digest_evidence ^= _id_int(mid)
         for parent, children in list(self.pending.items()):
             for cid, child in list(children.items()):
                 if self._forget_after(child) < now:
@@ -955,6 +996,13 @@ class MarketState:
         for mid in self.asks:
             if mid not in self.seen:
                 problems.append("a stored ask is missing from the seen cache")
+        xor_seen = xor_evidence = 0
+        for mid in self.seen:
+            xor_seen ^= _id_int(mid)
+        for mid in self.evidence:
+            xor_evidence ^= _id_int(mid)
+        if (xor_seen, xor_evidence) != (self._digest_seen, self._digest_evidence):
+            problems.append("the holdings digest differs from the ids held")
         return problems
 
     def _capacity_problems(
@@ -974,6 +1022,10 @@ class MarketState:
                 if at_once > cap:
                     problems.append(f"prover {prover.hex()[:8]} over capacity ({at_once} > {cap})")
         return problems
+
+
+def _id_int(mid: bytes) -> int:
+    return int.from_bytes(mid, "big")
 
 
 def equivocation_key_of_bid(stored: StoredBid) -> tuple[object, ...]:

@@ -694,8 +694,10 @@ class SimNode:
         world = self.world
         world.stats.syncs += 1
         mine, theirs = self.state, peer.state
-        # The ids first, as the real sync does: set differences over the id sets
-        # (the usual answer is "nothing"), then the bodies of what is missing.
+        # The digests first, as the real sync does (the usual answer is "the same"),
+        # then the ids (set differences), then the bodies of what is missing.
+        if mine.holdings_digest() == theirs.holdings_digest():
+            return
         missing = theirs.seen.keys() - mine.seen.keys()
         missing |= theirs.evidence.keys() - mine.seen.keys()
         missing -= mine.evidence.keys()
