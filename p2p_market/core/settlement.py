@@ -203,10 +203,12 @@ class Fold:
     usual case on a network: messages arrive out of signed order) is folded where
     the fold stands, which is correct exactly when no processed later event read
     what it writes or wrote what it reads: then the two commute, and the result is
-    that of folding in key order. Otherwise `Conflict` is raised and the caller
-    folds everything again from scratch. Commits to one attempt commute with each
-    other (their candidate list is sorted when the window ends), so they only read
-    their ask; everything that changes an ask writes it.
+    that of folding in key order. Commits to one attempt commute with each other
+    (their candidate list is sorted when the window ends), so they only read their
+    ask; everything that changes an ask writes it. When they do not commute: a
+    late commit reopens its window (`_reopen`), a clash within one ask's run
+    replays that ask alone (`_replay_ask`), and anything else raises `Conflict`,
+    and the caller folds everything again from scratch.
     """
 
     def __init__(self, market: Market, book: BidBook) -> None:
@@ -443,14 +445,7 @@ class Fold:
                     break
                 heapq.heappop(own)
                 self.cur = (t, prio, tie)
-                if prio == _WINDOW_END:
-                    self.window_end(item)  # type: ignore[arg-type]
-                elif prio == _EXPIRY:
-                    self.expiry(item, t)  # type: ignore[arg-type]
-                elif prio == _ASK_OPEN:
-                    self.open_ask(item)  # type: ignore[arg-type]
-                else:
-                    self._dispatch(item)  # type: ignore[arg-type]
+                self._fold_item(t, prio, item)
         finally:
             self.heap, self.cur, self.past, self.replaying = main, cur, past, False
         for item in own:
@@ -779,7 +774,6 @@ class Fold:
         newest message, if later). Raises `Conflict`; the fold is then unusable."""
         self.horizon = horizon = max(self.horizon, horizon)
         heap = self.heap
-        dispatch = self._dispatch
         while heap:
             t, prio, tie, item = heap[0]
             if prio < _ASK_OPEN and t > horizon:
@@ -791,19 +785,23 @@ class Fold:
             if self.past:
                 self.in_place += 1
             try:
-                if prio == _WINDOW_END:
-                    self.window_end(item)  # type: ignore[arg-type]
-                elif prio == _EXPIRY:
-                    self.expiry(item, t)  # type: ignore[arg-type]
-                elif prio == _ASK_OPEN:
-                    self.open_ask(item)  # type: ignore[arg-type]
-                else:
-                    dispatch(item)  # type: ignore[arg-type]
+                self._fold_item(t, prio, item)
             except AskConflict as conflict:
                 # raised before the item changed anything: replay its ask with it
                 self._replay_ask(conflict.ask_id)
             if not self.past:
                 self.frontier = key
+
+    def _fold_item(self, t: int, prio: int, item: object) -> None:
+        """Fold one queued item at `self.cur` (the main loop and `_replay_ask`)."""
+        if prio == _WINDOW_END:
+            self.window_end(item)  # type: ignore[arg-type]
+        elif prio == _EXPIRY:
+            self.expiry(item, t)  # type: ignore[arg-type]
+        elif prio == _ASK_OPEN:
+            self.open_ask(item)  # type: ignore[arg-type]
+        else:
+            self._dispatch(item)  # type: ignore[arg-type]
 
     def drop(self, ask_id: bytes, message_ids: set[bytes]) -> None:
         """Set an archived ask aside: its run, attempts and notes leave the fold; its

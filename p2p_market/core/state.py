@@ -138,16 +138,16 @@ class MarketState:
         """(when, ask): an announcement or a deadline of this ask falls due then."""
         self._watched: set[tuple[int, bytes]] = set()
         self._last_activity: dict[bytes, tuple[int, int]] = {}
+        """(fold version, last activity) of terminal asks waiting to be archived."""
         self._terminal: dict[bytes, None] = {}
         """Live asks in a terminal state: the candidates for the archive."""
-        """(fold version, last activity) of terminal asks waiting to be archived."""
         self._my_commits: set[tuple[bytes, bytes, int]] = set()
         """(ask, round, attempt) of every stored commit of the local prover."""
         self._open_asks: dict[bytes, None] = {}
         """Stored asks not yet expired at `now`, in arrival order (the commit policy's scope)."""
         self.refolds = 0
         """How many times the fold was rebuilt from scratch (a benchmark figure)."""
-        self._fold_totals = {"conflicts": 0, "reopened": 0, "in_place": 0}
+        self._fold_totals = {"conflicts": 0, "reopened": 0, "replayed": 0, "in_place": 0}
         self._committers: dict[bytes, int] = {}
         self.now = 0
         self.reorgs = 0
@@ -492,6 +492,7 @@ class MarketState:
         if fold is None or self._refold:
             if fold is not None:
                 self._fold_totals["reopened"] += fold.reopened
+                self._fold_totals["replayed"] += fold.replayed
                 self._fold_totals["in_place"] += fold.in_place
             live = sorted(self._live)
             active = [self.asks[a] for a in live]
@@ -509,10 +510,12 @@ class MarketState:
     def fold_stats(self) -> dict[str, int]:
         """How this node's fold has kept up: rebuilds from scratch (`refolds`, of
         which `conflicts` were out-of-order messages that did not commute), windows
-        `reopened` for a late commit, and items folded `in_place` in the past."""
+        `reopened` for a late commit, asks `replayed` alone, and items folded
+        `in_place` in the past."""
         out = dict(self._fold_totals, refolds=self.refolds)
         if self._fold is not None:
             out["reopened"] += self._fold.reopened
+            out["replayed"] += self._fold.replayed
             out["in_place"] += self._fold.in_place
         return out
 
@@ -913,9 +916,6 @@ class MarketState:
         if stored is not None:
             return self.keyed.get(equivocation_key_of_bid(stored))
         return self._find_event(mid)
-
-    def _is_stored(self, mid: bytes) -> bool:
-        return mid in self.asks or mid in self.book.by_id or mid in self._home
 
     # -- checks ---------------------------------------------------------------------
     def state_hash(self) -> str:
