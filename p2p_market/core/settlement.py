@@ -446,6 +446,10 @@ class Fold:
                 heapq.heappop(own)
                 self.cur = (t, prio, tie)
                 self._fold_item(t, prio, item)
+                # What the replay folded is folded: a later item sorting before it is
+                # in the past (a window end it passed must be reopened, not skipped).
+                if self.cur > self.frontier:
+                    self.frontier = self.cur
         finally:
             self.heap, self.cur, self.past, self.replaying = main, cur, past, False
         for item in own:

@@ -186,6 +186,9 @@ class MarketState:
 
     # -- the entry points -------------------------------------------------------
     def apply(self, raw: bytes, now: int) -> tuple[Verdict, Effects]:
+        # The clock moves whatever the verdict: derived state (and `state_hash`) is
+        # that of `now` after a duplicate or a refusal too, as after `tick(now)`.
+        self.now = max(self.now, now)
         verdict, env = check_form(raw)
         if env is None:
             return verdict, []
@@ -222,6 +225,7 @@ class MarketState:
     def apply_checked(self, env: Envelope, now: int) -> tuple[Verdict, Effects]:
         """For envelopes whose form and signature the caller has already checked
         (the network validator does both before delivery)."""
+        self.now = max(self.now, now)
         if env.id in self.seen or env.id in self.evidence:
             return ignore(Reason.DUPLICATE), []
         self.now = max(self.now, now)
@@ -582,6 +586,16 @@ class MarketState:
             self._told_states[ask_id] = state
             effects.append(fx.AskStateChanged(ask=ask_id, before=before, after=state))
 
+    def _forget_told(self, ask: bytes, round: bytes, attempt: int, provers: set[bytes]) -> None:
+        """A reorg took these provers' slots: what they were told about them no longer
+        holds, so if a later reorg gives a slot back they are told again (its
+        `Assigned` carries the deadline that counts now)."""
+        told = self._told.get(ask)
+        if told:
+            for kind in ("assigned", "proof", "deadline"):
+                for prover in provers:
+                    told.discard((kind, prover, round, attempt))
+
     def _tell_once(self, kind: str, ask: bytes, slot: Slot) -> bool:
         """Each fact about a slot is told once. A slot is one win: a prover reorganised
         away and winning a later round of the same ask holds a new slot."""
@@ -645,6 +659,7 @@ class MarketState:
                         ask=key[0], round=key[1], attempt=key[2], before=before, after=att.winners
                     )
                 )
+                self._forget_told(ask_id, key[1], key[2], set(before) - set(att.winners))
             announced[key[1:]] = att.winners
         announced = self._announced.get(ask_id, {})
         for sub in [sub for sub in announced if (ask_id, *sub) not in s.attempts]:
@@ -654,6 +669,7 @@ class MarketState:
                 out.append(
                     fx.Reorg(ask=ask_id, round=sub[0], attempt=sub[1], before=before, after=())
                 )
+                self._forget_told(ask_id, sub[0], sub[1], set(before))
         run = s.runs.get(ask_id)
         if run is None:
             return
