@@ -208,6 +208,8 @@ class _Demo:
                     self._prove(prover, e, now)
             elif node == "observer" and isinstance(e, fx.ProofDelivered | fx.DeadlinePassed):
                 self._judge(e, now)
+            elif node == "observer" and isinstance(e, fx.AttemptSettled):
+                self._award(e, now)
         return out
 
     def _prove(self, prover: Actor, e: fx.Assigned, now: int) -> None:
@@ -218,6 +220,19 @@ class _Demo:
         at = max(now + STEP_MS, window_end + proof_time // 2)
         body = b"demo proof of " + e.ask
         self.later(at, lambda t: prover.proof(now=t, ask=e.ask, proof=body))
+
+    def _award(self, e: fx.AttemptSettled, now: int) -> None:
+        """The ask's requester makes the settled winners final."""
+        if e.final or not e.commits:
+            return
+        view = self.nodes["observer"].view(e.ask)
+        requester = self.requesters[self.names[view.requester]]
+        self.later(
+            max(now + STEP_MS, e.window_end),
+            lambda t: requester.award(
+                now=t, ask=e.ask, commits=list(e.commits), round=e.round, attempt=e.attempt
+            ),
+        )
 
     def _judge(self, e: fx.ProofDelivered | fx.DeadlinePassed, now: int) -> None:
         view = self.nodes["observer"].view(e.ask)

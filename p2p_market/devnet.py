@@ -10,6 +10,7 @@ from p2p_market.core.crypto import SigningKey, devnet_key
 from p2p_market.core.envelope import market_id, seal
 from p2p_market.core.messages import (
     Ask,
+    Award,
     Bid,
     Cancel,
     Commit,
@@ -175,4 +176,20 @@ class Actor:
     def invalid_inputs(self, *, now: int, ask: bytes, reason: str) -> bytes:
         return seal(
             InvalidInputs(market=self.market_id, timestamp=now, ask=ask, reason=reason), self.key
+        )
+
+    def award(
+        self, *, now: int, ask: bytes, commits: list[bytes], round: bytes | None = None,
+        attempt: int = 0,
+    ) -> bytes:  # fmt: skip
+        return seal(
+            Award(
+                market=self.market_id,
+                timestamp=now,
+                ask=ask,
+                round=ask if round is None else round,
+                attempt=attempt,
+                commits=tuple(sorted(commits)),
+            ),
+            self.key,
         )

@@ -39,7 +39,7 @@ class Ranked:
 
 
 class BidBook:
-    __slots__ = ("_by_cost", "_by_time", "by_id", "current", "history")
+    __slots__ = ("_by_cost", "_by_time", "_per_seq", "by_id", "current", "history")
 
     def __init__(self) -> None:
         self.by_id: dict[bytes, StoredBid] = {}
@@ -47,15 +47,24 @@ class BidBook:
         self.history: dict[bytes, dict[int, StoredBid]] = {}
         self._by_cost: SortedList = SortedList()
         self._by_time: SortedList = SortedList()
+        self._per_seq: dict[tuple[bytes, int], int] = {}
+        """How many stored bids a prover has with one seq (more than 1: twins)."""
 
     def __len__(self) -> int:
         return len(self.current)
 
     # -- mutation -------------------------------------------------------------
     def add(self, stored: StoredBid) -> None:
-        """Store a bid; it becomes current if its seq is the prover's highest."""
+        """Store a bid; it becomes current if its seq is the prover's highest. Of two
+        bids with one seq (an equivocation: both stay stored, commits may cite
+        either), the history holds the first in signed order, whichever came first."""
         self.by_id[stored.id] = stored
+        per = (stored.prover, stored.bid.seq)
+        self._per_seq[per] = self._per_seq.get(per, 0) + 1
         seqs = self.history.setdefault(stored.prover, {})
+        twin = seqs.get(stored.bid.seq)
+        if twin is not None and _signed(twin) < _signed(stored):
+            return  # the later twin: stored by id only
         if seqs and max(seqs) > stored.bid.seq:
             seqs[stored.bid.seq] = stored
             return  # an older offer, kept for the commits that cite it
@@ -69,9 +78,20 @@ class BidBook:
         stored = self.by_id.pop(bid_id, None)
         if stored is None:
             return None
+        per = (stored.prover, stored.bid.seq)
+        left = self._per_seq.pop(per) - 1
+        if left:
+            self._per_seq[per] = left
         seqs = self.history.get(stored.prover, {})
         if seqs.get(stored.bid.seq) is stored:
             del seqs[stored.bid.seq]
+            twins = left and [
+                s
+                for s in self.by_id.values()
+                if s.prover == stored.prover and s.bid.seq == stored.bid.seq
+            ]
+            if twins:  # the other twin takes the seq over
+                seqs[stored.bid.seq] = min(twins, key=_signed)
         if not seqs:
             self.history.pop(stored.prover, None)
         if self.current.get(stored.prover) is stored:
@@ -216,3 +236,7 @@ class BidBook:
             assert stored.bid.seq == max(self.history[prover])
             assert self.history[prover][stored.bid.seq] is stored
             assert (stored.bid.price, stored.bid.proof_time, prover) in self._by_cost
+
+
+def _signed(stored: StoredBid) -> tuple[int, bytes]:
+    return (stored.bid.timestamp, stored.id)

@@ -22,13 +22,19 @@ class CommitToAsk:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptSettled:
-    """A commit window closed more than the skew tolerance ago: its winners are final
-    unless a late message proves otherwise (then a Reorg follows)."""
+    """A commit window closed more than the skew tolerance ago. Its winners are
+    final if the requester's award decided them (`final`); otherwise they are the
+    ranking's, tentative until the award, and a late message may change them (a
+    Reorg follows). The ask's requester answers this with its Award of `commits`."""
 
     ask: bytes
     round: bytes
     attempt: int
     winners: tuple[bytes, ...]
+    commits: tuple[bytes, ...] = ()
+    """The winners' commit ids, aligned with `winners`."""
+    window_end: int = 0
+    final: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""The eight message kinds of protocol v1, as frozen, slotted, keyword-only dataclasses.
+"""The nine message kinds of protocol v1, as frozen, slotted, keyword-only dataclasses.
 
 A message that exists is well-formed: every field is checked on construction
 (types, ranges, lengths, canonical list order), so nothing downstream re-checks
@@ -29,6 +29,7 @@ class Kind(enum.IntEnum):
     PROOF = 6
     RECEIPT = 7
     INVALID_INPUTS = 8
+    AWARD = 9
 
 
 class Prefer(enum.Enum):
@@ -43,6 +44,8 @@ class Outcome(enum.Enum):
 
 
 PROOF_SYSTEMS: frozenset[str] = frozenset({"pow", "external"})
+MAX_ATTEMPT = 1_000_000
+"""The largest commit-window number a Commit or an Award may name."""
 
 
 def _uint(name: str, v: object, lo: int = 0, hi: int = L.MAX_UINT) -> None:
@@ -255,7 +258,7 @@ class Commit(MarketScoped):
         MarketScoped.__post_init__(self)
         _raw("ask", self.ask, L.HASH_BYTES)
         _raw("round", self.round, L.HASH_BYTES)
-        _uint("attempt", self.attempt, 0, 1_000_000)
+        _uint("attempt", self.attempt, 0, MAX_ATTEMPT)
         _raw("bid", self.bid, L.HASH_BYTES)
         _uint("price", self.price)
         _uint("proof_time", self.proof_time, 1)
@@ -311,11 +314,39 @@ class InvalidInputs(MarketScoped):
         _text("reason", self.reason, L.MAX_TEXT_CHARS)
 
 
-AnyMessage = Market | Bid | Ask | Cancel | Commit | Proof | Receipt | InvalidInputs
-AskScoped = Cancel | Commit | Proof | Receipt | InvalidInputs
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Award(MarketScoped):
+    """The requester's signed word on who won one attempt of one round of its ask:
+    the commits it names win, whatever commits turn up later (finality, see
+    protocols/market-v1.md). `commits` are commit ids, strictly increasing; empty
+    means nobody won that attempt."""
+
+    KIND = Kind.AWARD
+    ask: bytes
+    round: bytes
+    attempt: int
+    commits: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        MarketScoped.__post_init__(self)
+        _raw("ask", self.ask, L.HASH_BYTES)
+        _raw("round", self.round, L.HASH_BYTES)
+        _uint("attempt", self.attempt, 0, MAX_ATTEMPT)
+        if type(self.commits) is not tuple or len(self.commits) > L.MAX_REPLICAS:
+            raise MessageError(f"commits must be a list of at most {L.MAX_REPLICAS} ids")
+        prev = b""
+        for item in self.commits:
+            _raw("commits", item, L.HASH_BYTES)
+            if item <= prev:
+                raise MessageError("commits must be sorted and without repeats")
+            prev = item
+
+
+AnyMessage = Market | Bid | Ask | Cancel | Commit | Proof | Receipt | InvalidInputs | Award
+AskScoped = Cancel | Commit | Proof | Receipt | InvalidInputs | Award
 
 MESSAGE_TYPES: dict[int, type[Message]] = {}
-for _cls in (Market, Bid, Ask, Cancel, Commit, Proof, Receipt, InvalidInputs):
+for _cls in (Market, Bid, Ask, Cancel, Commit, Proof, Receipt, InvalidInputs, Award):
     _cls.FIELD_NAMES = tuple(sorted(f.name for f in fields(_cls)))
     _cls.FIELD_SET = frozenset(_cls.FIELD_NAMES)
     MESSAGE_TYPES[int(_cls.KIND)] = _cls

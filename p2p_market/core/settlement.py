@@ -37,6 +37,7 @@ from p2p_market.core.envelope import Envelope
 from p2p_market.core.lifecycle import AskState, Event, SlotState, next_state
 from p2p_market.core.messages import (
     Ask,
+    Award,
     Cancel,
     Commit,
     InvalidInputs,
@@ -70,7 +71,12 @@ class Attempt:
     candidates: list[tuple[RankKey, bytes, bytes]] = field(default_factory=list)
     """(rank key, prover, commit id) of every valid commit in this window."""
     winners: tuple[bytes, ...] = ()
+    winner_commits: tuple[bytes, ...] = ()
+    """The winners' commit ids, aligned with `winners` (what an Award names)."""
     settled: bool = False
+    awarded: bool = False
+    """Decided by the requester's award (of this attempt or a later one of its
+    round): final. Otherwise the winners are the ranking's, tentative."""
 
 
 @dataclass(slots=True)
@@ -174,6 +180,9 @@ class Settlement:
 
 _WINDOW_END, _EXPIRY, _ASK_OPEN, _MESSAGE = 0, 1, 2, 3
 
+AFTER_AWARD = "after the award"
+"""The note on a commit to an attempt its requester's award decided without it."""
+
 Key = tuple[int, int, bytes]
 """Where an event sits in the fold's order: (time, kind priority, unique tie)."""
 BEFORE_ALL: Key = (-1, -1, b"")
@@ -224,6 +233,15 @@ class Fold:
         self.notes: dict[bytes, str] = {}
         self.heap: list[tuple[int, int, bytes, object]] = []
         self.commit_index: dict[bytes, Commit] = {}
+        self.commit_signer: dict[bytes, bytes] = {}
+        self.awards: dict[tuple[bytes, bytes, int], list[Award]] = {}
+        """Stored awards by (ask, round, attempt): a set-wide index, not fold state,
+        so a window's end knows its award whenever the award arrived."""
+        self.award_attempts: dict[tuple[bytes, bytes], set[int]] = {}
+        self.awarded_asks: dict[bytes, int] = {}
+        self.dirty: set[bytes] = set()
+        """Asks to fold again before the next step: an award reaches back to events
+        already folded (its attempt's end, earlier attempts' ends, a cancel)."""
         self.horizon = -1
         self.frontier: Key = BEFORE_ALL
         """The latest key processed so far."""
@@ -334,7 +352,12 @@ class Fold:
                 self.occ_ends[at] = cur
 
     def _keep_undo(
-        self, key: tuple[bytes, bytes, int], run: AskRun, att: Attempt, written_before: Key
+        self,
+        key: tuple[bytes, bytes, int],
+        run: AskRun,
+        att: Attempt,
+        written_before: Key,
+        awarded: set[bytes],
     ) -> None:
         intervals = [
             (p, o, o.end, o.settled)
@@ -342,6 +365,7 @@ class Fold:
             for o in [self.interval[cid][1]]
         ]
         notes = {cid: self.notes.get(cid) for _, _, cid in att.candidates}
+        notes.update((cid, self.notes.get(cid)) for cid in awarded)
         self.undo[key] = WindowUndo(
             self.cur,
             run.state,
@@ -391,7 +415,7 @@ class Fold:
         del run.rounds[att.round].winners[undo.round_winners :]
         del run.history[undo.history :]
         run.state = undo.state
-        att.settled, att.winners = False, ()
+        att.settled, att.winners, att.winner_commits, att.awarded = False, (), (), False
         self.run_written[ask_id] = undo.written_before
         del self.undo[key]
         self.push(undo.key[0], _WINDOW_END, undo.key[2], key)
@@ -522,8 +546,8 @@ class Fold:
         assert isinstance(ask, Ask)
         self._write_run(env.id)
         run = AskRun(id=env.id, ask=ask, requester=env.signer)
-        run.rounds[env.id] = Round(id=env.id, opened_at=ask.timestamp, slots=ask.replicas)
         self.runs[env.id] = run
+        self._open_round(run, Round(id=env.id, opened_at=ask.timestamp, slots=ask.replicas))
         self.push(ask.expires_at, _EXPIRY, env.id, env.id)
 
     def commit(self, env: Envelope) -> None:
@@ -537,15 +561,7 @@ class Fold:
             self.notes[env.id] = why
             return
         run = self.runs[c.ask]
-        start = run.rounds[c.round].opened_at + c.attempt * self.window
-        key = (c.ask, c.round, c.attempt)
-        att = self.attempts.get(key)
-        if att is None:
-            att = Attempt(c.round, c.attempt, start, start + self.window)
-            self.attempts[key] = att
-            self.attempts_by_ask.setdefault(c.ask, []).append(key)
-            tie = c.ask + c.round + c.attempt.to_bytes(8, "big")
-            self.push(att.window_end, _WINDOW_END, tie, key)
+        att = self._attempt(run.rounds[c.round], c.ask, c.attempt)
         self._changed(c.ask)
         rk = rank_key(run.ask.prefer == Prefer.COST.value, c.price, c.proof_time, c.ask, env.signer)
         att.candidates.append((rk, env.signer, env.id))
@@ -553,6 +569,26 @@ class Fold:
         interval = Occupancy(c.timestamp, env.id)
         self.occupancy.setdefault(env.signer, []).append(interval)
         self.interval[env.id] = (env.signer, interval)
+
+    def _attempt(self, rnd: Round, ask_id: bytes, number: int) -> Attempt:
+        """The attempt, created with its window's end scheduled if it is new."""
+        key = (ask_id, rnd.id, number)
+        att = self.attempts.get(key)
+        if att is None:
+            start = rnd.opened_at + number * self.window
+            att = Attempt(rnd.id, number, start, start + self.window)
+            self.attempts[key] = att
+            self.attempts_by_ask.setdefault(ask_id, []).append(key)
+            tie = ask_id + rnd.id + number.to_bytes(8, "big")
+            self.push(att.window_end, _WINDOW_END, tie, key)
+        return att
+
+    def _open_round(self, run: AskRun, rnd: Round) -> None:
+        """A round opens; its awarded attempts must end even if no commit to them is
+        valid in this node's view (an award is final whatever the view)."""
+        run.rounds[rnd.id] = rnd
+        for number in sorted(self.award_attempts.get((run.id, rnd.id), ())):
+            self._attempt(rnd, run.id, number)
 
     def _commit_invalid(self, env: Envelope, c: Commit) -> str:
         run = self.runs.get(c.ask)
@@ -569,6 +605,8 @@ class Fold:
         start = rnd.opened_at + c.attempt * self.window
         if not start <= t < start + self.window:
             return "outside its commit window"
+        if self._decided(c, env.id, rnd):
+            return AFTER_AWARD
         if rnd.unfilled <= 0:
             return "round already filled"
         if prover in run.excluded or prover in run.slots:
@@ -599,28 +637,41 @@ class Fold:
         written_before = self.run_written.get(key[0], BEFORE_ALL)
         self._write_run(key[0])
         run = self.runs[key[0]]
-        self._keep_undo(key, run, att, written_before)
-        att.settled = True
         rnd = run.rounds[att.round]
+        awarded = self._award_of(key, rnd)
+        self._keep_undo(key, run, att, written_before, awarded or set())
+        att.settled = True
         e = att.window_end
         ranked = sorted(att.candidates)
+        att.awarded = awarded is not None
         winners: list[tuple[RankKey, bytes, bytes]] = []
-        if run.state is AskState.OPEN:
-            for cand in ranked:
-                if len(winners) >= rnd.unfilled:
-                    break
-                if cand[1] not in run.slots:
-                    winners.append(cand)
+        if awarded is None:  # tentative: the ranking decides
+            if run.state is AskState.OPEN:
+                for cand in ranked:
+                    if len(winners) >= rnd.unfilled:
+                        break
+                    if cand[1] not in run.slots and all(w[1] != cand[1] for w in winners):
+                        winners.append(cand)
+            lost = "lost" if run.state is AskState.OPEN else f"ask is {run.state.value}"
+        else:  # final: the requester's award decides, whatever else was signed
+            if run.state in (AskState.OPEN, AskState.INVALID_INPUTS):
+                for cand in self._awarded_ranked(run, att, awarded):
+                    if len(winners) >= rnd.unfilled:
+                        break
+                    prover = cand[1]
+                    taken = prover in run.slots or prover in run.excluded
+                    if not taken and all(w[1] != prover for w in winners):
+                        winners.append(cand)
+            lost = "not awarded"
         won = {w[2] for w in winners}
         for _, prover, cid in ranked:
             if cid not in won:
                 self._release(prover, cid, e)
-                self.notes[cid] = (
-                    "lost" if run.state is AskState.OPEN else f"ask is {run.state.value}"
-                )
+                self.notes[cid] = lost
         if not winners:
             return
         att.winners = tuple(w[1] for w in winners)
+        att.winner_commits = tuple(w[2] for w in winners)
         for _, prover, cid in winners:
             rnd.winners.append(prover)
             price, proof_time = self._commit_terms(cid)
@@ -628,10 +679,64 @@ class Fold:
             run.slots[prover] = Slot(
                 prover, att.round, att.number, cid, price, proof_time, e, deadline
             )
-            interval = self.interval[cid][1]
-            self._write_occ(prover, deadline, interval.end, -1)
-            interval.end, interval.settled = deadline, True
+            self.notes.pop(cid, None)  # an awarded commit takes effect, whatever it was
+            held = self.interval.get(cid)
+            if held is not None:
+                interval = held[1]
+                self._write_occ(prover, deadline, interval.end, -1)
+                interval.end, interval.settled = deadline, True
         self.move(run, e, Event.SLOTS_SHORT if run.seeking else Event.SLOTS_FILLED)
+
+    def _award_of(self, key: tuple[bytes, bytes, int], rnd: Round) -> set[bytes] | None:
+        """The commits the requester awarded in this attempt (None: no award decides
+        it). An award counts once its attempt's window has ended (it is signed at or
+        after the end). An award of a later attempt of the round closes this one
+        with no winners: the requester moved on, so nothing signed for it later can
+        win."""
+        ask_id, round_id, number = key
+        named: set[bytes] | None = None
+        for award in self.awards.get(key, ()):
+            if award.timestamp >= rnd.opened_at + (number + 1) * self.window:
+                named = (named or set()) | set(award.commits)
+        if named is not None:
+            return named
+        for later in self.award_attempts.get((ask_id, round_id), ()):
+            if later > number and any(
+                a.timestamp >= rnd.opened_at + (later + 1) * self.window
+                for a in self.awards[(ask_id, round_id, later)]
+            ):
+                return set()
+        return None
+
+    def _awarded_ranked(
+        self, run: AskRun, att: Attempt, awarded: set[bytes]
+    ) -> list[tuple[RankKey, bytes, bytes]]:
+        """The awarded commits that can hold a slot, best first by the ranking rule.
+        Only what the requester could check itself is checked: the commit was
+        signed inside this window and before expiry by a prover the ask allows.
+        Whether it was valid in this node's tentative view (capacity, a newer bid)
+        does not matter: the requester's signed word is final."""
+        ask = run.ask
+        out = []
+        for cid in awarded:
+            c = self.commit_index.get(cid)
+            prover = self.commit_signer.get(cid)
+            if c is None or prover is None:
+                continue
+            if not att.window_start <= c.timestamp < att.window_end:
+                continue
+            if c.timestamp >= ask.expires_at:
+                continue
+            if (ask.allow and prover not in ask.allow) or prover in ask.deny:
+                continue
+            rk = rank_key(ask.prefer == Prefer.COST.value, c.price, c.proof_time, run.id, prover)
+            out.append((rk, prover, cid))
+        return sorted(out)
+
+    def _decided(self, c: Commit, commit_id: bytes, rnd: Round) -> bool:
+        """The commit's attempt was decided by an award that does not name it."""
+        awarded = self._award_of((c.ask, c.round, c.attempt), rnd)
+        return awarded is not None and commit_id not in awarded
 
     def _release(self, prover: bytes, cid: bytes, t: int) -> None:
         interval = self.interval[cid][1]
@@ -669,6 +774,9 @@ class Fold:
             return
         if run.slots:
             self.notes[env.id] = "cancel after assignment"
+            return
+        if self.awarded_asks.get(c.ask):
+            self.notes[env.id] = "cancel after assignment"  # the requester awarded it
             return
         if not self.move(run, c.timestamp, Event.CANCEL):
             self.notes[env.id] = f"ask is {run.state.value}"
@@ -721,9 +829,9 @@ class Fold:
             return
         t = r.timestamp
         if r.outcome == Outcome.ACCEPTED.value:
-            if slot.state is SlotState.ATTESTED:
-                self.notes[env.id] = "the prover attested invalid inputs"
-                return
+            # Even after an attestation or a proof this node has not seen: the
+            # requester's acceptance is its word on the slot (a prover's own later
+            # message cannot void its payment).
             slot.state = SlotState.ACCEPTED
             self.end_slot(slot, t)
             if run.accepted >= run.ask.replicas:
@@ -735,9 +843,9 @@ class Fold:
             self.move(run, t, event)
             return
         if r.outcome == Outcome.TIMED_OUT.value:
-            if slot.state is not SlotState.ASSIGNED:
-                self.notes[env.id] = f"cannot time out a slot that is {slot.state.value}"
-                return
+            # Any slot in progress: a proof signed in time but never shown to the
+            # requester does not bind it, so the prover cannot undo a timeout by
+            # publishing a backdated proof or attestation later.
             if t < slot.deadline:
                 self.notes[env.id] = "timed_out before the deadline"
                 return
@@ -747,10 +855,28 @@ class Fold:
         self.end_slot(slot, t)
         run.excluded.add(r.prover)
         if not run.expired:
-            run.rounds[env.id] = Round(id=env.id, opened_at=t, slots=1)
+            self._open_round(run, Round(id=env.id, opened_at=t, slots=1))
             self.move(run, t, Event.FAIL_REOPEN)
         else:
             self.move(run, t, Event.FAIL_BUSY if run.busy else Event.FAIL_IDLE)
+
+    def award(self, env: Envelope) -> None:
+        """Its effect is taken at its attempt's end (see `window_end`); here the fold
+        only notes an award that cannot count."""
+        m = env.message
+        assert isinstance(m, Award)
+        self._read_run(m.ask)
+        run = self.runs.get(m.ask)
+        if run is None:
+            self.notes[env.id] = "unknown ask"
+        elif env.signer != run.requester:
+            self.notes[env.id] = "not the ask's owner"
+        else:
+            rnd = run.rounds.get(m.round)
+            if rnd is None:
+                self.notes[env.id] = "unknown round"
+            elif m.timestamp < rnd.opened_at + (m.attempt + 1) * self.window:
+                self.notes[env.id] = "signed before its window ended"
 
     # -- driver -----------------------------------------------------------------
     def add(self, env: Envelope) -> None:
@@ -763,9 +889,22 @@ class Fold:
         else:
             if isinstance(m, Commit):
                 self.commit_index[env.id] = m
+                self.commit_signer[env.id] = env.signer
+            elif isinstance(m, Award):
+                self._index_award(m)
             self.members.setdefault(m.ask, []).append(env)  # type: ignore[union-attr]
             self.push(t, _MESSAGE, env.id, env)
         self.horizon = max(self.horizon, t)
+
+    def _index_award(self, m: Award) -> None:
+        """An award reaches back to its attempt's end (and to the ends of earlier
+        attempts of its round, and to a cancel): if its ask is folded already, the
+        ask is folded again before the next step."""
+        self.awards.setdefault((m.ask, m.round, m.attempt), []).append(m)
+        self.award_attempts.setdefault((m.ask, m.round), set()).add(m.attempt)
+        self.awarded_asks[m.ask] = self.awarded_asks.get(m.ask, 0) + 1
+        if m.ask in self.runs:
+            self.dirty.add(m.ask)
 
     def bid_added(self, prover: bytes, t: int) -> None:
         """A bid stored after the fold began: the prover's commits already folded at
@@ -777,6 +916,10 @@ class Fold:
         """Fold every queued message and every timer due by `horizon` (or by the
         newest message, if later). Raises `Conflict`; the fold is then unusable."""
         self.horizon = horizon = max(self.horizon, horizon)
+        for ask_id in sorted(self.dirty):
+            if ask_id in self.runs:
+                self._replay_ask(ask_id)
+        self.dirty.clear()
         heap = self.heap
         while heap:
             t, prio, tie, item = heap[0]
@@ -816,6 +959,12 @@ class Fold:
         for mid in message_ids:
             self.notes.pop(mid, None)
             self.commit_index.pop(mid, None)
+            self.commit_signer.pop(mid, None)
+        for pair in [k for k in self.award_attempts if k[0] == ask_id]:
+            for number in self.award_attempts.pop(pair):
+                self.awards.pop((pair[0], pair[1], number), None)
+        self.awarded_asks.pop(ask_id, None)
+        self.dirty.discard(ask_id)
         for table in (self.run_read, self.run_written, self.version):
             table.pop(ask_id, None)
         self.ask_env.pop(ask_id, None)
@@ -886,6 +1035,8 @@ class Fold:
             self.receipt(env)
         elif isinstance(m, InvalidInputs):
             self.attest(env)
+        elif isinstance(m, Award):
+            self.award(env)
 
 
 def _ask_of(item: tuple[int, int, bytes, object]) -> bytes:

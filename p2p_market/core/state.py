@@ -26,6 +26,7 @@ from p2p_market.core.lifecycle import TERMINAL, AskState, SlotState
 from p2p_market.core.limits import MAX_PENDING_ORPHANS
 from p2p_market.core.messages import (
     Ask,
+    Award,
     Bid,
     Cancel,
     Commit,
@@ -37,6 +38,7 @@ from p2p_market.core.messages import (
 )
 from p2p_market.core.ranking import rank_key
 from p2p_market.core.settlement import (
+    AFTER_AWARD,
     AskRun,
     Attempt,
     Conflict,
@@ -63,7 +65,7 @@ def equivocation_key(env: Envelope) -> tuple[object, ...]:
         return (env.signer, "ask", m.nonce)
     if isinstance(m, Commit):
         return (env.signer, "commit", m.ask, m.round, m.attempt)
-    if isinstance(m, Receipt | Proof | InvalidInputs):
+    if isinstance(m, Receipt | Proof | InvalidInputs | Award):
         # These never equivocate: the fold takes, in signed order, the first one that
         # can take effect. So a premature timeout (a fast clock) does not block a
         # proper one, and a requester that timed out a winner whose on-time proof it
@@ -71,7 +73,8 @@ def equivocation_key(env: Envelope) -> tuple[object, ...]:
         # attested) for a slot it was then reorganised out of (a late better commit)
         # can still deliver for a slot of the same ask it wins later: a proof does not
         # name its slot, so keyed per (signer, ask) the first one would block it, and
-        # the prover would be timed out and excluded for work it did twice.
+        # the prover would be timed out and excluded for work it did twice. Awards
+        # add up (see settlement.Fold._award_of): a second one never takes a win away.
         return (env.id,)
     if isinstance(m, Cancel):
         return (env.signer, "Cancel", m.ask)
@@ -119,6 +122,12 @@ class MarketState:
         self.seen: dict[bytes, int] = {}
         self.keyed: dict[tuple[object, ...], Envelope] = {}
         self.evidence: dict[bytes, Envelope] = {}
+        """Every stored message that equivocates with another stored one (both twins:
+        which arrived first does not matter)."""
+        self.twins: dict[bytes, Envelope] = {}
+        """Stored twins whose equivocation key another stored message holds in `keyed`."""
+        self._awarded: dict[bytes, int] = {}
+        """How many awards are stored per ask."""
         self.pending: dict[bytes, dict[bytes, Envelope]] = {}
         self._pending_order: deque[tuple[bytes, bytes]] = deque()
         self._settlement: Settlement | None = None
@@ -286,18 +295,29 @@ class MarketState:
             # a node that received it first. Not provable misbehaviour: the requester
             # may simply not have seen the commits yet.
             return ignore(Reason.CANCEL_AFTER_ASSIGNMENT, "kept without effect")
+        if (
+            isinstance(m, Commit)
+            and m.ask in self._awarded
+            and self._settle(now).notes.get(env.id) == AFTER_AWARD
+        ):
+            # Too late to count: the requester's award decided its attempt. Kept (so
+            # every node holds the same set) but not forwarded, and nobody is blamed:
+            # the forwarder may only have passed on what a prover held back.
+            return ignore(Reason.AFTER_AWARD, "kept without effect")
         return ACCEPTED
 
     def _check_parents(
-        self, env: Envelope, m: Cancel | Commit | Proof | Receipt | InvalidInputs
+        self, env: Envelope, m: Cancel | Commit | Proof | Receipt | InvalidInputs | Award
     ) -> Verdict | None:
         ask_env = self.asks.get(m.ask)
         if ask_env is None:
             return self._orphan(env, m.ask)
         ask = ask_env.message
         assert isinstance(ask, Ask)
-        if isinstance(m, Cancel | Receipt) and env.signer != ask_env.signer:
+        if isinstance(m, Cancel | Receipt | Award) and env.signer != ask_env.signer:
             return reject(Reason.NOT_ASK_OWNER)
+        if isinstance(m, Award):
+            return self._check_award(env, m)
         if isinstance(m, Commit):
             stored = self.book.by_id.get(m.bid)
             if stored is None:
@@ -313,9 +333,24 @@ class MarketState:
                 return reject(Reason.BID_NOT_LIVE, "commit outside the bid's lifetime")
         return None
 
+    def _check_award(self, env: Envelope, m: Award) -> Verdict | None:
+        """Every commit an award names must be stored (the fold needs its terms): it
+        is held until each arrives. Naming a commit of another attempt is provable
+        misbehaviour by the requester."""
+        for cid in m.commits:
+            commit = self._find_event(cid)
+            if commit is None:
+                return self._orphan(env, cid)
+            c = commit.message
+            if not isinstance(c, Commit) or (c.ask, c.round, c.attempt) != (
+                m.ask,
+                m.round,
+                m.attempt,
+            ):
+                return reject(Reason.BAD_AWARD, "names a commit of another attempt")
+        return None
+
     def _orphan(self, env: Envelope, parent: bytes) -> Verdict:
-        if parent in self.evidence:
-            return ignore(Reason.EQUIVOCATION, "refers to a message that lost an equivocation")
         waiting = self.pending.setdefault(parent, {})
         if env.id not in waiting:
             waiting[env.id] = env
@@ -328,23 +363,26 @@ class MarketState:
         return ignore(Reason.ORPHAN, "held until its parent arrives")
 
     def _equivocation(self, env: Envelope, rival: Envelope, now: int, effects: Effects) -> Verdict:
-        """Both are kept as evidence; the first in signed order counts, on every node
-        that holds both, whichever arrived first."""
-        kept, dropped = sorted((env, rival), key=_order)
-        effects.append(fx.EquivocationSeen(signer=env.signer, kept=kept.id, dropped=dropped.id))
-        if dropped.id not in self.evidence:
-            self.evidence[dropped.id] = dropped
-            self._digest_evidence ^= _id_int(dropped.id)
-        self.pending.pop(dropped.id, None)  # children of a loser never apply
-        if kept is env:
-            self._unstore(rival)
-            self._store(env, equivocation_key(env))
-            self._after_store(env, now, effects)
+        """Both twins are stored and both count, as two messages; they are recorded as
+        evidence against their signer. Nothing is ever removed for an equivocation:
+        choosing one twin would let a signer who holds the other back (or signs it
+        later, backdated) erase what depends on the first, a paid proof included.
+        An ask twin is simply another ask; a bid twin is judged like any bid by the
+        commits that cite it (the book's current bid is the first in signed order);
+        commit twins are two candidates of one prover, of which at most one wins."""
+        first, second = sorted((env, rival), key=_order)
+        effects.append(fx.EquivocationSeen(signer=env.signer, kept=first.id, dropped=second.id))
+        for twin in (env, rival):
+            if twin.id not in self.evidence:
+                self.evidence[twin.id] = twin
+                self._digest_evidence ^= _id_int(twin.id)
+        self._store(env, None)
+        self._after_store(env, now, effects)
         # IGNORE, not REJECT: the signer misbehaved, not the peer that forwarded the
         # twin it saw first, which must not be blamed (or an equivocator could get
-        # honest relays disconnected). Peers converge on both twins through sync,
-        # which serves evidence too.
-        return ignore(Reason.EQUIVOCATION, f"conflicts with {rival.id.hex()[:16]}")
+        # honest relays disconnected). Not forwarded either; peers converge on both
+        # twins through sync, which serves every stored message.
+        return ignore(Reason.EQUIVOCATION, f"kept beside {rival.id.hex()[:16]}")
 
     # -- storage ------------------------------------------------------------------
     def _thaw_for(self, env: Envelope) -> None:
@@ -362,10 +400,14 @@ class MarketState:
             self._live.add(ask_id)
             self._refold = True
 
-    def _store(self, env: Envelope, key: tuple[object, ...]) -> None:
+    def _store(self, env: Envelope, key: tuple[object, ...] | None) -> None:
+        """Store a message under its equivocation key (None: a twin of a stored one)."""
         m = env.message
         self._thaw_for(env)
-        self.keyed[key] = env
+        if key is None:
+            self.twins[env.id] = env
+        else:
+            self.keyed[key] = env
         until = self._forget_after(env)
         if env.id not in self.seen:
             self._digest_seen ^= _id_int(env.id)
@@ -392,6 +434,8 @@ class MarketState:
                     self._fold_queue.append(self.asks[ask_id])
                 self._fold_queue.append(env)
             self._home[env.id] = ask_id
+            if isinstance(m, Award):
+                self._awarded[ask_id] = self._awarded.get(ask_id, 0) + 1
             if isinstance(m, Commit):
                 self.commits_by_bid.setdefault(m.bid, set()).add(env.id)
                 self._committers[env.signer] = self._committers.get(env.signer, 0) + 1
@@ -412,8 +456,12 @@ class MarketState:
             self._thaw_for(env)
         touches_fold = forget or env.id in self._live or getattr(m, "ask", None) in self._live
         key = equivocation_key(env)
-        if self.keyed.get(key) is env:
+        if self.twins.pop(env.id, None) is None and self.keyed.get(key) is env:
             del self.keyed[key]
+            for twin in list(self.twins.values()):  # a twin takes the key over
+                if equivocation_key(twin) == key:
+                    self.keyed[key] = self.twins.pop(twin.id)
+                    break
         if forget and self.seen.pop(env.id, None) is not None:
             self._digest_seen ^= _id_int(env.id)
         if isinstance(m, Bid):
@@ -446,6 +494,12 @@ class MarketState:
                 if not bucket:
                     del self.events[m.ask]  # type: ignore[union-attr]
                     self._live.discard(m.ask)  # type: ignore[union-attr]
+            if isinstance(m, Award):
+                left = self._awarded.get(m.ask, 1) - 1
+                if left:
+                    self._awarded[m.ask] = left
+                else:
+                    self._awarded.pop(m.ask, None)
             if isinstance(m, Commit):
                 self.commits_by_bid.get(m.bid, set()).discard(env.id)
                 left = self._committers.get(env.signer, 1) - 1
@@ -563,7 +617,7 @@ class MarketState:
     def stored_envelopes(self) -> list[Envelope]:
         """Every message this node holds and would give a peer that syncs from it: all
         stored messages and the equivocation evidence (so peers converge on both)."""
-        return [*self.keyed.values(), *self.evidence.values()]
+        return [*self.keyed.values(), *self.twins.values()]
 
     def holdings_digest(self) -> tuple[int, int, int, int]:
         """(count, XOR) of the seen ids and of the evidence ids, kept up to date as
@@ -650,7 +704,15 @@ class MarketState:
             before = announced.get(key[1:])
             if before is None:
                 out.append(
-                    fx.AttemptSettled(ask=key[0], round=key[1], attempt=key[2], winners=att.winners)
+                    fx.AttemptSettled(
+                        ask=key[0],
+                        round=key[1],
+                        attempt=key[2],
+                        winners=att.winners,
+                        commits=att.winner_commits,
+                        window_end=att.window_end,
+                        final=att.awarded,
+                    )
                 )
             elif before != att.winners:
                 self.reorgs += 1
@@ -928,6 +990,9 @@ class MarketState:
         env = self.asks.get(mid)
         if env is not None:
             return env
+        twin = self.twins.get(mid)
+        if twin is not None:
+            return twin
         stored = self.book.by_id.get(mid)
         if stored is not None:
             return self.keyed.get(equivocation_key_of_bid(stored))
@@ -993,8 +1058,8 @@ class MarketState:
                     problems.append(f"ask {ask_id.hex()[:8]}: winner not allowed")
         for key, att in attempts.items():
             run = runs[key[0]]
-            if not att.winners:
-                continue
+            if not att.winners or att.awarded:
+                continue  # an award decides by the requester's word, not the ranking
             ranked = sorted(att.candidates)
             best = [c[1] for c in ranked][: len(att.winners)]
             if list(att.winners) != best and not any(c[1] in run.slots for c in ranked):

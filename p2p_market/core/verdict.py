@@ -44,6 +44,8 @@ class Reason(enum.Enum):
     BID_NOT_LIVE = "bid_not_live"
     ORPHAN = "orphan"
     CANCEL_AFTER_ASSIGNMENT = "cancel_after_assignment"
+    BAD_AWARD = "bad_award"
+    AFTER_AWARD = "after_award"
     # Shell only (the core never returns it): a signer or peer over its rate limit.
     RATE_LIMITED = "rate_limited"
 

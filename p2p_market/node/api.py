@@ -109,6 +109,7 @@ def ask_json(view: AskView) -> dict[str, Any]:
         "confidential": a.confidential,
         "allow": [k.hex() for k in a.allow],
         "deny": [k.hex() for k in a.deny],
+        "nonce": a.nonce,
         "winners": [p.hex() for p in view.winners],
         "prices": list(view.prices),
         "slot_states": [s.value for s in view.slot_states],

@@ -15,7 +15,7 @@ from p2p_market.core import effects as fx
 from p2p_market.core.envelope import message_id, seal
 from p2p_market.core.lifecycle import AskState, SlotState
 from p2p_market.core.limits import MAX_INLINE_INPUT_BYTES
-from p2p_market.core.messages import Ask, InvalidInputs, Outcome, Proof, Receipt, sha256
+from p2p_market.core.messages import Ask, Award, InvalidInputs, Outcome, Proof, Receipt, sha256
 from p2p_market.node.direct import DirectError, send_direct
 from p2p_market.node.runtime import Node
 from p2p_market.proving.backend import ProofBackend, ProvingError
@@ -145,7 +145,9 @@ class RequesterRole:
         if ask_id is None or (ask_id not in self.asks and not self._adopt(market, ask_id)):
             return
         tracked = self.asks[ask_id]
-        if isinstance(effect, fx.Assigned):
+        if isinstance(effect, fx.AttemptSettled) and effect.commits and not effect.final:
+            await self._award(market, effect)
+        elif isinstance(effect, fx.Assigned):
             self._emit(ask_id, "assigned", prover=effect.prover.hex(), price=effect.price)
             env = self.node.states[market].asks[ask_id]
             assert isinstance(env.message, Ask)
@@ -266,6 +268,28 @@ class RequesterRole:
         else:
             self._emit(ask_id, "rejected", prover=prover.hex())
             await self._receipt(market, ask_id, prover, Outcome.INVALID, not_before)
+
+    async def _award(self, market: bytes, settled: fx.AttemptSettled) -> None:
+        """Make the attempt's winners final: from this signed award on, no commit
+        anyone publishes later can take their slots (protocols/market-v1.md, finality).
+        Signed once the attempt is settled in this node's view, naming the commits
+        the ranking picked from what this node holds."""
+        award = Award(
+            market=market,
+            timestamp=max(self.node.clock(), settled.window_end),
+            ask=settled.ask,
+            round=settled.round,
+            attempt=settled.attempt,
+            commits=tuple(sorted(settled.commits)),
+        )
+        result = await self.node.submit(seal(award, self.node.key))
+        log.info(
+            "ask %s: award of attempt %d to %d commit(s): %s",
+            settled.ask.hex()[:16],
+            settled.attempt,
+            len(settled.commits),
+            result.status,
+        )
 
     async def _receipt(
         self, market: bytes, ask_id: bytes, prover: bytes, outcome: Outcome, not_before: int = 0

@@ -429,6 +429,9 @@ class SimNode:
             elif isinstance(e, fx.DeadlinePassed):
                 if e.ask in self.my_asks:
                     self._receipt(e.ask, e.prover, "timed_out", e.deadline)
+            elif isinstance(e, fx.AttemptSettled):
+                if e.ask in self.my_asks and e.commits and not e.final:
+                    self._award(e)
             elif isinstance(e, fx.AskStateChanged):
                 if e.ask in self.my_asks and e.after is AskState.PROVEN:
                     rec = self.world.asks[e.ask]
@@ -611,6 +614,18 @@ class SimNode:
             stats.receipts_timed_out += 1
         now = max(self.now(), not_before)
         self.publish(self.actor.receipt(now=now, ask=ask_id, prover=prover, outcome=outcome))
+
+    def _award(self, e: fx.AttemptSettled) -> None:
+        """The requester makes a settled attempt's winners final (as the real
+        requester role does), unless it is silent or down."""
+        if self.behaviour == "silent" or not self.up:
+            return
+        now = max(self.now(), e.window_end)
+        self.publish(
+            self.actor.award(
+                now=now, ask=e.ask, commits=list(e.commits), round=e.round, attempt=e.attempt
+            )
+        )
 
     # -- spammer -------------------------------------------------------------------
     def spam(self, epoch: int) -> None:

@@ -10,6 +10,8 @@ These histories are built to hit what the plain random histories rarely do:
 - commits signed near the end of their window that arrive after it ended, some
   of them held back for many windows;
 - receipts that open a round, arriving before or after the commits to that round;
+- the requester's awards, of the ranking's winners or of others, before or after
+  the commits they name (held until those arrive), and commits held back past them;
 - identical offers, so the hash tie-break decides who wins;
 - duplicates redelivered, and ticks between deliveries.
 
@@ -118,6 +120,7 @@ def adversarial_histories(draw: st.DrawFn) -> History:
         out.append((t_ask + draw(st.integers(0, w)), raw_ask))
         ask_id = message_id(raw_ask)
         committers = []
+        by_attempt: dict[int, list[bytes]] = {}
         for i in range(n):
             if not draw(st.booleans()):
                 continue
@@ -130,6 +133,17 @@ def adversarial_histories(draw: st.DrawFn) -> History:
             raw = cast.provers[i].commit(
                 now=t, ask=ask_id, bid=bid_id, price=price, proof_time=ptime, attempt=attempt
             )
+            out.append((arrive(t), raw))
+            by_attempt.setdefault(attempt, []).append(message_id(raw))
+        # the requester awards some attempts (any subset of their commits, the
+        # ranking's or not), mostly after their window ended, some before
+        for attempt, commits in sorted(by_attempt.items()):
+            if draw(st.integers(0, 2)) == 0:
+                continue
+            chosen = [c for c in commits if draw(st.booleans())]
+            end = t_ask + (attempt + 1) * w
+            t = end + draw(st.sampled_from([-1, 0, skew, skew + w, 5 * w]))
+            raw = req.award(now=t, ask=ask_id, commits=chosen, attempt=attempt)
             out.append((arrive(t), raw))
         # third parties: accepted, without effect
         for _ in range(draw(st.integers(0, 2))):
@@ -163,6 +177,7 @@ def adversarial_histories(draw: st.DrawFn) -> History:
                 )
                 out.append((arrive(t_r), receipt))
                 if outcome != "accepted":
+                    round_commits = []
                     for j in range(n):
                         if j != i and draw(st.booleans()):
                             b2, p2, pt2 = bids[j]
@@ -173,6 +188,14 @@ def adversarial_histories(draw: st.DrawFn) -> History:
                             )  # fmt: skip
                             # the round's commit often arrives before its receipt
                             out.append((arrive(t), raw))
+                            round_commits.append(message_id(raw))
+                    if draw(st.booleans()) and round_commits:
+                        t = t_r + w + draw(st.sampled_from([0, skew]))
+                        raw = req.award(
+                            now=t, ask=ask_id, commits=round_commits[:1],
+                            round=message_id(receipt),
+                        )  # fmt: skip
+                        out.append((arrive(t), raw))
         if draw(st.integers(0, 4)) == 0:
             t = t_ask + draw(st.integers(0, w + skew))
             out.append((arrive(t), req.cancel(now=t, ask=ask_id)))
