@@ -791,34 +791,84 @@ def _() -> Vector:
 
 
 # == kind and fields ==================================================================
+# A kind code v1 does not define is IGNOREd, not REJECTed: it may be a later
+# version's (market-v1.md, Protocol evolution). Codes are one byte, 0..255.
 @vector
 def _() -> Vector:
-    return reject(
-        "reject/unknown_kind_9",
+    return ignore(
+        "ignore/unknown_kind_9",
         "unknown_kind",
-        "Kind 9 does not exist (body: a valid bid body, signed with kind byte 9).",
+        "Kind 9, the first code v1 leaves to later versions (body: a valid bid body, "
+        "signed with kind byte 9): ignored without blame, never stored nor forwarded.",
         sealed(P1, 9, canon_map(bid_fields())),
     )
 
 
 @vector
 def _() -> Vector:
-    return reject(
-        "reject/unknown_kind_0",
+    return ignore(
+        "ignore/unknown_kind_0",
         "unknown_kind",
-        "Kind 0 does not exist.",
+        "Kind 0 is not a v1 kind: ignored like every code v1 does not define.",
         sealed(P1, 0, canon_map(bid_fields())),
     )
 
 
 @vector
 def _() -> Vector:
-    return reject(
-        "reject/unknown_kind_body_not_checked",
+    return ignore(
+        "ignore/unknown_kind_255",
         "unknown_kind",
-        "Kind 300, with a body that is not msgpack at all: the kind is checked before "
-        "the body is decoded.",
-        envelope(300, b"\xc1", P1.public_key, bytes(64)),
+        "Kind 255, the largest kind code (a kind is signed as one byte).",
+        sealed(P1, 255, canon_map(bid_fields())),
+    )
+
+
+@vector
+def _() -> Vector:
+    return ignore(
+        "ignore/unknown_kind_body_and_signature_not_checked",
+        "unknown_kind",
+        "Kind 200, with a body that is not msgpack at all and an all-zero signature: "
+        "the kind is checked before the body is decoded, and an unknown kind's "
+        "signature is never verified.",
+        envelope(200, b"\xc1", P1.public_key, bytes(64)),
+    )
+
+
+@vector
+def _() -> Vector:
+    body = canon_map(bid_fields())
+    return reject(
+        "reject/envelope_kind_256",
+        "undecodable",
+        "Kind 256 does not fit the byte it is signed as, so no version of the protocol "
+        "can sign it: a malformed envelope, not an unknown kind.",
+        envelope(256, body, P1.public_key, bytes(64)),
+    )
+
+
+@vector
+def _() -> Vector:
+    body = canon_map(bid_fields())
+    return reject(
+        "reject/envelope_kind_negative",
+        "undecodable",
+        "Kind -1: kind codes are 0..255.",
+        envelope(-1, body, P1.public_key, bytes(64)),
+    )
+
+
+@vector
+def _() -> Vector:
+    body = canon_map(bid_fields())
+    sig = sign(P1.key, 9, body)
+    return reject(
+        "order/canonical_before_unknown_kind",
+        "not_canonical",
+        "Kind 9 written as uint8 (0xcc 0x09) instead of a positive fixint: the envelope "
+        "form is checked, and blamed, before the kind.",
+        b"\x94\xcc\x09" + enc(body) + enc(P1.public_key) + enc(sig),
     )
 
 
