@@ -60,14 +60,19 @@ def market_id(descriptor: Message) -> bytes:
 def parse(raw: bytes) -> Envelope:
     """Decode and check the form of an envelope (not its signature).
 
-    Raises codec.CodecError for bytes that are not a canonical envelope and
-    messages.MessageError for a body that is not a valid message of its kind."""
+    Raises codec.CodecError for bytes that are not a canonical envelope,
+    UnknownKind for a canonical envelope whose kind code this version does not
+    know (its body is not looked at), and messages.MessageError for a body that is
+    not a valid message of its kind."""
     outer = codec.unpack(raw)
     if type(outer) is not tuple or len(outer) != 4:
         raise codec.CodecError(False, "an envelope is an array of 4 items")
     kind, body, signer, signature = outer
     if type(kind) is not int or type(body) is not bytes:
         raise codec.CodecError(False, "envelope kind must be an integer and body bytes")
+    if not 0 <= kind <= L.MAX_KIND:
+        # Signed as one byte (signing_payload): no version of this protocol can sign it.
+        raise codec.CodecError(False, f"envelope kind must be 0..{L.MAX_KIND}, not {kind}")
     if type(signer) is not bytes or len(signer) != L.KEY_BYTES:
         raise codec.CodecError(False, "signer must be a 32-byte key")
     if type(signature) is not bytes or len(signature) != L.SIGNATURE_BYTES:
@@ -91,6 +96,10 @@ def parse(raw: bytes) -> Envelope:
 
 
 class UnknownKind(ValueError):
+    """A well-formed envelope of a kind code (0..MAX_KIND) that this protocol
+    version does not define: perhaps a later version's (market-v1.md, Protocol
+    evolution)."""
+
     def __init__(self, kind: int) -> None:
         super().__init__(f"unknown message kind {kind}")
         self.kind = kind

@@ -5,6 +5,11 @@ from typing import Final
 
 PROTOCOL_DOMAIN: Final = b"p2p-market/v1\x00"
 
+MAX_KIND: Final = 255
+"""Kind codes are 0..255: the signing payload carries the kind as one byte. v1
+defines 1..9; the other codes are left to later versions (market-v1.md, Protocol
+evolution)."""
+
 MAX_ENVELOPE_BYTES: Final = 64 * 1024
 """Checked before decoding: nothing larger is ever parsed."""
 

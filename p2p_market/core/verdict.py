@@ -1,9 +1,10 @@
 """Verdicts on an incoming envelope, in the go-libp2p-pubsub sense.
 
 ACCEPT: store, apply and forward. IGNORE: drop without blame (duplicate, stale, not
-yet applicable, possibly our own clock). REJECT: provable misbehaviour by the signer
-or a malformed message; the forwarding peer may be penalised. Only ACCEPT is ever
-forwarded. Expected failures are values, never exceptions.
+yet applicable, possibly our own clock, a kind only a later version knows). REJECT:
+provable misbehaviour by the signer or a malformed message; the forwarding peer may
+be penalised. Only ACCEPT is ever forwarded. Expected failures are values, never
+exceptions.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Reason(enum.Enum):
     UNDECODABLE = "undecodable"
     NOT_CANONICAL = "not_canonical"
     UNKNOWN_KIND = "unknown_kind"
+    """IGNORE, not REJECT: a later protocol version's kind, perhaps (never blamed)."""
     BAD_FIELDS = "bad_fields"
     # Signature.
     BAD_SIGNATURE = "bad_signature"

@@ -28,6 +28,15 @@ The checks on the frame itself are cheap and made first: size before decoding,
 then shape, then canonical form, before any signature is verified. Envelopes the
 node's extra check IGNOREs (duplicates, say) are not delivered but do not stop the
 frame; a frame with nothing left to deliver is ignored, not forwarded, not blamed.
+
+Envelopes of a kind this version does not know (IGNORE `unknown_kind`, perhaps a
+later protocol version's: market-v1.md, Protocol evolution) blame nobody either, but
+they make the frame IGNOREd: it is not forwarded, because forwarding it would relay
+bytes this node has not checked (their body and signature are never looked at).
+The frame's other envelopes are judged as usual, so a REJECT among them still
+rejects the frame, and those accepted are still delivered: the gossip service
+relays them in frames of its own (gossip.py), so a newer node that batched new
+kinds with old ones loses nothing on the old nodes' side of the network.
 """
 
 from __future__ import annotations
@@ -155,7 +164,10 @@ def judge_frame(
     data: bytes, market: bytes, extra_check: ExtraCheck | None = None
 ) -> tuple[Verdict, tuple[Envelope, ...]]:
     """The rule of this module's docstring: the frame's verdict, and the envelopes
-    to deliver (those the extra check accepts) when the verdict is ACCEPT.
+    to deliver (those the extra check accepts). The verdict says what becomes of the
+    frame itself: ACCEPT forwards it, IGNORE drops it without blame, REJECT blames
+    the peer that sent it (and then nothing is delivered). IGNORE comes with
+    envelopes to deliver only when the frame held envelopes of unknown kinds.
 
     Cheapest first across the whole frame: the frame's own form, then every
     envelope's form and market, and only then any signature, so a malformed frame
@@ -164,23 +176,28 @@ def judge_frame(
         items = decode_frame(data)
     except FrameError as exc:
         return reject(exc.reason, str(exc)), ()
-    envelopes: list[Envelope] = []
+    envelopes: list[tuple[int, Envelope]] = []
+    unknown: Verdict | None = None
     for index, item in enumerate(items):
         verdict, env = check_form(item)
         if env is None:
-            return _about(index, verdict), ()
+            if verdict.status is not Status.IGNORE:
+                return _about(index, verdict), ()
+            if unknown is None:  # an unknown kind: not delivered, the frame not forwarded
+                unknown = _about(index, verdict)
+            continue
         if not belongs_to(env, market):
             return reject(Reason.WRONG_MARKET, f"envelope {index} is not for this topic"), ()
-        envelopes.append(env)
-    for index, env in enumerate(envelopes):
+        envelopes.append((index, env))
+    for index, env in envelopes:
         verdict = check_signature(env)
         if not verdict.accepted:
             return _about(index, verdict), ()
     if extra_check is None:
-        return ACCEPTED, tuple(envelopes)
+        return unknown or ACCEPTED, tuple(env for _, env in envelopes)
     accepted: list[Envelope] = []
     first_ignored: Verdict | None = None
-    for index, env in enumerate(envelopes):
+    for index, env in envelopes:
         verdict = extra_check(env)
         if verdict.status is Status.REJECT:
             return _about(index, verdict), ()
@@ -188,6 +205,8 @@ def judge_frame(
             accepted.append(env)
         elif first_ignored is None:
             first_ignored = _about(index, verdict)
+    if unknown is not None:
+        return unknown, tuple(accepted)
     if not accepted:
         assert first_ignored is not None
         return first_ignored, ()

@@ -62,6 +62,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
+from p2p_market.core.envelope import Envelope
 from p2p_market.core.validation import check_form, check_signature
 from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict, reject
 from p2p_market.net.batcher import DEFAULT_BURST, DEFAULT_FRAMES_PER_SECOND, Batcher
@@ -143,6 +144,10 @@ class GossipStats:
     frames_rejected: int = 0
     envelopes_delivered: int = 0
     deliveries_dropped: int = 0
+    envelopes_relayed: int = 0
+    """Accepted envelopes re-framed by this node because the frame they came in also
+    held unknown kinds, and so was not forwarded."""
+    relays_dropped: int = 0
     validator_errors: int = 0
     outbound_waits: int = 0
     reasons: Counter[Reason] = field(default_factory=Counter)
@@ -376,21 +381,35 @@ class Gossip:
             if verdict.status is Status.REJECT:
                 self._blame(forwarder, verdict)
                 return False
-            if not verdict.accepted:
-                self.stats.frames_ignored += 1
-                return False
-            self.stats.frames_accepted += 1
             for env in envelopes:
                 try:
                     self._deliver.send_nowait(Delivery(market, env.raw, forwarder))
                     self.stats.envelopes_delivered += 1
                 except trio.WouldBlock:
                     self.stats.deliveries_dropped += 1
-            return True
+            if verdict.accepted:
+                self.stats.frames_accepted += 1
+                return True
+            self.stats.frames_ignored += 1
+            if envelopes:  # accepted, in a frame that is not forwarded (unknown kinds)
+                self._relay(market, envelopes)
+            return False
         except Exception:
             self.stats.validator_errors += 1
             log.exception("topic validator failed on a frame from %s; ignoring it", forwarder)
             return False
+
+    def _relay(self, market: bytes, envelopes: Iterable[Envelope]) -> None:
+        """Pass accepted envelopes on in this node's own frames, when the frame they
+        came in is not forwarded because it also holds envelopes of kinds this
+        version does not know (frame.py). Never waits (this runs in the validator):
+        what does not fit the batcher's queue is dropped, counted, and left to sync."""
+        for env in envelopes:
+            if self._batcher.push(market, env.raw):
+                self.stats.envelopes_relayed += 1
+            else:
+                self.stats.relays_dropped += 1
+        self._queued.set()
 
     def _blame(self, peer: ID, verdict: Verdict) -> None:
         self.stats.frames_rejected += 1

@@ -19,6 +19,15 @@ asked for is dropped and counted; ids that are not in increasing order, or a
 reply that makes no progress, end the conversation with that peer. Validation is
 the node's: every body goes through its `apply`, the same path as gossip.
 
+Ids listed with a kind this version does not know (a later protocol version's:
+market-v1.md, Protocol evolution) are not fetched: the node would only IGNORE
+them as `unknown_kind` and never store them, so it would fetch them again on
+every sync. They are counted, not held against the peer. A body that turns out
+to be of an unknown kind anyway (its kind was listed wrong) goes through `apply`
+like any other and is IGNOREd there, never stored. The digests of peers of
+different versions differ while the newer one holds messages of new kinds, so
+their anti-entropy lists ids instead of stopping at the digest.
+
 Several peers are asked at once, each under its own timeouts, so a slow or dead
 peer never holds up the others. An id is fetched from one peer at a time: the
 peer that lists it first claims it; if that peer fails, its claims are released
@@ -49,7 +58,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from p2p_market.core.envelope import Envelope, message_id
-from p2p_market.core.messages import Kind
+from p2p_market.core.messages import MESSAGE_TYPES, Kind
 from p2p_market.net.host import guarded
 from p2p_market.node.wire import WireError, close_quietly, read_msg, write_msg
 
@@ -303,6 +312,8 @@ class PeerSync:
     received: int = 0
     unsolicited: int = 0
     """Bodies that were not for an id we asked this peer for: dropped."""
+    unknown_kinds: int = 0
+    """Ids listed with a kind this version does not know: not fetched."""
 
 
 @dataclass
@@ -321,6 +332,10 @@ class SyncReport:
     @property
     def unsolicited(self) -> int:
         return sum(p.unsolicited for p in self.peers)
+
+    @property
+    def unknown_kinds(self) -> int:
+        return sum(p.unknown_kinds for p in self.peers)
 
     @property
     def ok_peers(self) -> int:
@@ -462,7 +477,9 @@ async def _sync_peer(
             me.ok = True
             return
         listed = await talk.list_ids(page_limit)
-        pending = [mid for mid, _ in sorted(listed, key=_fetch_order) if fetch.needed(mid)]
+        known = [item for item in listed if item[1] in MESSAGE_TYPES]
+        me.unknown_kinds = len(listed) - len(known)
+        pending = [mid for mid, _ in sorted(known, key=_fetch_order) if fetch.needed(mid)]
         while pending:
             pick: list[bytes] = []
             rest: list[bytes] = []

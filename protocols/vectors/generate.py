@@ -42,7 +42,7 @@ OUT = Path(__file__).resolve().parent / "market-v1.json"
 
 # -- protocol constants, restated from protocols/market-v1.md (not imported) ---------
 DOMAIN = b"p2p-market/v1\x00"
-MARKET, BID, ASK, CANCEL, COMMIT, PROOF, RECEIPT, INVALID_INPUTS = range(1, 9)
+MARKET, BID, ASK, CANCEL, COMMIT, PROOF, RECEIPT, INVALID_INPUTS, AWARD = range(1, 10)
 MAX_ENVELOPE_BYTES = 65_536
 LIFETIME = 86_400_000  # the devnet market's max_lifetime_ms
 SKEW = 2_000  # the devnet market's skew_ms
@@ -72,6 +72,8 @@ COVERED_REASONS: tuple[str, ...] = (
     "bid_not_live",
     "orphan",
     "cancel_after_assignment",
+    "bad_award",
+    "after_award",
 )
 UNREACHABLE_REASONS: dict[str, str] = {
     "rate_limited": "returned by the network shell (per-signer and per-peer token "
@@ -201,6 +203,7 @@ ASK1 = R1.ask(now=T + 100, max_price=200, max_proof_time=60_000, inputs=INPUTS, 
 ASK1_ID = id_of(ASK1)
 BID1_ID = id_of(BID1)
 COMMIT1 = P1.commit(now=T + 200, ask=ASK1_ID, bid=BID1_ID, price=100, proof_time=10_000)
+BID2 = P2.bid(now=T, price=50, proof_time=10_000, capacity=1, ttl=3_600_000, seq=1)
 WINDOW_END = T + 100 + WINDOW
 PROOF_BYTES = b"vector proof"
 PROOF1 = P1.proof(now=T + 6_000, ask=ASK1_ID, proof=PROOF_BYTES)
@@ -791,34 +794,84 @@ def _() -> Vector:
 
 
 # == kind and fields ==================================================================
+# A kind code v1 does not define is IGNOREd, not REJECTed: it may be a later
+# version's (market-v1.md, Protocol evolution). Codes are one byte, 0..255.
 @vector
 def _() -> Vector:
-    return reject(
-        "reject/unknown_kind_9",
+    return ignore(
+        "ignore/unknown_kind_10",
         "unknown_kind",
-        "Kind 9 does not exist (body: a valid bid body, signed with kind byte 9).",
-        sealed(P1, 9, canon_map(bid_fields())),
+        "Kind 10, the first code v1 leaves to later versions (body: a valid bid body, "
+        "signed with kind byte 10): ignored without blame, never stored nor forwarded.",
+        sealed(P1, 10, canon_map(bid_fields())),
     )
 
 
 @vector
 def _() -> Vector:
-    return reject(
-        "reject/unknown_kind_0",
+    return ignore(
+        "ignore/unknown_kind_0",
         "unknown_kind",
-        "Kind 0 does not exist.",
+        "Kind 0 is not a v1 kind: ignored like every code v1 does not define.",
         sealed(P1, 0, canon_map(bid_fields())),
     )
 
 
 @vector
 def _() -> Vector:
-    return reject(
-        "reject/unknown_kind_body_not_checked",
+    return ignore(
+        "ignore/unknown_kind_255",
         "unknown_kind",
-        "Kind 300, with a body that is not msgpack at all: the kind is checked before "
-        "the body is decoded.",
-        envelope(300, b"\xc1", P1.public_key, bytes(64)),
+        "Kind 255, the largest kind code (a kind is signed as one byte).",
+        sealed(P1, 255, canon_map(bid_fields())),
+    )
+
+
+@vector
+def _() -> Vector:
+    return ignore(
+        "ignore/unknown_kind_body_and_signature_not_checked",
+        "unknown_kind",
+        "Kind 200, with a body that is not msgpack at all and an all-zero signature: "
+        "the kind is checked before the body is decoded, and an unknown kind's "
+        "signature is never verified.",
+        envelope(200, b"\xc1", P1.public_key, bytes(64)),
+    )
+
+
+@vector
+def _() -> Vector:
+    body = canon_map(bid_fields())
+    return reject(
+        "reject/envelope_kind_256",
+        "undecodable",
+        "Kind 256 does not fit the byte it is signed as, so no version of the protocol "
+        "can sign it: a malformed envelope, not an unknown kind.",
+        envelope(256, body, P1.public_key, bytes(64)),
+    )
+
+
+@vector
+def _() -> Vector:
+    body = canon_map(bid_fields())
+    return reject(
+        "reject/envelope_kind_negative",
+        "undecodable",
+        "Kind -1: kind codes are 0..255.",
+        envelope(-1, body, P1.public_key, bytes(64)),
+    )
+
+
+@vector
+def _() -> Vector:
+    body = canon_map(bid_fields())
+    sig = sign(P1.key, 10, body)
+    return reject(
+        "order/canonical_before_unknown_kind",
+        "not_canonical",
+        "Kind 10 written as uint8 (0xcc 0x0a) instead of a positive fixint: the envelope "
+        "form is checked, and blamed, before the kind.",
+        b"\x94\xcc\x0a" + enc(body) + enc(P1.public_key) + enc(sig),
     )
 
 
@@ -1217,7 +1270,7 @@ def _() -> Vector:
     return ignore(
         "ignore/duplicate_of_evidence",
         "duplicate",
-        "The losing side of an equivocation, sent again: evidence counts as seen.",
+        "The second twin of an equivocation, sent again: it is stored too, so seen.",
         loser,
         setup=(BID1, loser),
     )
@@ -1488,8 +1541,9 @@ def _() -> Vector:
     return ignore(
         "ignore/equivocation_bid",
         "equivocation",
-        "A second bid from P1 with the same seq and another price, signed later: the first "
-        "in signed order (timestamp, then id) is kept, both are kept as evidence.",
+        "A second bid from P1 with the same seq and another price, signed later: both are "
+        "stored and recorded as evidence; the twin is not forwarded and nobody is blamed; "
+        "the book's current offer is the first in signed order (timestamp, then id).",
         P1.bid(now=T + 10, price=90, proof_time=10_000, seq=1),
         setup=(BID1,),
     )
@@ -1500,9 +1554,9 @@ def _() -> Vector:
     return ignore(
         "ignore/equivocation_bid_earlier_wins",
         "equivocation",
-        "The equivocating bid arrives second but is signed earlier: it is the one that "
-        "counts from now on (it replaces the stored one, which becomes evidence), yet the "
-        "verdict is still ignore:equivocation (the forwarder is not blamed).",
+        "The equivocating bid arrives second but is signed earlier: it becomes the book's "
+        "current offer, nothing is removed (the first stays stored, with what cites it), "
+        "and the verdict is still ignore:equivocation (the forwarder is not blamed).",
         BID1,
         setup=(P1.bid(now=T + 10, price=90, proof_time=10_000, seq=1),),
     )
@@ -1543,14 +1597,106 @@ def _() -> Vector:
 
 @vector
 def _() -> Vector:
-    loser = P1.bid(now=T + 10, price=90, proof_time=10_000, seq=1)
+    twin = P1.bid(now=T + 10, price=90, proof_time=10_000, seq=1)
+    return accept(
+        "accept/commit_citing_a_bid_twin",
+        "A commit citing the later twin of an equivocating bid: both twins are stored, "
+        "so it is judged by the bid it cites, like any commit.",
+        P1.commit(now=T + 200, ask=ASK1_ID, bid=id_of(twin), price=90, proof_time=10_000),
+        setup=(BID1, ASK1, twin),
+    )
+
+
+# == awards ================================================================================
+# R1 awards attempt 0 of round 0 to COMMIT1 once the window ended (T+3100) and settled.
+AWARD1 = R1.award(now=WINDOW_END + SKEW, ask=ASK1_ID, commits=[id_of(COMMIT1)])
+
+
+@vector
+def _() -> Vector:
+    return accept(
+        "accept/award",
+        "R1 awards attempt 0 of its ask to P1's commit (kind 9): from now on that "
+        "attempt's winners are final.",
+        AWARD1,
+        now=WINDOW_END + SKEW,
+        setup=(BID1, ASK1, COMMIT1),
+    )
+
+
+@vector
+def _() -> Vector:
+    return accept(
+        "accept/award_empty",
+        "An award naming no commit: the requester says nobody won that attempt.",
+        R1.award(now=WINDOW_END + SKEW, ask=ASK1_ID, commits=[]),
+        now=WINDOW_END + SKEW,
+        setup=(ASK1,),
+    )
+
+
+@vector
+def _() -> Vector:
+    return reject(
+        "reject/award_not_ask_owner",
+        "not_ask_owner",
+        "An award signed by someone other than the ask's requester.",
+        R2.award(now=WINDOW_END + SKEW, ask=ASK1_ID, commits=[id_of(COMMIT1)]),
+        now=WINDOW_END + SKEW,
+        setup=(BID1, ASK1, COMMIT1),
+    )
+
+
+@vector
+def _() -> Vector:
+    return reject(
+        "reject/bad_award_other_attempt",
+        "bad_award",
+        "An award of attempt 1 naming a commit of attempt 0: provable misbehaviour by "
+        "the requester.",
+        R1.award(now=WINDOW_END + WINDOW, ask=ASK1_ID, commits=[id_of(COMMIT1)], attempt=1),
+        now=WINDOW_END + WINDOW,
+        setup=(BID1, ASK1, COMMIT1),
+    )
+
+
+@vector
+def _() -> Vector:
     return ignore(
-        "ignore/equivocation_parent_lost",
-        "equivocation",
-        "A commit referring to a bid that lost an equivocation (it is held only as "
-        "evidence): ignored, not held as an orphan.",
-        P1.commit(now=T + 200, ask=ASK1_ID, bid=id_of(loser), price=90, proof_time=10_000),
-        setup=(BID1, ASK1, loser),
+        "ignore/award_waits_for_its_commits",
+        "orphan",
+        "An award naming a commit this node does not hold yet: held until it arrives "
+        "(the fold needs its terms).",
+        AWARD1,
+        now=WINDOW_END + SKEW,
+        setup=(BID1, ASK1),
+    )
+
+
+@vector
+def _() -> Vector:
+    return ignore(
+        "ignore/after_award",
+        "after_award",
+        "P2 commits at T+3000, inside the window of attempt 0, but the envelope arrives "
+        "after R1's award of that attempt, which does not name it: too late to count. "
+        "Stored without effect, not forwarded, the forwarder not blamed.",
+        P2.commit(now=T + 3_000, ask=ASK1_ID, bid=id_of(BID2), price=50, proof_time=10_000),
+        now=NOW + 60_000,
+        setup=(BID1, BID2, ASK1, COMMIT1, AWARD1),
+    )
+
+
+@vector
+def _() -> Vector:
+    return ignore(
+        "ignore/cancel_after_award",
+        "cancel_after_assignment",
+        "A cancel dated before the window ended, arriving after the award: an award "
+        "cannot be undone by a backdated cancel.",
+        R1.cancel(now=T + 1_000, ask=ASK1_ID),
+        now=WINDOW_END + SKEW,
+        setup=(BID1, ASK1, COMMIT1, AWARD1),
     )
 
 

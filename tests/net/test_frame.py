@@ -18,7 +18,8 @@ from p2p_market.net.frame import (
     frame_size,
     judge_frame,
 )
-from tests.net.cluster import MID, actor, bid
+from tests.net.cluster import MID, NOW, actor, bid
+from tests.newer import later_kind
 
 
 def bad_signature(raw: bytes) -> bytes:
@@ -122,3 +123,37 @@ def test_the_extra_check_ignores_some_and_rejects_all() -> None:
         encode_frame([bid("b"), bid("c")]), MID, lambda env: reject(Reason.EXPIRED)
     )
     assert verdict.status is Status.REJECT and envs == ()
+
+
+def test_an_unknown_kind_stops_the_frame_not_the_rest_of_it() -> None:
+    """A later version's kind is not blamed and not forwarded: the frame is IGNOREd,
+    but its other envelopes are judged and delivered as usual."""
+    newer = later_kind(actor("newer"), now=NOW)
+    items = [bid("a"), newer, bid("b")]
+    verdict, envs = judge_frame(encode_frame(items), MID)
+    assert (verdict.status, verdict.reason) == (Status.IGNORE, Reason.UNKNOWN_KIND)
+    assert "envelope 1" in verdict.detail
+    assert [e.raw for e in envs] == [bid("a"), bid("b")]
+    verdict, envs = judge_frame(encode_frame([newer]), MID)
+    assert verdict.reason is Reason.UNKNOWN_KIND and envs == ()
+
+    def check(env: Envelope) -> Verdict:
+        return ignore(Reason.DUPLICATE) if env.raw == bid("a") else ACCEPTED
+
+    verdict, envs = judge_frame(encode_frame(items), MID, check)
+    assert verdict.reason is Reason.UNKNOWN_KIND and [e.raw for e in envs] == [bid("b")]
+
+
+def test_an_unknown_kind_shields_no_bad_envelope() -> None:
+    newer = later_kind(actor("newer"), now=NOW)
+    verdict, envs = judge_frame(encode_frame([newer, bad_signature(bid("m"))]), MID)
+    assert (verdict.status, verdict.reason) == (Status.REJECT, Reason.BAD_SIGNATURE)
+    assert "envelope 1" in verdict.detail and envs == ()
+    verdict, envs = judge_frame(
+        encode_frame([bid("a"), newer]), MID, lambda env: reject(Reason.EXPIRED)
+    )
+    assert verdict.status is Status.REJECT and "envelope 0" in verdict.detail and envs == ()
+    _, body, signer, signature = codec.unpack(newer)
+    kind_256 = codec.pack((256, body, signer, signature))
+    verdict, envs = judge_frame(encode_frame([bid("a"), kind_256]), MID)
+    assert (verdict.status, verdict.reason) == (Status.REJECT, Reason.UNDECODABLE)

@@ -11,8 +11,9 @@ from p2p_market.core.envelope import Envelope
 from p2p_market.core.verdict import ACCEPTED, Reason, Verdict, ignore
 from p2p_market.net.frame import encode_frame
 from p2p_market.net.gossip import PROTOCOLS, GossipConfig, topic_for
-from tests.net.cluster import MID, bid, cluster, nothing_waiting, receive, receive_n
+from tests.net.cluster import MID, NOW, actor, bid, cluster, nothing_waiting, receive, receive_n
 from tests.net.test_frame import bad_signature, non_canonical
+from tests.newer import later_kind
 
 
 async def test_an_envelope_reaches_every_node_of_a_line() -> None:
@@ -80,6 +81,26 @@ async def test_a_peer_is_cut_off_after_max_rejects() -> None:
             while evil.peer_id in honest.pubsub.peer_queues:
                 await trio.sleep(0.05)
         assert evil.peer_id not in honest.router.peer_protocol
+
+
+async def test_unknown_kinds_spend_the_peers_rate_but_earn_it_no_blame() -> None:
+    """A later version's kinds are never held against the peer that sends them, but
+    they are frames like any other for its rate limit (their signatures are never
+    checked, so they are not charged to the signer they name)."""
+    config = GossipConfig(max_rejects=2, peer_frames_per_second=0.001, peer_frame_burst=3)
+    async with cluster(2, [(0, 1)], config=config) as (newer, honest):
+        author = actor("newer")
+        for i in range(6):
+            frame = encode_frame([later_kind(author, now=NOW, n=i)])
+            await newer.pubsub.publish(topic_for(MID), frame)
+        with trio.fail_after(5):
+            while honest.stats.frames_ignored < 6:
+                await trio.sleep(0.05)
+        assert honest.stats.reasons[Reason.UNKNOWN_KIND] == 3
+        assert honest.stats.reasons[Reason.RATE_LIMITED] == 3
+        assert honest.stats.frames_rejected == 0 and honest.bad_peers() == {}
+        assert newer.peer_id in honest.host.get_connected_peers()
+        assert nothing_waiting(honest)
 
 
 async def test_a_frame_of_several_envelopes_delivers_each() -> None:

@@ -21,6 +21,7 @@ from p2p_market.node.sync import (
     _Snapshot,
     sync_market,
 )
+from tests.newer import LATER_KIND, later_kind
 from tests.node.hosts import keys, running_hosts
 
 MARKET = default_market()
@@ -298,3 +299,65 @@ async def test_garbage_requests_end_the_session_not_the_host() -> None:
             )
     assert report.ok_peers == 1 and report.applied == len(book)
     assert server.stats.bad_requests == 1
+
+
+class NewerServer(SyncServer):
+    """A later protocol version's node: besides v1 envelopes it holds envelopes of a
+    kind v1 does not define, and lists each with the kind given (honestly the new
+    code, or falsely a v1 one). Records the ids it is asked bodies for."""
+
+    def __init__(self, source: Any, newer: list[tuple[bytes, int]]) -> None:
+        super().__init__(source)
+        self.newer = newer
+        self.asked: list[bytes] = []
+
+    def snapshot(self, market: bytes) -> _Snapshot | None:
+        snap = super().snapshot(market)
+        if snap is None:
+            return None
+        kinds = dict(zip(snap.ids, snap.kinds, strict=True))
+        raw = dict(snap.raw)
+        for body, listed_kind in self.newer:
+            kinds[message_id(body)] = listed_kind
+            raw[message_id(body)] = body
+        ids = sorted(kinds)
+        return _Snapshot(
+            snap.taken_at, ids, bytes(kinds[i] for i in ids), raw, Digest.of_sorted(ids)
+        )
+
+    def answer(self, request: Any, session: dict[bytes, _Snapshot]) -> dict[str, Any]:
+        if type(request) is dict and request.get("op") == "bodies":
+            self.asked.extend(request.get("ids") or ())
+        return super().answer(request, session)
+
+
+async def test_unknown_kinds_are_not_fetched_and_never_stored() -> None:
+    book = make_book(provers=20, requesters=5, asks_each=2)
+    origin = filled(book)
+    author = Actor("sync-newer", MARKET)
+    listed_new, listed_v1 = later_kind(author, now=NOW, n=1), later_kind(author, now=NOW, n=2)
+    server = NewerServer(serving(origin), [(listed_new, LATER_KIND), (listed_v1, 2)])
+    joiner = Joiner()
+    async with running_hosts(*keys("sync-h", 2)) as (client, peer):
+        server.attach(peer)
+        for _ in range(2):  # the digests differ for good, so a second round lists again
+            with trio.fail_after(10):
+                report = await sync_market(
+                    client,
+                    [peer.get_id()],
+                    MID,
+                    joiner.state.holds,
+                    joiner.apply,
+                    timeout_s=5,
+                    mine=joiner.digest(),
+                )
+            assert report.ok_peers == 1 and report.peers[0].error == ""
+            assert report.unknown_kinds == 1 and report.unsolicited == 0
+    assert message_id(listed_new) not in server.asked  # listed as kind 9: not fetched
+    # Listed as a bid, it was fetched (twice: never stored, it is missing every time)
+    # and IGNOREd by the core like any unknown kind.
+    assert server.asked.count(message_id(listed_v1)) == 2
+    assert joiner.applied.count(listed_v1) == 2 and listed_new not in joiner.applied
+    assert not joiner.state.holds(message_id(listed_v1))
+    assert joiner.state.state_hash() == origin.state_hash()
+    assert sorted(e.id for e in joiner.state.stored_envelopes()) == sorted(map(message_id, book))
