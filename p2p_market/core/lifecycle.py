@@ -77,6 +77,7 @@ TRANSITIONS: Final[dict[AskState, dict[Event, AskState]]] = {
         E.EXPIRE_BUSY: S.ASSIGNED,
         E.PROOF: S.OPEN,
         E.ACCEPT_MORE: S.OPEN,
+        E.ACCEPT_LAST: S.PROVEN,  # a timed-out winner's on-time proof, accepted after all
         E.FAIL_REOPEN: S.OPEN,
         E.ATTEST_INVALID: S.INVALID_INPUTS,
     },

@@ -843,13 +843,16 @@ class Fold:
             self.move(run, t, event)
             return
         if r.outcome == Outcome.TIMED_OUT.value:
-            # Any slot in progress: a proof signed in time but never shown to the
-            # requester does not bind it, so the prover cannot undo a timeout by
-            # publishing a backdated proof or attestation later.
             if t < slot.deadline:
                 self.notes[env.id] = "timed_out before the deadline"
                 return
-            slot.state = SlotState.TIMED_OUT
+            # From any slot in progress the timeout opens its round: the requester
+            # moved on, and what it did next (an award in that round) must not hang
+            # on whether a proof signed in time but unseen by it turns up later. The
+            # slot itself is TIMED_OUT only if no such proof (or attestation) came:
+            # a proof signed by the deadline still counts, and may still be accepted.
+            if slot.state is SlotState.ASSIGNED:
+                slot.state = SlotState.TIMED_OUT
         else:
             slot.state = SlotState.INVALID
         self.end_slot(slot, t)

@@ -1043,10 +1043,11 @@ class MarketState:
             attempts.update(archived.attempts)
         for ask_id, run in runs.items():
             ask = run.ask
-            live = [x for x in run.slots.values() if x.state.in_progress]
-            done = [x for x in run.slots.values() if x.state is SlotState.ACCEPTED]
-            if len(live) + len(done) > ask.replicas:
-                problems.append(f"ask {ask_id.hex()[:8]}: more than {ask.replicas} assignments")
+            for rnd in run.rounds.values():
+                # (Not per ask: a timed-out winner whose proof signed in time turns up
+                # later may still be accepted beside the round its timeout opened.)
+                if len(rnd.winners) > rnd.slots:
+                    problems.append(f"ask {ask_id.hex()[:8]}: a round with too many winners")
             if run.state is AskState.CANCELLED and run.slots:
                 problems.append(f"ask {ask_id.hex()[:8]}: cancelled yet assigned")
             for slot in run.slots.values():

@@ -19,6 +19,9 @@ class Inbox:
     _waiting: dict[Key, trio.Event] = field(default_factory=dict)
     accepts: set[tuple[str, bytes]] = field(default_factory=set)
     """(kind, ask) pairs this node expects; anything else is declined."""
+    received: set[tuple[str, bytes]] = field(default_factory=set)
+    """(kind, ask) pairs that did arrive (what a confidentiality check looks at: a
+    prover may expect inputs on a tentative win it then loses, never receiving them)."""
 
     def expect(self, kind: str, ask: bytes) -> None:
         self.accepts.add((kind, ask))
@@ -28,6 +31,7 @@ class Inbox:
             return False
         key = (message.kind, message.ask, message.sender)
         self._items[key] = message.payload
+        self.received.add((message.kind, message.ask))
         event = self._waiting.pop(key, None)
         if event is not None:
             event.set()

@@ -259,11 +259,12 @@ def test_a_backdated_cancel_cannot_undo_an_award() -> None:
     assert m.agrees()
 
 
-def test_a_backdated_proof_cannot_undo_a_timeout() -> None:
+def test_a_backdated_proof_cannot_undo_the_round_a_timeout_opened() -> None:
     """The winner was timed out, a new round opened and was awarded to another
     prover; the first winner then publishes a proof signed before its deadline.
     Before, that proof voided the timeout (a delivered slot could not time out),
-    and with it the new round and its awarded winner."""
+    and with it the new round and its awarded winner. Now the proof counts for its
+    own slot (the requester may still accept it) and the new round stands."""
     m = Market()
     bid_h = HONEST.bid(now=T0, price=6, proof_time=1_000)
     bid_s = SNEAK.bid(now=T0, price=5, proof_time=1_000)
@@ -296,7 +297,8 @@ def test_a_backdated_proof_cannot_undo_a_timeout() -> None:
     m.send(late_proof, deadline + 60_000)
     view = m.node.view(ask_id)
     assert view.winners == (SNEAK.public_key, HONEST.public_key)
-    assert view.slot_states == (SlotState.TIMED_OUT, SlotState.ASSIGNED)
+    assert view.slot_states == (SlotState.DELIVERED, SlotState.ASSIGNED)
+    assert round_id in m.node.settlement().runs[ask_id].rounds
     assert m.agrees()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from p2p_market.core import effects as fx
 from p2p_market.core.envelope import message_id, parse
+from p2p_market.core.lifecycle import AskState
 from p2p_market.core.ranking import rank_key
 from p2p_market.core.state import MarketState
 from p2p_market.devnet import GENESIS_MS, Actor, default_market
@@ -111,3 +112,39 @@ def test_a_reorg_back_to_an_earlier_winner_tells_it_again() -> None:
     assert any(isinstance(e, fx.Reorg) and e.after == (a.public_key,) for e in effects)
     again = [e for e in effects if isinstance(e, fx.Assigned) and e.prover == a.public_key]
     assert len(again) == 1 and again[0].ask == y
+
+
+def test_a_round_opened_late_keeps_the_commit_folded_before_it() -> None:
+    """A commit to a round a timeout receipt opens was folded (inside a replay of its
+    ask set off by a bystander's message in the past) before the receipt arrived, as
+    "unknown round". The receipt then opened the round, but the node never went back:
+    the new winner was never assigned and the ask ended EXPIRED there, ASSIGNED on a
+    node that took the same messages in signed order."""
+    m = make_market()  # window 1 000 ms, skew 500 ms
+    req, k0, k1, k3 = (Actor(n, m) for n in ("req", "K0", "K1", "K3"))
+    b0 = k0.bid(now=T0, price=5, proof_time=1_000)
+    b1 = k1.bid(now=T0, price=6, proof_time=1_000)
+    ask = req.ask(now=T0 + 1, max_price=10, max_proof_time=5_000, ttl=30_000, nonce=1)
+    ask_id = message_id(ask)
+    c0 = k0.commit(now=T0 + 2, ask=ask_id, bid=message_id(b0), price=5, proof_time=1_000)
+    deadline = T0 + 1 + 1_000 + 500 + 1_000
+    timeout = req.receipt(now=deadline + 100, ask=ask_id, prover=k0.public_key, outcome="timed_out")
+    c1 = k1.commit(
+        now=deadline + 110, ask=ask_id, bid=message_id(b1), price=6, proof_time=1_000,
+        round=message_id(timeout),
+    )  # fmt: skip
+    bystander = k3.invalid_inputs(now=T0 + 500, ask=ask_id, reason="spite")
+    node, reference = MarketState(m), MarketState(m)
+    for raw in (b0, b1, ask, c0):
+        node.apply(raw, T0 + 3)
+    node.tick(deadline + 50)
+    node.apply_many([bystander, c1], deadline + 150)  # e.g. one sync batch
+    node.apply(timeout, deadline + 160)
+    for raw in (b0, b1, ask, c0, bystander, timeout, c1):
+        reference.apply(raw, deadline + 160)
+    for now in (deadline + 3_000, deadline + 40_000):
+        node.tick(now)
+        reference.tick(now)
+        assert node.view(ask_id).state is AskState.ASSIGNED
+        assert node.view(ask_id).winners == (k0.public_key, k1.public_key)
+        assert node.state_hash() == reference.state_hash()

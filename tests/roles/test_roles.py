@@ -52,7 +52,8 @@ async def test_confidential_inputs_reach_only_the_winner(tmp_path: Path) -> None
         for n in m.nodes:  # no stored envelope anywhere carries the plaintext
             assert all(secret not in e.raw for e in n.states[MID].stored_envelopes())
         loser = m.provers["dear"]
-        assert ("inputs", ask) not in loser.inbox.accepts
+        assert ("inputs", ask) not in loser.inbox.received
+        assert ("inputs", ask) in m.provers["cheap"].inbox.received
         data = (tmp_path / "dear" / "envelopes.sqlite").read_bytes()
         assert secret not in data
 

@@ -90,11 +90,11 @@ def test_the_twin_that_wins_an_equivocation_is_ignored_and_converges_by_sync() -
     assert behind.state_hash() == relay.state_hash()
 
 
-def test_a_proof_first_seen_after_its_timeout_does_not_undo_it() -> None:
+def test_an_on_time_proof_seen_after_a_timeout_can_still_be_accepted() -> None:
     """The requester timed out a winner whose on-time proof it had not seen (a
-    partition). The timeout is final: the round it opened may already be awarded to
-    another prover, and a proof published later (or backdated) must not void it.
-    Until finality this test said the opposite: the late proof revived the slot."""
+    partition). The proof, signed by the deadline, still counts and can be accepted;
+    the round the timeout opened stays open all the same (what the requester did
+    next must not hang on a proof that turns up later)."""
     prover, req = actors("prover", "requester")
     st = MarketState(MARKET)  # the requester's node
     bid = prover.bid(now=T0, price=10, proof_time=2_000)
@@ -111,10 +111,15 @@ def test_a_proof_first_seen_after_its_timeout_does_not_undo_it() -> None:
     )
     st.apply(timeout, deadline + 10)
     _, effects = st.apply(proof, deadline + 2_000)  # the partition heals
-    assert not any(isinstance(e, fx.ProofDelivered) for e in effects)
-    view = st.view(ask_id)
-    assert view.state is AskState.OPEN  # the new round seeks another prover
-    assert view.slot_states == (SlotState.TIMED_OUT,)
+    assert any(isinstance(e, fx.ProofDelivered) for e in effects)
+    run = st.settlement().runs[ask_id]
+    assert message_id(timeout) in run.rounds  # the round it opened stays
+    accept = req.receipt(
+        now=deadline + 2_100, ask=ask_id, prover=prover.public_key, outcome="accepted"
+    )
+    st.apply(accept, deadline + 2_100)
+    assert st.view(ask_id).state is AskState.PROVEN
+    assert st.view(ask_id).slot_states == (SlotState.ACCEPTED,)
 
 
 def test_replaying_a_log_at_its_times_or_as_a_batch_reports_no_reorgs() -> None:
