@@ -237,8 +237,8 @@ class Fold:
         self.awards: dict[tuple[bytes, bytes, int], list[Award]] = {}
         """Stored awards by (ask, round, attempt): a set-wide index, not fold state,
         so a window's end knows its award whenever the award arrived."""
-        self.award_attempts: dict[tuple[bytes, bytes], set[int]] = {}
-        self.awarded_asks: dict[bytes, int] = {}
+        self.award_attempts: dict[bytes, dict[bytes, set[int]]] = {}
+        """The awarded attempts of each round, by ask and round."""
         self.dirty: set[bytes] = set()
         """Asks to fold again before the next step: an award reaches back to events
         already folded (its attempt's end, earlier attempts' ends, a cancel)."""
@@ -587,7 +587,7 @@ class Fold:
         """A round opens; its awarded attempts must end even if no commit to them is
         valid in this node's view (an award is final whatever the view)."""
         run.rounds[rnd.id] = rnd
-        for number in sorted(self.award_attempts.get((run.id, rnd.id), ())):
+        for number in sorted(self.award_attempts.get(run.id, {}).get(rnd.id, ())):
             self._attempt(rnd, run.id, number)
 
     def _commit_invalid(self, env: Envelope, c: Commit) -> str:
@@ -700,7 +700,7 @@ class Fold:
                 named = (named or set()) | set(award.commits)
         if named is not None:
             return named
-        for later in self.award_attempts.get((ask_id, round_id), ()):
+        for later in self.award_attempts.get(ask_id, {}).get(round_id, ()):
             if later > number and any(
                 a.timestamp >= rnd.opened_at + (later + 1) * self.window
                 for a in self.awards[(ask_id, round_id, later)]
@@ -775,7 +775,7 @@ class Fold:
         if run.slots:
             self.notes[env.id] = "cancel after assignment"
             return
-        if self.awarded_asks.get(c.ask):
+        if c.ask in self.award_attempts:
             self.notes[env.id] = "cancel after assignment"  # the requester awarded it
             return
         if not self.move(run, c.timestamp, Event.CANCEL):
@@ -904,8 +904,7 @@ class Fold:
         attempts of its round, and to a cancel): if its ask is folded already, the
         ask is folded again before the next step."""
         self.awards.setdefault((m.ask, m.round, m.attempt), []).append(m)
-        self.award_attempts.setdefault((m.ask, m.round), set()).add(m.attempt)
-        self.awarded_asks[m.ask] = self.awarded_asks.get(m.ask, 0) + 1
+        self.award_attempts.setdefault(m.ask, {}).setdefault(m.round, set()).add(m.attempt)
         if m.ask in self.runs:
             self.dirty.add(m.ask)
 
@@ -963,10 +962,9 @@ class Fold:
             self.notes.pop(mid, None)
             self.commit_index.pop(mid, None)
             self.commit_signer.pop(mid, None)
-        for pair in [k for k in self.award_attempts if k[0] == ask_id]:
-            for number in self.award_attempts.pop(pair):
-                self.awards.pop((pair[0], pair[1], number), None)
-        self.awarded_asks.pop(ask_id, None)
+        for round_id, numbers in self.award_attempts.pop(ask_id, {}).items():
+            for number in numbers:
+                self.awards.pop((ask_id, round_id, number), None)
         self.dirty.discard(ask_id)
         for table in (self.run_read, self.run_written, self.version):
             table.pop(ask_id, None)
