@@ -39,7 +39,7 @@ from p2p_market.core import limits as L
 from p2p_market.core.envelope import Envelope
 from p2p_market.core.lifecycle import AskState
 from p2p_market.core.messages import Commit, Market, Proof, sha256
-from p2p_market.core.state import MarketState
+from p2p_market.core.state import AskView, MarketState
 from p2p_market.core.validation import check_form, check_signature
 from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict
 from p2p_market.devnet import Actor, default_market
@@ -96,6 +96,14 @@ class Offer:
     capacity: int
 
 
+@dataclass(frozen=True, slots=True)
+class HeldView:
+    """What one node held about one ask when the checks read it."""
+
+    view: AskView
+    false_timeouts: int
+
+
 @dataclass(slots=True)
 class AskRecord:
     """What the simulator (the omniscient observer) knows about one placed ask."""
@@ -113,6 +121,10 @@ class AskRecord:
     cancel_tried: bool = False
     assigned_at: int | None = None
     proven_at: int | None = None
+    retired: dict[int, HeldView] | None = None
+    """Each honest node's view of the ask taken just before any node could forget it
+    (its retention horizon, §14; see checks.retire), by node index. None while it
+    has not reached that point: the end-of-run checks then read the nodes' state."""
 
 
 @dataclass(slots=True)
@@ -181,6 +193,9 @@ class World:
         self.spam_ids: set[bytes] = set()
         self.honest_offers: list[Offer] = []
         self.requesters = 0
+        self.on_ask_placed: Callable[[AskRecord], None] | None = None
+        """Called with the record of every ask placed (the checks schedule their
+        reading of it before its retention horizon, checks.watch_retention)."""
         self.net.on_batch = self._deliver_batch
 
     def add_node(self, node: SimNode) -> None:
@@ -554,6 +569,8 @@ class SimNode:
             expected=self.honest and meets >= replicas,
         )
         world.asks[env.id] = rec
+        if world.on_ask_placed is not None:
+            world.on_ask_placed(rec)
         self.my_asks.add(env.id)
         if rng.random() < sc.cancel_share:
             rec.cancel_tried = True

@@ -26,7 +26,15 @@ from p2p_market.core.lifecycle import AskState, SlotState
 from p2p_market.core.messages import Market
 from p2p_market.core.state import MarketState
 from p2p_market.devnet import GENESIS_MS
-from p2p_market.sim.checks import Checks, honest_nodes, reference_node, run_checks
+from p2p_market.sim.checks import (
+    Checks,
+    held,
+    honest_nodes,
+    reference_node,
+    retired_asks,
+    run_checks,
+    watch_retention,
+)
 from p2p_market.sim.node import HONEST, PROVER, RELAY, REQUESTER, Offer, SimNode, World
 from p2p_market.sim.planted import ArrivalOrderState
 from p2p_market.sim.relay import ArrivalOrderRelay, ObserveOnTick
@@ -67,6 +75,9 @@ class Report:
     the others (informational: such a node is outside the protocol's assumptions)."""
     asks_compared: int
     asks_not_everywhere: int
+    asks_retired: int
+    """Asks past their retention horizon before the end (every node forgets them,
+    §14): checked as every honest node held them just before (checks.py)."""
     invariant_violations: int
     cancelled_or_expired_assigned: int
     equivocations_seen: int
@@ -178,6 +189,7 @@ def build(scenario: Scenario, seed: int) -> World:
                 world.honest_offers.append(offer)
         world.add_node(SimNode(world, i, role, behaviour[i], offer, offsets[i]))
     world.requesters = len(requesters)
+    watch_retention(world)
     _schedule_faults(world, random.Random(f"{seed}/faults"))
     sync_rng = random.Random(f"{seed}/sync-phase")
     for node in world.nodes:
@@ -331,9 +343,10 @@ def _report(world: World, checks: Checks, seed: int, sim_s: float, wall: float) 
     states: dict[AskState, int] = {}
     timed_out = invalid = 0
     for ask_id in world.asks:
-        if ask_id not in ref.state.asks:
+        h = held(world, ref, ask_id)
+        if h is None:
             continue
-        view = ref.state.view(ask_id)
+        view = h.view
         states[view.state] = states.get(view.state, 0) + 1
         timed_out += sum(x is SlotState.TIMED_OUT for x in view.slot_states)
         invalid += sum(x is SlotState.INVALID for x in view.slot_states)
@@ -383,6 +396,7 @@ def _report(world: World, checks: Checks, seed: int, sim_s: float, wall: float) 
         out_of_spec_divergent=checks.out_of_spec_divergent,
         asks_compared=checks.asks_compared,
         asks_not_everywhere=checks.asks_not_everywhere,
+        asks_retired=retired_asks(world),
         invariant_violations=checks.invariant_violations,
         cancelled_or_expired_assigned=checks.cancelled_or_expired_assigned,
         equivocations_seen=st.equivocations_seen,
