@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from p2p_market.sim.run import Report, simulate
+from p2p_market.sim.run import DEFAULT, Options, Report, simulate
 from p2p_market.sim.scenarios import SCENARIOS, Scenario
 
 
@@ -36,9 +36,11 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def replay_command(report: Report) -> str:
+    """The command that replays this run exactly, with the options it was checked by."""
+    flags = " --check-fold" if report.check_fold else ""
     return (
         f"p2p-market dst --nodes {report.nodes} --seconds {report.seconds}"
-        f" --seed {report.seed} --scenario {report.scenario}"
+        f" --seed {report.seed} --scenario {report.scenario}{flags}"
     )
 
 
@@ -63,8 +65,14 @@ def describe(r: Report) -> str:
         f"  {r.sim_seconds:g} simulated s in {r.wall_seconds:.2f} wall s "
         f"({r.sim_per_wall:g} sim s per wall s)",
     ]
+    if r.check_fold:
+        lines.append(
+            f"  fold checks {r.fold_checks}: {r.fold_differences} differ from the fold from"
+            f" scratch ({r.fold_check_seconds:.2f} wall s)"
+        )
     lines += [f"  failure: {f}" for f in r.failures]
     lines += [f"    {e}" for e in r.examples[:8]] if not r.ok else []
+    lines += [f"    fold: {e}" for e in r.fold_examples[:8]]
     return "\n".join(lines)
 
 
@@ -75,6 +83,7 @@ def dst_command(
     seeds: str | None,
     scenario: str,
     as_json: bool,
+    options: Options = DEFAULT,
 ) -> int:
     preset = SCENARIOS.get(scenario)
     for name, value in (("--nodes", nodes), ("--seconds", seconds)):
@@ -99,7 +108,7 @@ def dst_command(
 
     reports: list[Report] = []
     for s in todo:
-        r = simulate(sc, s)
+        r = simulate(sc, s, options)
         reports.append(r)
         if not as_json:
             print(describe(r) if seeds is None else _one_line(r), flush=True)
@@ -117,10 +126,20 @@ def dst_command(
             f"{total['proven']} proven, {total['reorgs']} reorgs, "
             f"{total['divergent_asks']} divergent; {total['sim_seconds']:g} simulated s "
             f"in {total['wall_seconds']:.1f} wall s"
+            + (
+                f"; fold checks {total['fold_checks']}, {total['fold_differences']} differ"
+                f" (seeds {total['fold_differing_seeds']})"
+                if _checked_folds(reports)
+                else ""
+            )
         )
     for r in failed:
         print(f"replay: {replay_command(r)}", file=sys.stderr if as_json else sys.stdout)
     return 1 if failed else 0
+
+
+def _checked_folds(reports: list[Report]) -> bool:
+    return any(r.check_fold for r in reports)
 
 
 def _one_line(r: Report) -> str:
@@ -144,6 +163,9 @@ def _summary(sc: Scenario, reports: list[Report]) -> dict[str, object]:
         "proven": sum(r.proven for r in reports),
         "reorgs": sum(r.reorgs for r in reports),
         "divergent_asks": sum(r.divergent_asks for r in reports),
+        "fold_checks": sum(r.fold_checks for r in reports),
+        "fold_differences": sum(r.fold_differences for r in reports),
+        "fold_differing_seeds": [r.seed for r in reports if r.fold_differences],
         "sim_seconds": sum(r.sim_seconds for r in reports),
         "wall_seconds": round(sum(r.wall_seconds for r in reports), 3),
     }
@@ -167,10 +189,19 @@ def dst(
         str, typer.Option("--scenario", help=f"One of: {', '.join(SCENARIOS)}.")
     ] = "calm",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report(s) as JSON.")] = False,
+    check_fold: Annotated[
+        bool,
+        typer.Option(
+            "--check-fold",
+            help="Compare every node's kept settlement fold with the fold from scratch at"
+            " checkpoints and at the end; fail on any difference.",
+        ),
+    ] = False,
 ) -> None:
     """Deterministic simulation: many core nodes in one process, a simulated gossip
     network, virtual time and seeded faults; checks that every honest node agrees."""
-    code = dst_command(nodes, seconds, seed, seeds, scenario, as_json)
+    options = Options(check_fold=check_fold)
+    code = dst_command(nodes, seconds, seed, seeds, scenario, as_json, options)
     if code:
         raise typer.Exit(code)
 

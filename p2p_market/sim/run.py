@@ -2,7 +2,9 @@
 
 Everything inside the loop is virtual time and seeded randomness (separate
 streams for the network, the workload, the setup and the faults). The only wall
-clock read is here, around the loop, for `wall_seconds` and `sim_per_wall`.
+clock reads are here, around the loop, for `wall_seconds` and `sim_per_wall`, and
+around the `--check-fold` comparisons, for their cost (`fold_check_seconds`, not
+counted in `wall_seconds`); nothing in the run depends on them.
 
 Python's cyclic garbage collector is paused while the loop runs (`gc_paused`).
 A run allocates millions of short-lived containers (frames, events, the core's
@@ -28,6 +30,7 @@ from p2p_market.core.state import MarketState
 from p2p_market.devnet import GENESIS_MS
 from p2p_market.sim.checks import (
     Checks,
+    FoldChecks,
     held,
     honest_nodes,
     reference_node,
@@ -41,8 +44,23 @@ from p2p_market.sim.relay import ArrivalOrderRelay, ObserveOnTick
 from p2p_market.sim.scenarios import Scenario
 
 START_MS = GENESIS_MS + 60_000
-WALL_FIELDS = ("wall_seconds", "sim_per_wall")
+WALL_FIELDS = ("wall_seconds", "sim_per_wall", "fold_check_seconds")
 """The only fields of a Report that differ between two runs of one seed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How a run is checked, beyond the end-of-run checks every run makes (what
+    happens in the run is the Scenario's business)."""
+
+    check_fold: bool = False
+    """Compare every node's kept settlement fold with the fold from scratch at
+    `fold_checkpoints` evenly spaced moments of the active phase (the last at its
+    end) and once more after the final tick; any difference fails the run."""
+    fold_checkpoints: int = 4
+
+
+DEFAULT = Options()
 
 
 @dataclass(slots=True)
@@ -104,9 +122,19 @@ class Report:
     sim_seconds: float
     wall_seconds: float
     sim_per_wall: float
+    check_fold: bool
+    fold_checks: int
+    """Kept folds compared with the fold from scratch (nodes x checkpoints)."""
+    fold_differences: int
+    """Comparisons that found a difference (each fails the run)."""
+    fold_check_seconds: float
+    """Wall time spent on those comparisons (a cost figure, like wall_seconds)."""
     ok: bool
     failures: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
+    fold_examples: list[str] = field(default_factory=list)
+    """The first differences found: node, checkpoint, and each differing entry of
+    the kept fold and of the reference."""
 
 
 def percentile(values: list[int], q: float) -> int | None:
@@ -313,30 +341,59 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def simulate(scenario: Scenario, seed: int) -> Report:
-    return simulate_world(scenario, seed)[1]
+def simulate(scenario: Scenario, seed: int, options: Options = DEFAULT) -> Report:
+    return simulate_world(scenario, seed, options)[1]
 
 
-def simulate_world(scenario: Scenario, seed: int) -> tuple[World, Report]:
+def simulate_world(
+    scenario: Scenario, seed: int, options: Options = DEFAULT
+) -> tuple[World, Report]:
     """The run and the world it leaves (every node's state), for tests and digging."""
     world = build(scenario, seed)
     end = world.active_end + scenario.settle_seconds * 1_000
+    folds = FoldChecks()
+    fold_wall = [0.0]
+
+    def check_folds(label: str) -> None:
+        w = time.perf_counter()
+        folds.check(world, label)
+        fold_wall[0] += time.perf_counter() - w
+
+    if options.check_fold:
+        k = max(1, options.fold_checkpoints)
+        span = world.active_end - world.start_ms
+        for i in range(1, k + 1):
+            at = world.start_ms + span * i // k
+            world.loop.at(at, check_folds, f"at +{at - world.start_ms} ms")
     wall0 = time.perf_counter()
     with gc_paused():
         world.loop.run_until(world.active_end)
         _heal_everything(world)
         world.loop.run_until(end)
-    wall = time.perf_counter() - wall0
+    wall = time.perf_counter() - wall0 - fold_wall[0]  # the simulator's own time
     # Derived state depends on `now` (expiry, deadlines): bring every node to the same
     # latest `now` before comparing. The run is over, so the effects are dropped.
     final = end + max(0, *(n.offset_ms for n in world.nodes))
     for node in world.nodes:
         node.state.tick(final)
+    if options.check_fold:
+        check_folds(f"at the end (+{final - world.start_ms} ms)")
     checks = run_checks(world)
-    return world, _report(world, checks, seed, (end - world.start_ms) / 1_000, wall)
+    sim_s = (end - world.start_ms) / 1_000
+    report = _report(world, checks, seed, sim_s, wall, options, folds)
+    report.fold_check_seconds = round(fold_wall[0], 3)
+    return world, report
 
 
-def _report(world: World, checks: Checks, seed: int, sim_s: float, wall: float) -> Report:
+def _report(
+    world: World,
+    checks: Checks,
+    seed: int,
+    sim_s: float,
+    wall: float,
+    options: Options,
+    folds: FoldChecks,
+) -> Report:
     sc = world.scenario
     st = world.stats
     ref = reference_node(world)
@@ -372,6 +429,11 @@ def _report(world: World, checks: Checks, seed: int, sim_s: float, wall: float) 
         failures.append(f"{checks.reorgs} reorgs (at most {sc.max_reorgs} expected)")
     if not honest_nodes(world):
         failures.append("no honest node")
+    if folds.differing:
+        failures.append(
+            f"{folds.differing} of {folds.checks} kept settlement folds differ from the fold"
+            " from scratch"
+        )
 
     net = world.net.stats
     return Report(
@@ -419,7 +481,12 @@ def _report(world: World, checks: Checks, seed: int, sim_s: float, wall: float) 
         sim_seconds=sim_s,
         wall_seconds=round(wall, 3),
         sim_per_wall=round(sim_s / wall, 2) if wall > 0 else 0.0,
+        check_fold=options.check_fold,
+        fold_checks=folds.checks,
+        fold_differences=folds.differing,
+        fold_check_seconds=0.0,
         ok=not failures,
         failures=failures,
         examples=checks.examples,
+        fold_examples=folds.examples,
     )
