@@ -15,7 +15,10 @@ do not fail a run.
 2. Invariants. `MarketState.check_invariants()` is empty on every honest node:
    among others, no prover holds more assignments at once than its capacity.
 3. Service. Every *expected* ask is PROVEN in its requester's view (the requester
-   holds its own ask; the agreement check makes every other holder agree).
+   holds its own ask; the agreement check makes every other holder agree), but
+   for one whose requester saw a withholder's late commit change its winners or
+   unprove it (sim/finality.py): the protocol does not yet promise finality, so
+   such an ask is reported apart (unproven_disturbed), not as a failure.
    An ask is expected when
      - its requester is honest (not "silent") and never tried to cancel it, and
      - at least `replicas` honest provers offer within its caps (price <=
@@ -28,7 +31,8 @@ do not fail a run.
 4. Safety. No cancelled ask has a winner and no winner was assigned after its
    ask's expiry (on every honest node; for asks the core archived, the latter is
    part of check_invariants).
-5. Garbage. No honest node accepted or forwarded anything the spammer crafted.
+5. Garbage. No honest node accepted or forwarded anything the spammer crafted,
+   and no no-effect actor won a slot on an honest node.
 6. Reorgs. Summed over honest nodes (replays after a restart excluded); a
    scenario may cap them (calm: zero).
 
@@ -75,6 +79,8 @@ class Checks:
     cancelled_or_expired_assigned: int = 0
     reorgs: int = 0
     replay_reorgs: int = 0
+    unproven_disturbed: int = 0
+    no_effect_won: int = 0
     examples: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -203,9 +209,15 @@ def run_checks(world: World) -> Checks:
             out.note(f"node {n.idx}: {p}")
         for ask_id in _asks_of(world, n):
             h = held(world, n, ask_id)
-            if h is not None and h.view.state is AskState.CANCELLED and h.view.winners:
+            if h is None:
+                continue
+            if h.view.state is AskState.CANCELLED and h.view.winners:
                 out.cancelled_or_expired_assigned += 1
                 out.note(f"node {n.idx}: cancelled ask {ask_id.hex()[:12]} has winners")
+            won = [p for p in h.view.winners if p in world.no_effect_keys]
+            if won:
+                out.no_effect_won += len(won)
+                out.note(f"node {n.idx}: a no-effect actor won ask {ask_id.hex()[:12]}")
         # (finished asks the core has archived are covered by check_invariants; asks
         # read at their horizon are forgotten by now, so only the checks on their
         # views, above, reach them at the end)
@@ -224,7 +236,13 @@ def run_checks(world: World) -> Checks:
         out.expected += 1
         own = held(world, world.nodes[rec.requester], ask_id)
         state = own.view.state if own is not None else None
-        if state is not AskState.PROVEN:
+        if state is not AskState.PROVEN and world.finality and ask_id in world.finality.disturbed:
+            out.unproven_disturbed += 1
+            out.note(
+                f"expected ask {ask_id.hex()[:12]} ended {state.value if state else 'missing'}"
+                " after a withheld commit changed its winners (not counted as unproven)"
+            )
+        elif state is not AskState.PROVEN:
             out.expected_unproven += 1
             if out.expected_unproven <= EXAMPLES:
                 out.note(

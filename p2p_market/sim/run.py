@@ -38,6 +38,7 @@ from p2p_market.sim.checks import (
     run_checks,
     watch_retention,
 )
+from p2p_market.sim.finality import FinalityWatch
 from p2p_market.sim.node import HONEST, PROVER, RELAY, REQUESTER, Offer, SimNode, World
 from p2p_market.sim.planted import ArrivalOrderState
 from p2p_market.sim.relay import ArrivalOrderRelay, ObserveOnTick
@@ -58,6 +59,10 @@ class Options:
     `fold_checkpoints` evenly spaced moments of the active phase (the last at its
     end) and once more after the final tick; any difference fails the run."""
     fold_checkpoints: int = 4
+    require_finality: bool = False
+    """Fail the run if an outcome final on some node when a withheld commit came out
+    later changed (sim/finality.py). Off by default: the protocol does not promise
+    it yet, so the figures are reported without failing the run."""
 
 
 DEFAULT = Options()
@@ -122,6 +127,31 @@ class Report:
     sim_seconds: float
     wall_seconds: float
     sim_per_wall: float
+    held_back: int
+    """Commits the withholders signed and held back (all released by the end of the
+    active phase: `held_back_released`, of which `released_at_active_end` then)."""
+    held_back_released: int
+    released_at_active_end: int
+    held_for_p50_ms: int | None
+    held_for_max_ms: int | None
+    """How long released commits were held, from signing to release."""
+    final_outcomes: int
+    """(node, ask) outcomes final on an honest node when a withheld commit came out
+    (sim/finality.py)."""
+    final_outcomes_changed: int
+    """Of those, how many changed afterwards (fails the run with --require-finality)."""
+    final_asks_changed: int
+    """The distinct asks among them."""
+    unproven_disturbed: int
+    """Expected asks not PROVEN whose requester saw a withholder's late commit change
+    their winners (or unprove them): reported, not counted as unproven."""
+    no_effect_sent: int
+    """Messages the no-effect actors published."""
+    no_effect_won: int
+    """Slots won by a no-effect actor on an honest node (must be 0)."""
+    holdback_max_ms: int | None
+    """The scenario's holdback_max_ms (None: its default, the active phase)."""
+    require_finality: bool
     check_fold: bool
     fold_checks: int
     """Kept folds compared with the fold from scratch (nodes x checkpoints)."""
@@ -165,10 +195,12 @@ def build(scenario: Scenario, seed: int) -> World:
     n = scenario.nodes
     order = list(range(n))
     rng.shuffle(order)
-    bad = scenario.never_prove + scenario.invalid_prover + scenario.equivocator
+    bad = (
+        scenario.never_prove + scenario.invalid_prover + scenario.equivocator + scenario.withholder
+    )
     n_prov = max(bad + 2, round(n * scenario.prover_share))
     n_req = max(scenario.silent_requester + 1, round(n * scenario.requester_share))
-    if n_prov + n_req + scenario.spammer > n:
+    if n_prov + n_req + scenario.spammer + scenario.no_effect > n:
         raise ValueError(f"{n} nodes are too few for the roles of scenario {scenario.name}")
     provers, requesters, relays = (
         order[:n_prov],
@@ -181,6 +213,7 @@ def build(scenario: Scenario, seed: int) -> World:
         ["never-proves"] * scenario.never_prove
         + ["invalid-proof"] * scenario.invalid_prover
         + ["equivocator"] * scenario.equivocator
+        + ["withholder"] * scenario.withholder
     )
     if len(bad_provers) >= len(provers):
         raise ValueError("no honest prover left")
@@ -190,10 +223,12 @@ def build(scenario: Scenario, seed: int) -> World:
         raise ValueError("no honest requester left")
     for i in requesters[: scenario.silent_requester]:
         behaviour[i] = "silent"
-    if scenario.spammer > len(relays):
-        raise ValueError("not enough relays for the spammers")
+    if scenario.spammer + scenario.no_effect > len(relays):
+        raise ValueError("not enough relays for the spammers and no-effect actors")
     for i in relays[: scenario.spammer]:
         behaviour[i] = "spammer"
+    for i in relays[scenario.spammer : scenario.spammer + scenario.no_effect]:
+        behaviour[i] = "no-effect"
 
     half = scenario.skew_within * scenario.skew_ms / 2
     offsets = {i: round(rng.uniform(-half, half)) if half else 0 for i in range(n)}
@@ -217,6 +252,9 @@ def build(scenario: Scenario, seed: int) -> World:
                 world.honest_offers.append(offer)
         world.add_node(SimNode(world, i, role, behaviour[i], offer, offsets[i]))
     world.requesters = len(requesters)
+    world.no_effect_keys = {node.pk for node in world.nodes if node.behaviour == "no-effect"}
+    if scenario.withholder:
+        world.finality = FinalityWatch(world, honest_nodes(world))
     watch_retention(world)
     _schedule_faults(world, random.Random(f"{seed}/faults"))
     sync_rng = random.Random(f"{seed}/sync-phase")
@@ -325,6 +363,9 @@ def _heal_everything(world: World) -> None:
     for node in world.nodes:
         if not node.up:
             node.restart()
+    for raw, withholder in list(world.withheld.items()):
+        world.stats.released_at_active_end += 1
+        withholder.release(raw)
 
 
 # -- the run --------------------------------------------------------------------------
@@ -378,6 +419,8 @@ def simulate_world(
         node.state.tick(final)
     if options.check_fold:
         check_folds(f"at the end (+{final - world.start_ms} ms)")
+    if world.finality is not None:
+        world.finality.finish()
     checks = run_checks(world)
     sim_s = (end - world.start_ms) / 1_000
     report = _report(world, checks, seed, sim_s, wall, options, folds)
@@ -429,6 +472,15 @@ def _report(
         failures.append(f"{checks.reorgs} reorgs (at most {sc.max_reorgs} expected)")
     if not honest_nodes(world):
         failures.append("no honest node")
+    fin = world.finality
+    changed = len(fin.changed) if fin is not None else 0
+    if options.require_finality and changed:
+        failures.append(
+            f"{changed} outcomes final on a node when a withheld commit came out changed"
+            f" ({fin.asks_changed if fin is not None else 0} asks)"
+        )
+    if checks.no_effect_won:
+        failures.append(f"no-effect actors won {checks.no_effect_won} slots")
     if folds.differing:
         failures.append(
             f"{folds.differing} of {folds.checks} kept settlement folds differ from the fold"
@@ -481,6 +533,19 @@ def _report(
         sim_seconds=sim_s,
         wall_seconds=round(wall, 3),
         sim_per_wall=round(sim_s / wall, 2) if wall > 0 else 0.0,
+        held_back=st.held_back,
+        held_back_released=st.held_back_released,
+        released_at_active_end=st.released_at_active_end,
+        held_for_p50_ms=percentile(st.held_for, 50),
+        held_for_max_ms=max(st.held_for, default=None),
+        final_outcomes=len(fin.recorded) if fin is not None else 0,
+        final_outcomes_changed=changed,
+        final_asks_changed=fin.asks_changed if fin is not None else 0,
+        unproven_disturbed=checks.unproven_disturbed,
+        no_effect_sent=st.no_effect_sent,
+        no_effect_won=checks.no_effect_won,
+        holdback_max_ms=sc.holdback_max_ms,
+        require_finality=options.require_finality,
         check_fold=options.check_fold,
         fold_checks=folds.checks,
         fold_differences=folds.differing,
