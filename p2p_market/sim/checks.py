@@ -151,10 +151,10 @@ def watch_retention(world: World) -> None:
 
 def retire(world: World, rec: AskRecord) -> None:
     """Every honest node's view of the ask, from now on what the checks read for it.
-    A node that is down has nothing to say (its state is the one it crashed with; a
-    restart replays its log and forgets the ask at once)."""
+    A node that is down is read too: its state is the one it crashed with, which is
+    what its log replays to on restart (and the ask ended long before)."""
     rec.retired = {
-        n.idx: _read(n, rec.id) for n in world.nodes if n.honest and n.up and rec.id in n.state.asks
+        n.idx: _read(n, rec.id) for n in world.nodes if n.honest and rec.id in n.state.asks
     }
 
 
