@@ -1,7 +1,8 @@
 """The deterministic simulator: many core nodes in one process, a simulated gossip
 network, virtual time and seeded faults. Everything is a pure function of the
-scenario and the seed; the only clock read is run.py's wall-clock measurement
-around the event loop (for the sim_per_wall figure), never inside the simulation.
+scenario and the seed; the only clock reads are run.py's wall-clock measurements
+(of the event loop, for the sim_per_wall figure, and of the --check-fold
+comparisons, for their cost), which nothing in the simulation depends on.
 
     from p2p_market.sim import SCENARIOS, simulate
     report = simulate(SCENARIOS["mixed-faults"], seed=7)

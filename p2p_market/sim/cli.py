@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from p2p_market.sim.run import Report, simulate
+from p2p_market.sim.run import DEFAULT, Options, Report, simulate
 from p2p_market.sim.scenarios import SCENARIOS, Scenario
 
 
@@ -36,9 +36,14 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def replay_command(report: Report) -> str:
+    """The command that replays this run exactly, with the options it was checked by."""
+    flags = " --check-fold" if report.check_fold else ""
+    flags += " --require-finality" if report.require_finality else ""
+    if report.holdback_max_ms is not None:
+        flags += f" --holdback-max-s {report.holdback_max_ms / 1_000:g}"
     return (
         f"p2p-market dst --nodes {report.nodes} --seconds {report.seconds}"
-        f" --seed {report.seed} --scenario {report.scenario}"
+        f" --seed {report.seed} --scenario {report.scenario}{flags}"
     )
 
 
@@ -63,8 +68,23 @@ def describe(r: Report) -> str:
         f"  {r.sim_seconds:g} simulated s in {r.wall_seconds:.2f} wall s "
         f"({r.sim_per_wall:g} sim s per wall s)",
     ]
+    if r.held_back or r.no_effect_sent:
+        lines.append(
+            f"  withheld commits {r.held_back} (released {r.held_back_released}, "
+            f"{r.released_at_active_end} at the end of the active phase, held p50/max "
+            f"{ms(r.held_for_p50_ms)}/{ms(r.held_for_max_ms)} ms); final outcomes "
+            f"{r.final_outcomes}, changed {r.final_outcomes_changed} "
+            f"({r.final_asks_changed} asks); unproven after a late commit "
+            f"{r.unproven_disturbed}; no-effect messages {r.no_effect_sent}"
+        )
+    if r.check_fold:
+        lines.append(
+            f"  fold checks {r.fold_checks}: {r.fold_differences} differ from the fold from"
+            f" scratch ({r.fold_check_seconds:.2f} wall s)"
+        )
     lines += [f"  failure: {f}" for f in r.failures]
     lines += [f"    {e}" for e in r.examples[:8]] if not r.ok else []
+    lines += [f"    fold: {e}" for e in r.fold_examples[:8]]
     return "\n".join(lines)
 
 
@@ -75,10 +95,16 @@ def dst_command(
     seeds: str | None,
     scenario: str,
     as_json: bool,
+    options: Options = DEFAULT,
+    holdback_max_s: float | None = None,
 ) -> int:
     preset = SCENARIOS.get(scenario)
-    for name, value in (("--nodes", nodes), ("--seconds", seconds)):
-        if value is not None and value < 1:
+    for name, value in (
+        ("--nodes", nodes),
+        ("--seconds", seconds),
+        ("--holdback-max-s", holdback_max_s),
+    ):
+        if value is not None and value <= 0:
             print(f"error: {name} must be at least 1, not {value}", file=sys.stderr)
             return 2
     if preset is None:
@@ -91,6 +117,11 @@ def dst_command(
             preset,
             nodes=preset.nodes if nodes is None else nodes,
             seconds=preset.seconds if seconds is None else seconds,
+            holdback_max_ms=(
+                preset.holdback_max_ms
+                if holdback_max_s is None
+                else max(preset.holdback_min_ms, round(holdback_max_s * 1_000))
+            ),
         )
         todo = [seed] if seeds is None else parse_seeds(seeds)
     except ValueError as exc:
@@ -99,7 +130,7 @@ def dst_command(
 
     reports: list[Report] = []
     for s in todo:
-        r = simulate(sc, s)
+        r = simulate(sc, s, options)
         reports.append(r)
         if not as_json:
             print(describe(r) if seeds is None else _one_line(r), flush=True)
@@ -117,10 +148,26 @@ def dst_command(
             f"{total['proven']} proven, {total['reorgs']} reorgs, "
             f"{total['divergent_asks']} divergent; {total['sim_seconds']:g} simulated s "
             f"in {total['wall_seconds']:.1f} wall s"
+            + (
+                f"; final outcomes changed {total['final_outcomes_changed']} of"
+                f" {total['final_outcomes']} ({total['final_asks_changed']} asks)"
+                if any(r.held_back for r in reports)
+                else ""
+            )
+            + (
+                f"; fold checks {total['fold_checks']}, {total['fold_differences']} differ"
+                f" (seeds {total['fold_differing_seeds']})"
+                if _checked_folds(reports)
+                else ""
+            )
         )
     for r in failed:
         print(f"replay: {replay_command(r)}", file=sys.stderr if as_json else sys.stdout)
     return 1 if failed else 0
+
+
+def _checked_folds(reports: list[Report]) -> bool:
+    return any(r.check_fold for r in reports)
 
 
 def _one_line(r: Report) -> str:
@@ -144,6 +191,16 @@ def _summary(sc: Scenario, reports: list[Report]) -> dict[str, object]:
         "proven": sum(r.proven for r in reports),
         "reorgs": sum(r.reorgs for r in reports),
         "divergent_asks": sum(r.divergent_asks for r in reports),
+        "held_back": sum(r.held_back for r in reports),
+        "final_outcomes": sum(r.final_outcomes for r in reports),
+        "final_outcomes_changed": sum(r.final_outcomes_changed for r in reports),
+        "final_asks_changed": sum(r.final_asks_changed for r in reports),
+        "finality_changed_seeds": [r.seed for r in reports if r.final_outcomes_changed],
+        "unproven_disturbed": sum(r.unproven_disturbed for r in reports),
+        "no_effect_sent": sum(r.no_effect_sent for r in reports),
+        "fold_checks": sum(r.fold_checks for r in reports),
+        "fold_differences": sum(r.fold_differences for r in reports),
+        "fold_differing_seeds": [r.seed for r in reports if r.fold_differences],
         "sim_seconds": sum(r.sim_seconds for r in reports),
         "wall_seconds": round(sum(r.wall_seconds for r in reports), 3),
     }
@@ -167,10 +224,35 @@ def dst(
         str, typer.Option("--scenario", help=f"One of: {', '.join(SCENARIOS)}.")
     ] = "calm",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report(s) as JSON.")] = False,
+    check_fold: Annotated[
+        bool,
+        typer.Option(
+            "--check-fold",
+            help="Compare every node's kept settlement fold with the fold from scratch at"
+            " checkpoints and at the end; fail on any difference.",
+        ),
+    ] = False,
+    require_finality: Annotated[
+        bool,
+        typer.Option(
+            "--require-finality",
+            help="Fail if an outcome final on a node when a withheld commit came out"
+            " later changed (counted either way).",
+        ),
+    ] = False,
+    holdback_max_s: Annotated[
+        float | None,
+        typer.Option(
+            "--holdback-max-s",
+            help="Longest delay before a withholder releases a commit, in seconds"
+            " (default: the active phase).",
+        ),
+    ] = None,
 ) -> None:
     """Deterministic simulation: many core nodes in one process, a simulated gossip
     network, virtual time and seeded faults; checks that every honest node agrees."""
-    code = dst_command(nodes, seconds, seed, seeds, scenario, as_json)
+    options = Options(check_fold=check_fold, require_finality=require_finality)
+    code = dst_command(nodes, seconds, seed, seeds, scenario, as_json, options, holdback_max_s)
     if code:
         raise typer.Exit(code)
 

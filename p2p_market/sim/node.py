@@ -27,9 +27,11 @@ A relay (no role) runs the core with observation on its tick (relay.py).
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgpack
 
@@ -38,13 +40,16 @@ from p2p_market.core import effects as fx
 from p2p_market.core import limits as L
 from p2p_market.core.envelope import Envelope
 from p2p_market.core.lifecycle import AskState
-from p2p_market.core.messages import Commit, Market, Proof, sha256
-from p2p_market.core.state import MarketState
+from p2p_market.core.messages import Ask, Commit, Market, Proof, sha256
+from p2p_market.core.state import AskView, MarketState
 from p2p_market.core.validation import check_form, check_signature
 from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict
 from p2p_market.devnet import Actor, default_market
 from p2p_market.sim.network import EventLoop, Network
 from p2p_market.sim.scenarios import Scenario
+
+if TYPE_CHECKING:
+    from p2p_market.sim.finality import FinalityWatch
 
 PROVER, REQUESTER, RELAY = "prover", "requester", "relay"
 HONEST = "honest"
@@ -55,6 +60,8 @@ BEHAVIOURS: dict[str, str] = {
     "equivocator": "prover: two bids per seq and two commits per attempt, to different peers",
     "silent": "requester: places asks, never signs a receipt",
     "spammer": "relay: floods malformed, badly signed and invalid envelopes",
+    "withholder": "prover: holds back some of its commits, releases them seconds to hours later",
+    "no-effect": "relay: publishes valid, signed messages the fold records as without effect",
 }
 
 StateFactory = Callable[[Market, bytes | None, str], MarketState]
@@ -96,6 +103,14 @@ class Offer:
     capacity: int
 
 
+@dataclass(frozen=True, slots=True)
+class HeldView:
+    """What one node held about one ask when the checks read it."""
+
+    view: AskView
+    false_timeouts: int
+
+
 @dataclass(slots=True)
 class AskRecord:
     """What the simulator (the omniscient observer) knows about one placed ask."""
@@ -113,6 +128,10 @@ class AskRecord:
     cancel_tried: bool = False
     assigned_at: int | None = None
     proven_at: int | None = None
+    retired: dict[int, HeldView] | None = None
+    """Each honest node's view of the ask taken just before any node could forget it
+    (its retention horizon, §14; see checks.retire), by node index. None while it
+    has not reached that point: the end-of-run checks then read the nodes' state."""
 
 
 @dataclass(slots=True)
@@ -134,6 +153,14 @@ class SimStats:
     stale_suggestions: int = 0
     crashes: int = 0
     syncs: int = 0
+    held_back: int = 0
+    """Commits a withholder signed and held back."""
+    held_back_released: int = 0
+    """Of those, released (at their drawn delay, or at the end of the active phase)."""
+    released_at_active_end: int = 0
+    held_for: list[int] = field(default_factory=list)
+    """How long each released commit was held (ms from its signing to its release)."""
+    no_effect_sent: int = 0
     verdicts: dict[tuple[Status, Reason], int] = field(default_factory=dict)
     """Verdicts on envelopes taken in, by (status, reason), but for the two common
     ones, counted apart as plain numbers: `accepted` and `duplicates` (a frame the
@@ -172,6 +199,9 @@ class World:
         self.loop = EventLoop(start_ms)
         self.net = Network(scenario.nodes, scenario, random.Random(f"{seed}/net"), self.loop)
         self.rng = random.Random(f"{seed}/work")
+        self.adversary_rng = random.Random(f"{seed}/adversary")
+        """The withholders' and the no-effect actors' draws: a stream of its own, so
+        they leave every other draw of a run as it was."""
         self.sync_rng = random.Random(f"{seed}/sync")
         self.validator = Validator()
         self.new_state = new_state
@@ -181,6 +211,15 @@ class World:
         self.spam_ids: set[bytes] = set()
         self.honest_offers: list[Offer] = []
         self.requesters = 0
+        self.withheld: dict[bytes, SimNode] = {}
+        """Commits held back and not yet released (raw -> its withholder)."""
+        self.finality: FinalityWatch | None = None
+        """Set when the scenario has withholders (sim/finality.py)."""
+        self.no_effect_keys: set[bytes] = set()
+        """Public keys of the no-effect actors: none may ever win a slot."""
+        self.on_ask_placed: Callable[[AskRecord], None] | None = None
+        """Called with the record of every ask placed (the checks schedule their
+        reading of it before its retention horizon, checks.watch_retention)."""
         self.net.on_batch = self._deliver_batch
 
     def add_node(self, node: SimNode) -> None:
@@ -413,6 +452,10 @@ class SimNode:
 
     # -- effects -------------------------------------------------------------------
     def handle(self, effects: list[fx.Effect]) -> None:
+        finality = self.world.finality
+        if finality is not None and effects and self.idx in finality.watched:
+            for e in effects:
+                finality.saw(self, e)
         for e in effects:
             if isinstance(e, fx.CommitToAsk):
                 self._commit(e)
@@ -497,8 +540,134 @@ class SimNode:
                 round=e.round, attempt=e.attempt,
             )  # fmt: skip
             self._equivocate(raw, twin)
+        elif self.behaviour == "withholder" and (
+            self.world.adversary_rng.random() < self.world.scenario.holdback_share
+        ):
+            self._hold_back(raw)
         else:
             self.publish(raw)
+
+    # -- withholder ------------------------------------------------------------------
+    def _hold_back(self, raw: bytes) -> None:
+        """Keep a commit signed now, inside its window, to release it after a delay
+        drawn log-uniformly between the scenario's bounds. Nobody sees it meanwhile,
+        not even this node's own core."""
+        world = self.world
+        sc = world.scenario
+        lo = sc.holdback_min_ms
+        hi = max(lo, sc.holdback_max)
+        delay = round(math.exp(world.adversary_rng.uniform(math.log(lo), math.log(hi))))
+        world.stats.held_back += 1
+        world.withheld[raw] = self
+        world.loop.after(delay, self.release, raw)
+
+    def release(self, raw: bytes) -> None:
+        """Send a held commit to every mesh peer, whatever this node's own core now
+        thinks of it (stale, orphan): what happens next is the honest nodes' business."""
+        world = self.world
+        if world.withheld.pop(raw, None) is None:
+            return  # released already (at the end of the active phase)
+        world.stats.held_back_released += 1
+        env = world.validator.check(raw)[1]
+        assert env is not None and isinstance(env.message, Commit)
+        world.stats.held_for.append(self.now() - env.message.timestamp)
+        if world.finality is not None:
+            world.finality.released(env.message.ask)
+        self.publish(raw, list(world.net.mesh[self.idx]))
+
+    # -- no-effect actor -------------------------------------------------------------
+    def no_effect_bid(self, epoch: int) -> None:
+        """A bid at the highest honest price and the highest proof-time cap, above
+        every honest proof time (Scenario.__post_init__): it ranks below every honest
+        prover whichever the ask prefers, so it moves nobody's place in the commit
+        policy, yet fits the caps of some asks; it lets this actor sign commits."""
+        if epoch != self.epoch or not self.up:
+            return
+        world = self.world
+        sc = world.scenario
+        ttl = world.market.max_lifetime_ms
+        self.bid_seq += 1
+        raw = self.actor.bid(
+            now=self.now(), price=max(sc.prices), proof_time=max(sc.max_proof_times),
+            capacity=1, ttl=ttl, seq=self.bid_seq,
+        )  # fmt: skip
+        self.publish(raw)
+        world.loop.after(ttl * 3 // 4, self.no_effect_bid, self.epoch)
+
+    def no_effect(self, epoch: int) -> None:
+        world = self.world
+        if epoch != self.epoch or not self.up or world.loop.now >= world.active_end:
+            return
+        raw = self._without_effect(world.adversary_rng)
+        if raw is not None:
+            world.stats.no_effect_sent += 1
+            self.publish(raw)
+        delay = round(world.adversary_rng.expovariate(world.scenario.no_effect_per_s) * 1_000)
+        world.loop.after(max(1, delay), self.no_effect, self.epoch)
+
+    def _without_effect(self, rng: random.Random) -> bytes | None:
+        """One valid, correctly signed message that the fold records as without effect
+        on every node, whatever else it holds: this actor never holds a slot (its
+        commits are never valid), so its proofs and attestations count for nothing;
+        a commit to a round no message opened, or signed before its window opens,
+        is invalid; a receipt about a prover without a slot of the ask changes
+        nothing (only its own asks: receipts are the requester's)."""
+        a, now, st = self.actor, self.now(), self.state
+        others = [x for x in st.asks if x not in self.my_asks]
+        kind = rng.randrange(5)
+        if kind == 4 or not others:
+            return self._own_receipt(rng)
+        ask_id = rng.choice(others)
+        ask = st.asks[ask_id].message
+        assert isinstance(ask, Ask)
+        if kind == 0:
+            return a.invalid_inputs(now=now, ask=ask_id, reason="no effect: holds no slot")
+        if kind == 1:
+            return a.proof(now=now, ask=ask_id, proof=b"no effect: holds no slot")
+        mine = st.book.current.get(self.pk)
+        if (
+            mine is None
+            or not mine.bid.timestamp <= now < mine.bid.expires_at
+            or mine.bid.price > ask.max_price
+            or mine.bid.proof_time > ask.max_proof_time
+        ):
+            return a.invalid_inputs(now=now, ask=ask_id, reason="no effect: holds no slot")
+        window = self.world.market.commit_window_ms
+        if kind == 2:  # a round that no receipt opened
+            rnd, attempt = sha256(b"no such round %d" % rng.getrandbits(64)), 0
+        else:  # round 0, two windows ahead of the current one: signed before it opens
+            rnd, attempt = ask_id, max(0, (now - ask.timestamp) // window) + 2
+        if (ask_id, rnd, attempt) in self.signed_commits:  # never two for one attempt
+            return a.invalid_inputs(now=now, ask=ask_id, reason="no effect: holds no slot")
+        self.signed_commits.add((ask_id, rnd, attempt))
+        return a.commit(
+            now=now, ask=ask_id, bid=mine.id, price=mine.bid.price,
+            proof_time=mine.bid.proof_time, round=rnd, attempt=attempt,
+        )  # fmt: skip
+
+    def _own_receipt(self, rng: random.Random) -> bytes | None:
+        """A receipt about a prover on one of its own asks, which nobody can serve
+        (max price below every bid): no prover ever holds a slot of it. Places such
+        an ask first when it has none that is still open."""
+        world, now = self.world, self.now()
+        open_asks = [x for x in self.my_asks if x in self.state.asks]
+        provers = sorted(self.state.book.current)
+        if not open_asks:
+            sc = world.scenario
+            raw = self.actor.ask(
+                now=now, max_price=min(sc.prices) - 1, max_proof_time=min(sc.max_proof_times),
+                ttl=sc.ask_ttl_ms, inputs=b"no effect %d" % now,
+            )  # fmt: skip
+            _, env = world.validator.check(raw)
+            assert env is not None
+            self.my_asks.add(env.id)
+            return raw
+        if not provers:
+            return None
+        return self.actor.receipt(
+            now=now, ask=rng.choice(sorted(open_asks)), prover=rng.choice(provers),
+            outcome=rng.choice(("accepted", "invalid", "timed_out")),
+        )  # fmt: skip
 
     def _start_proving(self, e: fx.Assigned) -> None:
         key = (e.ask, e.deadline)
@@ -557,6 +726,8 @@ class SimNode:
             expected=self.honest and meets >= replicas,
         )
         world.asks[env.id] = rec
+        if world.on_ask_placed is not None:
+            world.on_ask_placed(rec)
         self.my_asks.add(env.id)
         if rng.random() < sc.cancel_share:
             rec.cancel_tried = True
@@ -805,3 +976,6 @@ class SimNode:
             world.loop.after(delay, self.place_ask, self.epoch)
         elif self.behaviour == "spammer":
             world.loop.after(rng.randint(1_000, 2_000), self.spam, self.epoch)
+        elif self.behaviour == "no-effect":
+            world.loop.after(rng.randint(0, 500) if first else 0, self.no_effect_bid, self.epoch)
+            world.loop.after(rng.randint(2_000, 3_000), self.no_effect, self.epoch)

@@ -2,7 +2,9 @@
 
 Everything inside the loop is virtual time and seeded randomness (separate
 streams for the network, the workload, the setup and the faults). The only wall
-clock read is here, around the loop, for `wall_seconds` and `sim_per_wall`.
+clock reads are here, around the loop, for `wall_seconds` and `sim_per_wall`, and
+around the `--check-fold` comparisons, for their cost (`fold_check_seconds`, not
+counted in `wall_seconds`); nothing in the run depends on them.
 
 Python's cyclic garbage collector is paused while the loop runs (`gc_paused`).
 A run allocates millions of short-lived containers (frames, events, the core's
@@ -26,15 +28,44 @@ from p2p_market.core.lifecycle import AskState, SlotState
 from p2p_market.core.messages import Market
 from p2p_market.core.state import MarketState
 from p2p_market.devnet import GENESIS_MS
-from p2p_market.sim.checks import Checks, honest_nodes, reference_node, run_checks
+from p2p_market.sim.checks import (
+    Checks,
+    FoldChecks,
+    held,
+    honest_nodes,
+    reference_node,
+    retired_asks,
+    run_checks,
+    watch_retention,
+)
+from p2p_market.sim.finality import FinalityWatch
 from p2p_market.sim.node import HONEST, PROVER, RELAY, REQUESTER, Offer, SimNode, World
 from p2p_market.sim.planted import ArrivalOrderState
 from p2p_market.sim.relay import ArrivalOrderRelay, ObserveOnTick
 from p2p_market.sim.scenarios import Scenario
 
 START_MS = GENESIS_MS + 60_000
-WALL_FIELDS = ("wall_seconds", "sim_per_wall")
+WALL_FIELDS = ("wall_seconds", "sim_per_wall", "fold_check_seconds")
 """The only fields of a Report that differ between two runs of one seed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How a run is checked, beyond the end-of-run checks every run makes (what
+    happens in the run is the Scenario's business)."""
+
+    check_fold: bool = False
+    """Compare every node's kept settlement fold with the fold from scratch at
+    `fold_checkpoints` evenly spaced moments of the active phase (the last at its
+    end) and once more after the final tick; any difference fails the run."""
+    fold_checkpoints: int = 4
+    require_finality: bool = False
+    """Fail the run if an outcome final on some node when a withheld commit came out
+    later changed (sim/finality.py). Off by default: the protocol does not promise
+    it yet, so the figures are reported without failing the run."""
+
+
+DEFAULT = Options()
 
 
 @dataclass(slots=True)
@@ -67,6 +98,9 @@ class Report:
     the others (informational: such a node is outside the protocol's assumptions)."""
     asks_compared: int
     asks_not_everywhere: int
+    asks_retired: int
+    """Asks past their retention horizon before the end (every node forgets them,
+    §14): checked as every honest node held them just before (checks.py)."""
     invariant_violations: int
     cancelled_or_expired_assigned: int
     equivocations_seen: int
@@ -93,9 +127,44 @@ class Report:
     sim_seconds: float
     wall_seconds: float
     sim_per_wall: float
+    held_back: int
+    """Commits the withholders signed and held back (all released by the end of the
+    active phase: `held_back_released`, of which `released_at_active_end` then)."""
+    held_back_released: int
+    released_at_active_end: int
+    held_for_p50_ms: int | None
+    held_for_max_ms: int | None
+    """How long released commits were held, from signing to release."""
+    final_outcomes: int
+    """(node, ask) outcomes final on an honest node when a withheld commit came out
+    (sim/finality.py)."""
+    final_outcomes_changed: int
+    """Of those, how many changed afterwards (fails the run with --require-finality)."""
+    final_asks_changed: int
+    """The distinct asks among them."""
+    unproven_disturbed: int
+    """Expected asks not PROVEN whose requester saw a withholder's late commit change
+    their winners (or unprove them): reported, not counted as unproven."""
+    no_effect_sent: int
+    """Messages the no-effect actors published."""
+    no_effect_won: int
+    """Slots won by a no-effect actor on an honest node (must be 0)."""
+    holdback_max_ms: int | None
+    """The scenario's holdback_max_ms (None: its default, the active phase)."""
+    require_finality: bool
+    check_fold: bool
+    fold_checks: int
+    """Kept folds compared with the fold from scratch (nodes x checkpoints)."""
+    fold_differences: int
+    """Comparisons that found a difference (each fails the run)."""
+    fold_check_seconds: float
+    """Wall time spent on those comparisons (a cost figure, like wall_seconds)."""
     ok: bool
     failures: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
+    fold_examples: list[str] = field(default_factory=list)
+    """The first differences found: node, checkpoint, and each differing entry of
+    the kept fold and of the reference."""
 
 
 def percentile(values: list[int], q: float) -> int | None:
@@ -126,10 +195,12 @@ def build(scenario: Scenario, seed: int) -> World:
     n = scenario.nodes
     order = list(range(n))
     rng.shuffle(order)
-    bad = scenario.never_prove + scenario.invalid_prover + scenario.equivocator
+    bad = (
+        scenario.never_prove + scenario.invalid_prover + scenario.equivocator + scenario.withholder
+    )
     n_prov = max(bad + 2, round(n * scenario.prover_share))
     n_req = max(scenario.silent_requester + 1, round(n * scenario.requester_share))
-    if n_prov + n_req + scenario.spammer > n:
+    if n_prov + n_req + scenario.spammer + scenario.no_effect > n:
         raise ValueError(f"{n} nodes are too few for the roles of scenario {scenario.name}")
     provers, requesters, relays = (
         order[:n_prov],
@@ -142,6 +213,7 @@ def build(scenario: Scenario, seed: int) -> World:
         ["never-proves"] * scenario.never_prove
         + ["invalid-proof"] * scenario.invalid_prover
         + ["equivocator"] * scenario.equivocator
+        + ["withholder"] * scenario.withholder
     )
     if len(bad_provers) >= len(provers):
         raise ValueError("no honest prover left")
@@ -151,10 +223,12 @@ def build(scenario: Scenario, seed: int) -> World:
         raise ValueError("no honest requester left")
     for i in requesters[: scenario.silent_requester]:
         behaviour[i] = "silent"
-    if scenario.spammer > len(relays):
-        raise ValueError("not enough relays for the spammers")
+    if scenario.spammer + scenario.no_effect > len(relays):
+        raise ValueError("not enough relays for the spammers and no-effect actors")
     for i in relays[: scenario.spammer]:
         behaviour[i] = "spammer"
+    for i in relays[scenario.spammer : scenario.spammer + scenario.no_effect]:
+        behaviour[i] = "no-effect"
 
     half = scenario.skew_within * scenario.skew_ms / 2
     offsets = {i: round(rng.uniform(-half, half)) if half else 0 for i in range(n)}
@@ -178,6 +252,10 @@ def build(scenario: Scenario, seed: int) -> World:
                 world.honest_offers.append(offer)
         world.add_node(SimNode(world, i, role, behaviour[i], offer, offsets[i]))
     world.requesters = len(requesters)
+    world.no_effect_keys = {node.pk for node in world.nodes if node.behaviour == "no-effect"}
+    if scenario.withholder:
+        world.finality = FinalityWatch(world, honest_nodes(world))
+    watch_retention(world)
     _schedule_faults(world, random.Random(f"{seed}/faults"))
     sync_rng = random.Random(f"{seed}/sync-phase")
     for node in world.nodes:
@@ -285,6 +363,9 @@ def _heal_everything(world: World) -> None:
     for node in world.nodes:
         if not node.up:
             node.restart()
+    for raw, withholder in list(world.withheld.items()):
+        world.stats.released_at_active_end += 1
+        withholder.release(raw)
 
 
 # -- the run --------------------------------------------------------------------------
@@ -301,39 +382,71 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def simulate(scenario: Scenario, seed: int) -> Report:
-    return simulate_world(scenario, seed)[1]
+def simulate(scenario: Scenario, seed: int, options: Options = DEFAULT) -> Report:
+    return simulate_world(scenario, seed, options)[1]
 
 
-def simulate_world(scenario: Scenario, seed: int) -> tuple[World, Report]:
+def simulate_world(
+    scenario: Scenario, seed: int, options: Options = DEFAULT
+) -> tuple[World, Report]:
     """The run and the world it leaves (every node's state), for tests and digging."""
     world = build(scenario, seed)
     end = world.active_end + scenario.settle_seconds * 1_000
+    folds = FoldChecks()
+    fold_wall = [0.0]
+
+    def check_folds(label: str) -> None:
+        w = time.perf_counter()
+        folds.check(world, label)
+        fold_wall[0] += time.perf_counter() - w
+
+    if options.check_fold:
+        k = max(1, options.fold_checkpoints)
+        span = world.active_end - world.start_ms
+        for i in range(1, k + 1):
+            at = world.start_ms + span * i // k
+            world.loop.at(at, check_folds, f"at +{at - world.start_ms} ms")
     wall0 = time.perf_counter()
     with gc_paused():
         world.loop.run_until(world.active_end)
         _heal_everything(world)
         world.loop.run_until(end)
-    wall = time.perf_counter() - wall0
+    wall = time.perf_counter() - wall0 - fold_wall[0]  # the simulator's own time
     # Derived state depends on `now` (expiry, deadlines): bring every node to the same
     # latest `now` before comparing. The run is over, so the effects are dropped.
     final = end + max(0, *(n.offset_ms for n in world.nodes))
     for node in world.nodes:
         node.state.tick(final)
+    if options.check_fold:
+        check_folds(f"at the end (+{final - world.start_ms} ms)")
+    if world.finality is not None:
+        world.finality.finish()
     checks = run_checks(world)
-    return world, _report(world, checks, seed, (end - world.start_ms) / 1_000, wall)
+    sim_s = (end - world.start_ms) / 1_000
+    report = _report(world, checks, seed, sim_s, wall, options, folds)
+    report.fold_check_seconds = round(fold_wall[0], 3)
+    return world, report
 
 
-def _report(world: World, checks: Checks, seed: int, sim_s: float, wall: float) -> Report:
+def _report(
+    world: World,
+    checks: Checks,
+    seed: int,
+    sim_s: float,
+    wall: float,
+    options: Options,
+    folds: FoldChecks,
+) -> Report:
     sc = world.scenario
     st = world.stats
     ref = reference_node(world)
     states: dict[AskState, int] = {}
     timed_out = invalid = 0
     for ask_id in world.asks:
-        if ask_id not in ref.state.asks:
+        h = held(world, ref, ask_id)
+        if h is None:
             continue
-        view = ref.state.view(ask_id)
+        view = h.view
         states[view.state] = states.get(view.state, 0) + 1
         timed_out += sum(x is SlotState.TIMED_OUT for x in view.slot_states)
         invalid += sum(x is SlotState.INVALID for x in view.slot_states)
@@ -359,6 +472,20 @@ def _report(world: World, checks: Checks, seed: int, sim_s: float, wall: float) 
         failures.append(f"{checks.reorgs} reorgs (at most {sc.max_reorgs} expected)")
     if not honest_nodes(world):
         failures.append("no honest node")
+    fin = world.finality
+    changed = len(fin.changed) if fin is not None else 0
+    if options.require_finality and changed:
+        failures.append(
+            f"{changed} outcomes final on a node when a withheld commit came out changed"
+            f" ({fin.asks_changed if fin is not None else 0} asks)"
+        )
+    if checks.no_effect_won:
+        failures.append(f"no-effect actors won {checks.no_effect_won} slots")
+    if folds.differing:
+        failures.append(
+            f"{folds.differing} of {folds.checks} kept settlement folds differ from the fold"
+            " from scratch"
+        )
 
     net = world.net.stats
     return Report(
@@ -383,6 +510,7 @@ def _report(world: World, checks: Checks, seed: int, sim_s: float, wall: float) 
         out_of_spec_divergent=checks.out_of_spec_divergent,
         asks_compared=checks.asks_compared,
         asks_not_everywhere=checks.asks_not_everywhere,
+        asks_retired=retired_asks(world),
         invariant_violations=checks.invariant_violations,
         cancelled_or_expired_assigned=checks.cancelled_or_expired_assigned,
         equivocations_seen=st.equivocations_seen,
@@ -405,7 +533,25 @@ def _report(world: World, checks: Checks, seed: int, sim_s: float, wall: float) 
         sim_seconds=sim_s,
         wall_seconds=round(wall, 3),
         sim_per_wall=round(sim_s / wall, 2) if wall > 0 else 0.0,
+        held_back=st.held_back,
+        held_back_released=st.held_back_released,
+        released_at_active_end=st.released_at_active_end,
+        held_for_p50_ms=percentile(st.held_for, 50),
+        held_for_max_ms=max(st.held_for, default=None),
+        final_outcomes=len(fin.recorded) if fin is not None else 0,
+        final_outcomes_changed=changed,
+        final_asks_changed=fin.asks_changed if fin is not None else 0,
+        unproven_disturbed=checks.unproven_disturbed,
+        no_effect_sent=st.no_effect_sent,
+        no_effect_won=checks.no_effect_won,
+        holdback_max_ms=sc.holdback_max_ms,
+        require_finality=options.require_finality,
+        check_fold=options.check_fold,
+        fold_checks=folds.checks,
+        fold_differences=folds.differing,
+        fold_check_seconds=0.0,
         ok=not failures,
         failures=failures,
         examples=checks.examples,
+        fold_examples=folds.examples,
     )

@@ -103,6 +103,27 @@ class Scenario:
     makes them win often, so every run routes around them. None: drawn like others."""
     spammer: int = 0
     spam_per_s: float = 10.0
+    withholder: int = 0
+    """Provers that hold back a share of the commits they sign (each signed inside its
+    commit window, as the protocol requires) and release them later, to their mesh
+    peers, as a straggler or a partitioned prover would: a late valid commit can
+    change who won a window long settled (node.py, "withholder"; the finality
+    figures of the report count the outcomes that changed, sim/finality.py)."""
+    holdback_share: float = 0.5
+    holdback_min_ms: int = 2_000
+    holdback_max_ms: int | None = None
+    """Each held commit is released after a delay drawn log-uniformly between
+    `holdback_min_ms` and this (so seconds, minutes and, in long runs, hours are all
+    common); None: the length of the active phase. Whatever is still held when the
+    active phase ends is released then, as every other fault heals by then."""
+    no_effect: int = 0
+    """Third parties (relays) that publish valid, correctly signed messages that the
+    fold records as without effect (node.py, "no-effect"): InvalidInputs and Proofs
+    from a prover that holds no slot, commits to rounds that do not exist or to
+    windows not yet open, receipts about provers that hold no slot of its own
+    (unserviceable) asks. Its bid ranks below every honest prover's, so it never
+    holds a slot nor moves anyone's place in the commit policy."""
+    no_effect_per_s: float = 1.0
 
     planted_bug: str | None = None
     """"no-tiebreak": nodes rank commits by local arrival order (first come, first
@@ -120,6 +141,18 @@ class Scenario:
             raise ValueError("sync_ms and sync_peers must be positive")
         if self.nodes < 4:
             raise ValueError("at least 4 nodes")
+        if not 0.0 <= self.holdback_share <= 1.0 or self.holdback_min_ms < 1:
+            raise ValueError("holdback_share must be in [0, 1] and holdback_min_ms positive")
+        if self.holdback_max_ms is not None and self.holdback_max_ms < self.holdback_min_ms:
+            raise ValueError("holdback_max_ms must be at least holdback_min_ms")
+        if self.no_effect and not max(self.proof_times) < max(self.max_proof_times):
+            # its bid (highest price, highest proof-time cap) must rank below every other
+            raise ValueError("no-effect actors need a proof-time cap above every proof time")
+
+    @property
+    def holdback_max(self) -> int:
+        """The longest hold of a withheld commit, in ms (see holdback_max_ms)."""
+        return self.seconds * 1_000 if self.holdback_max_ms is None else self.holdback_max_ms
 
 
 CALM = Scenario(name="calm")
@@ -139,6 +172,8 @@ MIXED_FAULTS = Scenario(
     silent_requester=1,
     byzantine_offer=(10, 2_000),
     spammer=1,
+    withholder=1,
+    no_effect=1,
     cancel_share=0.05,
     impossible_share=0.05,
     max_reorgs=None,

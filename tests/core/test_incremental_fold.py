@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from p2p_market.core.codec import unpack
 from p2p_market.core.envelope import message_id
-from p2p_market.core.settlement import Settlement, settle
+from p2p_market.core.foldcheck import canonical, fold_differences, reference
 from p2p_market.core.state import MarketState
 from p2p_market.devnet import Actor
 
@@ -31,54 +31,32 @@ def timestamp(raw: bytes) -> int:
     return int(body["timestamp"])
 
 
-def canonical(s: Settlement) -> dict[str, Any]:
-    """Everything the fold decides, in a form two folds can be compared by."""
-    runs = {
-        a: (
-            r.state,
-            r.expired,
-            sorted(r.excluded),
-            list(r.history),
-            sorted((k, x.opened_at, x.slots, list(x.winners)) for k, x in r.rounds.items()),
-            sorted(
-                (p, x.round, x.attempt, x.commit_id, x.state, x.deadline, x.ended_at, x.proof_hash)
-                for p, x in r.slots.items()
-            ),
-        )
-        for a, r in s.runs.items()
-    }
-    attempts = {
-        k: (a.window_start, a.window_end, a.settled, a.winners, sorted(a.candidates))
-        for k, a in s.attempts.items()
-    }
-    occupancy = {
-        p: sorted((o.start, o.commit_id, o.end, o.settled) for o in occs)
-        for p, occs in s.occupancy.items()
-        if occs
-    }
-    return {
-        "runs": runs,
-        "attempts": attempts,
-        "occupancy": occupancy,
-        "notes": dict(s.notes),
-        "wakeup": s.next_wakeup,
-    }
-
-
-def reference(state: MarketState) -> Settlement:
-    live = sorted(state._live)
-    asks = [state.asks[a] for a in live]
-    events = [e for a in live for e in state.events[a].values()]
-    fixed = state._archive.fixed_occupancy()
-    return settle(state.market, state.book, asks, events, state.now, fixed)
-
-
 def check_against_reference(state: MarketState) -> None:
-    mine = canonical(state.settlement())
-    ref = canonical(reference(state))
-    for part in mine:
-        assert mine[part] == ref[part], part
+    assert fold_differences(state) == []
     assert state.check_invariants() == []
+
+
+def test_a_fold_that_differs_from_the_reference_is_described() -> None:
+    """The comparison can fail: a kept fold tampered with after the fact (a window's
+    winners dropped) is reported, part and attempt named, kept and reference shown."""
+    market = MARKET
+    prover = Actor("cheap", market)
+    state = MarketState(market)
+    bid = prover.bid(now=T0, price=5, proof_time=1_000, seq=1)
+    ask = REQUESTERS[0].ask(now=T0 + 100, max_price=10, max_proof_time=5_000)
+    commit = prover.commit(
+        now=T0 + 200, ask=message_id(ask), bid=message_id(bid), price=5, proof_time=1_000
+    )
+    for raw in (bid, ask, commit):
+        state.apply(raw, T0 + 300)
+    state.tick(T0 + 2_000)
+    assert fold_differences(state) == []
+    for attempt in state.settlement().attempts.values():
+        attempt.winners = ()
+    found = fold_differences(state)
+    assert any(line.startswith(f"attempts {message_id(ask).hex()[:12]}/") for line in found)
+    assert any("kept" in line and "reference" in line for line in found)
+    assert canonical(state.settlement()) != canonical(reference(state))
 
 
 @given(

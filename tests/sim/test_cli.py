@@ -87,6 +87,9 @@ def test_the_command_is_registered_on_the_main_cli() -> None:
         ["--seconds", "0"],
         ["--scenario", "no-such-scenario"],
         ["--seeds", "5..2"],
+        ["--seeds", "1...3"],
+        ["--holdback-max-s", "0"],
+        ["--holdback-max-s", "x"],
         ["--no-such-option"],
     ],
 )
@@ -96,6 +99,27 @@ def test_bad_arguments_are_one_line_and_exit_2(args: list[str]) -> None:
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert result.stdout == "" and "Traceback" not in result.output
+
+
+def test_a_seed_range_with_every_option_as_json() -> None:
+    """`--seeds A..B` with the checking options: one summary with the new figures
+    and every run's report."""
+    result = runner.invoke(
+        app,
+        [
+            "dst", "--nodes", "12", "--seconds", "6", "--seeds", "2..4", "--json",
+            "--check-fold", "--require-finality", "--holdback-max-s", "5",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert [r["seed"] for r in summary["runs"]] == [2, 3, 4]
+    assert summary["runs_total"] == summary["ok"] == 3
+    for key in ("fold_checks", "fold_differences", "final_outcomes_changed", "held_back"):
+        assert key in summary
+    assert summary["fold_checks"] > 0
+    assert all(r["check_fold"] and r["require_finality"] for r in summary["runs"])
+    assert all(r["holdback_max_ms"] == 5_000 and r["asks_retired"] == 0 for r in summary["runs"])
 
 
 def test_a_failing_run_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:

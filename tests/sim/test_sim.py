@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from p2p_market.core.lifecycle import AskState
 from p2p_market.core.state import MarketState
 from p2p_market.core.verdict import Reason, Status
 from p2p_market.sim import SCENARIOS, Report, run, simulate
+from p2p_market.sim.checks import honest_nodes
 from p2p_market.sim.relay import ObserveOnTick
 from p2p_market.sim.run import WALL_FIELDS, simulate_world
 
@@ -141,3 +143,24 @@ def test_relays_that_observe_on_tick_end_exactly_as_full_nodes(
         del a[key], b[key]
     assert a == b
     assert lazy.asks > 0 and lazy.crashes > 0
+
+
+def test_asks_past_their_retention_horizon_are_checked_as_they_stood() -> None:
+    """A node forgets an ask at `expires_at + 2·max_lifetime` (§14): in this run (the
+    smallest reproduction of `dst --nodes 50 --seconds 120 --seed 7`) the first ask,
+    placed at +2 s and PROVEN at +6 s, is gone from every node by the end (+146 s).
+    The checks used to read it there and fail the run with "ended missing"; they
+    now read every honest node's view of it just before its horizon."""
+    world, r = simulate_world(replace(SCENARIOS["calm"], nodes=12, seconds=110), 7)
+    assert r.ok, (r.failures, r.examples)
+    assert r.proven == r.expected == r.asks_compared == r.asks
+    forgotten = [
+        (ask_id, rec)
+        for ask_id, rec in world.asks.items()
+        if not any(ask_id in n.state.asks or ask_id in n.state.seen for n in world.nodes)
+    ]
+    assert forgotten and r.asks_retired >= len(forgotten)
+    for _, rec in forgotten:
+        assert rec.retired is not None
+        assert rec.retired[rec.requester].view.state is AskState.PROVEN
+        assert len(rec.retired) == len(honest_nodes(world))

@@ -1,0 +1,131 @@
+"""The kept settlement fold against the reference: the fold from scratch.
+
+A node keeps its settlement fold between messages and takes each new message in
+where it stands (settlement.Fold, protocols/market-v1.md §10.1); the result must be
+exactly what `settlement.settle` computes from scratch over the same stored
+messages. This module builds that reference for a `MarketState` and compares the
+two, so that the property tests (tests/core/test_incremental_fold.py) and the
+deterministic simulator (`p2p-market dst --check-fold`) check the same thing the
+same way.
+
+The reference folds the node's live asks (stored asks with activity that are not
+archived) and their messages, with the archive's fixed slot intervals, up to the
+node's `now`: the archive (archive.py) is trusted here, as the kept fold trusts it.
+
+Pure and deterministic like the rest of the core; it reads the state's private
+fields because the reference needs exactly the inputs the kept fold was given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from p2p_market.core.settlement import Settlement, settle
+from p2p_market.core.state import MarketState
+
+PARTS = ("runs", "attempts", "occupancy", "notes", "wakeup")
+
+
+def reference(state: MarketState) -> Settlement:
+    """The settlement folded from scratch over what the kept fold folds."""
+    live = sorted(state._live)
+    asks = [state.asks[a] for a in live]
+    events = [e for a in live for e in state.events[a].values()]
+    fixed = state._archive.fixed_occupancy()
+    return settle(state.market, state.book, asks, events, state.now, fixed)
+
+
+def canonical(s: Settlement) -> dict[str, Any]:
+    """Everything the fold decides, in a form two folds can be compared by: each
+    part is a dict keyed by ask, attempt, prover or message id (wakeup: one value)."""
+    runs = {
+        a: (
+            r.state,
+            r.expired,
+            sorted(r.excluded),
+            list(r.history),
+            sorted((k, x.opened_at, x.slots, list(x.winners)) for k, x in r.rounds.items()),
+            sorted(
+                (p, x.round, x.attempt, x.commit_id, x.state, x.deadline, x.ended_at, x.proof_hash)
+                for p, x in r.slots.items()
+            ),
+        )
+        for a, r in s.runs.items()
+    }
+    attempts = {
+        k: (a.window_start, a.window_end, a.settled, a.winners, sorted(a.candidates))
+        for k, a in s.attempts.items()
+    }
+    occupancy = {
+        p: sorted((o.start, o.commit_id, o.end, o.settled) for o in occs)
+        for p, occs in s.occupancy.items()
+        if occs
+    }
+    return {
+        "runs": runs,
+        "attempts": attempts,
+        "occupancy": occupancy,
+        "notes": dict(s.notes),
+        "wakeup": s.next_wakeup,
+    }
+
+
+def fold_differences(state: MarketState, limit: int = 3) -> list[str]:
+    """How the node's kept fold differs from the reference, one line per differing
+    entry (at most `limit` per part, then a count of the rest); empty when equal.
+    Brings the kept fold up to the node's `now` first, as any reader of it does."""
+    mine = canonical(state.settlement())
+    ref = canonical(reference(state))
+    out: list[str] = []
+    for part in PARTS:
+        a, b = mine[part], ref[part]
+        if a == b:
+            continue
+        if part == "wakeup":
+            out.append(f"wakeup: kept {a}, reference {b}")
+            continue
+        keys = sorted(set(a) | set(b), key=repr)
+        differing = [k for k in keys if a.get(k, _MISSING) != b.get(k, _MISSING)]
+        for k in differing[:limit]:
+            out.append(
+                f"{part} {_name(k)}: kept {_show(a.get(k, _MISSING))}, "
+                f"reference {_show(b.get(k, _MISSING))}"
+            )
+        if len(differing) > limit:
+            out.append(f"{part}: {len(differing) - limit} more entries differ")
+    return out
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_MISSING = _Missing()
+
+
+def _name(key: object) -> str:
+    """An ask, prover or message id as its first 12 hex digits; an attempt key as
+    ask/round/number."""
+    if isinstance(key, bytes):
+        return key.hex()[:12]
+    if isinstance(key, tuple):
+        return "/".join(_name(k) if isinstance(k, bytes) else str(k) for k in key)
+    return str(key)
+
+
+def _show(value: object, width: int = 400) -> str:
+    """A compact rendering (ids shortened), cut at `width` characters."""
+    text = _short(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _short(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.hex()[:8]
+    if isinstance(value, list | tuple):
+        inner = ", ".join(_short(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    if hasattr(value, "value") and not isinstance(value, int):
+        return str(value.value)
+    return repr(value)

@@ -1,0 +1,159 @@
+"""Did an outcome that looked final change when a withheld commit came out?
+
+A withholder (node.py) signs commits inside their windows and releases some of them
+much later. Under the current protocol a late valid commit can still change who won
+a window settled long ago (§11: a reorg), and so undo a PROVEN ask (the accepted
+receipt was about a prover that no longer holds the slot). Finality is being worked
+on elsewhere; until then the simulator measures how often it matters.
+
+Final, for now, on one honest node: the ask is PROVEN there (it was told so, an
+accepted receipt made it), or an attempt's winners were announced to its shell more
+than `commit_window + 2·skew` ms ago (and not changed since). At every release of a
+withheld commit, every honest node that is up records each ask outcome that is
+final on it by then and not yet recorded (`released`); an outcome recorded is
+*changed* if afterwards that node announces other winners for such an attempt (a
+Reorg, or a restart's replay announcing others), or the ask leaves PROVEN there,
+or the node ends the run with a different outcome. The count is per (node, ask).
+
+What the watch sees are the effects the node's core tells its shell (`saw`), which
+is what a node would act on. Tracking is per node and costs a few dict operations
+per effect; it runs only in scenarios with withholders.
+
+`disturbed` collects the asks whose requester, after some withheld commit came out,
+saw the ask leave PROVEN, or saw its winners change when a withheld commit for
+that ask had come out or a withholder was among the winners before or after (a
+late commit also changes other asks, through its prover's capacity): the service
+check does not count such an ask as a failure (the protocol cannot yet promise
+it), it reports it apart.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from p2p_market.core import effects as fx
+from p2p_market.core.lifecycle import AskState
+from p2p_market.sim.node import SimNode, World
+
+AttemptKey = tuple[bytes, bytes, int]
+"""(ask, round, attempt)."""
+
+
+@dataclass(slots=True)
+class Recorded:
+    """The outcome of one ask that was final on one node at a release."""
+
+    attempts: dict[tuple[bytes, int], tuple[bytes, ...]] = field(default_factory=dict)
+    """(round, attempt) -> the winners announced, for attempts final then."""
+    proven: bool = False
+
+
+@dataclass(slots=True)
+class _NodeView:
+    """What one node has told its shell, as far as finality goes."""
+
+    winners: dict[AttemptKey, tuple[tuple[bytes, ...], int]] = field(default_factory=dict)
+    """Attempt -> (winners announced, when they were announced), the latest."""
+    announced: list[tuple[int, AttemptKey]] = field(default_factory=list)
+    """Heap of (announced at, attempt), stale entries included (checked on pop)."""
+    proven: dict[bytes, int] = field(default_factory=dict)
+    """Ask -> when it was told PROVEN, while it is."""
+    proven_order: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+class FinalityWatch:
+    def __init__(self, world: World, watched: list[SimNode]) -> None:
+        self.world = world
+        market = world.market
+        self.lag = market.commit_window_ms + 2 * market.skew_ms
+        self.watched: set[int] = {n.idx for n in watched}
+        self.withholders: frozenset[bytes] = frozenset(
+            n.pk for n in world.nodes if n.behaviour == "withholder"
+        )
+        self.views: dict[int, _NodeView] = {i: _NodeView() for i in self.watched}
+        self.recorded: dict[tuple[int, bytes], Recorded] = {}
+        self.changed: set[tuple[int, bytes]] = set()
+        self.releases = 0
+        self.late_asks: set[bytes] = set()
+        """Asks a withheld commit came out for."""
+        self.disturbed: set[bytes] = set()
+
+    # -- what a node tells its shell ------------------------------------------------
+    def saw(self, node: SimNode, e: fx.Effect) -> None:
+        if isinstance(e, fx.AttemptSettled):
+            self._winners(node, (e.ask, e.round, e.attempt), e.winners)
+        elif isinstance(e, fx.Reorg):
+            self._winners(node, (e.ask, e.round, e.attempt), e.after)
+        elif isinstance(e, fx.AskStateChanged):
+            view = self.views[node.idx]
+            now = self.world.loop.now
+            if e.after is AskState.PROVEN:
+                if e.ask not in view.proven:
+                    view.proven[e.ask] = now
+                    heapq.heappush(view.proven_order, (now, e.ask))
+            elif view.proven.pop(e.ask, None) is not None:  # (a replay tells before=None)
+                rec = self.recorded.get((node.idx, e.ask))
+                if rec is not None and rec.proven:
+                    self.changed.add((node.idx, e.ask))
+                if self.releases and e.ask in node.my_asks:
+                    self.disturbed.add(e.ask)
+
+    def _winners(self, node: SimNode, key: AttemptKey, winners: tuple[bytes, ...]) -> None:
+        view = self.views[node.idx]
+        old = view.winners.get(key)
+        if old is not None and old[0] == winners:
+            return  # the same winners told again (a restart's replay): nothing changed
+        now = self.world.loop.now
+        view.winners[key] = (winners, now)
+        heapq.heappush(view.announced, (now, key))
+        if old is None:
+            return
+        rec = self.recorded.get((node.idx, key[0]))
+        if rec is not None and key[1:] in rec.attempts:
+            self.changed.add((node.idx, key[0]))
+        if key[0] in node.my_asks and (
+            key[0] in self.late_asks or self.withholders.intersection(old[0] + winners)
+        ):
+            self.disturbed.add(key[0])
+
+    # -- releases ---------------------------------------------------------------------
+    def released(self, ask_id: bytes) -> None:
+        """A withheld commit for `ask_id` is about to come out: record every outcome
+        final by now on every watched node that is up."""
+        self.releases += 1
+        self.late_asks.add(ask_id)
+        now = self.world.loop.now
+        for idx in sorted(self.watched):
+            if not self.world.nodes[idx].up:
+                continue
+            view = self.views[idx]
+            heap = view.announced
+            while heap and heap[0][0] < now - self.lag:  # more than the lag ago
+                at, key = heapq.heappop(heap)
+                current = view.winners.get(key)
+                if current is None or current[1] != at:
+                    continue  # changed since: its own entry comes later
+                rec = self.recorded.setdefault((idx, key[0]), Recorded())
+                rec.attempts.setdefault(key[1:], current[0])
+            order = view.proven_order
+            while order and order[0][0] <= now:
+                at, ask_id = heapq.heappop(order)
+                if view.proven.get(ask_id) == at:
+                    self.recorded.setdefault((idx, ask_id), Recorded()).proven = True
+
+    def finish(self) -> None:
+        """At the end of the run: an outcome recorded that a node no longer has
+        changed too (whether or not an effect told it)."""
+        for (idx, ask_id), rec in self.recorded.items():
+            view = self.views[idx]
+            if rec.proven and ask_id not in view.proven:
+                self.changed.add((idx, ask_id))
+            for (rnd, attempt), winners in rec.attempts.items():
+                current = view.winners.get((ask_id, rnd, attempt))
+                if current is None or current[0] != winners:
+                    self.changed.add((idx, ask_id))
+
+    @property
+    def asks_changed(self) -> int:
+        return len({ask_id for _, ask_id in self.changed})

@@ -1,0 +1,71 @@
+"""Differences between the kept settlement fold and the fold from scratch that the
+deterministic simulator's `--check-fold` found, each as the smallest reproduction on
+one `MarketState`. They are bugs of the incremental fold (settlement.py, being
+rewritten elsewhere): each test asserts the correct behaviour and is marked xfail
+(strict) until the fold is fixed, so the fix shows as an XPASS that fails the run:
+then drop the mark.
+
+1. `p2p-market dst --nodes 50 --seconds 20 --seed 12 --scenario mixed-faults
+   --check-fold`, node 21 at +20 s (minimised from its log to these 8 messages).
+   A commit to a new round arrives before the receipt that opens the round, then
+   the receipt, then a straggler commit to that round's first window, signed inside
+   the window and arriving after it ended. The kept fold notes the straggler "ask is
+   assigned" (it is folded after the window's end instead of reopening it) and the
+   pricier commit keeps the slot; from scratch, the straggler is the better candidate
+   and wins. With the receipt arriving before the first commit, the window is
+   reopened and the result is right.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from p2p_market.core.envelope import message_id
+from p2p_market.core.foldcheck import fold_differences
+from p2p_market.core.state import MarketState
+from p2p_market.devnet import GENESIS_MS, Actor, default_market
+
+MARKET = default_market(commit_window_ms=1_000, stage_ms=200, skew_ms=1_000, max_lifetime_ms=60_000)
+S = GENESIS_MS + 60_000
+
+
+def _seed12(receipt_first: bool) -> tuple[MarketState, bytes, Actor]:
+    a, b, c, req = (Actor(name, MARKET) for name in ("a", "b", "c", "req"))
+    bid_a = a.bid(now=S - 24, price=15, proof_time=2_000, capacity=2, ttl=60_000, seq=1)
+    bid_b = b.bid(now=S - 224, price=10, proof_time=2_000, capacity=3, ttl=60_000, seq=1)
+    bid_c = c.bid(now=S + 629, price=10, proof_time=2_000, capacity=2, ttl=60_000, seq=1)
+    ask = req.ask(now=S + 2_635, max_price=15, max_proof_time=6_000, prefer="time", ttl=20_000)
+    ask_id = message_id(ask)
+    first = b.commit(now=S + 2_711, ask=ask_id, bid=message_id(bid_b), price=10, proof_time=2_000)
+    # b won round 0 and failed: the receipt opens round `rnd` at +15 683, window
+    # [+15 683, +16 683) of its attempt 0
+    receipt = req.receipt(now=S + 15_683, ask=ask_id, prover=b.public_key, outcome="invalid")
+    rnd = message_id(receipt)
+    pricier = a.commit(
+        now=S + 16_047, ask=ask_id, bid=message_id(bid_a), price=15, proof_time=2_000, round=rnd
+    )
+    straggler = c.commit(
+        now=S + 16_412, ask=ask_id, bid=message_id(bid_c), price=10, proof_time=2_000, round=rnd
+    )
+    late = [(16_690, pricier), (16_721, receipt)]
+    if receipt_first:
+        late.reverse()
+    state = MarketState(MARKET)
+    steps = [(656, bid_a), (776, bid_b), (1_001, bid_c), (3_477, ask), (3_744, first)]
+    for at, raw in [*steps, *late, (16_806, straggler)]:
+        state.apply(raw, S + at)
+    return state, ask_id, c
+
+
+def test_a_straggler_reopens_its_window_when_the_round_came_first() -> None:
+    """The control: the same messages with the receipt before the first commit."""
+    state, ask_id, c = _seed12(receipt_first=True)
+    assert fold_differences(state) == []
+    assert state.view(ask_id).winners[-1] == c.public_key
+
+
+@pytest.mark.xfail(strict=True, reason="kept fold bug found by dst --check-fold, seed 12")
+def test_a_straggler_reopens_its_window_when_a_commit_came_before_its_round() -> None:
+    state, ask_id, c = _seed12(receipt_first=False)
+    assert fold_differences(state) == []
+    assert state.view(ask_id).winners[-1] == c.public_key
