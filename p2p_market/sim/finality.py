@@ -1,14 +1,16 @@
 """Did an outcome that looked final change when a withheld commit came out?
 
 A withholder (node.py) signs commits inside their windows and releases some of them
-much later. Under the current protocol a late valid commit can still change who won
-a window settled long ago (§11: a reorg), and so undo a PROVEN ask (the accepted
-receipt was about a prover that no longer holds the slot). Finality is being worked
-on elsewhere; until then the simulator measures how often it matters.
+much later. The protocol promises (protocols/market-v1.md §12) that once the
+requester has awarded an attempt, no commit published later changes its winners,
+and that a PROVEN ask stays proven; the watch checks that promise.
 
-Final, for now, on one honest node: the ask is PROVEN there (it was told so, an
-accepted receipt made it), or an attempt's winners were announced to its shell more
-than `commit_window + 2·skew` ms ago (and not changed since). At every release of a
+Final on one honest node: the ask is PROVEN there (it was told so, an accepted
+receipt made it), or an attempt's winners were announced to its shell more than
+`commit_window + 2·skew` ms ago (and not changed since) and the attempt is decided
+by the requester's award in that node's fold. (Winners nobody awarded are the
+ranking's, tentative by the protocol: a late commit may change them, and that is
+not counted.) At every release of a
 withheld commit, every honest node that is up records each ask outcome that is
 final on it by then and not yet recorded (`released`); an outcome recorded is
 *changed* if afterwards that node announces other winners for such an attempt (a
@@ -134,6 +136,8 @@ class FinalityWatch:
                 current = view.winners.get(key)
                 if current is None or current[1] != at:
                     continue  # changed since: its own entry comes later
+                if not _awarded(self.world.nodes[idx], key):
+                    continue  # tentative: nobody promised it
                 rec = self.recorded.setdefault((idx, key[0]), Recorded())
                 rec.attempts.setdefault(key[1:], current[0])
             order = view.proven_order
@@ -157,3 +161,14 @@ class FinalityWatch:
     @property
     def asks_changed(self) -> int:
         return len({ask_id for _, ask_id in self.changed})
+
+
+def _awarded(node: SimNode, key: AttemptKey) -> bool:
+    """Whether the requester's award decides this attempt in the node's fold."""
+    state = node.state
+    archived = state._archive.asks.get(key[0])
+    if archived is not None:
+        att = archived.attempts.get(key)
+    else:
+        att = state.settlement().attempts.get(key)
+    return att is not None and att.awarded

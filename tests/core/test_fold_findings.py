@@ -1,9 +1,7 @@
 """Differences between the kept settlement fold and the fold from scratch that the
 deterministic simulator's `--check-fold` found, each as the smallest reproduction on
-one `MarketState`. They are bugs of the incremental fold (settlement.py, being
-rewritten elsewhere): each test asserts the correct behaviour and is marked xfail
-(strict) until the fold is fixed, so the fix shows as an XPASS that fails the run:
-then drop the mark.
+one `MarketState`. Each was a bug of the incremental fold, found before it was
+fixed; each test asserts the correct behaviour (and failed before the fix).
 
 1. `p2p-market dst --nodes 50 --seconds 20 --seed 12 --scenario mixed-faults
    --check-fold`, node 21 at +20 s (minimised from its log to these 8 messages).
@@ -13,12 +11,12 @@ then drop the mark.
    assigned" (it is folded after the window's end instead of reopening it) and the
    pricier commit keeps the slot; from scratch, the straggler is the better candidate
    and wins. With the receipt arriving before the first commit, the window is
-   reopened and the result is right.
+   reopened and the result is right. Cause: the commit was first folded inside a
+   replay of its ask, which did not advance the fold's frontier, so the straggler
+   was not seen as being in the past of the window's end (fixed with the frontier).
 """
 
 from __future__ import annotations
-
-import pytest
 
 from p2p_market.core.envelope import message_id
 from p2p_market.core.foldcheck import fold_differences
@@ -64,7 +62,6 @@ def test_a_straggler_reopens_its_window_when_the_round_came_first() -> None:
     assert state.view(ask_id).winners[-1] == c.public_key
 
 
-@pytest.mark.xfail(strict=True, reason="kept fold bug found by dst --check-fold, seed 12")
 def test_a_straggler_reopens_its_window_when_a_commit_came_before_its_round() -> None:
     state, ask_id, c = _seed12(receipt_first=False)
     assert fold_differences(state) == []
