@@ -5,10 +5,11 @@ much later. The protocol promises (protocols/market-v1.md §12) that once the
 requester has awarded an attempt, no commit published later changes its winners,
 and that a PROVEN ask stays proven; the watch checks that promise.
 
-Final on one honest node: the ask is PROVEN there (it was told so, an accepted
-receipt made it), or an attempt's winners were announced to its shell more than
-`commit_window + 2·skew` ms ago (and not changed since) and the attempt is decided
-by the requester's award in that node's fold. (Winners nobody awarded are the
+Final on one honest node: the ask is PROVEN there (it was told so, by accepted
+receipts about slots that awards decided in its fold), or an attempt's winners
+were announced to its shell more than `commit_window + 2·skew` ms ago and the
+attempt is decided by the requester's award in that node's fold (the outcome
+recorded is the fold's). (Winners nobody awarded are the
 ranking's, tentative by the protocol: a late commit may change them, and that is
 not counted.) At every release of a
 withheld commit, every honest node that is up records each ask outcome that is
@@ -35,7 +36,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from p2p_market.core import effects as fx
-from p2p_market.core.lifecycle import AskState
+from p2p_market.core.lifecycle import AskState, SlotState
 from p2p_market.sim.node import SimNode, World
 
 AttemptKey = tuple[bytes, bytes, int]
@@ -101,6 +102,27 @@ class FinalityWatch:
                 if self.releases and e.ask in node.my_asks:
                     self.disturbed.add(e.ask)
 
+    def replayed(self, node: SimNode, effects: list[fx.Effect]) -> None:
+        """A restarted node's replay of its log walks each ask through the states it
+        passed (OPEN, ASSIGNED, ... PROVEN) in one go: that is not a change of what it
+        knows, so only where the replay ends is seen (per ask its last state, per
+        attempt its last winners)."""
+        states: dict[bytes, fx.AskStateChanged] = {}
+        winners: dict[AttemptKey, tuple[bytes, ...]] = {}
+        for e in effects:
+            if isinstance(e, fx.AskStateChanged):
+                states[e.ask] = e
+            elif isinstance(e, fx.AttemptSettled):
+                winners[(e.ask, e.round, e.attempt)] = e.winners
+            elif isinstance(e, fx.Reorg):
+                winners[(e.ask, e.round, e.attempt)] = e.after
+        for key, told in winners.items():
+            self._winners(node, key, told)
+        view = self.views[node.idx]
+        for ask_id, e in states.items():
+            if (e.after is AskState.PROVEN) != (ask_id in view.proven):
+                self.saw(node, fx.AskStateChanged(ask=ask_id, before=None, after=e.after))
+
     def _winners(self, node: SimNode, key: AttemptKey, winners: tuple[bytes, ...]) -> None:
         view = self.views[node.idx]
         old = view.winners.get(key)
@@ -112,7 +134,9 @@ class FinalityWatch:
         if old is None:
             return
         rec = self.recorded.get((node.idx, key[0]))
-        if rec is not None and key[1:] in rec.attempts:
+        if rec is not None and rec.attempts.get(key[1:], winners) != winners:
+            # (the recorded outcome is the fold's: a Reorg that only catches the
+            # shell up with an award already folded is not a change)
             self.changed.add((node.idx, key[0]))
         if key[0] in node.my_asks and (
             key[0] in self.late_asks or self.withholders.intersection(old[0] + winners)
@@ -136,14 +160,19 @@ class FinalityWatch:
                 current = view.winners.get(key)
                 if current is None or current[1] != at:
                     continue  # changed since: its own entry comes later
-                if not _awarded(self.world.nodes[idx], key):
+                decided = _awarded(self.world.nodes[idx], key)
+                if decided is None:
                     continue  # tentative: nobody promised it
+                # what the award decided in the node's fold (an award that arrived
+                # since the announcement is in it, its Reorg not yet told)
                 rec = self.recorded.setdefault((idx, key[0]), Recorded())
-                rec.attempts.setdefault(key[1:], current[0])
+                rec.attempts.setdefault(key[1:], decided)
             order = view.proven_order
             while order and order[0][0] <= now:
                 at, ask_id = heapq.heappop(order)
-                if view.proven.get(ask_id) == at:
+                if view.proven.get(ask_id) == at and _proven_by_awards(
+                    self.world.nodes[idx], ask_id
+                ):
                     self.recorded.setdefault((idx, ask_id), Recorded()).proven = True
 
     def finish(self) -> None:
@@ -163,12 +192,36 @@ class FinalityWatch:
         return len({ask_id for _, ask_id in self.changed})
 
 
-def _awarded(node: SimNode, key: AttemptKey) -> bool:
-    """Whether the requester's award decides this attempt in the node's fold."""
+def _proven_by_awards(node: SimNode, ask_id: bytes) -> bool:
+    """PROVEN by accepted slots that awards decided, in the node's fold (a node that
+    lacks the award sees tentative slots, which the protocol does not promise)."""
+    state = node.state
+    archived = state._archive.asks.get(ask_id)
+    if archived is not None:
+        run, attempts = archived.run, archived.attempts
+    else:
+        s = state.settlement()
+        live = s.runs.get(ask_id)
+        if live is None:
+            return False
+        run, attempts = live, s.attempts
+    if run is None or run.state is not AskState.PROVEN:
+        return False
+    for slot in run.slots.values():
+        if slot.state is SlotState.ACCEPTED:
+            att = attempts.get((ask_id, slot.round, slot.attempt))
+            if att is None or not att.awarded:
+                return False
+    return True
+
+
+def _awarded(node: SimNode, key: AttemptKey) -> tuple[bytes, ...] | None:
+    """The winners of this attempt if the requester's award decides it in the node's
+    fold, else None."""
     state = node.state
     archived = state._archive.asks.get(key[0])
     if archived is not None:
         att = archived.attempts.get(key)
     else:
         att = state.settlement().attempts.get(key)
-    return att is not None and att.awarded
+    return att.winners if att is not None and att.awarded else None

@@ -451,11 +451,14 @@ class SimNode:
         return v
 
     # -- effects -------------------------------------------------------------------
-    def handle(self, effects: list[fx.Effect]) -> None:
+    def handle(self, effects: list[fx.Effect], *, replay: bool = False) -> None:
         finality = self.world.finality
         if finality is not None and effects and self.idx in finality.watched:
-            for e in effects:
-                finality.saw(self, e)
+            if replay:
+                finality.replayed(self, effects)
+            else:
+                for e in effects:
+                    finality.saw(self, e)
         for e in effects:
             if isinstance(e, fx.CommitToAsk):
                 self._commit(e)
@@ -956,7 +959,7 @@ class SimNode:
         self.reorg_baseline = self.state.reorgs
         self.replay_reorgs += self.state.reorgs
         self.up = True
-        self.handle(replayed)  # as told by the replay: what is still to do
+        self.handle(replayed, replay=True)  # as told by the replay: what is still to do
         self.start_role()
         self.reconnected()
 
