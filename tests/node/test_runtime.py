@@ -10,11 +10,15 @@ import pytest
 import trio
 
 from p2p_market.core.crypto import devnet_key
-from p2p_market.core.envelope import market_id
+from p2p_market.core.envelope import Envelope, market_id, message_id
+from p2p_market.core.state import MarketState
 from p2p_market.devnet import Actor, default_market
+from p2p_market.net.host import connect_all
 from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.config import NodeConfig
-from p2p_market.node.runtime import Node
+from p2p_market.node.runtime import ORPHAN_GRACE_S, Node
+from p2p_market.node.sync import SyncServer
+from tests.node.hosts import keys, started_hosts
 
 MARKET = default_market()
 MID = market_id(MARKET)
@@ -70,8 +74,12 @@ async def test_orders_spread_and_a_late_joiner_syncs(tmp_path: Path) -> None:
         c = make_node(tmp_path, "c", (b.gossip.addr,))  # type: ignore[union-attr]
         started = trio.current_time()
         await nursery.start(c.run)
-        await wait_until(lambda: len(c.states[MID].asks) == 150, timeout=15)
-        assert len(c.states[MID].book.current) == 151
+        # From every peer it connects to at once (b, then a by peer exchange), in
+        # batches: the asks may be complete before the bids are.
+        await wait_until(
+            lambda: len(c.states[MID].asks) == 150 and len(c.states[MID].book.current) == 151,
+            timeout=15,
+        )
         assert trio.current_time() - started < 15
         assert sorted(e.id for e in c.states[MID].stored_envelopes()) == sorted(
             e.id for e in a.states[MID].stored_envelopes()
@@ -176,3 +184,79 @@ async def test_proofs_route_names_the_missing_requester_role(tmp_path: Path) -> 
         with pytest.raises(ApiError) as caught:
             await trio.to_thread.run_sync(client.proofs, "cd" * 32)
         assert caught.value.status == 404 and "looks after" in caught.value.message
+
+
+def sync_runs(node: Node) -> float:
+    return sum(
+        node.metrics.registry.get_sample_value("sync_runs_total", {"outcome": o}) or 0.0
+        for o in ("ok", "failed")
+    )
+
+
+async def test_each_peer_that_connects_is_synced_at_once(tmp_path: Path) -> None:
+    """Peers that come back from a partition hold what nobody else has (asks placed
+    while cut off, that expire if they wait for the next periodic sync). Four of
+    them connect at once to a node that has four idle peers already: the node pulls
+    from each of the four, not from three peers drawn among its eight."""
+    x = make_node(tmp_path, "x", sync_every_s=3600.0)  # no periodic sync in this test
+    async with running(x):
+        assert x.gossip is not None
+        where = [x.gossip.addr]
+        async with started_hosts(*keys("idle", 4)) as idle:
+            for host in idle:
+                assert await connect_all(host, where) == {}
+            await wait_until(lambda: x.status()["peers"] == 4)
+            now = x.clock()
+            asks = [
+                Actor(f"cut-off-{i}", MARKET).ask(now=now, max_price=9, max_proof_time=900)
+                for i in range(4)
+            ]
+            holders = []
+            for raw in asks:
+                state = MarketState(MARKET)
+                assert state.apply(raw, now)[0].accepted
+                holders.append(state)
+            async with started_hosts(*keys("back", 4)) as back:
+                for host, state in zip(back, holders, strict=True):
+
+                    def source(market: bytes, s: MarketState = state) -> list[Envelope] | None:
+                        return s.stored_envelopes() if market == MID else None
+
+                    SyncServer(source).attach(host)
+                async with trio.open_nursery() as nursery:
+                    for host in back:
+                        nursery.start_soon(connect_all, host, where)
+                await wait_until(
+                    lambda: all(message_id(a) in x.states[MID].asks for a in asks), timeout=5
+                )
+
+
+async def test_an_orphan_from_gossip_has_its_parent_fetched(tmp_path: Path) -> None:
+    """A cancel (a child) comes by gossip for an ask (its parent) that reached the
+    network only by sync, so gossip will never bring it: the node fetches the ask
+    from its peers after ORPHAN_GRACE_S instead of waiting for the periodic sync,
+    by which time the ask may have expired and be refused for good."""
+    x = make_node(tmp_path, "x", sync_every_s=3600.0)
+    async with running(x) as nursery:
+        assert x.gossip is not None
+        y = make_node(tmp_path, "y", (x.gossip.addr,), sync_every_s=3600.0)
+        await nursery.start(y.run)
+        assert y.gossip is not None
+        await x.gossip.wait_for_mesh(MID, y.gossip.peer_id)
+        await y.gossip.wait_for_mesh(MID, x.gossip.peer_id)
+        await wait_until(lambda: sync_runs(x) >= 1 and sync_runs(y) >= 1)  # the join syncs
+        requester = Actor("was-cut-off", MARKET)
+        ask = requester.ask(now=y.clock(), max_price=9, max_proof_time=900)
+        assert y.apply_raw(ask).accepted  # as a sync from a rejoining node brings it
+        cancel = requester.cancel(now=y.clock(), ask=message_id(ask))
+        assert (await y.submit(cancel)).status == "accept"  # gossiped
+        await wait_until(
+            lambda: x.states[MID].holds(message_id(cancel)) or bool(x.states[MID].pending),
+            timeout=5,
+        )
+        assert message_id(ask) not in x.states[MID].asks  # the cancel came first, alone
+        started = trio.current_time()
+        await wait_until(lambda: message_id(ask) in x.states[MID].asks, timeout=5)
+        assert trio.current_time() - started >= ORPHAN_GRACE_S / 2  # not the join sync
+        assert x.states[MID].holds(message_id(cancel))  # the orphan was applied with it
+        assert x.states[MID].ask_state(message_id(ask)).value == "cancelled"
