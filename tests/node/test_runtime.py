@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
+from libp2p.abc import IHost
 
 from p2p_market.core.crypto import devnet_key
 from p2p_market.core.envelope import Envelope, market_id, message_id
@@ -19,6 +22,9 @@ from p2p_market.node.config import NodeConfig
 from p2p_market.node.runtime import ORPHAN_GRACE_S, Node
 from p2p_market.node.sync import SyncServer
 from tests.node.hosts import keys, started_hosts
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
 
 MARKET = default_market()
 MID = market_id(MARKET)
@@ -146,8 +152,16 @@ async def test_a_stopped_node_closes_its_connections(tmp_path: Path) -> None:
         peer = b.gossip.peer_id
         await wait_until(lambda: peer in a.gossip.pubsub.peers)  # type: ignore[union-attr]
         scope.cancel()
-        await wait_until(lambda: peer not in a.gossip.pubsub.peers, timeout=15)  # type: ignore[union-attr]
-        assert not a.host.get_network().get_connections(peer)  # type: ignore[union-attr]
+        # a's auto-connector may redial b while b unwinds, before b's listener is
+        # closed: that connection dies with b's sockets, so wait for it too.
+        network = a.host.get_network()  # type: ignore[union-attr]
+        await wait_until(
+            lambda: (
+                peer not in a.gossip.pubsub.peers  # type: ignore[union-attr]
+                and not network.get_connections(peer)
+            ),
+            timeout=15,
+        )
 
 
 async def test_anti_entropy_pulls_what_gossip_never_carried(tmp_path: Path) -> None:
@@ -260,3 +274,45 @@ async def test_an_orphan_from_gossip_has_its_parent_fetched(tmp_path: Path) -> N
         assert trio.current_time() - started >= ORPHAN_GRACE_S / 2  # not the join sync
         assert x.states[MID].holds(message_id(cancel))  # the orphan was applied with it
         assert x.states[MID].ask_state(message_id(ask)).value == "cancelled"
+
+
+async def test_a_stopping_node_takes_no_connection_in(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Peers redial a node the moment it closes their connections (libp2p's
+    auto-connector). Were its listener still open then, a redial would be upgraded
+    after the swarm's service had stopped: py-libp2p's add_conn raises
+    LifecycleError('Cannot schedule task after service has stopped') and the peer
+    gets a connection that dies in its first handshake. The listener closes first."""
+    caplog.set_level(logging.WARNING, logger="libp2p")
+    a = make_node(tmp_path, "a")
+    scope = trio.CancelScope()
+
+    async def run_a(task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            await a.run(task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_a)
+        assert a.gossip is not None
+        where = [a.gossip.addr]
+        async with started_hosts(*keys("redial", 6)) as hosts:
+            for host in hosts:
+                assert await connect_all(host, where) == {}
+            await wait_until(lambda: a.status()["peers"] == len(hosts))
+            stop = trio.Event()
+
+            async def redial(host: IHost) -> None:
+                while not stop.is_set():
+                    await connect_all(host, where, timeout=1.0)
+                    await trio.sleep(0.001)
+
+            async with trio.open_nursery() as dialers:
+                for host in hosts:
+                    dialers.start_soon(redial, host)
+                await trio.sleep(0.2)
+                scope.cancel()
+                await trio.sleep(1.0)
+                stop.set()
+    failed = [r.getMessage()[:120] for r in caplog.records if "LifecycleError" in r.getMessage()]
+    assert failed == []
