@@ -21,7 +21,6 @@ import trio
 from rich.console import Console
 
 from p2p_market.core.envelope import market_id
-from p2p_market.node.runtime import ANTI_ENTROPY_S
 from p2p_market.simulate.checks import Agreement, NodeFinal, check_agreement, hashes_agree
 from p2p_market.simulate.collect import (
     AskBook,
@@ -40,9 +39,10 @@ from p2p_market.simulate.scenario import Fault, Scenario
 FORM_TIMEOUT_S: Final = 60.0
 SAMPLE_EVERY_S: Final = 2.0
 TAIL_EVERY_S: Final = 0.5
-AGREE_TIMEOUT_S: Final = ANTI_ENTROPY_S + 15.0
+AGREE_MARGIN_S: Final = 15.0
 """A node that missed gossip (frozen, cut off, a dropped frame) catches up at its next
-periodic sync at the latest: the final comparison waits for one round of it."""
+periodic sync at the latest: the final comparison waits for one round of it
+(the scenario's sync_every_s) and this much more."""
 MESH_S: Final = 1.5
 """One gossip heartbeat after the bids are seen: new peers join the mesh."""
 
@@ -249,9 +249,9 @@ class Runner:
 
     async def _final_states(self) -> None:
         """Every node's check and book, asked again until the state hashes agree
-        (time-dependent state) or AGREE_TIMEOUT_S passes."""
+        (time-dependent state) or one anti-entropy period and AGREE_MARGIN_S pass."""
         d = self.data
-        deadline = trio.current_time() + AGREE_TIMEOUT_S
+        deadline = trio.current_time() + self.scenario.sync_every_s + AGREE_MARGIN_S
         before: dict[str, int] | None = None
         while True:
             d.agree_attempts += 1
