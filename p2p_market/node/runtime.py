@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import multiaddr
 import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from p2p_market.core import codec
 from p2p_market.core import effects as fx
@@ -144,6 +146,9 @@ class Node:
         """Peers that connected since the keeper last synced (the notifee adds them)."""
         self._missing_parents: dict[tuple[bytes, bytes], float] = {}
         """(market, parent id) of orphans from gossip -> when to fetch the parent."""
+        self.bootstrap: list[str] = list(config.bootstrap)
+        """Redialled whenever the node has fewer than TARGET_PEERS connections: the
+        config's, and those `connect_peers` was given."""
         self._rng = random.Random()
         self._signer_limit = KeyedRateLimiter(SIGNER_PER_SECOND, SIGNER_BURST)
 
@@ -340,8 +345,8 @@ class Node:
             self._wake = trio.Event()
             linked = set(peers.connected_peers(host))
             if due or not linked:
-                if len(linked) < TARGET_PEERS and self.config.bootstrap:
-                    await connect_all(host, self.config.bootstrap)
+                if len(linked) < TARGET_PEERS and self.bootstrap:
+                    await connect_all(host, self.bootstrap)
                 await peers.exchange(host, target=TARGET_PEERS, rng=self._rng)
                 linked = set(peers.connected_peers(host))
             self.metrics.set_peers(len(linked))
@@ -379,6 +384,27 @@ class Node:
                 prefer=sorted(prefer, key=lambda p: p.to_bytes())[:TARGET_PEERS],
             )
             self.metrics.sync_run("ok" if report.ok_peers else "failed", report.applied)
+
+    async def connect_peers(self, addrs: list[str]) -> dict[str, Any]:
+        """Dial `addrs` (full multiaddrs, with /p2p/) now, and redial them later like
+        the bootstrap peers: how an operator joins a running node to peers it was not
+        configured with, and how `p2p-market simulate` heals a partition without a
+        restart (a restart costs seconds, which a fault's timing cannot spare).
+        ValueError for an address that is not a full multiaddr."""
+        if self.host is None:
+            raise RuntimeError("the node is not running")
+        for addr in addrs:
+            try:
+                info_from_p2p_addr(multiaddr.Multiaddr(addr))
+            except Exception:  # the library raises several unrelated types
+                raise ValueError(f"not a multiaddr with /p2p/<peer id>: {addr!r}") from None
+        self.bootstrap.extend(a for a in dict.fromkeys(addrs) if a not in self.bootstrap)
+        failures = await connect_all(self.host, addrs)
+        return {
+            "dialled": len(addrs),
+            "failed": {a: f"{type(e).__name__}: {e}"[:200] for a, e in failures.items()},
+            "peers": len(peers.connected_peers(self.host)),
+        }
 
     def _apply_synced(self, raw: bytes) -> None:
         self.apply_raw(raw)

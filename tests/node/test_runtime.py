@@ -316,3 +316,24 @@ async def test_a_stopping_node_takes_no_connection_in(
                 stop.set()
     failed = [r.getMessage()[:120] for r in caplog.records if "LifecycleError" in r.getMessage()]
     assert failed == []
+
+
+async def test_the_api_joins_a_running_node_to_peers(tmp_path: Path) -> None:
+    """POST /v1/peers: a running node dials the given peers, keeps them for its later
+    redials, and syncs with them at once (how a partition heals in `simulate`)."""
+    a = make_node(tmp_path, "a")
+    b = make_node(tmp_path, "b")  # knows nobody
+    async with running(a, b):
+        assert a.gossip is not None
+        ask = Actor("cut-off", MARKET).ask(now=a.clock(), max_price=9, max_proof_time=900)
+        assert a.apply_raw(ask).accepted  # only a holds it
+        client = ApiClient(f"http://127.0.0.1:{b.api_port}")
+        for bad in (["/ip4/127.0.0.1/tcp/1"], ["not an address"], []):
+            with pytest.raises(ApiError) as caught:
+                await trio.to_thread.run_sync(client.connect_peers, bad)
+            assert caught.value.status == 400, bad
+        assert b.status()["peers"] == 0 and b.bootstrap == []
+        answer = await trio.to_thread.run_sync(client.connect_peers, [a.gossip.addr])
+        assert answer == {"dialled": 1, "failed": {}, "peers": 1}
+        assert b.bootstrap == [a.gossip.addr]
+        await wait_until(lambda: message_id(ask) in b.states[MID].asks, timeout=5)
