@@ -93,7 +93,7 @@ def print_summary(console: object, summary: dict[str, object], run_dir: Path) ->
     assert isinstance(checks, dict)
     p = console.print
     p(
-        f"asks: {a['placed']} placed, {a['assigned']} assigned, {a['proven']} proven,"
+        f"asks: {a['placed']} placed, {a['assigned']} ever assigned, {a['proven']} proven,"
         f" {a['expired']} expired, {a['open_at_end']} still open;"
         f" {a['timed_out']} slots timed out, {a['invalid_proofs']} invalid proofs,"
         f" {a['reassigned']} reassigned",
