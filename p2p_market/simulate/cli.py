@@ -119,6 +119,8 @@ def print_summary(console: object, summary: dict[str, object], run_dir: Path) ->
         failures = checks.get("failures") or []
         assert isinstance(failures, list)
         p(f"[bold red]CHECKS FAILED[/]: {'; '.join(str(f) for f in failures)}")
+        for example in checks.get("examples") or []:
+            p(f"  {example}", markup=False)
     p(f"report: {run_dir / 'index.html'}", markup=False)
 
 

@@ -197,3 +197,20 @@ def test_ask_counts_nest_when_the_reference_node_lacks_asks(tmp_path: Path) -> N
     asks = build_summary(data)["asks"]
     assert asks["missing_at_reference"] == 2
     assert (asks["placed"], asks["assigned"], asks["proven"]) == (4, 3, 3)
+
+
+def test_a_disagreement_names_the_asks_each_node_lacks() -> None:
+    """What the failing partition runs needed to say: which node lacks which asks,
+    and what became of them elsewhere (there, proven: not a harmless difference);
+    and how far apart in time the nodes computed their hashes."""
+    everything = [ask("a"), ask("b"), ask("c", state="expired", winners=())]
+    n1, n2 = final("n1", asks=everything), final("n2", asks=everything)
+    n3 = final("n3", h="x", asks=[ask("a")])
+    for f, now in ((n1, 1_000), (n2, 1_004), (n3, 1_002)):
+        assert f.check is not None
+        f.check["now"] = now
+    out = check_agreement([n1, n2, n3])
+    assert not out.ok and out.now_spread_ms == 4
+    assert out.lacking == {"n3": {"expired": 1, "proven": 1}}
+    assert "n3 lacks 2 ask(s) other nodes hold (expired 1, proven 1)" in out.examples
+    assert out.to_json()["lacking"] == out.lacking
