@@ -114,7 +114,11 @@ def print_summary(console: object, summary: dict[str, object], run_dir: Path) ->
     if summary.get("error"):
         p(f"[bold red]error:[/] {summary['error']}")
     if checks["ok"]:
-        p(f"[green]checks passed[/]: {checks.get('honest_nodes')} honest nodes agree")
+        p(
+            f"[green]checks passed[/]: {checks.get('honest_nodes')} honest nodes agree"
+            f" ({checks.get('agreed_after_s')} s after the market settled,"
+            f" {checks.get('agree_attempts')} comparison(s))"
+        )
     else:
         failures = checks.get("failures") or []
         assert isinstance(failures, list)

@@ -318,6 +318,7 @@ def build_summary(data: RunData) -> dict[str, Any]:
             "workload_start": start,
             "workload_end": end,
             "settled": settled,
+            "agreed": rel(data.agreed_ms),
             "stopped": rel(data.stopped_ms),
         },
         "asks": {
@@ -383,6 +384,11 @@ def build_summary(data: RunData) -> dict[str, Any]:
         "checks": {
             "ok": checks_ok,
             "agree_attempts": data.agree_attempts,
+            "agreed_after_s": (
+                _r((data.agreed_ms - data.settled_ms) / 1000)
+                if data.agreed_ms is not None and data.settled_ms is not None
+                else None
+            ),
             **(ag.to_json() if ag else {"ok": False, "failures": ["no final states"]}),
             **({"ok": False} if not checks_ok else {}),
         },

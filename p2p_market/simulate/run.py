@@ -75,6 +75,9 @@ class RunData:
     """The workload's origin (wall ms)."""
     end_ms: int | None = None
     settled_ms: int | None = None
+    agreed_ms: int | None = None
+    """When the final comparison found every honest node's state_hash equal (or the
+    differences explained and stable); None if it never did."""
     stopped_ms: int | None = None
     phase: str = "starting"
     error: str | None = None
@@ -261,10 +264,14 @@ class Runner:
         while True:
             d.agree_attempts += 1
             finals = await self._collect_finals()
-            if hashes_agree(finals) or trio.current_time() > deadline:
+            if hashes_agree(finals):
+                d.agreed_ms = wall_ms()
+                break
+            if trio.current_time() > deadline:
                 break
             agreement = check_agreement(finals)
             if agreement.ok and agreement.state_hashes == before:
+                d.agreed_ms = wall_ms()
                 break  # explained differences only, and stable: nothing more to wait for
             before = agreement.state_hashes
             await trio.sleep(1.0)

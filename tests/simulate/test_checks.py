@@ -194,7 +194,11 @@ def test_ask_counts_nest_when_the_reference_node_lacks_asks(tmp_path: Path) -> N
         for n in nodes
     ]
     assert reference(data) == "relay-1"
-    asks = build_summary(data)["asks"]
+    data.settled_ms, data.agreed_ms = 9_000, 10_500
+    summary = build_summary(data)
+    assert summary["checks"]["agreed_after_s"] == 1.5
+    assert summary["timeline_s"]["agreed"] == 9.5
+    asks = summary["asks"]
     assert asks["missing_at_reference"] == 2
     assert (asks["placed"], asks["assigned"], asks["proven"]) == (4, 3, 3)
 
