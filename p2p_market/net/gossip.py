@@ -228,14 +228,26 @@ class Gossip:
                     await self._close_host()
 
     async def _close_host(self) -> None:
-        """Close connections and listeners, shielded from the cancellation that
+        """Close listeners, then connections, shielded from the cancellation that
         brought us here. Leaving `host.run` alone does not: the swarm's own cleanup
         awaits inside the cancelled scope and gives up at its first checkpoint, and
         the TCP listener lives in a trio *system* task (transport/tcp/tcp.py,
         `spawn_system_task`), so the port stays open and its tasks outlive the node."""
-        muxed = [c.muxed_conn for cs in self.host.get_network().connections.values() for c in cs]
+        network = self.host.get_network()
+        muxed = [c.muxed_conn for cs in network.connections.values() for c in cs]
         with trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
             scope.shield = True
+            # Listeners first. The swarm's service stopped with the cancellation
+            # that brought us here, but its TCP listener (a system task) still
+            # accepts, and the host's close drops the connections before the
+            # listeners: the peers redial at once (libp2p's auto-connector), and
+            # each such connection reaches Swarm.add_conn, which raises
+            # LifecycleError('Cannot schedule task after service has stopped')
+            # (network/swarm.py, manager.run_task) after the peer's side is up: it
+            # opens streams on a connection that dies. Closing a listener also
+            # cancels the upgrades it has in flight.
+            for listener in list(getattr(network, "listeners", {}).values()):
+                await listener.close()
             await self.host.close()
             # A connection's own task, cancelled with the node, starts its close
             # unshielded: it marks the connection closed and gives up at the first

@@ -10,10 +10,12 @@
     POST /v1/asks/{id}/cancel          sign and submit a Cancel of one of the node's asks
     GET  /v1/stats                     counters: gossip frames and envelopes, admitted, peers
     GET  /v1/markets/{id}/check        state_hash, check_invariants(), reorgs, envelopes per ask
+    POST /v1/peers                     {"addrs": [full multiaddrs]}: dial them now, and keep
+                                       them with the bootstrap peers
 
-The last two are for simulations and operators (`p2p-market simulate` compares them
-across nodes); they need the runtime's node (`states`, `gossip`, `metrics`), and
-answer 404 on a facade without them.
+Stats and check are for simulations and operators (`p2p-market simulate` compares
+them across nodes); they need the runtime's node (`states`, `gossip`, `metrics`), and
+answer 404 on a facade without them, as does /v1/peers on a facade that cannot dial.
 
 A submission answers 200 with `{"id", "status", "reason", "detail"}` whatever the
 verdict: an ignored or rejected envelope is the node's answer, not an HTTP error.
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 _HEX_ID: Final = re.compile(r"[0-9a-fA-F]{64}")
+MAX_DIAL: Final = 64
+"""Addresses one POST /v1/peers may ask the node to dial (it dials them at once)."""
 _HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})*")
 
 _STR, _INT, _BOOL, _HEXSTR, _HEXLIST = "text", "integer", "boolean", "hex", "hex list"
@@ -251,6 +255,7 @@ class ControlApi:
             (("v1", "asks", "*", "proofs"), {"GET": self._proofs}),
             (("v1", "stats"), {"GET": self._stats}),
             (("v1", "markets", "*", "check"), {"GET": self._check}),
+            (("v1", "peers"), {"POST": self._connect}),
         ]
 
     async def __call__(self, request: Request) -> Response:
@@ -313,6 +318,18 @@ class ControlApi:
 
     async def _check(self, request: Request, params: list[str]) -> Response:
         return json_response(market_check(_inspectable(self.node), _hex_id(params[0], "market")))
+
+    async def _connect(self, request: Request, params: list[str]) -> Response:
+        connect = getattr(self.node, "connect_peers", None)
+        if connect is None:
+            raise KeyError("this node does not dial peers on request")
+        fields = parse_json_object(request.body)
+        addrs = fields.get("addrs")
+        if set(fields) != {"addrs"} or not isinstance(addrs, list):
+            raise BadRequest('the body must be {"addrs": [multiaddr, ...]}')
+        if not 1 <= len(addrs) <= MAX_DIAL or not all(type(a) is str for a in addrs):
+            raise BadRequest(f"addrs must be 1 to {MAX_DIAL} multiaddr strings")
+        return json_response(await connect(addrs))
 
 
 def _inspectable(node: NodeFacade) -> Any:

@@ -81,6 +81,11 @@ class ApiClient:
     def cancel(self, ask_id: str) -> Submitted:
         return _submitted(self.request("POST", f"/v1/asks/{_seg(ask_id)}/cancel", b""))
 
+    def connect_peers(self, addrs: list[str]) -> dict[str, Any]:
+        """Have the node dial these full multiaddrs now and keep them as bootstrap
+        peers; its answer says which dials failed."""
+        return self._object(self.request("POST", "/v1/peers", _json({"addrs": addrs})))
+
     # -- the transport ----------------------------------------------------------------
     def request(
         self,

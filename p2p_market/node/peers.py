@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Any, Final
 
 import multiaddr
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
@@ -31,6 +32,39 @@ TIMEOUT_S: Final = 5.0
 
 def connected_peers(host: IHost) -> list[ID]:
     return list(host.get_network().connections)
+
+
+class _ConnectionWatch(INotifee):
+    """Tells `on_connect` the peer of every connection that comes up, in or out."""
+
+    def __init__(self, on_connect: Callable[[ID], None]) -> None:
+        self.on_connect = on_connect
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self.on_connect(conn.muxed_conn.peer_id)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        return None
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+
+def watch_connections(host: IHost, on_connect: Callable[[ID], None]) -> None:
+    """Call `on_connect(peer)` (synchronously, it must not block) whenever a connection
+    comes up. Polling the connection table instead misses a peer that went and came
+    back between two polls (a node restarted on its address), and a poll period is
+    a delay before the first sync with a node that holds what others lack."""
+    host.get_network().register_notifee(_ConnectionWatch(on_connect))
 
 
 def _listing(host: IHost, exclude: ID) -> list[dict[str, Any]]:

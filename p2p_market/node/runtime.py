@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import multiaddr
 import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from p2p_market.core import codec
 from p2p_market.core import effects as fx
@@ -58,6 +60,15 @@ TICK_S: Final = 0.1
 TARGET_PEERS: Final = 8
 PEER_POLL_S: Final = 2.0
 SYNC_TIMEOUT_S: Final = 5.0
+ORPHAN_GRACE_S: Final = 1.0
+"""How long a message from gossip may wait for its parent (an ask, a bid) before the
+node fetches the parent by sync. Gossip reorders, so a child often comes a moment
+before its parent; but a parent that only reached the network by sync (its signer
+was cut off when it published it) is never gossiped, and an ask that reaches a node
+after its expiry is refused for good, so waiting for the next periodic sync can lose
+it. The peers that forwarded the child hold the parent (they accepted the child).
+At least the sync server's snapshot age (SyncServer.cache_s), so that the peers'
+snapshots include what they held when they forwarded the child."""
 PRUNE_EVERY_MS: Final = 600_000
 SIGNER_PER_SECOND: Final = 20.0
 SIGNER_BURST: Final = 400
@@ -128,6 +139,16 @@ class Node:
         self.metrics_port: int | None = None
         self.ready = trio.Event()
         self._sync_requested = trio.Event()
+        self._wake = trio.Event()
+        """Set when the connection keeper has something to do before its next poll:
+        a peer connected, an orphan came."""
+        self._new_peers: set[ID] = set()
+        """Peers that connected since the keeper last synced (the notifee adds them)."""
+        self._missing_parents: dict[tuple[bytes, bytes], float] = {}
+        """(market, parent id) of orphans from gossip -> when to fetch the parent."""
+        self.bootstrap: list[str] = list(config.bootstrap)
+        """Redialled whenever the node has fewer than TARGET_PEERS connections: the
+        config's, and those `connect_peers` was given."""
         self._rng = random.Random()
         self._signer_limit = KeyedRateLimiter(SIGNER_PER_SECOND, SIGNER_BURST)
 
@@ -165,10 +186,40 @@ class Node:
 
     def _gossip_check(self, env: Envelope) -> Verdict:
         """Gossip from peers is limited per signer (a flood from one key cannot crowd
-        out the rest); local submissions and sync are not."""
+        out the rest); local submissions and sync are not. An orphan from gossip has
+        its parent fetched if it is still missing after ORPHAN_GRACE_S."""
         if not self._signer_limit.allow(env.signer, self.clock() / 1000):
             return ignore(Reason.RATE_LIMITED, "signer over its message rate")
-        return self.admit(env)
+        verdict = self.admit(env)
+        if verdict.reason is Reason.ORPHAN:
+            self._note_orphan(env)
+        return verdict
+
+    def _note_orphan(self, env: Envelope) -> None:
+        state = self.cores.state_for(env)
+        parent = None if state is None else missing_parent(state, env)
+        if state is None or parent is None:
+            return
+        key = (state.market_id, parent)
+        if key not in self._missing_parents:
+            self._missing_parents[key] = trio.current_time() + ORPHAN_GRACE_S
+            self._wake.set()
+
+    def _parents_due(self, now: float) -> bool:
+        """Forget the orphans' parents whose grace has ended; True if one of them is
+        still missing (then the keeper syncs, once: the periodic sync does the rest)."""
+        due = [k for k, at in self._missing_parents.items() if at <= now]
+        missing = False
+        for market, parent in due:
+            del self._missing_parents[(market, parent)]
+            state = self.states.get(market)
+            missing = missing or (state is not None and not state.holds(parent))
+        return missing
+
+    def _on_connected(self, peer: ID) -> None:
+        """A connection (in or out) came up: sync with that peer at once."""
+        self._new_peers.add(peer)
+        self._wake.set()
 
     def apply_raw(self, raw: bytes) -> Verdict:
         verdict, env = check_envelope(raw)
@@ -234,6 +285,7 @@ class Node:
             self.sync_server.attach(host)
             DirectServer(self.key, self._on_direct).attach(host)
             peers.attach(host)
+            peers.watch_connections(host, self._on_connected)
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.gossip.run)
                 self.api_port = await nursery.start(
@@ -277,34 +329,44 @@ class Node:
             pass
 
     async def _keep_connected(self) -> None:
-        """Dial the bootstrap peers, exchange peers, and sync: at once with every new
-        peer (checked every PEER_POLL_S), and with all peers every `sync_every_s`
-        (anti-entropy: gossip is best effort, and a node cut off for a while has
-        missed what was published meanwhile, with no new connection to notice)."""
+        """Dial the bootstrap peers, exchange peers, and sync: at once with each peer
+        that connects (the connection notifee wakes this task; a rejoining node is
+        the one that holds what the others lack, and the asks among that expire),
+        soon after an orphan came by gossip whose parent is still missing, and with
+        random peers every `sync_every_s` (anti-entropy: gossip is best effort, and
+        a node cut off for a while has missed what was published meanwhile, with no
+        new connection to notice)."""
         assert self.host is not None
         host = self.host
-        known: set[ID] = set()
         next_full = trio.current_time()
         while True:
-            due = trio.current_time() >= next_full or self._sync_requested.is_set()
+            now = trio.current_time()
+            due = now >= next_full or self._sync_requested.is_set()
+            self._wake = trio.Event()
             linked = set(peers.connected_peers(host))
             if due or not linked:
-                if len(linked) < TARGET_PEERS and self.config.bootstrap:
-                    await connect_all(host, self.config.bootstrap)
+                if len(linked) < TARGET_PEERS and self.bootstrap:
+                    await connect_all(host, self.bootstrap)
                 await peers.exchange(host, target=TARGET_PEERS, rng=self._rng)
                 linked = set(peers.connected_peers(host))
             self.metrics.set_peers(len(linked))
-            if linked and (due or linked - known):
-                await self.sync_now()
+            new = self._new_peers & linked  # one that came and went has nothing to give
+            self._new_peers.clear()
+            orphaned = self._parents_due(now)
+            if linked and (due or new or orphaned):
+                await self.sync_now(prefer=new)
             if due:
                 next_full = trio.current_time() + self.config.sync_every_s
                 self._sync_requested = trio.Event()
-            known = linked
-            with trio.move_on_after(PEER_POLL_S):
-                await self._sync_requested.wait()
+            wait = PEER_POLL_S
+            if self._missing_parents:
+                wait = min(wait, min(self._missing_parents.values()) - trio.current_time())
+            with trio.move_on_after(max(0.0, wait)):
+                await self._wake.wait()
 
-    async def sync_now(self) -> None:
-        """Pull what connected peers have and this node lacks, for every market."""
+    async def sync_now(self, prefer: set[ID] | frozenset[ID] = frozenset()) -> None:
+        """Pull what connected peers have and this node lacks, for every market,
+        from the peers in `prefer` first (see sync_market)."""
         if self.host is None:
             return
         linked = peers.connected_peers(self.host)
@@ -319,8 +381,30 @@ class Node:
                 apply=self._apply_synced,
                 mine=self.sync_server.digest(mid),
                 timeout_s=SYNC_TIMEOUT_S,
+                prefer=sorted(prefer, key=lambda p: p.to_bytes())[:TARGET_PEERS],
             )
             self.metrics.sync_run("ok" if report.ok_peers else "failed", report.applied)
+
+    async def connect_peers(self, addrs: list[str]) -> dict[str, Any]:
+        """Dial `addrs` (full multiaddrs, with /p2p/) now, and redial them later like
+        the bootstrap peers: how an operator joins a running node to peers it was not
+        configured with, and how `p2p-market simulate` heals a partition without a
+        restart (a restart costs seconds, which a fault's timing cannot spare).
+        ValueError for an address that is not a full multiaddr."""
+        if self.host is None:
+            raise RuntimeError("the node is not running")
+        for addr in addrs:
+            try:
+                info_from_p2p_addr(multiaddr.Multiaddr(addr))
+            except Exception:  # the library raises several unrelated types
+                raise ValueError(f"not a multiaddr with /p2p/<peer id>: {addr!r}") from None
+        self.bootstrap.extend(a for a in dict.fromkeys(addrs) if a not in self.bootstrap)
+        failures = await connect_all(self.host, addrs)
+        return {
+            "dialled": len(addrs),
+            "failed": {a: f"{type(e).__name__}: {e}"[:200] for a, e in failures.items()},
+            "peers": len(peers.connected_peers(self.host)),
+        }
 
     def _apply_synced(self, raw: bytes) -> None:
         self.apply_raw(raw)
@@ -328,6 +412,7 @@ class Node:
     def request_sync(self) -> None:
         """Ask the connection keeper to sync now (e.g. after a role saw a gap)."""
         self._sync_requested.set()
+        self._wake.set()
 
     def _sync_source(self, market: bytes) -> list[Envelope] | None:
         state = self.states.get(market)
@@ -504,6 +589,21 @@ def _int(fields: dict[str, Any], name: str, default: int | None = None) -> int:
     if value < 0:
         raise ValueError(f"{name} must not be negative")
     return value
+
+
+def missing_parent(state: MarketState, env: Envelope) -> bytes | None:
+    """The id of the stored message an orphan waits for: its ask, or for a commit
+    whose ask is stored, its bid (the order of the core's checks, §6 steps 20, 22)."""
+    m = env.message
+    ask = getattr(m, "ask", None)
+    if not isinstance(ask, bytes):
+        return None
+    if not state.holds(ask):
+        return ask
+    bid = getattr(m, "bid", None)
+    if isinstance(bid, bytes) and not state.holds(bid):
+        return bid
+    return None
 
 
 def submitted(env_id: bytes, verdict: Verdict) -> Submitted:

@@ -539,9 +539,17 @@ async def sync_market(
     page_limit: int = MAX_IDS_PER_PAGE,
     batch: int = MAX_BODIES_PER_REPLY,
     rng: random.Random | None = None,
+    prefer: Iterable[ID] = (),
 ) -> SyncReport:
-    """Fetch from up to `max_peers` of `peers` (chosen at random) every envelope of
-    `market` they hold and `holds` says we lack, handing each body to `apply`.
+    """Fetch from up to `max_peers` of `peers` every envelope of `market` they hold
+    and `holds` says we lack, handing each body to `apply`.
+
+    Every peer in `prefer` (that is in `peers`; the caller bounds them) is asked, and
+    random others up to `max_peers` in all: a peer that just connected is the one
+    most likely to hold what nobody else has (it was cut off, or is new); left to a
+    random draw it is missed more often than not, and what it holds may expire
+    before the next periodic sync. Several peers that connect at once are each
+    asked: each may hold what the others lack (two sides of a partition).
 
     `timeout_s` bounds each step with a peer (dial, each round trip), so a dead or
     stalled peer is given up after that long while the others carry on. `mine` is
@@ -551,7 +559,10 @@ async def sync_market(
     report = SyncReport(market)
     own = host.get_id()
     candidates = [p for p in dict.fromkeys(peers) if p != own]
-    chosen = (rng or random.Random()).sample(candidates, min(max_peers, len(candidates)))
+    first = [p for p in dict.fromkeys(prefer) if p in candidates]
+    rest = [p for p in candidates if p not in first]
+    room = max(0, min(max_peers - len(first), len(rest)))
+    chosen = first + (rng or random.Random()).sample(rest, room)
     fetch = _Fetch(holds, apply, report)
     batch = max(1, min(batch, MAX_BODIES_PER_REPLY))
     page_limit = max(1, min(page_limit, MAX_IDS_PER_PAGE))

@@ -3,8 +3,12 @@ checked across the real nodes' final states, as each node's control API reports
 them after the run has settled:
 
 1. Same state: every honest node reports the same `state_hash()` for the market.
-   The hash covers derived state that depends on time, so the launcher asks every
-   node within a short spell and asks again until they agree or it gives up.
+   The hash covers derived state that depends on time, and each node computes it at
+   its own `now` (a few ms apart: `now_spread_ms`), so the launcher asks every node
+   within a short spell and asks again until they agree or it gives up. A difference
+   that outlasts those attempts is not a matter of time; `lacking` says, per node,
+   how many asks it lacks that others hold, and their states there (the usual cause:
+   an ask that reached the node only after its expiry is refused for good).
    One difference is explained, not a failure: an ask that reached some nodes only
    after it expired is refused by them (a node does not store an expired ask), so
    the hashes differ by asks that expired with no winner anywhere. When that is the
@@ -56,6 +60,10 @@ class Agreement:
     asks_not_everywhere: int = 0
     invariant_violations: int = 0
     cancelled_with_winners: int = 0
+    now_spread_ms: int | None = None
+    """Latest minus earliest `now` at which the honest nodes' checks were computed."""
+    lacking: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per honest node that lacks asks other nodes hold: their states elsewhere."""
     failures: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
 
@@ -76,6 +84,8 @@ class Agreement:
             "asks_not_everywhere": self.asks_not_everywhere,
             "invariant_violations": self.invariant_violations,
             "cancelled_with_winners": self.cancelled_with_winners,
+            "now_spread_ms": self.now_spread_ms,
+            "lacking": self.lacking,
             "failures": self.failures,
             "examples": self.examples,
         }
@@ -101,6 +111,8 @@ def check_agreement(finals: list[NodeFinal]) -> Agreement:
     out = Agreement(nodes=len(honest))
     answered = [f for f in honest if f.check is not None and f.book is not None]
     out.answered = len(answered)
+    nows = [f.check["now"] for f in answered if f.check and type(f.check.get("now")) is int]
+    out.now_spread_ms = max(nows) - min(nows) if nows else None
     if len(answered) < len(honest):
         missing = [f.name for f in honest if f not in answered]
         out.failures.append(f"no final state from {', '.join(missing)}")
@@ -110,6 +122,12 @@ def check_agreement(finals: list[NodeFinal]) -> Agreement:
         {a["id"]: a for a in f.book["asks"]} for f in answered if f.book is not None
     ]
     every = set().union(*(v.keys() for v in views)) if views else set()
+    for f, v in zip(answered, views, strict=True):
+        elsewhere = Counter(
+            next(str(w[a]["state"]) for w in views if a in w) for a in every - v.keys()
+        )
+        if elsewhere:
+            out.lacking[f.name] = dict(sorted(elsewhere.items()))
     harmless = True
     for ask_id in sorted(every):
         held = [v[ask_id] for v in views if ask_id in v]
@@ -151,6 +169,11 @@ def check_agreement(finals: list[NodeFinal]) -> Agreement:
             out.failures.append(
                 f"{out.nodes_disagreeing} node(s) disagree on state_hash: {', '.join(odd)}"
             )
+            for name, states in out.lacking.items():
+                listed = ", ".join(f"{s} {n}" for s, n in states.items())
+                out.examples.append(
+                    f"{name} lacks {sum(states.values())} ask(s) other nodes hold ({listed})"
+                )
 
     # 3. invariants, 4. safety
     for f in answered:

@@ -93,7 +93,7 @@ def print_summary(console: object, summary: dict[str, object], run_dir: Path) ->
     assert isinstance(checks, dict)
     p = console.print
     p(
-        f"asks: {a['placed']} placed, {a['assigned']} assigned, {a['proven']} proven,"
+        f"asks: {a['placed']} placed, {a['assigned']} ever assigned, {a['proven']} proven,"
         f" {a['expired']} expired, {a['open_at_end']} still open;"
         f" {a['timed_out']} slots timed out, {a['invalid_proofs']} invalid proofs,"
         f" {a['reassigned']} reassigned",
@@ -114,11 +114,17 @@ def print_summary(console: object, summary: dict[str, object], run_dir: Path) ->
     if summary.get("error"):
         p(f"[bold red]error:[/] {summary['error']}")
     if checks["ok"]:
-        p(f"[green]checks passed[/]: {checks.get('honest_nodes')} honest nodes agree")
+        p(
+            f"[green]checks passed[/]: {checks.get('honest_nodes')} honest nodes agree"
+            f" ({checks.get('agreed_after_s')} s after the market settled,"
+            f" {checks.get('agree_attempts')} comparison(s))"
+        )
     else:
         failures = checks.get("failures") or []
         assert isinstance(failures, list)
         p(f"[bold red]CHECKS FAILED[/]: {'; '.join(str(f) for f in failures)}")
+        for example in checks.get("examples") or []:
+            p(f"  {example}", markup=False)
     p(f"report: {run_dir / 'index.html'}", markup=False)
 
 

@@ -35,6 +35,7 @@ def node_config(
             "listen": [f"/ip4/127.0.0.1/tcp/{port}"],
             "bootstrap": list(bootstrap),
             "frames_per_second": scenario.frames_per_second,
+            "sync_every_s": scenario.sync_every_s,
         },
         "markets": [market_fields(scenario.market)],
     }

@@ -1,5 +1,5 @@
 """Real node processes on 127.0.0.1: start one from its config and read its JSON ready
-line, kill it, freeze it, cut it off, stop it.
+line, kill it, freeze it, cut it off and join it to the others again, stop it.
 
 Processes are started with plain `subprocess.Popen` from the launcher's main thread
 (not trio's `open_process`, which forks from a worker thread): each child gets
@@ -27,7 +27,7 @@ import trio
 
 from p2p_market.core.crypto import devnet_key
 from p2p_market.keyfile import write_key
-from p2p_market.node.api_client import ApiClient
+from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.simulate.configs import node_config, to_toml
 from p2p_market.simulate.scenario import NodeSpec, Scenario
 
@@ -167,10 +167,31 @@ class NodeProcess:
         self.api = ApiClient(f"http://127.0.0.1:{ready['api_port']}", timeout=5.0)
         self.status = "isolated" if isolated else "up"
 
+    async def rejoin(self, addrs: list[str]) -> None:
+        """End an isolation: the running process dials `addrs` (control API, POST
+        /v1/peers) and keeps them as bootstrap peers. No restart: stopping and
+        starting a node takes seconds (imports, a graceful close), which would stretch
+        the cut well past the scenario's for_s. LaunchError if the node cannot be
+        asked or dials none of them."""
+        if self.api is None or not self.running:
+            raise LaunchError(f"node {self.name} is not running: cannot rejoin")
+        try:
+            answer = await trio.to_thread.run_sync(self.api.connect_peers, addrs)
+        except ApiError as exc:
+            raise LaunchError(f"node {self.name} did not rejoin: {exc}") from None
+        failed = answer.get("failed") or {}
+        if addrs and len(failed) == len(addrs):
+            raise LaunchError(f"node {self.name} reached none of its peers: {failed}")
+        self.status = "up"
+
     @property
     def addr(self) -> str:
-        """The node's full multiaddr (its fixed port, whatever the current process)."""
-        peer = str(self.ready.get("addr", "")).rsplit("/p2p/", 1)[-1]
+        """The node's full multiaddr: where its process listens, or, while it is down,
+        its fixed port (where it will come back)."""
+        ready = str(self.ready.get("addr", ""))
+        peer = ready.rsplit("/p2p/", 1)[-1]
+        if self.running and ready:
+            return ready  # a node rejoined after an isolation keeps its fresh port
         return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{peer}"
 
     def stderr_tail(self, lines: int = 3) -> str:

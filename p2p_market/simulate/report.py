@@ -6,7 +6,17 @@ Where each number comes from:
   assignment latency = first "assigned" seen by the requester node minus the ask's
   signed timestamp; completion latency = the ask turning PROVEN there, minus the same.
 - final states, winners, prices, reassignments: the reference node's book (an honest
-  node that was never faulted, a relay if there is one) after the run settled.
+  node that was never faulted, a relay if there is one) after the run settled; for an
+  ask the reference node does not hold, its requester's own log.
+- the ask counts, each ask counted once from one view (the reference node's, else its
+  requester's), so that they nest (placed >= assigned >= proven):
+    placed    every ask a requester logged as placed;
+    assigned  every ask that ever had a winner: a slot in its final view (a failed
+              slot stays listed), an assignment its requester logged, or a final
+              state that implies one (assigned, proven): so every proven ask;
+    proven    final state PROVEN (k accepted proofs).
+  (Before, "assigned" came from the reference node's book only and "proven" from
+  either source: an ask the reference node lacked counted as proven, not assigned.)
 - envelopes per completed ask: on the reference node, the ask plus every message
   about it that the market kept (commits, proof notices, receipts, attestations).
 - frames/s, envelopes/frame: each node's gossip counters (/v1/stats), summed.
@@ -123,6 +133,18 @@ def _windows(data: RunData, lo: float, hi: float) -> list[float]:
     return out
 
 
+def ever_assigned(state: str, view: dict[str, Any] | None, track: AskTrack) -> bool:
+    """Whether an ask ever had a winner (see the module docstring): its final view
+    lists a slot, its requester logged an assignment, or its final state implies one.
+    A proven ask always counts, whichever view its state came from."""
+    return (
+        state in ("assigned", "proven", "invalid_inputs")  # each needs a winner
+        or bool(view and view["winners"])
+        or track.assigned_t is not None
+        or bool(track.slots)
+    )
+
+
 def build_summary(data: RunData) -> dict[str, Any]:
     s = data.scenario
     tracks = list(data.asks.asks.values())
@@ -137,8 +159,8 @@ def build_summary(data: RunData) -> dict[str, Any]:
         view = final_of(a)
         state = view["state"] if view else a.state
         states[state] = states.get(state, 0) + 1
+        assigned += ever_assigned(state, view, a)
         if view:
-            assigned += bool(view["winners"])
             reassigned += len(view["winners"]) > view["replicas"]
             timed_out += view["slot_states"].count("timed_out")
             invalid += view["slot_states"].count("invalid")
@@ -296,6 +318,7 @@ def build_summary(data: RunData) -> dict[str, Any]:
             "workload_start": start,
             "workload_end": end,
             "settled": settled,
+            "agreed": rel(data.agreed_ms),
             "stopped": rel(data.stopped_ms),
         },
         "asks": {
@@ -361,6 +384,11 @@ def build_summary(data: RunData) -> dict[str, Any]:
         "checks": {
             "ok": checks_ok,
             "agree_attempts": data.agree_attempts,
+            "agreed_after_s": (
+                _r((data.agreed_ms - data.settled_ms) / 1000)
+                if data.agreed_ms is not None and data.settled_ms is not None
+                else None
+            ),
             **(ag.to_json() if ag else {"ok": False, "failures": ["no final states"]}),
             **({"ok": False} if not checks_ok else {}),
         },
@@ -554,7 +582,10 @@ def write_index(summary: dict[str, Any], out: Path) -> None:
     )
     a, lat, g = summary["asks"], summary["latency_s"], summary["gossip"]
     rows = [
-        ("asks placed / assigned / proven", f"{a['placed']} / {a['assigned']} / {a['proven']}"),
+        (
+            "asks placed / ever assigned / proven",
+            f"{a['placed']} / {a['assigned']} / {a['proven']}",
+        ),
         (
             "expired / cancelled / still open",
             f"{a['expired']} / {a['cancelled']} / {a['open_at_end']}",

@@ -21,8 +21,8 @@ async def _close(host: IHost) -> None:
 
 
 @asynccontextmanager
-async def running_hosts(*keys: SigningKey) -> AsyncIterator[list[IHost]]:
-    """One running host per key, each connected to the first (a star)."""
+async def started_hosts(*keys: SigningKey) -> AsyncIterator[list[IHost]]:
+    """One running host per key, connected to nobody."""
     async with AsyncExitStack() as stack:
         hosts: list[IHost] = []
         for key in keys:
@@ -30,6 +30,13 @@ async def running_hosts(*keys: SigningKey) -> AsyncIterator[list[IHost]]:
             await stack.enter_async_context(host.run(listen))
             stack.push_async_callback(_close, host)
             hosts.append(host)
+        yield hosts
+
+
+@asynccontextmanager
+async def running_hosts(*keys: SigningKey) -> AsyncIterator[list[IHost]]:
+    """One running host per key, each connected to the first (a star)."""
+    async with started_hosts(*keys) as hosts:
         with trio.fail_after(10):
             assert await connect_all(hosts[0], [dial_addr(h) for h in hosts[1:]]) == {}
         yield hosts

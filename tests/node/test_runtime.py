@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
+from libp2p.abc import IHost
 
 from p2p_market.core.crypto import devnet_key
-from p2p_market.core.envelope import market_id
+from p2p_market.core.envelope import Envelope, market_id, message_id
+from p2p_market.core.state import MarketState
 from p2p_market.devnet import Actor, default_market
+from p2p_market.net.host import connect_all
 from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.config import NodeConfig
-from p2p_market.node.runtime import Node
+from p2p_market.node.runtime import ORPHAN_GRACE_S, Node
+from p2p_market.node.sync import SyncServer
+from tests.node.hosts import keys, started_hosts
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
 
 MARKET = default_market()
 MID = market_id(MARKET)
@@ -70,8 +80,12 @@ async def test_orders_spread_and_a_late_joiner_syncs(tmp_path: Path) -> None:
         c = make_node(tmp_path, "c", (b.gossip.addr,))  # type: ignore[union-attr]
         started = trio.current_time()
         await nursery.start(c.run)
-        await wait_until(lambda: len(c.states[MID].asks) == 150, timeout=15)
-        assert len(c.states[MID].book.current) == 151
+        # From every peer it connects to at once (b, then a by peer exchange), in
+        # batches: the asks may be complete before the bids are.
+        await wait_until(
+            lambda: len(c.states[MID].asks) == 150 and len(c.states[MID].book.current) == 151,
+            timeout=15,
+        )
         assert trio.current_time() - started < 15
         assert sorted(e.id for e in c.states[MID].stored_envelopes()) == sorted(
             e.id for e in a.states[MID].stored_envelopes()
@@ -138,8 +152,16 @@ async def test_a_stopped_node_closes_its_connections(tmp_path: Path) -> None:
         peer = b.gossip.peer_id
         await wait_until(lambda: peer in a.gossip.pubsub.peers)  # type: ignore[union-attr]
         scope.cancel()
-        await wait_until(lambda: peer not in a.gossip.pubsub.peers, timeout=15)  # type: ignore[union-attr]
-        assert not a.host.get_network().get_connections(peer)  # type: ignore[union-attr]
+        # a's auto-connector may redial b while b unwinds, before b's listener is
+        # closed: that connection dies with b's sockets, so wait for it too.
+        network = a.host.get_network()  # type: ignore[union-attr]
+        await wait_until(
+            lambda: (
+                peer not in a.gossip.pubsub.peers  # type: ignore[union-attr]
+                and not network.get_connections(peer)
+            ),
+            timeout=15,
+        )
 
 
 async def test_anti_entropy_pulls_what_gossip_never_carried(tmp_path: Path) -> None:
@@ -176,3 +198,142 @@ async def test_proofs_route_names_the_missing_requester_role(tmp_path: Path) -> 
         with pytest.raises(ApiError) as caught:
             await trio.to_thread.run_sync(client.proofs, "cd" * 32)
         assert caught.value.status == 404 and "looks after" in caught.value.message
+
+
+def sync_runs(node: Node) -> float:
+    return sum(
+        node.metrics.registry.get_sample_value("sync_runs_total", {"outcome": o}) or 0.0
+        for o in ("ok", "failed")
+    )
+
+
+async def test_each_peer_that_connects_is_synced_at_once(tmp_path: Path) -> None:
+    """Peers that come back from a partition hold what nobody else has (asks placed
+    while cut off, that expire if they wait for the next periodic sync). Four of
+    them connect at once to a node that has four idle peers already: the node pulls
+    from each of the four, not from three peers drawn among its eight."""
+    x = make_node(tmp_path, "x", sync_every_s=3600.0)  # no periodic sync in this test
+    async with running(x):
+        assert x.gossip is not None
+        where = [x.gossip.addr]
+        async with started_hosts(*keys("idle", 4)) as idle:
+            for host in idle:
+                assert await connect_all(host, where) == {}
+            await wait_until(lambda: x.status()["peers"] == 4)
+            now = x.clock()
+            asks = [
+                Actor(f"cut-off-{i}", MARKET).ask(now=now, max_price=9, max_proof_time=900)
+                for i in range(4)
+            ]
+            holders = []
+            for raw in asks:
+                state = MarketState(MARKET)
+                assert state.apply(raw, now)[0].accepted
+                holders.append(state)
+            async with started_hosts(*keys("back", 4)) as back:
+                for host, state in zip(back, holders, strict=True):
+
+                    def source(market: bytes, s: MarketState = state) -> list[Envelope] | None:
+                        return s.stored_envelopes() if market == MID else None
+
+                    SyncServer(source).attach(host)
+                async with trio.open_nursery() as nursery:
+                    for host in back:
+                        nursery.start_soon(connect_all, host, where)
+                await wait_until(
+                    lambda: all(message_id(a) in x.states[MID].asks for a in asks), timeout=5
+                )
+
+
+async def test_an_orphan_from_gossip_has_its_parent_fetched(tmp_path: Path) -> None:
+    """A cancel (a child) comes by gossip for an ask (its parent) that reached the
+    network only by sync, so gossip will never bring it: the node fetches the ask
+    from its peers after ORPHAN_GRACE_S instead of waiting for the periodic sync,
+    by which time the ask may have expired and be refused for good."""
+    x = make_node(tmp_path, "x", sync_every_s=3600.0)
+    async with running(x) as nursery:
+        assert x.gossip is not None
+        y = make_node(tmp_path, "y", (x.gossip.addr,), sync_every_s=3600.0)
+        await nursery.start(y.run)
+        assert y.gossip is not None
+        await x.gossip.wait_for_mesh(MID, y.gossip.peer_id)
+        await y.gossip.wait_for_mesh(MID, x.gossip.peer_id)
+        await wait_until(lambda: sync_runs(x) >= 1 and sync_runs(y) >= 1)  # the join syncs
+        requester = Actor("was-cut-off", MARKET)
+        ask = requester.ask(now=y.clock(), max_price=9, max_proof_time=900)
+        assert y.apply_raw(ask).accepted  # as a sync from a rejoining node brings it
+        cancel = requester.cancel(now=y.clock(), ask=message_id(ask))
+        assert (await y.submit(cancel)).status == "accept"  # gossiped
+        await wait_until(
+            lambda: x.states[MID].holds(message_id(cancel)) or bool(x.states[MID].pending),
+            timeout=5,
+        )
+        assert message_id(ask) not in x.states[MID].asks  # the cancel came first, alone
+        started = trio.current_time()
+        await wait_until(lambda: message_id(ask) in x.states[MID].asks, timeout=5)
+        assert trio.current_time() - started >= ORPHAN_GRACE_S / 2  # not the join sync
+        assert x.states[MID].holds(message_id(cancel))  # the orphan was applied with it
+        assert x.states[MID].ask_state(message_id(ask)).value == "cancelled"
+
+
+async def test_a_stopping_node_takes_no_connection_in(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Peers redial a node the moment it closes their connections (libp2p's
+    auto-connector). Were its listener still open then, a redial would be upgraded
+    after the swarm's service had stopped: py-libp2p's add_conn raises
+    LifecycleError('Cannot schedule task after service has stopped') and the peer
+    gets a connection that dies in its first handshake. The listener closes first."""
+    caplog.set_level(logging.WARNING, logger="libp2p")
+    a = make_node(tmp_path, "a")
+    scope = trio.CancelScope()
+
+    async def run_a(task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            await a.run(task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_a)
+        assert a.gossip is not None
+        where = [a.gossip.addr]
+        async with started_hosts(*keys("redial", 6)) as hosts:
+            for host in hosts:
+                assert await connect_all(host, where) == {}
+            await wait_until(lambda: a.status()["peers"] == len(hosts))
+            stop = trio.Event()
+
+            async def redial(host: IHost) -> None:
+                while not stop.is_set():
+                    await connect_all(host, where, timeout=1.0)
+                    await trio.sleep(0.001)
+
+            async with trio.open_nursery() as dialers:
+                for host in hosts:
+                    dialers.start_soon(redial, host)
+                await trio.sleep(0.2)
+                scope.cancel()
+                await trio.sleep(1.0)
+                stop.set()
+    failed = [r.getMessage()[:120] for r in caplog.records if "LifecycleError" in r.getMessage()]
+    assert failed == []
+
+
+async def test_the_api_joins_a_running_node_to_peers(tmp_path: Path) -> None:
+    """POST /v1/peers: a running node dials the given peers, keeps them for its later
+    redials, and syncs with them at once (how a partition heals in `simulate`)."""
+    a = make_node(tmp_path, "a")
+    b = make_node(tmp_path, "b")  # knows nobody
+    async with running(a, b):
+        assert a.gossip is not None
+        ask = Actor("cut-off", MARKET).ask(now=a.clock(), max_price=9, max_proof_time=900)
+        assert a.apply_raw(ask).accepted  # only a holds it
+        client = ApiClient(f"http://127.0.0.1:{b.api_port}")
+        for bad in (["/ip4/127.0.0.1/tcp/1"], ["not an address"], []):
+            with pytest.raises(ApiError) as caught:
+                await trio.to_thread.run_sync(client.connect_peers, bad)
+            assert caught.value.status == 400, bad
+        assert b.status()["peers"] == 0 and b.bootstrap == []
+        answer = await trio.to_thread.run_sync(client.connect_peers, [a.gossip.addr])
+        assert answer == {"dialled": 1, "failed": {}, "peers": 1}
+        assert b.bootstrap == [a.gossip.addr]
+        await wait_until(lambda: message_id(ask) in b.states[MID].asks, timeout=5)

@@ -361,3 +361,36 @@ async def test_unknown_kinds_are_not_fetched_and_never_stored() -> None:
     assert not joiner.state.holds(message_id(listed_v1))
     assert joiner.state.state_hash() == origin.state_hash()
     assert sorted(e.id for e in joiner.state.stored_envelopes()) == sorted(map(message_id, book))
+
+
+async def test_every_preferred_peer_is_asked_whatever_max_peers_says() -> None:
+    """Peers that just connected each hold what the others may lack (two sides of a
+    partition rejoining at once): each is asked, none left to a random draw; the
+    rest of `max_peers` are random others."""
+    book = make_book(provers=9, requesters=0)[:9]  # nine bids, independent of each other
+    parts = [book[:3], book[3:6], book[6:]]
+    servers = [SyncServer(serving(filled(part))) for part in parts]
+    idle = [SyncServer(serving(MarketState(MARKET))) for _ in range(4)]
+    joiner = Joiner()
+    async with running_hosts(*keys("sync-h", 1 + len(servers) + len(idle))) as hosts:
+        client, peers = hosts[0], hosts[1:]
+        for server, host in zip([*servers, *idle], peers, strict=True):
+            server.attach(host)
+        preferred = [h.get_id() for h in peers[: len(servers)]]
+        with trio.fail_after(10):
+            report = await sync_market(
+                client,
+                [h.get_id() for h in peers],
+                MID,
+                joiner.state.holds,
+                joiner.apply,
+                timeout_s=5,
+                max_peers=1,
+                prefer=preferred,
+            )
+    assert [p.peer for p in report.peers] == preferred  # no room left for a random one
+    assert all(s.stats.sessions == 1 for s in servers)
+    assert all(s.stats.sessions == 0 for s in idle)
+    assert sorted(e.id for e in joiner.state.stored_envelopes()) == sorted(
+        message_id(raw) for raw in book
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,7 +14,11 @@ from p2p_market.node.api import ControlApi
 from p2p_market.node.http import Request
 from p2p_market.node.metrics import NodeMetrics
 from p2p_market.simulate.checks import NodeFinal, check_agreement, hashes_agree
-from p2p_market.simulate.report import quantile
+from p2p_market.simulate.launcher import NodeProcess
+from p2p_market.simulate.report import build_summary, quantile, reference
+from p2p_market.simulate.run import RunData
+from p2p_market.simulate.scenario import parse_scenario
+from tests.simulate.test_scenario import with_nodes
 
 
 def ask(i: str, state: str = "proven", winners: tuple[str, ...] = ("p1",)) -> dict[str, Any]:
@@ -140,3 +145,76 @@ async def test_the_control_api_reports_stats_and_checks() -> None:
     response = await bare(Request("GET", "/v1/stats", {}, b"", {}))
     assert response.status == 404
     await trio.lowlevel.checkpoint()
+
+
+def test_ask_counts_nest_when_the_reference_node_lacks_asks(tmp_path: Path) -> None:
+    """'assigned' is every ask that ever had a winner, so it includes every proven
+    ask, whichever view (the reference node's book or the requester's own log) an
+    ask's numbers come from. Before, an ask the reference node lacked counted as
+    proven (from its requester's log) and not as assigned: '39 assigned, 43 proven'."""
+    scenario = parse_scenario(with_nodes({"name": "relay-1", "role": "relay"}), tmp_path / "s.toml")
+    nodes = [NodeProcess(scenario, spec, tmp_path / "run") for spec in scenario.nodes]
+    data = RunData(scenario, tmp_path / "run", nodes, t0_ms=1_000)
+    t = 2_000
+
+    def placed(ask_id: str) -> dict[str, Any]:
+        return {"t": t, "ask": ask_id, "kind": "placed", "ts": t, "ttl_ms": 20_000}
+
+    def slot(ask_id: str, kind: str) -> dict[str, Any]:
+        return {"t": t + 500, "ask": ask_id, "kind": kind, "prover": "p1", "price": 5}
+
+    def state(ask_id: str, value: str) -> dict[str, Any]:
+        return {"t": t + 600, "ask": ask_id, "kind": "state", "state": value}
+
+    data.asks.feed(
+        "requester-1",
+        [
+            *(placed(a) for a in "abcd"),
+            slot("a", "assigned"), slot("a", "verified"), state("a", "proven"),
+            slot("b", "assigned"), slot("b", "verified"), state("b", "proven"),
+            state("c", "expired"),
+            state("d", "proven"),  # its requester was down when the assignment came
+        ],
+    )  # fmt: skip
+
+    def view(ask_id: str, state: str, winners: list[str]) -> dict[str, Any]:
+        return {
+            "id": ask_id,
+            "state": state,
+            "replicas": 1,
+            "winners": winners,
+            "prices": [5] * len(winners),
+            "slot_states": ["accepted"] * len(winners),
+            "accepted": winners,
+        }
+
+    book = {"asks": [view("a", "proven", ["p1"]), view("c", "expired", [])]}  # no b, no d
+    data.finals = [
+        NodeFinal(n.name, True, {"state_hash": "h"}, book if n.name == "relay-1" else None)
+        for n in nodes
+    ]
+    assert reference(data) == "relay-1"
+    data.settled_ms, data.agreed_ms = 9_000, 10_500
+    summary = build_summary(data)
+    assert summary["checks"]["agreed_after_s"] == 1.5
+    assert summary["timeline_s"]["agreed"] == 9.5
+    asks = summary["asks"]
+    assert asks["missing_at_reference"] == 2
+    assert (asks["placed"], asks["assigned"], asks["proven"]) == (4, 3, 3)
+
+
+def test_a_disagreement_names_the_asks_each_node_lacks() -> None:
+    """What the failing partition runs needed to say: which node lacks which asks,
+    and what became of them elsewhere (there, proven: not a harmless difference);
+    and how far apart in time the nodes computed their hashes."""
+    everything = [ask("a"), ask("b"), ask("c", state="expired", winners=())]
+    n1, n2 = final("n1", asks=everything), final("n2", asks=everything)
+    n3 = final("n3", h="x", asks=[ask("a")])
+    for f, now in ((n1, 1_000), (n2, 1_004), (n3, 1_002)):
+        assert f.check is not None
+        f.check["now"] = now
+    out = check_agreement([n1, n2, n3])
+    assert not out.ok and out.now_spread_ms == 4
+    assert out.lacking == {"n3": {"expired": 1, "proven": 1}}
+    assert "n3 lacks 2 ask(s) other nodes hold (expired 1, proven 1)" in out.examples
+    assert out.to_json()["lacking"] == out.lacking

@@ -79,6 +79,8 @@ def test_node_configs_are_what_node_run_reads(tmp_path: Path) -> None:
         assert tomllib.loads(text) == data
         cfg, plan = plan_from_config(parse_config(tomllib.loads(text), tmp_path), tmp_path)
         assert cfg.listen == ("/ip4/127.0.0.1/tcp/4001",)
+        # anti-entropy well inside the asks' lifetime (not the node's default, 30 s)
+        assert cfg.sync_every_s == scenario.sync_every_s == 5.0
         if spec.role == "prover":
             assert plan.prover is not None and plan.prover.price == 5
             assert plan.names == ["prover"]
@@ -97,6 +99,7 @@ def test_node_configs_are_what_node_run_reads(tmp_path: Path) -> None:
         ({"run": {"colour": 1}, **MINIMAL}, "unknown setting run.colour"),
         ({"run": {"duration_s": 0}, **MINIMAL}, "run.duration_s must be a number between 1"),
         ({"run": {"seed": "x"}, **MINIMAL}, "run.seed must be an integer"),
+        ({"run": {"sync_every_s": 0.1}, **MINIMAL}, "run.sync_every_s must be a number between"),
         ({"market": {"difficulty": 99}, **MINIMAL}, "market: difficulty"),
         ({"market": {"proof_system": "external"}, **MINIMAL}, "market.verifier is required"),
         ({"market": {"colour": 1}, **MINIMAL}, "unknown setting market.colour"),
