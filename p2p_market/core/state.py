@@ -270,12 +270,22 @@ class MarketState:
             return reject(Reason.WRONG_MARKET)
         if m.timestamp > now + self.market.skew_ms:
             return ignore(Reason.FROM_FUTURE, f"{m.timestamp - now} ms ahead")
+        arrived_expired = False
         if isinstance(m, Bid | Ask):
+            too_far = m.expires_at - m.timestamp > self.lifetime or (
+                isinstance(m, Ask) and m.max_proof_time > self.lifetime
+            )
             if m.expires_at <= now:
-                return ignore(Reason.EXPIRED)
-            if m.expires_at - m.timestamp > self.lifetime:
+                # Too late to act on, so not forwarded; yet kept until its horizon if
+                # valid: a node that was away while it lived must end up holding the
+                # same messages as one that got it in time (its commits, proofs and
+                # receipts would stay orphans for good otherwise).
+                if too_far or self._forget_after(env) < now:
+                    return ignore(Reason.EXPIRED)
+                arrived_expired = True
+            elif m.expires_at - m.timestamp > self.lifetime:
                 return reject(Reason.EXPIRY_TOO_FAR, f"lifetime above {self.lifetime} ms")
-            if isinstance(m, Ask) and m.max_proof_time > self.lifetime:
+            elif too_far:
                 return reject(Reason.EXPIRY_TOO_FAR, "max_proof_time above the market lifetime")
         else:
             if m.timestamp + 3 * self.lifetime < now:
@@ -289,6 +299,8 @@ class MarketState:
             return self._equivocation(env, rival, now, effects)
         self._store(env, key)
         self._after_store(env, now, effects)
+        if arrived_expired:
+            return ignore(Reason.EXPIRED, "kept: it expired before it arrived")
         if isinstance(m, Cancel) and self._settle(now).notes.get(env.id) == _LATE_CANCEL:
             # Refused, so not forwarded; yet kept: if the assignment it came after
             # proves invalid (a late equivocation, say) it takes effect, exactly as on

@@ -72,11 +72,6 @@ snapshots include what they held when they forwarded the child."""
 PRUNE_EVERY_MS: Final = 600_000
 SIGNER_PER_SECOND: Final = 20.0
 SIGNER_BURST: Final = 400
-_KEPT_REASONS: Final = frozenset(
-    {Reason.ORPHAN, Reason.EQUIVOCATION, Reason.CANCEL_AFTER_ASSIGNMENT}
-)
-
-
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -177,11 +172,13 @@ class Node:
 
     def _persist(self, state: MarketState, env: Envelope, verdict: Verdict, now: int) -> None:
         """Log what the core keeps: accepted messages, held orphans (applied when
-        their parent comes) and equivocation evidence. Before the validator returns,
-        so nothing forwarded or acted upon is lost by a crash."""
+        their parent comes) and whatever it stores though it IGNOREs it (an
+        equivocation's twin, a cancel after assignment, a commit after its award, an
+        ask or bid that arrived expired): a restart must hold the same set. Before
+        the validator returns, so nothing forwarded or acted upon is lost by a crash."""
         if self.log is None:
             return
-        if verdict.accepted or verdict.reason in _KEPT_REASONS:
+        if verdict.accepted or verdict.reason is Reason.ORPHAN or state.holds(env.id):
             self.log.append(state.market_id, env.raw, now, state.forget_after(env))
 
     def _gossip_check(self, env: Envelope) -> Verdict:

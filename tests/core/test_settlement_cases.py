@@ -8,6 +8,7 @@ from p2p_market.core.envelope import message_id, parse
 from p2p_market.core.lifecycle import AskState
 from p2p_market.core.ranking import rank_key
 from p2p_market.core.state import MarketState
+from p2p_market.core.verdict import Reason, Status
 from p2p_market.devnet import GENESIS_MS, Actor, default_market
 
 from .world import T0, make_market
@@ -148,3 +149,33 @@ def test_a_round_opened_late_keeps_the_commit_folded_before_it() -> None:
         assert node.view(ask_id).state is AskState.ASSIGNED
         assert node.view(ask_id).winners == (k0.public_key, k1.public_key)
         assert node.state_hash() == reference.state_hash()
+
+
+def test_an_ask_that_arrives_expired_is_kept_so_nodes_agree() -> None:
+    """A node away for an ask's whole life gets it (by sync) after it expired. It was
+    ignored for good, so the ask's commit, proof and receipt stayed orphans there and
+    the node never agreed again with those that took the ask in time. Now it is
+    kept (IGNOREd, not forwarded) until its retention horizon."""
+    m = make_market()
+    prover, req = Actor("away-prover", m), Actor("away-requester", m)
+    bid = prover.bid(now=T0, price=5, proof_time=1_000)
+    ask = req.ask(now=T0 + 10, max_price=9, max_proof_time=2_000, ttl=20_000)
+    ask_id = message_id(ask)
+    commit = prover.commit(now=T0 + 20, ask=ask_id, bid=message_id(bid), price=5, proof_time=1_000)
+    end = T0 + 10 + m.commit_window_ms + m.skew_ms
+    proof = prover.proof(now=end + 500, ask=ask_id, proof=b"p" * 8)
+    receipt = req.receipt(now=end + 600, ask=ask_id, prover=prover.public_key, outcome="accepted")
+    present, away = MarketState(m), MarketState(m)
+    for raw in (bid, ask, commit, proof, receipt):
+        present.apply(raw, end + 1_000)
+    back = T0 + 10 + 20_000  # the ask has expired
+    verdicts = [away.apply(raw, back)[0] for raw in (bid, ask, commit, proof, receipt)]
+    assert (verdicts[1].status, verdicts[1].reason) == (Status.IGNORE, Reason.EXPIRED)
+    assert all(v.accepted for v in verdicts[2:])
+    present.tick(back)
+    assert away.view(ask_id).state is present.view(ask_id).state is AskState.PROVEN
+    assert away.state_hash() == present.state_hash()
+    # past its retention horizon it is not kept (nothing could refer to it any more)
+    late = MarketState(m)
+    gone = late.apply(ask, T0 + 10 + 20_000 + 2 * m.max_lifetime_ms + 1)[0]
+    assert gone.reason is Reason.EXPIRED and not late.holds(ask_id)
