@@ -104,6 +104,10 @@ class Slot:
     state: SlotState = SlotState.ASSIGNED
     proof_hash: bytes | None = None
     ended_at: int | None = None
+    replaced: bool = False
+    """A failure receipt about it opened a round to replace it (one round per slot:
+    a timed-out slot whose proof turns up and is then found invalid is not
+    replaced twice)."""
 
 
 @dataclass(slots=True)
@@ -824,14 +828,17 @@ class Fold:
         if run is None:
             return
         slot = run.slots.get(r.prover)
-        if slot is None or not slot.state.in_progress:
-            self.notes[env.id] = "no assignment in progress for that prover"
-            return
         t = r.timestamp
         if r.outcome == Outcome.ACCEPTED.value:
-            # Even after an attestation or a proof this node has not seen: the
-            # requester's acceptance is its word on the slot (a prover's own later
-            # message cannot void its payment).
+            # From any slot not yet accepted: after an attestation, after the
+            # requester's own timeout or invalid verdict (it opened its round; the
+            # slot is paid all the same). A payment is the requester's word and
+            # only adds: no message signed earlier or later, by the prover or by
+            # the requester, takes it back, and whether this node has seen the
+            # prover's proof does not matter.
+            if slot is None or slot.state is SlotState.ACCEPTED:
+                self.notes[env.id] = "no unpaid assignment of that prover"
+                return
             slot.state = SlotState.ACCEPTED
             self.end_slot(slot, t)
             if run.accepted >= run.ask.replicas:
@@ -841,6 +848,9 @@ class Fold:
             else:
                 event = Event.ACCEPT_MORE
             self.move(run, t, event)
+            return
+        if slot is None or not slot.state.in_progress:
+            self.notes[env.id] = "no assignment in progress for that prover"
             return
         if r.outcome == Outcome.TIMED_OUT.value:
             if t < slot.deadline:
@@ -858,8 +868,10 @@ class Fold:
         self.end_slot(slot, t)
         run.excluded.add(r.prover)
         if not run.expired:
-            self._open_round(run, Round(id=env.id, opened_at=t, slots=1))
-            self.move(run, t, Event.FAIL_REOPEN)
+            if not slot.replaced:
+                slot.replaced = True
+                self._open_round(run, Round(id=env.id, opened_at=t, slots=1))
+                self.move(run, t, Event.FAIL_REOPEN)
         else:
             self.move(run, t, Event.FAIL_BUSY if run.busy else Event.FAIL_IDLE)
 

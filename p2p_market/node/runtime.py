@@ -72,6 +72,8 @@ snapshots include what they held when they forwarded the child."""
 PRUNE_EVERY_MS: Final = 600_000
 SIGNER_PER_SECOND: Final = 20.0
 SIGNER_BURST: Final = 400
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 

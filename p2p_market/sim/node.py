@@ -40,7 +40,7 @@ from p2p_market.core import effects as fx
 from p2p_market.core import limits as L
 from p2p_market.core.envelope import Envelope
 from p2p_market.core.lifecycle import AskState
-from p2p_market.core.messages import Ask, Commit, Market, Proof, sha256
+from p2p_market.core.messages import Ask, Award, Commit, Market, Proof, sha256
 from p2p_market.core.state import AskView, MarketState
 from p2p_market.core.validation import check_form, check_signature
 from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict
@@ -406,6 +406,8 @@ class SimNode:
         out = [m.ask] if hasattr(m, "ask") else []
         if isinstance(m, Commit):
             out.append(m.bid)
+        elif isinstance(m, Award):
+            out.extend(m.commits)  # an award waits for every commit it names
         return out
 
     def _hold(self, env: Envelope) -> None:
@@ -427,6 +429,8 @@ class SimNode:
                 del self.held[mid]
                 self.world.stats.orphans_released += 1
                 self._log(env)
+                if mid in self._held_by_parent:  # its own children came in with it
+                    self._release(mid)
             elif mid in st.evidence:
                 del self.held[mid]
                 self._log(env)

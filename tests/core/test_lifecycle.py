@@ -88,12 +88,16 @@ def test_timeout_opens_next_round_without_the_failed_prover() -> None:
     late_accept = w.actor("req").receipt(
         now=deadline + 20, ask=ask, prover=w.pk("cheap-slow"), outcome="accepted"
     )
-    w.send(late_accept, deadline + 20)  # stored; the slot already failed, so no effect
-    assert w.state.view(ask).slot_states[0].value == "timed_out"
+    # The requester pays after all: a payment only adds, whatever it said before
+    # (protocols/market-v1.md §12); the ask is proven, the round stays without winner.
+    w.send(late_accept, deadline + 20)
+    assert w.state.view(ask).slot_states[0].value == "accepted"
+    assert w.state_of(ask) is AskState.PROVEN
     again = w.commit("fast-dear", ask, fast, deadline + 30, round=message_id(timeout))
-    assert again.accepted
+    assert again.accepted  # admitted; the fold gives it no effect
     w.tick(deadline + 10 + WINDOW + SKEW + 1)
-    assert w.winners(ask) == ["cheap-slow", "fast-dear"]
+    assert w.winners(ask) == ["cheap-slow"]
+    assert w.state.view(ask).paid == w.state.view(ask).prices[0]
 
 
 def test_invalid_proof_is_reassigned_to_the_next_prover() -> None:
