@@ -10,7 +10,7 @@ import pytest
 
 from p2p_market.core import effects as fx
 from p2p_market.core.lifecycle import AskState
-from p2p_market.sim import SCENARIOS, simulate
+from p2p_market.sim import SCENARIOS, finality, simulate
 from p2p_market.sim.checks import honest_nodes
 from p2p_market.sim.cli import dst_command, replay_command
 from p2p_market.sim.finality import FinalityWatch
@@ -84,11 +84,15 @@ def test_no_effect_messages_change_nothing() -> None:
     assert r.ok and r.no_effect_sent > 0 and r.no_effect_won == 0
 
 
-def test_the_finality_watch_records_and_counts_by_its_definition() -> None:
-    """Final = PROVEN, or winners announced more than commit_window + 2·skew ago of
-    an attempt the requester awarded. Driven with the core's own effects on one node
-    of a built (not run) world: the attempt here was never awarded, so it is
-    tentative and never recorded; the PROVEN ask is."""
+def test_the_finality_watch_records_and_counts_by_its_definition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Final = PROVEN by awarded slots, or winners announced more than
+    commit_window + 2·skew ago of an attempt the requester awarded. Driven with
+    effects on one node of a built (not run) world, whose fold holds none of these
+    synthetic asks: first nothing is final (nothing awarded); then, with the fold's
+    answers fixed to "awarded" for this node, the watch's bookkeeping is checked
+    (the awarded path end to end is the simulation test above)."""
     world = build(ADVERSARIES, 1)
     watch = FinalityWatch(world, honest_nodes(world))
     node = honest_nodes(world)[0]
@@ -97,20 +101,28 @@ def test_the_finality_watch_records_and_counts_by_its_definition() -> None:
     p, q = b"p" * 32, b"q" * 32
     watch.saw(node, fx.AttemptSettled(ask=ask, round=rnd, attempt=0, winners=(p,)))
     watch.saw(node, fx.AskStateChanged(ask=other, before=AskState.ASSIGNED, after=AskState.PROVEN))
+    loop.now += lag + 1
+    watch.released(ask)
+    assert watch.recorded == {}  # never awarded: tentative, whatever was announced
+    monkeypatch.setattr(finality, "_awarded", lambda node, key: (p,))
+    monkeypatch.setattr(finality, "_proven_by_awards", lambda node, ask_id: True)
+    watch = FinalityWatch(world, honest_nodes(world))
+    loop.now = world.start_ms
+    watch.saw(node, fx.AttemptSettled(ask=ask, round=rnd, attempt=0, winners=(p,)))
+    watch.saw(node, fx.AskStateChanged(ask=other, before=AskState.ASSIGNED, after=AskState.PROVEN))
     loop.now += lag  # not more than the lag yet: only the PROVEN ask is final
     watch.released(ask)
     assert set(watch.recorded) == {(node.idx, other)}
     loop.now += 1
     watch.released(ask)
-    assert set(watch.recorded) == {(node.idx, other)}  # never awarded: tentative
+    assert set(watch.recorded) == {(node.idx, other), (node.idx, ask)}
     assert watch.changed == set()
     watch.saw(node, fx.AttemptSettled(ask=ask, round=rnd, attempt=0, winners=(p,)))  # replay
     assert watch.changed == set()
     watch.saw(node, fx.Reorg(ask=ask, round=rnd, attempt=0, before=(p,), after=(q,)))
-    assert watch.changed == set()  # a tentative outcome may change
     watch.saw(node, fx.AskStateChanged(ask=other, before=None, after=AskState.ASSIGNED))
-    assert watch.changed == {(node.idx, other)}
-    assert watch.asks_changed == 1
+    assert watch.changed == {(node.idx, ask), (node.idx, other)}
+    assert watch.asks_changed == 2
 
 
 def test_the_command_takes_the_adversaries_options(
