@@ -56,17 +56,23 @@ class Market:
         return other.state_hash() == self.node.state_hash()
 
 
+def both_bid_and_an_ask(m: Market) -> tuple[bytes, bytes, bytes]:
+    """HONEST (price 6) and SNEAK (price 5) bid; REQ asks at T0 + 100. Returns
+    (HONEST's bid, SNEAK's bid, the ask id), all delivered to `m`."""
+    bid_h = HONEST.bid(now=T0, price=6, proof_time=1_000)
+    bid_s = SNEAK.bid(now=T0, price=5, proof_time=1_000)
+    ask = REQ.ask(now=T0 + 100, max_price=10, max_proof_time=5_000, ttl=60_000)
+    for raw in (bid_h, bid_s, ask):
+        m.send(raw, T0 + 100)
+    return bid_h, bid_s, message_id(ask)
+
+
 def paid_ask(award: bool) -> tuple[Market, bytes, bytes, bytes]:
     """HONEST wins an ask that SNEAK (cheaper) also committed to, but SNEAK's commit
     is held back; HONEST proves, the requester (optionally) awards and accepts.
     Returns (market, ask id, the held-back commit, SNEAK's bid)."""
     m = Market()
-    bid_h = HONEST.bid(now=T0, price=6, proof_time=1_000)
-    bid_s = SNEAK.bid(now=T0, price=5, proof_time=1_000)
-    ask = REQ.ask(now=T0 + 100, max_price=10, max_proof_time=5_000, ttl=60_000)
-    ask_id = message_id(ask)
-    for raw in (bid_h, bid_s, ask):
-        m.send(raw, T0 + 100)
+    bid_h, bid_s, ask_id = both_bid_and_an_ask(m)
     c_h = HONEST.commit(now=T0 + 300, ask=ask_id, bid=message_id(bid_h), price=6, proof_time=1_000)
     held = SNEAK.commit(now=T0 + 900, ask=ask_id, bid=message_id(bid_s), price=5, proof_time=1_000)
     m.send(c_h, T0 + 310)
@@ -111,12 +117,7 @@ def test_a_held_back_commit_to_an_earlier_attempt_is_closed_by_a_later_award() -
     released late, would fill the round first: the award of attempt 1 closes it."""
     for award in (False, True):
         m = Market()
-        bid_h = HONEST.bid(now=T0, price=6, proof_time=1_000)
-        bid_s = SNEAK.bid(now=T0, price=5, proof_time=1_000)
-        ask = REQ.ask(now=T0 + 100, max_price=10, max_proof_time=5_000, ttl=60_000)
-        ask_id = message_id(ask)
-        for raw in (bid_h, bid_s, ask):
-            m.send(raw, T0 + 100)
+        bid_h, bid_s, ask_id = both_bid_and_an_ask(m)
         c_h = HONEST.commit(
             now=END + 100, ask=ask_id, bid=message_id(bid_h), price=6, proof_time=1_000, attempt=1
         )
@@ -266,12 +267,7 @@ def test_a_backdated_proof_cannot_undo_the_round_a_timeout_opened() -> None:
     and with it the new round and its awarded winner. Now the proof counts for its
     own slot (the requester may still accept it) and the new round stands."""
     m = Market()
-    bid_h = HONEST.bid(now=T0, price=6, proof_time=1_000)
-    bid_s = SNEAK.bid(now=T0, price=5, proof_time=1_000)
-    ask = REQ.ask(now=T0 + 100, max_price=10, max_proof_time=5_000, ttl=60_000)
-    ask_id = message_id(ask)
-    for raw in (bid_h, bid_s, ask):
-        m.send(raw, T0 + 100)
+    bid_h, bid_s, ask_id = both_bid_and_an_ask(m)
     c_s = SNEAK.commit(now=T0 + 300, ask=ask_id, bid=message_id(bid_s), price=5, proof_time=1_000)
     m.send(c_s, T0 + 310)
     m.tick(SETTLED)
