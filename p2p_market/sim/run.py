@@ -305,8 +305,9 @@ def _schedule_faults(world: World, rng: random.Random) -> None:
             for node in world.nodes:
                 node.sync_now()
 
-        loop.at(t0 + span * 3 // 10, split)
-        loop.at(t0 + span * 5 // 10, heal)
+        start = t0 + span * 3 // 10
+        loop.at(start, split)
+        loop.at(start + _fault_length(sc, span * 2 // 10), heal)
 
     for i in isolated:
         node = world.nodes[i]
@@ -319,8 +320,9 @@ def _schedule_faults(world: World, rng: random.Random) -> None:
             if node.up:
                 node.reconnected()
 
-        loop.at(t0 + span * 2 // 10, cut)
-        loop.at(t0 + span * 4 // 10, rejoin)
+        start = t0 + span * 2 // 10
+        loop.at(start, cut)
+        loop.at(start + _fault_length(sc, span * 2 // 10), rejoin)
 
     for i in crashing:
         node = world.nodes[i]
@@ -348,6 +350,15 @@ def _schedule_faults(world: World, rng: random.Random) -> None:
         at = t0 + rng.randint(span // 10, span * 8 // 10)
         loop.at(at, burst_on)
         loop.at(min(at + sc.burst_ms, t0 + span), burst_off)
+
+
+def _fault_length(sc: Scenario, share_ms: int) -> int:
+    """A partition or an isolation lasts its share of the active phase, but at most
+    half an ask's ttl: a longer cut could starve an ask for its whole life (its
+    requester on a side with no prover that meets its caps), and the service check
+    counts every ask whose requester and provers are honest as one that must be
+    proven (sim/checks.py, 3). Runs of the presets' default length are unchanged."""
+    return min(share_ms, sc.ask_ttl_ms // 2)
 
 
 def _heal_everything(world: World) -> None:

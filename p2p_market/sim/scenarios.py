@@ -4,7 +4,8 @@ A run has two phases: the *active* phase (`seconds` of virtual time, asks are
 placed and faults happen) and the *settle* phase (`settle_seconds`, no new asks,
 every fault healed, every crashed node restarted), after which the end-of-run
 checks look at every honest node. Fault times are fractions of the active phase,
-so a preset keeps its shape at any length.
+so a preset keeps its shape at any length; a partition or an isolation lasts at
+most half the ask ttl, so no fault starves an ask for its whole life.
 """
 
 from __future__ import annotations
@@ -82,9 +83,11 @@ class Scenario:
 
     # -- faults ---------------------------------------------------------------------
     partition: bool = False
-    """Random halves from 30% to 50% of the active phase, then heal."""
+    """Random halves from 30% to 50% of the active phase (at most half the ask ttl),
+    then heal."""
     isolate: int = 0
-    """Nodes cut off from 20% to 40% of the active phase, then reconnected."""
+    """Nodes cut off from 20% to 40% of the active phase (at most half the ask ttl),
+    then reconnected."""
     crashes: int = 0
     """Honest nodes that crash once (for 2 to 6 s) and restart from their log."""
     skew_within: float = 0.0
