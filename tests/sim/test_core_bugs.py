@@ -10,15 +10,15 @@ on one or two `MarketState`s, kept as regression tests:
   and empty (fixed: _after_store admits the waiting children first);
 - a prover reorganised out of a slot it had delivered for could never deliver for
   a later slot of the same ask (fixed: proofs and attestations never equivocate;
-  the reproduction is tests/core/test_redelivery.py).
-
-Open (strict xfail until fixed):
-- a node that missed a bid until it expired can never admit it (IGNORE expired),
-  so the commits signed while it was live stay orphans there for good, and that
-  node folds their asks differently from the nodes that had the bid: found by
-  `p2p-market dst --nodes 50 --seconds 300 --scenario mixed-faults` (seed 4: a
-  bid signed 142 ms before a 60 s partition began, expiring 142 ms before it
-  healed), once asks past their retention horizon were checked.
+  the reproduction is tests/core/test_redelivery.py);
+- a node that missed a bid until it expired could never admit it (IGNORE
+  expired), so the commits signed while it was live stayed orphans there for
+  good, and that node folded their asks differently from the nodes that had the
+  bid: found by `p2p-market dst --nodes 50 --seconds 300 --scenario mixed-faults`
+  (seed 4: a bid signed 142 ms before a 60 s partition began, expiring 142 ms
+  before it healed), once asks past their retention horizon were checked (fixed:
+  an order that arrives expired is still stored until its retention horizon,
+  protocols/market-v1.md §6 step 16, §15).
 
 And two behaviours that are deliberate, not bugs, tested as such:
 - the twin that wins an equivocation is IGNOREd, so a gossip shell does not
@@ -31,8 +31,6 @@ And two behaviours that are deliberate, not bugs, tested as such:
 """
 
 from __future__ import annotations
-
-import pytest
 
 from p2p_market.core import effects as fx
 from p2p_market.core.envelope import message_id
@@ -217,7 +215,6 @@ def test_an_ask_arriving_after_its_commits_is_not_suggested_again() -> None:
     assert [e for e in effects if isinstance(e, fx.CommitToAsk)] == []
 
 
-@pytest.mark.xfail(strict=True, reason="open: an expired bid is never admitted (dst, 300 s)")
 def test_a_node_that_missed_a_bid_until_it_expired_agrees_on_the_commits_citing_it() -> None:
     prover, req = actors("prover", "requester")
     bid = prover.bid(now=T0, price=10, proof_time=2_000, ttl=5_000)
