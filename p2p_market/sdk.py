@@ -45,17 +45,17 @@ from p2p_market.core.crypto import SigningKey
 from p2p_market.core.envelope import market_id, message_id
 from p2p_market.core.lifecycle import AskState
 from p2p_market.core.messages import InvalidInputs, Market
-from p2p_market.keyfile import new_key, read_key
-from p2p_market.markets import label, resolve_market
+from p2p_market.markets.descriptor import label, resolve_market
 from p2p_market.net.gossip import topic_for
 from p2p_market.node import peers
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.direct import DEFAULT_MAX_BYTES
+from p2p_market.node.keyfile import new_key, read_key
 from p2p_market.node.runtime import Node
 from p2p_market.node.sync import sync_market
 from p2p_market.roles.inbox import Inbox
 from p2p_market.roles.requester import AskEvent, RequesterRole
-from p2p_market.roles.split import SplitFailed, SplitProof
+from p2p_market.roles.split import SplitFailed, SplitProof, request_segmented
 from p2p_market.roles.wiring import BackendOptions
 
 __all__ = [
@@ -430,7 +430,7 @@ class Client:
 
         with trio.move_on_after(timeout):
             try:
-                return await self.role.request_segmented(fields, segments, on_placed=on_placed)
+                return await request_segmented(self.role, fields, segments, on_placed=on_placed)
             except SplitFailed as exc:
                 raise RequestFailed(
                     exc.reason,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from p2p_market.core import codec
 from p2p_market.core.envelope import signing_payload
-from p2p_market.devnet import Actor
+from p2p_market.markets.devnet import Actor
 
 LATER_KIND = 10
 """The first kind code v1 leaves to later versions."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2p_market.bench import core_bench
+from p2p_market.bench.core import core_bench
 
 RATES = ("ingest_per_s", "verify_per_s", "ingest_prover_per_s", "match_per_s", "scan_match_per_s")
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from p2p_market.cli import DEVNET_NAMES, app
+from p2p_market.cli.app import DEVNET_NAMES, app
 from p2p_market.core.crypto import devnet_key
-from p2p_market.demo import run_demo
-from p2p_market.keyfile import read_key
+from p2p_market.dst.demo import run_demo
+from p2p_market.node.keyfile import read_key
 
 runner = CliRunner()
 SCRIPT = Path(sys.executable).parent / "p2p-market"
@@ -200,7 +200,7 @@ def test_demo_command() -> None:
 
 
 def test_bench_json_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = types.ModuleType("p2p_market.bench")
+    fake = types.ModuleType("p2p_market.bench.core")
     seen: list[int] = []
 
     def core_bench(bids: int = 10_000) -> dict[str, float]:
@@ -208,7 +208,7 @@ def test_bench_json_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         return {"ingest_per_s": 1.5, "verify_per_s": 3.0, "ingest_vs_verify": 0.5}
 
     fake.core_bench = core_bench  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "p2p_market.bench", fake)
+    monkeypatch.setitem(sys.modules, "p2p_market.bench.core", fake)
     result = invoke("bench", "core", "--json", "--bids", "123")
     assert result.exit_code == 0, result.output
     assert seen == [123]
@@ -221,6 +221,6 @@ def test_bench_json_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_bench_unavailable_is_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "p2p_market.bench", None)
+    monkeypatch.setitem(sys.modules, "p2p_market.bench.core", None)
     line = one_line_error(invoke("bench", "core", "--json"))
     assert "benchmark unavailable" in line

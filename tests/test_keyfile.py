@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from p2p_market.core.crypto import SigningKey, devnet_key
-from p2p_market.keyfile import (
+from p2p_market.node.keyfile import (
     KeyFileError,
     new_key,
     public_id,

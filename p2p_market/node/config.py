@@ -32,9 +32,9 @@ from typing import Any
 import multiaddr
 
 from p2p_market.core.messages import Market, MessageError
-from p2p_market.devnet import default_market
-from p2p_market.markets import MarketSpecError, read_descriptor
-from p2p_market.tomlfile import read_toml
+from p2p_market.markets.descriptor import MarketSpecError, read_descriptor
+from p2p_market.markets.devnet import default_market
+from p2p_market.node.tomlfile import read_toml
 
 ROLE_SECTIONS = ("prover", "requester", "workload")
 """Sections passed through to roles/wiring.py."""

@@ -1,18 +1,10 @@
-"""Proof back-ends behind one interface (`ProofBackend`), used by the prover and
-requester roles of a node: the built-in demo proof of work (`pow`) and external
-prove / verify commands (`external`, e.g. a zkVM's CLIs). `backend_for(market)`
-picks one by the market's `proof_system`."""
+"""Proof back-ends behind one interface (`ProofBackend`, backend.py), used by the
+prover and requester roles of a node: the built-in demo proof of work (`pow`) and
+external prove / verify commands (`external`, e.g. a zkVM's CLIs).
+`backend_for(market)` (registry.py) picks one by the market's `proof_system` and
+imports its module only then."""
 
-from p2p_market.proving.backend import ProofBackend, ProvingError, backend_for
-from p2p_market.proving.external import ExternalBackend
-from p2p_market.proving.pow import PowBackend, pow_ok, solve_pow
+from p2p_market.proving.backend import ProofBackend, ProvingError
+from p2p_market.proving.registry import backend_for
 
-__all__ = [
-    "ExternalBackend",
-    "PowBackend",
-    "ProofBackend",
-    "ProvingError",
-    "backend_for",
-    "pow_ok",
-    "solve_pow",
-]
+__all__ = ["ProofBackend", "ProvingError", "backend_for"]

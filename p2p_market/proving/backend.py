@@ -1,4 +1,5 @@
-"""The one interface every proof back-end implements, and the choice by market.
+"""The one interface every proof back-end implements (the registry that picks one by
+market is registry.py).
 
 `prove`'s `deadline_s` is RELATIVE: the seconds left from the call until the proof
 is due, as in `trio.fail_after` (a caller holding a deadline in epoch milliseconds
@@ -8,6 +9,7 @@ passes `(deadline_ms - now_ms) / 1000`). Zero or less means already late;
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -41,36 +43,13 @@ class ProofBackend(Protocol):
         ...
 
 
-def backend_for(
-    market: Market,
-    *,
-    prove_cmd: str | None = None,
-    verify_cmd: str | None = None,
-    check_cmd: str | None = None,
-    timeout_s: float = DEFAULT_EXTERNAL_TIMEOUT_S,
-    chunk: int | None = None,
-) -> ProofBackend:
-    """The back-end for `market.proof_system`. Options that do not apply to that
-    system are ignored, so one node config can be passed for every market.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendOptions:
+    """What a node's config may say about proving, for whichever back-end its markets
+    use; each back-end reads what applies to it and ignores the rest."""
 
-    - ``pow``: `PowBackend` (`chunk`: hashes per worker-thread chunk).
-    - ``external``: `ExternalBackend`; the verify command is `verify_cmd` if given,
-      else the market's `verifier` field; the prove command (`prove_cmd`) comes from
-      the prover's own config (a requester needs none).
-
-    Raises ValueError for a malformed command template, and for an unknown system.
-    """
-    # Imported here: the back-ends import this module for ProvingError.
-    from p2p_market.proving.external import ExternalBackend
-    from p2p_market.proving.pow import DEFAULT_CHUNK, PowBackend
-
-    if market.proof_system == "pow":
-        return PowBackend(chunk=DEFAULT_CHUNK if chunk is None else chunk)
-    if market.proof_system == "external":
-        return ExternalBackend(
-            prove_cmd,
-            verify_cmd if verify_cmd is not None else (market.verifier or None),
-            check_cmd,
-            timeout_s=timeout_s,
-        )
-    raise ValueError(f"unknown proof system {market.proof_system!r}")
+    prove_cmd: str | None = None
+    verify_cmd: str | None = None
+    check_cmd: str | None = None
+    timeout_s: float = DEFAULT_EXTERNAL_TIMEOUT_S
+    chunk: int | None = None

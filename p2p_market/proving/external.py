@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import trio
 
-from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S, ProvingError
+from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S, BackendOptions, ProvingError
 
 if TYPE_CHECKING:
     from p2p_market.core.messages import Market
@@ -328,3 +328,12 @@ def _tail(path: Path) -> str:
     lines = [ln for ln in lines if ln][-STDERR_TAIL_LINES:]
     text = " | ".join("".join(c if c.isprintable() else "?" for c in ln) for ln in lines)
     return text if len(text) <= _TAIL_MAX_CHARS else "..." + text[-_TAIL_MAX_CHARS:]
+
+
+def from_options(market: Market, options: BackendOptions) -> ExternalBackend:
+    """The registry's constructor (registry.py): the verify command is the config's
+    if it names one, else the market's `verifier` field."""
+    verify = options.verify_cmd if options.verify_cmd is not None else (market.verifier or None)
+    return ExternalBackend(
+        options.prove_cmd, verify, options.check_cmd, timeout_s=options.timeout_s
+    )

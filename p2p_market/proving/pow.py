@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from p2p_market.proving.backend import ProvingError
+from p2p_market.proving.backend import BackendOptions, ProvingError
 
 if TYPE_CHECKING:
     from p2p_market.core.messages import Market
@@ -157,3 +157,8 @@ class PowBackend:
 
 def _work(difficulty: int) -> str:
     return f"2**{difficulty}" if difficulty > 20 else str(2**difficulty)
+
+
+def from_options(market: Market, options: BackendOptions) -> PowBackend:
+    """The registry's constructor (registry.py): `chunk` is all that applies."""
+    return PowBackend(chunk=DEFAULT_CHUNK if options.chunk is None else options.chunk)

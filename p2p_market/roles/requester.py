@@ -5,9 +5,8 @@ send the ask to its next round (invalid, timed out)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
@@ -20,9 +19,6 @@ from p2p_market.node.direct import DirectError, send_direct
 from p2p_market.node.runtime import Node
 from p2p_market.proving.backend import ProofBackend, ProvingError
 from p2p_market.roles.inbox import Inbox
-
-if TYPE_CHECKING:
-    from p2p_market.roles.split import SplitProof
 
 log = logging.getLogger("p2p_market.requester")
 
@@ -110,25 +106,6 @@ class RequesterRole:
             del self.asks[ask_id]
             raise ValueError(f"ask refused: {result.reason} {result.detail}".strip())
         return ask_id
-
-    async def request_segmented(
-        self,
-        fields: dict[str, Any],
-        segments: Sequence[bytes],
-        *,
-        aggregate_fields: dict[str, Any] | None = None,
-        on_placed: Callable[[bytes], None] | None = None,
-    ) -> SplitProof:
-        """A split proof: one ask per segment (`fields` as for `request`), all at
-        once; when every segment proof is verified, one aggregation ask whose inputs
-        are made of them; its proof is the final proof. SplitFailed names a segment
-        that ended unproven (the aggregation is then never placed). The link lives
-        here, not in the core: see roles/split.py for both choices and why."""
-        from p2p_market.roles.split import request_segmented
-
-        return await request_segmented(
-            self, fields, segments, aggregate_fields=aggregate_fields, on_placed=on_placed
-        )
 
     async def cancel(self, ask_id: bytes) -> str:
         result = await self.node.cancel(ask_id.hex())

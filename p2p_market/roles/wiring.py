@@ -40,10 +40,11 @@ from p2p_market.core import limits as L
 from p2p_market.core.crypto import SigningKey
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Market
-from p2p_market.markets import MarketSpecError, resolve_market
+from p2p_market.markets.descriptor import MarketSpecError, resolve_market
 from p2p_market.node.config import ConfigError, NodeConfig, typed
 from p2p_market.node.runtime import Node
-from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S, ProofBackend, backend_for
+from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S, ProofBackend
+from p2p_market.proving.registry import backend_for
 from p2p_market.roles.inbox import Inbox
 from p2p_market.roles.prover import ProverRole, ProverSettings
 from p2p_market.roles.requester import RequesterRole

@@ -44,7 +44,7 @@ import trio
 from p2p_market.core import limits as L
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Ask, Market
-from p2p_market.markets import MarketSpecError, resolve_market
+from p2p_market.markets.descriptor import MarketSpecError, resolve_market
 from p2p_market.node.config import ConfigError, NodeConfig
 from p2p_market.node.runtime import Node
 from p2p_market.roles.requester import RequesterRole

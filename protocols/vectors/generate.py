@@ -19,7 +19,7 @@ SHA-256 of the envelope bytes, or null when the bytes are not a canonical envelo
 The expectations below are written by hand from protocols/market-v1.md; they are
 not computed by running the core, so a change in the core's behaviour shows up as a
 failing vector rather than as a silently rewritten file. Valid messages are sealed
-by p2p_market.devnet.Actor; broken ones are encoded by hand with the independent
+by p2p_market.markets.devnet.Actor; broken ones are encoded by hand with the independent
 helpers below (re-signed, so that the check under test is the one that fails).
 """
 
@@ -36,7 +36,7 @@ from typing import Any
 import msgpack
 
 from p2p_market.core.crypto import SigningKey
-from p2p_market.devnet import GENESIS_MS, Actor, default_market
+from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 
 OUT = Path(__file__).resolve().parent / "market-v1.json"
 

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from p2p_market.core.envelope import Envelope, message_id, parse
 from p2p_market.core.messages import Market
 from p2p_market.core.state import MarketState
-from p2p_market.devnet import GENESIS_MS, Actor, default_market
+from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 
 from .test_incremental_fold import check_against_reference
 from .world import describe

@@ -13,7 +13,7 @@ from p2p_market.core.lifecycle import AskState, SlotState
 from p2p_market.core.ranking import rank_key
 from p2p_market.core.state import MarketState
 from p2p_market.core.verdict import Reason, Status
-from p2p_market.devnet import Actor
+from p2p_market.markets.devnet import Actor
 
 from .world import SKEW, T0, WINDOW, make_market
 

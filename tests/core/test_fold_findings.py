@@ -21,7 +21,7 @@ from __future__ import annotations
 from p2p_market.core.envelope import message_id
 from p2p_market.core.foldcheck import fold_differences
 from p2p_market.core.state import MarketState
-from p2p_market.devnet import GENESIS_MS, Actor, default_market
+from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 
 MARKET = default_market(commit_window_ms=1_000, stage_ms=200, skew_ms=1_000, max_lifetime_ms=60_000)
 S = GENESIS_MS + 60_000

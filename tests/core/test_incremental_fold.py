@@ -20,7 +20,7 @@ from p2p_market.core.codec import unpack
 from p2p_market.core.envelope import message_id
 from p2p_market.core.foldcheck import canonical, fold_differences, reference
 from p2p_market.core.state import MarketState
-from p2p_market.devnet import Actor
+from p2p_market.markets.devnet import Actor
 
 from .test_order_independence import MARKET, PROVERS, REQUESTERS, histories
 from .world import T0, WINDOW

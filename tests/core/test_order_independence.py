@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from p2p_market.core.envelope import message_id
 from p2p_market.core.state import MarketState
-from p2p_market.devnet import Actor
+from p2p_market.markets.devnet import Actor
 
 from .world import SKEW, T0, WINDOW, describe, make_market
 

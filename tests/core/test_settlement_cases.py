@@ -9,7 +9,7 @@ from p2p_market.core.lifecycle import AskState
 from p2p_market.core.ranking import rank_key
 from p2p_market.core.state import MarketState
 from p2p_market.core.verdict import Reason, Status
-from p2p_market.devnet import GENESIS_MS, Actor, default_market
+from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 
 from .world import T0, make_market
 

@@ -23,7 +23,7 @@ from p2p_market.core.envelope import market_id
 from p2p_market.core.state import MarketState
 from p2p_market.core.validation import check_envelope, check_form
 from p2p_market.core.verdict import Reason, Status
-from p2p_market.devnet import default_market
+from p2p_market.markets.devnet import default_market
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTOR_DIR = ROOT / "protocols" / "vectors"

@@ -9,7 +9,7 @@ from p2p_market.core.lifecycle import AskState
 from p2p_market.core.messages import Market
 from p2p_market.core.state import MarketState
 from p2p_market.core.verdict import Verdict
-from p2p_market.devnet import GENESIS_MS, Actor, default_market
+from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 
 T0 = GENESIS_MS + 10_000
 WINDOW, STAGE, SKEW = 1_000, 200, 500

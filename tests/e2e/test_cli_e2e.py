@@ -12,9 +12,9 @@ from typing import Any
 from p2p_market.core.crypto import devnet_key
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import sha256
-from p2p_market.keyfile import write_key
-from p2p_market.markets import read_descriptor
+from p2p_market.markets.descriptor import read_descriptor
 from p2p_market.node.api_client import ApiClient
+from p2p_market.node.keyfile import write_key
 from p2p_market.proving.pow import pow_ok
 from tests.processes import cli, process, readline
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from p2p_market.cli import app
+from p2p_market.cli.app import app
 from p2p_market.core.crypto import devnet_key
 from p2p_market.core.envelope import market_id
-from p2p_market.keyfile import write_key
-from p2p_market.markets import read_descriptor
+from p2p_market.markets.descriptor import read_descriptor
 from p2p_market.node.api_client import ApiClient
+from p2p_market.node.keyfile import write_key
 from tests.e2e.test_cli_e2e import quick_market
 from tests.processes import cli, process
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from p2p_market.core.crypto import devnet_key
 from p2p_market.core.envelope import market_id, message_id
-from p2p_market.devnet import Actor
-from p2p_market.markets import read_descriptor
+from p2p_market.markets.descriptor import read_descriptor
+from p2p_market.markets.devnet import Actor
 from tests.e2e.test_cli_e2e import quick_market, wait_state
 from tests.e2e.test_market_e2e import PROVER_2, api_of, has_bids, node_config, wait_for
 from tests.processes import process

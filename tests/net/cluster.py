@@ -11,7 +11,7 @@ import trio
 
 from p2p_market.core.crypto import devnet_key
 from p2p_market.core.envelope import market_id
-from p2p_market.devnet import GENESIS_MS, Actor, default_market
+from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 from p2p_market.net.frame import ExtraCheck
 from p2p_market.net.gossip import Delivery, Gossip, GossipConfig
 from p2p_market.net.host import Muxer, connect_all, make_host

@@ -8,7 +8,7 @@ import pytest
 from p2p_market.core import codec
 from p2p_market.core.envelope import Envelope, market_id, seal
 from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict, ignore, reject
-from p2p_market.devnet import default_market
+from p2p_market.markets.devnet import default_market
 from p2p_market.net.frame import (
     MAX_FRAME_BYTES,
     MAX_FRAME_ITEMS,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from p2p_market.devnet import default_market
+from p2p_market.markets.devnet import default_market
 from p2p_market.node.config import ConfigError, load_config, parse_config
 
 BASE = {"node": {"key_file": "k.pem", "data_dir": "d"}}

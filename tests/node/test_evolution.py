@@ -15,7 +15,7 @@ from p2p_market.core.crypto import devnet_key
 from p2p_market.core.envelope import Envelope, message_id
 from p2p_market.core.validation import check_envelope
 from p2p_market.core.verdict import Reason
-from p2p_market.devnet import Actor
+from p2p_market.markets.devnet import Actor
 from p2p_market.net.frame import encode_frame
 from p2p_market.net.gossip import Gossip, topic_for
 from p2p_market.net.host import connect_all, make_host

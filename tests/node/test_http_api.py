@@ -19,7 +19,7 @@ import trio
 
 from p2p_market.core.envelope import message_id
 from p2p_market.core.state import MarketState
-from p2p_market.devnet import GENESIS_MS, Actor, default_market
+from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 from p2p_market.node.api import ask_json, bid_json, serve_api
 from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.facade import NodeFacade, Submitted

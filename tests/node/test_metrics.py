@@ -16,7 +16,7 @@ from p2p_market.core.lifecycle import AskState
 from p2p_market.core.messages import Kind
 from p2p_market.core.state import MarketState
 from p2p_market.core.verdict import ACCEPTED, Reason, ignore, reject
-from p2p_market.devnet import GENESIS_MS, Actor, default_market
+from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 from p2p_market.node.metrics import NodeMetrics, kind_label, serve_metrics
 
 NOW = GENESIS_MS + 60_000

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from p2p_market.core.crypto import devnet_key
-from p2p_market.keyfile import write_key
 from p2p_market.node.api_client import ApiClient
+from p2p_market.node.keyfile import write_key
 
 CLI = [sys.executable, "-m", "p2p_market.cli"]
 

@@ -15,7 +15,7 @@ from libp2p.abc import IHost
 from p2p_market.core.crypto import devnet_key
 from p2p_market.core.envelope import Envelope, market_id, message_id
 from p2p_market.core.state import MarketState
-from p2p_market.devnet import Actor, default_market
+from p2p_market.markets.devnet import Actor, default_market
 from p2p_market.net.host import connect_all
 from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.config import NodeConfig

@@ -16,7 +16,7 @@ import pytest
 from p2p_market.core.envelope import market_id, message_id, parse
 from p2p_market.core.state import MarketState
 from p2p_market.core.verdict import Reason
-from p2p_market.devnet import GENESIS_MS, Actor, default_market
+from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 from p2p_market.node.storage import Entry, EnvelopeLog, StorageError
 
 MARKET = default_market()
@@ -96,7 +96,7 @@ def test_not_a_database_is_a_named_error(tmp_path: Path) -> None:
 CHILD = """
 import sys
 from pathlib import Path
-from p2p_market.devnet import Actor, default_market
+from p2p_market.markets.devnet import Actor, default_market
 from p2p_market.core.envelope import market_id, message_id
 from p2p_market.node.storage import EnvelopeLog, Entry
 

@@ -12,7 +12,7 @@ from libp2p.peer.id import ID
 
 from p2p_market.core.envelope import Envelope, market_id, message_id
 from p2p_market.core.state import MarketState
-from p2p_market.devnet import GENESIS_MS, Actor, default_market
+from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 from p2p_market.node.sync import (
     PROTOCOL,
     Digest,

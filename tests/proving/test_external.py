@@ -17,7 +17,8 @@ import pytest
 import trio
 
 from p2p_market.core.messages import Market
-from p2p_market.proving import ExternalBackend, ProvingError
+from p2p_market.proving import ProvingError
+from p2p_market.proving.external import ExternalBackend
 
 MARKET = Market(
     name="test-external", proof_system="external", verifier="", difficulty=0, created_at=1

@@ -11,16 +11,16 @@ import pytest
 import trio
 
 from p2p_market.core.messages import Market
-from p2p_market.proving import (
-    ExternalBackend,
+from p2p_market.proving import ProofBackend, ProvingError, backend_for
+from p2p_market.proving.external import ExternalBackend
+from p2p_market.proving.pow import (
+    MAX_POW_INPUT_BYTES,
+    POW_DOMAIN,
     PowBackend,
-    ProofBackend,
-    ProvingError,
-    backend_for,
+    effective_difficulty,
     pow_ok,
     solve_pow,
 )
-from p2p_market.proving.pow import MAX_POW_INPUT_BYTES, POW_DOMAIN, effective_difficulty
 
 HARD = b"difficulty=40\nnobody finds this in a test run"
 

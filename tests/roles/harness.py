@@ -16,7 +16,7 @@ import trio
 from p2p_market.core.crypto import devnet_key
 from p2p_market.core.envelope import market_id
 from p2p_market.core.lifecycle import AskState
-from p2p_market.devnet import default_market
+from p2p_market.markets.devnet import default_market
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.runtime import Node
 from p2p_market.proving.backend import ProofBackend

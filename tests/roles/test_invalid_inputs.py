@@ -16,7 +16,7 @@ import trio
 
 from p2p_market.core.lifecycle import AskState, SlotState
 from p2p_market.core.messages import InvalidInputs, Proof, Receipt
-from p2p_market.devnet import default_market
+from p2p_market.markets.devnet import default_market
 from p2p_market.proving.external import ExternalBackend
 from p2p_market.roles.requester import AskEvent
 from tests.roles.harness import MID, Market, market, wait_everywhere

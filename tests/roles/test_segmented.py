@@ -18,6 +18,7 @@ from p2p_market.roles.split import (
     SplitFailed,
     aggregation_inputs,
     parse_aggregation_inputs,
+    request_segmented,
 )
 from tests.roles.harness import MARKET, MID, Market, market, wait_everywhere
 
@@ -138,7 +139,7 @@ async def test_an_invalid_segment_fails_the_call_and_no_aggregation_is_placed(
         fields = {"market": MID.hex(), "max_price": 100, "max_proof_time": 10_000}
         segments = [SEGMENTS[0], UNPROVABLE, SEGMENTS[2]]
         with trio.fail_after(60), pytest.raises(SplitFailed) as caught:
-            await m.requester.request_segmented(fields, segments)
+            await request_segmented(m.requester, fields, segments)
         failure = caught.value
         assert failure.segment == 1 and failure.reason == "invalid_inputs"
         assert failure.ask == failure.segment_asks[1]
@@ -161,7 +162,7 @@ async def test_a_segment_nobody_can_take_expires_and_is_named(tmp_path: Path) ->
             "ttl_ms": MARKET.commit_window_ms,
         }
         with trio.fail_after(30), pytest.raises(SplitFailed) as caught:
-            await m.requester.request_segmented(fields, SEGMENTS)
+            await request_segmented(m.requester, fields, SEGMENTS)
         failure = caught.value
         assert failure.reason == "expired" and failure.segment is not None
         assert failure.ask == failure.segment_asks[failure.segment]

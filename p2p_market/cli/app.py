@@ -1,0 +1,279 @@
+"""The `p2p-market` command.
+
+Expected failures (bad arguments, unreadable files, wrong passphrase) print one
+line on stderr, `error: ...`, and exit with status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from p2p_market.cli import control, market, prover, request
+from p2p_market.cli.common import OneLineErrors, fail, run_node, styled_table
+from p2p_market.cli.dst import register as register_dst
+from p2p_market.cli.simulate import register as register_simulate
+from p2p_market.core.crypto import DEVNET_SEED_PREFIX, devnet_key
+from p2p_market.dst.demo import DemoResult, run_demo
+from p2p_market.markets.devnet import DEVNET_NAMES as DEVNET_NAMES  # re-exported
+from p2p_market.node.keyfile import (
+    KeyFileError,
+    new_key,
+    public_id,
+    read_key,
+    read_passphrase,
+    write_key,
+)
+
+app = typer.Typer(
+    name="p2p-market",
+    cls=OneLineErrors,
+    help="A peer-to-peer, leaderless market for zero-knowledge proofs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+keys_app = typer.Typer(help="Create and inspect Ed25519 key files.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+node_app = typer.Typer(help="Run a market node.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(bench_app, name="bench")
+app.add_typer(node_app, name="node")
+
+
+def _key_path(directory: Path, name: str) -> Path:
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        fail(f"invalid key name {name!r}: a plain file name without slashes is expected")
+    return directory / f"{name}.pem"
+
+
+def _passphrase(path: Path | None) -> bytes | None:
+    return None if path is None else read_passphrase(path)
+
+
+NameOpt = Annotated[str, typer.Option("--name", help="Key name: the file is DIR/NAME.pem.")]
+DirOpt = Annotated[Path, typer.Option("--dir", help="Directory of key files.")]
+PassOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--passphrase-file",
+        help="File holding the passphrase (its final line break is dropped). "
+        "Without it the key file is not encrypted.",
+    ),
+]
+
+
+@keys_app.command("new")
+def keys_new(
+    name: NameOpt = "node",
+    passphrase_file: PassOpt = None,
+    directory: DirOpt = Path("keys"),
+) -> None:
+    """Create a new key file DIR/NAME.pem and print its public id."""
+    path = _key_path(directory, name)
+    try:
+        passphrase = _passphrase(passphrase_file)
+        key = new_key()
+        write_key(path, key, passphrase)
+    except (KeyFileError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"public id: {public_id(key)}")
+    typer.echo(f"key file:  {path} ({'encrypted' if passphrase else 'NOT encrypted'})")
+
+
+@keys_app.command("show")
+def keys_show(
+    name: NameOpt = "node",
+    passphrase_file: PassOpt = None,
+    directory: DirOpt = Path("keys"),
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Key file path (instead of --dir/--name).")
+    ] = None,
+) -> None:
+    """Print the public id (hex of the public key) of a key file."""
+    path = file if file is not None else _key_path(directory, name)
+    try:
+        key = read_key(path, _passphrase(passphrase_file))
+    except (KeyFileError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(public_id(key))
+
+
+DEVNET_README = """\
+# Devnet keys: PUBLIC and INSECURE
+
+**WARNING: these keys are NOT secret. Anyone can derive every one of them from its
+name** (the seed is `SHA-256("{prefix}" + name)`, see
+`p2p_market.core.crypto.devnet_key`). They exist so that simulations, tests and the
+demo are reproducible byte for byte. **Never use them for anything of value, and never
+run a node on a public network with them.**
+
+The files are unencrypted PKCS#8 PEM (see `../README.md`). Regenerate them with:
+
+    p2p-market keys devnet --dir keys/devnet
+
+| name | public id |
+|---|---|
+{rows}
+"""
+
+
+@keys_app.command("devnet")
+def keys_devnet(directory: DirOpt = Path("keys/devnet")) -> None:
+    """(Re)write the deterministic, PUBLIC, INSECURE devnet key files."""
+    rows = []
+    try:
+        for name in DEVNET_NAMES:
+            key = devnet_key(name)
+            write_key(directory / f"{name}.pem", key, None, overwrite=True)
+            rows.append(f"| {name} | `{public_id(key)}` |")
+        readme = DEVNET_README.format(prefix=DEVNET_SEED_PREFIX.decode(), rows="\n".join(rows))
+        (directory / "README.md").write_text(readme)
+    except (KeyFileError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {len(DEVNET_NAMES)} devnet key files and README.md to {directory}")
+    typer.echo("WARNING: devnet keys are public and insecure: simulations and tests only.")
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run a deterministic in-memory market of devnet actors; check every node agrees."""
+    result = run_demo()
+    print_demo(result, Console(highlight=False))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def print_demo(result: DemoResult, console: Console) -> None:
+    bids = styled_table("Bids (devnet provers)", collapse_padding=True)
+    bids.add_column("prover")
+    bids.add_column("public id")
+    for col in ("price", "proof_time", "capacity"):
+        bids.add_column(col, justify="right")
+    for b in result.bids:
+        bids.add_row(
+            b.prover, b.public_id[:16] + "…", str(b.price), f"{b.proof_time} ms", str(b.capacity)
+        )
+    console.print(bids)
+    console.print()
+    asks = styled_table("Asks (caps: max price / max proof time)", collapse_padding=True)
+    asks.add_column("ask")
+    asks.add_column("requester")
+    asks.add_column("prefer")
+    asks.add_column("caps", justify="right")
+    asks.add_column("replicas", justify="right")
+    asks.add_column("state")
+    asks.add_column("winners")
+    asks.add_column("paid", justify="right")
+    for a in result.asks:
+        asks.add_row(
+            a.id[:8],
+            a.requester,
+            a.prefer,
+            f"{a.max_price} / {a.max_proof_time / 1000:g} s",
+            str(a.replicas),
+            a.state.upper(),
+            "\n".join(a.winners) or "-",
+            str(a.paid),
+        )
+    console.print(asks)
+    console.print()
+    seconds = (result.finished_at - result.started_at) / 1000
+    console.print(
+        f"{result.envelopes} envelopes, each delivered to all {len(result.nodes)} nodes, "
+        f"over {seconds:g} s of virtual time."
+    )
+    for line in result.refused:
+        console.print(f"  refused by {line}")
+    console.print("state_hash() per node:")
+    for n in result.nodes:
+        console.print(f"  {n.node:<10} {n.state_hash}")
+        for problem in n.violations:
+            console.print(f"  {'':<10} [red]invariant violated: {problem}[/]")
+    verdict = "[green]all nodes agree[/]" if result.agree else "[bold red]nodes DISAGREE[/]"
+    checks = "no violations" if result.invariants_hold else "[bold red]VIOLATIONS[/]"
+    reorgs = sum(n.reorgs for n in result.nodes)
+    console.print(f"{verdict}; check_invariants(): {checks}; reorgs: {reorgs}")
+
+
+@bench_app.command("core")
+def bench_core(
+    as_json: Annotated[bool, typer.Option("--json", help="One line of JSON.")] = False,
+    bids: Annotated[int, typer.Option("--bids", min=1, help="Bids in the book.")] = 10_000,
+) -> None:
+    """Measure the core: ingest and verify rates, matcher against the full scan."""
+    try:
+        from p2p_market.bench.core import core_bench
+    except ImportError as exc:
+        fail(f"benchmark unavailable: {exc}")
+    try:
+        result = core_bench(bids=bids)
+    except ValueError as exc:
+        fail(str(exc))
+    except AssertionError as exc:  # bench.BenchError: the core mishandled its inputs
+        typer.echo(f"error: benchmark check failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    table = Table(title=f"Core benchmark ({bids} bids)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    notes = []
+    for field, value in result.items():
+        if isinstance(value, str) and len(value) > 40:
+            notes.append(f"{field}: {value}")
+        elif isinstance(value, float):
+            table.add_row(field, f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3f}")
+        else:
+            table.add_row(field, str(value))
+    console = Console(highlight=False)
+    console.print(table)
+    for note in notes:
+        console.print(note)
+
+
+@node_app.command("run")
+def node_run(
+    config: Annotated[Path, typer.Option("--config", help="Node configuration (TOML).")],
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error.")
+    ] = "info",
+) -> None:
+    r"""Run a node until Ctrl-C or SIGTERM: gossip, sync, storage, control API, metrics,
+    and the roles its config names (its \[prover] and \[requester] sections; every key
+    is in docs/config.md)."""
+    from p2p_market.node.config import ConfigError, load_config
+
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        fail(f"unknown log level {log_level!r}: use debug, info, warning or error")
+    try:
+        cfg = load_config(config)
+        passphrase = _passphrase(cfg.passphrase_file)
+        key = read_key(cfg.key_file, passphrase)
+    except (ConfigError, KeyFileError, OSError) as exc:
+        fail(str(exc))
+    from p2p_market.node.service import configure_logging
+    from p2p_market.roles.wiring import plan_from_config, serve
+
+    try:
+        cfg, plan = plan_from_config(cfg, config.parent)
+    except ConfigError as exc:
+        fail(str(exc))
+    configure_logging(log_level)
+    run_node(serve, cfg, key, plan)
+
+
+for commands in (market, prover, request, control):
+    commands.register(app)
+register_simulate(app)
+register_dst(app)
+
+
+def main() -> None:
+    app(prog_name="p2p-market")

@@ -1,0 +1,177 @@
+"""What every `p2p-market` command shares: one-line failures, running a node, the
+market and address arguments, names for keys, and the control-API client."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import typer
+from rich import box
+from rich.table import Table
+from typer.core import TyperGroup
+
+from p2p_market.core.crypto import devnet_key
+from p2p_market.markets.descriptor import MarketSpecError, resolve_market
+from p2p_market.markets.devnet import DEVNET_NAMES
+
+if TYPE_CHECKING:
+    from p2p_market.core.messages import Market
+    from p2p_market.node.api_client import ApiClient
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr, `error: ...`, and exit status `code` (2: bad input)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+class OneLineErrors(TyperGroup):
+    """The top-level command group: a usage error (a missing or unknown option, a
+    value of the wrong type) is one line `error: ...` and exit status 2 too, instead
+    of click's usage banner and error box."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run = functools.partial(
+            super().main,
+            args,
+            prog_name,
+            complete_var,
+            standalone_mode=False,
+            windows_expand_args=windows_expand_args,
+            **extra,
+        )
+        if not standalone_mode:
+            return run()
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+        try:
+            code = run()
+        except NoArgsIsHelpError as exc:  # the help is printed already
+            sys.exit(exc.exit_code)
+        except UsageError as exc:
+            message = " ".join(exc.format_message().split())
+            where = exc.ctx.command_path if exc.ctx is not None else "p2p-market"
+            typer.echo(f"error: {message} (see {where} --help)", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def styled_table(title: str | None = None, *, collapse_padding: bool = False) -> Table:
+    """The one table style of every command's output: a header rule, no frame."""
+    return Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=collapse_padding,
+    )
+
+
+def check_log_level(level: str) -> str:
+    if level.lower() not in LOG_LEVELS:
+        fail(f"unknown log level {level!r}: use debug, info, warning or error")
+    return level
+
+
+def run_node(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """`trio.run(fn, *args)`, reporting an OSError from starting a node (a port in
+    use, an address that cannot be bound) as one line and exit status 2."""
+    import trio
+
+    try:
+        return trio.run(fn, *args)
+    except (OSError, BaseExceptionGroup) as exc:  # e.g. the configured port is taken
+        os_errors = exc.subgroup(OSError) if isinstance(exc, BaseExceptionGroup) else exc
+        if os_errors is None:
+            raise
+        first: BaseException = os_errors
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        fail(f"cannot start the node: {first}")
+
+
+DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
+
+
+def market_arg(spec: str) -> Market:
+    try:
+        return resolve_market(spec)
+    except MarketSpecError as exc:
+        fail(str(exc))
+
+
+def devnet_names() -> dict[bytes, str]:
+    return {devnet_key(n).public_key: n for n in DEVNET_NAMES}
+
+
+def who(public_key: str | bytes, names: dict[bytes, str] | None = None) -> str:
+    """A prover or requester for people: `prover-1 (3b6a27bc…)` for devnet keys."""
+    raw = bytes.fromhex(public_key) if isinstance(public_key, str) else public_key
+    name = (names if names is not None else devnet_names()).get(raw)
+    short = raw.hex()[:12] + "…"
+    return f"{name} ({short})" if name else short
+
+
+def short(public_key: str, names: dict[bytes, str]) -> str:
+    """A devnet name, or the first hex digits: for crowded tables."""
+    return names.get(bytes.fromhex(public_key)) or public_key[:8] + "…"
+
+
+def check_addrs(values: list[str], flag: str, *, peer: bool) -> tuple[str, ...]:
+    from p2p_market.sdk import check_bootstrap
+
+    if peer:
+        try:
+            return check_bootstrap(values)
+        except ValueError as exc:
+            fail(f"{flag}: {exc}")
+    import multiaddr
+
+    for value in values:
+        try:
+            multiaddr.Multiaddr(value)
+        except Exception as exc:  # the library raises several unrelated types
+            fail(f"{flag}: not a multiaddr: {value!r} ({exc})")
+    return tuple(values)
+
+
+def api_client(url: str) -> ApiClient:
+    from p2p_market.node.api_client import ApiClient, ApiError
+
+    try:
+        return ApiClient(url)
+    except ApiError as exc:
+        fail(exc.message)
+
+
+@contextlib.contextmanager
+def api_errors() -> Any:
+    """An ApiError as one line: exit 2 when the request was bad (4xx, or no node
+    there), 1 when the node failed."""
+    from p2p_market.node.api_client import ApiError
+
+    try:
+        yield
+    except ApiError as exc:
+        fail(str(exc), 2 if exc.status == 0 or 400 <= exc.status < 500 else 1)

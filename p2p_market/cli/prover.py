@@ -1,0 +1,220 @@
+"""`p2p-market prover run`: sell proofs (a node with the prover role).
+
+Heavy imports (trio, libp2p) happen inside the command, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from p2p_market.cli.common import (
+    DEFAULT_LISTEN,
+    check_addrs,
+    check_log_level,
+    fail,
+    market_arg,
+    run_node,
+    who,
+)
+from p2p_market.core.crypto import SigningKey, devnet_key
+from p2p_market.core.envelope import market_id
+from p2p_market.markets.devnet import DEVNET_NAMES
+from p2p_market.node.keyfile import KeyFileError, read_key, read_passphrase
+
+if TYPE_CHECKING:
+    from p2p_market.roles.wiring import RolePlan
+
+prover_app = typer.Typer(help="Sell proofs: run a prover node.", no_args_is_help=True)
+
+
+def _signing_key(
+    key: Path | None, passphrase_file: Path | None, devnet: str | None
+) -> tuple[SigningKey, str]:
+    """The key, and a name for its data directory."""
+    if key is not None and devnet is not None:
+        fail("give --key or --devnet-key, not both")
+    if devnet is not None:
+        if devnet not in DEVNET_NAMES:
+            fail(f"unknown devnet key {devnet!r}: one of {', '.join(DEVNET_NAMES)}")
+        return devnet_key(devnet), devnet
+    if key is None:
+        fail(
+            "a prover needs a key: --key FILE (p2p-market keys new) or --devnet-key NAME"
+            " (public, INSECURE: tests and demos only)"
+        )
+    try:
+        passphrase = None if passphrase_file is None else read_passphrase(passphrase_file)
+        return read_key(key, passphrase), key.stem
+    except KeyFileError as exc:
+        fail(str(exc))
+
+
+def _prover_banner(plan: RolePlan) -> Any:
+    def banner(ready: dict[str, Any]) -> None:
+        p = plan.prover
+        assert p is not None
+        slots = f"{p.capacity} slot{'s' if p.capacity != 1 else ''}"
+        api = f"http://127.0.0.1:{ready['api_port']}"
+        print(
+            f"prover {who(ready['public_key'])} bids {p.price} per proof, {p.proof_time} ms,"
+            f" {slots}, in market {p.market.name} ({market_id(p.market).hex()[:16]}…)"
+        )
+        print(f"requesters: --bootstrap {ready['addr']}")
+        print(f"control API: {api}  (p2p-market status ASK_ID --api {api})")
+        print("Ctrl-C to stop.")
+
+    return banner
+
+
+@prover_app.command("run")
+def prover_run(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="A node config with a \\[prover] section (no other flags)."),
+    ] = None,
+    market: Annotated[
+        str | None,
+        typer.Option("--market", help="devnet, a descriptor file, or a known market id."),
+    ] = None,
+    price: Annotated[int | None, typer.Option("--price", help="Price per proof.")] = None,
+    proof_time: Annotated[
+        int | None, typer.Option("--proof-time", help="Milliseconds promised per proof.")
+    ] = None,
+    capacity: Annotated[
+        int | None, typer.Option("--capacity", help="Proofs at once (default 1).")
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", help="pow or external (default: the market's system)."),
+    ] = None,
+    prove_cmd: Annotated[
+        str | None, typer.Option("--prove-cmd", help="external: prove command template.")
+    ] = None,
+    verify_cmd: Annotated[
+        str | None, typer.Option("--verify-cmd", help="external: verify command template.")
+    ] = None,
+    check_cmd: Annotated[
+        str | None, typer.Option("--check-cmd", help="external: input check command template.")
+    ] = None,
+    timeout_s: Annotated[
+        float | None, typer.Option("--timeout-s", help="external: longest a command may run.")
+    ] = None,
+    listen: Annotated[
+        list[str] | None,
+        typer.Option("--listen", help=f"Listen multiaddr (default {DEFAULT_LISTEN})."),
+    ] = None,
+    bootstrap: Annotated[
+        list[str] | None, typer.Option("--bootstrap", help="A peer's full multiaddr; repeatable.")
+    ] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="Ed25519 key file.")] = None,
+    passphrase_file: Annotated[
+        Path | None, typer.Option("--passphrase-file", help="Passphrase of --key.")
+    ] = None,
+    devnet_key_name: Annotated[
+        str | None,
+        typer.Option("--devnet-key", help="A devnet identity (PUBLIC, INSECURE), e.g. prover-1."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where the node's log lives (data/<key>).")
+    ] = None,
+    api_port: Annotated[
+        int | None, typer.Option("--api-port", help="Control API port on 127.0.0.1 (0: any).")
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error.")
+    ] = "info",
+) -> None:
+    """Run a prover until Ctrl-C or SIGTERM: bid, commit, prove, deliver, get paid.
+
+    Prints a JSON ready line, then the address to give requesters."""
+    from p2p_market.node.config import ConfigError, NodeConfig, load_config
+    from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S
+    from p2p_market.roles.wiring import BackendOptions, RolePlan, plan_from_config, prover_plan
+
+    check_log_level(log_level)
+    flags = {
+        "--market": market,
+        "--price": price,
+        "--proof-time": proof_time,
+        "--capacity": capacity,
+        "--backend": backend,
+        "--prove-cmd": prove_cmd,
+        "--verify-cmd": verify_cmd,
+        "--check-cmd": check_cmd,
+        "--timeout-s": timeout_s,
+        "--listen": listen,
+        "--bootstrap": bootstrap,
+        "--key": key,
+        "--passphrase-file": passphrase_file,
+        "--devnet-key": devnet_key_name,
+        "--data-dir": data_dir,
+        "--api-port": api_port,
+    }
+    if config is not None:
+        given = [flag for flag, value in flags.items() if value is not None]
+        if given:
+            fail(f"--config and {given[0]} do not mix: put the setting in the config file")
+        try:
+            cfg = load_config(config)
+            passphrase = (
+                None if cfg.passphrase_file is None else read_passphrase(cfg.passphrase_file)
+            )
+            signing = read_key(cfg.key_file, passphrase)
+            cfg, plan = plan_from_config(cfg, config.parent)
+        except (ConfigError, KeyFileError) as exc:
+            fail(str(exc))
+        if plan.prover is None:
+            fail(f"{config} has no [prover] section")
+    else:
+        for flag, value in (("--market", market), ("--price", price), ("--proof-time", proof_time)):
+            if value is None:
+                fail(f"missing {flag} (or give --config FILE)")
+        assert market is not None and price is not None and proof_time is not None
+        chosen = market_arg(market)
+        options = BackendOptions(
+            prove_cmd=prove_cmd,
+            verify_cmd=verify_cmd,
+            check_cmd=check_cmd,
+            timeout_s=DEFAULT_EXTERNAL_TIMEOUT_S if timeout_s is None else timeout_s,
+        )
+        if backend is not None and backend not in ("pow", "external"):
+            fail(f"unknown backend {backend!r}: use pow or external")
+        try:
+            prover = prover_plan(
+                chosen,
+                price=price,
+                proof_time=proof_time,
+                capacity=1 if capacity is None else capacity,
+                backend=backend,
+                options=options,
+            )
+        except ValueError as exc:
+            fail(str(exc))
+        if api_port is not None and not 0 <= api_port <= 65535:
+            fail("--api-port must be between 0 and 65535")
+        listen_addrs = check_addrs(listen or [DEFAULT_LISTEN], "--listen", peer=False)
+        boot = check_addrs(bootstrap or [], "--bootstrap", peer=True)
+        signing, key_name = _signing_key(key, passphrase_file, devnet_key_name)
+        cfg = NodeConfig(
+            key_file=key or Path(f"keys/devnet/{key_name}.pem"),
+            data_dir=data_dir if data_dir is not None else Path("data") / key_name,
+            passphrase_file=passphrase_file,
+            listen=listen_addrs,
+            bootstrap=boot,
+            api_port=0 if api_port is None else api_port,
+            markets=(chosen,),
+        )
+        plan = RolePlan(prover=prover)
+    from p2p_market.node.service import configure_logging
+    from p2p_market.roles.wiring import serve
+
+    configure_logging(log_level)
+    run_node(functools.partial(serve, banner=_prover_banner(plan)), cfg, signing, plan)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(prover_app, name="prover")

@@ -1,0 +1,390 @@
+"""`p2p-market request`: buy one proof, through a node of its own or (--api) a
+running node's control API (request_api.py).
+
+Exit status: 0 done; 1 the market said no (no prover, timeout, expiry, a refused
+action); 2 bad input (one line `error: ...`, and nothing published).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from p2p_market.cli.common import (
+    api_client,
+    api_errors,
+    check_log_level,
+    devnet_names,
+    fail,
+    market_arg,
+    run_node,
+    who,
+)
+from p2p_market.core.crypto import SigningKey
+from p2p_market.core.messages import Market
+from p2p_market.node.keyfile import KeyFileError, read_key, read_passphrase
+
+if TYPE_CHECKING:
+    from p2p_market.sdk import Client
+
+
+@dataclasses.dataclass
+class _Request:
+    market: Market
+    inputs: bytes
+    max_price: int
+    max_proof_time: int
+    prefer: str
+    replicas: int
+    confidential: bool
+    ttl_ms: int
+    bootstrap: tuple[str, ...]
+    key: SigningKey | None
+    timeout: float
+    discover_timeout: float
+    verify_cmd: str | None
+    out: Path
+    ask: bytes | None = None
+    interrupted: bool = False
+
+
+def request(
+    input_file: Annotated[
+        Path, typer.Option("--input", help="The inputs to prove (a file).", show_default=False)
+    ],
+    max_price: Annotated[
+        int, typer.Option("--max-price", help="The most you pay per proof.", show_default=False)
+    ],
+    max_proof_time: Annotated[
+        int,
+        typer.Option(
+            "--max-proof-time", help="Longest proving time you accept, ms.", show_default=False
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Where to write the verified proof.", show_default=False)
+    ],
+    market: Annotated[
+        str, typer.Option("--market", help="devnet, a descriptor file, or a known market id.")
+    ] = "devnet",
+    prefer: Annotated[
+        str, typer.Option("--prefer", help="cost (cheapest first) or time (fastest first).")
+    ] = "cost",
+    replicas: Annotated[
+        int, typer.Option("--replicas", help="Independent proofs from distinct provers (1..16).")
+    ] = 1,
+    confidential: Annotated[
+        bool,
+        typer.Option("--confidential", help="Send the inputs only to the winners, encrypted."),
+    ] = False,
+    ttl_ms: Annotated[int, typer.Option("--ttl-ms", help="The ask expires after this.")] = 300_000,
+    bootstrap: Annotated[
+        list[str] | None,
+        typer.Option("--bootstrap", help="A node's full multiaddr (a prover prints it)."),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Sign with this key file (default: a fresh key).")
+    ] = None,
+    passphrase_file: Annotated[
+        Path | None, typer.Option("--passphrase-file", help="Passphrase of --key.")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for a verified proof.")
+    ] = 300.0,
+    discover_timeout: Annotated[
+        float, typer.Option("--discover-timeout", help="Seconds to wait for a prover's bid.")
+    ] = 10.0,
+    verify_cmd: Annotated[
+        str | None,
+        typer.Option("--verify-cmd", help="external: verify with this instead of the market's."),
+    ] = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api",
+            help="Buy through a running node's control API (signed with its key; it needs a"
+            " \\[requester] section) instead of an ephemeral node.",
+            show_default=False,
+        ),
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error.")
+    ] = "warning",
+) -> None:
+    """Buy one proof: place an ask from an ephemeral node (or a running node, --api),
+    wait for a verified proof.
+
+    Exit status 0 only with a verified proof written to --out; 1 if the market
+    could not deliver one (no provers, timeout, expiry, invalid inputs, cancelled);
+    2 for bad input, before anything is published."""
+    from p2p_market.sdk import check_ask, check_bootstrap, check_inputs_size
+
+    check_log_level(log_level)
+    chosen = market_arg(market)
+    try:
+        check_ask(
+            chosen,
+            max_price=max_price,
+            max_proof_time=max_proof_time,
+            prefer=prefer,
+            replicas=replicas,
+            ttl_ms=ttl_ms,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    if not 0 < timeout < 1e9:
+        fail(f"--timeout must be a positive number of seconds, not {timeout:g}")
+    if not 0 < discover_timeout < 1e9:
+        fail(f"--discover-timeout must be a positive number of seconds, not {discover_timeout:g}")
+    try:
+        inputs = input_file.read_bytes()
+    except FileNotFoundError:
+        fail(f"input file not found: {input_file}")
+    except IsADirectoryError:
+        fail(f"input file is a directory: {input_file}")
+    except OSError as exc:
+        fail(f"cannot read input file {input_file}: {exc.strerror}")
+    try:
+        check_inputs_size(inputs)
+    except ValueError as exc:
+        fail(str(exc))
+    signing = None
+    if key is not None:
+        try:
+            passphrase = None if passphrase_file is None else read_passphrase(passphrase_file)
+            signing = read_key(key, passphrase)
+        except KeyFileError as exc:
+            fail(str(exc))
+    elif passphrase_file is not None:
+        fail("--passphrase-file needs --key")
+    if api is not None:
+        for flag, given in (
+            ("--bootstrap", bool(bootstrap)),
+            ("--key", key is not None),
+            ("--confidential", confidential),
+        ):
+            if given:
+                fail(f"{flag} does not go with --api: the running node has its own")
+    elif not bootstrap:
+        fail("no bootstrap peer given: pass --bootstrap with the address a prover printed")
+    try:
+        boot = check_bootstrap(bootstrap or [])
+    except ValueError as exc:
+        fail(f"--bootstrap: {exc}")
+    if out.is_dir():
+        fail(f"--out is a directory: {out}")
+    if not out.parent.is_dir():
+        fail(f"--out: no such directory: {out.parent}")
+    if not os.access(out.parent, os.W_OK):
+        fail(f"--out: cannot write to {out.parent}")
+    _check_inputs(chosen, inputs, verify_cmd)
+    params = _Request(
+        market=chosen,
+        inputs=inputs,
+        max_price=max_price,
+        max_proof_time=max_proof_time,
+        prefer=prefer,
+        replicas=replicas,
+        confidential=confidential,
+        ttl_ms=ttl_ms,
+        bootstrap=boot,
+        key=signing,
+        timeout=timeout,
+        discover_timeout=discover_timeout,
+        verify_cmd=verify_cmd,
+        out=out,
+    )
+    if api is not None:
+        raise typer.Exit(_request_via_api(api, params))
+    from p2p_market.node.service import configure_logging
+
+    configure_logging(log_level)
+    if log_level.lower() != "debug":  # failed dials are expected here, and py-libp2p
+        logging.getLogger("libp2p").setLevel(logging.CRITICAL)  # prints them bare
+    raise typer.Exit(run_node(_request_session, params))
+
+
+def _check_inputs(market: Market, inputs: bytes, verify_cmd: str | None) -> None:
+    """The market's own input check, run here so bad inputs are never published."""
+    import trio
+
+    from p2p_market.proving.backend import ProvingError
+    from p2p_market.roles.wiring import BackendOptions
+
+    try:
+        backend = BackendOptions(verify_cmd=verify_cmd).backend(market)
+        ok = trio.run(backend.check_inputs, market, inputs)
+    except (ValueError, ProvingError) as exc:
+        fail(str(exc))
+    if not ok:
+        fail(f"the inputs are not valid for market {market.name} (its input check says no)")
+
+
+def _request_via_api(url: str, p: _Request) -> int:
+    import trio
+
+    from p2p_market.cli.request_api import buy_via_api
+    from p2p_market.roles.wiring import BackendOptions
+
+    backend = BackendOptions(verify_cmd=p.verify_cmd).backend(p.market)
+    names = devnet_names()
+
+    def verify(proof: bytes) -> bool:
+        return trio.run(backend.verify, p.market, p.inputs, proof)
+
+    client = api_client(url)
+    with api_errors():
+        return buy_via_api(
+            client,
+            p,
+            who=lambda key: who(key, names),
+            write_proofs=_write_proofs,
+            verify=verify,
+        )
+
+
+async def _request_session(p: _Request) -> int:
+    import trio
+
+    from p2p_market.sdk import RequestFailed, open_client
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    code = 1
+    async with open_client(p.bootstrap, p.market, p.key, verify_cmd=p.verify_cmd) as client:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                work = trio.CancelScope()
+
+                async def watch() -> None:
+                    async for _ in signals:
+                        p.interrupted = True
+                        work.cancel()
+                        return
+
+                nursery.start_soon(watch)
+                with work:
+                    try:
+                        code = await _buy(client, p, err, nursery)
+                    except RequestFailed as exc:
+                        err.print(f"error: {exc}", markup=False)
+                        code = 1
+                nursery.cancel_scope.cancel()
+        if p.interrupted:
+            note = ""
+            if p.ask is not None:
+                view = client.status(p.ask)
+                if view["state"] == "open" and not view["winners"]:
+                    done = await client.cancel(p.ask)
+                    note = "; the ask is cancelled" if done == "ok" else f"; cancel refused: {done}"
+                else:
+                    note = f"; the ask stays {view['state']}"
+            err.print(f"error: interrupted{note}", markup=False)
+            code = 1
+        elif code == 0 and not await client.flush():
+            err.print(
+                "warning: no peer confirmed the receipt yet; the prover may see it late",
+                markup=False,
+            )
+    return code
+
+
+async def _buy(client: Client, p: _Request, err: Console, nursery: Any) -> int:
+    names = devnet_names()
+    m = p.market
+    with err.status(f"looking for provers in market {m.name}…"):
+        bids = await client.wait_for_provers(
+            timeout=p.discover_timeout, max_price=p.max_price, max_proof_time=p.max_proof_time
+        )
+    best = bids[0].bid
+    err.print(
+        f"found {len(bids)} prover(s) within your caps; cheapest: {best.price} per proof,"
+        f" {best.proof_time} ms",
+        markup=False,
+    )
+    ask = await client.place_ask(
+        p.inputs,
+        max_price=p.max_price,
+        max_proof_time=p.max_proof_time,
+        prefer=p.prefer,
+        replicas=p.replicas,
+        confidential=p.confidential,
+        ttl_ms=p.ttl_ms,
+    )
+    p.ask = ask
+    started = time.monotonic()
+    status = err.status("waiting for provers to commit…")
+    status.start()
+
+    def line(kind: str, text: str) -> None:
+        err.print(f"{time.monotonic() - started:6.1f}s  {kind:<10} {text}", markup=False)
+
+    async def show_events() -> None:
+        async for event in client.events():
+            if event.ask != ask:
+                continue
+            d = event.detail
+            if event.kind == "placed":
+                line(
+                    "placed",
+                    f"ask {ask.hex()[:16]}…  max price {p.max_price}, max proof time"
+                    f" {p.max_proof_time} ms, prefer {p.prefer}"
+                    + (f", {p.replicas} replicas" if p.replicas > 1 else ""),
+                )
+                status.update("waiting for provers to commit…")
+            elif event.kind == "assigned":
+                line("assigned", f"to {who(d['prover'], names)} at price {d['price']}")
+                status.update("proving…")
+            elif event.kind == "delivered":
+                line("delivered", f"proof from {who(d['prover'], names)}")
+                status.update("verifying…")
+            elif event.kind == "verified":
+                line("verified", f"{d['size']}-byte proof from {who(d['prover'], names)}")
+            elif event.kind == "rejected":
+                line("rejected", f"INVALID proof from {who(d['prover'], names)}: next round")
+            elif event.kind == "timed_out":
+                line("timed out", f"{who(d['prover'], names)} missed its deadline: next round")
+            elif event.kind == "state" and d.get("state") in ("cancelled", "expired"):
+                line(d["state"], "")
+
+    nursery.start_soon(show_events)
+    try:
+        result = await client.wait(ask, timeout=p.timeout)
+    finally:
+        status.stop()
+    paths = _write_proofs(p.out, list(result.proofs.values()))
+    import trio
+
+    await trio.sleep(0.05)  # let the last progress line print
+    print(f"ask:        {ask.hex()}")
+    prices = dict(zip(result.winners, client.status(ask)["prices"], strict=False))
+    for prover in result.proofs:
+        print(f"prover:     {who(prover, names)}  paid {prices.get(prover, '?')}")
+    print(f"price paid: {result.paid}")
+    for path, proof in zip(paths, result.proofs.values(), strict=True):
+        print(f"proof:      {path} ({len(proof)} bytes, verified)")
+    return 0
+
+
+def _write_proofs(out: Path, proofs: list[bytes]) -> list[Path]:
+    """The first proof to `out`, further replicas to `out.2`, `out.3`...; each
+    written to a temporary file first, so a proof file on disk is whole."""
+    paths = []
+    for i, proof in enumerate(proofs):
+        path = out if i == 0 else out.with_name(f"{out.name}.{i + 1}")
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_bytes(proof)
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+def register(app: typer.Typer) -> None:
+    app.command("request")(request)

@@ -1,0 +1,133 @@
+"""The `p2p-market simulate` command (registered by p2p_market/cli/app.py).
+
+Exit status: 0 the run ended and every check passed; 1 a check failed, the network
+did not form, or the run was interrupted (the report is written all the same when
+there is something to report); 2 a bad scenario file or argument (one line
+`error: ...`, nothing started).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from p2p_market.cli.common import fail
+
+DEFAULT_SCENARIO = Path("simulations/local.toml")
+
+
+def simulate(
+    scenario: Annotated[
+        Path,
+        typer.Argument(help="Scenario file (TOML), e.g. simulations/churn.toml."),
+    ] = DEFAULT_SCENARIO,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for the report folders (default: the scenario's)."),
+    ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", help="Seconds of workload (overrides run.duration_s)."),
+    ] = None,
+    settle: Annotated[
+        float | None,
+        typer.Option("--settle", help="Most seconds to wait for asks to end (run.settle_s)."),
+    ] = None,
+) -> None:
+    """Start the scenario's nodes as real processes on 127.0.0.1, run its workload and
+    faults, check that every node agrees, and write a report folder (summary.json,
+    PNG plots, index.html)."""
+    import dataclasses
+
+    from p2p_market.localnet.scenario import ScenarioError
+    from p2p_market.localnet.scenario_file import load_scenario
+
+    try:
+        sc = load_scenario(scenario)
+    except ScenarioError as exc:
+        fail(str(exc))
+    if duration is not None:
+        if not 1 <= duration <= 3600:
+            fail("--duration must be between 1 and 3600 seconds")
+        if any(f.at_s > duration for f in sc.faults):
+            fail("--duration is shorter than a fault's at_s in the scenario")
+        sc = dataclasses.replace(sc, duration_s=duration)
+    if settle is not None:
+        if not 0 <= settle <= 3600:
+            fail("--settle must be between 0 and 3600 seconds")
+        sc = dataclasses.replace(sc, settle_s=settle)
+
+    from rich.console import Console
+
+    from p2p_market.localnet.report import write_report
+    from p2p_market.localnet.run import run_dir_for
+    from p2p_market.localnet.run import simulate as run_simulation
+
+    try:
+        run_dir = run_dir_for(sc, out)
+    except OSError as exc:
+        fail(f"cannot create the report folder: {exc.strerror or exc}")
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(
+        f"simulate {sc.name}: {len(sc.nodes)} nodes, {sc.duration_s:g} s workload;"
+        f" report in {run_dir}",
+        markup=False,
+    )
+    data = run_simulation(sc, run_dir, console)
+    summary = write_report(data)
+    print_summary(console, summary, run_dir)
+    if not summary["checks"]["ok"]:
+        raise typer.Exit(1)
+
+
+def print_summary(console: object, summary: dict[str, object], run_dir: Path) -> None:
+    from rich.console import Console
+
+    assert isinstance(console, Console)
+    a = summary["asks"]
+    lat = summary["latency_s"]
+    g = summary["gossip"]
+    checks = summary["checks"]
+    assert isinstance(a, dict) and isinstance(lat, dict) and isinstance(g, dict)
+    assert isinstance(checks, dict)
+    p = console.print
+    p(
+        f"asks: {a['placed']} placed, {a['assigned']} ever assigned, {a['proven']} proven,"
+        f" {a['expired']} expired, {a['open_at_end']} still open;"
+        f" {a['timed_out']} slots timed out, {a['invalid_proofs']} invalid proofs,"
+        f" {a['reassigned']} reassigned",
+        markup=False,
+    )
+    p(
+        f"latency (s): assigned p50 {lat['assignment']['p50']} p99 {lat['assignment']['p99']};"
+        f" proven p50 {lat['completion']['p50']} p99 {lat['completion']['p99']}",
+        markup=False,
+    )
+    p(
+        f"gossip: {g['frames_per_s_mean']} frames/s mean, {g['frames_per_s_peak_10s']} peak"
+        f" (capacity ~{g['capacity_frames_per_s']}); envelopes per completed ask:"
+        f" {summary['envelopes_per_completed_ask']}; transport-bound:"
+        f" {'yes' if summary['transport_bound'] else 'no'}",
+        markup=False,
+    )
+    if summary.get("error"):
+        p(f"[bold red]error:[/] {summary['error']}")
+    if checks["ok"]:
+        p(
+            f"[green]checks passed[/]: {checks.get('honest_nodes')} honest nodes agree"
+            f" ({checks.get('agreed_after_s')} s after the market settled,"
+            f" {checks.get('agree_attempts')} comparison(s))"
+        )
+    else:
+        failures = checks.get("failures") or []
+        assert isinstance(failures, list)
+        p(f"[bold red]CHECKS FAILED[/]: {'; '.join(str(f) for f in failures)}")
+        for example in checks.get("examples") or []:
+            p(f"  {example}", markup=False)
+    p(f"report: {run_dir / 'index.html'}", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate)

@@ -1,0 +1,91 @@
+"""Node configs for a scenario's nodes: the same TOML a person writes for
+`p2p-market node run --config`, so each simulated node is started the way a real
+one is (and its settings are checked by the same code)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from p2p_market.core.envelope import market_id
+from p2p_market.core.messages import Market
+from p2p_market.localnet.scenario import NodeSpec, Scenario
+
+
+def market_fields(market: Market) -> dict[str, Any]:
+    return {f.name: getattr(market, f.name) for f in dataclasses.fields(market)}
+
+
+def node_config(
+    scenario: Scenario,
+    spec: NodeSpec,
+    node_dir: Path,
+    *,
+    bootstrap: list[str],
+    port: int,
+    start_file: Path | None = None,
+) -> dict[str, Any]:
+    """The parsed-TOML form of one node's config (absolute paths)."""
+    data: dict[str, Any] = {
+        "node": {
+            "key_file": str(node_dir / "key.pem"),
+            "data_dir": str(node_dir / "data"),
+            "listen": [f"/ip4/127.0.0.1/tcp/{port}"],
+            "bootstrap": list(bootstrap),
+            "frames_per_second": scenario.frames_per_second,
+            "sync_every_s": scenario.sync_every_s,
+        },
+        "markets": [market_fields(scenario.market)],
+    }
+    mid = market_id(scenario.market).hex()
+    if spec.role == "prover":
+        data["prover"] = {"market": mid, "bid_ttl_ms": 600_000, **spec.prover}
+    elif spec.role == "requester":
+        data["requester"] = {}
+        index = [n.name for n in scenario.requesters].index(spec.name)
+        workload: dict[str, Any] = {
+            "market": mid,
+            "seed": scenario.seed * 1000 + index,
+            "duration_s": scenario.duration_s,
+            "events_file": str(node_dir / "workload.jsonl"),
+            **spec.workload,
+        }
+        if start_file is not None:
+            workload["start_file"] = str(start_file)
+        data["workload"] = workload
+    return data
+
+
+# -- a small TOML writer (the values node configs hold) ----------------------------------
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def _key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Tables and arrays of tables of plain values, in the order given."""
+    lines: list[str] = []
+    for name, section in data.items():
+        tables = section if isinstance(section, list) else [section]
+        for table in tables:
+            lines.append(f"[[{name}]]" if isinstance(section, list) else f"[{name}]")
+            lines.extend(f"{_key(k)} = {_value(v)}" for k, v in table.items())
+            lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,344 @@
+"""One `p2p-market simulate` run: start the scenario's nodes as real processes,
+bootstrap them into one network, let the requesters' workloads run, inject the
+faults, let the market settle, compare every node's final state, stop everything,
+and write the report.
+
+Every task (progress, sampling, event tailing, faults, the phases) runs in one trio
+nursery; whatever ends the run (the end, a failure, Ctrl-C), the `finally` stops
+every node process (SIGTERM, then SIGKILL), and the synchronous guard in
+`simulate` kills any that would still be there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Final
+
+import trio
+from rich.console import Console
+
+from p2p_market.localnet.checks import NodeFinal, check_agreement, hashes_agree
+from p2p_market.localnet.collect import (
+    Counters,
+    EventTail,
+    ProcessStats,
+    Sample,
+    fetch_book,
+    fetch_check,
+    fetch_stats,
+)
+from p2p_market.localnet.launcher import LaunchError, NodeProcess
+from p2p_market.localnet.progress import Progress
+from p2p_market.localnet.rundata import RunData, wall_ms
+from p2p_market.localnet.scenario import Fault, Scenario
+
+FORM_TIMEOUT_S: Final = 60.0
+SAMPLE_EVERY_S: Final = 2.0
+TAIL_EVERY_S: Final = 0.5
+AGREE_MARGIN_S: Final = 15.0
+"""A node that missed gossip (frozen, cut off, a dropped frame) catches up at its next
+periodic sync at the latest: the final comparison waits for one round of it
+(the scenario's sync_every_s) and this much more."""
+MESH_S: Final = 1.5
+"""One gossip heartbeat after the bids are seen: new peers join the mesh."""
+
+
+class RunFailed(RuntimeError):
+    """The network could not be set up; one line."""
+
+
+class Runner:
+    def __init__(self, scenario: Scenario, run_dir: Path, console: Console) -> None:
+        self.scenario = scenario
+        self.console = console
+        nodes = [NodeProcess(scenario, spec, run_dir) for spec in scenario.nodes]
+        self.data = RunData(scenario, run_dir, nodes, wall_ms())
+        self.by_name = {n.name: n for n in nodes}
+        self.tails = {n.name: EventTail(n.events_file) for n in nodes if n.spec.role == "requester"}
+        self.counters = {n.name: Counters() for n in nodes}
+        self.pstats = ProcessStats()
+        self.progress = Progress(self.data, console)
+        self._faults_left = len(scenario.faults)
+
+    @property
+    def nodes(self) -> list[NodeProcess]:
+        return self.data.nodes
+
+    # -- the run ----------------------------------------------------------------
+    async def run(self) -> RunData:
+        d = self.data
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.progress.run)
+                nursery.start_soon(self._tail_loop)
+                nursery.start_soon(self._sample_loop)
+                try:
+                    await self._phases(nursery)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self._stop_all()
+                    nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            if not _is_interrupt(exc):
+                raise
+            d.interrupted = True
+            d.error = "interrupted (Ctrl-C): every node was stopped"
+        finally:
+            for n in self.nodes:  # whatever happened above: no process outlives the run
+                n.force_stop()
+            self._tail_once()
+        return d
+
+    async def _phases(self, nursery: trio.Nursery) -> None:
+        d = self.data
+        s = self.scenario
+        try:
+            await self._start_network()
+            await self._wait_formed()
+        except (LaunchError, RunFailed) as exc:
+            d.error = str(exc)
+            return
+        d.formed_ms = wall_ms()
+        d.start_ms = wall_ms() + 500
+        d.end_ms = d.start_ms + int(s.duration_s * 1000)
+        d.phase = "workload"
+        (d.run_dir / "go").write_text(json.dumps({"start_ms": d.start_ms}))
+        for fault in s.faults:
+            nursery.start_soon(self._fault, fault)
+        await trio.sleep(max(0.0, (d.end_ms - wall_ms()) / 1000))
+        d.phase = "settle"
+        settle_end = wall_ms() + int(s.settle_s * 1000)
+        while wall_ms() < settle_end and (self._faults_left or d.asks.unfinished(wall_ms())):
+            await trio.sleep(0.5)
+        while self._faults_left:  # every fault healed before the final comparison
+            await trio.sleep(0.5)
+        m = s.market
+        await trio.sleep((m.commit_window_ms + 2 * m.skew_ms) / 1000 + 1.0)
+        d.settled_ms = wall_ms()
+        d.phase = "checking"
+        await self._final_states()
+
+    async def _start_network(self) -> None:
+        relays = [n for n in self.nodes if n.spec.role == "relay"] or self.nodes[:1]
+        errors: list[str] = []
+
+        async def start(n: NodeProcess, boot: list[str]) -> None:
+            try:
+                await n.start(boot)
+            except LaunchError as exc:
+                errors.append(str(exc))
+
+        first = relays[0]
+        await start(first, [])  # knows nobody; every other node dials it first,
+        if not errors:  # then finds the rest by peer exchange
+            async with trio.open_nursery() as nursery:
+                for n in self.nodes:
+                    if n is not first:
+                        nursery.start_soon(start, n, [first.addr])
+        if errors:
+            raise LaunchError(errors[0])
+
+    async def _wait_formed(self) -> None:
+        """Every node has a peer and every requester sees every prover's bid."""
+        self.data.phase = "forming"
+        provers = len(self.scenario.provers)
+        deadline = trio.current_time() + FORM_TIMEOUT_S
+        while True:
+            ok = True
+            for n in self.nodes:
+                assert n.api is not None
+                stats = await trio.to_thread.run_sync(fetch_stats, n.api)
+                if stats is None or not stats.get("peers"):
+                    ok = False
+                    break
+                if n.spec.role == "requester":
+                    book = await trio.to_thread.run_sync(fetch_book, n.api, self.data.market)
+                    if book is None or len(book["bids"]) < provers:
+                        ok = False
+                        break
+            if ok:
+                await trio.sleep(MESH_S)
+                return
+            if trio.current_time() > deadline:
+                raise RunFailed(f"the network did not form in {FORM_TIMEOUT_S:g} s")
+            await trio.sleep(0.5)
+
+    def _others(self, node: NodeProcess) -> list[str]:
+        """Where the other nodes can be reached (an isolated one cannot)."""
+        return [n.addr for n in self.nodes if n is not node and n.ready and n.status != "isolated"]
+
+    async def _fault(self, fault: Fault) -> None:
+        d = self.data
+        node = self.by_name[fault.node]
+        assert d.start_ms is not None
+        await trio.sleep(max(0.0, (d.start_ms + fault.at_s * 1000 - wall_ms()) / 1000))
+        node.faulted = True
+        self._note_fault(fault, "begin")
+        try:
+            if fault.kind == "kill":
+                node.kill()
+                await trio.sleep(fault.for_s)
+                await node.start(self._others(node))
+            elif fault.kind == "freeze":
+                node.freeze()
+                await trio.sleep(fault.for_s)
+                node.thaw()
+            else:  # isolate: running, but on an address nobody knows and dialling nobody
+                # The cut lasts for_s from its start, and heals without a restart: a
+                # stop and a start take seconds each, and a cut that overruns the
+                # scenario's timing eats the gap before its next fault (partition.toml:
+                # requester-2 came back 1 s before prover-4 was cut off, instead of 6 s).
+                cut = trio.current_time()
+                await node.stop()
+                await node.start([], isolated=True)
+                await trio.sleep_until(cut + fault.for_s)
+                await node.rejoin(self._others(node))
+            self._note_fault(fault, "end")
+        except LaunchError as exc:
+            self._note_fault(fault, f"failed: {exc}")
+            d.error = d.error or str(exc)
+        finally:
+            self._faults_left -= 1
+
+    def _note_fault(self, fault: Fault, what: str) -> None:
+        self.data.faults.append(
+            {
+                "t_s": round(self.data.elapsed(), 2),
+                "node": fault.node,
+                "kind": fault.kind,
+                "for_s": fault.for_s,
+                "event": what,
+            }
+        )
+
+    async def _final_states(self) -> None:
+        """Every node's check and book, asked again until the state hashes agree
+        (time-dependent state) or one anti-entropy period and AGREE_MARGIN_S pass."""
+        d = self.data
+        deadline = trio.current_time() + self.scenario.sync_every_s + AGREE_MARGIN_S
+        before: dict[str, int] | None = None
+        while True:
+            d.agree_attempts += 1
+            finals = await self._collect_finals()
+            if hashes_agree(finals):
+                d.agreed_ms = wall_ms()
+                break
+            if trio.current_time() > deadline:
+                break
+            agreement = check_agreement(finals)
+            if agreement.ok and agreement.state_hashes == before:
+                d.agreed_ms = wall_ms()
+                break  # explained differences only, and stable: nothing more to wait for
+            before = agreement.state_hashes
+            await trio.sleep(1.0)
+        d.finals = finals
+        d.agreement = check_agreement(finals)
+        await self._sample_once()
+        d.final_stats = {name: c.total() for name, c in self.counters.items()}
+
+    async def _collect_finals(self) -> list[NodeFinal]:
+        results: dict[str, NodeFinal] = {}
+
+        async def one(n: NodeProcess) -> None:
+            check = book = None
+            if n.api is not None and n.running:
+                check = await trio.to_thread.run_sync(fetch_check, n.api, self.data.market)
+                book = await trio.to_thread.run_sync(fetch_book, n.api, self.data.market)
+            results[n.name] = NodeFinal(n.name, n.spec.honest, check, book)
+
+        async with trio.open_nursery() as nursery:
+            for n in self.nodes:
+                nursery.start_soon(one, n)
+        return [results[n.name] for n in self.nodes]
+
+    async def _stop_all(self) -> None:
+        self.data.phase = "stopping"
+        async with trio.open_nursery() as nursery:
+            for n in self.nodes:
+                nursery.start_soon(n.stop)
+        self.data.stopped_ms = wall_ms()
+        self.data.phase = "done"
+
+    # -- background ---------------------------------------------------------------
+    def _tail_once(self) -> None:
+        for name, tail in self.tails.items():
+            self.data.asks.feed(name, tail.read())
+
+    async def _tail_loop(self) -> None:
+        while True:
+            self._tail_once()
+            await trio.sleep(TAIL_EVERY_S)
+
+    async def _sample_loop(self) -> None:
+        while True:
+            await self._sample_once()
+            await trio.sleep(SAMPLE_EVERY_S)
+
+    async def _sample_once(self) -> None:
+        t = round(self.data.elapsed(), 3)
+
+        async def one(n: NodeProcess) -> None:
+            up = n.running and n.status in ("up", "isolated")
+            cpu, rss = self.pstats.measure(n.pid if n.running else None)
+            stats = None
+            if up and n.api is not None:
+                stats = await trio.to_thread.run_sync(fetch_stats, n.api)
+            sample = Sample(t=t, node=n.name, up=up, cpu=cpu, rss=rss)
+            if stats is not None and n.pid is not None:
+                g = stats.get("gossip", {})
+                published = stats.get("published", {})
+                totals = self.counters[n.name].update(
+                    n.pid,
+                    {
+                        "frames": int(g.get("frames_published", 0)),
+                        "envelopes": int(g.get("envelopes_published", 0)),
+                        "outbound_waits": int(g.get("outbound_waits", 0)),
+                        **{f"published_{k}": int(v) for k, v in published.items()},
+                    },
+                )
+                sample.frames = totals.get("frames", 0)
+                sample.envelopes = totals.get("envelopes", 0)
+                sample.outbound_waits = totals.get("outbound_waits", 0)
+                sample.peers = int(stats.get("peers", 0))
+            else:
+                totals = self.counters[n.name].total()
+                sample.frames = totals.get("frames", 0)
+                sample.envelopes = totals.get("envelopes", 0)
+                sample.outbound_waits = totals.get("outbound_waits", 0)
+            self.data.samples.append(sample)
+
+        async with trio.open_nursery() as nursery:
+            for n in self.nodes:
+                if n.status != "new":
+                    nursery.start_soon(one, n)
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    """KeyboardInterrupt, alone or in (nested) exception groups of nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_interrupt(e) for e in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)
+
+
+def simulate(scenario: Scenario, run_dir: Path, console: Console) -> RunData:
+    """Run the scenario; the report is written by the caller (report.write_report)."""
+    runner = Runner(scenario, run_dir, console)
+    try:
+        return trio.run(runner.run)
+    finally:
+        for n in runner.nodes:
+            n.force_stop()
+
+
+def run_dir_for(scenario: Scenario, out: Path | None) -> Path:
+    base = (out if out is not None else scenario.report_dir).resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = base / f"{scenario.name}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = base / f"{scenario.name}-{stamp}-{n}"
+    path.mkdir(parents=True)
+    return path

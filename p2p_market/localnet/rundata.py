@@ -1,0 +1,55 @@
+"""What one `p2p-market simulate` run gathers as it goes (RunData): run.py fills it,
+progress.py shows it live and report.py writes the report from it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p2p_market.core.envelope import market_id
+from p2p_market.localnet.checks import Agreement, NodeFinal
+from p2p_market.localnet.collect import AskBook, Sample
+from p2p_market.localnet.launcher import NodeProcess
+from p2p_market.localnet.scenario import Scenario
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class RunData:
+    """Everything the report is made of."""
+
+    scenario: Scenario
+    run_dir: Path
+    nodes: list[NodeProcess]
+    t0_ms: int
+    asks: AskBook = field(default_factory=AskBook)
+    samples: list[Sample] = field(default_factory=list)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    finals: list[NodeFinal] = field(default_factory=list)
+    agreement: Agreement | None = None
+    agree_attempts: int = 0
+    final_stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    formed_ms: int | None = None
+    start_ms: int | None = None
+    """The workload's origin (wall ms)."""
+    end_ms: int | None = None
+    settled_ms: int | None = None
+    agreed_ms: int | None = None
+    """When the final comparison found every honest node's state_hash equal (or the
+    differences explained and stable); None if it never did."""
+    stopped_ms: int | None = None
+    phase: str = "starting"
+    error: str | None = None
+    interrupted: bool = False
+
+    @property
+    def market(self) -> str:
+        return market_id(self.scenario.market).hex()
+
+    def elapsed(self) -> float:
+        return (wall_ms() - self.t0_ms) / 1000

@@ -1,0 +1,1 @@
+"""Which market: descriptor files (descriptor.py) and the public devnet (devnet.py)."""

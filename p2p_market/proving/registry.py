@@ -1,0 +1,58 @@
+"""The choice of a proof back-end by the market's `proof_system`.
+
+The table names each back-end's module, which is imported only when a market of
+its system is met: a back-end may pull in heavy or optional dependencies, and the
+back-ends import backend.py (for `ProvingError`), so a registry that imported them
+at import time would close a circle. A back-end module provides
+`from_options(market, options) -> ProofBackend`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S, BackendOptions
+
+if TYPE_CHECKING:
+    from p2p_market.core.messages import Market
+    from p2p_market.proving.backend import ProofBackend
+
+BACKENDS: dict[str, str] = {
+    "pow": "p2p_market.proving.pow",
+    "external": "p2p_market.proving.external",
+}
+"""proof_system → the module of its back-end."""
+
+
+def backend_for(
+    market: Market,
+    *,
+    prove_cmd: str | None = None,
+    verify_cmd: str | None = None,
+    check_cmd: str | None = None,
+    timeout_s: float = DEFAULT_EXTERNAL_TIMEOUT_S,
+    chunk: int | None = None,
+) -> ProofBackend:
+    """The back-end for `market.proof_system`. Options that do not apply to that
+    system are ignored, so one node config can be passed for every market.
+
+    - ``pow``: `PowBackend` (`chunk`: hashes per worker-thread chunk).
+    - ``external``: `ExternalBackend`; the verify command is `verify_cmd` if given,
+      else the market's `verifier` field; the prove command (`prove_cmd`) comes from
+      the prover's own config (a requester needs none).
+
+    Raises ValueError for a malformed command template, and for an unknown system.
+    """
+    module = BACKENDS.get(market.proof_system)
+    if module is None:
+        raise ValueError(f"unknown proof system {market.proof_system!r}")
+    options = BackendOptions(
+        prove_cmd=prove_cmd,
+        verify_cmd=verify_cmd,
+        check_cmd=check_cmd,
+        timeout_s=timeout_s,
+        chunk=chunk,
+    )
+    backend: ProofBackend = importlib.import_module(module).from_options(market, options)
+    return backend
