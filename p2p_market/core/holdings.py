@@ -20,6 +20,7 @@ from p2p_market.core import effects as fx
 from p2p_market.core.archive import Archive
 from p2p_market.core.book import BidBook, StoredBid
 from p2p_market.core.envelope import Envelope, market_id
+from p2p_market.core.fold import Fold, new_fold
 from p2p_market.core.lifecycle import AskState, SlotState
 from p2p_market.core.messages import (
     Ask,
@@ -35,9 +36,7 @@ from p2p_market.core.messages import (
 from p2p_market.core.settlement import (
     AskRun,
     Conflict,
-    Fold,
     Settlement,
-    new_fold,
 )
 
 Effects = list[fx.Effect]
@@ -61,7 +60,7 @@ def equivocation_key(env: Envelope) -> tuple[object, ...]:
         # can still deliver for a slot of the same ask it wins later: a proof does not
         # name its slot, so keyed per (signer, ask) the first one would block it, and
         # the prover would be timed out and excluded for work it did twice. Awards
-        # add up (see settlement.Fold._award_of): a second one never takes a win away.
+        # add up (see rules.Rules._award_of): a second one never takes a win away.
         return (env.id,)
     if isinstance(m, Cancel):
         return (env.signer, "Cancel", m.ask)
@@ -340,7 +339,7 @@ class Holdings:
 
     def _settle(self, now: int) -> Settlement:
         """The settlement at `now`: the fold takes in what was stored since the last
-        call; a removal, a thaw or a conflict (see settlement.Fold) rebuilds it."""
+        call; a removal, a thaw or a conflict (see fold.py) rebuilds it."""
         now = max(now, self.now)
         fold, s = self._fold, self._settlement
         if fold is not None and s is not None and not self._refold:

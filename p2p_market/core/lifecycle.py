@@ -7,7 +7,7 @@ their signed timestamps (ties by message id), plus the passage of time. Nothing
 local (arrival order, peer scores) enters, so two nodes holding the same messages
 agree at the same `now`.
 
-The settlement fold (settlement.py) turns each message or timer into one `Event`
+The settlement fold (fold.py, by the rules of rules.py) turns each message or timer into one `Event`
 below, after checking the guards it needs (for instance "this receipt fails the
 last slot in progress after expiry" is FAIL_IDLE). This module then decides the
 next state from the table alone. A pair missing from the table means the event

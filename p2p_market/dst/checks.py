@@ -57,9 +57,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from p2p_market.core.foldcheck import fold_differences
 from p2p_market.core.lifecycle import AskState
 from p2p_market.core.messages import Receipt
+from p2p_market.core.reference import fold_differences
 from p2p_market.dst.finality import watch_of
 from p2p_market.dst.node import AskRecord, HeldView, SimNode, World
 
@@ -92,7 +92,7 @@ class Checks:
 @dataclass(slots=True)
 class FoldChecks:
     """`--check-fold`: every node's kept settlement fold against the fold from scratch
-    of what it holds (core/foldcheck.py), at a few checkpoints and at the end. Every
+    of what it holds (core/reference.py), at a few checkpoints and at the end. Every
     node that is up is checked, byzantine or not: the fold is a property of the core
     for any set of stored messages. Reading a relay's fold between its ticks folds
     its pending messages then rather than at its next tick (dst/relay.py): the same

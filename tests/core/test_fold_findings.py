@@ -19,7 +19,7 @@ fixed; each test asserts the correct behaviour (and failed before the fix).
 from __future__ import annotations
 
 from p2p_market.core.envelope import message_id
-from p2p_market.core.foldcheck import fold_differences
+from p2p_market.core.reference import fold_differences
 from p2p_market.core.state import MarketState
 from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 

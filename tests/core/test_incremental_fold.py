@@ -1,7 +1,7 @@
 """The incremental fold against the reference: after every step of a node's life
 (messages arriving out of signed order while time moves, ticks that archive and
 prune), the settlement the node keeps up to date must equal the one folded from
-scratch over the same stored messages (`settlement.settle`, the reference).
+scratch over the same stored messages (`reference.settle`, the reference).
 
 This is what lets the fold take messages in the past without replaying: the
 Hypothesis histories put commits, proofs, receipts and cancels of several asks and
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from p2p_market.core.codec import unpack
 from p2p_market.core.envelope import message_id
-from p2p_market.core.foldcheck import canonical, fold_differences, reference
+from p2p_market.core.reference import canonical, fold_differences, reference
 from p2p_market.core.state import MarketState
 from p2p_market.markets.devnet import Actor
 

@@ -1,5 +1,5 @@
 """`p2p-market dst --check-fold`: every node's kept settlement fold against the fold
-from scratch (core/foldcheck.py), at checkpoints and at the end of a run."""
+from scratch (core/reference.py), at checkpoints and at the end of a run."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""The kept settlement fold against the reference: the fold from scratch.
+"""The reference fold: the settlement folded from scratch, and the kept fold
+compared with it.
 
 A node keeps its settlement fold between messages and takes each new message in
-where it stands (settlement.Fold, protocols/market-v1.md §10.1); the result must be
-exactly what `settlement.settle` computes from scratch over the same stored
-messages. This module builds that reference for a `MarketState` and compares the
+where it stands (fold.Fold, protocols/market-v1.md §10.1); the result must be
+exactly what `settle` computes from scratch over the same stored messages. This
+module defines that reference, builds it for a `MarketState` and compares the
 two, so that the property tests (tests/core/test_incremental_fold.py) and the
 deterministic simulator (`p2p-market dst --check-fold`) check the same thing the
 same way.
@@ -20,10 +21,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from p2p_market.core.settlement import Settlement, settle
+from p2p_market.core.book import BidBook
+from p2p_market.core.envelope import Envelope
+from p2p_market.core.fold import new_fold
+from p2p_market.core.messages import Market
+from p2p_market.core.settlement import Occupancy, Settlement
 from p2p_market.core.state import MarketState
 
 PARTS = ("runs", "attempts", "occupancy", "notes", "wakeup")
+
+
+def settle(
+    market: Market,
+    book: BidBook,
+    asks: list[Envelope],
+    events: list[Envelope],
+    horizon: int,
+    fixed_occupancy: dict[bytes, list[Occupancy]] | None = None,
+) -> Settlement:
+    """The reference: fold the asks with activity and their ask-scoped messages up
+    to `horizon`, from scratch, in key order (no message is ever in the past)."""
+    fold = new_fold(market, book, asks, events, fixed_occupancy)
+    fold.advance(horizon)
+    return fold.settlement()
 
 
 def reference(state: MarketState) -> Settlement:
