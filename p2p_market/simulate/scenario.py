@@ -59,6 +59,7 @@ from p2p_market.devnet import GENESIS_MS
 from p2p_market.markets import MARKET_FIELDS
 from p2p_market.tomlfile import read_toml
 
+SECTIONS: Final = ("run", "market", "workload", "nodes", "faults")
 ROLES: Final = ("relay", "prover", "requester")
 BEHAVIOURS: Final = ("honest", "invalid-proofs", "withhold")
 FAULTS: Final = ("kill", "freeze", "isolate")
@@ -85,6 +86,8 @@ WORKLOAD_KEYS: Final = frozenset(
 """The [workload] keys a scenario may set; the launcher sets market, seed, duration_s,
 start_file and events_file itself."""
 FAULT_KEYS: Final = frozenset({"at_s", "node", "kind", "for_s"})
+NODE_KEYS: Final = ("name", "role", "behaviour")
+"""The keys of every [[nodes]] entry; the rest depend on its role (PROVER_KEYS, WORKLOAD_KEYS)."""
 MAX_NODES: Final = 32
 
 
@@ -219,7 +222,7 @@ def _node(entry: Any, index: int, defaults: dict[str, Any]) -> NodeSpec:
         raise ScenarioError(
             f"{where}: behaviour must be one of {', '.join(BEHAVIOURS)}, not {behaviour!r}"
         )
-    rest = {k: v for k, v in entry.items() if k not in ("name", "role", "behaviour")}
+    rest = {k: v for k, v in entry.items() if k not in NODE_KEYS}
     prover: dict[str, Any] = {}
     workload: dict[str, Any] = {}
     if role == "prover":
@@ -263,7 +266,7 @@ def _fault(entry: Any, index: int, names: set[str], duration: float) -> Fault:
 
 
 def parse_scenario(data: dict[str, Any], source: Path) -> Scenario:
-    unknown = sorted(set(data) - {"run", "market", "workload", "nodes", "faults"})
+    unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ScenarioError(f"unknown section [{unknown[0]}]")
     run = _table(data, "run")
