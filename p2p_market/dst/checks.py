@@ -40,7 +40,7 @@ The reference node (for the report's figures) is the first honest node with an
 exact clock that never crashed, else the first honest node that never crashed.
 
 Retention. A node forgets an ask, with everything about it, once its horizon
-`expires_at + 2·max_lifetime` has passed (protocols/market-v1.md §14): in a run
+`expires_at + 2·max_lifetime` has passed (protocols/market-v1.md §15): in a run
 longer than that (about 140 virtual seconds with the presets' 20 s asks and 60 s
 lifetime), the asks of its beginning are gone from every node by the end, rightly.
 So the checks do not wait for the end to read such an ask: `watch_retention`

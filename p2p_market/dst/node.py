@@ -141,7 +141,7 @@ class AskRecord:
     proven_at: int | None = None
     retired: dict[int, HeldView] | None = None
     """Each honest node's view of the ask taken just before any node could forget it
-    (its retention horizon, §14; see checks.retire), by node index. None while it
+    (its retention horizon, §15; see checks.retire), by node index. None while it
     has not reached that point: the end-of-run checks then read the nodes' state."""
 
 

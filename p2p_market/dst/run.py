@@ -100,7 +100,7 @@ class Report:
     asks_not_everywhere: int
     asks_retired: int
     """Asks past their retention horizon before the end (every node forgets them,
-    §14): checked as every honest node held them just before (checks.py)."""
+    §15): checked as every honest node held them just before (checks.py)."""
     invariant_violations: int
     cancelled_or_expired_assigned: int
     equivocations_seen: int

@@ -11,6 +11,7 @@ from typing import Any, Final
 from p2p_market.core.messages import Market
 from p2p_market.markets.descriptor import MARKET_FIELDS
 
+SECTIONS: Final = ("run", "market", "workload", "nodes", "faults")
 ROLES: Final = ("relay", "prover", "requester")
 BEHAVIOURS: Final = ("honest", "invalid-proofs", "withhold")
 FAULTS: Final = ("kill", "freeze", "isolate")
@@ -37,6 +38,8 @@ WORKLOAD_KEYS: Final = frozenset(
 """The [workload] keys a scenario may set; the launcher sets market, seed, duration_s,
 start_file and events_file itself."""
 FAULT_KEYS: Final = frozenset({"at_s", "node", "kind", "for_s"})
+NODE_KEYS: Final = ("name", "role", "behaviour")
+"""The keys of every [[nodes]] entry; the rest depend on its role (PROVER_KEYS, WORKLOAD_KEYS)."""
 MAX_NODES: Final = 32
 
 

@@ -62,9 +62,11 @@ from p2p_market.localnet.scenario import (
     FAULTS,
     MARKET_KEYS,
     MAX_NODES,
+    NODE_KEYS,
     PROVER_KEYS,
     ROLES,
     RUN_KEYS,
+    SECTIONS,
     WORKLOAD_KEYS,
     Fault,
     NodeSpec,
@@ -147,7 +149,7 @@ def _node(entry: Any, index: int, defaults: dict[str, Any]) -> NodeSpec:
         raise ScenarioError(
             f"{where}: behaviour must be one of {', '.join(BEHAVIOURS)}, not {behaviour!r}"
         )
-    rest = {k: v for k, v in entry.items() if k not in ("name", "role", "behaviour")}
+    rest = {k: v for k, v in entry.items() if k not in NODE_KEYS}
     prover: dict[str, Any] = {}
     workload: dict[str, Any] = {}
     if role == "prover":
@@ -191,7 +193,7 @@ def _fault(entry: Any, index: int, names: set[str], duration: float) -> Fault:
 
 
 def parse_scenario(data: dict[str, Any], source: Path) -> Scenario:
-    unknown = sorted(set(data) - {"run", "market", "workload", "nodes", "faults"})
+    unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ScenarioError(f"unknown section [{unknown[0]}]")
     run = _table(data, "run")

@@ -1,6 +1,6 @@
 """Adaptive batching of outgoing envelopes into gossip frames, under a frame budget.
 
-Gossip frames are what a network of py-libp2p nodes runs out of first (DESIGN.md:
+Gossip frames are what a network of py-libp2p nodes runs out of first (measured:
 10 node processes on a 2-core box saturate near 17-18 frames/s in total, whatever a
 frame carries). So each node spends frames from a token bucket: `frames_per_second`
 tokens a second, at most `burst` saved up. While a token is there an envelope goes

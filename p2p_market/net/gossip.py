@@ -12,7 +12,8 @@ What py-libp2p 0.8.1 does by default, measured, and what is done about it here:
 - Spam protection silently drops a peer's 11th message on a topic within a second:
   far below order traffic, and we rate-limit by validation instead. Switched off.
 - Message id = sender + seqno, so one order re-sent is two messages: the id here is
-  the SHA-256 of the frame (content address), as DESIGN.md requires.
+  the SHA-256 of the frame (content address), so the same frame is one message
+  whoever sends it and however often, and is delivered and forwarded once.
 - Per-peer outbound queues hold 32 RPCs and drop silently when full, and
   `Pubsub.publish` never yields to trio, so a burst of publishes is mostly lost
   (measured: 61 of 200 frames arrived over 3 hosts). Publishing goes through one

@@ -38,6 +38,8 @@ from p2p_market.node.tomlfile import read_toml
 
 ROLE_SECTIONS = ("prover", "requester", "workload")
 """Sections passed through to roles/wiring.py."""
+SECTIONS = ("node", "markets", *ROLE_SECTIONS)
+"""Every section a config may have; any other is an error."""
 
 
 class ConfigError(ValueError):
@@ -154,7 +156,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
     markets_raw = data.get("markets", [{"preset": "devnet"}])
     if not isinstance(markets_raw, list) or not markets_raw:
         raise ConfigError("markets must be a non-empty list of tables ([[markets]])")
-    unknown_sections = sorted(set(data) - {"node", "markets", *ROLE_SECTIONS})
+    unknown_sections = sorted(set(data) - set(SECTIONS))
     if unknown_sections:
         raise ConfigError(f"unknown section [{unknown_sections[0]}]")
     roles = {k: v for k, v in data.items() if k in ROLE_SECTIONS}

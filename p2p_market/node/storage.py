@@ -1,7 +1,7 @@
 """The node's append-only log of accepted envelopes, in one SQLite file.
 
-A node's state is a fold over the signed messages it accepted (DESIGN.md), so
-the log of those messages is all it needs to rebuild after a restart: replay
+A node's state is a pure function (a fold) of the signed messages it accepted,
+so the log of those messages is all it needs to rebuild after a restart: replay
 them into a fresh `MarketState`. What makes that true is durability, so:
 
 - WAL journal and `synchronous=FULL`: a commit is on disk (WAL fsynced) when

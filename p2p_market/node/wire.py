@@ -4,8 +4,8 @@ A frame is a 4-byte big-endian length followed by that many bytes of canonical
 msgpack. The length is checked against the reader's cap *before* any of the body
 is read, so a peer that announces 4 GiB costs us 4 bytes, not an allocation. The
 body is decoded with limits on every container and string, then re-encoded and
-compared: like envelopes (DESIGN.md, "canonical or rejected") one value has one
-encoding, so a peer cannot make the same request look different.
+compared: as with envelopes, a body that is not in canonical form is rejected, so one
+value has one encoding and a peer cannot make the same request look different.
 
 Every read and write runs under `trio.fail_after`: a peer that stops talking
 costs a timeout, never a hung task. Everything that can go wrong here (timeout,

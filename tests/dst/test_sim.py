@@ -146,7 +146,7 @@ def test_relays_that_observe_on_tick_end_exactly_as_full_nodes(
 
 
 def test_asks_past_their_retention_horizon_are_checked_as_they_stood() -> None:
-    """A node forgets an ask at `expires_at + 2·max_lifetime` (§14): in this run (the
+    """A node forgets an ask at `expires_at + 2·max_lifetime` (§15): in this run (the
     smallest reproduction of `dst --nodes 50 --seconds 120 --seed 7`) the first ask,
     placed at +2 s and PROVEN at +6 s, is gone from every node by the end (+146 s).
     The checks used to read it there and fail the run with "ended missing"; they
