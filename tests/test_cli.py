@@ -224,3 +224,38 @@ def test_bench_unavailable_is_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "p2p_market.bench.core", None)
     line = one_line_error(invoke("bench", "core", "--json"))
     assert "benchmark unavailable" in line
+
+
+# -- help ------------------------------------------------------------------------------
+
+
+def _commands(command: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    """Every command and group under `command`, with the words that reach it."""
+    out: list[tuple[tuple[str, ...], object]] = [(path, command)]
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        out += _commands(sub, (*path, name))
+    return out
+
+
+def test_every_help_shows_the_bracketed_names_its_text_gives() -> None:
+    """Rich reads `[word]` as markup and drops it (`node run --help` once said "the
+    roles its config names (, ; ...)"): every `[section]` a command's own text names
+    must reach its --help page."""
+    import re
+
+    import typer.main
+
+    root = typer.main.get_command(app)
+    checked = 0
+    for path, command in _commands(root):
+        text = (getattr(command, "help", None) or "").replace("\\[", "[").replace("\\", "")
+        names = set(re.findall(r"\[\[?[a-z_]+\]\]?", text))
+        if not names:
+            continue
+        result = runner.invoke(app, [*path, "--help"], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        page = " ".join(result.output.split())
+        for name in names:
+            assert name in page, f"{' '.join(path)} --help lost {name}"
+            checked += 1
+    assert checked >= 2  # node run names [prover] and [requester]
