@@ -41,7 +41,7 @@ def node_config(
     }
     mid = market_id(scenario.market).hex()
     if spec.role == "prover":
-        data["prover"] = {"market": mid, "bid_ttl_ms": 600_000, **spec.prover}
+        data["prover"] = {"market": mid, **spec.prover}
     elif spec.role == "requester":
         data["requester"] = {}
         index = [n.name for n in scenario.requesters].index(spec.name)

@@ -199,6 +199,11 @@ def parse_scenario(data: dict[str, Any], source: Path) -> Scenario:
     run = _table(data, "run")
     _unknown(run, RUN_KEYS, "run")
     name = _str(run, "name", "run", source.stem)
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(name) > 64:
+        # it names the report folder: no path separators, no "..", nothing hidden
+        raise ScenarioError("run.name must be letters, digits, -, _ or . (at most 64)")
+    if name.startswith("."):
+        raise ScenarioError("run.name must not start with a dot")
     seed = run.get("seed", 0)
     if type(seed) is not int:
         raise ScenarioError("run.seed must be an integer")

@@ -123,12 +123,16 @@ def prover_plan(
     price: int,
     proof_time: int,
     capacity: int = 1,
-    bid_ttl_ms: int = DEFAULT_BID_TTL_MS,
+    bid_ttl_ms: int | None = None,
     backend: str | None = None,
     options: BackendOptions | None = None,
 ) -> ProverPlan:
-    """A checked prover plan; ValueError with one line naming the bad setting."""
+    """A checked prover plan; ValueError with one line naming the bad setting. The
+    bid ttl defaults to DEFAULT_BID_TTL_MS or the market's max lifetime if shorter;
+    a longer one is an error, as every node would refuse the bid (expiry_too_far)."""
     options = options or BackendOptions()
+    if bid_ttl_ms is None:
+        bid_ttl_ms = min(DEFAULT_BID_TTL_MS, market.max_lifetime_ms)
     if not 0 <= price <= L.MAX_UINT:
         raise ValueError(f"price must be a non-negative integer, not {price}")
     if not 1 <= proof_time <= L.MAX_UINT:
@@ -137,6 +141,11 @@ def prover_plan(
         raise ValueError(f"capacity must be between 1 and {L.MAX_CAPACITY}, not {capacity}")
     if not 1_000 <= bid_ttl_ms <= L.MAX_UINT:
         raise ValueError(f"bid ttl must be at least 1000 ms, not {bid_ttl_ms}")
+    if bid_ttl_ms > market.max_lifetime_ms:
+        raise ValueError(
+            f"bid ttl {bid_ttl_ms} ms is above market {market.name}'s max lifetime"
+            f" ({market.max_lifetime_ms} ms): every node would refuse the bid"
+        )
     if backend is not None and backend != market.proof_system:
         raise ValueError(
             f"market {market.name} uses the {market.proof_system} proof system,"
@@ -208,9 +217,7 @@ def plan_from_config(config: NodeConfig, base: Path) -> tuple[NodeConfig, RolePl
                 proof_time=typed(section, "proof_time", int, where),
                 capacity=typed(section, "capacity", int, where) if "capacity" in section else 1,
                 bid_ttl_ms=(
-                    typed(section, "bid_ttl_ms", int, where)
-                    if "bid_ttl_ms" in section
-                    else DEFAULT_BID_TTL_MS
+                    typed(section, "bid_ttl_ms", int, where) if "bid_ttl_ms" in section else None
                 ),
                 backend=backend,
                 options=_options(section, where),
@@ -235,6 +242,10 @@ def plan_from_config(config: NodeConfig, base: Path) -> tuple[NodeConfig, RolePl
             raise ConfigError("[workload] needs a [requester] section in the same config")
         workload = workload_plan(section, config, base)
         config = follow(config, workload.market)
+        try:
+            requester.options.backend(workload.market)  # a market only the workload names
+        except ValueError as exc:
+            raise ConfigError(f"[requester]: {exc}") from None
     return config, RolePlan(prover, requester, workload)
 
 

@@ -100,6 +100,8 @@ def test_node_configs_are_what_node_run_reads(tmp_path: Path) -> None:
         ({"run": {"colour": 1}, **MINIMAL}, "unknown setting run.colour"),
         ({"run": {"duration_s": 0}, **MINIMAL}, "run.duration_s must be a number between 1"),
         ({"run": {"seed": "x"}, **MINIMAL}, "run.seed must be an integer"),
+        ({"run": {"name": "../x"}, **MINIMAL}, "run.name must be letters, digits"),
+        ({"run": {"name": ".hidden"}, **MINIMAL}, "run.name must not start with a dot"),
         ({"run": {"sync_every_s": 0.1}, **MINIMAL}, "run.sync_every_s must be a number between"),
         ({"market": {"difficulty": 99}, **MINIMAL}, "market: difficulty"),
         ({"market": {"proof_system": "external"}, **MINIMAL}, "market.verifier is required"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,55 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     latin.write_bytes(b'[node]\nkey_file = "cl\xe9.pem"\n')
     with pytest.raises(ConfigError, match="not UTF-8 text"):
         load_config(latin)
+
+
+# -- role sections checked against their markets ----------------------------------------
+
+
+def _plan(tmp_path: Path, data: dict) -> object:  # type: ignore[type-arg]
+    from p2p_market.roles.wiring import plan_from_config
+
+    return plan_from_config(parse_config({**BASE, **data}, tmp_path), tmp_path)[1]
+
+
+def _short_market(tmp_path: Path, **fields: object) -> str:
+    """A descriptor file of the devnet market with these fields changed."""
+    from p2p_market.markets.descriptor import write_descriptor
+
+    short = dataclasses.replace(default_market(), **fields)
+    path = tmp_path / "short.toml"
+    write_descriptor(path, short)
+    return str(path)
+
+
+def test_a_bid_that_outlives_the_market_is_a_config_error(tmp_path: Path) -> None:
+    """Every node refuses a bid living longer than the market's max lifetime
+    (expiry_too_far): the config must say so, not a prover that never gets work."""
+    market = _short_market(tmp_path, max_lifetime_ms=60_000)
+    prover = {"market": market, "price": 5, "proof_time": 2_000}
+    plan = _plan(tmp_path, {"prover": prover})
+    assert plan.prover.bid_ttl_ms == 60_000  # type: ignore[attr-defined]  # the default, capped
+    with pytest.raises(ConfigError) as info:
+        _plan(tmp_path, {"prover": {**prover, "bid_ttl_ms": 600_000}})
+    assert str(info.value) == (
+        "[prover]: bid ttl 600000 ms is above market devnet-pow's max lifetime (60000 ms):"
+        " every node would refuse the bid"
+    )
+
+
+def test_the_requester_checks_its_commands_against_the_workload_market(tmp_path: Path) -> None:
+    """A market named only by [workload] gets the same checks of the requester's
+    command templates as [[markets]] (it was a traceback at start)."""
+    market = _short_market(
+        tmp_path, proof_system="external", verifier="verify {proof}", difficulty=0
+    )
+    with pytest.raises(ConfigError) as info:
+        _plan(
+            tmp_path,
+            {
+                "requester": {"verify_cmd": "verify {nothing}"},
+                "workload": {"market": market, "rate": 1},
+            },
+        )
+    assert str(info.value).startswith("[requester]: ")
+    assert "\n" not in str(info.value)
