@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,7 +84,7 @@ def _plan(tmp_path: Path, data: dict) -> object:  # type: ignore[type-arg]
     return plan_from_config(parse_config({**BASE, **data}, tmp_path), tmp_path)[1]
 
 
-def _short_market(tmp_path: Path, **fields: object) -> str:
+def _short_market(tmp_path: Path, **fields: Any) -> str:
     """A descriptor file of the devnet market with these fields changed."""
     from p2p_market.markets.descriptor import write_descriptor
 
