@@ -38,7 +38,7 @@ def parse_seeds(text: str) -> list[int]:
 def replay_command(report: Report) -> str:
     """The command that replays this run exactly, with the options it was checked by."""
     flags = " --check-fold" if report.check_fold else ""
-    flags += " --require-finality" if report.require_finality else ""
+    flags += "" if report.require_finality else " --no-require-finality"
     if report.holdback_max_ms is not None:
         flags += f" --holdback-max-s {report.holdback_max_ms / 1_000:g}"
     return (
@@ -235,11 +235,11 @@ def dst(
     require_finality: Annotated[
         bool,
         typer.Option(
-            "--require-finality",
+            "--require-finality/--no-require-finality",
             help="Fail if an outcome final on a node when a withheld commit came out"
-            " later changed (counted either way).",
+            " later changed (protocols/market-v1.md §12; counted either way).",
         ),
-    ] = False,
+    ] = True,
     holdback_max_s: Annotated[
         float | None,
         typer.Option(

@@ -59,10 +59,10 @@ class Options:
     `fold_checkpoints` evenly spaced moments of the active phase (the last at its
     end) and once more after the final tick; any difference fails the run."""
     fold_checkpoints: int = 4
-    require_finality: bool = False
+    require_finality: bool = True
     """Fail the run if an outcome final on some node when a withheld commit came out
-    later changed (dst/finality.py). Off by default: the protocol does not promise
-    it yet, so the figures are reported without failing the run."""
+    later changed (dst/finality.py): the protocol promises it (market-v1.md §12).
+    Off, the figures are still reported."""
 
 
 DEFAULT = Options()
