@@ -26,9 +26,7 @@ from p2p_market.core.messages import (
     Receipt,
 )
 from p2p_market.core.observation import Observation
-from p2p_market.core.settlement import (
-    AFTER_AWARD,
-)
+from p2p_market.core.settlement import AFTER_AWARD
 from p2p_market.core.verdict import ACCEPTED, Reason, Verdict, ignore, reject
 
 _LATE_CANCEL = "cancel after assignment"

@@ -17,9 +17,7 @@ from p2p_market.core.messages import (
     Ask,
     Bid,
 )
-from p2p_market.core.settlement import (
-    last_activity,
-)
+from p2p_market.core.settlement import last_activity
 
 
 class Retention(Holdings):

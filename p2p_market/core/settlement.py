@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 
 from p2p_market.core.envelope import Envelope
 from p2p_market.core.lifecycle import AskState, Event, SlotState
-from p2p_market.core.messages import (
-    Ask,
-)
+from p2p_market.core.messages import Ask
 from p2p_market.core.ranking import RankKey
 
 INF = 2**63

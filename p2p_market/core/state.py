@@ -3,6 +3,12 @@
     verdict, effects = state.apply(envelope_bytes, now)
     effects = state.tick(now)
 
+It is built in layers, one concern per module, each calling only the layers below
+it: holdings.py (what is stored, the settlement derived from it, views),
+retention.py (archive and forget), observation.py (effects, the commit policy),
+admission.py (the checks that need state), and here the entry points and the
+checks every test runs after every step (`state_hash`, `check_invariants`).
+
 The shell feeds it bytes and time and performs the effects; the simulator and the
 tests drive the very same object. Validation runs cheapest check first: size,
 decode, canonical form, then the seen cache (a seen id means byte-identical input,
@@ -20,9 +26,7 @@ from p2p_market.core.admission import Admission
 from p2p_market.core.envelope import Envelope
 from p2p_market.core.holdings import AskView, Effects, _id_int
 from p2p_market.core.lifecycle import AskState
-from p2p_market.core.messages import (
-    Commit,
-)
+from p2p_market.core.messages import Commit
 from p2p_market.core.settlement import (
     Attempt,
     Settlement,
