@@ -14,7 +14,6 @@ from p2p_market.core.messages import Market
 from p2p_market.proving import (
     ExternalBackend,
     PowBackend,
-    ProofBackend,
     ProvingError,
     backend_for,
     pow_ok,
@@ -177,7 +176,6 @@ def test_backend_for_picks_by_proof_system() -> None:
     pow_backend = backend_for(market(), prove_cmd="ignored {proof}", chunk=1000)
     assert isinstance(pow_backend, PowBackend)
     assert pow_backend.chunk == 1000
-    assert isinstance(pow_backend, ProofBackend)
 
     external = market(0, proof_system="external", verifier="check-proof {inputs} {proof}")
     requester = backend_for(external)
