@@ -133,15 +133,16 @@ def test_the_command_takes_the_adversaries_options(
     assert dst_command(None, None, 1, None, "adversaries", True, holdback_max_s=4) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["holdback_max_ms"] == 4_000
-    for key in ("held_back", "final_outcomes", "final_outcomes_changed", "no_effect_sent"):
-        assert key in report
+    # both adversaries acted, and changed nothing final
+    assert report["held_back"] == report["held_back_released"] > 0
+    assert report["no_effect_sent"] > 0 and report["no_effect_won"] == 0
+    assert report["final_outcomes"] > 0 and report["final_outcomes_changed"] == 0
     code = dst_command(None, None, 0, "1..2", "adversaries", True, Options(require_finality=True))
     summary = json.loads(capsys.readouterr().out)
-    assert code == (1 if summary["final_outcomes_changed"] else 0)
-    assert summary["final_outcomes_changed"] == sum(
-        r["final_outcomes_changed"] for r in summary["runs"]
-    )
-    assert summary["finality_changed_seeds"] == [
-        r["seed"] for r in summary["runs"] if r["final_outcomes_changed"]
-    ]
+    runs = summary["runs"]
+    assert [r["seed"] for r in runs] == [1, 2] and all(r["require_finality"] for r in runs)
+    # awards keep every final outcome (the test above): both seeds pass, exit 0
+    assert code == 0 and summary["failed_seeds"] == []
+    assert summary["final_outcomes"] == sum(r["final_outcomes"] for r in runs) > 0
+    assert summary["final_outcomes_changed"] == 0 and summary["finality_changed_seeds"] == []
     assert dst_command(12, 6, 1, None, "calm", False, holdback_max_s=0) == 2

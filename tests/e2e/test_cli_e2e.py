@@ -13,7 +13,7 @@ from p2p_market.core.crypto import devnet_key
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import sha256
 from p2p_market.markets.descriptor import read_descriptor
-from p2p_market.node.api_client import ApiClient
+from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.keyfile import write_key
 from p2p_market.proving.pow import pow_ok
 from tests.processes import cli, process, readline
@@ -38,8 +38,10 @@ def wait_state(api: ApiClient, ask: str, state: str, timeout: float = 20) -> dic
             view = api.ask(ask)
             if view["state"] == state:
                 return view
-        except Exception:  # not there yet
-            view = {}
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            view = {}  # not there yet
         if time.monotonic() > deadline:
             raise AssertionError(f"ask {ask[:16]} not {state}: {view}")
         time.sleep(0.2)

@@ -3,9 +3,10 @@
 - the happy path: a requester (`p2p-market request`), two provers (`prover run`)
   and a relay-only node (`node run`); the proof is verified and the receipt is
   accepted on every node;
-- cancel before assignment (never assigned), cancel after assignment (refused with
-  a reason), and a winning prover SIGKILLed mid-proof: its slot times out and the
-  other prover proves the ask in the next round.
+- cancel before assignment with both provers bidding (never assigned, nobody
+  proves it), cancel after assignment (refused with a reason), and a winning
+  prover SIGKILLed mid-proof: its slot times out and the other prover proves the
+  ask in the next round.
 
 Proving is made slow for one prover with an external market whose prove command
 (a small Python script) blocks until its prover process is gone.
@@ -22,6 +23,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from typer.testing import CliRunner
+
+from p2p_market.cli.app import app
 from p2p_market.core.crypto import devnet_key
 from p2p_market.core.envelope import market_id
 from p2p_market.markets.descriptor import read_descriptor
@@ -62,10 +66,6 @@ def node_config(tmp: Path, name: str, descriptor: Path, extra: str = "", boot: s
 def has_bids(api: ApiClient, mid: str) -> bool:
     """Both provers' bids are in the node's book."""
     return {b["prover"] for b in api.book(mid)["bids"]} == {PROVER_1, PROVER_2}
-
-
-def has_asks(api: ApiClient, mid: str) -> bool:
-    return bool(api.book(mid)["asks"])
 
 
 def one_error_line(stderr: str) -> str:
@@ -160,21 +160,14 @@ def test_cancel_before_and_after_assignment_and_a_killed_winner(tmp_path: Path) 
         "--out", str(descriptor),
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    mid = market_id(read_descriptor(descriptor)).hex()
+    slow = read_descriptor(descriptor)
+    mid = market_id(slow).hex()
     config = node_config(tmp_path, "requester-1", descriptor, extra="[requester]\n")
     with ExitStack() as stack:
         _, requester = stack.enter_context(process("node", "run", "--config", str(config)))
         assert requester["roles"] == ["requester"]
         api = api_of(requester)
         ask_fields = {"market": mid, "max_price": 20, "max_proof_time": 10_000}
-
-        # Cancel before assignment: no prover runs yet, so nobody can have won it.
-        early = api.place_ask({**ask_fields, "inputs": b"cancel me".hex()})
-        assert early.status == "accept", early
-        cancelled = cli("cancel", early.id, "--api", api.base_url)
-        assert cancelled.returncode == 0, cancelled.stderr
-        assert cancelled.stdout.strip() == f"cancelled ask {early.id}"
-        wait_state(api, early.id, "cancelled")
 
         # prover-1 is cheaper (it wins) and never finishes; prover-2 proves at once.
         # prover-1 promises 6 s: time enough to see it assigned and refuse a cancel.
@@ -189,16 +182,34 @@ def test_cancel_before_and_after_assignment_and_a_killed_winner(tmp_path: Path) 
             ]  # fmt: skip
             procs[name], ready = stack.enter_context(process(*args))
             apis[name] = api_of(ready)
-            # synced: it holds the requester's (cancelled) ask
-            wait_for(f"{name} in sync", functools.partial(has_asks, apis[name], mid))
         backup = apis["prover-2"]
-        wait_for("both bids at the requester", functools.partial(has_bids, api, mid))
+        for where, node in (("the requester", api), *apis.items()):
+            wait_for(f"both bids at {where}", functools.partial(has_bids, node, mid))
+
+        # Cancel before assignment, with both provers online, bidding and idle: both
+        # fit the ask, and were the cancel without effect prover-1 would win it when
+        # its commit window settles. (This `cancel` runs in the test's process: a new
+        # one can take longer to start than the 1.5 s window lasts on a busy machine.)
+        early = api.place_ask({**ask_fields, "inputs": b"cancel me".hex()})
+        assert early.status == "accept", early
+        cancelled = CliRunner().invoke(app, ["cancel", early.id, "--api", api.base_url])
+        assert cancelled.exit_code == 0, cancelled.output
+        assert cancelled.stdout.strip() == f"cancelled ask {early.id}"
+        view = wait_state(api, early.id, "cancelled")
+        # past the window's settling (window end + skew) everywhere, with a margin
+        settled = view["timestamp"] + slow.commit_window_ms + slow.skew_ms + 1_000
+        time.sleep(max(0, settled / 1000 - time.time()))
+        for where, node in (("the requester", api), *apis.items()):
+            view = node.ask(early.id)
+            got = (view["state"], view["winners"], view["paid"])
+            assert got == ("cancelled", [], 0), where
+        assert not marker.exists(), "prover-1 started proving the cancelled ask"
 
         placed = api.place_ask({**ask_fields, "inputs": b"prove me".hex()})
         assert placed.status == "accept", placed
         ask = placed.id
         view = wait_state(api, ask, "assigned")
-        assert view["winners"] == [PROVER_1]
+        assert view["winners"] == [PROVER_1]  # as the cancelled ask would have been
         wait_for("prover-1 to start proving", marker.exists)
 
         # Cancel after assignment: refused, with the reason, and the ask stays assigned.
@@ -219,8 +230,7 @@ def test_cancel_before_and_after_assignment_and_a_killed_winner(tmp_path: Path) 
         backup_view = wait_state(backup, ask, "proven")
         assert backup_view["slot_states"] == ["timed_out", "accepted"]
 
-        # The early ask was there for both provers to win, and nobody ever did.
+        # The early ask stayed cancelled, its winners none, on the nodes still up.
         for node in (api, backup):
             early_view = node.ask(early.id)
-            assert early_view["state"] == "cancelled"
-            assert early_view["winners"] == []
+            assert (early_view["state"], early_view["winners"]) == ("cancelled", [])

@@ -94,15 +94,31 @@ def test_a_small_real_run_writes_the_report(tmp_path: Path) -> None:
     assert asks["placed"] >= 4  # 0.6/s for 20 s: ~12
     assert asks["proven"] >= asks["placed"] // 2
     assert asks["assigned"] >= asks["proven"]
-    for key in ("timed_out", "reassigned", "expired", "open_at_end"):
-        assert asks[key] >= 0
-    assert summary["reorgs"] >= 0 and summary["nodes_disagreeing"] == 0
+    # Settling outlasts the asks' ttl (12 s): each one ended, proven or expired. The
+    # workload cancels nothing and its inputs are valid.
+    assert asks["open_at_end"] == asks["cancelled"] == asks["invalid_inputs"] == 0
+    assert asks["proven"] + asks["expired"] == asks["placed"]
+    assert asks["missing_at_reference"] == 0
+    # Honest provers: no invalid proof, and every slot won ended accepted or timed
+    # out; an ask is reassigned only after a slot of it timed out.
+    provers = summary["provers"]
+    assert asks["invalid_proofs"] == 0
+    assert (
+        sum(p["slots_won"] for p in provers)
+        == sum(p["accepted"] for p in provers) + asks["timed_out"]
+    )
+    assert asks["reassigned"] <= asks["timed_out"]
+    # (Reorgs are not bounded here: on a busy machine a commit may arrive late, before
+    # the award, and legitimately change tentative winners. Agreement is what counts.)
+    assert summary["nodes_disagreeing"] == 0
     checks = summary["checks"]
     assert checks["ok"] and checks["invariant_violations"] == 0
     assert checks["asks_compared"] == asks["placed"] and checks["divergent_asks"] == 0
     lat = summary["latency_s"]
+    # the requester (never faulted) saw every assignment and every proof
+    assert lat["assignment"]["n"] == asks["assigned"]
+    assert lat["completion"]["n"] == asks["proven"]
     for kind in ("assignment", "completion"):
-        assert lat[kind]["n"] >= 1
         assert 0 < lat[kind]["p50"] <= lat[kind]["p99"] < 30
     # a commit window (0.8 s) passes before anyone is assigned
     assert lat["assignment"]["p50"] >= 0.8
@@ -114,7 +130,11 @@ def test_a_small_real_run_writes_the_report(tmp_path: Path) -> None:
         assert row["mean"] >= 2 + 2 * int(k)  # ask, k commits, k proofs, receipts
     gossip = summary["gossip"]
     assert gossip["frames_published"] > 0 and gossip["frames_per_s_mean"] > 0
-    assert isinstance(summary["transport_bound"], bool)
+    # Four nodes at 2 frames/s each stay below 80% of the ~17.5 frames/s capacity;
+    # so the run is transport-bound only if the nodes batched or waited on peers.
+    assert gossip["frames_per_s_peak_10s"] < 0.8 * gossip["capacity_frames_per_s"]
+    batched = gossip["envelopes_published"] / gossip["frames_published"] > 1.2
+    assert summary["transport_bound"] is (batched or gossip["outbound_waits"] > 100)
     nodes = summary["node_stats"]
     assert [n["name"] for n in nodes] == ["relay-1", "prover-1", "prover-2", "requester-1"]
     for n in nodes:

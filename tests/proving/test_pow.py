@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from p2p_market.core.messages import Market
-from p2p_market.proving import ProofBackend, ProvingError, backend_for
+from p2p_market.proving import ProvingError, backend_for
 from p2p_market.proving.external import ExternalBackend
 from p2p_market.proving.pow import (
     MAX_POW_INPUT_BYTES,
@@ -177,7 +177,6 @@ def test_backend_for_picks_by_proof_system() -> None:
     pow_backend = backend_for(market(), prove_cmd="ignored {proof}", chunk=1000)
     assert isinstance(pow_backend, PowBackend)
     assert pow_backend.chunk == 1000
-    assert isinstance(pow_backend, ProofBackend)
 
     external = market(0, proof_system="external", verifier="check-proof {inputs} {proof}")
     requester = backend_for(external)

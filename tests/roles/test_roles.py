@@ -115,9 +115,27 @@ async def test_replicas_two_distinct_provers_each_deliver(tmp_path: Path) -> Non
 
 
 async def test_cancel_before_assignment_is_never_assigned(tmp_path: Path) -> None:
+    """p's offer fits the ask and p is online, bidding and idle: were the cancel
+    without effect, p would win the ask when its commit window settles. Cancelled at
+    once, the ask is never assigned on any node, p never works on it and nobody is
+    paid; p then proves a twin ask with the same caps, so it was a real candidate."""
     async with market(tmp_path, {"p": (10, 5_000)}) as m:
-        fields = {"market": MID.hex(), "max_price": 5, "max_proof_time": 10_000}  # nobody fits
+        p = m.provers["p"]
+        fields = {"market": MID.hex(), "max_price": 20, "max_proof_time": 10_000}
         ask = await m.requester.request(fields, b"inputs")
         assert await m.requester.cancel(ask) == "ok"
-        await wait_state(m, ask, AskState.CANCELLED)
-        assert m.relay.states[MID].view(ask).winners == ()
+        placed = m.requester.node.states[MID].view(ask).ask.timestamp
+        # past the window's settling (window end + skew) everywhere, with a margin
+        settled = placed + MARKET.commit_window_ms + MARKET.skew_ms + 1_000
+        await trio.sleep(max(0, settled - m.requester.node.clock()) / 1000)
+        for n in m.nodes:
+            view = n.states[MID].view(ask)
+            got = (view.state, view.winners, view.paid)
+            assert got == (AskState.CANCELLED, (), 0), n.config.data_dir.name
+        assert (p.stats.won, p.stats.proved, p.stats.active) == (0, 0, {})
+        twin = await m.requester.request(fields, b"inputs")
+        with trio.fail_after(30):
+            done = await m.requester.wait(twin)
+        assert list(done.proofs) == [p.me]
+        assert (p.stats.won, p.stats.proved) == (1, 1)
+        assert m.relay.states[MID].view(ask).state is AskState.CANCELLED

@@ -74,6 +74,16 @@ async def test_three_segments_and_an_aggregation_over_two_provers(tmp_path: Path
             assert len(late) == 2
             for ask in late:
                 await wait_state_on(m, ask, AskState.CANCELLED)
+            # Both provers fit these asks: past the windows' settling (window end +
+            # skew, and a margin) the cancels are what kept them from winning.
+            placed = max(m.relay.states[MID].view(a).ask.timestamp for a in late)
+            settled = placed + MARKET.commit_window_ms + MARKET.skew_ms + 1_000
+            await trio.sleep(max(0, settled - m.relay.clock()) / 1000)
+            for ask in late:
+                for n in m.nodes:
+                    view = n.states[MID].view(ask)
+                    got = (view.state, view.winners, view.paid)
+                    assert got == (AskState.CANCELLED, (), 0), n.config.data_dir.name
         d = MARKET.difficulty
         assert len(result.segment_asks) == len(result.segment_proofs) == 3
         for inputs, proof in zip(SEGMENTS, result.segment_proofs, strict=True):
