@@ -50,7 +50,7 @@ uses that reading for it (`held`). An ask that long past its expiry is settled: 
 honest message about it is still on its way (anti-entropy runs every few seconds).
 Before this, such asks counted as "ended missing": the checker failed
 `--seconds 120` runs of the calm preset for asks that every node had held PROVEN up
-to their horizon (tests/dst/test_sim.py, the retention test).
+to their horizon (tests/dst/test_dst.py, the retention test).
 """
 
 from __future__ import annotations

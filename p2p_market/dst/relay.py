@@ -13,7 +13,7 @@ back between two ticks is not counted on a relay. Nodes with a role (provers,
 requesters) act on the effects and observe after every message, as the real node.
 
 A subclass, not a patch of the core: it overrides the one private step (`_observe`)
-and runs it from `tick` only; tests/dst/test_sim.py checks that a relay still ends
+and runs it from `tick` only; tests/dst/test_dst.py checks that a relay still ends
 with exactly the state of a full node.
 """
 
