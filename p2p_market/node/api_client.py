@@ -1,8 +1,14 @@
 """A small synchronous client of the control API (stdlib only), for the CLI.
 
-    client = ApiClient("http://127.0.0.1:8080")
+    client = ApiClient("http://127.0.0.1:8080", token=read_token(Path("data/api.token")))
     client.status()
     client.place_bid({"market": mid, "price": 10, "proof_time": 2_000})
+
+Every request carries the node's API token (`Authorization: Bearer`, see
+node/api_token.py) when the client has one; the node refuses whatever changes its
+state without it (and reading the proofs of its asks), and answers the public reads
+(status, markets, book, asks) either way. `ApiClient.for_node(ready)` is the client
+of a node started by a launcher: its port and token file are in its ready line.
 
 Every failure is an `ApiError` with one line to show: the server's own message for
 an HTTP error, or what went wrong on the way (status 0: no HTTP answer at all).
@@ -12,9 +18,12 @@ from __future__ import annotations
 
 import http.client
 import json
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from p2p_market.node.api_token import read_token
 from p2p_market.node.facade import Submitted
 
 
@@ -26,7 +35,7 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 10.0) -> None:
         split = urlsplit(base_url)
         if split.scheme != "http" or not split.hostname:
             raise ApiError(0, f"the API address must be http://host:port, not {base_url!r}")
@@ -38,7 +47,18 @@ class ApiClient:
         self.port = port
         self.prefix = split.path.rstrip("/")
         self.timeout = timeout
+        self.token = token
         self.base_url = f"http://{self.host}:{self.port}{self.prefix}"
+
+    @classmethod
+    def for_node(cls, ready: Mapping[str, Any], *, timeout: float = 10.0) -> ApiClient:
+        """The client of a node on this machine, from its JSON ready line: its API
+        port, and the token in its `api_token_file` (TokenError if unreadable)."""
+        return cls(
+            f"http://127.0.0.1:{ready['api_port']}",
+            token=read_token(Path(ready["api_token_file"])),
+            timeout=timeout,
+        )
 
     # -- the routes -------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -67,10 +87,8 @@ class ApiClient:
             raise ApiError(0, "the node's proofs are not hex") from None
 
     def submit(self, raw: bytes) -> Submitted:
-        """Submit an already signed envelope, as raw bytes."""
-        return _submitted(
-            self.request("POST", "/v1/envelopes", raw, content_type="application/octet-stream")
-        )
+        """Submit an already signed envelope (sent as JSON `{"hex": ...}`)."""
+        return _submitted(self.request("POST", "/v1/envelopes", _json({"hex": raw.hex()})))
 
     def place_bid(self, fields: dict[str, Any]) -> Submitted:
         return _submitted(self.request("POST", "/v1/bids", _json(fields)))
@@ -79,7 +97,7 @@ class ApiClient:
         return _submitted(self.request("POST", "/v1/asks", _json(fields)))
 
     def cancel(self, ask_id: str) -> Submitted:
-        return _submitted(self.request("POST", f"/v1/asks/{_seg(ask_id)}/cancel", b""))
+        return _submitted(self.request("POST", f"/v1/asks/{_seg(ask_id)}/cancel", b"{}"))
 
     def connect_peers(self, addrs: list[str]) -> dict[str, Any]:
         """Have the node dial these full multiaddrs now and keep them as bootstrap
@@ -100,6 +118,8 @@ class ApiClient:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
         try:
             conn.request(method, self.prefix + path, body=body, headers=headers)
             response = conn.getresponse()
