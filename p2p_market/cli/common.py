@@ -96,18 +96,24 @@ def check_log_level(level: str) -> str:
 
 def run_node(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """`trio.run(fn, *args)`, reporting an OSError from starting a node (a port in
-    use, an address that cannot be bound) as one line and exit status 2."""
+    use, an address that cannot be bound) or an unusable API token file as one line
+    and exit status 2."""
     import trio
+
+    from p2p_market.node.api_token import TokenError
 
     try:
         return trio.run(fn, *args)
-    except (OSError, BaseExceptionGroup) as exc:  # e.g. the configured port is taken
-        os_errors = exc.subgroup(OSError) if isinstance(exc, BaseExceptionGroup) else exc
-        if os_errors is None:
+    except (OSError, TokenError, BaseExceptionGroup) as exc:  # e.g. the port is taken
+        known = (OSError, TokenError)
+        errors = exc.subgroup(known) if isinstance(exc, BaseExceptionGroup) else exc
+        if errors is None:
             raise
-        first: BaseException = os_errors
+        first: BaseException = errors
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
+        if isinstance(first, TokenError):
+            fail(str(first))
         fail(f"cannot start the node: {first}")
 
 

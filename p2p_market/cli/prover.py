@@ -65,6 +65,7 @@ def _prover_banner(plan: RolePlan) -> Any:
         )
         print(f"requesters: --bootstrap {ready['addr']}")
         print(f"control API: {api}  (p2p-market status ASK_ID --api {api})")
+        print(f"API token:   {ready['api_token_file']}  (--api-token-file for what changes state)")
         print("Ctrl-C to stop.")
 
     return banner

@@ -29,6 +29,7 @@ from p2p_market.core.crypto import devnet_key
 from p2p_market.localnet.configs import node_config, to_toml
 from p2p_market.localnet.scenario import NodeSpec, Scenario
 from p2p_market.node.api_client import ApiClient, ApiError
+from p2p_market.node.api_token import TokenError, read_token, token_path
 from p2p_market.node.keyfile import write_key
 
 STARTUP_S: Final = 60.0
@@ -98,6 +99,11 @@ class NodeProcess:
         return self.proc is not None and self.proc.poll() is None
 
     @property
+    def data_dir(self) -> Path:
+        """The node's data dir (as configs.node_config sets it): its log, its API token."""
+        return self.dir / "data"
+
+    @property
     def events_file(self) -> Path:
         return self.dir / "workload.jsonl"
 
@@ -164,7 +170,12 @@ class NodeProcess:
                 f"node {self.name} did not start: {self.stderr_tail() or 'no ready line'}"
             ) from None
         self.ready = ready
-        self.api = ApiClient(f"http://127.0.0.1:{ready['api_port']}", timeout=5.0)
+        try:  # the token the node made at its first start, in its data dir
+            token = read_token(token_path(self.data_dir))
+        except TokenError as exc:
+            self.kill()
+            raise LaunchError(f"node {self.name}: {exc}") from None
+        self.api = ApiClient(f"http://127.0.0.1:{ready['api_port']}", token=token, timeout=5.0)
         self.status = "isolated" if isolated else "up"
 
     async def rejoin(self, addrs: list[str]) -> None:

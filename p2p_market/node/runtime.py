@@ -42,6 +42,7 @@ from p2p_market.net.host import connect_all, make_host
 from p2p_market.net.ratelimit import KeyedRateLimiter
 from p2p_market.node import peers
 from p2p_market.node.api import ask_json, bid_json, serve_api
+from p2p_market.node.api_token import ensure_token, token_path
 from p2p_market.node.config import ANTI_ENTROPY_S as ANTI_ENTROPY_S  # re-exported
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.direct import DirectMessage, DirectServer
@@ -133,6 +134,9 @@ class Node:
         self.gossip: Gossip | None = None
         self.sync_server = SyncServer(self._sync_source)
         self.api_port: int | None = None
+        self.api_token_file: Path = token_path(config.data_dir)
+        """The file of the control API's token (api_token.py), made at the first start."""
+        self._api_token: str | None = None
         self.metrics_port: int | None = None
         self.ready = trio.Event()
         self._sync_requested = trio.Event()
@@ -266,6 +270,7 @@ class Node:
         running (the gossip service closes the host, the log is closed last)."""
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self._api_token = ensure_token(cfg.data_dir)  # TokenError before anything runs
         with EnvelopeLog(data_path(cfg)) as envelope_log:
             self.log = envelope_log
             for market in cfg.markets:
@@ -299,10 +304,11 @@ class Node:
                 nursery.start_soon(self._drain_deliveries)
                 nursery.start_soon(self._keep_connected)
                 log.info(
-                    "node %s up: %s, api 127.0.0.1:%s, %d envelopes replayed",
+                    "node %s up: %s, api 127.0.0.1:%s (token in %s), %d envelopes replayed",
                     self.key.public_key.hex()[:16],
                     self.gossip.addr,
                     self.api_port,
+                    self.api_token_file,
                     replayed,
                 )
                 self.ready.set()

@@ -1,9 +1,13 @@
-"""Running a node as a process: logs, signals, a ready line for launchers."""
+"""Running a node as a process: logs, signals, a ready line for launchers.
+
+The ready line names the control API's port and its token file (`api_token_file`,
+an absolute path): whoever starts a node learns there how to act through its API."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -54,6 +58,7 @@ async def serve_until_signal(
                 "public_key": key.public_key.hex(),
                 "addr": node.gossip.addr,
                 "api_port": node.api_port,
+                "api_token_file": os.path.abspath(node.api_token_file),
                 "metrics_port": node.metrics_port,
                 **extra,
             }

@@ -134,7 +134,7 @@ def test_node_run_starts_the_roles_its_config_names(tmp_path: Path) -> None:
         )
         with process("node", "run", "--config", str(tmp_path / "q.toml")) as (_, requester):
             assert requester["roles"] == ["requester"]
-            api = ApiClient(f"http://127.0.0.1:{requester['api_port']}")
+            api = ApiClient.for_node(requester)
             deadline = time.monotonic() + 20
             while not api.book(mid)["bids"]:
                 assert time.monotonic() < deadline, "the prover's bid never arrived"

@@ -48,7 +48,8 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
 
 
 def api_of(ready: dict[str, Any]) -> ApiClient:
-    return ApiClient(f"http://127.0.0.1:{ready['api_port']}")
+    """The node's control API, with the token its ready line names."""
+    return ApiClient.for_node(ready)
 
 
 def node_config(tmp: Path, name: str, descriptor: Path, extra: str = "", boot: str = "") -> Path:

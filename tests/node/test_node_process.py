@@ -39,7 +39,8 @@ def test_node_runs_serves_its_api_and_stops_cleanly_on_sigterm(tmp_path: Path) -
         assert proc.stdout is not None
         ready = json.loads(proc.stdout.readline())
         assert ready["event"] == "ready"
-        api = ApiClient(f"http://127.0.0.1:{ready['api_port']}")
+        assert ready["api_token_file"] == str(tmp_path / "data" / "api.token")
+        api = ApiClient.for_node(ready)
         status = api.status()
         assert status["public_key"] == devnet_key("process-node").public_key.hex()
         market = api.markets()[0]["id"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from p2p_market.core.state import MarketState
 from p2p_market.markets.devnet import Actor, default_market
 from p2p_market.net.host import connect_all
 from p2p_market.node.api_client import ApiClient, ApiError
+from p2p_market.node.api_token import TokenError, read_token
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.runtime import ORPHAN_GRACE_S, Node
 from p2p_market.node.sync import SyncServer
@@ -42,6 +44,11 @@ def make_node(
         markets=(MARKET,),
     )
     return Node(cfg, devnet_key(f"runtime-{name}"))
+
+
+def api_client(node: Node) -> ApiClient:
+    """A client of the running node's control API, with its token."""
+    return ApiClient(f"http://127.0.0.1:{node.api_port}", token=read_token(node.api_token_file))
 
 
 @asynccontextmanager
@@ -103,6 +110,26 @@ async def test_restart_replays_the_log(tmp_path: Path) -> None:
     async with running(again):
         after = sorted(e.id for e in again.states[MID].stored_envelopes())
     assert after == before and len(before) == 21
+
+
+async def test_the_api_token_is_made_at_the_first_start_and_kept(tmp_path: Path) -> None:
+    a = make_node(tmp_path, "a")
+    assert a.api_token_file == tmp_path / "a" / "api.token"
+    assert not a.api_token_file.exists()
+    async with running(a):
+        token = read_token(a.api_token_file)
+        assert stat.S_IMODE(a.api_token_file.stat().st_mode) == 0o600
+        inode = a.api_token_file.stat().st_ino
+    again = make_node(tmp_path, "a")
+    async with running(again):
+        assert read_token(again.api_token_file) == token
+        assert again.api_token_file.stat().st_ino == inode  # read, not written again
+    # A token file others may read is refused before the node starts anything.
+    a.api_token_file.chmod(0o644)
+    third = make_node(tmp_path, "a")
+    with pytest.raises(TokenError, match="open to others"):
+        await third.run()
+    assert third.api_port is None and third.host is None
 
 
 async def test_bad_api_input_is_a_value_error_not_a_crash(tmp_path: Path) -> None:
@@ -182,7 +209,7 @@ async def test_proofs_route_names_the_missing_requester_role(tmp_path: Path) -> 
     not an empty answer it could mistake for 'no proofs yet'."""
     a = make_node(tmp_path, "a")
     async with running(a):
-        client = ApiClient(f"http://127.0.0.1:{a.api_port}")
+        client = api_client(a)
         with pytest.raises(ApiError) as caught:
             await trio.to_thread.run_sync(client.proofs, "ab" * 32)
         assert caught.value.status == 404
@@ -324,7 +351,7 @@ async def test_the_api_joins_a_running_node_to_peers(tmp_path: Path) -> None:
         assert a.gossip is not None
         ask = Actor("cut-off", MARKET).ask(now=a.clock(), max_price=9, max_proof_time=900)
         assert a.apply_raw(ask).accepted  # only a holds it
-        client = ApiClient(f"http://127.0.0.1:{b.api_port}")
+        client = api_client(b)
         for bad in (["/ip4/127.0.0.1/tcp/1"], ["not an address"], []):
             with pytest.raises(ApiError) as caught:
                 await trio.to_thread.run_sync(client.connect_peers, bad)
