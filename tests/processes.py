@@ -4,6 +4,7 @@ nodes with their JSON ready line. Every process has a timeout and is stopped aft
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,9 +18,15 @@ CLI = [sys.executable, "-m", "p2p_market.cli"]
 STARTUP_S = 60
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """One `p2p-market` command, to completion (killed after `timeout` seconds)."""
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+def cli(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """One `p2p-market` command, to completion (killed after `timeout` seconds), in
+    this process's environment without any API token of the caller's, plus `env`."""
+    environ = {k: v for k, v in os.environ.items() if k != "P2P_MARKET_API_TOKEN"}
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=environ | (env or {})
+    )
 
 
 Running = tuple[subprocess.Popen[str], dict[str, Any]]

@@ -7,7 +7,8 @@ import contextlib
 import functools
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich import box
@@ -162,13 +163,36 @@ def check_addrs(values: list[str], flag: str, *, peer: bool) -> tuple[str, ...]:
     return tuple(values)
 
 
-def api_client(url: str) -> ApiClient:
+ApiTokenOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--api-token-file",
+        help="The node's API token file (its ready line names it: api_token_file),"
+        " needed for what changes the node's state; default: the token in the"
+        " environment variable P2P_MARKET_API_TOKEN.",
+        show_default=False,
+    ),
+]
+
+
+def api_client(url: str, token_file: Path | None = None, *, acting: str | None = None) -> ApiClient:
+    """A client of the node at `url`, with the API token from `token_file`, else from
+    P2P_MARKET_API_TOKEN. `acting` names a command that changes the node's state:
+    without a token it stops here, in one line, before asking the node anything."""
     from p2p_market.node.api_client import ApiClient, ApiError
+    from p2p_market.node.api_token import TOKEN_ENV, TokenError, read_token, token_from_env
 
     try:
-        return ApiClient(url)
-    except ApiError as exc:
-        fail(exc.message)
+        token = read_token(token_file) if token_file is not None else token_from_env()
+        client = ApiClient(url, token=token)
+    except (ApiError, TokenError) as exc:
+        fail(exc.message if isinstance(exc, ApiError) else str(exc))
+    if acting is not None and token is None:
+        fail(
+            f"{acting} needs the node's API token: --api-token-file PATH (the node's ready"
+            f" line names it) or {TOKEN_ENV}"
+        )
+    return client
 
 
 @contextlib.contextmanager

@@ -1,5 +1,9 @@
 """The control-API commands: `cancel`, `status` and `book` ask a running node.
 
+`cancel` changes the node's state, so it needs the node's API token
+(`--api-token-file`, or P2P_MARKET_API_TOKEN); `status` and `book` read what is
+public and send the token only if they are given one.
+
 Exit status: 0 done; 1 the node refused; 2 bad input or no node there.
 """
 
@@ -15,6 +19,7 @@ import typer
 from rich.console import Console, Group
 
 from p2p_market.cli.common import (
+    ApiTokenOpt,
     api_client,
     api_errors,
     devnet_names,
@@ -49,10 +54,12 @@ def _ask_id(value: str) -> str:
 def cancel(
     ask_id: Annotated[str, typer.Argument(help="The ask's id (64 hex).", show_default=False)],
     api: ApiOpt,
+    api_token_file: ApiTokenOpt = None,
 ) -> None:
-    """Cancel an ask placed by that node's key, while nobody has won it."""
-    client = api_client(api)
+    """Cancel an ask placed by that node's key, while nobody has won it (needs the
+    node's API token)."""
     ask = _ask_id(ask_id)
+    client = api_client(api, api_token_file, acting="cancel")
     with api_errors():
         result = client.cancel(ask)
     if result.status != "accept":
@@ -71,9 +78,10 @@ def status(
     ask_id: Annotated[str, typer.Argument(help="The ask's id (64 hex).", show_default=False)],
     api: ApiOpt,
     as_json: JsonOpt = False,
+    api_token_file: ApiTokenOpt = None,
 ) -> None:
     """An ask as that node sees it: state, winners, prices, slot states."""
-    client = api_client(api)
+    client = api_client(api, api_token_file)
     ask = _ask_id(ask_id)
     with api_errors():
         view = client.ask(ask)
@@ -164,9 +172,10 @@ def book(
         bool, typer.Option("--watch", help="Refresh every second until Ctrl-C.")
     ] = False,
     as_json: JsonOpt = False,
+    api_token_file: ApiTokenOpt = None,
 ) -> None:
     """The order book as that node sees it: asks by state, bids by price and time."""
-    client = api_client(api)
+    client = api_client(api, api_token_file)
     wanted: str | None = None
     if market is not None:
         wanted = market.lower() if is_market_id(market) else market_id(market_arg(market)).hex()

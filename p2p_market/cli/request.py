@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from p2p_market.cli.common import (
+    ApiTokenOpt,
     api_client,
     api_errors,
     check_log_level,
@@ -33,6 +34,7 @@ from p2p_market.core.messages import Market
 from p2p_market.node.keyfile import KeyFileError, read_key, read_passphrase
 
 if TYPE_CHECKING:
+    from p2p_market.node.api_client import ApiClient
     from p2p_market.sdk import Client
 
 
@@ -111,10 +113,11 @@ def request(
         typer.Option(
             "--api",
             help="Buy through a running node's control API (signed with its key; it needs a"
-            " \\[requester] section) instead of an ephemeral node.",
+            " \\[requester] section, and its --api-token-file) instead of an ephemeral node.",
             show_default=False,
         ),
     ] = None,
+    api_token_file: ApiTokenOpt = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = "warning",
@@ -165,6 +168,7 @@ def request(
             fail(str(exc))
     elif passphrase_file is not None:
         fail("--passphrase-file needs --key")
+    client = None
     if api is not None:
         for flag, given in (
             ("--bootstrap", bool(bootstrap)),
@@ -173,6 +177,9 @@ def request(
         ):
             if given:
                 fail(f"{flag} does not go with --api: the running node has its own")
+        client = api_client(api, api_token_file, acting="request --api")
+    elif api_token_file is not None:
+        fail("--api-token-file goes with --api")
     elif not bootstrap:
         fail("no bootstrap peer given: pass --bootstrap with the address a prover printed")
     try:
@@ -202,8 +209,8 @@ def request(
         verify_cmd=verify_cmd,
         out=out,
     )
-    if api is not None:
-        raise typer.Exit(_request_via_api(api, params))
+    if client is not None:
+        raise typer.Exit(_request_via_api(client, params))
     from p2p_market.node.service import configure_logging
 
     configure_logging(log_level)
@@ -228,7 +235,7 @@ def _check_inputs(market: Market, inputs: bytes, verify_cmd: str | None) -> None
         fail(f"the inputs are not valid for market {market.name} (its input check says no)")
 
 
-def _request_via_api(url: str, p: _Request) -> int:
+def _request_via_api(client: ApiClient, p: _Request) -> int:
     import trio
 
     from p2p_market.cli.request_api import buy_via_api
@@ -240,7 +247,6 @@ def _request_via_api(url: str, p: _Request) -> int:
     def verify(proof: bytes) -> bool:
         return trio.run(backend.verify, p.market, p.inputs, proof)
 
-    client = api_client(url)
     with api_errors():
         return buy_via_api(
             client,

@@ -5,9 +5,12 @@ runs a long-lived node (with a [requester] section, so that its role verifies an
 receipts what the node's key asks for) should not need a second node and a second
 identity: here the ask is signed by that node's key, placed through its control API,
 followed by polling the ask's view, and the proofs the role verified are fetched
-and verified once more here before they are written. Confidential asks are not
-offered on this path: the control API places inline inputs, and a confidential ask
-needs the role that holds its inputs (use the ephemeral path, or the SDK).
+and verified once more here before they are written. Placing (and cancelling) an ask
+and reading its proofs need the node's API token (`--api-token-file`, or
+P2P_MARKET_API_TOKEN): the command stops before anything is placed without one.
+Confidential asks are not offered on this path: the control API places inline
+inputs, and a confidential ask needs the role that holds its inputs (use the
+ephemeral path, or the SDK).
 """
 
 from __future__ import annotations

@@ -162,6 +162,7 @@ def test_node_run_starts_the_roles_its_config_names(tmp_path: Path) -> None:
                 "request", "--api", api_url, "--market", str(descriptor),
                 "--input", str(inputs), "--max-price", "10", "--max-proof-time", "5000",
                 "--out", str(out), "--timeout", "60",
+                "--api-token-file", requester["api_token_file"],
             )  # fmt: skip
             assert done.returncode == 0, done.stdout + done.stderr
             market = read_descriptor(descriptor)

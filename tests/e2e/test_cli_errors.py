@@ -26,6 +26,7 @@ from p2p_market.core.crypto import devnet_key
 from p2p_market.core.envelope import market_id
 from p2p_market.markets.descriptor import read_descriptor
 from p2p_market.node.api_client import ApiClient
+from p2p_market.node.api_token import TOKEN_ENV
 from p2p_market.node.keyfile import write_key
 from tests.e2e.test_cli_e2e import quick_market
 from tests.processes import cli, process
@@ -72,7 +73,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert made.exit_code == 0, made.output
     write_key(tmp / "key.pem", devnet_key("requester-1"), b"secret")
     (tmp / "pass.txt").write_text("not the passphrase\n")
+    (tmp / "api.token").write_text("ab" * 32 + "\n")
     return {
+        "token": tmp / "api.token",
         "inputs": inputs,
         "dir": tmp / "a-directory",
         "missing": tmp / "missing.pem",
@@ -186,7 +189,28 @@ CASES: list[tuple[str, list[str], str]] = [
     ("market: zero window", market(commit_window_ms="0"), "commit_window"),
     ("market: file exists", market(out="{existing}"), "already exists"),
     ("cancel: bad id", ["cancel", "xyz", "--api", "http://127.0.0.1:1"], "64 hex characters"),
-    ("cancel: no node running", ["cancel", ASK, "--api", "{closed}"], "{closed}"),
+    (
+        "cancel: no node running",
+        ["cancel", ASK, "--api", "{closed}", "--api-token-file", "{token}"],
+        "{closed}",
+    ),
+    ("cancel: no token", ["cancel", ASK, "--api", "{closed}"], "cancel needs the node's API token"),
+    (
+        "cancel: token file missing",
+        ["cancel", ASK, "--api", "{closed}", "--api-token-file", "{missing}"],
+        "API token file not found: {missing}",
+    ),
+    (
+        "cancel: not a token file",
+        ["cancel", ASK, "--api", "{closed}", "--api-token-file", "{inputs}"],
+        "does not hold an API token (64 hex characters)",
+    ),
+    (
+        "request: --api, no token",
+        [*request(bootstrap=None), "--api", "{closed}"],
+        "request --api needs the node's API token",
+    ),
+    ("request: token, no --api", request(api_token_file="{token}"), "goes with --api"),
     ("cancel: bad api address", ["cancel", ASK, "--api", "localhost:80"], "http://host:port"),
     ("status: bad id", ["status", "12345", "--api", "http://127.0.0.1:1"], "64 hex characters"),
     ("status: no node running", ["status", ASK, "--api", "{closed}"], "{closed}"),
@@ -209,8 +233,9 @@ def fill(value: str, files: dict[str, Path], closed: str) -> str:
 
 @pytest.mark.parametrize(("args", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_and_exit_2(
-    args: list[str], needle: str, files: dict[str, Path]
+    args: list[str], needle: str, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
     closed = f"http://127.0.0.1:{closed_port()}"
     result = invoke(*(fill(a, files, closed) for a in args))
     line = one_line_error(result.stdout, result.stderr, result.exit_code)
@@ -251,6 +276,8 @@ def test_bad_commands_against_a_running_prover_publish_nothing(tmp_path: Path) -
             "--out", str(out), "--timeout", "60",
         ]  # fmt: skip
 
+        via_api = [*good[: good.index("--bootstrap")], "--out", str(out)]
+
         def bad(option: str, value: str) -> list[str]:
             i = good.index(option)
             return [*good[: i + 1], value, *good[i + 2 :]]
@@ -276,6 +303,8 @@ def test_bad_commands_against_a_running_prover_publish_nothing(tmp_path: Path) -
             (bad_prover("--devnet-key", None), "a prover needs a key"),
             ([*bad_prover("--devnet-key", None), "--key", str(key)], "key file not found"),
             (["status", "ef" * 32, "--api", api.base_url], "unknown ask"),
+            (["cancel", "ef" * 32, "--api", api.base_url], "cancel needs the node's API token"),
+            ([*via_api, "--api", api.base_url], "request --api needs the node's API token"),
             (["book", "--api", api.base_url, "--market", "devnet"], "does not follow market"),
         ]
         run: Callable[[tuple[list[str], str]], subprocess.CompletedProcess[str]]

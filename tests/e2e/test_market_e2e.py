@@ -193,7 +193,8 @@ def test_cancel_before_and_after_assignment_and_a_killed_winner(tmp_path: Path) 
         # one can take longer to start than the 1.5 s window lasts on a busy machine.)
         early = api.place_ask({**ask_fields, "inputs": b"cancel me".hex()})
         assert early.status == "accept", early
-        cancelled = CliRunner().invoke(app, ["cancel", early.id, "--api", api.base_url])
+        token = ["--api-token-file", requester["api_token_file"]]
+        cancelled = CliRunner().invoke(app, ["cancel", early.id, "--api", api.base_url, *token])
         assert cancelled.exit_code == 0, cancelled.output
         assert cancelled.stdout.strip() == f"cancelled ask {early.id}"
         view = wait_state(api, early.id, "cancelled")
@@ -214,7 +215,9 @@ def test_cancel_before_and_after_assignment_and_a_killed_winner(tmp_path: Path) 
         wait_for("prover-1 to start proving", marker.exists)
 
         # Cancel after assignment: refused, with the reason, and the ask stays assigned.
-        refused = cli("cancel", ask, "--api", api.base_url)
+        # (the token from the environment this time, as a script may pass it)
+        env = {"P2P_MARKET_API_TOKEN": Path(requester["api_token_file"]).read_text().strip()}
+        refused = cli("cancel", ask, "--api", api.base_url, env=env)
         assert refused.returncode == 1, refused.stdout + refused.stderr
         line = one_error_line(refused.stderr)
         assert line.startswith("error: cancel refused"), line
