@@ -4,14 +4,46 @@
     GET  /v1/markets                   {"markets": [...]}
     GET  /v1/markets/{id}/book         {"bids": [...], "asks": [...]}
     GET  /v1/asks/{id}                 one ask's view
-    POST /v1/envelopes                 a signed envelope: raw bytes, or JSON {"hex": "..."}
-    POST /v1/bids                      JSON fields of a Bid, signed with the node's key
-    POST /v1/asks                      JSON fields of an Ask, signed with the node's key
-    POST /v1/asks/{id}/cancel          sign and submit a Cancel of one of the node's asks
+    GET  /v1/asks/{id}/proofs          token: the proofs of the node's ask its role verified
+    POST /v1/envelopes                 token: a signed envelope, as JSON {"hex": "..."}
+    POST /v1/bids                      token: JSON fields of a Bid, signed with the node's key
+    POST /v1/asks                      token: JSON fields of an Ask, signed with the node's key
+    POST /v1/asks/{id}/cancel          token: sign and submit a Cancel of one of the node's asks
     GET  /v1/stats                     counters: gossip frames and envelopes, admitted, peers
     GET  /v1/markets/{id}/check        state_hash, check_invariants(), reorgs, envelopes per ask
-    POST /v1/peers                     {"addrs": [full multiaddrs]}: dial them now, and keep
-                                       them with the bootstrap peers
+    POST /v1/peers                     token: {"addrs": [full multiaddrs]}: dial them now, and
+                                       keep them with the bootstrap peers
+
+The API only obeys its owner. Binding 127.0.0.1 keeps other hosts out, but not the
+web pages the operator's browser opens: any page can send a cross-site POST to
+127.0.0.1 (a form, or fetch with `text/plain`, needs no CORS preflight), and a page
+on a domain that the attacker re-points to 127.0.0.1 (DNS rebinding) is, to the
+browser, the same origin as the API, so it may read the answers as well. Either would
+let a stranger's page sign bids, place or cancel asks, or dial peers with the node's
+key. So every request is checked, in this order:
+
+1. `Host` must name this API: 127.0.0.1, localhost or [::1] (or the address it is
+   bound to) with the port the request came in on; anything else is DNS rebinding,
+   or a mistake: 421.
+2. A browser's `Origin`, if sent, must be this API's own (`http://127.0.0.1:PORT`, ...),
+   and `Sec-Fetch-Site`, if sent, must not be `cross-site` or `same-site`: else 403.
+   Browsers send these on cross-site requests; the CLI and scripts do not.
+3. Every method but GET (and HEAD) changes the node's state and needs the node's API
+   token (node/api_token.py) as `Authorization: Bearer <token>`, compared in constant
+   time: a missing, malformed or wrong one is a 401 naming which. A web page cannot
+   read the token file, and cannot set this header on a cross-site request without a
+   CORS preflight, which this API never grants.
+4. Those requests must also say `Content-Type: application/json` (even a cancel, whose
+   body is `{}`): anything else is a 415, so that no request a browser may send
+   without a preflight (`text/plain`, forms) is ever parsed.
+
+Reads of public data need no token: status, markets, book, an ask's view, stats and
+check show what the node's peers see anyway (signed orders gossiped to everyone, the
+state derived from them, counters), and `p2p-market status`, `book` and monitoring
+should work without the secret; the checks of Host and Origin still keep them from
+web pages. The one private read, an ask's verified proofs (what its requester paid
+for, perhaps of confidential inputs), needs the token. The API binds loopback
+addresses only (`serve_api` refuses others; the config has a port, no address).
 
 Stats and check are for simulations and operators (`p2p-market simulate` compares
 them across nodes); they need the runtime's node (`states`, `gossip`, `metrics`), and
@@ -19,9 +51,10 @@ answer 404 on a facade without them, as does /v1/peers on a facade that cannot d
 
 A submission answers 200 with `{"id", "status", "reason", "detail"}` whatever the
 verdict: an ignored or rejected envelope is the node's answer, not an HTTP error.
-Errors are `{"error": "<one line>"}`: 400 for a bad body or field, 404 for an unknown
-route, market or ask, 405 for a wrong method, 413 for a body above the limit (from
-the HTTP layer). Ids are 64 hex characters.
+Errors are `{"error": "<one line>"}`: 400 for a bad body or field, 401 without the
+token, 403 for a foreign origin, 404 for an unknown route, market or ask, 405 for a
+wrong method, 413 for a body above the limit (from the HTTP layer), 415 for a body
+that is not JSON, 421 for a foreign Host. Ids are 64 hex characters.
 
 JSON bodies are checked here for shape (known field names, JSON types, hex strings),
 so the facade receives well-typed values and a typo is an error, not a default.
@@ -31,6 +64,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hmac
+import ipaddress
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -40,8 +75,9 @@ import trio
 
 from p2p_market.core.book import StoredBid
 from p2p_market.core.state import AskView
+from p2p_market.node.api_token import TOKEN_FILE, check_token
 from p2p_market.node.facade import NodeFacade, Submitted
-from p2p_market.node.http import Limits, Request, Response, error_response, serve_http
+from p2p_market.node.http import JSON, Limits, Request, Response, error_response, serve_http
 from p2p_market.node.http import json_response as _json_response
 
 if TYPE_CHECKING:
@@ -51,6 +87,13 @@ _HEX_ID: Final = re.compile(r"[0-9a-fA-F]{64}")
 MAX_DIAL: Final = 64
 """Addresses one POST /v1/peers may ask the node to dial (it dials them at once)."""
 _HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})*")
+LOOPBACK_NAMES: Final = ("127.0.0.1", "localhost", "[::1]")
+"""What a Host header may name (with the API's port), besides the bound address."""
+READS: Final = frozenset({"GET", "HEAD"})
+"""Methods that change nothing; every other one needs the token and a JSON body."""
+PRIVATE_READS: Final = frozenset({("v1", "asks", "*", "proofs")})
+"""GET routes that need the token too: what the node's owner alone may read."""
+_AUTHORITY: Final = re.compile(r"(\[[0-9a-f:.]+\]|[^:\[\]@/\s]+)(?::([0-9]{1,5}))?")
 
 _STR, _INT, _BOOL, _HEXSTR, _HEXLIST = "text", "integer", "boolean", "hex", "hex list"
 
@@ -210,14 +253,12 @@ def _shown(value: Any) -> str:
 
 
 def envelope_bytes(request: Request) -> bytes:
-    """The raw envelope of POST /v1/envelopes: the body itself, or JSON {"hex": ...}."""
-    body = request.body
-    if request.content_type == "application/json" or body.lstrip()[:1] == b"{":
-        fields = parse_json_object(body)
-        if set(fields) != {"hex"}:
-            raise BadRequest('a JSON envelope must be {"hex": "<envelope bytes in hex>"}')
-        check_fields(fields, {"hex": _HEXSTR})
-        body = bytes.fromhex(fields["hex"])
+    """The raw envelope of POST /v1/envelopes, sent as JSON {"hex": ...}."""
+    fields = parse_json_object(request.body)
+    if set(fields) != {"hex"}:
+        raise BadRequest('a JSON envelope must be {"hex": "<envelope bytes in hex>"}')
+    check_fields(fields, {"hex": _HEXSTR})
+    body = bytes.fromhex(fields["hex"])
     if not body:
         raise BadRequest("empty envelope")
     return body
@@ -237,11 +278,31 @@ def _submitted(result: Submitted) -> Response:
 Route = Callable[[Request, list[str]], Awaitable[Response]]
 
 
-class ControlApi:
-    """The request handler for serve_http."""
+def is_loopback(host: str) -> bool:
+    """Whether a bind address reaches this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    def __init__(self, node: NodeFacade) -> None:
+
+def _host_name(host: str) -> str:
+    """A bind address as a Host header names it: lower case, IPv6 in brackets."""
+    host = host.lower()
+    return f"[{host}]" if ":" in host else host
+
+
+class ControlApi:
+    """The request handler for serve_http: the checks of the module's docstring, then
+    the routes. `token` is the node's API token; `bind_host` the address the API is
+    bound to (a Host header may name it too)."""
+
+    def __init__(self, node: NodeFacade, *, token: str, bind_host: str = "127.0.0.1") -> None:
         self.node = node
+        self._token = check_token(token, "the API token").encode("ascii")
+        self.names = frozenset({*LOOPBACK_NAMES, _host_name(bind_host)})
         # (pattern of path segments, "*" = an id) -> {method: route}
         self.routes: list[tuple[tuple[str, ...], dict[str, Route]]] = [
             (("v1", "status"), {"GET": self._status}),
@@ -259,6 +320,33 @@ class ControlApi:
         ]
 
     async def __call__(self, request: Request) -> Response:
+        refused = self._check_origin(request)
+        if refused is not None:
+            return refused
+        found = self._find(request)
+        writes = request.method not in READS
+        if writes or (isinstance(found, tuple) and found[2]):
+            refused = self._check_token(request)
+            if refused is not None:
+                return refused
+        if isinstance(found, Response):
+            return found
+        if writes and request.content_type != JSON:
+            given = request.content_type or "none"
+            return error_response(415, f"Content-Type must be {JSON}, not {given}")
+        route, params, _ = found
+        try:
+            return await route(request, params)
+        except BadRequest as exc:
+            return error_response(400, str(exc))
+        except KeyError as exc:
+            return error_response(404, _key_message(exc))
+        except ValueError as exc:
+            return error_response(400, str(exc) or type(exc).__name__)
+
+    def _find(self, request: Request) -> tuple[Route, list[str], bool] | Response:
+        """The route, its parameters and whether it is a private read; or the 404 or
+        405 to answer (once the request has the token a write would need)."""
         segments = request.path.strip("/").split("/")
         for pattern, methods in self.routes:
             params = _match(pattern, segments)
@@ -269,15 +357,49 @@ class ControlApi:
                 allowed = ", ".join(sorted(methods))
                 message = f"{request.method} not allowed on {request.path} (use {allowed})"
                 return error_response(405, message, headers=(("allow", allowed),))
-            try:
-                return await route(request, params)
-            except BadRequest as exc:
-                return error_response(400, str(exc))
-            except KeyError as exc:
-                return error_response(404, _key_message(exc))
-            except ValueError as exc:
-                return error_response(400, str(exc) or type(exc).__name__)
+            return route, params, pattern in PRIVATE_READS
         return error_response(404, f"no such route: {request.method} {request.path}")
+
+    def _check_origin(self, request: Request) -> Response | None:
+        """Host names this API; a browser's Origin is its own; not a cross-site fetch."""
+        port = request.local_port
+        host = request.headers.get("host", "").strip().lower()
+        match = _AUTHORITY.fullmatch(host)
+        named = match is not None and match.group(1) in self.names
+        if match is None or not named or int(match.group(2) or 80) != port:
+            shown = f"{host!r}" if host else "none"
+            return error_response(
+                421, f"Host {shown} is not this API's: use 127.0.0.1:{port} (DNS rebinding guard)"
+            )
+        origin = request.headers.get("origin")
+        if origin is not None:
+            own = {f"http://{name}:{port}" for name in self.names}
+            if port == 80:
+                own |= {f"http://{name}" for name in self.names}
+            if origin.strip().lower() not in own:
+                return error_response(403, f"cross-origin request refused (Origin {origin!r})")
+        site = request.headers.get("sec-fetch-site", "").strip().lower()
+        if site in ("cross-site", "same-site"):
+            return error_response(403, f"cross-origin request refused (Sec-Fetch-Site {site})")
+        return None
+
+    def _check_token(self, request: Request) -> Response | None:
+        auth = request.headers.get("authorization")
+        if auth is None:
+            reason = (
+                "missing API token: send Authorization: Bearer <token>, the token in"
+                f" {TOKEN_FILE} in the node's data dir"
+            )
+        else:
+            scheme, _, value = auth.strip().partition(" ")
+            given = value.strip().encode("latin-1")
+            if scheme.lower() != "bearer" or not given:
+                reason = "malformed Authorization header: expected Bearer <token>"
+            elif hmac.compare_digest(given, self._token):
+                return None
+            else:
+                reason = "wrong API token"
+        return error_response(401, reason, headers=(("www-authenticate", "Bearer"),))
 
     async def _status(self, request: Request, params: list[str]) -> Response:
         return json_response(self.node.status())
@@ -412,10 +534,15 @@ def _key_message(exc: KeyError) -> str:
 async def serve_api(
     node: NodeFacade,
     *,
+    token: str,
     host: str = "127.0.0.1",
     port: int = 0,
     limits: Limits | None = None,
     task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """serve_http(ControlApi(node)): the runtime's control API service."""
-    await serve_http(ControlApi(node), host=host, port=port, limits=limits, task_status=task_status)
+    """serve_http(ControlApi(node, token=token)): the runtime's control API service.
+    ValueError for a `host` that is not a loopback address."""
+    if not is_loopback(host):
+        raise ValueError(f"the control API binds a loopback address only, not {host!r}")
+    api = ControlApi(node, token=token, bind_host=host)
+    await serve_http(api, host=host, port=port, limits=limits, task_status=task_status)

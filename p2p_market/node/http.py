@@ -72,6 +72,8 @@ class Request:
     body: bytes
     headers: dict[str, str]
     """Names in lower case; repeated headers joined with ", "."""
+    local_port: int = 0
+    """The port the request arrived on (what a `Host` header must name)."""
 
     @property
     def content_type(self) -> str:
@@ -192,6 +194,7 @@ class _Conn:
         self.stream = stream
         self.limits = limits
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
+        self.local_port = int(stream.socket.getsockname()[1])
         self._started = False
         self._scope = trio.CancelScope()
 
@@ -266,7 +269,7 @@ class _Conn:
                 break
             elif isinstance(part, h11.ConnectionClosed):
                 return None
-        return _request(event, bytes(body))
+        return _request(event, bytes(body), self.local_port)
 
     def _too_large(self) -> _Refused:
         return _Refused(413, f"request body above {self.limits.max_body_bytes} bytes")
@@ -335,7 +338,7 @@ def _content_length(headers: Any) -> int | None:
     return None
 
 
-def _request(event: h11.Request, body: bytes) -> Request:
+def _request(event: h11.Request, body: bytes, local_port: int) -> Request:
     target = event.target.decode("ascii", "replace")
     split = urlsplit(target)
     headers: dict[str, str] = {}
@@ -348,4 +351,5 @@ def _request(event: h11.Request, body: bytes) -> Request:
         query=dict(parse_qsl(split.query, keep_blank_values=True)),
         body=body,
         headers=headers,
+        local_port=local_port,
     )

@@ -136,7 +136,6 @@ class Node:
         self.api_port: int | None = None
         self.api_token_file: Path = token_path(config.data_dir)
         """The file of the control API's token (api_token.py), made at the first start."""
-        self._api_token: str | None = None
         self.metrics_port: int | None = None
         self.ready = trio.Event()
         self._sync_requested = trio.Event()
@@ -270,7 +269,7 @@ class Node:
         running (the gossip service closes the host, the log is closed last)."""
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        self._api_token = ensure_token(cfg.data_dir)  # TokenError before anything runs
+        api_token = ensure_token(cfg.data_dir)  # TokenError before anything runs
         with EnvelopeLog(data_path(cfg)) as envelope_log:
             self.log = envelope_log
             for market in cfg.markets:
@@ -293,7 +292,7 @@ class Node:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.gossip.run)
                 self.api_port = await nursery.start(
-                    functools.partial(serve_api, self, port=cfg.api_port)
+                    functools.partial(serve_api, self, token=api_token, port=cfg.api_port)
                 )
                 if cfg.metrics_port >= 0:
                     self.metrics_port = await nursery.start(

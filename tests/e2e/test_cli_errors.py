@@ -277,6 +277,9 @@ def test_bad_commands_against_a_running_prover_publish_nothing(tmp_path: Path) -
         ]  # fmt: skip
 
         via_api = [*good[: good.index("--bootstrap")], "--out", str(out)]
+        cancel = ["cancel", "ef" * 32, "--api", api.base_url]
+        wrong = tmp_path / "wrong.token"
+        wrong.write_text("0f" * 32 + "\n")
 
         def bad(option: str, value: str) -> list[str]:
             i = good.index(option)
@@ -304,6 +307,8 @@ def test_bad_commands_against_a_running_prover_publish_nothing(tmp_path: Path) -
             ([*bad_prover("--devnet-key", None), "--key", str(key)], "key file not found"),
             (["status", "ef" * 32, "--api", api.base_url], "unknown ask"),
             (["cancel", "ef" * 32, "--api", api.base_url], "cancel needs the node's API token"),
+            ([*cancel, "--api-token-file", str(wrong)], "error: 401: wrong API token"),
+            ([*cancel, "--api-token-file", ready["api_token_file"]], "404: unknown ask efef"),
             ([*via_api, "--api", api.base_url], "request --api needs the node's API token"),
             (["book", "--api", api.base_url, "--market", "devnet"], "does not follow market"),
         ]

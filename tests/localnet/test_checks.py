@@ -124,12 +124,14 @@ async def test_the_control_api_reports_stats_and_checks() -> None:
         admitted=1,
         status=lambda: {"peers": 3},
     )
-    api = ControlApi(node)
+    token = "ab" * 32
+    api = ControlApi(node, token=token)
+    local = {"host": "127.0.0.1:8080"}
 
     async def get(path: str) -> tuple[int, Any]:
         import json
 
-        response = await api(Request("GET", path, {}, b"", {}))
+        response = await api(Request("GET", path, {}, b"", local, local_port=8080))
         return response.status, json.loads(response.body)
 
     status, stats = await get("/v1/stats")
@@ -141,8 +143,8 @@ async def test_the_control_api_reports_stats_and_checks() -> None:
     assert check["bids"] == 1 and check["reorgs"] == 0 and check["ask_envelopes"] == {}
     status, _ = await get(f"/v1/markets/{'0' * 64}/check")
     assert status == 404
-    bare = ControlApi(SimpleNamespace())
-    response = await bare(Request("GET", "/v1/stats", {}, b"", {}))
+    bare = ControlApi(SimpleNamespace(), token=token)
+    response = await bare(Request("GET", "/v1/stats", {}, b"", local, local_port=8080))
     assert response.status == 404
     await trio.lowlevel.checkpoint()
 

@@ -27,6 +27,7 @@ from p2p_market.node.http import Limits, Request, Response, json_response, serve
 
 NOW = GENESIS_MS + 60_000
 TIMEOUT = 15
+TOKEN = "5e" * 32
 
 
 class FakeNode:
@@ -156,8 +157,8 @@ async def api_error(fn: Callable[..., Any], *args: Any) -> ApiError:
 
 
 async def start_api(nursery: trio.Nursery, node: FakeNode, **kw: Any) -> tuple[int, ApiClient]:
-    port: int = await nursery.start(functools.partial(serve_api, node, **kw))
-    return port, ApiClient(f"http://127.0.0.1:{port}", timeout=TIMEOUT)
+    port: int = await nursery.start(functools.partial(serve_api, node, token=TOKEN, **kw))
+    return port, ApiClient(f"http://127.0.0.1:{port}", token=TOKEN, timeout=TIMEOUT)
 
 
 async def read_response(
@@ -195,8 +196,10 @@ async def read_to_eof(stream: trio.SocketStream) -> bytes:
     return bytes(out)
 
 
-def get(path: str, extra: str = "") -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+def get(path: str, extra: str = "", *, port: int = 0) -> bytes:
+    """A GET; with `port`, its Host is the API's own (127.0.0.1:port)."""
+    host = f"127.0.0.1:{port}" if port else "x"
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
 
 
 # -- the routes ------------------------------------------------------------------------
@@ -332,7 +335,7 @@ async def test_a_405_names_the_allowed_methods_in_a_header(nursery: trio.Nursery
     with trio.fail_after(TIMEOUT):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
-            await stream.send_all(get("/v1/envelopes"))
+            await stream.send_all(get("/v1/envelopes", port=port))
             status, headers, body = await read_response(stream, bytearray())
     assert status == 405 and headers["allow"] == "POST"
     assert headers["content-type"] == "application/json"
@@ -373,7 +376,9 @@ async def test_pipelined_requests_are_answered_in_order(nursery: trio.Nursery) -
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(
-                get("/v1/status") + get("/v1/nope") + get("/v1/markets", "Connection: close\r\n")
+                get("/v1/status", port=port)
+                + get("/v1/nope", port=port)
+                + get("/v1/markets", "Connection: close\r\n", port=port)
             )
             buf = bytearray()
             answers = [await read_response(stream, buf) for _ in range(3)]
@@ -466,9 +471,9 @@ async def test_expect_100_continue(nursery: trio.Nursery) -> None:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(
-                b"POST /v1/bids HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                b"Content-Type: application/json\r\n"
-                b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n"
+                f"POST /v1/bids HTTP/1.1\r\nHost: localhost:{port}\r\n"
+                f"Expect: 100-continue\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
             )
             buf = bytearray()
             assert (await read_response(stream, buf))[0] == 100  # go on: send the body
