@@ -252,5 +252,6 @@ async def test_the_token_survives_a_restart_and_only_it_is_accepted(tmp_path: Pa
 async def test_the_api_binds_loopback_addresses_only(tmp_path: Path) -> None:
     node = make_node(tmp_path, "a")
     for host in ("0.0.0.0", "::", "192.0.2.1", "example.com"):
-        with pytest.raises(ValueError, match=f"binds a loopback address only, not '{host}'"):
+        message = f"binds a loopback address only, not '{host}'"
+        with trio.fail_after(5), pytest.raises(ValueError, match=message):  # not served
             await serve_api(node, token=WRONG, host=host)
