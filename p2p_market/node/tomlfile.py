@@ -11,7 +11,8 @@ from typing import Any
 
 def read_toml(path: Path, what: str, error: Callable[[str], Exception]) -> dict[str, Any]:
     """The parsed table; `error(message)` is raised for a missing, unreadable,
-    non-UTF-8 or invalid file (`what` names the file's role, e.g. "config file")."""
+    non-UTF-8 or invalid file, one nested too deeply for the parser included (`what`
+    names the file's role, e.g. "config file")."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -28,3 +29,5 @@ def read_toml(path: Path, what: str, error: Callable[[str], Exception]) -> dict[
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays or tables
+        raise error(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
