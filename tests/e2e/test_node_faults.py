@@ -8,21 +8,35 @@ error is the one other line, and the last."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import random
+import sqlite3
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from p2p_market.core.crypto import devnet_key
+from p2p_market.core.envelope import market_id
+from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 from p2p_market.node.keyfile import write_key
+from p2p_market.node.storage import Entry, EnvelopeLog
 from tests.processes import cli
 
+MID = market_id(default_market())
 
-def node_config(tmp: Path, extra: str = "", *, markets: str = 'preset = "devnet"') -> Path:
-    """A node config in `tmp` (key node.pem, data dir `data`), with `extra` [node] lines."""
+
+def node_config(
+    tmp: Path, extra: str = "", *, data_dir: str = "data", markets: str = 'preset = "devnet"'
+) -> Path:
+    """A node config in `tmp` (key node.pem), with `extra` [node] lines."""
     if not (tmp / "node.pem").exists():
         write_key(tmp / "node.pem", devnet_key("faults-node"), None)
     config = tmp / "node.toml"
     config.write_text(
-        f'[node]\nkey_file = "node.pem"\ndata_dir = "data"\n{extra}\n[[markets]]\n{markets}\n'
+        f'[node]\nkey_file = "node.pem"\ndata_dir = "{data_dir}"\n{extra}\n[[markets]]\n{markets}\n'
     )
     return config
 
@@ -59,3 +73,136 @@ def test_a_deeply_nested_market_descriptor_is_one_line(tmp_path: Path) -> None:
     config = node_config(tmp_path, markets='descriptor = "deep.toml"')
     line = node_error(run_node(config), 2)
     assert line == f"error: markets[0]: {descriptor}: not valid TOML: nested too deeply"
+
+
+# -- the data dir and its SQLite log ---------------------------------------------------
+
+
+def write_log(data: Path, bids: int = 3_000) -> Path:
+    """The data dir's log with `bids` real bids in it (about 2 MB): many pages."""
+    path = data / "envelopes.sqlite"
+    who = Actor("faults", default_market())
+    now = GENESIS_MS + 3_600_000
+    with EnvelopeLog(path) as log:
+        log.append_many(
+            Entry(MID, who.bid(now=now, price=i, proof_time=1_000, seq=i + 1), now, 2**62)
+            for i in range(bids)
+        )
+    return path
+
+
+def scribble_on_pages(path: Path) -> None:
+    """Garbage over the start of every 7th page but the first (the header stays
+    valid, so the file opens and the damage is found while replaying)."""
+    rng = random.Random(7)
+    data = bytearray(path.read_bytes())
+    for offset in range(2 * 4096, len(data), 7 * 4096):
+        data[offset : offset + 200] = rng.randbytes(200)
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def not_sqlite(path: Path) -> None:
+    path.write_bytes(b"not SQLite at all " * 300)
+
+
+def text_row(path: Path) -> None:
+    """A row another program wrote: text where the envelope's bytes belong (replayed,
+    it was `TypeError: string argument without an encoding`)."""
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("INSERT INTO envelopes VALUES (x'00', ?, 'text', 1, 1)", (MID,))
+
+
+def newer_schema(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 7")
+
+
+def a_directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+MOVE_AWAY = "move it away to start from an empty log; the node will sync from peers"
+DAMAGE: list[tuple[Callable[[Path], None], str]] = [
+    (scribble_on_pages, f"is corrupt (database disk image is malformed): {MOVE_AWAY}"),
+    (truncate, f"is corrupt (database disk image is malformed): {MOVE_AWAY}"),
+    (not_sqlite, f"is corrupt (file is not a database): {MOVE_AWAY}"),
+    (text_row, f"is corrupt (row 3001 of envelopes is not one p2p-market wrote): {MOVE_AWAY}"),
+    (newer_schema, "has schema 7, newer than this version's 1: run a newer p2p-market"),
+    (a_directory, "is a directory, not a database: move it away"),
+]
+
+
+@pytest.mark.parametrize(("damage", "says"), DAMAGE, ids=[d[0].__name__ for d in DAMAGE])
+def test_a_damaged_log_is_one_line_and_exit_1(
+    tmp_path: Path, damage: Callable[[Path], None], says: str
+) -> None:
+    config = node_config(tmp_path)
+    path = write_log(tmp_path / "data")
+    damage(path)
+    line = node_error(run_node(config), 1)
+    assert line.startswith(
+        f"error: {path}" if damage is a_directory else f"error: database {path} "
+    )
+    assert says in line, line
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str, *, read_only: bool = False) -> Iterator[Path]:
+    """A tmpfs of `size` mounted on `where` (needs root: the test is skipped if the
+    mount is not permitted), unmounted after."""
+    where.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+@contextlib.contextmanager
+def read_only_dir(where: Path) -> Iterator[Path]:
+    """A directory the node cannot write: mode 0555 for a normal user; for root
+    (whom modes do not stop) a read-only tmpfs."""
+    if os.geteuid() != 0:
+        where.mkdir()
+        where.chmod(0o555)
+        try:
+            yield where
+        finally:
+            where.chmod(0o755)
+    else:
+        with tmpfs(where, "1m", read_only=True):
+            yield where
+
+
+def test_a_read_only_data_dir_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    config = node_config(tmp_path)
+    with read_only_dir(tmp_path / "data"):
+        line = node_error(run_node(config), 1)
+    data = tmp_path / "data"
+    assert (
+        line == f"error: data dir {data} is read-only: make it writable or choose another data_dir"
+    )
+
+
+def test_a_data_dir_that_cannot_be_made_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with read_only_dir(tmp_path / "locked"):
+        line = node_error(run_node(node_config(tmp_path, data_dir="locked/data")), 1)
+    assert line.startswith(f"error: cannot create data dir {tmp_path / 'locked' / 'data'} (")
+    assert line.endswith("make its parent writable or choose another data_dir")
+    (tmp_path / "a-file").write_text("not a directory")
+    line = node_error(run_node(node_config(tmp_path, data_dir="a-file")), 1)
+    assert (
+        line == f"error: data dir {tmp_path / 'a-file'} is not a directory: choose another data_dir"
+    )
