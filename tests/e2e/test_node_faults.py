@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import socket
 import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
@@ -206,3 +207,29 @@ def test_a_data_dir_that_cannot_be_made_is_one_line_and_exit_1(tmp_path: Path) -
     assert (
         line == f"error: data dir {tmp_path / 'a-file'} is not a directory: choose another data_dir"
     )
+
+
+# -- the listen address ----------------------------------------------------------------
+
+
+def test_a_listen_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """py-libp2p only logged the failed listener: the node went on without a listen
+    address, and died on "the host has no TCP listen address yet"."""
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = node_config(tmp_path, f'listen = ["/ip4/127.0.0.1/tcp/{port}"]')
+        line = node_error(run_node(config), 2)
+    assert line == (
+        f"error: cannot start the node: cannot listen on /ip4/127.0.0.1/tcp/{port} (Address"
+        " already in use): choose another listen address or port, or stop what uses it"
+    )
+
+
+def test_a_listen_address_not_of_this_machine_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = node_config(tmp_path, 'listen = ["/ip4/192.0.2.1/tcp/4001"]')  # TEST-NET-1
+    line = node_error(run_node(config), 2)
+    assert line.startswith("error: cannot start the node: cannot listen on /ip4/192.0.2.1/tcp/4001")
+    assert "(Cannot assign requested address)" in line
