@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import resource
 import socket
 import sqlite3
 import subprocess
@@ -24,20 +25,26 @@ from p2p_market.core.envelope import market_id
 from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 from p2p_market.node.keyfile import write_key
 from p2p_market.node.storage import Entry, EnvelopeLog
-from tests.processes import cli
+from tests.processes import CLI, cli
 
 MID = market_id(default_market())
 
 
 def node_config(
-    tmp: Path, extra: str = "", *, data_dir: str = "data", markets: str = 'preset = "devnet"'
+    tmp: Path,
+    extra: str = "",
+    *,
+    key_file: str = "node.pem",
+    data_dir: str = "data",
+    markets: str = 'preset = "devnet"',
 ) -> Path:
-    """A node config in `tmp` (key node.pem), with `extra` [node] lines."""
+    """A node config in `tmp` (its key is node.pem), with `extra` [node] lines."""
     if not (tmp / "node.pem").exists():
         write_key(tmp / "node.pem", devnet_key("faults-node"), None)
     config = tmp / "node.toml"
     config.write_text(
-        f'[node]\nkey_file = "node.pem"\ndata_dir = "{data_dir}"\n{extra}\n[[markets]]\n{markets}\n'
+        f'[node]\nkey_file = "{key_file}"\ndata_dir = "{data_dir}"\n{extra}\n'
+        f"[[markets]]\n{markets}\n"
     )
     return config
 
@@ -233,3 +240,72 @@ def test_a_listen_address_not_of_this_machine_is_one_line_and_exit_2(tmp_path: P
     line = node_error(run_node(config), 2)
     assert line.startswith("error: cannot start the node: cannot listen on /ip4/192.0.2.1/tcp/4001")
     assert "(Cannot assign requested address)" in line
+
+
+# -- key, passphrase and config files ----------------------------------------------------
+
+
+def bounded(*args: str) -> subprocess.CompletedProcess[str]:
+    """`p2p-market ARGS` with its address space capped at 2 GiB: a command that reads
+    a file with no end (/dev/zero) fails with a MemoryError instead of filling the
+    machine's memory."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=120, preexec_fn=cap
+    )
+
+
+def test_a_passphrase_too_long_to_encrypt_with_is_one_line(tmp_path: Path) -> None:
+    """It was `ValueError: Passwords longer than 1023 bytes are not supported by this
+    backend`, from deep in `cryptography`."""
+    passphrase = tmp_path / "long.txt"
+    passphrase.write_text("x" * 2_000)
+    done = cli("keys", "new", "--dir", str(tmp_path), "--passphrase-file", str(passphrase))
+    assert node_error(done, 2) == (
+        "error: the passphrase is 2000 bytes long: at most 1023 can encrypt a key file"
+    )
+    assert not (tmp_path / "node.pem").exists()
+
+
+def test_a_key_or_passphrase_file_with_no_end_is_one_line(tmp_path: Path) -> None:
+    config = node_config(tmp_path, 'passphrase_file = "/dev/zero"')
+    done = bounded("node", "run", "--config", str(config))
+    assert node_error(done, 2) == (
+        "error: passphrase file /dev/zero is larger than 64 KiB: is it the right file?"
+    )
+    config = node_config(tmp_path, key_file="/dev/zero")
+    done = bounded("node", "run", "--config", str(config))
+    assert node_error(done, 2) == (
+        "error: key file /dev/zero is larger than 64 KiB: is it the right file?"
+    )
+
+
+def test_a_config_file_with_no_end_is_one_line() -> None:
+    done = bounded("node", "run", "--config", "/dev/zero")
+    assert node_error(done, 2) == (
+        "error: config file /dev/zero is larger than 1 MiB: is it the right file?"
+    )
+
+
+NUL: list[tuple[dict[str, str], str]] = [
+    ({"key_file": "node\\u0000.pem"}, "node.key_file"),
+    ({"data_dir": "da\\u0000ta"}, "node.data_dir"),
+    ({"extra": 'passphrase_file = "pass\\u0000"'}, "node.passphrase_file"),
+    ({"extra": 'listen = ["/ip4/127.0.0.1/tcp/0\\u0000"]'}, "node.listen[0]"),
+    ({"extra": '"key\\u0000" = 1'}, "node.key\\u0000"),
+    ({"markets": 'descriptor = "market\\u0000.toml"'}, "markets[0].descriptor"),
+]
+
+
+@pytest.mark.parametrize(("settings", "where"), NUL, ids=[n[1] for n in NUL])
+def test_a_nul_character_in_the_config_is_one_line(
+    tmp_path: Path, settings: dict[str, str], where: str
+) -> None:
+    """A TOML string may hold U+0000, no path can: it was `ValueError: embedded null
+    byte` from the first system call given it."""
+    config = node_config(tmp_path, **settings)
+    line = node_error(run_node(config), 2)
+    assert line == f"error: {config}: {where} holds a NUL character (\\u0000)"
