@@ -76,9 +76,9 @@ class StorageError(RuntimeError):
 
 
 class WriteFailed(StorageError):
-    """A write did not happen (disk full, I/O error, the file became read-only): the
-    log is as it was before it, and a later write may succeed. `full` when the disk
-    (or the database's size limit) is full."""
+    """A write did not happen (disk full, I/O error, the file became read-only or
+    corrupt): the log is as it was before it, and a later write may succeed. `full`
+    when the disk (or the database's size limit) is full."""
 
     def __init__(self, message: str, *, full: bool) -> None:
         super().__init__(message)
@@ -90,20 +90,21 @@ _MOVE_AWAY: Final = "move it away to start from an empty log; the node will sync
 
 def _fault(path: Path, exc: sqlite3.Error, *, writing: bool = False) -> StorageError:
     """What a SQLite error means for the node, in one line that says what to do; a
-    `WriteFailed` when `writing` and the log is left as it was (SQLite rolls back)."""
+    `WriteFailed` when `writing` (SQLite rolled the transaction back)."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
     if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return StorageError(f"database {path} is corrupt ({exc}): {_MOVE_AWAY}")
-    if code == sqlite3.SQLITE_FULL:
+        message = f"database {path} is corrupt ({exc}): {_MOVE_AWAY}"
+    elif code == sqlite3.SQLITE_FULL:
         message = f"disk full: cannot write {path} ({exc}): free space on its disk"
-        return WriteFailed(message, full=True) if writing else StorageError(message)
-    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+    elif code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
         message = _not_writable(path) or f"cannot open or write database {path} ({exc})"
     elif code == sqlite3.SQLITE_IOERR:
         message = f"I/O error on database {path} ({exc}): check its disk"
     else:
         message = f"database {path}: {exc}"
-    return WriteFailed(message, full=False) if writing else StorageError(message)
+    if writing:
+        return WriteFailed(message, full=code == sqlite3.SQLITE_FULL)
+    return StorageError(message)
 
 
 def _not_writable(path: Path) -> str | None:
