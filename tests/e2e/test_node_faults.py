@@ -9,6 +9,7 @@ error is the one other line, and the last."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import resource
@@ -23,9 +24,10 @@ import pytest
 from p2p_market.core.crypto import devnet_key
 from p2p_market.core.envelope import market_id
 from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
+from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.keyfile import write_key
 from p2p_market.node.storage import Entry, EnvelopeLog
-from tests.processes import CLI, cli
+from tests.processes import CLI, STARTUP_S, cli, readline
 
 MID = market_id(default_market())
 
@@ -309,3 +311,72 @@ def test_a_nul_character_in_the_config_is_one_line(
     config = node_config(tmp_path, **settings)
     line = node_error(run_node(config), 2)
     assert line == f"error: {config}: {where} holds a NUL character (\\u0000)"
+
+
+# -- a full disk -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def node_process(config: Path, stderr: Path) -> Iterator[ApiClient]:
+    """`node run` with its stderr in a file; its control API once it is ready. Stopped
+    after with SIGTERM, which it must obey with exit status 0."""
+    with stderr.open("a") as err:
+        args = [*CLI, "node", "run", "--config", str(config), "--log-level", "warning"]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            line = readline(proc, STARTUP_S)
+            assert line, stderr.read_text()
+            yield ApiClient(f"http://127.0.0.1:{json.loads(line)['api_port']}")
+            proc.terminate()
+            assert proc.wait(timeout=20) == 0, stderr.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def test_a_full_disk_refuses_asks_with_507_and_the_node_recovers(tmp_path: Path) -> None:
+    """The data dir on a 1 MiB tmpfs, a quarter of it taken by a file the test
+    deletes later. Asks are stored until the disk is full, then answered 507 and
+    refused (not in the book), the node logging it once; once the file is deleted
+    the node takes asks again. After a restart it holds exactly the asks it stored."""
+    with tmpfs(tmp_path / "data", "1m"):
+        filler = tmp_path / "data" / "filler"
+        filler.write_bytes(b"\0" * (256 << 10))
+        config = node_config(tmp_path)
+        stderr = tmp_path / "node.log"
+        with node_process(config, stderr) as api:
+            market = api.markets()[0]["id"]
+            fields = {"market": market, "max_price": 10, "max_proof_time": 5_000}
+            stored: set[str] = set()
+            refused: list[ApiError] = []
+            for i in range(20_000):
+                try:
+                    placed = api.place_ask({**fields, "inputs": f"{i:0600x}"})
+                except ApiError as exc:
+                    refused.append(exc)
+                    if len(refused) == 5:
+                        break
+                else:
+                    assert placed.status == "accept" and not refused, placed
+                    stored.add(placed.id)
+            assert len(refused) == 5 and stored, refused
+            for error in refused:
+                assert error.status == 507, error
+                assert error.message.startswith("not stored: disk full: cannot write ")
+            assert {a["id"] for a in api.book(market)["asks"]} == stored
+            assert api.status()["storage"].startswith("disk full: ")
+            filler.unlink()
+            placed = api.place_ask({**fields, "inputs": "ff" * 300})
+            assert placed.status == "accept"
+            stored.add(placed.id)
+            assert api.status()["storage"] == "ok"
+        log = stderr.read_text()
+        assert "Traceback" not in log, log
+        assert log.count("level=ERROR") == 1, log
+        assert log.count("cannot write the log: disk full: cannot write ") == 1, log
+        assert log.count("the log can be written again; 5 messages were refused") == 1, log
+        with node_process(config, stderr) as api:
+            assert {a["id"] for a in api.book(market)["asks"]} == stored
