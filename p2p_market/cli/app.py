@@ -1,7 +1,9 @@
 """The `p2p-market` command.
 
 Expected failures (bad arguments, unreadable files, wrong passphrase) print one
-line on stderr, `error: ...`, and exit with status 2; never a traceback.
+line on stderr, `error: ...`, and exit with status 2; a node that cannot run (its
+data dir or log cannot be used) with status 1 (cli/common.py `run_node`); never a
+traceback.
 """
 
 from __future__ import annotations

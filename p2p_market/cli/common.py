@@ -96,26 +96,44 @@ def check_log_level(level: str) -> str:
 
 
 def run_node(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-    """`trio.run(fn, *args)`, reporting an OSError from starting a node (a port in
-    use, an address that cannot be bound) or an unusable API token file as one line
-    and exit status 2."""
+    """`trio.run(fn, *args)`, reporting what stops a node as one line: a StorageError
+    (its data dir or log cannot be used: read-only, corrupt, disk full) with exit
+    status 1, the node could not run; an OSError from starting it (a port in use, an
+    address that cannot be bound: the arguments or config name them) or an unusable
+    API token file with 2."""
     import trio
 
     from p2p_market.node.api_token import TokenError
+    from p2p_market.node.storage import StorageError
 
     try:
         return trio.run(fn, *args)
-    except (OSError, TokenError, BaseExceptionGroup) as exc:  # e.g. the port is taken
-        known = (OSError, TokenError)
-        errors = exc.subgroup(known) if isinstance(exc, BaseExceptionGroup) else exc
-        if errors is None:
+    except (OSError, StorageError, TokenError, BaseExceptionGroup) as exc:  # nurseries group
+        storage = first_of(exc, StorageError)
+        if storage is not None:
+            fail(str(storage), 1)
+        token = first_of(exc, TokenError)
+        if token is not None:
+            fail(str(token))
+        started = first_of(exc, OSError)
+        if started is None:
             raise
-        first: BaseException = errors
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        if isinstance(first, TokenError):
-            fail(str(first))
-        fail(f"cannot start the node: {first}")
+        fail(f"cannot start the node: {started}")
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def first_of(exc: BaseException, kind: type[E]) -> E | None:
+    """The first `kind` in `exc`, looking into exception groups (depth first)."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = first_of(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"

@@ -74,8 +74,7 @@ def describe(r: Report) -> str:
             f"{r.released_at_active_end} at the end of the active phase, held p50/max "
             f"{ms(r.held_for_p50_ms)}/{ms(r.held_for_max_ms)} ms); final outcomes "
             f"{r.final_outcomes}, changed {r.final_outcomes_changed} "
-            f"({r.final_asks_changed} asks); unproven after a late commit "
-            f"{r.unproven_disturbed}; no-effect messages {r.no_effect_sent}"
+            f"({r.final_asks_changed} asks); no-effect messages {r.no_effect_sent}"
         )
     if r.check_fold:
         lines.append(
@@ -196,7 +195,6 @@ def _summary(sc: Scenario, reports: list[Report]) -> dict[str, object]:
         "final_outcomes_changed": sum(r.final_outcomes_changed for r in reports),
         "final_asks_changed": sum(r.final_asks_changed for r in reports),
         "finality_changed_seeds": [r.seed for r in reports if r.final_outcomes_changed],
-        "unproven_disturbed": sum(r.unproven_disturbed for r in reports),
         "no_effect_sent": sum(r.no_effect_sent for r in reports),
         "fold_checks": sum(r.fold_checks for r in reports),
         "fold_differences": sum(r.fold_differences for r in reports),

@@ -6,9 +6,15 @@ terms a commit must match, then equivocation (both twins kept as evidence) and
 store. A message that is stored yet cannot count (a cancel after assignment, a
 commit after the award) is IGNOREd with its reason: kept, not forwarded, nobody
 blamed.
+
+Judging (`_judge`) changes nothing: whether a message is kept (stored, or held as
+an orphan) is known before anything is kept, so a shell can make it durable first
+(`MarketState.keeps`), and refuse it with the state untouched if it cannot.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from p2p_market.core import effects as fx
 from p2p_market.core.envelope import Envelope, market_id
@@ -36,47 +42,27 @@ def signed_order(env: Envelope) -> tuple[int, bytes]:
     return (env.message.timestamp if not isinstance(env.message, Market) else 0, env.id)
 
 
+class Hold(NamedTuple):
+    """The judgement on a message whose parent is not stored: hold it until it is."""
+
+    parent: bytes
+
+
 class Admission(Observation):
     def _admit(self, env: Envelope, now: int, effects: Effects) -> Verdict:
+        judged = self._judge(env, now)
+        if isinstance(judged, Verdict):
+            return judged
+        if isinstance(judged, Hold):
+            return self._orphan(env, judged.parent)
         m = env.message
-        if isinstance(m, Market):
-            if market_id(m) == self.market_id:
-                return ignore(Reason.DUPLICATE, "this market's own descriptor")
-            return ignore(Reason.WRONG_MARKET, "another market's descriptor")
-        if m.market != self.market_id:
-            return reject(Reason.WRONG_MARKET)
-        if m.timestamp > now + self.market.skew_ms:
-            return ignore(Reason.FROM_FUTURE, f"{m.timestamp - now} ms ahead")
-        arrived_expired = False
-        if isinstance(m, Bid | Ask):
-            too_far = m.expires_at - m.timestamp > self.lifetime or (
-                isinstance(m, Ask) and m.max_proof_time > self.lifetime
-            )
-            if m.expires_at <= now:
-                # Too late to act on, so not forwarded; yet kept until its horizon if
-                # valid: a node that was away while it lived must end up holding the
-                # same messages as one that got it in time (its commits, proofs and
-                # receipts would stay orphans for good otherwise).
-                if too_far or self._forget_after(env) < now:
-                    return ignore(Reason.EXPIRED)
-                arrived_expired = True
-            elif m.expires_at - m.timestamp > self.lifetime:
-                return reject(Reason.EXPIRY_TOO_FAR, f"lifetime above {self.lifetime} ms")
-            elif too_far:
-                return reject(Reason.EXPIRY_TOO_FAR, "max_proof_time above the market lifetime")
-        else:
-            if m.timestamp + 3 * self.lifetime < now:
-                return ignore(Reason.STALE)
-            verdict = self._check_parents(env, m)
-            if verdict is not None:
-                return verdict
         key = equivocation_key(env)
         rival = self.keyed.get(key)
         if rival is not None:
             return self._equivocation(env, rival, now, effects)
         self._store(env, key)
         self._after_store(env, now, effects)
-        if arrived_expired:
+        if isinstance(m, Bid | Ask) and m.expires_at <= now:  # valid, yet came too late
             return ignore(Reason.EXPIRED, "kept: it expired before it arrived")
         if isinstance(m, Cancel) and self._settle(now).notes.get(env.id) == _LATE_CANCEL:
             # Refused, so not forwarded; yet kept: if the assignment it came after
@@ -95,12 +81,44 @@ class Admission(Observation):
             return ignore(Reason.AFTER_AWARD, "kept without effect")
         return ACCEPTED
 
+    def _judge(self, env: Envelope, now: int) -> Verdict | Hold | None:
+        """The checks before anything is kept, changing nothing: a Verdict refuses the
+        message (it is not kept), a Hold keeps it as an orphan, None stores it."""
+        m = env.message
+        if isinstance(m, Market):
+            if market_id(m) == self.market_id:
+                return ignore(Reason.DUPLICATE, "this market's own descriptor")
+            return ignore(Reason.WRONG_MARKET, "another market's descriptor")
+        if m.market != self.market_id:
+            return reject(Reason.WRONG_MARKET)
+        if m.timestamp > now + self.market.skew_ms:
+            return ignore(Reason.FROM_FUTURE, f"{m.timestamp - now} ms ahead")
+        if isinstance(m, Bid | Ask):
+            too_far = m.expires_at - m.timestamp > self.lifetime or (
+                isinstance(m, Ask) and m.max_proof_time > self.lifetime
+            )
+            if m.expires_at <= now:
+                # Too late to act on, so not forwarded; yet kept until its horizon if
+                # valid: a node that was away while it lived must end up holding the
+                # same messages as one that got it in time (its commits, proofs and
+                # receipts would stay orphans for good otherwise).
+                if too_far or self._forget_after(env) < now:
+                    return ignore(Reason.EXPIRED)
+            elif m.expires_at - m.timestamp > self.lifetime:
+                return reject(Reason.EXPIRY_TOO_FAR, f"lifetime above {self.lifetime} ms")
+            elif too_far:
+                return reject(Reason.EXPIRY_TOO_FAR, "max_proof_time above the market lifetime")
+            return None
+        if m.timestamp + 3 * self.lifetime < now:
+            return ignore(Reason.STALE)
+        return self._check_parents(env, m)
+
     def _check_parents(
         self, env: Envelope, m: Cancel | Commit | Proof | Receipt | InvalidInputs | Award
-    ) -> Verdict | None:
+    ) -> Verdict | Hold | None:
         ask_env = self.asks.get(m.ask)
         if ask_env is None:
-            return self._orphan(env, m.ask)
+            return Hold(m.ask)
         ask = ask_env.message
         assert isinstance(ask, Ask)
         if isinstance(m, Cancel | Receipt | Award) and env.signer != ask_env.signer:
@@ -110,7 +128,7 @@ class Admission(Observation):
         if isinstance(m, Commit):
             stored = self.book.by_id.get(m.bid)
             if stored is None:
-                return self._orphan(env, m.bid)
+                return Hold(m.bid)
             bid = stored.bid
             if stored.prover != env.signer:
                 return reject(Reason.NOT_BID_OWNER)
@@ -122,14 +140,14 @@ class Admission(Observation):
                 return reject(Reason.BID_NOT_LIVE, "commit outside the bid's lifetime")
         return None
 
-    def _check_award(self, env: Envelope, m: Award) -> Verdict | None:
+    def _check_award(self, env: Envelope, m: Award) -> Verdict | Hold | None:
         """Every commit an award names must be stored (the fold needs its terms): it
         is held until each arrives. Naming a commit of another attempt is provable
         misbehaviour by the requester."""
         for cid in m.commits:
             commit = self._find_event(cid)
             if commit is None:
-                return self._orphan(env, cid)
+                return Hold(cid)
             c = commit.message
             if not isinstance(c, Commit) or (c.ask, c.round, c.attempt) != (
                 m.ask,

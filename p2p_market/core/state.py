@@ -87,6 +87,15 @@ class MarketState(Admission):
         effects.extend(self._observe(now))
         return verdict, effects
 
+    def keeps(self, env: Envelope, now: int) -> bool:
+        """Whether `apply_checked(env, now)` would keep `env` (store it, hold it as an
+        orphan until its parent comes, keep it as evidence), changing nothing. A
+        shell that must make what the core keeps durable writes it first, and skips
+        `apply_checked` if it cannot: the state stays as if `env` never came."""
+        if env.id in self.seen or env.id in self.evidence:
+            return False
+        return not isinstance(self._judge(env, now), Verdict)
+
     def tick(self, now: int) -> Effects:
         self.now = max(self.now, now)
         effects: Effects = []

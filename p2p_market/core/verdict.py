@@ -48,8 +48,12 @@ class Reason(enum.Enum):
     CANCEL_AFTER_ASSIGNMENT = "cancel_after_assignment"
     BAD_AWARD = "bad_award"
     AFTER_AWARD = "after_award"
-    # Shell only (the core never returns it): a signer or peer over its rate limit.
+    # Shell only (the core never returns these): a signer or peer over its rate limit;
+    # a message the node would keep but could not write to its log, so refused, the
+    # state untouched (disk full; any other write failure, an I/O error say).
     RATE_LIMITED = "rate_limited"
+    STORAGE_FULL = "storage_full"
+    STORAGE_FAILED = "storage_failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,9 @@ do not fail a run.
 2. Invariants. `MarketState.check_invariants()` is empty on every honest node:
    among others, no prover holds more assignments at once than its capacity.
 3. Service. Every *expected* ask is PROVEN in its requester's view (the requester
-   holds its own ask; the agreement check makes every other holder agree), but
-   for one whose requester saw a withholder's late commit change its winners or
-   unprove it (dst/finality.py): the protocol does not yet promise finality, so
-   such an ask is reported apart (unproven_disturbed), not as a failure.
+   holds its own ask; the agreement check makes every other holder agree),
+   withheld commits or not: an awarded attempt's winners are final (market-v1.md
+   §12), so a late commit cannot unprove an ask.
    An ask is expected when
      - its requester is honest (not "silent") and never tried to cancel it, and
      - at least `replicas` honest provers offer within its caps (price <=
@@ -80,7 +79,6 @@ class Checks:
     cancelled_or_expired_assigned: int = 0
     reorgs: int = 0
     replay_reorgs: int = 0
-    unproven_disturbed: int = 0
     no_effect_won: int = 0
     examples: list[str] = field(default_factory=list)
 
@@ -157,6 +155,9 @@ def retire(world: World, rec: AskRecord) -> None:
     rec.retired = {
         n.idx: _read(n, rec.id) for n in world.nodes if n.honest and rec.id in n.state.asks
     }
+    watch = watch_of(world)
+    if watch is not None:
+        watch.retire(rec.id)
 
 
 def retired_asks(world: World) -> int:
@@ -231,20 +232,13 @@ def run_checks(world: World) -> Checks:
         out.replay_reorgs += n.replay_reorgs
 
     # 3. service
-    watch = watch_of(world)
     for ask_id, rec in world.asks.items():
         if not rec.expected or rec.cancel_tried:
             continue
         out.expected += 1
         own = held(world, world.nodes[rec.requester], ask_id)
         state = own.view.state if own is not None else None
-        if state is not AskState.PROVEN and watch and ask_id in watch.disturbed:
-            out.unproven_disturbed += 1
-            out.note(
-                f"expected ask {ask_id.hex()[:12]} ended {state.value if state else 'missing'}"
-                " after a withheld commit changed its winners (not counted as unproven)"
-            )
-        elif state is not AskState.PROVEN:
+        if state is not AskState.PROVEN:
             out.expected_unproven += 1
             if out.expected_unproven <= EXAMPLES:
                 out.note(

@@ -21,13 +21,6 @@ or the node ends the run with a different outcome. The count is per (node, ask).
 What the watch sees are the effects the node's core tells its shell (`saw`), which
 is what a node would act on. Tracking is per node and costs a few dict operations
 per effect; it runs only in scenarios with withholders.
-
-`disturbed` collects the asks whose requester, after some withheld commit came out,
-saw the ask leave PROVEN, or saw its winners change when a withheld commit for
-that ask had come out or a withholder was among the winners before or after (a
-late commit also changes other asks, through its prover's capacity): the service
-check does not count such an ask as a failure (the protocol cannot yet promise
-it), it reports it apart.
 """
 
 from __future__ import annotations
@@ -71,19 +64,17 @@ class FinalityWatch:
         market = world.market
         self.lag = market.commit_window_ms + 2 * market.skew_ms
         self.watched: set[int] = {n.idx for n in watched}
-        self.withholders: frozenset[bytes] = frozenset(
-            n.pk for n in world.nodes if n.behaviour == "withholder"
-        )
         self.views: dict[int, _NodeView] = {i: _NodeView() for i in self.watched}
         self.recorded: dict[tuple[int, bytes], Recorded] = {}
         self.changed: set[tuple[int, bytes]] = set()
         self.releases = 0
-        self.late_asks: set[bytes] = set()
-        """Asks a withheld commit came out for."""
-        self.disturbed: set[bytes] = set()
+        self.retired: set[bytes] = set()
+        """Asks past their retention horizon (`retire`): no longer watched."""
 
     # -- what a node tells its shell ------------------------------------------------
     def saw(self, node: SimNode, e: fx.Effect) -> None:
+        if getattr(e, "ask", None) in self.retired:
+            return
         if isinstance(e, fx.AttemptSettled):
             self._winners(node, (e.ask, e.round, e.attempt), e.winners)
         elif isinstance(e, fx.Reorg):
@@ -99,8 +90,6 @@ class FinalityWatch:
                 rec = self.recorded.get((node.idx, e.ask))
                 if rec is not None and rec.proven:
                     self.changed.add((node.idx, e.ask))
-                if self.releases and e.ask in node.my_asks:
-                    self.disturbed.add(e.ask)
 
     def replayed(self, node: SimNode, effects: list[fx.Effect]) -> None:
         """A restarted node's replay of its log walks each ask through the states it
@@ -124,6 +113,8 @@ class FinalityWatch:
                 self.saw(node, fx.AskStateChanged(ask=ask_id, before=None, after=e.after))
 
     def _winners(self, node: SimNode, key: AttemptKey, winners: tuple[bytes, ...]) -> None:
+        if key[0] in self.retired:
+            return
         view = self.views[node.idx]
         old = view.winners.get(key)
         if old is not None and old[0] == winners:
@@ -138,17 +129,12 @@ class FinalityWatch:
             # (the recorded outcome is the fold's: a Reorg that only catches the
             # shell up with an award already folded is not a change)
             self.changed.add((node.idx, key[0]))
-        if key[0] in node.my_asks and (
-            key[0] in self.late_asks or self.withholders.intersection(old[0] + winners)
-        ):
-            self.disturbed.add(key[0])
 
     # -- releases ---------------------------------------------------------------------
     def released(self, ask_id: bytes) -> None:
         """A withheld commit for `ask_id` is about to come out: record every outcome
         final by now on every watched node that is up."""
         self.releases += 1
-        self.late_asks.add(ask_id)
         now = self.world.loop.now
         for idx in sorted(self.watched):
             if not self.world.nodes[idx].up:
@@ -175,10 +161,26 @@ class FinalityWatch:
                 ):
                     self.recorded.setdefault((idx, ask_id), Recorded()).proven = True
 
+    def retire(self, ask_id: bytes) -> None:
+        """The ask reached its retention horizon (checks.retire, just before any node
+        may forget it): its outcomes are checked now as `finish` checks the rest, and
+        it is no longer watched. From now on a node may forget it, and a restart's
+        replay may not bring it back: that is retention (market-v1.md §15), not a
+        change of its outcome."""
+        self._check_held(ask_id)
+        self.retired.add(ask_id)
+
     def finish(self) -> None:
         """At the end of the run: an outcome recorded that a node no longer has
         changed too (whether or not an effect told it)."""
-        for (idx, ask_id), rec in self.recorded.items():
+        for ask_id in {a for _, a in self.recorded if a not in self.retired}:
+            self._check_held(ask_id)
+
+    def _check_held(self, ask_id: bytes) -> None:
+        for idx in sorted(self.watched):
+            rec = self.recorded.get((idx, ask_id))
+            if rec is None:
+                continue
             view = self.views[idx]
             if rec.proven and ask_id not in view.proven:
                 self.changed.add((idx, ask_id))

@@ -142,9 +142,6 @@ class Report:
     """Of those, how many changed afterwards (fails the run with --require-finality)."""
     final_asks_changed: int
     """The distinct asks among them."""
-    unproven_disturbed: int
-    """Expected asks not PROVEN whose requester saw a withholder's late commit change
-    their winners (or unprove them): reported, not counted as unproven."""
     no_effect_sent: int
     """Messages the no-effect actors published."""
     no_effect_won: int
@@ -553,7 +550,6 @@ def _report(
         final_outcomes=len(fin.recorded) if fin is not None else 0,
         final_outcomes_changed=changed,
         final_asks_changed=fin.asks_changed if fin is not None else 0,
-        unproven_disturbed=checks.unproven_disturbed,
         no_effect_sent=st.no_effect_sent,
         no_effect_won=checks.no_effect_won,
         holdback_max_ms=sc.holdback_max_ms,

@@ -78,6 +78,8 @@ def parse_descriptor(text: str, source: str = "<descriptor>") -> Market:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MarketSpecError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise MarketSpecError(f"{source}: not valid TOML: nested too deeply") from None
     known = set(Market.FIELD_NAMES)
     unknown = sorted(set(data) - known)
     if unknown:

@@ -68,7 +68,7 @@ from p2p_market.core.validation import check_form, check_signature
 from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict, reject
 from p2p_market.net.batcher import DEFAULT_BURST, DEFAULT_FRAMES_PER_SECOND, Batcher
 from p2p_market.net.frame import ExtraCheck, belongs_to, encode_frame, judge_frame
-from p2p_market.net.host import dial_addr, guarded
+from p2p_market.net.host import check_listening, dial_addr, guarded
 from p2p_market.net.ratelimit import KeyedRateLimiter
 
 if TYPE_CHECKING:
@@ -216,6 +216,7 @@ class Gossip:
             await self.pubsub.wait_until_ready()
             async with self.host.run(self._listen):
                 try:
+                    check_listening(self.host, self._listen)  # ListenError
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
                         for market in self._initial_markets:

@@ -13,6 +13,7 @@ and one muxer (yamux by default; mplex can be chosen for measurements).
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Literal
 
@@ -65,6 +66,44 @@ def make_host(
     addrs = [multiaddr.Multiaddr(a) for a in listen]
     host = new_host(key_pair=key_pair, sec_opt=security, muxer_opt=muxers, listen_addrs=addrs)
     return host, addrs
+
+
+class ListenError(OSError):
+    """The host could not listen on an address it was given (a port in use, an
+    address not of this machine); the message names it and what to do."""
+
+
+def check_listening(host: IHost, listen: Sequence[multiaddr.Multiaddr]) -> None:
+    """ListenError for the first of `listen` the running host does not listen on.
+
+    py-libp2p only logs a listener that failed to start (network/swarm.py, `listen`
+    returns False and `BasicHost.run` ignores it): the host would run deaf, without
+    an address to give peers. The reason is found again by binding the address."""
+    listening = getattr(host.get_network(), "listeners", {})
+    for addr in listen:
+        if str(addr) not in listening:
+            raise ListenError(
+                f"cannot listen on {addr} ({_bind_problem(addr)}): choose another listen"
+                " address or port, or stop what uses it"
+            )
+
+
+def _bind_problem(addr: multiaddr.Multiaddr) -> str:
+    """Why binding `addr` fails, as the operating system says it."""
+    try:
+        protocols = {p.name for p in addr.protocols()}
+        family = socket.AF_INET6 if "ip6" in protocols else socket.AF_INET
+        ip = addr.value_for_protocol("ip6" if family == socket.AF_INET6 else "ip4")
+        port = int(addr.value_for_protocol("tcp"))
+    except Exception:  # the library raises several unrelated types
+        return "not an /ip4 or /ip6 TCP address"
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as trio binds
+        try:
+            probe.bind((ip, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return "the transport refused it; see the log"
 
 
 def peer_id_of(public_key: bytes) -> ID:

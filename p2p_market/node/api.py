@@ -51,10 +51,14 @@ answer 404 on a facade without them, as does /v1/peers on a facade that cannot d
 
 A submission answers 200 with `{"id", "status", "reason", "detail"}` whatever the
 verdict: an ignored or rejected envelope is the node's answer, not an HTTP error.
-Errors are `{"error": "<one line>"}`: 400 for a bad body or field, 401 without the
-token, 403 for a foreign origin, 404 for an unknown route, market or ask, 405 for a
-wrong method, 413 for a body above the limit (from the HTTP layer), 415 for a body
-that is not JSON, 421 for a foreign Host. Ids are 64 hex characters.
+Not so when the node could not write it to its log (it is then refused, not kept,
+not published): 507 when the disk is full (reason `storage_full`), 503 for another
+write failure (`storage_failed`), with the same fields and an "error" line; submit
+again once the operator has made room. Errors are `{"error": "<one line>"}`: 400 for
+a bad body or field, 401 without the token, 403 for a foreign origin, 404 for an
+unknown route, market or ask, 405 for a wrong method, 413 for a body above the limit
+(from the HTTP layer), 415 for a body that is not JSON, 421 for a foreign Host. Ids
+are 64 hex characters.
 
 JSON bodies are checked here for shape (known field names, JSON types, hex strings),
 so the facade receives well-typed values and a typo is an error, not a default.
@@ -270,8 +274,17 @@ def _hex_id(value: str, what: str) -> str:
     return value.lower()
 
 
+NOT_STORED: Final = {"storage_full": 507, "storage_failed": 503}
+"""The verdicts of a message the node could not write to its log, as HTTP statuses:
+the node failed, not the request (507 Insufficient Storage, 503 Unavailable)."""
+
+
 def _submitted(result: Submitted) -> Response:
-    return json_response(dataclasses.asdict(result))
+    fields = dataclasses.asdict(result)
+    status = NOT_STORED.get(result.reason)
+    if status is None:
+        return json_response(fields)
+    return json_response({**fields, "error": result.detail}, status)
 
 
 # -- routing ------------------------------------------------------------------------

@@ -19,7 +19,8 @@ class Submitted:
 
 class NodeFacade(Protocol):
     def status(self) -> dict[str, Any]:
-        """Node identity (public key hex, peer id), listen addrs, peers, markets, uptime."""
+        """Node identity (public key hex, peer id), listen addrs, peers, markets, uptime,
+        and "storage": "ok", or why the log cannot be written (messages are refused)."""
         ...
 
     def markets(self) -> list[dict[str, Any]]:

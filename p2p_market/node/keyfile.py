@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 from pathlib import Path
+from typing import Final
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,6 +31,10 @@ from p2p_market.core.crypto import SigningKey
 StrPath = str | os.PathLike[str]
 
 _PEM_LABEL = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+MAX_FILE_BYTES: Final = 64 * 1024
+"""A key or passphrase file is far smaller; a bound for a path such as /dev/zero."""
+MAX_PASSPHRASE_BYTES: Final = 1023
+"""The longest passphrase OpenSSL (and so `cryptography`) encrypts a key with."""
 
 
 class KeyFileError(ValueError):
@@ -49,6 +54,11 @@ def public_id(key: SigningKey) -> str:
 def encode_key(key: SigningKey, passphrase: bytes | None) -> bytes:
     if passphrase is not None and not passphrase:
         raise KeyFileError("the passphrase is empty")
+    if passphrase is not None and len(passphrase) > MAX_PASSPHRASE_BYTES:
+        raise KeyFileError(
+            f"the passphrase is {len(passphrase)} bytes long: at most"
+            f" {MAX_PASSPHRASE_BYTES} can encrypt a key file"
+        )
     encryption: KeySerializationEncryption = (
         NoEncryption() if passphrase is None else BestAvailableEncryption(passphrase)
     )
@@ -88,13 +98,24 @@ def write_key(
 def read_key(path: StrPath, passphrase: bytes | None) -> SigningKey:
     """Load an Ed25519 private key from a PKCS#8 PEM file."""
     source = Path(path)
+    return decode_key(_read_small(source, "key file"), passphrase, source=str(source))
+
+
+def _read_small(source: Path, what: str) -> bytes:
+    """A key or passphrase file's bytes; KeyFileError if it is missing, unreadable
+    or larger than MAX_FILE_BYTES (read no further: /dev/zero has no end)."""
     try:
-        data = source.read_bytes()
+        with source.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise KeyFileError(f"key file not found: {source}") from None
+        raise KeyFileError(f"{what} not found: {source}") from None
     except OSError as exc:
-        raise KeyFileError(f"cannot read key file {source}: {exc.strerror}") from None
-    return decode_key(data, passphrase, source=str(source))
+        raise KeyFileError(f"cannot read {what} {source}: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise KeyFileError(
+            f"{what} {source} is larger than {MAX_FILE_BYTES >> 10} KiB: is it the right file?"
+        )
+    return data
 
 
 def decode_key(data: bytes, passphrase: bytes | None, *, source: str = "<key>") -> SigningKey:
@@ -124,12 +145,7 @@ def decode_key(data: bytes, passphrase: bytes | None, *, source: str = "<key>") 
 def read_passphrase(path: StrPath) -> bytes:
     """A passphrase file's content without its final line break; never empty."""
     source = Path(path)
-    try:
-        data = source.read_bytes()
-    except FileNotFoundError:
-        raise KeyFileError(f"passphrase file not found: {source}") from None
-    except OSError as exc:
-        raise KeyFileError(f"cannot read passphrase file {source}: {exc.strerror}") from None
+    data = _read_small(source, "passphrase file")
     if data.endswith(b"\r\n"):
         data = data[:-2]
     elif data.endswith(b"\n"):

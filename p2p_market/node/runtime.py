@@ -4,11 +4,13 @@ wall clock meets the core.
 Data flow. A frame from a peer is checked by the gossip validator (form, signature),
 then each envelope goes through `admit`, which applies it to the market's core
 state: an envelope is forwarded only if this node's own core accepted it, and it is
-in the SQLite log before the validator returns, so a crash loses nothing accepted.
-Local submissions (API, roles) take the same path before being published. Effects
-from the core (apply and tick) are queued to `effects` and dispatched to the hooks
-(roles, metrics, logs) by one task, so the validator never waits on I/O beyond the
-log write.
+in the SQLite log before the core keeps it, so a crash loses nothing accepted. A
+message the log cannot take (disk full, I/O error) is refused, the state untouched:
+not forwarded, not served by sync, not acted upon; the node keeps running and takes
+messages again once the log can be written. Local submissions (API, roles) take the
+same path before being published. Effects from the core (apply and tick) are queued
+to `effects` and dispatched to the hooks (roles, metrics, logs) by one task, so the
+validator never waits on I/O beyond the log write.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from p2p_market.node.config import NodeConfig
 from p2p_market.node.direct import DirectMessage, DirectServer
 from p2p_market.node.facade import Submitted
 from p2p_market.node.metrics import NodeMetrics, serve_metrics
-from p2p_market.node.storage import EnvelopeLog
+from p2p_market.node.storage import EnvelopeLog, StorageError, WriteFailed
 from p2p_market.node.sync import SyncServer, sync_market
 
 if TYPE_CHECKING:
@@ -77,6 +79,30 @@ SIGNER_BURST: Final = 400
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class LogHealth:
+    """Write failures of the log, told once per episode: at the first failure, and
+    at the first write that succeeds after it (with how many messages were refused)."""
+
+    def __init__(self) -> None:
+        self.failing: StorageError | None = None
+        self.refused = 0
+
+    def failed(self, exc: StorageError, refused: int = 0) -> None:
+        if self.failing is None:
+            log.error("cannot write the log: %s; refusing new messages until it can", exc)
+        self.failing = exc
+        self.refused += refused
+
+    def ok(self) -> None:
+        if self.failing is not None:
+            log.warning(
+                "the log can be written again; %d messages were refused meanwhile",
+                self.refused,
+            )
+            self.failing = None
+            self.refused = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +156,7 @@ class Node:
         self.started_ms = clock()
         self.admitted = 0
         self.log: EnvelopeLog | None = None
+        self.log_health = LogHealth()
         self.host: IHost | None = None
         self.gossip: Gossip | None = None
         self.sync_server = SyncServer(self._sync_source)
@@ -158,16 +185,18 @@ class Node:
 
     # -- the one path into the core -------------------------------------------------
     def admit(self, env: Envelope) -> Verdict:
-        """Apply a checked envelope (form and signature already verified), persist
-        what the core keeps, queue its effects."""
+        """Apply a checked envelope (form and signature already verified), after
+        writing it to the log if the core will keep it; queue its effects."""
         state = self.cores.state_for(env)
         if state is None:
             return ignore(Reason.WRONG_MARKET, "a market this node does not follow")
         now = self.clock()
+        refused = self._log_first(state, env, now)
+        if refused is not None:
+            self.metrics.message_in(state.market_id, env.kind, refused)
+            return refused
         verdict, effects = state.apply_checked(env, now)
-        self._persist(state, env, verdict, now)
-        kind = env.kind
-        self.metrics.message_in(state.market_id, kind, verdict)
+        self.metrics.message_in(state.market_id, env.kind, verdict)
         if verdict.accepted:
             self.admitted += 1
             self.metrics.delivered(now, getattr(env.message, "timestamp", now))
@@ -175,16 +204,28 @@ class Node:
             self._effects_in.send_nowait((state.market_id, effect))
         return verdict
 
-    def _persist(self, state: MarketState, env: Envelope, verdict: Verdict, now: int) -> None:
-        """Log what the core keeps: accepted messages, held orphans (applied when
-        their parent comes) and whatever it stores though it IGNOREs it (an
-        equivocation's twin, a cancel after assignment, a commit after its award, an
-        ask or bid that arrived expired): a restart must hold the same set. Before
-        the validator returns, so nothing forwarded or acted upon is lost by a crash."""
-        if self.log is None:
-            return
-        if verdict.accepted or verdict.reason is Reason.ORPHAN or state.holds(env.id):
+    def _log_first(self, state: MarketState, env: Envelope, now: int) -> Verdict | None:
+        """Write to the log what the core will keep (`MarketState.keeps`): accepted
+        messages, held orphans (applied when their parent comes) and whatever it
+        stores though it IGNOREs it (an equivocation's twin, a cancel after
+        assignment, a commit after its award, an ask or bid that arrived expired): a
+        restart must hold the same set.
+
+        Before the core keeps it, so a crash loses nothing forwarded, served by sync
+        or acted upon, and a message the log cannot take is refused with the state
+        untouched, as if it never came (the core's judgement changes nothing, and
+        the log is as it was after a failed write): the verdict refusing it, which
+        the API answers with 507 or 503. A peer's copy comes back by sync later."""
+        if self.log is None or not state.keeps(env, now):
+            return None
+        try:
             self.log.append(state.market_id, env.raw, now, state.forget_after(env))
+        except WriteFailed as exc:
+            self.log_health.failed(exc, refused=1)
+            reason = Reason.STORAGE_FULL if exc.full else Reason.STORAGE_FAILED
+            return ignore(reason, f"not stored: {exc}")
+        self.log_health.ok()
+        return None
 
     def _gossip_check(self, env: Envelope) -> Verdict:
         """Gossip from peers is limited per signer (a flood from one key cannot crowd
@@ -268,9 +309,8 @@ class Node:
         """Every service in one nursery; returns when cancelled, with nothing left
         running (the gossip service closes the host, the log is closed last)."""
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        api_token = ensure_token(cfg.data_dir)  # TokenError before anything runs
-        with EnvelopeLog(data_path(cfg)) as envelope_log:
+        with EnvelopeLog(data_path(cfg)) as envelope_log:  # StorageError: cannot be used
+            api_token = ensure_token(cfg.data_dir)  # TokenError before anything runs
             self.log = envelope_log
             for market in cfg.markets:
                 envelope_log.put_market(market_id(market), encode_market(market))
@@ -319,7 +359,12 @@ class Node:
             self.tick()
             now = self.clock()
             if self.log is not None and now - last_prune > PRUNE_EVERY_MS:
-                self.log.prune(now)
+                try:
+                    self.log.prune(now)
+                except WriteFailed as exc:  # a delete needs room too (SQLite's WAL)
+                    self.log_health.failed(exc)
+                else:
+                    self.log_health.ok()
                 last_prune = now
             for state in self.states.values():
                 self.metrics.observe_market(state)
@@ -446,6 +491,7 @@ class Node:
             "api_port": self.api_port,
             "metrics_port": self.metrics_port,
             "admitted": self.admitted,
+            "storage": "ok" if self.log_health.failing is None else str(self.log_health.failing),
         }
 
     def markets(self) -> list[dict[str, Any]]:

@@ -19,16 +19,24 @@ from p2p_market.core.crypto import SigningKey
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.runtime import Node
 
+LOG_FORMAT = "ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s"
+
 
 def configure_logging(level: str) -> None:
     """key=value lines on stderr: greppable, and one event per line."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
-    )
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
     # py-libp2p is chatty at INFO about every stream; keep its warnings only.
-    logging.getLogger("libp2p").setLevel(max(logging.WARNING, logging.getLogger().level))
+    libp2p = logging.getLogger("libp2p")
+    libp2p.setLevel(max(logging.WARNING, logging.getLogger().level))
+    # Unless LIBP2P_DEBUG is set, importing libp2p cuts its loggers off from the root
+    # (libp2p/utils/logging.py, `setup_logging`), so its warnings went to Python's
+    # last-resort handler: bare lines among ours. A handler of our format takes them,
+    # at the same level for every libp2p logger (some set their own, to INFO).
+    if not libp2p.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setLevel(libp2p.level)
+        libp2p.addHandler(handler)
 
 
 RoleStarter = Callable[[Node, trio.Nursery], Awaitable[dict[str, Any]]]

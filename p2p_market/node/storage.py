@@ -7,6 +7,11 @@ them into a fresh `MarketState`. What makes that true is durability, so:
 - WAL journal and `synchronous=FULL`: a commit is on disk (WAL fsynced) when
   `append` returns. A crash at any moment, even mid-write, loses nothing that
   was reported appended; a torn transaction is rolled back on open.
+- The WAL is folded into the database every WAL_PAGES pages, not SQLite's 1,000:
+  each commit appends every page it changed (the row's and each index's, four or
+  five for one envelope), and a WAL is folded only if the database can grow by the
+  pages it holds, so SQLite's default let the WAL alone fill a small disk (1 MiB:
+  55 envelopes of 450 bytes, against about 800 now).
 - `append_many` is one transaction: the node batches the envelopes of one tick,
   paying one fsync for all of them instead of one each.
 - `INSERT OR IGNORE` on the message id (SHA-256 of the envelope): the same
@@ -20,21 +25,32 @@ them into a fresh `MarketState`. What makes that true is durability, so:
 
 The API is synchronous on purpose: SQLite calls are short and the node calls
 them from its trio task between awaits. Nothing here knows about markets' rules.
+
+Every failure is a `StorageError` whose message is one line naming the file, the
+problem and what to do (a corrupt file, a read-only data dir, a newer schema): the
+CLI prints it as it is. A write that did not happen (disk full, I/O error) is the
+subclass `WriteFailed`: the log is exactly as it was before the write, so the
+caller may refuse what it was about to keep and try again later.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Final, NamedTuple, Self
+from typing import Any, Final, NamedTuple, Self
 
 from p2p_market.core.envelope import message_id
 
 SCHEMA_VERSION: Final = 1
 _PAGE: Final = 1_000
+WAL_PAGES: Final = 100
+"""Fold the WAL into the database at this many pages (SQLite: 1,000 of 4 KiB)."""
+WAL_LIMIT: Final = 1 << 20
+"""A WAL grown past this (one large batch) is truncated back to it once folded."""
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS envelopes (
@@ -64,7 +80,65 @@ class Entry(NamedTuple):
 
 
 class StorageError(RuntimeError):
-    """The log file is not one this code can use (newer schema, not SQLite)."""
+    """The log cannot be used; the message is one line naming the file, the problem
+    and what to do about it."""
+
+
+class WriteFailed(StorageError):
+    """A write did not happen (disk full, I/O error, the file became read-only or
+    corrupt): the log is as it was before it, and a later write may succeed. `full`
+    when the disk (or the database's size limit) is full."""
+
+    def __init__(self, message: str, *, full: bool) -> None:
+        super().__init__(message)
+        self.full = full
+
+
+_MOVE_AWAY: Final = "move it away to start from an empty log; the node will sync from peers"
+
+
+def _fault(path: Path, exc: sqlite3.Error, *, writing: bool = False) -> StorageError:
+    """What a SQLite error means for the node, in one line that says what to do; a
+    `WriteFailed` when `writing` (SQLite rolled the transaction back)."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        message = f"database {path} is corrupt ({exc}): {_MOVE_AWAY}"
+    elif code == sqlite3.SQLITE_FULL:
+        message = f"disk full: cannot write {path} ({exc}): free space on its disk"
+    elif code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+        message = _not_writable(path) or f"cannot open or write database {path} ({exc})"
+    elif code == sqlite3.SQLITE_IOERR:
+        message = f"I/O error on database {path} ({exc}): check its disk"
+    else:
+        message = f"database {path}: {exc}"
+    if writing:
+        return WriteFailed(message, full=code == sqlite3.SQLITE_FULL)
+    return StorageError(message)
+
+
+def _not_writable(path: Path) -> str | None:
+    """Why the node cannot write its database, if the file system says so."""
+    if path.is_dir():
+        return f"{path} is a directory, not a database: move it away"
+    if not os.access(path.parent, os.W_OK):
+        return f"data dir {path.parent} is read-only: make it writable or choose another data_dir"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"database {path} is read-only: make it writable or choose another data_dir"
+    return None
+
+
+def _make_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StorageError(
+            f"data dir {directory} is not a directory: choose another data_dir"
+        ) from None
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create data dir {directory} ({exc.strerror}): make its parent"
+            " writable or choose another data_dir"
+        ) from None
 
 
 class EnvelopeLog:
@@ -73,25 +147,44 @@ class EnvelopeLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; we BEGIN and COMMIT ourselves
-        # so that a batch is exactly one transaction, one fsync.
-        self._db = sqlite3.connect(path, isolation_level=None)
+        _make_dir(path.parent)
+        problem = _not_writable(path)  # found now, not at the first write
+        if problem is not None:
+            raise StorageError(problem)
+        try:
+            # isolation_level=None: no implicit transactions; we BEGIN and COMMIT
+            # ourselves so that a batch is exactly one transaction, one fsync.
+            self._db = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _fault(path, exc) from None
         try:
             self._setup()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             self._db.close()
-            raise StorageError(f"{path}: {exc}") from exc
+            raise _fault(path, exc) from None
+        except StorageError:
+            self._db.close()
+            raise
 
     def _setup(self) -> None:
         db = self._db
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise StorageError(f"{self.path}: SQLite refused WAL mode ({mode})")
+            raise StorageError(
+                f"database {self.path}: SQLite refused WAL mode ({mode}): choose a data_dir"
+                " on a local disk"
+            )
         db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StorageError(f"{self.path}: schema {version} is newer than {SCHEMA_VERSION}")
+            raise StorageError(
+                f"database {self.path} has schema {version}, newer than this version's"
+                f" {SCHEMA_VERSION}: run a newer p2p-market, or choose another data_dir"
+            )
+        if version == SCHEMA_VERSION:
+            return  # nothing to write: a node can start on a full disk, and serve
         with self._transaction():
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -101,15 +194,19 @@ class EnvelopeLog:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed (and fsynced) on exit, rolled back on error.
-        IMMEDIATE takes the write lock up front, so it cannot fail half-way on a lock."""
-        self._db.execute("BEGIN IMMEDIATE")
+        IMMEDIATE takes the write lock up front, so it cannot fail half-way on a lock.
+        A SQLite error is a `WriteFailed` (or a `StorageError` for a corrupt file)."""
         try:
-            yield self._db
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:  # also when COMMIT itself failed (disk full)
-                self._db.execute("ROLLBACK")
-            raise
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # also when COMMIT itself failed (disk full)
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _fault(self.path, exc, writing=True) from None
 
     # -- writing ----------------------------------------------------------------------
 
@@ -136,7 +233,10 @@ class EnvelopeLog:
 
     def put_market(self, market: bytes, descriptor: bytes) -> None:
         """Remember a followed market's descriptor (its canonical bytes or envelope),
-        so a restart knows which markets to rebuild. Replaces an older one."""
+        so a restart knows which markets to rebuild. Replaces an older one; writes
+        nothing when it is already there."""
+        if self.markets().get(market) == descriptor:
+            return
         with self._transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO markets (id, descriptor) VALUES (?, ?)",
@@ -153,10 +253,13 @@ class EnvelopeLog:
 
     def markets(self) -> dict[bytes, bytes]:
         """Every stored market descriptor, by market id."""
-        return {
-            bytes(mid): bytes(desc)
-            for mid, desc in self._db.execute("SELECT id, descriptor FROM markets ORDER BY id")
-        }
+        rows = self._read("SELECT id, descriptor, rowid FROM markets ORDER BY id")
+        found: dict[bytes, bytes] = {}
+        for mid, desc, rowid in rows:
+            if not isinstance(mid, bytes) or not isinstance(desc, bytes):
+                raise self._foreign_row("markets", rowid)
+            found[mid] = desc
+        return found
 
     def replay(self, market: bytes) -> Iterator[bytes]:
         """The market's envelopes in append order."""
@@ -172,30 +275,42 @@ class EnvelopeLog:
         replay is under way neither breaks the iteration nor repeats a row."""
         last = -1
         while True:
-            page = self._db.execute(
+            page = self._read(
                 "SELECT rowid, raw, received_at FROM envelopes"
                 " WHERE market = ? AND rowid > ? ORDER BY rowid LIMIT ?",
                 (market, last, _PAGE),
-            ).fetchall()
+            )
             for rowid, raw, received_at in page:
+                if not isinstance(raw, bytes) or type(received_at) is not int:
+                    raise self._foreign_row("envelopes", rowid)
                 last = rowid
-                yield bytes(raw), int(received_at)
+                yield raw, received_at
             if len(page) < _PAGE:
                 return
 
-    def count(self, market: bytes) -> int:
-        return int(
-            self._db.execute(
-                "SELECT COUNT(*) FROM envelopes WHERE market = ?", (market,)
-            ).fetchone()[0]
+    def _read(self, query: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """All rows of a query; a SQLite error (a corrupt page) is a `StorageError`."""
+        try:
+            return self._db.execute(query, args).fetchall()
+        except sqlite3.Error as exc:
+            raise _fault(self.path, exc) from None
+
+    def _foreign_row(self, table: str, rowid: object) -> StorageError:
+        """A row this code never writes (a text where bytes belong, say): the file was
+        damaged or written by something else."""
+        return StorageError(
+            f"database {self.path} is corrupt (row {rowid} of {table} is not one"
+            f" p2p-market wrote): {_MOVE_AWAY}"
         )
+
+    def count(self, market: bytes) -> int:
+        rows = self._read("SELECT COUNT(*) FROM envelopes WHERE market = ?", (market,))
+        return int(rows[0][0])
 
     def __contains__(self, mid: object) -> bool:
         if not isinstance(mid, bytes):
             return False
-        return (
-            self._db.execute("SELECT 1 FROM envelopes WHERE id = ?", (mid,)).fetchone() is not None
-        )
+        return bool(self._read("SELECT 1 FROM envelopes WHERE id = ?", (mid,)))
 
     # -- lifecycle --------------------------------------------------------------------
 

@@ -78,6 +78,10 @@ COVERED_REASONS: tuple[str, ...] = (
 UNREACHABLE_REASONS: dict[str, str] = {
     "rate_limited": "returned by the network shell (per-signer and per-peer token "
     "buckets), never by the core: a node-local policy, not part of the protocol",
+    "storage_full": "returned by the node when its log cannot take a message the core "
+    "would keep (disk full): a local fault, not part of the protocol",
+    "storage_failed": "returned by the node when writing a message the core would keep "
+    "to its log failed otherwise (an I/O error): a local fault, not part of the protocol",
 }
 
 # -- actors and times ----------------------------------------------------------------

@@ -17,7 +17,13 @@ from p2p_market.core.envelope import market_id, message_id, parse
 from p2p_market.core.state import MarketState
 from p2p_market.core.verdict import Reason
 from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
-from p2p_market.node.storage import Entry, EnvelopeLog, StorageError
+from p2p_market.node.storage import (
+    WAL_PAGES,
+    Entry,
+    EnvelopeLog,
+    StorageError,
+    WriteFailed,
+)
 
 MARKET = default_market()
 MID = market_id(MARKET)
@@ -89,8 +95,39 @@ def test_a_long_replay_survives_writes_during_it(tmp_path: Path) -> None:
 def test_not_a_database_is_a_named_error(tmp_path: Path) -> None:
     path = tmp_path / "junk.sqlite"
     path.write_bytes(b"this is not SQLite" * 100)
-    with pytest.raises(StorageError):
+    with pytest.raises(StorageError, match=r"is corrupt \(file is not a database\): move it"):
         EnvelopeLog(path)
+
+
+def test_the_wal_is_folded_often_enough_not_to_fill_a_small_disk(tmp_path: Path) -> None:
+    """One envelope a commit, as the node writes: the WAL stays near WAL_PAGES pages
+    (it reached SQLite's 1,000, 4 MiB, which is more than a small disk holds)."""
+    path = tmp_path / "log.sqlite"
+    with EnvelopeLog(path) as log:
+        for raw in bids(1_500):
+            log.append(MID, raw, NOW, NOW + 1)
+        wal = path.with_name(path.name + "-wal").stat().st_size
+        assert wal <= (WAL_PAGES + 10) * 4_096 < 1 << 20, wal
+        assert log.count(MID) == 1_500
+
+
+def test_a_write_that_fails_leaves_the_log_as_it_was(tmp_path: Path) -> None:
+    """A full disk (SQLite's max_page_count: SQLITE_FULL, as on a full disk): the
+    batch is refused whole, WriteFailed says so, the log is as it was, and it takes
+    writes again once there is room."""
+    raws = bids(400)
+    with EnvelopeLog(tmp_path / "log.sqlite") as log:
+        assert log.append_many(Entry(MID, r, NOW, NOW + 1) for r in raws[:10]) == 10
+        pages = log._db.execute("PRAGMA page_count").fetchone()[0]
+        log._db.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(WriteFailed, match=r"^disk full: cannot write .*: free space") as e:
+            log.append_many(Entry(MID, r, NOW, NOW + 1) for r in raws[10:])
+        assert e.value.full
+        assert list(log.replay(MID)) == raws[:10]
+        log._db.execute("PRAGMA max_page_count = 1073741823")
+        assert log.append_many(Entry(MID, r, NOW, NOW + 1) for r in raws[10:]) == 390
+    with EnvelopeLog(tmp_path / "log.sqlite") as log:
+        assert list(log.replay(MID)) == raws
 
 
 CHILD = """
