@@ -21,6 +21,7 @@ import trio
 
 from p2p_market.markets.devnet import Actor
 from p2p_market.node import runtime
+from p2p_market.node.api_token import read_token
 from p2p_market.node.runtime import Node
 from tests.node.test_runtime import MARKET, MID, make_node, running, wait_until
 
@@ -36,12 +37,17 @@ def cap_pages(node: Node, pages: int | None) -> None:
     db.execute(f"PRAGMA max_page_count = {now if pages is None else pages}")
 
 
-def post_ask(port: int, max_price: int) -> tuple[int, dict[str, Any]]:
-    """POST /v1/asks; the HTTP status and the JSON answer, whatever the status."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def post_ask(node: Node, max_price: int) -> tuple[int, dict[str, Any]]:
+    """POST /v1/asks as the node's owner; the HTTP status and the JSON answer,
+    whatever the status."""
+    conn = http.client.HTTPConnection("127.0.0.1", node.api_port, timeout=10)
     try:
         body = {"market": MID.hex(), "max_price": max_price, "max_proof_time": 5_000}
-        conn.request("POST", "/v1/asks", json.dumps(body), {"Content-Type": "application/json"})
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {read_token(node.api_token_file)}",
+        }
+        conn.request("POST", "/v1/asks", json.dumps(body), headers)
         response = conn.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -63,9 +69,8 @@ async def test_a_full_log_refuses_what_it_cannot_store_and_the_node_recovers(
         assert b.gossip is not None
         await wait_until(lambda: b.status()["peers"] >= 1)
         await a.gossip.wait_for_mesh(MID, b.gossip.peer_id)
-        port = a.api_port
 
-        status, first = await trio.to_thread.run_sync(post_ask, port, 1)
+        status, first = await trio.to_thread.run_sync(post_ask, a, 1)
         assert status == 200 and first["status"] == "accept"
         stored = {bytes.fromhex(first["id"])}
         await wait_until(lambda: set(b.states[MID].asks) == stored)
@@ -74,7 +79,7 @@ async def test_a_full_log_refuses_what_it_cannot_store_and_the_node_recovers(
         cap_pages(a, None)
         refused: list[dict[str, Any]] = []
         for price in range(2, 200):
-            status, answer = await trio.to_thread.run_sync(post_ask, port, price)
+            status, answer = await trio.to_thread.run_sync(post_ask, a, price)
             if status == 200:
                 assert answer["status"] == "accept" and not refused, answer
                 stored.add(bytes.fromhex(answer["id"]))
@@ -109,7 +114,7 @@ async def test_a_full_log_refuses_what_it_cannot_store_and_the_node_recovers(
         # Room again: the next message is stored, the recovery is logged once, and
         # what the node refused comes back from its peer by sync.
         cap_pages(a, UNLIMITED)
-        status, answer = await trio.to_thread.run_sync(post_ask, port, 500)
+        status, answer = await trio.to_thread.run_sync(post_ask, a, 500)
         assert status == 200 and answer["status"] == "accept", answer
         stored.add(bytes.fromhex(answer["id"]))
         assert a.status()["storage"] == "ok"
@@ -138,12 +143,12 @@ async def test_another_write_failure_is_503_and_refused_too(tmp_path: Path) -> N
     async with running(a):
         assert a.api_port is not None
         read_only(a, True)
-        status, answer = await trio.to_thread.run_sync(post_ask, a.api_port, 1)
+        status, answer = await trio.to_thread.run_sync(post_ask, a, 1)
         assert status == 503 and answer["reason"] == "storage_failed", answer
         assert "attempt to write a readonly database" in answer["error"]
         assert a.states[MID].asks == {}
         read_only(a, False)
-        status, answer = await trio.to_thread.run_sync(post_ask, a.api_port, 1)
+        status, answer = await trio.to_thread.run_sync(post_ask, a, 1)
         assert status == 200 and answer["status"] == "accept", answer
         assert list(a.states[MID].asks) == [bytes.fromhex(answer["id"])]
 
