@@ -326,7 +326,7 @@ def node_process(config: Path, stderr: Path) -> Iterator[ApiClient]:
         try:
             line = readline(proc, STARTUP_S)
             assert line, stderr.read_text()
-            yield ApiClient(f"http://127.0.0.1:{json.loads(line)['api_port']}")
+            yield ApiClient.for_node(json.loads(line))
             proc.terminate()
             assert proc.wait(timeout=20) == 0, stderr.read_text()
         finally:
