@@ -20,7 +20,8 @@ LAYERS: list[set[str]] = [
     {"markets", "net", "proving"},
     {"node"},
     {"roles"},
-    {"sdk", "dst", "localnet", "bench"},
+    {"sdk", "dst", "localnet"},
+    {"bench"},
     {"cli"},
 ]
 """Bottom first. A package may import its own modules and those of lower layers."""

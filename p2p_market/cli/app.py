@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -238,6 +238,58 @@ def bench_core(
     console.print(table)
     for note in notes:
         console.print(note)
+
+
+@bench_app.command("attacks")
+def bench_attacks(
+    attack: Annotated[
+        list[str] | None,
+        typer.Option("--attack", help="One attack (repeat for more); default: all of them."),
+    ] = None,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=8.0, max=600.0, help="Workload length of each run.")
+    ] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, not a table.")] = False,
+) -> None:
+    """Attack real node processes, one attack at a time, beside the same run without
+    it: honest asks proven and their latency, the victim's CPU and memory, and what
+    each attack itself measured (bans, refusals). Exit 1 if a row misses its target."""
+    from p2p_market.bench.attackers import ATTACKS
+    from p2p_market.bench.attacks import run_attacks, to_json
+
+    names = attack or list(ATTACKS)
+    unknown = [n for n in names if n not in ATTACKS]
+    if unknown:
+        fail(f"unknown attack {unknown[0]!r}: use one of {', '.join(ATTACKS)}")
+    result = run_attacks(ATTACKS, names, seconds)
+    if as_json:
+        typer.echo(to_json(result))
+    else:
+        _attack_table(result)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+def _attack_table(result: dict[str, Any]) -> None:
+    table = Table(title=f"Attacks ({result['seconds']:g} s each, victim {result['victim']})")
+    for column in ("attack", "proven quiet", "proven attacked", "p99 quiet", "p99 attacked"):
+        table.add_column(column, justify="left" if column == "attack" else "right")
+    table.add_column("victim CPU %", justify="right")
+    table.add_column("ok")
+    table.add_column("why")
+    for row in result["rows"]:
+        q, a = row["quiet"], row["attacked"]
+        table.add_row(
+            row["attack"],
+            f"{q['proven']}/{q['placed']}",
+            f"{a['proven']}/{a['placed']}",
+            str(q["p99_ms"]),
+            str(a["p99_ms"]),
+            f"{q['victim_cpu']} -> {a['victim_cpu']}",
+            "yes" if row["ok"] else "[bold red]NO[/]",
+            row["why"],
+        )
+    Console(highlight=False).print(table)
 
 
 @node_app.command("run")

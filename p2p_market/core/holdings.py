@@ -149,6 +149,11 @@ class Holdings:
         self._suggested: set[tuple[bytes, bytes, int]] = set()
         self._outstanding: set[tuple[bytes, bytes, int]] = set()
         """Suggested commits not stored (yet): they hold a slot in `free_slots`."""
+        self.no_shows: dict[bytes, tuple[int, bytes, bytes, int]] = {}
+        """Current bids that would have won a settled attempt and did not commit to
+        it (no_show.py), by bid id -> (window end, ask, round, attempt) of the first
+        such attempt: the commit policy ranks them last. Local policy, never part of
+        the state hash."""
         self._expiries: list[tuple[int, bytes]] = []
         self._next_prune = 0
         self._digest_seen = 0

@@ -17,9 +17,11 @@ from p2p_market.core.messages import (
     Ask,
     Prefer,
 )
+from p2p_market.core.no_show import find_no_shows
 from p2p_market.core.ranking import rank_key
 from p2p_market.core.retention import Retention
 from p2p_market.core.settlement import (
+    Attempt,
     Round,
     Settlement,
     Slot,
@@ -95,6 +97,8 @@ class Observation(Retention):
                 continue
             announced = self._announced.setdefault(ask_id, {})
             before = announced.get(key[1:])
+            if before != att.winners:
+                self._note_no_shows(key, att, s)
             if before is None:
                 out.append(
                     fx.AttemptSettled(
@@ -154,6 +158,26 @@ class Observation(Retention):
                     )
         self._tell_state(ask_id, run.state, out)
 
+    def _note_no_shows(self, key: tuple[bytes, bytes, int], att: Attempt, s: Settlement) -> None:
+        """Record the bids that would have won this settled attempt and stayed away."""
+        env = self.asks.get(key[0])
+        if env is None:
+            return
+        assert isinstance(env.message, Ask)
+        for stored in find_no_shows(
+            book=self.book,
+            ask_id=key[0],
+            ask=env.message,
+            attempt=att,
+            run=s.runs.get(key[0]),
+            occupancy=s.occupancy,
+            skew_ms=self.market.skew_ms,
+        ):
+            seen = (att.window_end, *key)
+            known = self.no_shows.get(stored.id)
+            if known is None or seen < known:  # the first it stayed away from
+                self.no_shows[stored.id] = seen
+
     def free_slots(self, prover: bytes, now: int) -> int:
         """Slots the prover can be sure are free at `now` in this node's view: a commit
         holds its slot until the prover can know it was released (settle lag). For the
@@ -183,17 +207,24 @@ class Observation(Retention):
         out: Effects = []
         free = None
         window, stage = self.market.commit_window_ms, self.market.stage_ms
+        # The last stage that starts inside the window: a prover behind more better
+        # bids than the window has stages still commits, at that stage (§16).
+        last_stage = -(-window // stage) - 1
         runs, live, archived = s.runs, self._live, self._archive.asks
         room: dict[bytes, bool] = {}
+        current, no_shows = self.book.current, self.no_shows
 
-        def has_room(prover: bytes) -> bool:
-            """free_slots(prover) > 0, once per other prover per call: nothing the
-            policy does while it looks changes another prover's slots."""
+        def ahead(prover: bytes) -> bool:
+            """Whether a better bid holds this prover back: it has a free slot (once
+            per other prover per call: nothing the policy does while it looks changes
+            another prover's slots) and is not a no-show (no_show.py)."""
             if prover == me:  # its own slots change as it is told to commit
                 return self.free_slots(prover, now) > 0
             known = room.get(prover)
             if known is None:
-                known = room[prover] = self.free_slots(prover, now) > 0
+                known = room[prover] = (
+                    current[prover].id not in no_shows and self.free_slots(prover, now) > 0
+                )
             return known
 
         for ask_id in ask_ids:
@@ -235,16 +266,16 @@ class Observation(Retention):
                     ask_id,
                     me,
                     now,
-                    lambda p, ex=excluded: p not in ex and has_room(p),  # type: ignore[misc]
-                    # Past this many better bids this prover's stage falls outside
-                    # the window, and it does not commit: no need to count further.
-                    limit=rnd.unfilled + -(-window // stage),
+                    lambda p, ex=excluded: p not in ex and ahead(p),  # type: ignore[misc]
+                    # Past this many better bids this prover is at the last stage:
+                    # no need to count further.
+                    limit=rnd.unfilled + last_stage,
                 )
                 if pos is None:
                     continue
                 if pos >= rnd.unfilled:
-                    stage_at = start + (pos - rnd.unfilled + 1) * stage
-                    if now < stage_at or stage_at >= start + window:
+                    stage_at = start + min(pos - rnd.unfilled + 1, last_stage) * stage
+                    if now < stage_at:
                         continue
                 att = s.attempts.get(key)
                 if att is not None:

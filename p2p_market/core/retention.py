@@ -89,6 +89,13 @@ class Retention(Holdings):
         items come off a queue ordered by when they may go, so a prune costs what
         it removes, not what the node holds."""
         self.book.expire(now)
+        current = self.book.current
+        for bid_id in [b for b in self.no_shows if b not in self.book.by_id]:
+            del self.no_shows[bid_id]
+        for bid_id in list(self.no_shows):
+            stored = self.book.by_id[bid_id]
+            if current.get(stored.prover) is not stored:
+                del self.no_shows[bid_id]  # its prover signed a new offer, or it expired
         queue = self._forget_queue
         while queue and queue[0][0] < now:
             until, mid = heapq.heappop(queue)

@@ -52,6 +52,9 @@ class Reason(enum.Enum):
     # a message the node would keep but could not write to its log, so refused, the
     # state untouched (disk full; any other write failure, an I/O error say).
     RATE_LIMITED = "rate_limited"
+    GRAYLISTED = "graylisted"
+    """A forwarding peer whose recent penalties (net/scores.py) put it on the graylist:
+    its frames are dropped before any check."""
     STORAGE_FULL = "storage_full"
     STORAGE_FAILED = "storage_failed"
 

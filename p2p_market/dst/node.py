@@ -73,6 +73,7 @@ BEHAVIOURS: dict[str, str] = {
     "spammer": "relay: floods malformed, badly signed and invalid envelopes",
     "withholder": "prover: holds back some of its commits, releases them seconds to hours later",
     "no-effect": "relay: publishes valid, signed messages the fold records as without effect",
+    "phantom": "prover: bids (cheap and fast with byzantine_offer) and never commits",
 }
 
 StateFactory = Callable[[Market, bytes | None, str], MarketState]
@@ -538,7 +539,7 @@ class SimNode:
 
     def _commit(self, e: fx.CommitToAsk) -> None:
         key = (e.ask, e.round, e.attempt)
-        if key in self.signed_commits or not self.up:
+        if key in self.signed_commits or not self.up or self.behaviour == "phantom":
             return
         if e.ask in self.state.asks and self.state.view(e.ask).state is not AskState.OPEN:
             # A suggestion for an ask that is not open (any more) in the core's own

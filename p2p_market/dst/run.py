@@ -193,7 +193,11 @@ def build(scenario: Scenario, seed: int) -> World:
     order = list(range(n))
     rng.shuffle(order)
     bad = (
-        scenario.never_prove + scenario.invalid_prover + scenario.equivocator + scenario.withholder
+        scenario.never_prove
+        + scenario.invalid_prover
+        + scenario.equivocator
+        + scenario.withholder
+        + scenario.phantom
     )
     n_prov = max(bad + 2, round(n * scenario.prover_share))
     n_req = max(scenario.silent_requester + 1, round(n * scenario.requester_share))
@@ -211,6 +215,7 @@ def build(scenario: Scenario, seed: int) -> World:
         + ["invalid-proof"] * scenario.invalid_prover
         + ["equivocator"] * scenario.equivocator
         + ["withholder"] * scenario.withholder
+        + ["phantom"] * scenario.phantom
     )
     if len(bad_provers) >= len(provers):
         raise ValueError("no honest prover left")

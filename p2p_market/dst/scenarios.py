@@ -112,6 +112,10 @@ class Scenario:
     peers, as a straggler or a partitioned prover would: a late valid commit can
     change who won a window long settled (node.py, "withholder"; the finality
     figures of the report count the outcomes that changed, dst/finality.py)."""
+    phantom: int = 0
+    """Provers that bid and never commit (with `byzantine_offer` cheap and fast, so
+    they rank ahead of every honest prover): the staged fallback must not let them
+    hold honest commits back past the window (protocols/market-v1.md §16)."""
     holdback_share: float = 0.5
     holdback_min_ms: int = 2_000
     holdback_max_ms: int | None = None

@@ -50,7 +50,7 @@ from p2p_market.core import limits as L
 from p2p_market.core.envelope import Envelope, market_id
 from p2p_market.core.messages import Market, MarketScoped
 from p2p_market.core.validation import check_form, check_signature
-from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict, reject
+from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict, ignore, reject
 
 MAX_FRAME_ITEMS: Final = 64
 """Envelopes per frame: bounds the work one pubsub message can ask of a node."""
@@ -160,8 +160,16 @@ def belongs_to(env: Envelope, market: bytes) -> bool:
     return isinstance(message, MarketScoped) and message.market == market
 
 
+Known = Callable[[bytes], bool]
+"""Whether the node already holds an envelope with this id (its SHA-256): the bytes
+were checked when it was stored, so the signature need not be verified again."""
+
+
 def judge_frame(
-    data: bytes, market: bytes, extra_check: ExtraCheck | None = None
+    data: bytes,
+    market: bytes,
+    extra_check: ExtraCheck | None = None,
+    known: Known | None = None,
 ) -> tuple[Verdict, tuple[Envelope, ...]]:
     """The rule of this module's docstring: the frame's verdict, and the envelopes
     to deliver (those the extra check accepts). The verdict says what becomes of the
@@ -171,7 +179,10 @@ def judge_frame(
 
     Cheapest first across the whole frame: the frame's own form, then every
     envelope's form and market, and only then any signature, so a malformed frame
-    costs no signature verification at all."""
+    costs no signature verification at all. An envelope the node already holds (the
+    seen cache, `known`) is a duplicate before its signature is checked: replayed
+    envelopes cost a hash, not a verification, and never reach the extra check (nor
+    spend their signer's budget there)."""
     try:
         items = decode_frame(data)
     except FrameError as exc:
@@ -189,10 +200,18 @@ def judge_frame(
         if not belongs_to(env, market):
             return reject(Reason.WRONG_MARKET, f"envelope {index} is not for this topic"), ()
         envelopes.append((index, env))
+    duplicate: Verdict | None = None
+    if known is not None:
+        fresh = [(index, env) for index, env in envelopes if not known(env.id)]
+        if len(fresh) < len(envelopes):
+            duplicate = ignore(Reason.DUPLICATE, f"{len(envelopes) - len(fresh)} already held")
+            envelopes = fresh
     for index, env in envelopes:
         verdict = check_signature(env)
         if not verdict.accepted:
             return _about(index, verdict), ()
+    if not envelopes and unknown is None and duplicate is not None:
+        return duplicate, ()
     if extra_check is None:
         return unknown or ACCEPTED, tuple(env for _, env in envelopes)
     accepted: list[Envelope] = []
@@ -208,8 +227,8 @@ def judge_frame(
     if unknown is not None:
         return unknown, tuple(accepted)
     if not accepted:
-        assert first_ignored is not None
-        return first_ignored, ()
+        assert first_ignored is not None or duplicate is not None
+        return first_ignored or duplicate, ()  # type: ignore[return-value]
     return ACCEPTED, tuple(accepted)
 
 

@@ -70,6 +70,7 @@ from p2p_market.net.batcher import DEFAULT_BURST, DEFAULT_FRAMES_PER_SECOND, Bat
 from p2p_market.net.frame import ExtraCheck, belongs_to, encode_frame, judge_frame
 from p2p_market.net.host import check_listening, dial_addr, guarded
 from p2p_market.net.ratelimit import KeyedRateLimiter
+from p2p_market.net.scores import PeerScores, ScoreConfig
 
 if TYPE_CHECKING:
     # trio_typing's stubs (installed with libp2p) shadow trio's own annotations for
@@ -81,6 +82,8 @@ log = logging.getLogger(__name__)
 TOPIC_PREFIX: Final = "/p2p-market/1/"
 PROTOCOLS: Final = (TProtocol(PROTOCOL_ID_V11), TProtocol(PROTOCOL_ID))
 CLOSE_TIMEOUT_S: Final = 5.0
+UNBAN_POLL_S: Final = 5.0
+"""How often expired bans are lifted and quiet peers forgotten."""
 
 
 def topic_for(market: bytes) -> str:
@@ -110,9 +113,8 @@ class GossipConfig:
     """Seconds the library remembers a frame's verdict by id. It cannot tell REJECT
     from IGNORE, so an ignored frame (e.g. not yet applicable) is refused for this
     long: kept short."""
-    max_rejects: int = 5
-    """Rejected frames a forwarding peer may send before it is disconnected and
-    blacklisted."""
+    scores: ScoreConfig = field(default_factory=ScoreConfig)
+    """Penalties of forwarding peers (scores.py): graylist, ban and when it ends."""
     delivery_buffer: int = 4096
     """Envelopes waiting in `deliveries`; beyond this they are dropped and counted."""
     frames_per_second: float = DEFAULT_FRAMES_PER_SECOND
@@ -150,6 +152,9 @@ class GossipStats:
     held unknown kinds, and so was not forwarded."""
     relays_dropped: int = 0
     validator_errors: int = 0
+    frames_stale: int = 0
+    """Frames every envelope of which this node held already (scores.py)."""
+    peers_banned: int = 0
     outbound_waits: int = 0
     reasons: Counter[Reason] = field(default_factory=Counter)
 
@@ -164,6 +169,7 @@ class Gossip:
         *,
         markets: Iterable[bytes] = (),
         extra_check: ExtraCheck | None = None,
+        known: Callable[[bytes, bytes], bool] | None = None,
         config: GossipConfig | None = None,
         on_frame_published: Callable[[int], None] | None = None,
     ) -> None:
@@ -174,6 +180,8 @@ class Gossip:
         self._listen = list(listen)
         self._initial_markets = list(markets)
         self._extra_check = extra_check
+        self._known = known
+        """(market, envelope id) -> whether the node holds it (frame.py `known`)."""
         self.router = GossipSub(
             protocols=list(PROTOCOLS),
             degree=cfg.degree,
@@ -196,6 +204,8 @@ class Gossip:
             host.set_stream_handler(protocol, guarded(self.pubsub.stream_handler, protocol))
         self.stats = GossipStats()
         self._rejects: Counter[ID] = Counter()
+        """Rejected frames by forwarding peer, ever (a statistic; bans follow `scores`)."""
+        self.scores = PeerScores(cfg.scores)
         self._peer_limit = KeyedRateLimiter(cfg.peer_frames_per_second, cfg.peer_frame_burst)
         self._batcher = Batcher(frames_per_second=cfg.frames_per_second, burst=cfg.burst)
         self._queued = trio.Event()
@@ -223,6 +233,7 @@ class Gossip:
                             await self.join(market)
                         nursery.start_soon(self._send_loop)
                         nursery.start_soon(self._banish_loop)
+                        nursery.start_soon(self._unban_loop)
                         task_status.started()
                         await trio.sleep_forever()
                 finally:
@@ -384,17 +395,27 @@ class Gossip:
         if forwarder == self.peer_id:
             return True  # our own frame: checked in `publish`
         try:
-            if self._rejects[forwarder] >= self.config.max_rejects:
-                return False  # being disconnected
-            if not self._peer_limit.allow(forwarder, trio.current_time()):
+            now = trio.current_time()
+            if self.scores.graylisted(forwarder, now):
+                self.stats.frames_ignored += 1
+                self.stats.reasons[Reason.GRAYLISTED] += 1
+                if self.scores.unread(forwarder, now):
+                    self._ban(forwarder, "it kept sending while graylisted")
+                return False  # penalised lately, or being disconnected
+            if not self._peer_limit.allow(forwarder, now):
                 self.stats.frames_ignored += 1
                 self.stats.reasons[Reason.RATE_LIMITED] += 1
                 return False
-            verdict, envelopes = judge_frame(msg.data, market, self._extra_check)
+            known = None if self._known is None else functools.partial(self._known, market)
+            verdict, envelopes = judge_frame(msg.data, market, self._extra_check, known)
             self.stats.reasons[verdict.reason] += 1
             if verdict.status is Status.REJECT:
                 self._blame(forwarder, verdict)
                 return False
+            if verdict.reason is Reason.DUPLICATE and not envelopes:
+                self.stats.frames_stale += 1
+                if self.scores.stale(forwarder, now):
+                    self._ban(forwarder, "a flood of frames of envelopes it knew we held")
             for env in envelopes:
                 try:
                     self._deliver.send_nowait(Delivery(market, env.raw, forwarder))
@@ -429,15 +450,32 @@ class Gossip:
         self.stats.frames_rejected += 1
         self._rejects[peer] += 1
         log.info("rejected a frame from %s: %s", peer, verdict)
-        if self._rejects[peer] == self.config.max_rejects:
-            try:
-                self._banish.send_nowait(peer)
-            except trio.WouldBlock:
-                log.warning("too many peers to disconnect at once; %s stays for now", peer)
+        if self.scores.invalid(peer, trio.current_time()):
+            self._ban(peer, f"{self._rejects[peer]} rejected frames")
+
+    def _ban(self, peer: ID, why: str) -> None:
+        log.warning("banning %s for %.0f s: %s", peer, self.config.scores.ban_s, why)
+        self.stats.peers_banned += 1
+        try:
+            self._banish.send_nowait(peer)
+        except trio.WouldBlock:
+            log.warning("too many peers to disconnect at once; %s stays for now", peer)
 
     def bad_peers(self) -> dict[ID, int]:
-        """Rejected frames by forwarding peer (those at `max_rejects` are cut off)."""
+        """Rejected frames by forwarding peer, ever (bans follow `scores`)."""
         return dict(self._rejects)
+
+    async def _unban_loop(self) -> None:
+        """Lift bans that ran their time (the peer may connect again, with a clean
+        record), and forget the records of peers whose penalties decayed away."""
+        while True:
+            await trio.sleep(min(UNBAN_POLL_S, self.config.scores.ban_s / 4))
+            now = trio.current_time()
+            for peer in self.scores.expired_bans(now):
+                assert isinstance(peer, ID)
+                self.pubsub.blacklisted_peers.discard(peer)
+                log.info("ban on %s lifted", peer)
+            self.scores.forget_quiet(now)
 
     async def _banish_loop(self) -> None:
         """Blacklist, disconnect, forget the peer's addresses.
@@ -448,7 +486,6 @@ class Gossip:
         queue, sender task and router state stay behind). Forgetting the addresses
         keeps libp2p's auto-connector from dialling the peer again."""
         async for peer in self._banished:
-            log.warning("disconnecting %s after %d rejected frames", peer, self._rejects[peer])
             self.pubsub.blacklisted_peers.add(peer)
             try:
                 await self.host.disconnect(peer)

@@ -490,9 +490,11 @@ def node_stats(node: Any) -> dict[str, Any]:
             if sample.name.endswith("_total"):
                 kind = sample.labels.get("kind", "unknown")
                 published[kind] = published.get(kind, 0) + int(sample.value)
+    reasons = {} if stats is None else {r.value: n for r, n in stats.reasons.items()}
     return {
         "now": node.clock(),
         "admitted": node.admitted,
+        "reasons": reasons,
         "peers": node.status().get("peers", 0),
         "gossip": gossip,
         "published": published,

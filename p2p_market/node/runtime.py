@@ -146,6 +146,11 @@ class Node:
         self.cores = MarketBook(config.markets, key.public_key if prover else None)
         self.hooks: list[EffectHook] = []
         self.direct_hooks: list[Callable[[DirectMessage], Awaitable[bool]]] = []
+        self.ask_filters: list[Callable[[dict[str, Any], int], dict[str, Any]]] = []
+        """Applied to the fields of every ask this node signs (fields, now): the
+        requester role adds the provers its reputation denies (roles/reputation.py)."""
+        self.status_sources: dict[str, Callable[[], Any]] = {}
+        """Extra entries of `status()`, by name (the requester role's reputation)."""
         self.proof_sources: list[Callable[[bytes], dict[bytes, bytes] | None]] = []
         """Where verified proofs of this key's asks are kept (the requester role):
         what `GET /v1/asks/<id>/proofs` and `p2p-market request --api` read."""
@@ -227,10 +232,19 @@ class Node:
         self.log_health.ok()
         return None
 
+    def _holds(self, market: bytes, mid: bytes) -> bool:
+        state = self.states.get(market)
+        return state is not None and state.holds(mid)
+
     def _gossip_check(self, env: Envelope) -> Verdict:
         """Gossip from peers is limited per signer (a flood from one key cannot crowd
-        out the rest); local submissions and sync are not. An orphan from gossip has
-        its parent fetched if it is still missing after ORPHAN_GRACE_S."""
+        out the rest); local submissions and sync are not. The budget is spent after
+        the duplicate check, so nobody can drain an honest signer's budget by
+        replaying its envelopes. An orphan from gossip has its parent fetched if it
+        is still missing after ORPHAN_GRACE_S."""
+        state = self.cores.state_for(env)
+        if state is not None and state.holds(env.id):
+            return ignore(Reason.DUPLICATE, "already held")
         if not self._signer_limit.allow(env.signer, self.clock() / 1000):
             return ignore(Reason.RATE_LIMITED, "signer over its message rate")
         verdict = self.admit(env)
@@ -322,6 +336,7 @@ class Node:
                 listen,
                 markets=list(self.states),
                 extra_check=self._gossip_check,
+                known=self._holds,
                 config=GossipConfig(frames_per_second=cfg.frames_per_second),
                 on_frame_published=lambda _envelopes: self.metrics.frame_out(),
             )
@@ -492,6 +507,7 @@ class Node:
             "metrics_port": self.metrics_port,
             "admitted": self.admitted,
             "storage": "ok" if self.log_health.failing is None else str(self.log_health.failing),
+            **{name: source() for name, source in self.status_sources.items()},
         }
 
     def markets(self) -> list[dict[str, Any]]:
@@ -510,8 +526,14 @@ class Node:
 
     def book(self, market: str) -> dict[str, Any]:
         state = self._state(market)
+        reputation = self.status_sources.get("reputation")
+        known = reputation() if reputation is not None else {}
+        bids = [bid_json(s) for s in state.book.current.values()]
+        for bid in bids:
+            if bid.get("prover") in known:
+                bid["reputation"] = known[bid["prover"]]
         return {
-            "bids": [bid_json(s) for s in state.book.current.values()],
+            "bids": bids,
             "asks": [ask_json(state.view(a)) for a in state.asks],
         }
 
@@ -585,6 +607,8 @@ class Node:
 
     def sign_ask(self, fields: dict[str, Any]) -> bytes:
         now = self.clock()
+        for keep_out in self.ask_filters:
+            fields = keep_out(fields, now)
         market = self._market_field(fields)
         inputs = bytes.fromhex(fields.get("inputs", "")) if fields.get("inputs") else b""
         confidential = bool(fields.get("confidential", False))

@@ -19,6 +19,7 @@ from p2p_market.node.direct import DirectError, send_direct
 from p2p_market.node.runtime import Node
 from p2p_market.proving.backend import ProofBackend, ProvingError
 from p2p_market.roles.inbox import Inbox
+from p2p_market.roles.reputation import Reputation
 
 log = logging.getLogger("p2p_market.requester")
 
@@ -55,6 +56,7 @@ class RequesterRole:
         inbox: Inbox,
         *,
         adopt: bool = True,
+        reputation: Reputation | None = None,
     ) -> None:
         self.node = node
         self.backends = backends
@@ -63,6 +65,10 @@ class RequesterRole:
         """Also look after this key's asks placed another way (the control API), when
         their inputs are known to the node (inline, or none): see `_adopt`."""
         self.me = node.key.public_key
+        self.reputation = reputation or Reputation()
+        """Its receipts about each prover; the worst are denied its next asks."""
+        node.ask_filters.append(self.reputation.apply)
+        node.status_sources["reputation"] = lambda: self.reputation.snapshot(node.clock())
         self.asks: dict[bytes, Tracked] = {}
         self._events_in, self.events = trio.open_memory_channel[AskEvent](10_000)
         self._nursery: trio.Nursery | None = None
@@ -282,6 +288,8 @@ class RequesterRole:
             outcome=outcome.value,
         )
         result = await self.node.submit(seal(receipt, self.node.key))
+        if result.status == "accept":
+            self.reputation.record(prover, outcome, receipt.timestamp)
         log.info(
             "ask %s: receipt %s for %s: %s",
             ask_id.hex()[:16],

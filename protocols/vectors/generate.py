@@ -78,6 +78,8 @@ COVERED_REASONS: tuple[str, ...] = (
 UNREACHABLE_REASONS: dict[str, str] = {
     "rate_limited": "returned by the network shell (per-signer and per-peer token "
     "buckets), never by the core: a node-local policy, not part of the protocol",
+    "graylisted": "returned by the network shell for a frame from a peer whose recent "
+    "penalties put it on the graylist: a node-local policy, not part of the protocol",
     "storage_full": "returned by the node when its log cannot take a message the core "
     "would keep (disk full): a local fault, not part of the protocol",
     "storage_failed": "returned by the node when writing a message the core would keep "

@@ -146,3 +146,28 @@ def test_the_command_takes_the_adversaries_options(
     assert summary["final_outcomes"] == sum(r["final_outcomes"] for r in runs) > 0
     assert summary["final_outcomes_changed"] == 0 and summary["finality_changed_seeds"] == []
     assert dst_command(12, 6, 1, None, "calm", False, holdback_max_s=0) == 2
+
+
+PHANTOMS = replace(
+    SCENARIOS["calm"],
+    name="phantoms",
+    nodes=20,
+    seconds=30,
+    prover_share=0.6,
+    phantom=6,
+    byzantine_offer=(1, 1_000),
+    max_reorgs=None,
+)
+"""Six provers that bid cheaper and faster than anyone and never commit: more than the
+commit window has stages (1 000 / 200 = 5); six honest provers besides them."""
+
+
+def test_phantom_bids_do_not_censor_the_market() -> None:
+    """Before the staged fallback was bounded inside the window, every honest prover
+    waited behind the six phantoms past the window and no ask was ever assigned."""
+    for seed in (1, 2):
+        world = build(PHANTOMS, seed)
+        assert sum(n.behaviour == "phantom" for n in world.nodes) == 6
+        r = simulate(PHANTOMS, seed)
+        assert r.ok, (r.failures, r.examples)
+        assert r.expected > 0 and r.expected_unproven == 0

@@ -136,7 +136,9 @@ async def test_the_control_api_reports_stats_and_checks() -> None:
 
     status, stats = await get("/v1/stats")
     assert status == 200
-    assert stats == {"now": 42, "admitted": 1, "peers": 3, "gossip": {}, "published": {"bid": 1}}
+    assert stats == {
+        "now": 42, "admitted": 1, "peers": 3, "gossip": {}, "published": {"bid": 1}, "reasons": {}
+    }  # fmt: skip
     status, check = await get(f"/v1/markets/{state.market_id.hex()}/check")
     assert status == 200
     assert check["state_hash"] == state.state_hash() and check["violations"] == []

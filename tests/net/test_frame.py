@@ -6,7 +6,7 @@ import msgpack
 import pytest
 
 from p2p_market.core import codec
-from p2p_market.core.envelope import Envelope, market_id, seal
+from p2p_market.core.envelope import Envelope, market_id, message_id, seal
 from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict, ignore, reject
 from p2p_market.markets.devnet import default_market
 from p2p_market.net.frame import (
@@ -157,3 +157,29 @@ def test_an_unknown_kind_shields_no_bad_envelope() -> None:
     kind_256 = codec.pack((256, body, signer, signature))
     verdict, envs = judge_frame(encode_frame([bid("a"), kind_256]), MID)
     assert (verdict.status, verdict.reason) == (Status.REJECT, Reason.UNDECODABLE)
+
+
+def test_held_envelopes_are_duplicates_before_their_signature_is_checked() -> None:
+    """The seen cache comes before the signature: an envelope already held costs a
+    hash. (Its id is the SHA-256 of its bytes, signature included, so a held id
+    means bytes whose signature was verified when they were stored.)"""
+    held = {message_id(bid("a")), message_id(bad_signature(bid("b")))}
+    checked: list[bytes] = []
+
+    def check(env: Envelope) -> Verdict:
+        checked.append(env.raw)
+        return ACCEPTED
+
+    def known(mid: bytes) -> bool:
+        return mid in held
+
+    # a held id is never verified (here, one whose signature would fail)
+    verdict, envs = judge_frame(encode_frame([bad_signature(bid("b"))]), MID, check, known)
+    assert verdict.reason is Reason.DUPLICATE and verdict.status is Status.IGNORE
+    assert envs == () and checked == []
+    # held ones are dropped, new ones judged as ever
+    verdict, envs = judge_frame(encode_frame([bid("a"), bid("c")]), MID, check, known)
+    assert verdict == ACCEPTED and [e.raw for e in envs] == [bid("c")] and checked == [bid("c")]
+    # a new envelope with a bad signature still rejects the frame
+    frame = encode_frame([bid("a"), bad_signature(bid("d"))])
+    assert judge_frame(frame, MID, check, known)[0].reason is Reason.BAD_SIGNATURE

@@ -11,7 +11,18 @@ from p2p_market.core.envelope import Envelope
 from p2p_market.core.verdict import ACCEPTED, Reason, Verdict, ignore
 from p2p_market.net.frame import encode_frame
 from p2p_market.net.gossip import PROTOCOLS, GossipConfig, topic_for
-from tests.net.cluster import MID, NOW, actor, bid, cluster, nothing_waiting, receive, receive_n
+from p2p_market.net.scores import ScoreConfig
+from tests.net.cluster import (
+    MID,
+    NOW,
+    actor,
+    bid,
+    cluster,
+    dial,
+    nothing_waiting,
+    receive,
+    receive_n,
+)
 from tests.net.test_frame import bad_signature, non_canonical
 from tests.newer import later_kind
 
@@ -66,8 +77,8 @@ async def test_invalid_envelopes_are_never_delivered_nor_forwarded() -> None:
         assert far.stats.frames_accepted == 1
 
 
-async def test_a_peer_is_cut_off_after_max_rejects() -> None:
-    config = GossipConfig(max_rejects=2)
+async def test_a_peer_is_cut_off_at_the_ban_threshold() -> None:
+    config = GossipConfig(scores=ScoreConfig(ban_at=2))
     async with cluster(2, [(0, 1)], config=config) as (evil, honest):
         topic = topic_for(MID)
         for i in range(2):
@@ -83,11 +94,37 @@ async def test_a_peer_is_cut_off_after_max_rejects() -> None:
         assert evil.peer_id not in honest.router.peer_protocol
 
 
+async def test_a_ban_runs_out_and_the_peer_may_come_back() -> None:
+    config = GossipConfig(scores=ScoreConfig(ban_at=2, ban_s=1.0))
+    async with cluster(2, [(0, 1)], config=config) as (evil, honest):
+        topic = topic_for(MID)
+        for i in range(2):
+            await evil.pubsub.publish(topic, encode_frame([bad_signature(bid("b", i + 1))]))
+        with trio.fail_after(5):
+            while evil.peer_id in honest.host.get_connected_peers():
+                await trio.sleep(0.05)
+        assert honest.pubsub.is_peer_blacklisted(evil.peer_id)
+        assert honest.stats.peers_banned == 1
+        with trio.fail_after(5):
+            while honest.pubsub.is_peer_blacklisted(evil.peer_id):
+                await trio.sleep(0.05)
+        assert honest.scores.penalty(evil.peer_id, trio.current_time()) == 0.0
+        with trio.fail_after(10):  # it may dial again, and is heard again
+            await dial(evil, honest)
+            await evil.wait_for_mesh(MID, honest.peer_id)
+            await honest.wait_for_mesh(MID, evil.peer_id)
+        marker = bid("b-back")
+        await evil.publish(MID, marker)
+        assert (await receive(honest)).raw == marker
+
+
 async def test_unknown_kinds_spend_the_peers_rate_but_earn_it_no_blame() -> None:
     """A later version's kinds are never held against the peer that sends them, but
     they are frames like any other for its rate limit (their signatures are never
     checked, so they are not charged to the signer they name)."""
-    config = GossipConfig(max_rejects=2, peer_frames_per_second=0.001, peer_frame_burst=3)
+    config = GossipConfig(
+        scores=ScoreConfig(ban_at=2), peer_frames_per_second=0.001, peer_frame_burst=3
+    )
     async with cluster(2, [(0, 1)], config=config) as (newer, honest):
         author = actor("newer")
         for i in range(6):
