@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -300,6 +301,43 @@ def _refused(quiet: Figures, attacked: Figures, report: dict[str, Any]) -> tuple
     return ok, f"codes {codes}, bids at price 1: {report.get('bids_at_price_1')}"
 
 
+# -- a swarm of fresh keys --------------------------------------------------------------
+SYBIL_INPUT_BYTES = 30 * 1024
+
+
+def _dir_mb(path: Path) -> float:
+    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return round(total / 2**20, 1)
+
+
+async def sybil_swarm(target: Target) -> None:
+    """A fresh key for every ask, each with 30 KiB of inputs, 6 asks to a frame (under
+    the frame's 256 KiB), 25 frames a second (the review's swarm was 2,793 keys x
+    32 KiB in 20 s)."""
+    market = target.scenario.market
+    sent = 0
+    before = _dir_mb(target.victim.data_dir)
+    async with attacker_peer(target, "sybil") as peer:
+        async for _ in _until_end(target, 1 / 25):
+            now = wall_ms()
+            asks = [
+                Actor(_fresh("sybil"), market).ask(
+                    now=now,
+                    max_price=1,
+                    max_proof_time=1,
+                    inputs=os.urandom(SYBIL_INPUT_BYTES),
+                )
+                for _ in range(6)
+            ]
+            await _publish(peer, target, asks)
+            sent += 6
+            target.report["asks_sent"] = sent
+    target.report.update(
+        {"victim_data_mb_before": before, "victim_data_mb_after": _dir_mb(target.victim.data_dir)}
+    )
+    target.report.update(_victim_stats(target))
+
+
 # -- a prover that commits, wins and never proves -----------------------------------------
 async def griefing_prover(target: Target) -> None:
     """Nothing from outside: prover-1 (the cheapest, so it would win every ask) runs
@@ -343,6 +381,9 @@ ATTACKS: dict[str, AttackSpec] = {
         equivocation_flood, "<= 1 version per bid on every node; honest asks served", _one_version
     ),
     "cross-site-post": AttackSpec(cross_site_post, "refused: 403 / 401 / 421, no bid", _refused),
+    "sybil-swarm": AttackSpec(
+        sybil_swarm, "honest p99 <= 2x quiet; the victim stores a bounded share", _served
+    ),
     "griefing-prover": AttackSpec(
         griefing_prover,
         "every ask it won proven by another; it stops winning after two timeouts",

@@ -199,6 +199,8 @@ async def _run(
             with trio.move_on_at(trio.current_time() + (d.end_ms - wall_ms()) / 1000 + 5):
                 await attack(target)
         except Exception as exc:  # the attacker's own failure is a figure, not a crash
+            while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                exc = exc.exceptions[0]  # type: ignore[assignment]
             report["attacker_error"] = f"{type(exc).__name__}: {exc}"
 
     async with trio.open_nursery() as nursery:
@@ -261,6 +263,8 @@ def run_attacks(
             if spec.behaviours and data is not None:
                 report.update(_misbehaviour_figures(data, dict(spec.behaviours)))
             ok, why = spec.judge(quiet, attacked, report)
+            if "attacker_error" in report:  # an attack that did not run proves nothing
+                ok, why = False, f"the attack failed: {report['attacker_error']}"
             rows.append(Row(name, spec.target, quiet, attacked, report, ok, why))
     finally:
         if workdir is None and not keep:

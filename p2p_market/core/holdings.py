@@ -140,6 +140,8 @@ class Holdings:
         """How many times the fold was rebuilt from scratch (a benchmark figure)."""
         self._fold_totals = {"conflicts": 0, "reopened": 0, "replayed": 0, "in_place": 0}
         self._committers: dict[bytes, int] = {}
+        self._active_requesters: set[bytes] = set()
+        """Signers of asks some other signer committed to (see `known_signer`)."""
         self.now = 0
         self.reorgs = 0
         # What this node has already told its shell (local, never part of the state hash).
@@ -233,6 +235,9 @@ class Holdings:
             if isinstance(m, Commit):
                 self.commits_by_bid.setdefault(m.bid, set()).add(env.id)
                 self._committers[env.signer] = self._committers.get(env.signer, 0) + 1
+                home = self.asks.get(ask_id)
+                if home is not None and home.signer != env.signer:
+                    self._active_requesters.add(home.signer)
                 if env.signer == self.local_prover:
                     self._my_commits.add((m.ask, m.round, m.attempt))
                     self._outstanding.discard((m.ask, m.round, m.attempt))
@@ -337,6 +342,16 @@ class Holdings:
         2^-256 accident), so a sync can stop after comparing them, as the real
         sync compares (count, SHA-256 of the sorted ids) first."""
         return (len(self.seen), self._digest_seen, len(self.evidence), self._digest_evidence)
+
+    def known_signer(self, signer: bytes, now: int) -> bool:
+        """Whether a signer has history in this market: a live bid, a stored commit, or
+        an ask someone committed to. The node spends a shared newcomer budget on the
+        others (node/runtime.py), so that fresh keys cannot crowd out known ones.
+        Local policy, never part of the state hash."""
+        current = self.book.current.get(signer)
+        if current is not None and current.bid.expires_at > now:
+            return True
+        return signer in self._committers or signer in self._active_requesters
 
     def holds(self, mid: bytes) -> bool:
         """Whether a sync peer need not send this id: stored, evidence or seen."""

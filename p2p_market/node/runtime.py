@@ -75,6 +75,11 @@ snapshots include what they held when they forwarded the child."""
 PRUNE_EVERY_MS: Final = 600_000
 SIGNER_PER_SECOND: Final = 20.0
 SIGNER_BURST: Final = 400
+NEWCOMER_PER_SECOND: Final = 20.0
+NEWCOMER_BURST: Final = 200
+"""Messages per second, shared by every signer without history in a market (no live
+bid, no commit, no ask anyone committed to): a swarm of fresh keys gets this much of
+the node between them, and signers with history are never charged it."""
 
 
 def wall_clock_ms() -> int:
@@ -183,6 +188,8 @@ class Node:
         config's, and those `connect_peers` was given."""
         self._rng = random.Random()
         self._signer_limit = KeyedRateLimiter(SIGNER_PER_SECOND, SIGNER_BURST)
+        self._newcomer_limit = KeyedRateLimiter(NEWCOMER_PER_SECOND, NEWCOMER_BURST)
+        """One bucket per market (keyed by market id), for signers without history."""
 
     @property
     def states(self) -> dict[bytes, MarketState]:
@@ -245,7 +252,14 @@ class Node:
         state = self.cores.state_for(env)
         if state is not None and state.holds(env.id):
             return ignore(Reason.DUPLICATE, "already held")
-        if not self._signer_limit.allow(env.signer, self.clock() / 1000):
+        now = self.clock()
+        if (
+            state is not None
+            and not state.known_signer(env.signer, now)
+            and not self._newcomer_limit.allow(state.market_id, now / 1000)
+        ):
+            return ignore(Reason.RATE_LIMITED, "the newcomers' budget is spent")
+        if not self._signer_limit.allow(env.signer, now / 1000):
             return ignore(Reason.RATE_LIMITED, "signer over its message rate")
         verdict = self.admit(env)
         if verdict.reason is Reason.ORPHAN:

@@ -29,11 +29,17 @@ from p2p_market.roles.inbox import Inbox
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
+    from p2p_market.core.messages import Market
+
 log = logging.getLogger("p2p_market.prover")
 
 LISTENER_MARGIN_MS: Final = 1_000
 """How long before the deadline the prover stops waiting for a peer to publish to
 and publishes anyway (into the log, for sync to carry later): see `_await_listener`."""
+WORK_MARGIN: Final = 8.0
+"""Inputs whose expected proving time here exceeds this many times the bid's proof
+time are refused at once (an attestation), not ground at until the deadline. Wide:
+proof-of-work times vary, and a prover may have bid its typical case."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,10 +203,30 @@ class ProverRole:
             await self._await_listener(deadline)
             await self._attest(ask_id, "inputs fail the market's input check")
             return
+        beyond = await self._beyond_the_bid(market, inputs)
+        if beyond is not None:
+            await self._await_listener(deadline)
+            await self._attest(ask_id, beyond)
+            return
         remaining = (deadline - self.node.clock()) / 1000
         proof = await self.backend.prove(market, inputs, remaining)
         await self._await_listener(deadline)
         await self._deliver(ask_id, env.signer, proof)
+
+    async def _beyond_the_bid(self, market: Market, inputs: bytes) -> str | None:
+        """Why the work these inputs demand is far beyond what this prover bid for
+        (`WORK_MARGIN` times its proof time), or None. A requester that sets the
+        work through its inputs (a proof-of-work difficulty line) cannot make the
+        prover grind until the deadline: it attests at once, and the requester may
+        dispute that with an `invalid` receipt (then this prover is out of the ask)."""
+        estimate = getattr(self.backend, "expected_seconds", None)
+        if estimate is None:
+            return None
+        seconds = await estimate(market, inputs)
+        promised = self.settings.proof_time / 1000
+        if seconds is None or seconds <= WORK_MARGIN * promised:
+            return None
+        return f"work beyond the bid: about {seconds:.0f} s here, bid {promised:g} s"
 
     async def _await_listener(self, deadline: int) -> None:
         """Until a peer is in this node's gossip mesh for the market, at most until

@@ -8,6 +8,7 @@ from pathlib import Path
 import trio
 
 from p2p_market.core.lifecycle import AskState
+from p2p_market.core.messages import InvalidInputs
 from p2p_market.node.direct import DirectMessage
 from p2p_market.proving.pow import pow_ok
 from tests.roles.harness import MARKET, MID, BadProofs, SlowPow, market, wait_state
@@ -139,3 +140,27 @@ async def test_cancel_before_assignment_is_never_assigned(tmp_path: Path) -> Non
         assert list(done.proofs) == [p.me]
         assert (p.stats.won, p.stats.proved) == (1, 1)
         assert m.relay.states[MID].view(ask).state is AskState.CANCELLED
+
+
+async def test_a_prover_refuses_work_far_beyond_its_bid_at_once(tmp_path: Path) -> None:
+    """A requester sets a proof-of-work ask's difficulty through its inputs: at 40 a
+    prover that bid 5 s would grind until its deadline (the review: 82% CPU, honest
+    asks starved). It attests at once instead, and the ask ends INVALID_INPUTS."""
+    offers = {"p": (10, 5_000)}
+    async with market(tmp_path, offers) as m:
+        prover = m.provers["p"]
+        fields = {"market": MID.hex(), "max_price": 100, "max_proof_time": 10_000}
+        ask = await m.requester.request(fields, b"difficulty=40\ngrief")
+        with trio.fail_after(15):  # the deadline is about 6.5 s after the window
+            while prover.stats.attested == 0:
+                await trio.sleep(0.05)
+        assert prover.stats.proved == 0 and not prover.stats.active
+        await wait_state(m, ask, AskState.INVALID_INPUTS)
+        state = m.relay.states[MID]
+        assert [s.value for s in state.view(ask).slot_states] == ["attested"]
+        reasons = [
+            e.message.reason
+            for e in state.events[ask].values()
+            if isinstance(e.message, InvalidInputs)
+        ]
+        assert len(reasons) == 1 and reasons[0].startswith("work beyond the bid"), reasons
