@@ -137,10 +137,15 @@ async def serve_http(
         bound = listener.socket.getsockname()[1]
         log.info("http: listening on %s:%d", host, bound)
         slots = trio.Semaphore(limits.max_connections)
+        idle: dict[_Conn, None] = {}
         async with trio.open_nursery() as nursery:
             task_status.started(bound)
             while True:
-                await slots.acquire()
+                try:
+                    slots.acquire_nowait()
+                except trio.WouldBlock:
+                    _evict_oldest_idle(idle)
+                    await slots.acquire()
                 try:
                     stream = await listener.accept()
                 except OSError as exc:  # e.g. EMFILE: back off instead of spinning
@@ -151,7 +156,18 @@ async def serve_http(
                 except BaseException:
                     slots.release()
                     raise
-                nursery.start_soon(_connection, handler, stream, limits, slots)
+                nursery.start_soon(_connection, handler, stream, limits, slots, idle)
+
+
+def _evict_oldest_idle(idle: dict[_Conn, None]) -> None:
+    """Every connection is taken: close the one that has waited longest without
+    sending a byte of its next request. Clients that open connections and send
+    nothing cannot keep others out (70 of them held a status request for 29 s)."""
+    for conn in idle:
+        del idle[conn]
+        conn.evicted = True
+        conn._scope.cancel()
+        return
 
 
 async def _listen(host: str, port: int) -> trio.SocketListener:
@@ -175,24 +191,39 @@ async def _listen(host: str, port: int) -> trio.SocketListener:
 
 
 async def _connection(
-    handler: Handler, stream: trio.SocketStream, limits: Limits, slots: trio.Semaphore
+    handler: Handler,
+    stream: trio.SocketStream,
+    limits: Limits,
+    slots: trio.Semaphore,
+    idle: dict[_Conn, None],
 ) -> None:
+    conn = _Conn(handler, stream, limits, idle)
     try:
         async with stream:
-            await _Conn(handler, stream, limits).run()
+            await conn.run()
     except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
         pass  # the client went away or stopped reading: nothing more to tell it
     except Exception:  # a bug here must not take the other connections down
         log.exception("http: connection failed")
     finally:
+        idle.pop(conn, None)
         slots.release()
 
 
 class _Conn:
-    def __init__(self, handler: Handler, stream: trio.SocketStream, limits: Limits) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        stream: trio.SocketStream,
+        limits: Limits,
+        idle: dict[_Conn, None] | None = None,
+    ) -> None:
         self.handler = handler
         self.stream = stream
         self.limits = limits
+        self.idle = {} if idle is None else idle
+        """The server's connections waiting for a request's first byte, oldest first."""
+        self.evicted = False
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
         self.local_port = int(stream.socket.getsockname()[1])
         self._started = False
@@ -219,6 +250,8 @@ class _Conn:
         wait = self.limits.request_timeout if self._started else self.limits.idle_timeout
         failure: tuple[int, str] | None = None
         with trio.move_on_after(wait) as self._scope:
+            if not self._started:
+                self.idle[self] = None
             try:
                 return await self._read_rest(await self._next_event())
             except h11.RemoteProtocolError as exc:
@@ -242,6 +275,7 @@ class _Conn:
             data = await self.stream.receive_some(_READ_CHUNK)
             if data and not self._started:
                 self._started = True
+                self.idle.pop(self, None)
                 self._scope.deadline = trio.current_time() + self.limits.request_timeout
             self.h11.receive_data(data)  # b"" is EOF
 

@@ -535,13 +535,14 @@ async def test_idle_and_slow_clients_are_cut_off(nursery: trio.Nursery) -> None:
 
 
 async def test_connections_beyond_the_cap_wait_for_a_free_slot(nursery: trio.Nursery) -> None:
+    """A connection in the middle of a request keeps its slot; the next waits."""
     port = await nursery.start(
         functools.partial(serve_http, _echo, limits=Limits(max_connections=1))
     )
     with trio.fail_after(TIMEOUT):
         first = await trio.open_tcp_stream("127.0.0.1", port)
-        await first.send_all(get("/one"))
-        assert (await read_response(first, bytearray()))[0] == 200
+        await first.send_all(b"GET /one HTTP/1.1\r\nHost:")  # started, not finished
+        await trio.sleep(0.1)
         second = await trio.open_tcp_stream("127.0.0.1", port)  # lands in the backlog
         async with second:
             await second.send_all(get("/two"))
@@ -551,6 +552,25 @@ async def test_connections_beyond_the_cap_wait_for_a_free_slot(nursery: trio.Nur
             await first.aclose()
             status, _, body = await read_response(second, bytearray())
             assert status == 200 and json.loads(body)["path"] == "/two"
+
+
+async def test_idle_connections_make_room_for_a_new_client(nursery: trio.Nursery) -> None:
+    """The review held 70 connections open without a byte, and a status request
+    waited 29 s for a slot: at the cap, the longest idle connection is closed."""
+    limits = Limits(max_connections=4, idle_timeout=60.0)
+    port = await nursery.start(functools.partial(serve_http, _echo, limits=limits))
+    with trio.fail_after(TIMEOUT):
+        idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(6)]
+        await trio.sleep(0.2)
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        async with client:
+            await client.send_all(get("/status"))
+            with trio.fail_after(3):  # not the 60 s idle timeout
+                status, _, body = await read_response(client, bytearray())
+            assert status == 200 and json.loads(body)["path"] == "/status"
+        assert await read_to_eof(idle[0]) == b""  # the oldest was closed, nothing said
+        for stream in idle:
+            await stream.aclose()
 
 
 async def test_binds_loopback_only_by_default(nursery: trio.Nursery) -> None:
