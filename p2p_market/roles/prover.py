@@ -71,6 +71,7 @@ class ProverRole:
         self._nursery: trio.Nursery | None = None
         node.hooks.append(self.on_effect)
         node.direct_hooks.append(inbox.deliver)
+        node.direct_wants.append(inbox.wants)
 
     @property
     def state(self):  # type: ignore[no-untyped-def]
@@ -158,7 +159,7 @@ class ProverRole:
             # settles the round, which may be before ours does: take them from now.
             env = self.state.asks.get(effect.ask)
             if env is not None and isinstance(env.message, Ask) and not env.message.inputs:
-                self.inbox.expect("inputs", effect.ask)
+                self.inbox.expect("inputs", effect.ask, env.signer)
 
     def _start(self, ask: bytes, deadline: int) -> None:
         if ask in self.stats.active or self._nursery is None:
@@ -187,7 +188,7 @@ class ProverRole:
         remaining = (deadline - self.node.clock()) / 1000
         inputs = ask.inputs
         if not inputs and ask.inputs_hash != sha256(b""):
-            self.inbox.expect("inputs", ask_id)
+            self.inbox.expect("inputs", ask_id, env.signer)
             sent = await self.inbox.wait_for("inputs", ask_id, env.signer, remaining)
             if sent is None:
                 raise ProvingError("the requester never sent the inputs")
