@@ -88,7 +88,23 @@ _REFUSAL_TIMEOUT_S: Final = 2.0
 
 
 class DirectError(Exception):
-    """A direct message was refused, could not be opened, or could not be sent."""
+    """A direct message was refused, could not be opened, or could not be sent.
+
+    `refusal` is the receiver's reason when it refused (what it counts in
+    `DirectStats.refused`, e.g. "declined", "busy"), else None."""
+
+    def __init__(self, detail: str, *, refusal: str | None = None) -> None:
+        super().__init__(detail)
+        self.refusal = refusal
+
+    @property
+    def busy(self) -> bool:
+        """Refused for want of a free transfer slot: worth trying again later."""
+        return self.refusal in BUSY
+
+
+BUSY: Final = frozenset({"busy", "too many transfers from this peer"})
+"""The refusals that say "not now" rather than "no"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,7 +420,8 @@ def _verdict(reply: Any) -> None:
     if type(reply) is not dict or type(reply.get("ok")) is not bool:
         raise DirectError("malformed reply")
     if not reply["ok"]:
-        raise DirectError(f"refused: {reply.get('error')}")
+        error = str(reply.get("error"))
+        raise DirectError(f"refused: {error}", refusal=error.split(":")[0])
 
 
 OnMessage = Callable[[DirectMessage], Awaitable[bool]]

@@ -34,6 +34,9 @@ log = logging.getLogger("p2p_market.prover")
 LISTENER_MARGIN_MS: Final = 1_000
 """How long before the deadline the prover stops waiting for a peer to publish to
 and publishes anyway (into the log, for sync to carry later): see `_await_listener`."""
+DELIVER_ATTEMPTS: Final = 5
+BUSY_PAUSE_S: Final = 0.5
+"""A direct proof refused as busy is tried again after 0.5 s, 1 s, 1.5 s, 2 s."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,6 +229,27 @@ class ProverRole:
         await self.node.submit(seal(message, self.node.key))
         self.stats.attested += 1
 
+    async def _send_proof(self, ask_id: bytes, requester: bytes, proof: bytes) -> None:
+        """Directly to the requester; again after a pause while it is busy (it takes
+        a few transfers at once, and only two from one peer)."""
+        assert self.node.host is not None
+        for attempt in range(DELIVER_ATTEMPTS):
+            try:
+                await send_direct(
+                    self.node.host,
+                    self.node.key,
+                    requester,
+                    "proof",
+                    self.settings.market,
+                    ask_id,
+                    proof,
+                )
+                return
+            except DirectError as exc:
+                if not exc.busy or attempt == DELIVER_ATTEMPTS - 1:
+                    raise ProvingError(f"cannot deliver the proof: {exc}") from None
+                await trio.sleep(BUSY_PAUSE_S * (attempt + 1))
+
     async def _deliver(self, ask_id: bytes, requester: bytes, proof: bytes) -> None:
         """Small proofs travel inline in the signed notice; large ones go directly to
         the requester, the notice carrying only their hash and size."""
@@ -239,19 +263,7 @@ class ProverRole:
             size=len(proof),
         )
         if not inline:
-            assert self.node.host is not None
-            try:
-                await send_direct(
-                    self.node.host,
-                    self.node.key,
-                    requester,
-                    "proof",
-                    self.settings.market,
-                    ask_id,
-                    proof,
-                )
-            except DirectError as exc:
-                raise ProvingError(f"cannot deliver the proof: {exc}") from None
+            await self._send_proof(ask_id, requester, proof)
         result = await self.node.submit(seal(notice, self.node.key))
         if result.status == "accept":
             self.stats.proved += 1

@@ -81,9 +81,10 @@ async def test_an_empty_payload_and_a_declined_one() -> None:
     inbox = Inbox(take=False)
     async with running_hosts(BOB, ALICE) as (bob, alice):
         DirectServer(BOB, inbox, wants=anything).attach(bob)
-        with trio.fail_after(10), pytest.raises(DirectError, match="declined"):
+        with trio.fail_after(10), pytest.raises(DirectError, match="declined") as declined:
             await send_direct(alice, ALICE, BOB.public_key, "inputs", MARKET, ASK, b"")
     assert inbox.messages[0].payload == b""
+    assert declined.value.refusal == "declined" and not declined.value.busy
 
 
 def test_only_the_recipient_can_open_it() -> None:
@@ -467,7 +468,9 @@ async def test_a_body_over_the_time_limit_is_cut_whatever_its_rate() -> None:
 
 async def test_a_full_server_says_busy() -> None:
     """The global cap is still there: two peers, one slot."""
-    server = DirectServer(BOB, Inbox(), wants=anything, max_transfers=1, min_rate=0)
+    server = DirectServer(
+        BOB, Inbox(), wants=anything, max_transfers=1, max_transfers_per_peer=1, min_rate=0
+    )
     outcomes: list[str] = []
     async with running_hosts(BOB, TRICKLER, HONEST) as (bob, trickler, honest):
         server.attach(bob)
@@ -476,6 +479,11 @@ async def test_a_full_server_says_busy() -> None:
             with trio.fail_after(5):
                 while server._active < 1:
                     await trio.sleep(0.01)
-            with trio.fail_after(5), pytest.raises(DirectError, match="busy"):
+            with trio.fail_after(5), pytest.raises(DirectError, match="busy") as busy:
                 await send_direct(honest, HONEST, BOB.public_key, "proof", MARKET, ASK, b"p")
+            # and the trickler, at its own cap, is told so: both are worth a retry
+            with trio.fail_after(5), pytest.raises(DirectError, match="from this peer") as cap:
+                await send_direct(trickler, TRICKLER, BOB.public_key, "proof", MARKET, ASK, b"p")
             nursery.cancel_scope.cancel()
+    assert busy.value.busy and busy.value.refusal == "busy"
+    assert cap.value.busy
