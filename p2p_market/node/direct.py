@@ -1,4 +1,4 @@
-"""`/p2p-market/direct/1`: what must not be gossiped, sent to one node only.
+"""`/p2p-market/direct/2`: what must not be gossiped, sent to one node only.
 
 Two things travel this way: proofs larger than a gossip envelope may carry, and
 the confidential inputs of an ask, which the requester sends to its winners and
@@ -10,26 +10,19 @@ they are encrypted again, end to end, to the recipient's identity key:
 - the header is signed by the sender's identity key, so the recipient knows who
   sent it from the message itself, not only from the connection it came on.
 
-Crypto. The recipient's Ed25519 identity key is converted to X25519 (libsodium's
-birational map); the sender makes an ephemeral X25519 key, and
-HKDF-SHA256(X25519(ephemeral, recipient), salt = ephemeral pub || recipient pub)
-gives a ChaCha20-Poly1305 key used for this message only. The payload is sealed in
-chunks of `CHUNK_BYTES` (the STREAM construction: nonce = chunk number || last-chunk
-flag), each with the encoded header as associated data, so the receiver can check
-and decrypt while reading, a reordered, truncated or extended stream fails, and a
-header altered after signing fails both its signature and every chunk's tag.
+The wire format is normative and described in protocols/market-v1.md §22; in short:
+a fresh libsodium secretstream (XChaCha20-Poly1305) key is sealed to the
+recipient's X25519 key (its Ed25519 identity key converted) with a sealed box; the
+sealed key and the stream's header ride in the signed header; the payload follows
+in secretstream chunks of `CHUNK_BYTES`, the last one tagged FINAL, each
+authenticated with the encoded header as additional data. All of the cryptography
+is libsodium's, through PyNaCl: nothing here is built by hand.
 
-Exchange on the stream:
-
-    sender   -> {"header": <canonical header>, "sig": <Ed25519 over DOMAIN || header>}
-    receiver -> {"ok": true} | {"ok": false, "error": ...}   (checked header only)
-    sender   -> ciphertext chunks, exactly as many bytes as the header's size implies
-    receiver -> {"ok": true} | {"ok": false, "error": ...}   (after decrypting,
-                checking the content hash and handing the message to the node)
-
-The receiver refuses an oversized, misaddressed or badly signed message after the
-header alone, before a byte of the body is sent: refusing costs a round trip, not
-64 MiB of traffic.
+The receiver decides on the signed header alone (form, signature, address, size,
+the connected peer, whether the node wants it, a free transfer slot), so refusing
+costs a round trip, never the body; a refused stream is reset. A transfer it does
+accept must keep a minimum rate and finish within a time limit, and one peer may
+hold only a few transfers at once (`DirectServer`).
 """
 
 from __future__ import annotations
@@ -44,44 +37,80 @@ from typing import Any, Final
 
 import nacl.bindings
 import nacl.exceptions
+import nacl.public
 import trio
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 
 from p2p_market.core.crypto import SigningKey, verify
 from p2p_market.net.host import guarded, peer_id_of
 from p2p_market.node import wire
-from p2p_market.node.wire import WireError, close_quietly, read_exactly, read_msg, write_msg
+from p2p_market.node.wire import WireError, close_quietly, read_msg, write_msg
 
 log = logging.getLogger(__name__)
 
-PROTOCOL: Final = TProtocol("/p2p-market/direct/1")
+PROTOCOL: Final = TProtocol("/p2p-market/direct/2")
 KINDS: Final = frozenset({"inputs", "proof"})
-VERSION: Final = 1
-DOMAIN: Final = b"p2p-market/direct/v1\x00"
+VERSION: Final = 2
+DOMAIN: Final = b"p2p-market/direct/v2\x00"
 """Signed before the header: a header signature is never valid as anything else."""
-HKDF_INFO: Final = b"p2p-market/direct/v1 chacha20poly1305 key"
 CHUNK_BYTES: Final = 1024 * 1024
-TAG_BYTES: Final = 16
-DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
-DEFAULT_TIMEOUT_S: Final = 30.0
+"""Plaintext bytes per secretstream chunk (the last one may be shorter)."""
+TAG_BYTES: Final = nacl.bindings.crypto_secretstream_xchacha20poly1305_ABYTES
+"""What secretstream adds to each chunk: the tag byte and a Poly1305 MAC (17)."""
+STREAM_HEADER_BYTES: Final = nacl.bindings.crypto_secretstream_xchacha20poly1305_HEADERBYTES
+SEALED_KEY_BYTES: Final = (
+    nacl.bindings.crypto_box_SEALBYTES
+    + nacl.bindings.crypto_secretstream_xchacha20poly1305_KEYBYTES
+)
+_TAG_MESSAGE: Final = nacl.bindings.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+_TAG_FINAL: Final = nacl.bindings.crypto_secretstream_xchacha20poly1305_TAG_FINAL
 MAX_HEADER_FRAME: Final = 2_048
 _KEY: Final = 32
 
+DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
+DEFAULT_TIMEOUT_S: Final = 30.0
+"""Each step of the exchange other than the body: dial, header, replies."""
+DEFAULT_MAX_TRANSFERS: Final = 4
+"""Bodies being received or handed to the node at once, from everyone."""
+DEFAULT_MAX_TRANSFERS_PER_PEER: Final = 2
+"""Streams one peer may hold open at once, from its header to the verdict: less
+than `DEFAULT_MAX_TRANSFERS`, so one peer cannot take every slot."""
+DEFAULT_MIN_RATE: Final = 64 * 1024
+"""Bytes per second a body must average, measured from the go-ahead..."""
+DEFAULT_GRACE_S: Final = 1.0
+"""...after this grace period (a slow start is not a slow sender)."""
+DEFAULT_TRANSFER_TIMEOUT_S: Final = 120.0
+"""The whole body, whatever its rate: 64 MiB needs about 550 KiB/s."""
+_REFUSAL_TIMEOUT_S: Final = 2.0
+"""Telling a refused sender why: a sender that does not read is not waited for."""
+
 
 class DirectError(Exception):
-    """A direct message was refused, could not be opened, or could not be sent."""
+    """A direct message was refused, could not be opened, or could not be sent.
+
+    `refusal` is the receiver's reason when it refused (what it counts in
+    `DirectStats.refused`, e.g. "declined", "busy"), else None."""
+
+    def __init__(self, detail: str, *, refusal: str | None = None) -> None:
+        super().__init__(detail)
+        self.refusal = refusal
+
+    @property
+    def busy(self) -> bool:
+        """Refused for want of a free transfer slot: worth trying again later."""
+        return self.refusal in BUSY
+
+
+BUSY: Final = frozenset({"busy", "too many transfers from this peer"})
+"""The refusals that say "not now" rather than "no"."""
 
 
 @dataclass(frozen=True, slots=True)
 class Header:
-    """What the sender signs: who, to whom, about which ask, and what (by hash)."""
+    """What the sender signs: who, to whom, about which ask, what (by hash and
+    size), and the key to open it, sealed to the recipient."""
 
     kind: str
     market: bytes
@@ -92,8 +121,10 @@ class Header:
     """Of the plaintext payload."""
     size: int
     """Of the plaintext payload, in bytes."""
-    ephemeral: bytes
-    """The sender's one-time X25519 public key."""
+    sealed_key: bytes
+    """The secretstream key, in a sealed box to the recipient's X25519 key."""
+    stream_header: bytes
+    """The secretstream header (its initial nonce), from `init_push`."""
 
     def encode(self) -> bytes:
         return wire.encode(
@@ -106,7 +137,8 @@ class Header:
                 "recipient": self.recipient,
                 "sha256": self.sha256,
                 "size": self.size,
-                "epk": self.ephemeral,
+                "key": self.sealed_key,
+                "stream": self.stream_header,
             }
         )
 
@@ -116,14 +148,14 @@ class Header:
             m = wire.decode(data, max_bytes=MAX_HEADER_FRAME)
         except WireError as exc:
             raise DirectError(f"bad header: {exc}") from None
-        names = {"v", "kind", "market", "ask", "sender", "recipient", "sha256", "size", "epk"}
-        if type(m) is not dict or set(m) != names or m["v"] != VERSION:
+        names = {"v", "kind", "market", "ask", "sender", "recipient", "sha256", "size"}
+        if type(m) is not dict or set(m) != names | {"key", "stream"} or m["v"] != VERSION:
             raise DirectError("bad header: unknown version or fields")
         if m["kind"] not in KINDS:
             raise DirectError(f"bad header: kind {m['kind']!r}")
-        for name in ("market", "ask", "sender", "recipient", "sha256", "epk"):
-            if type(m[name]) is not bytes or len(m[name]) != _KEY:
-                raise DirectError(f"bad header: {name} must be {_KEY} bytes")
+        for name, size in _BYTES_FIELDS.items():
+            if type(m[name]) is not bytes or len(m[name]) != size:
+                raise DirectError(f"bad header: {name} must be {size} bytes")
         if type(m["size"]) is not int or m["size"] < 0:
             raise DirectError("bad header: size")
         return cls(
@@ -134,8 +166,16 @@ class Header:
             recipient=m["recipient"],
             sha256=m["sha256"],
             size=m["size"],
-            ephemeral=m["epk"],
+            sealed_key=m["key"],
+            stream_header=m["stream"],
         )
+
+
+_BYTES_FIELDS: Final = {
+    **dict.fromkeys(("market", "ask", "sender", "recipient", "sha256"), _KEY),
+    "key": SEALED_KEY_BYTES,
+    "stream": STREAM_HEADER_BYTES,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +203,7 @@ class Sealed:
     ciphertext: bytes
 
 
-# -- crypto ----------------------------------------------------------------------------
+# -- crypto: libsodium's sealed boxes and secretstream -------------------------------------
 
 
 def x25519_public_of(ed25519_public: bytes) -> bytes:
@@ -174,31 +214,15 @@ def x25519_public_of(ed25519_public: bytes) -> bytes:
         raise DirectError(f"not a usable Ed25519 public key: {exc}") from None
 
 
-def x25519_private_of(key: SigningKey) -> X25519PrivateKey:
+def x25519_private_of(key: SigningKey) -> nacl.public.PrivateKey:
     """The X25519 private key matching `x25519_public_of(key.public_key)`."""
     _, secret = nacl.bindings.crypto_sign_seed_keypair(key.seed)
-    return X25519PrivateKey.from_private_bytes(
-        bytes(nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(secret))
-    )
-
-
-def _raw_public(key: X25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-def _aead(shared: bytes, ephemeral: bytes, recipient_x: bytes) -> ChaCha20Poly1305:
-    key = HKDF(
-        algorithm=hashes.SHA256(), length=_KEY, salt=ephemeral + recipient_x, info=HKDF_INFO
-    ).derive(shared)
-    return ChaCha20Poly1305(key)
-
-
-def _nonce(index: int, last: bool) -> bytes:
-    return index.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+    return nacl.public.PrivateKey(nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(secret))
 
 
 def chunk_count(size: int, chunk_bytes: int = CHUNK_BYTES) -> int:
-    """A payload is at least one chunk (an empty payload is one empty chunk)."""
+    """A payload is at least one chunk (an empty payload is one empty chunk): the
+    FINAL tag always travels, so a truncated stream is always detected."""
     return max(1, -(-size // chunk_bytes))
 
 
@@ -210,6 +234,15 @@ def _sign_header(header: bytes, key: SigningKey) -> bytes:
     return key.sign(DOMAIN + header)
 
 
+def _seal_key(recipient: bytes, stream_key: bytes) -> bytes:
+    """The stream key in a sealed box to `recipient` (an Ed25519 public key)."""
+    box = nacl.public.SealedBox(nacl.public.PublicKey(x25519_public_of(recipient)))
+    try:
+        return bytes(box.encrypt(stream_key))
+    except nacl.exceptions.CryptoError as exc:  # e.g. a low-order point
+        raise DirectError(f"unusable recipient key: {exc}") from None
+
+
 def begin_seal(
     key: SigningKey, recipient: bytes, kind: str, market: bytes, ask: bytes, payload: bytes
 ) -> tuple[bytes, bytes, Iterator[bytes]]:
@@ -217,13 +250,9 @@ def begin_seal(
     refused message is never encrypted and a large one is not held twice."""
     if kind not in KINDS:
         raise DirectError(f"kind must be one of {sorted(KINDS)}")
-    recipient_x = x25519_public_of(recipient)
-    ephemeral = X25519PrivateKey.generate()
-    epk = _raw_public(ephemeral.public_key())
-    try:
-        shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_x))
-    except ValueError as exc:  # a low-order point: no shared secret
-        raise DirectError(f"unusable recipient key: {exc}") from None
+    stream_key = nacl.bindings.crypto_secretstream_xchacha20poly1305_keygen()
+    state = nacl.bindings.crypto_secretstream_xchacha20poly1305_state()
+    stream_header = nacl.bindings.crypto_secretstream_xchacha20poly1305_init_push(state, stream_key)
     header = Header(
         kind=kind,
         market=market,
@@ -232,15 +261,16 @@ def begin_seal(
         recipient=recipient,
         sha256=hashlib.sha256(payload).digest(),
         size=len(payload),
-        ephemeral=epk,
+        sealed_key=_seal_key(recipient, stream_key),
+        stream_header=stream_header,
     ).encode()
-    aead = _aead(shared, epk, recipient_x)
 
     def chunks() -> Iterator[bytes]:
         n = chunk_count(len(payload))
         for i in range(n):
             part = payload[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES]
-            yield aead.encrypt(_nonce(i, i == n - 1), part, header)
+            tag = _TAG_FINAL if i == n - 1 else _TAG_MESSAGE
+            yield nacl.bindings.crypto_secretstream_xchacha20poly1305_push(state, part, header, tag)
 
     return header, _sign_header(header, key), chunks()
 
@@ -269,7 +299,8 @@ def check_header(
 
 
 class Opener:
-    """Decrypts the chunks of one message in order, for the holder of `key`."""
+    """Decrypts the chunks of one message in order, for the holder of `key`. Made
+    from the header alone: a key not sealed to us is refused before the body."""
 
     def __init__(self, key: SigningKey, header: bytes, parsed: Header) -> None:
         self.header = header
@@ -278,11 +309,15 @@ class Opener:
         self._next = 0
         self._hash = hashlib.sha256()
         try:
-            recipient = x25519_private_of(key)
-            shared = recipient.exchange(X25519PublicKey.from_public_bytes(parsed.ephemeral))
-        except ValueError as exc:
-            raise DirectError(f"unusable ephemeral key: {exc}") from None
-        self._aead = _aead(shared, parsed.ephemeral, _raw_public(recipient.public_key()))
+            stream_key = nacl.public.SealedBox(x25519_private_of(key)).decrypt(parsed.sealed_key)
+            self._state = nacl.bindings.crypto_secretstream_xchacha20poly1305_state()
+            nacl.bindings.crypto_secretstream_xchacha20poly1305_init_pull(
+                self._state, parsed.stream_header, stream_key
+            )
+        except (nacl.exceptions.CryptoError, ValueError) as exc:
+            raise DirectError(
+                f"the stream key does not decrypt: not for this key ({exc})"
+            ) from None
 
     def chunk_size(self, index: int) -> int:
         """The ciphertext size of chunk `index`."""
@@ -293,9 +328,14 @@ class Opener:
         if i >= self.count:
             raise DirectError("more chunks than the header announces")
         try:
-            plain = self._aead.decrypt(_nonce(i, i == self.count - 1), ciphertext, self.header)
-        except InvalidTag:
+            plain, tag = nacl.bindings.crypto_secretstream_xchacha20poly1305_pull(
+                self._state, ciphertext, self.header
+            )
+        except (nacl.exceptions.CryptoError, ValueError):
             raise DirectError(f"chunk {i} does not decrypt: tampered or not for this key") from None
+        last = i == self.count - 1
+        if tag != (_TAG_FINAL if last else _TAG_MESSAGE):
+            raise DirectError(f"chunk {i} of {self.count} has tag {tag}: truncated or extended")
         self._next += 1
         self._hash.update(plain)
         return plain
@@ -380,48 +420,166 @@ def _verdict(reply: Any) -> None:
     if type(reply) is not dict or type(reply.get("ok")) is not bool:
         raise DirectError("malformed reply")
     if not reply["ok"]:
-        raise DirectError(f"refused: {reply.get('error')}")
+        error = str(reply.get("error"))
+        raise DirectError(f"refused: {error}", refusal=error.split(":")[0])
 
 
 OnMessage = Callable[[DirectMessage], Awaitable[bool]]
+"""Hands a checked message to the node: True, taken; False, declined after all."""
+Wants = Callable[[Header], bool]
+"""The node's policy, asked on the signed header before a byte of the body: does it
+expect this kind, for this ask, from this sender? False: refused as "declined"."""
 
 
 @dataclass
 class DirectStats:
     delivered: int = 0
     bytes_received: int = 0
-    """Ciphertext bytes read, over every transfer (refused ones included)."""
+    """Ciphertext bytes of bodies read, over every transfer (refused ones included)."""
+    header_bytes: int = 0
+    """Header frames read, length prefixes included."""
     refused: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """The minimum rate and the time limit of one body, as deadlines: a body that
+    has `received` bytes must have more by `deadline(received)`. So at every moment
+    `t` it has at least `min_rate * (t - start - grace_s)` bytes (0: no minimum):
+    the average, less a grace period for a slow start, never falls below the rate,
+    checked as the bytes come rather than once per chunk; and the body ends within
+    `timeout_s` of `start`."""
+
+    start: float
+    min_rate: int
+    grace_s: float
+    timeout_s: float
+
+    def _rate_deadline(self, received: int) -> float:
+        if self.min_rate <= 0:
+            return float("inf")
+        return self.start + self.grace_s + received / self.min_rate
+
+    def deadline(self, received: int) -> float:
+        return min(self._rate_deadline(received), self.start + self.timeout_s)
+
+    def why(self, received: int) -> str:
+        """The reason a body missed `deadline(received)`."""
+        if self.start + self.timeout_s <= self._rate_deadline(received):
+            return f"timed out: the body took over {self.timeout_s:g} s"
+        return (
+            f"too slow: {received} bytes in {self.deadline(received) - self.start:.1f} s,"
+            f" the minimum is {self.min_rate} B/s after {self.grace_s:g} s"
+        )
+
+
+class _Body:
+    """Reads one body off a stream under its `Pace`, counting what it reads."""
+
+    def __init__(self, stream: INetStream, pace: Pace, stats: DirectStats) -> None:
+        self.stream = stream
+        self.pace = pace
+        self.stats = stats
+        self.received = 0
+
+    async def read(self, n: int) -> bytes:
+        """Exactly `n` bytes; DirectError if the pace is missed, WireError if the
+        stream fails or ends."""
+        parts: list[bytes] = []
+        got = 0
+        while got < n:
+            data: bytes | None = None
+            with trio.move_on_at(self.pace.deadline(self.received)):
+                data = await self._read_some(n - got)
+            if data is None:
+                raise DirectError(self.pace.why(self.received))
+            parts.append(data)
+            got += len(data)
+            self.received += len(data)
+            self.stats.bytes_received += len(data)
+        return b"".join(parts)
+
+    async def _read_some(self, n: int) -> bytes:
+        try:
+            data = await self.stream.read(n)
+        except EOFError:
+            data = b""
+        except Exception as exc:  # libp2p raises StreamReset / StreamError / others
+            raise WireError(f"read failed: {type(exc).__name__}: {exc}") from None
+        if not data:
+            raise WireError(f"stream ended after {self.received} bytes of the body")
+        return data
+
+
+async def _close_write(stream: INetStream) -> None:
+    """Send a FIN: `NetStream.close_write`, which `INetStream` does not declare."""
+    close_write: Callable[[], Awaitable[None]] | None = getattr(stream, "close_write", None)
+    if close_write is not None:
+        await close_write()
+
+
 class DirectServer:
-    """Receives direct messages for `key`: checks, decrypts, hands them to
-    `on_message` (True: taken; False: declined) and tells the sender."""
+    """Receives direct messages for `key`: decides on the signed header (`wants`
+    is the node's policy), then reads, decrypts and hands them to `on_message`
+    (True: taken; False: declined) and tells the sender.
+
+    Limits, all per server: `max_bytes` per payload; `max_transfers` bodies at once
+    from everyone (each may be held in memory) and `max_transfers_per_peer` streams
+    at once from one peer, header included, so one peer cannot keep the others out;
+    a body must average `min_rate` bytes/s after `grace_s` seconds and end within
+    `transfer_timeout_s`, or it is cut and its slot freed. `timeout_s` bounds the
+    header and each reply. The defaults are the DEFAULT_* constants."""
 
     def __init__(
         self,
         key: SigningKey,
         on_message: OnMessage,
         *,
+        wants: Wants,
         max_bytes: int = DEFAULT_MAX_BYTES,
         timeout_s: float = DEFAULT_TIMEOUT_S,
-        max_transfers: int = 4,
+        max_transfers: int = DEFAULT_MAX_TRANSFERS,
+        max_transfers_per_peer: int = DEFAULT_MAX_TRANSFERS_PER_PEER,
+        min_rate: int = DEFAULT_MIN_RATE,
+        grace_s: float = DEFAULT_GRACE_S,
+        transfer_timeout_s: float = DEFAULT_TRANSFER_TIMEOUT_S,
     ) -> None:
         self.key = key
         self.on_message = on_message
+        self.wants = wants
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.max_transfers = max_transfers
-        """At most this many bodies in memory at once; more senders are told "busy"."""
+        self.max_transfers_per_peer = max_transfers_per_peer
+        self.min_rate = min_rate
+        self.grace_s = grace_s
+        self.transfer_timeout_s = transfer_timeout_s
         self.stats = DirectStats()
         self._active = 0
+        """Bodies being read or handed to the node."""
+        self._by_peer: Counter[ID] = Counter()
+        """Open streams, by peer."""
 
     def attach(self, host: IHost) -> None:
         host.set_stream_handler(PROTOCOL, guarded(self.handle, PROTOCOL))
 
     async def handle(self, stream: INetStream) -> None:
+        """One stream, counted against its peer's cap from the first byte."""
+        peer = stream.muxed_conn.peer_id
+        if self._by_peer[peer] >= self.max_transfers_per_peer:
+            await self._refuse(stream, "too many transfers from this peer")
+            return
+        self._by_peer[peer] += 1
         try:
-            message = await self._receive(stream)
+            await self._serve(stream, peer)
+        finally:
+            self._by_peer[peer] -= 1
+            if self._by_peer[peer] <= 0:
+                del self._by_peer[peer]
+
+    async def _serve(self, stream: INetStream, peer: ID) -> None:
+        try:
+            message = await self._receive(stream, peer)
             if message is None:
                 return
             try:  # the body holds its transfer slot until the node has taken it
@@ -444,23 +602,29 @@ class DirectServer:
             await close_quietly(stream)
 
     async def _refuse(self, stream: INetStream, reason: str) -> None:
+        """Tell the sender why, then reset the stream at once: whatever of the body
+        it has sent or still sends is dropped by the muxer, never read. The reason
+        goes out with a FIN before the reset: py-libp2p's yamux hands a reader the
+        data buffered before a FIN even after a reset, which it would otherwise drop."""
         self.stats.refused[reason.split(":")[0]] += 1
-        with contextlib.suppress(WireError):  # the sender may be gone already
-            await write_msg(stream, {"ok": False, "error": reason}, timeout_s=self.timeout_s)
+        with trio.move_on_after(_REFUSAL_TIMEOUT_S + 1.0) as scope:
+            scope.shield = True
+            with contextlib.suppress(WireError):  # the sender may be gone already
+                await write_msg(
+                    stream, {"ok": False, "error": reason}, timeout_s=_REFUSAL_TIMEOUT_S
+                )
+            with contextlib.suppress(Exception):
+                await _close_write(stream)
+            with contextlib.suppress(Exception):
+                await stream.reset()
 
-    async def _receive(self, stream: INetStream) -> DirectMessage | None:
-        """The checked message, holding a transfer slot (`handle` frees it); or None
+    async def _receive(self, stream: INetStream, peer: ID) -> DirectMessage | None:
+        """The checked message, holding a transfer slot (`_serve` frees it); or None
         once the sender has been told why not."""
         first = await read_msg(stream, max_bytes=MAX_HEADER_FRAME, timeout_s=self.timeout_s)
+        self.stats.header_bytes += 4 + len(wire.encode(first))
         try:
-            if type(first) is not dict or set(first) != {"header", "sig"}:
-                raise DirectError("bad header frame")
-            if type(first["header"]) is not bytes:
-                raise DirectError("bad header frame")
-            header: bytes = first["header"]
-            h = check_header(self.key, header, first["sig"], max_bytes=self.max_bytes)
-            if stream.muxed_conn.peer_id != peer_id_of(h.sender):
-                raise DirectError("signed by a key other than the connected peer's")
+            header, h = self._check(first, peer)
             if self._active >= self.max_transfers:
                 raise DirectError("busy")
             opener = Opener(self.key, header, h)
@@ -470,13 +634,7 @@ class DirectServer:
         self._active += 1
         try:
             await write_msg(stream, {"ok": True}, timeout_s=self.timeout_s)
-            body = bytearray()
-            for i in range(opener.count):
-                size = opener.chunk_size(i)
-                chunk = await read_exactly(stream, size, timeout_s=self.timeout_s)
-                self.stats.bytes_received += size
-                body += opener.open(chunk)
-            opener.finish()
+            payload = await self._read_body(stream, opener)
         except DirectError as exc:
             self._active -= 1
             await self._refuse(stream, str(exc))
@@ -485,5 +643,27 @@ class DirectServer:
             self._active -= 1
             raise
         return DirectMessage(
-            kind=h.kind, market=h.market, ask=h.ask, sender=h.sender, payload=bytes(body)
+            kind=h.kind, market=h.market, ask=h.ask, sender=h.sender, payload=payload
         )
+
+    def _check(self, first: Any, peer: ID) -> tuple[bytes, Header]:
+        """The header frame's checks, cheapest first, ending with the node's policy."""
+        if type(first) is not dict or set(first) != {"header", "sig"}:
+            raise DirectError("bad header frame")
+        if type(first["header"]) is not bytes:
+            raise DirectError("bad header frame")
+        header: bytes = first["header"]
+        h = check_header(self.key, header, first["sig"], max_bytes=self.max_bytes)
+        if peer != peer_id_of(h.sender):
+            raise DirectError("signed by a key other than the connected peer's")
+        if not self.wants(h):
+            raise DirectError("declined")
+        return header, h
+
+    async def _read_body(self, stream: INetStream, opener: Opener) -> bytes:
+        """The decrypted, checked payload, read under this server's pace."""
+        pace = Pace(trio.current_time(), self.min_rate, self.grace_s, self.transfer_timeout_s)
+        body = _Body(stream, pace, self.stats)
+        parts = [opener.open(await body.read(opener.chunk_size(i))) for i in range(opener.count)]
+        opener.finish()
+        return b"".join(parts)

@@ -47,7 +47,7 @@ from p2p_market.node.api import ask_json, bid_json, serve_api
 from p2p_market.node.api_token import ensure_token, token_path
 from p2p_market.node.config import ANTI_ENTROPY_S as ANTI_ENTROPY_S  # re-exported
 from p2p_market.node.config import NodeConfig
-from p2p_market.node.direct import DirectMessage, DirectServer
+from p2p_market.node.direct import DirectMessage, DirectServer, Header
 from p2p_market.node.facade import Submitted
 from p2p_market.node.metrics import NodeMetrics, serve_metrics
 from p2p_market.node.storage import EnvelopeLog, StorageError, WriteFailed
@@ -156,6 +156,9 @@ class Node:
         requester role adds the provers its reputation denies (roles/reputation.py)."""
         self.status_sources: dict[str, Callable[[], Any]] = {}
         """Extra entries of `status()`, by name (the requester role's reputation)."""
+        self.direct_wants: list[Callable[[Header], bool]] = []
+        """Asked on a direct message's signed header, before its body is read: a
+        message no role wants is refused then (`node/direct.py`)."""
         self.proof_sources: list[Callable[[bytes], dict[bytes, bytes] | None]] = []
         """Where verified proofs of this key's asks are kept (the requester role):
         what `GET /v1/asks/<id>/proofs` and `p2p-market request --api` read."""
@@ -355,7 +358,7 @@ class Node:
                 on_frame_published=lambda _envelopes: self.metrics.frame_out(),
             )
             self.sync_server.attach(host)
-            DirectServer(self.key, self._on_direct).attach(host)
+            DirectServer(self.key, self._on_direct, wants=self._wants_direct).attach(host)
             peers.attach(host)
             peers.watch_connections(host, self._on_connected)
             async with trio.open_nursery() as nursery:
@@ -495,6 +498,9 @@ class Node:
     def _sync_source(self, market: bytes) -> list[Envelope] | None:
         state = self.states.get(market)
         return None if state is None else state.stored_envelopes()
+
+    def _wants_direct(self, header: Header) -> bool:
+        return any(wants(header) for wants in self.direct_wants)
 
     async def _on_direct(self, message: DirectMessage) -> bool:
         for hook in self.direct_hooks:

@@ -40,6 +40,9 @@ WORK_MARGIN: Final = 8.0
 """Inputs whose expected proving time here exceeds this many times the bid's proof
 time are refused at once (an attestation), not ground at until the deadline. Wide:
 proof-of-work times vary, and a prover may have bid its typical case."""
+DELIVER_ATTEMPTS: Final = 5
+BUSY_PAUSE_S: Final = 0.5
+"""A direct proof refused as busy is tried again after 0.5 s, 1 s, 1.5 s, 2 s."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +80,7 @@ class ProverRole:
         self._nursery: trio.Nursery | None = None
         node.hooks.append(self.on_effect)
         node.direct_hooks.append(inbox.deliver)
+        node.direct_wants.append(inbox.wants)
 
     @property
     def state(self):  # type: ignore[no-untyped-def]
@@ -164,7 +168,7 @@ class ProverRole:
             # settles the round, which may be before ours does: take them from now.
             env = self.state.asks.get(effect.ask)
             if env is not None and isinstance(env.message, Ask) and not env.message.inputs:
-                self.inbox.expect("inputs", effect.ask)
+                self.inbox.expect("inputs", effect.ask, env.signer)
 
     def _start(self, ask: bytes, deadline: int) -> None:
         if ask in self.stats.active or self._nursery is None:
@@ -193,7 +197,7 @@ class ProverRole:
         remaining = (deadline - self.node.clock()) / 1000
         inputs = ask.inputs
         if not inputs and ask.inputs_hash != sha256(b""):
-            self.inbox.expect("inputs", ask_id)
+            self.inbox.expect("inputs", ask_id, env.signer)
             sent = await self.inbox.wait_for("inputs", ask_id, env.signer, remaining)
             if sent is None:
                 raise ProvingError("the requester never sent the inputs")
@@ -251,6 +255,27 @@ class ProverRole:
         await self.node.submit(seal(message, self.node.key))
         self.stats.attested += 1
 
+    async def _send_proof(self, ask_id: bytes, requester: bytes, proof: bytes) -> None:
+        """Directly to the requester; again after a pause while it is busy (it takes
+        a few transfers at once, and only two from one peer)."""
+        assert self.node.host is not None
+        for attempt in range(DELIVER_ATTEMPTS):
+            try:
+                await send_direct(
+                    self.node.host,
+                    self.node.key,
+                    requester,
+                    "proof",
+                    self.settings.market,
+                    ask_id,
+                    proof,
+                )
+                return
+            except DirectError as exc:
+                if not exc.busy or attempt == DELIVER_ATTEMPTS - 1:
+                    raise ProvingError(f"cannot deliver the proof: {exc}") from None
+                await trio.sleep(BUSY_PAUSE_S * (attempt + 1))
+
     async def _deliver(self, ask_id: bytes, requester: bytes, proof: bytes) -> None:
         """Small proofs travel inline in the signed notice; large ones go directly to
         the requester, the notice carrying only their hash and size."""
@@ -264,19 +289,7 @@ class ProverRole:
             size=len(proof),
         )
         if not inline:
-            assert self.node.host is not None
-            try:
-                await send_direct(
-                    self.node.host,
-                    self.node.key,
-                    requester,
-                    "proof",
-                    self.settings.market,
-                    ask_id,
-                    proof,
-                )
-            except DirectError as exc:
-                raise ProvingError(f"cannot deliver the proof: {exc}") from None
+            await self._send_proof(ask_id, requester, proof)
         result = await self.node.submit(seal(notice, self.node.key))
         if result.status == "accept":
             self.stats.proved += 1

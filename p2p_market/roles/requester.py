@@ -74,6 +74,7 @@ class RequesterRole:
         self._nursery: trio.Nursery | None = None
         node.hooks.append(self.on_effect)
         node.direct_hooks.append(inbox.deliver)
+        node.direct_wants.append(inbox.wants)
         node.proof_sources.append(self.verified_proofs)
 
     def verified_proofs(self, ask: bytes) -> dict[bytes, bytes] | None:
@@ -132,6 +133,8 @@ class RequesterRole:
             await self._award(market, effect)
         elif isinstance(effect, fx.Assigned):
             self._emit(ask_id, "assigned", prover=effect.prover.hex(), price=effect.price)
+            # A large proof comes directly, before its notice: let it in from now.
+            self.inbox.expect("proof", ask_id, effect.prover)
             env = self.node.states[market].asks[ask_id]
             assert isinstance(env.message, Ask)
             if not env.message.inputs and tracked.inputs:
@@ -232,7 +235,7 @@ class RequesterRole:
         not_before = notice.timestamp if notice is not None else 0
         proof = notice.proof if notice is not None and notice.proof else None
         if proof is None:
-            self.inbox.expect("proof", ask_id)
+            self.inbox.expect("proof", ask_id, prover)
             proof = await self.inbox.wait_for("proof", ask_id, prover, PROOF_WAIT_S)
         tracked = self.asks[ask_id]
         valid = False

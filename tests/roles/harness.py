@@ -93,6 +93,20 @@ class BadProofs(PowBackend):
         return b"not a proof"
 
 
+class BigProofs(PowBackend):
+    """Pow proofs padded past what a Proof notice may carry (MAX_INLINE_PROOF_BYTES),
+    so that they travel directly; its verify strips the padding."""
+
+    PAD = bytes(100_000)
+
+    async def prove(self, market: MarketDescriptor, inputs: bytes, deadline_s: float) -> bytes:
+        return await super().prove(market, inputs, deadline_s) + self.PAD
+
+    async def verify(self, market: MarketDescriptor, inputs: bytes, proof: bytes) -> bool:
+        core = proof[: -len(self.PAD)]
+        return proof.endswith(self.PAD) and await super().verify(market, inputs, core)
+
+
 class SlowPow(PowBackend):
     """A prover that starts and never finishes."""
 

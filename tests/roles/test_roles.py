@@ -11,7 +11,7 @@ from p2p_market.core.lifecycle import AskState
 from p2p_market.core.messages import InvalidInputs
 from p2p_market.node.direct import DirectMessage
 from p2p_market.proving.pow import pow_ok
-from tests.roles.harness import MARKET, MID, BadProofs, SlowPow, market, wait_state
+from tests.roles.harness import MARKET, MID, BadProofs, BigProofs, SlowPow, market, wait_state
 
 
 async def test_happy_path_preference_and_receipts_everywhere(tmp_path: Path) -> None:
@@ -69,6 +69,22 @@ async def test_confidential_inputs_reach_only_the_winner(tmp_path: Path) -> None
         assert ("inputs", ask) in m.provers["cheap"].inbox.received
         data = (tmp_path / "dear" / "envelopes.sqlite").read_bytes()
         assert secret not in data
+
+
+async def test_a_large_proof_comes_directly_and_is_let_in(tmp_path: Path) -> None:
+    """A proof too large for its notice goes to the requester directly, before the
+    notice: the requester's inbox lets it in from the assignment on, on its header
+    (before, it expected the proof only once the notice came: the proof was
+    declined and the ask timed out)."""
+    big = BigProofs()
+    async with market(tmp_path, {"p": (10, 10_000)}, {"p": big}, requester_backend=big) as m:
+        fields = {"market": MID.hex(), "max_price": 100, "max_proof_time": 20_000}
+        ask = await m.requester.request(fields, b"inputs")
+        with trio.fail_after(30):
+            done = await m.requester.wait(ask)
+        [proof] = done.proofs.values()
+        assert len(proof) > 100_000 and proof.endswith(BigProofs.PAD)
+        assert ("proof", ask) in m.requester.inbox.received
 
 
 async def test_a_killed_winner_times_out_and_the_other_prover_proves(tmp_path: Path) -> None:
