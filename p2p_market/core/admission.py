@@ -19,7 +19,7 @@ from typing import NamedTuple
 from p2p_market.core import effects as fx
 from p2p_market.core.envelope import Envelope, market_id
 from p2p_market.core.holdings import Effects, _id_int, equivocation_key
-from p2p_market.core.limits import MAX_PENDING_ORPHANS
+from p2p_market.core.limits import MAX_PENDING_ORPHAN_BYTES, MAX_PENDING_ORPHANS
 from p2p_market.core.messages import (
     Ask,
     Award,
@@ -162,9 +162,16 @@ class Admission(Observation):
         if env.id not in waiting:
             waiting[env.id] = env
             self._pending_order.append((parent, env.id))
-        while len(self._pending_order) > MAX_PENDING_ORPHANS:
+            self._pending_bytes += len(env.raw)
+        while self._pending_order and (
+            len(self._pending_order) > MAX_PENDING_ORPHANS
+            or self._pending_bytes > MAX_PENDING_ORPHAN_BYTES
+        ):
             old_parent, old_id = self._pending_order.popleft()
-            self.pending.get(old_parent, {}).pop(old_id, None)
+            gone = self.pending.get(old_parent, {}).pop(old_id, None)
+            if gone is not None:
+                self._pending_bytes -= len(gone.raw)
+                self.evicted_orphans.append(old_id)
             if not self.pending.get(old_parent, True):
                 del self.pending[old_parent]
         return ignore(Reason.ORPHAN, "held until its parent arrives")
@@ -194,7 +201,9 @@ class Admission(Observation):
     def _after_store(self, env: Envelope, now: int, effects: Effects) -> None:
         # Children first: an ask that arrives after its commits (sync, reordering)
         # is told and suggested in the state they give it, not as open and empty.
-        for child in sorted(self.pending.pop(env.id, {}).values(), key=signed_order):
+        children = self.pending.pop(env.id, {})
+        self._pending_bytes -= sum(len(child.raw) for child in children.values())
+        for child in sorted(children.values(), key=signed_order):
             self._admit(child, now, effects)
         if isinstance(env.message, Ask):
             self._tell_state(env.id, self.ask_state(env.id), effects)

@@ -112,6 +112,10 @@ class Holdings:
         """How many awards are stored per ask."""
         self.pending: dict[bytes, dict[bytes, Envelope]] = {}
         self._pending_order: deque[tuple[bytes, bytes]] = deque()
+        self._pending_bytes = 0
+        self.evicted_orphans: list[bytes] = []
+        """Ids of held orphans evicted over the limits since the shell last took them
+        (`take_evicted_orphans`): a shell that logged them deletes them again."""
         self._settlement: Settlement | None = None
         self._archive = Archive()
         self._live: set[bytes] = set()
@@ -342,6 +346,11 @@ class Holdings:
         2^-256 accident), so a sync can stop after comparing them, as the real
         sync compares (count, SHA-256 of the sorted ids) first."""
         return (len(self.seen), self._digest_seen, len(self.evidence), self._digest_evidence)
+
+    def take_evicted_orphans(self) -> list[bytes]:
+        """The ids of held orphans evicted over the limits since the last call."""
+        taken, self.evicted_orphans = self.evicted_orphans, []
+        return taken
 
     def known_signer(self, signer: bytes, now: int) -> bool:
         """Whether a signer has history in this market: a live bid, a stored commit, or

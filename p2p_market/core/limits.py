@@ -39,3 +39,6 @@ MAX_LIFETIME_MS: Final = 30 * 24 * 3600 * 1000
 
 MAX_PENDING_ORPHANS: Final = 10_000
 """Messages whose parent (ask or bid) has not arrived yet are held, up to this many."""
+MAX_PENDING_ORPHAN_BYTES: Final = 16 * 1024 * 1024
+"""...and up to this many bytes of them (orphan proofs of 48 KiB each would otherwise
+hold 480 MB at the count limit)."""

@@ -124,5 +124,6 @@ class Retention(Holdings):
             for cid, child in list(children.items()):
                 if self._forget_after(child) < now:
                     del children[cid]
+                    self._pending_bytes -= len(child.raw)
             if not children:
                 del self.pending[parent]

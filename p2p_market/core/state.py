@@ -144,6 +144,9 @@ class MarketState(Admission):
     def check_invariants(self) -> list[str]:
         """Every rule that must hold after any step; returns the violations found."""
         problems: list[str] = []
+        orphan_bytes = sum(len(e.raw) for kids in self.pending.values() for e in kids.values())
+        if orphan_bytes != self._pending_bytes:
+            problems.append(f"held orphans: {orphan_bytes} bytes, counted {self._pending_bytes}")
         try:
             self.book.check_invariants()
         except AssertionError as exc:

@@ -243,6 +243,16 @@ class EnvelopeLog:
                 (market, descriptor),
             )
 
+    def delete(self, ids: Iterable[bytes]) -> int:
+        """Delete these envelopes (held orphans the core let go); how many were there."""
+        rows = [(mid,) for mid in ids]
+        if not rows:
+            return 0
+        before = self._db.total_changes
+        with self._transaction() as db:
+            db.executemany("DELETE FROM envelopes WHERE id = ?", rows)
+        return self._db.total_changes - before
+
     def prune(self, now: int) -> int:
         """Delete every envelope whose retention horizon is before `now`; how many."""
         with self._transaction() as db:
