@@ -33,6 +33,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from p2p_market.core.crypto import SigningKey
+from p2p_market.net import libp2p_patches
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ def make_host(
 
     The host is started by whoever runs it (`host.run(addrs)`): for a gossiping
     node that is `Gossip.run`, which must have pubsub up before the host accepts
-    streams (see gossip.py)."""
+    streams (see gossip.py). The library's inbound-slot fix is installed here, once
+    for the process (net/libp2p_patches.py)."""
+    libp2p_patches.apply()
     key_pair = create_new_key_pair(key.seed)
     # Noise's static DH key is per process: it is authenticated by the identity key
     # inside the handshake, so it need not be stable.
