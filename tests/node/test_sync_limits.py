@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -34,7 +35,7 @@ async def held_sessions(
     first: list[dict[str, object]] = []
     async with trio.open_nursery() as nursery:
 
-        async def hold(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async def hold(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             stream = await attacker.new_stream(server.get_id(), [PROTOCOL])
             try:
                 await write_msg(stream, {"op": "digest", "market": MID})
