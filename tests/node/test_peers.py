@@ -142,3 +142,25 @@ async def test_one_peer_cannot_hold_more_than_one_peer_exchange_stream() -> None
         with trio.fail_after(peers.TIMEOUT_S + 2):  # the held stream times out
             while server.slots.active:
                 await trio.sleep(0.05)
+
+
+async def test_an_oversized_answer_is_not_read_at_all() -> None:
+    """40,000 listed peers (the attack run's answer) are not read, even the one in
+    front that the node could dial: past MAX_ANSWER_BYTES the answer is a failure."""
+    async with (
+        running_hosts(*keys("pex-c", 2)) as (node, liar),
+        started_hosts(keys("pex-c-in", 1)[0]) as (inside,),
+    ):
+        bogus = {"id": PEER, "addrs": ["/ip4/127.0.0.1/tcp/1"]}
+        listing = [{"id": inside.get_id().to_base58(), "addrs": [dial_addr(inside)]}]
+        listing += [bogus] * 40_000
+
+        async def flood(stream: INetStream) -> None:
+            await wire.read_msg(stream)
+            await wire.write_msg(stream, {"peers": listing}, timeout_s=30)
+            await wire.close_quietly(stream)
+
+        liar.set_stream_handler(peers.PROTOCOL, flood)
+        with trio.fail_after(10):
+            found = await peers.ask_peers(node, liar.get_id(), LOOPBACK_ONLY, peers.Exchanged())
+    assert found == []
