@@ -33,6 +33,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from p2p_market.core.crypto import SigningKey
+from p2p_market.net import libp2p_patches
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ def make_host(
 
     The host is started by whoever runs it (`host.run(addrs)`): for a gossiping
     node that is `Gossip.run`, which must have pubsub up before the host accepts
-    streams (see gossip.py)."""
+    streams (see gossip.py). The library's inbound-slot fix is installed here, once
+    for the process (net/libp2p_patches.py)."""
+    libp2p_patches.apply()
     key_pair = create_new_key_pair(key.seed)
     # Noise's static DH key is per process: it is authenticated by the identity key
     # inside the handshake, so it need not be stable.
@@ -173,3 +176,51 @@ def guarded(handler: StreamHandler, name: str) -> StreamHandler:
                 log.debug("reset after a failed %s handler failed too", name, exc_info=True)
 
     return handle
+
+
+BUSY: Final = "busy"
+"""A stream refused because the protocol's sessions are all taken."""
+PEER_BUSY: Final = "peer busy"
+"""A stream refused because its peer already holds its share of the sessions."""
+
+
+class PeerSlots:
+    """Concurrent sessions of one stream protocol: at most `total` at once, and at
+    most `per_peer` of them from any one peer, so that one peer (however many
+    streams it opens) can never take every session and refuse everyone else.
+
+    `take` is synchronous (no checkpoint between the check and the count), so
+    concurrent handlers cannot all pass it."""
+
+    def __init__(self, *, total: int, per_peer: int) -> None:
+        if total < 1 or per_peer < 1:
+            raise ValueError("session caps must be at least 1")
+        self.total = total
+        self.per_peer = per_peer
+        self._held: dict[ID, int] = {}
+        self._active = 0
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def held_by(self, peer: ID) -> int:
+        return self._held.get(peer, 0)
+
+    def take(self, peer: ID) -> str | None:
+        """Take a slot for `peer`: None if taken, else why not (BUSY, PEER_BUSY)."""
+        if self.held_by(peer) >= self.per_peer:
+            return PEER_BUSY
+        if self._active >= self.total:
+            return BUSY
+        self._held[peer] = self.held_by(peer) + 1
+        self._active += 1
+        return None
+
+    def give_back(self, peer: ID) -> None:
+        left = self.held_by(peer) - 1
+        if left > 0:
+            self._held[peer] = left
+        else:
+            self._held.pop(peer, None)
+        self._active -= 1

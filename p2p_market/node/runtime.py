@@ -442,7 +442,8 @@ class Node:
             if due or not linked:
                 if len(linked) < TARGET_PEERS and self.bootstrap:
                     await connect_all(host, self.bootstrap)
-                await peers.exchange(host, target=TARGET_PEERS, rng=self._rng)
+                scopes = peers.DialScopes.for_node(self.config.listen, self.bootstrap)
+                await peers.exchange(host, target=TARGET_PEERS, rng=self._rng, scopes=scopes)
                 linked = set(peers.connected_peers(host))
             self.metrics.set_peers(len(linked))
             new = self._new_peers & linked  # one that came and went has nothing to give

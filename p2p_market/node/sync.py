@@ -47,7 +47,7 @@ import hashlib
 import inspect
 import logging
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -58,7 +58,9 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from p2p_market.core.envelope import Envelope, message_id
+from p2p_market.core.limits import MAX_ENVELOPE_BYTES
 from p2p_market.core.messages import MESSAGE_TYPES, Kind
+from p2p_market.net import host as host_net
 from p2p_market.net.host import guarded
 from p2p_market.node.wire import WireError, close_quietly, read_msg, write_msg
 
@@ -123,36 +125,114 @@ class _Snapshot:
     digest: Digest
 
 
+BUSY: Final = host_net.BUSY
+"""Refused: every session is taken."""
+PEER_BUSY: Final = host_net.PEER_BUSY
+"""Refused: this peer already holds its share of the sessions."""
+OVER_BUDGET: Final = "over budget"
+"""Refused: this peer was sent its answer budget for now; ask again later."""
+SESSION_EXPIRED: Final = "session expired"
+"""Ended: the session lasted its maximum time; open another."""
+
+DEFAULT_MAX_SESSIONS: Final = 16
+DEFAULT_MAX_SESSIONS_PER_PEER: Final = 2
+"""An honest client opens one session per market sync; two leave room for a second
+market (or a retry) without letting one peer hold more than 1/8 of the sessions."""
+DEFAULT_IDLE_TIMEOUT_S: Final = 10.0
+"""An honest client asks its next question at once (it waits at most its own step
+timeout, 5 s in the node, for another peer's fetch), so a session that stays quiet
+for longer is a held slot, not a conversation."""
+DEFAULT_MAX_SESSION_S: Final = 120.0
+"""Even a busy session ends: a peer that asks just fast enough not to idle out
+cannot keep a slot for ever. A full sync of 10,000 envelopes takes a few seconds."""
+DEFAULT_ANSWER_BYTES_PER_S: Final = 512 * 1024
+DEFAULT_ANSWER_BURST_BYTES: Final = 16 * 1024 * 1024
+"""Per peer: the bytes of `ids` and `bodies` answers a peer is sent, as a token bucket
+(30 MiB a minute once the burst is spent). A joining node fetches a book once, within
+the burst; a peer that asks for the same bodies again and again (a 100x amplifier:
+an 8 KiB request, a 1 MiB answer) gets "over budget" instead of our upload."""
+MAX_BUDGET_PEERS: Final = 10_000
+"""Budgets remembered (least recently used forgotten; a forgotten peer starts full)."""
+
+
+class AnswerBudget:
+    """Per-peer token buckets of answer bytes. A request is answered only while its
+    peer's bucket is not empty, with at most what is left in it, and what is sent is
+    taken out. The first body of an answer goes whatever its size, so that a large
+    envelope is never stuck: a bucket goes into debt by less than one envelope."""
+
+    def __init__(
+        self, bytes_per_s: float, burst_bytes: int, max_peers: int = MAX_BUDGET_PEERS
+    ) -> None:
+        if bytes_per_s <= 0 or burst_bytes < MAX_ENVELOPE_BYTES:
+            raise ValueError("an answer budget needs a positive rate and a burst >= 64 KiB")
+        self.rate = bytes_per_s
+        self.burst = float(burst_bytes)
+        self.max_peers = max_peers
+        self._buckets: OrderedDict[ID, tuple[float, float]] = OrderedDict()
+
+    def left(self, peer: ID, now: float) -> float:
+        """The bytes `peer` may be sent now."""
+        tokens, last = self._buckets.get(peer, (self.burst, now))
+        return min(self.burst, tokens + max(0.0, now - last) * self.rate)
+
+    def spend(self, peer: ID, size: int, now: float) -> None:
+        self._buckets[peer] = (self.left(peer, now) - size, now)
+        self._buckets.move_to_end(peer)
+        while len(self._buckets) > self.max_peers:
+            self._buckets.popitem(last=False)
+
+
 @dataclass
 class SyncServerStats:
     sessions: int = 0
-    refused_busy: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    """Requests and sessions refused or ended, by reason (BUSY, PEER_BUSY, OVER_BUDGET,
+    SESSION_EXPIRED)."""
     bad_requests: int = 0
     snapshots: int = 0
     requests: Counter[str] = field(default_factory=Counter)
     bodies_sent: int = 0
+    answer_bytes: int = 0
+    """Bytes of `ids` and `bodies` answers sent, over every peer."""
+
+    @property
+    def refused_busy(self) -> int:
+        return self.refused[BUSY] + self.refused[PEER_BUSY]
 
 
 class SyncServer:
-    """Answers sync requests from the node's stored envelopes."""
+    """Answers sync requests from the node's stored envelopes.
+
+    What one peer can take is bounded: `max_sessions_per_peer` of the
+    `max_sessions` concurrent sessions, each idle at most `idle_timeout_s` between
+    requests and alive at most `max_session_s`; each request frame must arrive, and
+    each answer be read, within `timeout_s` (so at least ~100 KiB/s for a full answer);
+    and `answer_bytes_per_s` (burst `answer_burst_bytes`) of answers. Refusals are
+    error replies naming the reason (BUSY, PEER_BUSY, OVER_BUDGET, SESSION_EXPIRED)."""
 
     def __init__(
         self,
         source: Source,
         *,
         cache_s: float = 1.0,
-        max_sessions: int = 16,
-        idle_timeout_s: float = 30.0,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        max_sessions_per_peer: int = DEFAULT_MAX_SESSIONS_PER_PEER,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        max_session_s: float = DEFAULT_MAX_SESSION_S,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        answer_bytes_per_s: float = DEFAULT_ANSWER_BYTES_PER_S,
+        answer_burst_bytes: int = DEFAULT_ANSWER_BURST_BYTES,
     ) -> None:
         self.source = source
         self.cache_s = cache_s
-        self.max_sessions = max_sessions
+        self.slots = host_net.PeerSlots(total=max_sessions, per_peer=max_sessions_per_peer)
         self.idle_timeout_s = idle_timeout_s
+        self.max_session_s = max_session_s
         self.timeout_s = timeout_s
+        self.budget = AnswerBudget(answer_bytes_per_s, answer_burst_bytes)
         self.stats = SyncServerStats()
         self._cache: dict[bytes, _Snapshot] = {}
-        self._active = 0
 
     def attach(self, host: IHost) -> None:
         """Serve `PROTOCOL` on `host` (the handler is guarded: it cannot take the
@@ -193,14 +273,31 @@ class SyncServer:
     # -- the conversation -----------------------------------------------------------
 
     async def handle(self, stream: INetStream) -> None:
-        if self._active >= self.max_sessions:
-            self.stats.refused_busy += 1
-            with contextlib.suppress(WireError):
-                await write_msg(stream, _error("busy"), timeout_s=self.timeout_s)
+        peer = stream.muxed_conn.peer_id
+        refused = self.slots.take(peer)
+        if refused is not None:
+            await self._refuse(stream, refused)
             await close_quietly(stream)
             return
-        self._active += 1
         self.stats.sessions += 1
+        try:
+            with trio.move_on_after(self.max_session_s) as session_scope:
+                await self._converse(stream, peer)
+            if session_scope.cancelled_caught:
+                await self._refuse(stream, SESSION_EXPIRED)
+        finally:
+            self.slots.give_back(peer)
+            await close_quietly(stream)
+
+    async def _refuse(self, stream: INetStream, reason: str) -> None:
+        """Count and send a named refusal; a peer that is gone is not waited for."""
+        self.stats.refused[reason] += 1
+        with contextlib.suppress(WireError):
+            await write_msg(stream, _error(reason), timeout_s=min(self.timeout_s, 2.0))
+
+    async def _converse(self, stream: INetStream, peer: ID) -> None:
+        """Requests and answers until the peer says goodbye, breaks the protocol, goes
+        quiet for `idle_timeout_s` or reads too slowly."""
         session: dict[bytes, _Snapshot] = {}
         try:
             for _ in range(MAX_REQUESTS_PER_SESSION):
@@ -213,7 +310,7 @@ class SyncServer:
                         log.debug("sync session ended: %s", exc)
                     return
                 try:
-                    reply = await self.respond(request, session)
+                    reply = await self.respond(request, session, peer)
                 except SyncError as exc:
                     self.stats.bad_requests += 1
                     await write_msg(stream, _error(str(exc)), timeout_s=self.timeout_s)
@@ -221,18 +318,18 @@ class SyncServer:
                 await write_msg(stream, reply, max_bytes=MAX_REPLY_BYTES, timeout_s=self.timeout_s)
         except WireError as exc:
             log.debug("sync session ended: %s", exc)
-        finally:
-            self._active -= 1
-            await close_quietly(stream)
 
-    async def respond(self, request: Any, session: dict[bytes, _Snapshot]) -> dict[str, Any]:
-        """The reply to one request (async, so that a subclass may delay or alter
-        it: the tests' slow and lying peers)."""
-        return self.answer(request, session)
+    async def respond(
+        self, request: Any, session: dict[bytes, _Snapshot], peer: ID
+    ) -> dict[str, Any]:
+        """The reply to one request from `peer` (async, so that a subclass may delay
+        or alter it: the tests' slow and lying peers)."""
+        return self.answer(request, session, peer)
 
-    def answer(self, request: Any, session: dict[bytes, _Snapshot]) -> dict[str, Any]:
-        """The reply to one request. SyncError for a malformed one (which ends the
-        conversation); an unknown market is an ordinary error reply."""
+    def answer(self, request: Any, session: dict[bytes, _Snapshot], peer: ID) -> dict[str, Any]:
+        """The reply to one request from `peer`. SyncError for a malformed one (which
+        ends the conversation); an unknown market, and a peer over its answer budget,
+        are ordinary error replies."""
         if type(request) is not dict:
             raise SyncError("a request is a map")
         op = request.get("op")
@@ -248,22 +345,38 @@ class SyncServer:
             session[market] = snap
         if op == "digest":
             return {"ok": True, "count": snap.digest.count, "digest": snap.digest.hash}
-        if op == "ids":
-            after = request.get("after")
-            if after != b"":
-                after = _id(after, "after")
-            limit = request.get("limit")
-            if type(limit) is not int or limit < 1:
-                raise SyncError("limit must be a positive integer")
-            limit = min(limit, MAX_IDS_PER_PAGE)
-            start = bisect.bisect_right(snap.ids, after)
-            page = snap.ids[start : start + limit]
-            return {
-                "ok": True,
-                "ids": page,
-                "kinds": snap.kinds[start : start + len(page)],
-                "more": start + len(page) < len(snap.ids),
-            }
+        now = trio.current_time()
+        allowance = self.budget.left(peer, now)
+        if allowance <= 0:
+            self.stats.refused[OVER_BUDGET] += 1
+            return _error(OVER_BUDGET)
+        reply = self._page(request, snap) if op == "ids" else self._bodies(request, snap, allowance)
+        size = _answer_size(reply)
+        self.budget.spend(peer, size, now)
+        self.stats.answer_bytes += size
+        return reply
+
+    def _page(self, request: dict[str, Any], snap: _Snapshot) -> dict[str, Any]:
+        """One page of (id, kind), after `after`."""
+        after = request.get("after")
+        if after != b"":
+            after = _id(after, "after")
+        limit = request.get("limit")
+        if type(limit) is not int or limit < 1:
+            raise SyncError("limit must be a positive integer")
+        limit = min(limit, MAX_IDS_PER_PAGE)
+        start = bisect.bisect_right(snap.ids, after)
+        page = snap.ids[start : start + limit]
+        return {
+            "ok": True,
+            "ids": page,
+            "kinds": snap.kinds[start : start + len(page)],
+            "more": start + len(page) < len(snap.ids),
+        }
+
+    def _bodies(self, request: dict[str, Any], snap: _Snapshot, allowance: float) -> dict[str, Any]:
+        """The bodies asked for, as many as fit one reply and `allowance` bytes (at
+        least one: the bucket is not empty); the client asks again for the rest."""
         wanted = request.get("ids")
         if type(wanted) is not tuple or len(wanted) > MAX_BODIES_PER_REPLY:
             raise SyncError(f"ids must be a list of at most {MAX_BODIES_PER_REPLY}")
@@ -276,12 +389,20 @@ class SyncServer:
             if raw is None:
                 missing.append(mid)
                 continue
-            if bodies and size + len(raw) > MAX_BODY_BYTES_PER_REPLY:
+            if bodies and size + len(raw) > min(MAX_BODY_BYTES_PER_REPLY, allowance):
                 break  # the client asks again for what did not fit
             bodies.append(raw)
             size += len(raw)
         self.stats.bodies_sent += len(bodies)
         return {"ok": True, "bodies": bodies, "missing": missing}
+
+
+def _answer_size(reply: dict[str, Any]) -> int:
+    """What an answer costs the budget: its ids and bodies, in bytes (the framing
+    around them is small and bounded)."""
+    ids = reply.get("ids") or ()
+    bodies = reply.get("bodies") or ()
+    return len(ids) * (ID_BYTES + 1) + sum(len(b) for b in bodies)
 
 
 def _error(reason: str) -> dict[str, Any]:

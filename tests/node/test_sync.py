@@ -170,13 +170,15 @@ class StallingServer(SyncServer):
         self.release = trio.Event()
         self.stalled = 0
 
-    async def respond(self, request: Any, session: dict[bytes, _Snapshot]) -> dict[str, Any]:
+    async def respond(
+        self, request: Any, session: dict[bytes, _Snapshot], peer: ID
+    ) -> dict[str, Any]:
         op = request.get("op") if type(request) is dict else None
         if op == self.stall_on:
             self.stalled += 1
             await self.release.wait()
         await trio.sleep(self.delay.get(str(op), 0))
-        return await super().respond(request, session)
+        return await super().respond(request, session, peer)
 
 
 async def _sync_with_a_staller(
@@ -242,8 +244,10 @@ class LyingServer(SyncServer):
         super().__init__(*args)
         self.extra = extra
 
-    async def respond(self, request: Any, session: dict[bytes, _Snapshot]) -> dict[str, Any]:
-        reply = await super().respond(request, session)
+    async def respond(
+        self, request: Any, session: dict[bytes, _Snapshot], peer: ID
+    ) -> dict[str, Any]:
+        reply = await super().respond(request, session, peer)
         if "bodies" in reply:
             reply["bodies"] = [*self.extra, *reply["bodies"], reply["bodies"][0]]
         return reply
@@ -325,10 +329,10 @@ class NewerServer(SyncServer):
             snap.taken_at, ids, bytes(kinds[i] for i in ids), raw, Digest.of_sorted(ids)
         )
 
-    def answer(self, request: Any, session: dict[bytes, _Snapshot]) -> dict[str, Any]:
+    def answer(self, request: Any, session: dict[bytes, _Snapshot], peer: ID) -> dict[str, Any]:
         if type(request) is dict and request.get("op") == "bodies":
             self.asked.extend(request.get("ids") or ())
-        return super().answer(request, session)
+        return super().answer(request, session, peer)
 
 
 async def test_unknown_kinds_are_not_fetched_and_never_stored() -> None:
