@@ -18,9 +18,12 @@ from typing import Any
 import trio
 
 from p2p_market.bench.attacks import AttackSpec, Figures, Target
+from p2p_market.bench.churn import churn
 from p2p_market.core.crypto import devnet_key
 from p2p_market.localnet.collect import fetch_stats
+from p2p_market.localnet.launcher import NodeProcess
 from p2p_market.localnet.rundata import wall_ms
+from p2p_market.localnet.scenario import NodeSpec
 from p2p_market.markets.devnet import Actor
 from p2p_market.net.frame import encode_frame
 from p2p_market.net.gossip import Gossip, topic_for
@@ -338,6 +341,52 @@ async def sybil_swarm(target: Target) -> None:
     target.report.update(_victim_stats(target))
 
 
+# -- connection churn -----------------------------------------------------------------
+CHURN_CONNECTIONS = 1_000
+
+
+async def connection_churn(target: Target) -> None:
+    """1,000 short, cleanly closed connections to the bootstrap node (relay-1), then a
+    new node process that knows only that node joins: how long until it has a peer.
+    Before the patch (net/libp2p_patches.py) the bootstrap node held an inbound slot
+    per closed connection until it stopped: after 250 it accepted no one."""
+    boot = next(n for n in target.others if n.name == "relay-1")
+    churned = await churn(boot.addr, CHURN_CONNECTIONS)
+    target.report.update(
+        {
+            "connections_ok": churned.ok,
+            "refused": churned.failed,
+            "churn_s": round(churned.elapsed_s, 1),
+        }
+    )
+    spec = NodeSpec(name="late-joiner", role="relay")
+    joiner = NodeProcess(target.scenario, spec, target.victim.dir.parent.parent)
+    try:
+        started = trio.current_time()
+        await joiner.start([boot.addr])
+        peers = 0
+        with trio.move_on_after(30):
+            while peers == 0:
+                stats = await trio.to_thread.run_sync(fetch_stats, joiner.api)
+                peers = int((stats or {}).get("peers", 0))
+                if not peers:
+                    await trio.sleep(0.2)
+        target.report["joined_s"] = round(trio.current_time() - started, 2) if peers else None
+        target.report["joiner_peers"] = peers
+    finally:
+        joiner.force_stop()
+
+
+def _joined(quiet: Figures, attacked: Figures, report: dict[str, Any]) -> tuple[bool, str]:
+    ok, why = _served(quiet, attacked, report)
+    joined = report.get("joined_s")
+    ok = ok and joined is not None and report.get("refused") == 0
+    return ok, (
+        f"{why}; {report.get('connections_ok')} connections, {report.get('refused')} refused;"
+        f" a new node had a peer after {joined} s"
+    )
+
+
 # -- a prover that commits, wins and never proves -----------------------------------------
 async def griefing_prover(target: Target) -> None:
     """Nothing from outside: prover-1 (the cheapest, so it would win every ask) runs
@@ -383,6 +432,9 @@ ATTACKS: dict[str, AttackSpec] = {
     "cross-site-post": AttackSpec(cross_site_post, "refused: 403 / 401 / 421, no bid", _refused),
     "sybil-swarm": AttackSpec(
         sybil_swarm, "honest p99 <= 2x quiet; the victim stores a bounded share", _served
+    ),
+    "connection-churn": AttackSpec(
+        connection_churn, "0 refused; a new node joins the bootstrap node after", _joined
     ),
     "griefing-prover": AttackSpec(
         griefing_prover,

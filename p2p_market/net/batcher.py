@@ -65,11 +65,11 @@ class FrameBudget:
         self._refill(now)
         return self._tokens
 
-    def try_spend(self, now: float) -> bool:
+    def try_spend(self, now: float, cost: float = 1.0) -> bool:
         self._refill(now)
-        if self._tokens < 1.0:
+        if self._tokens < cost:
             return False
-        self._tokens -= 1.0
+        self._tokens -= cost
         return True
 
     def next_token_at(self, now: float) -> float:

@@ -22,7 +22,7 @@ class KeyedRateLimiter:
         self._buckets: OrderedDict[Hashable, FrameBudget] = OrderedDict()
         self.limited = 0
 
-    def allow(self, key: Hashable, now: float) -> bool:
+    def allow(self, key: Hashable, now: float, cost: float = 1.0) -> bool:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = FrameBudget(self.per_second, self.burst)
@@ -31,7 +31,7 @@ class KeyedRateLimiter:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
-        if bucket.try_spend(now):
+        if bucket.try_spend(now, cost):
             return True
         self.limited += 1
         return False

@@ -77,9 +77,11 @@ SIGNER_PER_SECOND: Final = 20.0
 SIGNER_BURST: Final = 400
 NEWCOMER_PER_SECOND: Final = 20.0
 NEWCOMER_BURST: Final = 200
-"""Messages per second, shared by every signer without history in a market (no live
-bid, no commit, no ask anyone committed to): a swarm of fresh keys gets this much of
-the node between them, and signers with history are never charged it."""
+NEWCOMER_BYTES_PER_SECOND: Final = 128 * 1024
+NEWCOMER_BYTES_BURST: Final = 2 * 1024 * 1024
+"""Messages and bytes per second, shared by every signer without history in a market
+(no live bid, no commit, no ask anyone committed to): a swarm of fresh keys gets this
+much of the node between them, and signers with history are never charged it."""
 
 
 def wall_clock_ms() -> int:
@@ -192,6 +194,7 @@ class Node:
         self._rng = random.Random()
         self._signer_limit = KeyedRateLimiter(SIGNER_PER_SECOND, SIGNER_BURST)
         self._newcomer_limit = KeyedRateLimiter(NEWCOMER_PER_SECOND, NEWCOMER_BURST)
+        self._newcomer_bytes = KeyedRateLimiter(NEWCOMER_BYTES_PER_SECOND, NEWCOMER_BYTES_BURST)
         """One bucket per market (keyed by market id), for signers without history."""
 
     @property
@@ -249,6 +252,13 @@ class Node:
         state = self.states.get(market)
         return state is not None and state.holds(mid)
 
+    def _newcomer_allows(self, market: bytes, size: int, now_s: float) -> bool:
+        """Spend one message and `size` bytes of the market's newcomer budget (the
+        bytes only if the message count allows: a refused message costs nothing)."""
+        if not self._newcomer_limit.allow(market, now_s):
+            return False
+        return self._newcomer_bytes.allow(market, now_s, float(size))
+
     def _unlog(self, ids: list[bytes]) -> None:
         """Delete held orphans the core evicted over its limits: kept on disk, a
         flood of orphans would grow the log past what the core holds (the review:
@@ -273,7 +283,7 @@ class Node:
         if (
             state is not None
             and not state.known_signer(env.signer, now)
-            and not self._newcomer_limit.allow(state.market_id, now / 1000)
+            and not self._newcomer_allows(state.market_id, len(env.raw), now / 1000)
         ):
             return ignore(Reason.RATE_LIMITED, "the newcomers' budget is spent")
         if not self._signer_limit.allow(env.signer, now / 1000):

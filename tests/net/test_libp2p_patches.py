@@ -12,12 +12,12 @@ from pathlib import Path
 import trio
 from libp2p.network.swarm import Swarm
 
+from p2p_market.bench.churn import churn
 from p2p_market.core.crypto import devnet_key
 from p2p_market.net import libp2p_patches
 from p2p_market.net.gossip import Gossip
-from p2p_market.net.host import connect_all, make_host
+from p2p_market.net.host import connect_all, dial_addr, make_host
 from p2p_market.node.peers import watch_connections
-from tests.net.churn import churn
 from tests.net.cluster import MID, bid, receive
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -68,7 +68,7 @@ async def _churn_then_join(connections: int) -> tuple[int, float | None]:
         watch_connections(boot_host, count)
         boot = Gossip(boot_host, boot_listen, markets=[MID])
         await nursery.start(boot.run)
-        churned = await churn(boot_host, connections)
+        churned = await churn(dial_addr(boot_host), connections)
         print(f"churn: {churned.ok} ok, {churned.failed} refused, {churned.elapsed_s:.1f} s")
         took_in = accepted
         host, listen = make_host(devnet_key("churn-newcomer"))

@@ -18,7 +18,11 @@ from p2p_market.markets.devnet import Actor
 from p2p_market.net.frame import encode_frame
 from p2p_market.net.gossip import topic_for
 from p2p_market.net.host import connect_all
-from p2p_market.node.runtime import NEWCOMER_BURST
+from p2p_market.node.runtime import (
+    NEWCOMER_BURST,
+    NEWCOMER_BYTES_BURST,
+    NEWCOMER_BYTES_PER_SECOND,
+)
 from tests.core.world import T0, World
 from tests.node.test_evolution import _bare_gossip
 from tests.node.test_runtime import MARKET, MID, make_node, running, wait_until
@@ -93,5 +97,8 @@ async def test_a_swarm_of_fresh_keys_cannot_crowd_out_a_known_requester(tmp_path
         stored = sum(1 for raw in swarm if state.holds(message_id(raw)))
         elapsed_s = (victim.clock() - now) / 1000
         assert stored <= NEWCOMER_BURST + 20 * elapsed_s + 10, (stored, elapsed_s)
+        stored_bytes = sum(len(raw) for raw in swarm if state.holds(message_id(raw)))
+        budget = NEWCOMER_BYTES_BURST + NEWCOMER_BYTES_PER_SECOND * elapsed_s
+        assert stored_bytes <= budget + 8_192, (stored_bytes, budget)
         assert stored < len(swarm)
         assert stats.reasons[Reason.RATE_LIMITED] > 0

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 
 import multiaddr
 import trio
-from libp2p.abc import IHost
 from libp2p.network.swarm import Swarm
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from p2p_market.core.crypto import devnet_key
-from p2p_market.net.host import dial_addr, make_host
+from p2p_market.net.host import make_host
 
 
 @dataclass
@@ -31,16 +30,18 @@ class Churned:
     elapsed_s: float = 0.0
 
 
-async def churn(target: IHost, connections: int, *, identities: int = 10) -> Churned:
-    """Open and cleanly close `connections` connections to `target`, `identities`
-    peers at a time, each peer one connection after the other."""
-    info = info_from_p2p_addr(multiaddr.Multiaddr(dial_addr(target)))
+async def churn(target: str, connections: int, *, identities: int = 10) -> Churned:
+    """Open and cleanly close `connections` connections to `target` (a full
+    multiaddr with /p2p), `identities` peers at a time, each peer one connection
+    after the other."""
+    info = info_from_p2p_addr(multiaddr.Multiaddr(target))
     addr = info.addrs[0]
     result = Churned()
     started = trio.current_time()
+    seed = int(started * 1000)  # fresh identities per run
 
     async def one_peer(index: int, count: int) -> None:
-        host, _ = make_host(devnet_key(f"churner-{index}"))
+        host, _ = make_host(devnet_key(f"churner-{index}-{seed}"))
         swarm = host.get_network()
         assert isinstance(swarm, Swarm)
         transport = swarm.transport_manager.transport_for_dialing(addr)
