@@ -190,6 +190,7 @@ class Admission(Observation):
             if twin.id not in self.evidence:
                 self.evidence[twin.id] = twin
                 self._digest_evidence ^= _id_int(twin.id)
+        self._update_penalties()
         self._store(env, None)
         self._after_store(env, now, effects)
         # IGNORE, not REJECT: the signer misbehaved, not the peer that forwarded the

@@ -38,6 +38,7 @@ from p2p_market.core.messages import (
     Commit,
     Market,
 )
+from p2p_market.core.penalties import Windows
 from p2p_market.core.rules import Rules
 from p2p_market.core.settlement import (
     ASK_OPEN,
@@ -307,10 +308,12 @@ def new_fold(
     asks: list[Envelope],
     events: list[Envelope],
     fixed_occupancy: dict[bytes, list[Occupancy]] | None = None,
+    penalties: Windows | None = None,
 ) -> Fold:
     """A fold of these asks and their messages, not yet advanced. `fixed_occupancy`
-    holds the (ended) slot intervals of archived asks."""
-    fold = Fold(market, book)
+    holds the (ended) slot intervals of archived asks; `penalties`, who may not win
+    when (penalties.py)."""
+    fold = Fold(market, book, penalties)
     for prover, intervals in (fixed_occupancy or {}).items():
         fold.occupancy[prover] = list(intervals)
         for o in intervals:

@@ -31,6 +31,7 @@ from p2p_market.core.messages import (
     Commit,
     Market,
 )
+from p2p_market.core.penalties import Windows
 from p2p_market.core.settlement import (
     BEFORE_ALL,
     UNDO_KEEP_MS,
@@ -52,10 +53,12 @@ class Footprints:
     """The fold's state and its footprints (see the module's docstring); the rules
     that use them are rules.py's, the driver fold.py's."""
 
-    def __init__(self, market: Market, book: BidBook) -> None:
+    def __init__(self, market: Market, book: BidBook, penalties: Windows | None = None) -> None:
         self.window = market.commit_window_ms
         self.skew = market.skew_ms
         self.book = book
+        self.penalties: Windows = penalties or {}
+        """Who may not win when (penalties.py); fixed for this fold: a change refolds."""
         self.runs: dict[bytes, AskRun] = {}
         self.attempts: dict[tuple[bytes, bytes, int], Attempt] = {}
         self.attempts_by_ask: dict[bytes, list[tuple[bytes, bytes, int]]] = {}

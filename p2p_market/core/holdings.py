@@ -33,6 +33,7 @@ from p2p_market.core.messages import (
     Proof,
     Receipt,
 )
+from p2p_market.core.penalties import Windows, last_end, penalty_windows
 from p2p_market.core.settlement import (
     AskRun,
     Conflict,
@@ -106,6 +107,8 @@ class Holdings:
         self.evidence: dict[bytes, Envelope] = {}
         """Every stored message that equivocates with another stored one (both twins:
         which arrived first does not matter)."""
+        self.penalties: Windows = {}
+        """What the evidence proves: who may not win when (penalties.py)."""
         self.twins: dict[bytes, Envelope] = {}
         """Stored twins whose equivocation key another stored message holds in `keyed`."""
         self._awarded: dict[bytes, int] = {}
@@ -347,6 +350,24 @@ class Holdings:
         sync compares (count, SHA-256 of the sorted ids) first."""
         return (len(self.seen), self._digest_seen, len(self.evidence), self._digest_evidence)
 
+    def _update_penalties(self) -> None:
+        """Recompute the penalty windows from the evidence; a change refolds (the
+        windows are fixed within one fold)."""
+        groups: dict[tuple[object, ...], list[Envelope]] = {}
+        for env in self.evidence.values():
+            groups.setdefault(equivocation_key(env), []).append(env)
+        windows = penalty_windows(groups.values(), self.lifetime)
+        if windows != self.penalties:
+            self.penalties = windows
+            self._refold = True
+
+    def _evidence_horizon(self, env: Envelope) -> int:
+        """Evidence stays until every ask a commit it penalised could belong to is
+        forgotten (an ask lives at most `lifetime` and is kept 2 x `lifetime` after),
+        so that no fold ever runs without the penalty it once applied."""
+        end = last_end(self.penalties, env.signer) or 0
+        return max(self._forget_after(env), end + 3 * self.lifetime)
+
     def take_evicted_orphans(self) -> list[bytes]:
         """The ids of held orphans evicted over the limits since the last call."""
         taken, self.evicted_orphans = self.evicted_orphans, []
@@ -392,7 +413,14 @@ class Holdings:
             live = sorted(self._live)
             active = [self.asks[a] for a in live]
             events = [e for a in live for e in self.events[a].values()]
-            fold = new_fold(self.market, self.book, active, events, self._archive.fixed_occupancy())
+            fold = new_fold(
+                self.market,
+                self.book,
+                active,
+                events,
+                self._archive.fixed_occupancy(),
+                self.penalties,
+            )
             fold.advance(now)
             self._fold, self._refold, self._observe_all = fold, False, True
             self._last_activity.clear()  # keyed by the old fold's versions

@@ -25,6 +25,7 @@ from p2p_market.core.book import BidBook
 from p2p_market.core.envelope import Envelope
 from p2p_market.core.fold import new_fold
 from p2p_market.core.messages import Market
+from p2p_market.core.penalties import Windows
 from p2p_market.core.settlement import Occupancy, Settlement
 from p2p_market.core.state import MarketState
 
@@ -38,10 +39,11 @@ def settle(
     events: list[Envelope],
     horizon: int,
     fixed_occupancy: dict[bytes, list[Occupancy]] | None = None,
+    penalties: Windows | None = None,
 ) -> Settlement:
     """The reference: fold the asks with activity and their ask-scoped messages up
     to `horizon`, from scratch, in key order (no message is ever in the past)."""
-    fold = new_fold(market, book, asks, events, fixed_occupancy)
+    fold = new_fold(market, book, asks, events, fixed_occupancy, penalties)
     fold.advance(horizon)
     return fold.settlement()
 
@@ -52,7 +54,7 @@ def reference(state: MarketState) -> Settlement:
     asks = [state.asks[a] for a in live]
     events = [e for a in live for e in state.events[a].values()]
     fixed = state._archive.fixed_occupancy()
-    return settle(state.market, state.book, asks, events, state.now, fixed)
+    return settle(state.market, state.book, asks, events, state.now, fixed, state.penalties)
 
 
 def canonical(s: Settlement) -> dict[str, Any]:

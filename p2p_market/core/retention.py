@@ -116,10 +116,14 @@ class Retention(Holdings):
                     later = max(later, self._forget_after(home) + 1)
                 self.seen[mid] = later
                 heapq.heappush(queue, (later, mid))
+        dropped = False
         for mid, env in list(self.evidence.items()):
-            if self._forget_after(env) < now:
+            if self._evidence_horizon(env) < now:
                 del self.evidence[mid]
                 self._digest_evidence ^= _id_int(mid)
+                dropped = True
+        if dropped:
+            self._update_penalties()
         for parent, children in list(self.pending.items()):
             for cid, child in list(children.items()):
                 if self._forget_after(child) < now:

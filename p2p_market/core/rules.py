@@ -24,12 +24,14 @@ from p2p_market.core.messages import (
     Proof,
     Receipt,
 )
+from p2p_market.core.penalties import penalised
 from p2p_market.core.ranking import RankKey, rank_key
 from p2p_market.core.settlement import (
     AFTER_AWARD,
     BEFORE_ALL,
     EXPIRY,
     INF,
+    PENALISED,
     WINDOW_END,
     AskRun,
     Attempt,
@@ -113,6 +115,8 @@ class Rules(Footprints):
             return "prover excluded from this ask"
         if (run.ask.allow and prover not in run.ask.allow) or prover in run.ask.deny:
             return "prover not allowed by the ask"
+        if penalised(self.penalties, prover, t):
+            return PENALISED
         stored = self.book.by_id.get(c.bid)
         if stored is None:
             return "unknown bid"

@@ -13,6 +13,8 @@ These histories are built to hit what the plain random histories rarely do:
 - the requester's awards, of the ranking's winners or of others, before or after
   the commits they name (held until those arrive), and commits held back past them;
 - identical offers, so the hash tie-break decides who wins;
+- a prover's bid twin (an equivocation), signed and arriving late: the evidence
+  that bars its commits from winning from its signing on (penalties.py);
 - duplicates redelivered, and ticks between deliveries.
 
 After every delivery and every tick, the arrival-order node is compared with a
@@ -105,6 +107,13 @@ def adversarial_histories(draw: st.DrawFn) -> History:
         raw = cast.provers[i].bid(now=T, price=price, proof_time=ptime, capacity=cap, seq=1)
         out.append((T, raw))
         bids.append((message_id(raw), price, ptime))
+    # an equivocator: a second bid with the same seq, signed later (the evidence that
+    # bars its commits from winning from then on), often arriving late
+    if draw(st.integers(0, 2)) == 0:
+        i = draw(st.integers(0, n - 1))
+        t_twin = T + draw(st.integers(0, 8 * w))
+        twin = cast.provers[i].bid(now=t_twin, price=7, proof_time=10 * w, capacity=1, seq=1)
+        out.append((arrive(t_twin), twin))
     for a in range(draw(st.integers(1, 3))):
         req = cast.requesters[a % 2]
         t_ask = T + draw(st.integers(1, 4 * w))

@@ -1,0 +1,119 @@
+"""Objective evidence has a consequence in the fold: a key that signed two bids with
+one seq (or two commits to one attempt) cannot win in the market for one
+`max_lifetime` from the moment its equivocation was complete (penalties.py)."""
+
+from __future__ import annotations
+
+from p2p_market.core.envelope import message_id, parse
+from p2p_market.core.penalties import penalised, penalty_windows
+from p2p_market.core.settlement import PENALISED
+from p2p_market.markets.devnet import Actor
+from tests.core.world import SKEW, T0, WINDOW, World, make_market
+
+LIFETIME = 60_000
+
+
+def test_the_window_starts_at_the_second_twin_in_signed_order() -> None:
+    m = make_market()
+    a = Actor("twins", m)
+    first = a.bid(now=T0 + 50, price=5, proof_time=1_000, seq=1)
+    second = a.bid(now=T0 + 10, price=6, proof_time=1_000, seq=1)
+    third = a.bid(now=T0 + 90, price=7, proof_time=1_000, seq=1)
+    group = [parse(r) for r in (first, second, third)]
+    windows = penalty_windows([group], LIFETIME)
+    assert windows == {a.public_key: ((T0 + 50, T0 + 50 + LIFETIME),)}
+    assert not penalised(windows, a.public_key, T0 + 49)
+    assert penalised(windows, a.public_key, T0 + 50)
+    assert not penalised(windows, a.public_key, T0 + 50 + LIFETIME)
+    assert penalty_windows([[group[0]]], LIFETIME) == {}  # no twin, no evidence
+
+
+def equivocator_world(twin_at: int) -> tuple[World, bytes, bytes, bytes]:
+    """The cheat is the cheapest prover; it signs a bid twin at `twin_at`."""
+    w = World(make_market())
+    cheat = w.bid("cheat", price=1, proof_time=1_000, capacity=4)
+    honest = w.bid("honest", price=9, proof_time=1_000, capacity=4)
+    twin = w.actor("cheat").bid(now=twin_at, price=2, proof_time=1_000, seq=1)
+    return w, cheat, honest, twin
+
+
+def test_an_equivocator_that_would_win_loses_to_the_honest_prover() -> None:
+    w, cheat, honest, twin = equivocator_world(T0 + 5)
+    assert w.send(twin, T0 + 5).reason.value == "equivocation"
+    ask = w.ask("req", now=T0 + 100, max_price=10, max_proof_time=5_000)
+    assert w.commit("cheat", ask, cheat, T0 + 110).accepted
+    assert w.commit("honest", ask, honest, T0 + 120).accepted
+    w.tick(T0 + 100 + WINDOW + SKEW)
+    assert w.winners(ask) == ["honest"]
+    commit_id = next(mid for mid, env in w.state.events[ask].items() if env.signer == w.pk("cheat"))
+    assert w.state.settlement().notes[commit_id] == PENALISED
+
+
+def test_commits_signed_before_the_equivocation_still_count() -> None:
+    w, cheat, honest, twin = equivocator_world(T0 + 5_000)
+    ask = w.ask("req", now=T0 + 100, max_price=10, max_proof_time=5_000)
+    assert w.commit("cheat", ask, cheat, T0 + 110).accepted
+    assert w.commit("honest", ask, honest, T0 + 120).accepted
+    w.send(twin, T0 + 5_000)  # arrives after the attempt was settled
+    w.tick(T0 + 6_000)
+    assert w.winners(ask) == ["cheat"]  # signed before the twin: not penalised
+
+
+def late_twin_history(award: bool) -> tuple[World, list[tuple[int, bytes]], bytes, bytes]:
+    """The cheat's twin is signed before its commit; the ask is settled, (awarded,)
+    proven and paid before the twin arrives."""
+    w, cheat, honest, twin = equivocator_world(T0 + 5)
+    req, cheater, other = w.actor("req"), w.actor("cheat"), w.actor("honest")
+    ask_raw = req.ask(now=T0 + 100, max_price=10, max_proof_time=5_000, ttl=3_000)
+    ask = message_id(ask_raw)
+    c1 = cheater.commit(now=T0 + 110, ask=ask, bid=cheat, price=1, proof_time=1_000)
+    c2 = other.commit(now=T0 + 120, ask=ask, bid=honest, price=9, proof_time=1_000)
+    end = T0 + 100 + WINDOW
+    history = [(T0 + 100, ask_raw), (T0 + 110, c1), (T0 + 120, c2)]
+    if award:
+        history.append((end + SKEW, req.award(now=end + SKEW, ask=ask, commits=[message_id(c1)])))
+    proof = cheater.proof(now=end + SKEW + 10, ask=ask, proof=b"p")
+    paid = req.receipt(now=end + SKEW + 20, ask=ask, prover=cheater.public_key, outcome="accepted")
+    history += [(end + SKEW + 10, proof), (end + SKEW + 20, paid)]
+    return w, history, ask, twin
+
+
+def test_an_award_is_final_whatever_evidence_comes_later() -> None:
+    """Awarded, proven and paid, then archived; the twin (signed before the commit)
+    arrives: the award still decides, on this node as on one that had the twin
+    first, and the state is the same on both."""
+    hashes = set()
+    for late in (False, True):
+        w, history, ask, twin = late_twin_history(award=True)
+        if not late:
+            w.send(twin, T0 + 5)
+        for at, raw in history:
+            w.send(raw, at)
+        w.tick(T0 + 30_000)
+        if late:
+            assert ask in w.state._archive.asks  # archived before the evidence came
+            w.send(twin, T0 + 30_000)
+        w.tick(T0 + 31_000)
+        assert w.winners(ask) == ["cheat"] and w.state_of(ask).value == "proven"
+        hashes.add(w.state.state_hash())
+    assert len(hashes) == 1
+
+
+def test_without_an_award_the_late_evidence_decides_alike_everywhere() -> None:
+    """Not awarded: the tentative winner was the cheat; the evidence, arriving after
+    the ask was archived, thaws it, and the node agrees with one that had the twin
+    first (the honest prover wins the attempt; the cheat's proof pays nothing)."""
+    hashes = set()
+    for late in (False, True):
+        w, history, ask, twin = late_twin_history(award=False)
+        if not late:
+            w.send(twin, T0 + 5)
+        for at, raw in history:
+            w.send(raw, at)
+        w.tick(T0 + 30_000)
+        if late:
+            w.send(twin, T0 + 30_000)
+        w.tick(T0 + 31_000)
+        assert w.winners(ask)[:1] == ["honest"]
+        hashes.add(w.state.state_hash())
+    assert len(hashes) == 1
