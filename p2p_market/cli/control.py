@@ -148,16 +148,30 @@ def render_book(markets: list[dict[str, Any]], books: list[dict[str, Any]]) -> G
         bids = styled_table(f"bids in {title}, by price then time")
         for col in ("prover", "price", "proof time", "capacity", "expires"):
             bids.add_column(col)
+        # the node's requester role's record of each prover (roles/reputation.py)
+        rated = any("reputation" in b for b in book_["bids"])
+        if rated:
+            bids.add_column("our record")
         for b in sorted(book_["bids"], key=lambda b: (b["price"], b["proof_time"], b["prover"])):
-            bids.add_row(
+            row = [
                 short(b["prover"], names),
                 str(b["price"]),
                 f"{b['proof_time']} ms",
                 str(b["capacity"]),
                 _ago(int(b["expires_at"])),
-            )
+            ]
+            if rated:
+                row.append(_record(b.get("reputation")))
+            bids.add_row(*row)
         parts += [asks, "", bids, ""]
     return Group(*parts)
+
+
+def _record(rep: dict[str, Any] | None) -> str:
+    if not rep:
+        return "-"
+    text = f"{rep['accepted']} ok, {rep['timed_out']} timed out, {rep['invalid']} invalid"
+    return text + (" [bold red]DENIED[/]" if rep.get("denied") else "")
 
 
 def book(

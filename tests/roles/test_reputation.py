@@ -74,3 +74,19 @@ async def test_a_prover_that_keeps_failing_stops_winning(tmp_path: Path) -> None
         view = m.relay.states[MID].view(ask)
         assert view.winners == (honest,)  # the liar never won it: no failed slot first
         assert [s.value for s in view.slot_states] == ["accepted"]
+
+
+def test_the_book_shows_the_record_and_the_denial() -> None:
+    from rich.console import Console
+
+    from p2p_market.cli.control import render_book
+
+    bid = {"prover": P.hex(), "price": 1, "proof_time": 10, "capacity": 1, "expires_at": 0}
+    rated = {**bid, "reputation": {"accepted": 0, "timed_out": 2, "invalid": 0, "denied": True}}
+    console = Console(record=True, width=200)
+    console.print(render_book([{"id": "ab" * 32, "name": "m"}], [{"asks": [], "bids": [rated]}]))
+    text = console.export_text()
+    assert "our record" in text and "2 timed out" in text and "DENIED" in text
+    console = Console(record=True, width=200)
+    console.print(render_book([{"id": "ab" * 32, "name": "m"}], [{"asks": [], "bids": [bid]}]))
+    assert "our record" not in console.export_text()  # a node with no requester role
