@@ -20,6 +20,7 @@ import trio
 from p2p_market.bench.attacks import AttackSpec, Figures, Target
 from p2p_market.bench.churn import churn
 from p2p_market.core.crypto import devnet_key
+from p2p_market.core.envelope import message_id
 from p2p_market.localnet.collect import fetch_stats
 from p2p_market.localnet.launcher import NodeProcess
 from p2p_market.localnet.rundata import wall_ms
@@ -28,6 +29,9 @@ from p2p_market.markets.devnet import Actor
 from p2p_market.net.frame import encode_frame
 from p2p_market.net.gossip import Gossip, topic_for
 from p2p_market.net.host import connect_all, make_host
+from p2p_market.node.sync import DEFAULT_ANSWER_BURST_BYTES, DEFAULT_ANSWER_BYTES_PER_S
+from p2p_market.node.sync import PROTOCOL as SYNC_PROTOCOL
+from p2p_market.node.wire import frame, read_msg, write_msg
 
 
 def _fresh(label: str) -> str:
@@ -387,6 +391,54 @@ def _joined(quiet: Figures, attacked: Figures, report: dict[str, Any]) -> tuple[
     )
 
 
+# -- sync amplification -----------------------------------------------------------------
+async def sync_amplification(target: Target) -> None:
+    """Eight sync streams asking the victim again and again for the bodies of every
+    envelope the attacker has seen: a small request, a large answer (the review:
+    36 MB in, 4.5 GB out, 125x). Each peer now has an answer budget."""
+    sent = received = refused = 0
+    async with attacker_peer(target, "amplifier") as peer:
+        ids: dict[bytes, None] = {}
+        with trio.move_on_after(6):
+            while len(ids) < 64:
+                ids[message_id((await peer.deliveries.receive()).raw)] = None
+        request = {"op": "bodies", "market": target.market_id, "ids": sorted(ids)}
+        victim = _peer_id(target.victim.addr)
+
+        async def ask_again_and_again() -> None:
+            nonlocal sent, received, refused
+            try:
+                stream = await peer.host.new_stream(victim, [SYNC_PROTOCOL])
+                while wall_ms() < target.end_ms:
+                    await write_msg(stream, request)
+                    sent += len(frame(request))
+                    reply = await read_msg(stream)
+                    received += len(frame(reply))
+                    if reply.get("error"):
+                        refused += 1
+                        await trio.sleep(0.05)
+                    target.report.update(
+                        {"bytes_in": sent, "bytes_out": received, "refused": refused}
+                    )
+            except Exception:  # the victim cut the stream (WireError, a reset): fine
+                return
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(ask_again_and_again)
+    if sent:
+        target.report["amplification"] = round(received / sent, 1)
+
+
+def _bounded_answers(quiet: Figures, attacked: Figures, report: dict[str, Any]) -> tuple[bool, str]:
+    ok, why = _served(quiet, attacked, report)
+    seconds = max(1.0, (report.get("_seconds") or 30.0))
+    bound = DEFAULT_ANSWER_BURST_BYTES + DEFAULT_ANSWER_BYTES_PER_S * (seconds + 5)
+    out = report.get("bytes_out", 0)
+    ok = ok and 0 < out <= bound
+    return ok, f"{why}; {report.get('bytes_in')} B in, {out} B out (bound {bound:.0f})"
+
+
 # -- a prover that commits, wins and never proves -----------------------------------------
 async def griefing_prover(target: Target) -> None:
     """Nothing from outside: prover-1 (the cheapest, so it would win every ask) runs
@@ -432,6 +484,11 @@ ATTACKS: dict[str, AttackSpec] = {
     "cross-site-post": AttackSpec(cross_site_post, "refused: 403 / 401 / 421, no bid", _refused),
     "sybil-swarm": AttackSpec(
         sybil_swarm, "honest p99 <= 2x quiet; the victim stores a bounded share", _served
+    ),
+    "sync-amplification": AttackSpec(
+        sync_amplification,
+        "answers within the per-peer budget; honest asks served",
+        _bounded_answers,
     ),
     "connection-churn": AttackSpec(
         connection_churn, "0 refused; a new node joins the bootstrap node after", _joined

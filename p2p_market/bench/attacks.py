@@ -259,10 +259,12 @@ def run_attacks(
         for name in names:
             spec = attacks[name]
             attacked, report = run_once(seconds, spec.attack, base, spec.behaviours)
+            report["_seconds"] = seconds
             data = report.pop("_data", None)
             if spec.behaviours and data is not None:
                 report.update(_misbehaviour_figures(data, dict(spec.behaviours)))
             ok, why = spec.judge(quiet, attacked, report)
+            report.pop("_seconds", None)
             if "attacker_error" in report:  # an attack that did not run proves nothing
                 ok, why = False, f"the attack failed: {report['attacker_error']}"
             rows.append(Row(name, spec.target, quiet, attacked, report, ok, why))

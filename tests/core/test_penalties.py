@@ -78,42 +78,41 @@ def late_twin_history(award: bool) -> tuple[World, list[tuple[int, bytes]], byte
     return w, history, ask, twin
 
 
+def states_early_and_late(award: bool) -> tuple[list[World], bytes]:
+    """The same history on two nodes: one holds the twin from the start, the other
+    gets it after the ask has ended (and, once final, been archived)."""
+    worlds = []
+    for late in (False, True):
+        w, history, ask, twin = late_twin_history(award)
+        if not late:
+            w.send(twin, T0 + 5)
+        for at, raw in history:
+            w.send(raw, at)
+        w.tick(T0 + 30_000)
+        if late:
+            if award:
+                assert ask in w.state._archive.asks  # archived before the evidence came
+            w.send(twin, T0 + 30_000)
+        w.tick(T0 + 31_000)
+        worlds.append(w)
+    return worlds, ask
+
+
 def test_an_award_is_final_whatever_evidence_comes_later() -> None:
     """Awarded, proven and paid, then archived; the twin (signed before the commit)
     arrives: the award still decides, on this node as on one that had the twin
     first, and the state is the same on both."""
-    hashes = set()
-    for late in (False, True):
-        w, history, ask, twin = late_twin_history(award=True)
-        if not late:
-            w.send(twin, T0 + 5)
-        for at, raw in history:
-            w.send(raw, at)
-        w.tick(T0 + 30_000)
-        if late:
-            assert ask in w.state._archive.asks  # archived before the evidence came
-            w.send(twin, T0 + 30_000)
-        w.tick(T0 + 31_000)
+    worlds, ask = states_early_and_late(award=True)
+    for w in worlds:
         assert w.winners(ask) == ["cheat"] and w.state_of(ask).value == "proven"
-        hashes.add(w.state.state_hash())
-    assert len(hashes) == 1
+    assert len({w.state.state_hash() for w in worlds}) == 1
 
 
 def test_without_an_award_the_late_evidence_decides_alike_everywhere() -> None:
     """Not awarded: the tentative winner was the cheat; the evidence, arriving after
-    the ask was archived, thaws it, and the node agrees with one that had the twin
+    the ask ended, takes the win back on this node as on one that had the twin
     first (the honest prover wins the attempt; the cheat's proof pays nothing)."""
-    hashes = set()
-    for late in (False, True):
-        w, history, ask, twin = late_twin_history(award=False)
-        if not late:
-            w.send(twin, T0 + 5)
-        for at, raw in history:
-            w.send(raw, at)
-        w.tick(T0 + 30_000)
-        if late:
-            w.send(twin, T0 + 30_000)
-        w.tick(T0 + 31_000)
+    worlds, ask = states_early_and_late(award=False)
+    for w in worlds:
         assert w.winners(ask)[:1] == ["honest"]
-        hashes.add(w.state.state_hash())
-    assert len(hashes) == 1
+    assert len({w.state.state_hash() for w in worlds}) == 1

@@ -17,14 +17,13 @@ from p2p_market.core.verdict import Reason
 from p2p_market.markets.devnet import Actor
 from p2p_market.net.frame import encode_frame
 from p2p_market.net.gossip import topic_for
-from p2p_market.net.host import connect_all
 from p2p_market.node.runtime import (
     NEWCOMER_BURST,
     NEWCOMER_BYTES_BURST,
     NEWCOMER_BYTES_PER_SECOND,
 )
 from tests.core.world import T0, World
-from tests.node.test_evolution import _bare_gossip
+from tests.node.test_replay_floods import meshed_peers
 from tests.node.test_runtime import MARKET, MID, make_node, running, wait_until
 
 
@@ -48,12 +47,7 @@ async def test_a_swarm_of_fresh_keys_cannot_crowd_out_a_known_requester(tmp_path
     victim = make_node(tmp_path, "victim")
     async with running(victim) as nursery:
         assert victim.gossip is not None
-        attacker = await _bare_gossip(nursery, "sybil-attacker")
-        relay = await _bare_gossip(nursery, "sybil-relay")
-        with trio.fail_after(10):
-            for peer in (attacker, relay):
-                assert await connect_all(peer.host, [victim.gossip.addr]) == {}
-                await peer.wait_for_mesh(MID, victim.gossip.peer_id)
+        attacker, relay = await meshed_peers(nursery, victim, "sybil-attacker", "sybil-relay")
         now = victim.clock()
         prover, requester = Actor("sybil-prover", MARKET), Actor("sybil-requester", MARKET)
         bid = prover.bid(now=now, price=5, proof_time=1_000)

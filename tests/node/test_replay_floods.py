@@ -18,25 +18,31 @@ from p2p_market.core.envelope import message_id
 from p2p_market.core.verdict import Reason
 from p2p_market.markets.devnet import Actor
 from p2p_market.net.frame import encode_frame
-from p2p_market.net.gossip import topic_for
+from p2p_market.net.gossip import Gossip, topic_for
 from p2p_market.net.host import connect_all
-from p2p_market.node.runtime import SIGNER_BURST
+from p2p_market.node.runtime import SIGNER_BURST, Node
 from tests.node.test_evolution import _bare_gossip
 from tests.node.test_runtime import MARKET, MID, make_node, running, wait_until
 
 HONEST_ENVELOPES = 4
 
 
+async def meshed_peers(nursery: trio.Nursery, victim: Node, *names: str) -> list[Gossip]:
+    """Bare gossip peers (no checks of their own), each meshed with the victim."""
+    assert victim.gossip is not None
+    peers = [await _bare_gossip(nursery, name) for name in names]
+    with trio.fail_after(10):
+        for peer in peers:
+            assert await connect_all(peer.host, [victim.gossip.addr]) == {}
+            await peer.wait_for_mesh(MID, victim.gossip.peer_id)
+    return peers
+
+
 async def test_replayed_envelopes_do_not_spend_their_signers_budget(tmp_path: Path) -> None:
     victim = make_node(tmp_path, "victim")
     async with running(victim) as nursery:
         assert victim.gossip is not None
-        attacker = await _bare_gossip(nursery, "drain-attacker")
-        relay = await _bare_gossip(nursery, "drain-relay")
-        with trio.fail_after(10):
-            for peer in (attacker, relay):
-                assert await connect_all(peer.host, [victim.gossip.addr]) == {}
-                await peer.wait_for_mesh(MID, victim.gossip.peer_id)
+        attacker, relay = await meshed_peers(nursery, victim, "drain-attacker", "drain-relay")
         now = victim.clock()
         honest = Actor("drain-honest", MARKET)
         old = [
@@ -68,12 +74,9 @@ async def test_a_flood_of_frames_of_held_envelopes_gets_its_peer_banned(tmp_path
     victim = make_node(tmp_path, "victim")
     async with running(victim) as nursery:
         assert victim.gossip is not None
-        attacker = await _bare_gossip(nursery, "stale-attacker")
-        bystander = await _bare_gossip(nursery, "stale-bystander")
-        with trio.fail_after(10):
-            for peer in (attacker, bystander):
-                assert await connect_all(peer.host, [victim.gossip.addr]) == {}
-                await peer.wait_for_mesh(MID, victim.gossip.peer_id)
+        attacker, bystander = await meshed_peers(
+            nursery, victim, "stale-attacker", "stale-bystander"
+        )
         now = victim.clock()
         held = [
             Actor(f"stale-{i}", MARKET).bid(now=now, price=10 + i, proof_time=1_000)
