@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"markets", "net", "proving"},
     {"node"},
     {"roles"},
-    {"sdk", "dst", "localnet", "bench"},
+    {"sdk", "dst", "localnet", "bench", "fuzz"},
     {"cli"},
 ]
 """Bottom first. A package may import its own modules and those of lower layers."""

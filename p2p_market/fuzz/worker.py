@@ -1,0 +1,34 @@
+"""One fuzz target under atheris, in a process of its own (started by runner.py):
+
+    python -m p2p_market.fuzz.worker TARGET CORPUS_DIR [libFuzzer flags...]
+
+The target is imported inside atheris's import hook so the project's parsers are
+instrumented; its seeds are written into CORPUS_DIR, and libFuzzer runs from there
+until its `-runs` are done (it then exits the process) or an input breaks the
+contract (it writes the input under `-artifact_prefix` and exits nonzero)."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+from p2p_market.fuzz.registry import INSTRUMENTED, TARGETS, load
+
+
+def main(argv: list[str]) -> None:
+    import atheris
+
+    name, corpus, flags = argv[1], Path(argv[2]), argv[3:]
+    harness = [*TARGETS.values(), "p2p_market.fuzz.samples"]
+    with atheris.instrument_imports(include=INSTRUMENTED, exclude=harness):
+        target = load(name)
+    corpus.mkdir(parents=True, exist_ok=True)
+    for seed in target.seeds():
+        (corpus / hashlib.sha1(seed).hexdigest()).write_bytes(seed)
+    atheris.Setup([argv[0], *flags, str(corpus)], target.check)
+    target.session(atheris.Fuzz)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
