@@ -54,7 +54,9 @@ def _print_table(results: list[TargetRun], seconds: float) -> None:
 def fuzz(
     targets: Annotated[
         list[str] | None,
-        typer.Argument(help=f"Targets to run (default: all): {', '.join(TARGETS)}.", show_default=False),
+        typer.Argument(
+            help=f"Targets to run (default: all): {', '.join(TARGETS)}.", show_default=False
+        ),
     ] = None,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Inputs per target.")] = 10_000,
     seed: Annotated[int, typer.Option("--seed", min=0, help="libFuzzer's random seed.")] = 1,
@@ -62,6 +64,15 @@ def fuzz(
         Path,
         typer.Option("--crashes", help="Where an input that breaks a contract is saved."),
     ] = Path("tests/fuzz/crashes"),
+    corpus: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--corpus",
+            help="Also start from the target's saved inputs (TARGET-*.bin) in this"
+            " directory, e.g. tests/fuzz/crashes; may be repeated.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Coverage-guided fuzzing (atheris) of the envelope, frame, sync, direct and
@@ -75,12 +86,17 @@ def fuzz(
         fail("fuzzing needs atheris: pip install -e '.[dev]'")
     if crashes.exists() and not crashes.is_dir():
         fail(f"--crashes {crashes} is not a directory")
+    for directory in corpus or []:
+        if not directory.is_dir():
+            fail(f"--corpus {directory} is not a directory")
     import time
 
     started = time.monotonic()
     results = []
     for name in chosen:
-        results.append(run_target(name, runs, seed=seed, crashes_dir=crashes))
+        results.append(
+            run_target(name, runs, seed=seed, crashes_dir=crashes, start_from=corpus or [])
+        )
         if not as_json:
             typer.echo(f"{name}: {results[-1].inputs:,} inputs", err=True)
     seconds = time.monotonic() - started

@@ -27,6 +27,8 @@ Not tomllib: atheris 2.3.0's instrumented copy of Python 3.11's tomllib dies of 
 segmentation fault on the first valid config, so the TOML parser runs as is."""
 
 
-def load(name: str) -> Target:
-    target: Target = importlib.import_module(TARGETS[name]).TARGET
+def load(spec: str) -> Target:
+    """A target by name, or by `module:attribute` (a target the tests define)."""
+    module, _, attribute = spec.partition(":") if ":" in spec else (TARGETS[spec], "", "TARGET")
+    target: Target = getattr(importlib.import_module(module), attribute)
     return target

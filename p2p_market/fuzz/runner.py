@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -59,19 +60,15 @@ class TargetRun:
 
 
 def _error_of(log: str) -> str:
-    """The last line of the Python traceback atheris prints for a broken contract."""
+    """The exception atheris prints for a broken contract: the line after its
+    `=== Uncaught Python exception: ===` banner (`TypeError: ...`)."""
     lines = log.splitlines()
     for i, line in enumerate(lines):
         if "Uncaught Python exception" in line:
-            tail = []
-            for rest in lines[i + 1 :]:
-                if rest.startswith("==") or rest.startswith("MS:"):
-                    break
-                if rest.strip():
-                    tail.append(rest.strip())
-            return tail[-1] if tail else "uncaught Python exception"
-    summary = [line for line in lines if "ERROR: libFuzzer" in line or "SUMMARY:" in line]
-    return summary[0].split("ERROR: ", 1)[-1] if summary else "see the worker's output"
+            after = [rest.strip() for rest in lines[i + 1 :] if rest.strip()]
+            return after[0] if after else "uncaught Python exception"
+    summary = [line for line in lines if line.startswith("SUMMARY: ")]
+    return summary[0].removeprefix("SUMMARY: ") if summary else "see the worker's output"
 
 
 def parse_output(run: TargetRun, log: str) -> None:
@@ -87,17 +84,38 @@ def parse_output(run: TargetRun, log: str) -> None:
             break
 
 
+def saved_name(target: str, data: bytes) -> str:
+    """`<target>-<sha1>.bin`: what replay.py reads back. A target given as
+    `module:attribute` is named by its attribute."""
+    return f"{target.rpartition(':')[2]}-{hashlib.sha1(data).hexdigest()}.bin"
+
+
 def run_target(
-    name: str, runs: int, *, seed: int = 1, crashes_dir: Path, timeout_s: int = TIMEOUT_S
+    name: str,
+    runs: int,
+    *,
+    seed: int = 1,
+    crashes_dir: Path,
+    start_from: Sequence[Path] = (),
+    timeout_s: int = TIMEOUT_S,
 ) -> TargetRun:
+    """Fuzz one target for `runs` inputs. `start_from`: directories of saved inputs
+    (`<target>-*.bin`, say tests/fuzz/crashes) whose inputs for this target are run
+    first, along with its seeds."""
     run = TargetRun(target=name, requested=runs)
-    with tempfile.TemporaryDirectory(prefix=f"p2p-market-fuzz-{name}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="p2p-market-fuzz-") as tmp:
         artifacts = Path(tmp, "artifacts")
         artifacts.mkdir()
+        saved = Path(tmp, "saved")
+        saved.mkdir()
+        prefix = name.rpartition(":")[2] + "-"
+        for directory in start_from:
+            for path in sorted(directory.glob(f"{prefix}*.bin")):
+                shutil.copyfile(path, saved / path.name)
         command = [
             sys.executable, "-m", "p2p_market.fuzz.worker", name, str(Path(tmp, "corpus")),
             f"-runs={runs}", f"-seed={seed}", f"-timeout={timeout_s}",
-            f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
+            f"-artifact_prefix={artifacts}/", "-print_final_stats=1", str(saved),
         ]  # fmt: skip
         env = os.environ | {"PYTHONHASHSEED": "0"}
         started = time.monotonic()
@@ -112,10 +130,10 @@ def run_target(
             data = artifact.read_bytes()
             kind = artifact.name.split("-", 1)[0]
             crashes_dir.mkdir(parents=True, exist_ok=True)
-            saved = crashes_dir / f"{name}-{hashlib.sha1(data).hexdigest()}.bin"
-            shutil.copyfile(artifact, saved)
+            keep = crashes_dir / saved_name(name, data)
+            shutil.copyfile(artifact, keep)
             error = _error_of(log) if kind == "crash" else f"{kind} (over {timeout_s} s?)"
-            run.crashes.append(Crash(kind, str(saved), error))
+            run.crashes.append(Crash(kind, str(keep), error))
         if done.returncode != 0 and not run.crashes:
             tail = " | ".join(log.strip().splitlines()[-3:])
             run.failure = f"worker exited with status {done.returncode}: {tail}"

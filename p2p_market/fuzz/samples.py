@@ -32,9 +32,7 @@ def envelopes() -> tuple[bytes, ...]:
         allow=(prover.public_key,),
     )  # fmt: skip
     ask_id = message_id(ask)
-    commit = prover.commit(
-        now=NOW + 10, ask=ask_id, bid=message_id(bid), price=7, proof_time=1_000
-    )
+    commit = prover.commit(now=NOW + 10, ask=ask_id, bid=message_id(bid), price=7, proof_time=1_000)
     return (
         seal(market, devnet_key("relay-1")),
         bid,

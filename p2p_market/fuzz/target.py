@@ -29,6 +29,9 @@ class Target:
     seeds: Callable[[], list[bytes]]
     """Valid inputs built in code (real keys, real signatures), so coverage starts
     from the deep paths rather than from the first length check."""
+    structured: bool = False
+    """The input is msgpack (after a byte or two of mode): mutate it as a value too
+    (mutator.py), not only as bytes."""
     session: Callable[[Callable[[], None]], None] = directly
     """Runs the whole fuzz loop (or one replay) inside whatever the parser needs:
     the sync server reads trio's clock, so its target runs inside `trio.run`."""

@@ -10,6 +10,7 @@ The file sits in a directory that also holds a valid market descriptor, so a
 from __future__ import annotations
 
 import atexit
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,10 +30,8 @@ _FILE = _DIR / "node.toml"
 
 def check(data: bytes) -> None:
     _FILE.write_bytes(data)
-    try:
+    with contextlib.suppress(ConfigError):
         load_config(_FILE)
-    except ConfigError:
-        pass
 
 
 _PEER = peer_id_of(devnet_key("relay-1").public_key).to_base58()
@@ -77,7 +76,8 @@ def seeds() -> list[bytes]:
     return [
         VALID.encode(),
         b'[node]\nkey_file = "k.pem"\ndata_dir = "d"\n',
-        b'[node]\nkey_file = "k.pem"\ndata_dir = "d"\nlisten = []\n[[markets]]\npreset = "devnet"\n',
+        b'[node]\nkey_file = "k.pem"\ndata_dir = "d"\nlisten = []\n'
+        b'[[markets]]\npreset = "devnet"\n',
     ]
 
 

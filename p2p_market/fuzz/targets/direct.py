@@ -11,6 +11,8 @@ the recipient and size checks."""
 
 from __future__ import annotations
 
+import contextlib
+
 from p2p_market.core.crypto import devnet_key
 from p2p_market.fuzz.target import Target
 from p2p_market.node.direct import DOMAIN, DirectError, Header, check_header
@@ -22,15 +24,11 @@ _EPHEMERAL = devnet_key("fuzz-ephemeral").public_key
 
 
 def check(data: bytes) -> None:
-    try:
+    with contextlib.suppress(DirectError):
         Header.decode(data)
-    except DirectError:
-        pass
     for signature in (_SENDER.sign(DOMAIN + data), data[:64], None):
-        try:
+        with contextlib.suppress(DirectError):
             check_header(_RECIPIENT, data, signature, max_bytes=1 << 20)  # type: ignore[arg-type]
-        except DirectError:
-            pass
 
 
 def seeds() -> list[bytes]:
@@ -55,4 +53,5 @@ TARGET = Target(
     about="node: direct delivery's header decoding and checks",
     check=check,
     seeds=seeds,
+    structured=True,
 )

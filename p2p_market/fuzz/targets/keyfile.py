@@ -12,6 +12,7 @@ missing or needless passphrase are reached too."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,14 +31,10 @@ def check(data: bytes) -> None:
     _FILE.write_bytes(data)
     fitting = PASSPHRASE if b"ENCRYPTED" in data else None
     for passphrase in (fitting, None if fitting else PASSPHRASE):
-        try:
+        with contextlib.suppress(KeyFileError):
             read_key(_FILE, passphrase)
-        except KeyFileError:
-            pass
-    try:
+    with contextlib.suppress(KeyFileError):
         read_passphrase(_FILE)
-    except KeyFileError:
-        pass
 
 
 def seeds() -> list[bytes]:

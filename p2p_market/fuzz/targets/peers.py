@@ -8,6 +8,7 @@ malformed answer is no addresses, never an exception."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from libp2p.peer.id import ID
@@ -22,10 +23,8 @@ _OWN = peer_id_of(devnet_key("relay-1").public_key)
 
 
 def check(data: bytes) -> None:
-    try:
-        wire.decode(data, max_bytes=1024)  # the serving side reads (and ignores) a request
-    except wire.WireError:
-        pass
+    with contextlib.suppress(wire.WireError):  # the serving side reads, and ignores, a request
+        wire.decode(data, max_bytes=1024)
     try:
         answer: Any = wire.decode(data)
     except wire.WireError:
@@ -61,4 +60,5 @@ TARGET = Target(
     about="node: the peer-exchange answer and request parsers",
     check=check,
     seeds=seeds,
+    structured=True,
 )

@@ -10,6 +10,7 @@ snapshots read trio's clock, so the target runs inside `trio.run`."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import trio
@@ -53,10 +54,8 @@ def check(data: bytes) -> None:
         return
     if type(reply) is not dict or type(reply.get("ok")) is not bool:
         raise ContractBroken(f"a reply that is not a map with ok: {reply!r:.80}")
-    try:
+    with contextlib.suppress(wire.WireError):
         wire.frame(reply, max_bytes=MAX_REPLY_BYTES)
-    except wire.WireError:
-        pass
 
 
 def in_trio(run: Callable[[], None]) -> None:
@@ -84,5 +83,6 @@ TARGET = Target(
     about="node: the sync server's request parser (digest, ids, bodies)",
     check=check,
     seeds=seeds,
+    structured=True,
     session=in_trio,
 )
