@@ -30,6 +30,7 @@ def main(argv: list[str]) -> None:
     corpus.mkdir(parents=True, exist_ok=True)
     for seed in target.seeds():
         (corpus / hashlib.sha1(seed).hexdigest()).write_bytes(seed)
+
     def structured(data: bytes, max_size: int, seed: int) -> bytes:
         return mutate(data, max_size, seed, atheris.Mutate)
 

@@ -13,7 +13,14 @@ from p2p_market.fuzz.replay import replay, saved_inputs, target_of
 
 CRASHES = Path(__file__).parent / "crashes"
 
-OPEN: dict[str, tuple[type[BaseException], str]] = {}
+OPEN: dict[str, tuple[type[BaseException], str]] = {
+    "direct-9af6c91e57b0d58a706d53f3c78bb42969ac80db.bin": (
+        TypeError,
+        "node/direct.py Header.decode tests `m['kind'] not in KINDS` before checking that"
+        " kind is a string: a header whose kind is a map raises TypeError (unhashable),"
+        " not DirectError. Open: direct.py is being rewritten on another branch.",
+    ),
+}
 """Saved inputs of bugs not fixed yet: file name -> (the exception, why)."""
 
 
