@@ -23,9 +23,11 @@ from p2p_market.fuzz.runner import TargetRun, run_target
 
 
 def _chosen(names: list[str] | None) -> list[str]:
+    """The targets to run: names from the registry, or `MODULE:ATTRIBUTE` for a
+    target defined elsewhere (importable from the working directory)."""
     if not names:
         return list(TARGETS)
-    unknown = [n for n in names if n not in TARGETS]
+    unknown = [n for n in names if n not in TARGETS and ":" not in n]
     if unknown:
         fail(f"unknown fuzz target {unknown[0]!r} (one of {', '.join(TARGETS)})")
     return list(dict.fromkeys(names))
@@ -55,7 +57,8 @@ def fuzz(
     targets: Annotated[
         list[str] | None,
         typer.Argument(
-            help=f"Targets to run (default: all): {', '.join(TARGETS)}.", show_default=False
+            help=f"Targets to run (default: all): {', '.join(TARGETS)}; or MODULE:ATTRIBUTE.",
+            show_default=False,
         ),
     ] = None,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Inputs per target.")] = 10_000,

@@ -20,6 +20,22 @@ def directly(run: Callable[[], None]) -> None:
     run()
 
 
+def fuzzed(target: Target) -> Callable[[bytes], None]:
+    """The check the fuzzer runs: the target's, passing over its known open bug."""
+    known = target.known_open
+    if known is None:
+        return target.check
+
+    def check(data: bytes) -> None:
+        try:
+            target.check(data)
+        except Exception as exc:
+            if not known(data, exc):
+                raise
+
+    return check
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     name: str
@@ -29,6 +45,12 @@ class Target:
     seeds: Callable[[], list[bytes]]
     """Valid inputs built in code (real keys, real signatures), so coverage starts
     from the deep paths rather than from the first length check."""
+    known_open: Callable[[bytes, Exception], bool] | None = None
+    """Whether an exception is a bug already found, saved and listed as open (a strict
+    xfail in tests/fuzz/test_crashes.py) but not fixed, because its module is another
+    branch's work in progress. The fuzzer passes over the inputs it matches and keeps
+    searching for new bugs; a replay does not, so the regression test still sees it.
+    Match the bug exactly, so that it hides nothing else."""
     structured: bool = False
     """The input is msgpack (after a byte or two of mode): mutate it as a value too
     (mutator.py), not only as bytes."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from p2p_market.fuzz.mutator import mutate
 from p2p_market.fuzz.registry import INSTRUMENTED, TARGETS, load
+from p2p_market.fuzz.target import fuzzed
 
 
 def main(argv: list[str]) -> None:
@@ -35,7 +36,7 @@ def main(argv: list[str]) -> None:
         return mutate(data, max_size, seed, atheris.Mutate)
 
     extra = {"custom_mutator": structured} if target.structured else {}
-    atheris.Setup([argv[0], *flags, str(corpus), *more], target.check, **extra)
+    atheris.Setup([argv[0], *flags, str(corpus), *more], fuzzed(target), **extra)
     target.session(atheris.Fuzz)
 
 
