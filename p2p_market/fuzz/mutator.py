@@ -1,5 +1,5 @@
-"""Structure-aware mutation for the targets whose input is msgpack (envelopes,
-frames, the stream protocols' frames).
+"""Structure-aware mutation: for the targets whose input is msgpack (envelopes,
+frames, the stream protocols' frames), and repetition for those that read text.
 
 libFuzzer mutates bytes; most byte edits of a canonical msgpack value are no longer
 msgpack at all, and the rest change a length prefix or a byte of a string. A parser
@@ -11,7 +11,11 @@ an edge-case integer, a key added or dropped, a node copied from elsewhere, the
 node nested 2 to 1,100 levels deep, or, for a byte string that is msgpack itself
 such as an envelope's body or a frame's envelope, a node inside that), and encodes
 it again in canonical form. The other half, and for input that does not decode,
-libFuzzer's own mutation runs (`fallback`)."""
+libFuzzer's own mutation runs (`fallback`).
+
+For text (config files, PEM), `repeat` copies a short piece of the input 2 to 2,000
+times in place: `a.` repeated is a dotted key a thousand tables deep, `[` an array
+as deep, which byte edits reach no sooner than deep msgpack."""
 
 from __future__ import annotations
 
@@ -134,3 +138,17 @@ def mutate(data: bytes, max_size: int, seed: int, fallback: Fallback) -> bytes:
             return out
         break
     return fallback(data, max_size)
+
+
+REPEATS: Final = (2, 50, 600, 1_100, 2_000)
+
+
+def repeat(data: bytes, max_size: int, seed: int, fallback: Fallback) -> bytes:
+    """libFuzzer's custom mutator for text: half the time a piece of 1 to 8 bytes
+    repeated in place, else `fallback`."""
+    rng = random.Random(seed)
+    if rng.random() < 0.5 or not data:
+        return fallback(data, max_size)
+    start = rng.randrange(len(data))
+    piece = data[start : start + rng.randint(1, 8)]
+    return (data[:start] + piece * rng.choice(REPEATS) + data[start:])[:max_size]

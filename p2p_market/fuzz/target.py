@@ -51,9 +51,10 @@ class Target:
     branch's work in progress. The fuzzer passes over the inputs it matches and keeps
     searching for new bugs; a replay does not, so the regression test still sees it.
     Match the bug exactly, so that it hides nothing else."""
-    structured: bool = False
-    """The input is msgpack (after a byte or two of mode): mutate it as a value too
-    (mutator.py), not only as bytes."""
+    mutation: str = "bytes"
+    """How libFuzzer's byte mutation is helped (mutator.py): "msgpack" for input that
+    is msgpack (after a byte or two of mode), mutated as a value too; "text" for
+    text, with pieces repeated; "bytes" for neither."""
     session: Callable[[Callable[[], None]], None] = directly
     """Runs the whole fuzz loop (or one replay) inside whatever the parser needs:
     the sync server reads trio's clock, so its target runs inside `trio.run`."""

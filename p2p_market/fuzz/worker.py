@@ -14,7 +14,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from p2p_market.fuzz.mutator import mutate
+from p2p_market.fuzz.mutator import mutate, repeat
 from p2p_market.fuzz.registry import INSTRUMENTED, TARGETS, load
 from p2p_market.fuzz.target import fuzzed
 
@@ -32,10 +32,15 @@ def main(argv: list[str]) -> None:
     for seed in target.seeds():
         (corpus / hashlib.sha1(seed).hexdigest()).write_bytes(seed)
 
-    def structured(data: bytes, max_size: int, seed: int) -> bytes:
-        return mutate(data, max_size, seed, atheris.Mutate)
+    mutators = {"msgpack": mutate, "text": repeat}
+    extra = {}
+    if target.mutation in mutators:
+        how = mutators[target.mutation]
 
-    extra = {"custom_mutator": structured} if target.structured else {}
+        def mutator(data: bytes, max_size: int, seed: int) -> bytes:
+            return how(data, max_size, seed, atheris.Mutate)
+
+        extra["custom_mutator"] = mutator
     atheris.Setup([argv[0], *flags, str(corpus), *more], fuzzed(target), **extra)
     target.session(atheris.Fuzz)
 

@@ -76,6 +76,7 @@ def seeds() -> list[bytes]:
     return [
         VALID.encode(),
         b'[node]\nkey_file = "k.pem"\ndata_dir = "d"\n',
+        b'node.key_file = "k.pem"\nnode.data_dir = "d"\nnode.mdns = true\n',  # dotted keys
         b'[node]\nkey_file = "k.pem"\ndata_dir = "d"\nlisten = []\n'
         b'[[markets]]\npreset = "devnet"\n',
     ]
@@ -86,4 +87,5 @@ TARGET = Target(
     about="node: the node config file loader (TOML, every [node] and [[markets]] key)",
     check=check,
     seeds=seeds,
+    mutation="text",
 )

@@ -83,6 +83,6 @@ TARGET = Target(
     about="node: direct delivery's header decoding and checks",
     check=check,
     seeds=seeds,
-    structured=True,
+    mutation="msgpack",
     known_open=open_kind_bug,
 )

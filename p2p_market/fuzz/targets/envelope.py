@@ -61,5 +61,5 @@ TARGET = Target(
     about="core: decode, canonical form, kind, fields and signature of one envelope",
     check=check,
     seeds=seeds,
-    structured=True,
+    mutation="msgpack",
 )

@@ -53,5 +53,5 @@ TARGET = Target(
     about="net: gossip frame decoding and the topic validator's verdict",
     check=check,
     seeds=seeds,
-    structured=True,
+    mutation="msgpack",
 )

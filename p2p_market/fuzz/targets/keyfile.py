@@ -47,4 +47,5 @@ TARGET = Target(
     about="node: Ed25519 PKCS#8 PEM key files, plain and encrypted, and passphrase files",
     check=check,
     seeds=seeds,
+    mutation="text",
 )

@@ -60,5 +60,5 @@ TARGET = Target(
     about="node: the peer-exchange answer and request parsers",
     check=check,
     seeds=seeds,
-    structured=True,
+    mutation="msgpack",
 )

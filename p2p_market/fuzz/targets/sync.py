@@ -83,6 +83,6 @@ TARGET = Target(
     about="node: the sync server's request parser (digest, ids, bodies)",
     check=check,
     seeds=seeds,
-    structured=True,
+    mutation="msgpack",
     session=in_trio,
 )
