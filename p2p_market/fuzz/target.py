@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 
 class ContractBroken(AssertionError):
@@ -51,7 +52,7 @@ class Target:
     branch's work in progress. The fuzzer passes over the inputs it matches and keeps
     searching for new bugs; a replay does not, so the regression test still sees it.
     Match the bug exactly, so that it hides nothing else."""
-    mutation: str = "bytes"
+    mutation: Literal["bytes", "msgpack", "text"] = "bytes"
     """How libFuzzer's byte mutation is helped (mutator.py): "msgpack" for input that
     is msgpack (after a byte or two of mode), mutated as a value too; "text" for
     text, with pieces repeated; "bytes" for neither."""
