@@ -1,5 +1,5 @@
 """The bounded fuzz pass CI runs: every target under atheris for a fixed number of
-inputs, at least 200,000 in all, in one to three minutes on a shared 2-core machine.
+inputs, at least 200,000 in all: 40 s on this 2-core machine idle, 2-3 min busy.
 It fails if any input breaks a parser's contract (the input is saved in a
 temporary directory and named in the failure: move it to tests/fuzz/crashes/ so
 test_crashes.py replays it from then on)."""
@@ -21,10 +21,10 @@ RUNS: dict[str, int] = {
     "keyfile": 10_000,
 }
 """Inputs per target, 200,000 in all, about in proportion to each target's speed.
-Measured on this 2-core machine, idle: envelope ~8k inputs/s, frame, sync, peers
-5-6k/s, direct ~4k/s (a signature per input), the file loaders ~2k/s (each input
-is written to a file and read back); about a minute in all. When the machine is
-busy with other work, three to four times slower."""
+Measured on this 2-core machine, idle (startup included): envelope 12k inputs/s,
+frame 14k/s, sync 8k/s, peers 5k/s, direct 2.6k/s (a signature per input), the
+file loaders 1-2k/s (each input is written to a file and read back): 39 s in all.
+With the machine busy (load 6-7 from other work) the pass took 104 to 155 s."""
 
 SEED = 1
 """Fixed, so that CI's pass is the same pass every time; `p2p-market fuzz --seed`
