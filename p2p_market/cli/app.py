@@ -19,6 +19,7 @@ from rich.table import Table
 from p2p_market.cli import control, market, prover, request
 from p2p_market.cli.common import OneLineErrors, fail, run_node, styled_table
 from p2p_market.cli.dst import register as register_dst
+from p2p_market.cli.fuzz import register as register_fuzz
 from p2p_market.cli.simulate import register as register_simulate
 from p2p_market.core.crypto import DEVNET_SEED_PREFIX, devnet_key
 from p2p_market.dst.demo import DemoResult, run_demo
@@ -327,6 +328,7 @@ for commands in (market, prover, request, control):
     commands.register(app)
 register_simulate(app)
 register_dst(app)
+register_fuzz(app)
 
 
 def main() -> None:

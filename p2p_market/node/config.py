@@ -79,7 +79,10 @@ def typed(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
     """`table[key]` if it is a `kind` (an int does for a float), else ConfigError."""
     value = table[key]
     if kind is float and type(value) is int:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # tomllib reads integers of any size, not only 64-bit ones
+            raise ConfigError(f"{where}.{key} is too large a number") from None
     if type(value) is not kind:
         raise ConfigError(f"{where}.{key} must be {kind.__name__}, not {type(value).__name__}")
     return value

@@ -151,7 +151,7 @@ class Header:
         names = {"v", "kind", "market", "ask", "sender", "recipient", "sha256", "size"}
         if type(m) is not dict or set(m) != names | {"key", "stream"} or m["v"] != VERSION:
             raise DirectError("bad header: unknown version or fields")
-        if m["kind"] not in KINDS:
+        if type(m["kind"]) is not str or m["kind"] not in KINDS:  # a map is unhashable
             raise DirectError(f"bad header: kind {m['kind']!r}")
         for name, size in _BYTES_FIELDS.items():
             if type(m[name]) is not bytes or len(m[name]) != size:

@@ -38,15 +38,19 @@ def read_toml(path: Path, what: str, error: Callable[[str], Exception]) -> dict[
         raise error(f"{path}: not valid TOML: {exc}") from None
     except RecursionError:  # tomllib recurses once per level of nested arrays or tables
         raise error(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
-    where = _nul_at(data, "")
+    try:
+        where = _nul_at(data, "")
+    except RecursionError:  # dotted keys nest tables without recursing in the parser
+        raise error(f"{path}: not valid TOML: tables nested too deeply") from None
     if where is not None:
         raise error(f"{path}: {where} holds a NUL character (\\u0000)")
     return data
 
 
 def _nul_at(value: Any, where: str) -> str | None:
-    """The dotted name of the first key or string holding a NUL character (the
-    parser's recursion already bounded the depth)."""
+    """The dotted name of the first key or string holding a NUL character. The
+    parser's recursion bounds the depth of arrays and [table] headers, not that of
+    dotted keys (`a.a.a...a = 1` a thousand deep), so this may recurse too deep."""
     if isinstance(value, str):
         return where if "\0" in value else None
     if isinstance(value, dict):

@@ -68,7 +68,9 @@ def encode(obj: Any) -> bytes:
     """Canonical msgpack: sorted str keys, bin for bytes, no floats."""
     try:
         return msgpack.packb(_canon(obj), use_bin_type=True)  # type: ignore[no-any-return]
-    except (TypeError, ValueError, OverflowError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        # RecursionError: a value nested some 500 levels deep, which msgpack decodes
+        # (its limit is 1,024) but _canon cannot walk; `decode` re-encodes what it read.
         raise WireError(f"cannot encode: {exc}") from None
 
 
