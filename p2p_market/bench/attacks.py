@@ -251,6 +251,7 @@ def run_attacks(
     # the attackers are in-process py-libp2p peers: the library's complaints about
     # their own floods (full queues) are not the benchmark's output
     logging.getLogger("libp2p").setLevel(logging.ERROR)
+    logging.getLogger("p2p_market.net").setLevel(logging.ERROR)
     base = Path(tempfile.mkdtemp(prefix="p2p-attacks-")) if workdir is None else workdir
     try:
         quiet, quiet_report = run_once(seconds, None, base)
