@@ -19,7 +19,7 @@ import trio
 
 from p2p_market.bench.attacks import AttackSpec, Figures, Target
 from p2p_market.bench.churn import churn
-from p2p_market.core.crypto import devnet_key
+from p2p_market.core.crypto import SigningKey, devnet_key
 from p2p_market.core.envelope import message_id
 from p2p_market.localnet.collect import fetch_stats
 from p2p_market.localnet.launcher import NodeProcess
@@ -29,6 +29,7 @@ from p2p_market.markets.devnet import Actor
 from p2p_market.net.frame import encode_frame
 from p2p_market.net.gossip import Gossip, topic_for
 from p2p_market.net.host import connect_all, make_host
+from p2p_market.node.direct import DirectError, send_direct
 from p2p_market.node.sync import DEFAULT_ANSWER_BURST_BYTES, DEFAULT_ANSWER_BYTES_PER_S
 from p2p_market.node.sync import PROTOCOL as SYNC_PROTOCOL
 from p2p_market.node.wire import frame, read_msg, write_msg
@@ -40,10 +41,12 @@ def _fresh(label: str) -> str:
 
 
 @asynccontextmanager
-async def attacker_peer(target: Target, label: str) -> AsyncIterator[Gossip]:
+async def attacker_peer(
+    target: Target, label: str, key: SigningKey | None = None
+) -> AsyncIterator[Gossip]:
     """A bare gossip peer (no checks of its own) meshed with the victim."""
     async with trio.open_nursery() as nursery:
-        host, listen = make_host(devnet_key(_fresh(label)))
+        host, listen = make_host(key or devnet_key(_fresh(label)))
         peer = Gossip(host, listen, markets=[target.market_id])
         await nursery.start(peer.run)
         with trio.fail_after(15):
@@ -345,6 +348,47 @@ async def sybil_swarm(target: Target) -> None:
     target.report.update(_victim_stats(target))
 
 
+# -- unsolicited direct payloads --------------------------------------------------------
+DIRECT_PAYLOAD = 64 * 1024 * 1024
+
+
+async def direct_unsolicited(target: Target) -> None:
+    """Four 64 MiB "proofs" at a time, sealed to the victim, for asks that do not
+    exist, again and again. Before direct v2 the receiver read and decrypted each in
+    full before declining it (memory +264 MB); now it refuses on the signed header."""
+    key = devnet_key(_fresh("direct"))
+    payload = os.urandom(DIRECT_PAYLOAD)
+    reasons: dict[str, int] = {}
+    recipient = bytes.fromhex(target.victim.public_key)
+    async with attacker_peer(target, "direct", key) as peer:
+
+        async def one() -> None:
+            try:
+                await send_direct(
+                    peer.host, key, recipient, "proof", target.market_id, os.urandom(32), payload
+                )
+                reasons["accepted"] = reasons.get("accepted", 0) + 1
+            except DirectError as exc:
+                why = str(exc).split(":")[-1].strip()[:40]
+                reasons[why] = reasons.get(why, 0) + 1
+            target.report["refusals"] = dict(reasons)
+
+        while wall_ms() < target.end_ms:
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+                    nursery.start_soon(one)
+            await trio.sleep(0.2)
+    target.report["payloads"] = sum(reasons.values())
+
+
+def _unread(quiet: Figures, attacked: Figures, report: dict[str, Any]) -> tuple[bool, str]:
+    ok, why = _served(quiet, attacked, report)
+    grew = (attacked.victim_rss_mb or 0) - (quiet.victim_rss_mb or 0)
+    ok = ok and report.get("payloads", 0) > 0 and "accepted" not in report.get("refusals", {})
+    ok = ok and grew < 32
+    return ok, f"{why}; {report.get('payloads')} payloads refused; victim RSS {grew:+.1f} MB"
+
+
 # -- connection churn -----------------------------------------------------------------
 CHURN_CONNECTIONS = 1_000
 
@@ -489,6 +533,9 @@ ATTACKS: dict[str, AttackSpec] = {
         sync_amplification,
         "answers within the per-peer budget; honest asks served",
         _bounded_answers,
+    ),
+    "direct-unsolicited": AttackSpec(
+        direct_unsolicited, "refused on the header; victim memory flat", _unread
     ),
     "connection-churn": AttackSpec(
         connection_churn, "0 refused; a new node joins the bootstrap node after", _joined

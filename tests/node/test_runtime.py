@@ -70,7 +70,9 @@ async def test_orders_spread_and_a_late_joiner_syncs(tmp_path: Path) -> None:
     a = make_node(tmp_path, "a")
     async with running(a) as nursery:
         assert a.gossip is not None
-        b = make_node(tmp_path, "b", (a.gossip.addr,))
+        # b syncs every 5 s: 300 orders from 300 fresh keys at once are more than
+        # gossip takes from newcomers (node/runtime.py NEWCOMER_*); the rest come by sync
+        b = make_node(tmp_path, "b", (a.gossip.addr,), sync_every_s=5.0)
         await nursery.start(b.run)
         await wait_until(lambda: len(b.status()["addrs"]) > 0 and b.status()["peers"] >= 1)
         await a.gossip.wait_for_mesh(MID, b.gossip.peer_id)  # type: ignore[union-attr]
