@@ -476,7 +476,7 @@ async def sync_amplification(target: Target) -> None:
 
 def _bounded_answers(quiet: Figures, attacked: Figures, report: dict[str, Any]) -> tuple[bool, str]:
     ok, why = _served(quiet, attacked, report)
-    seconds = max(1.0, (report.get("_seconds") or 30.0))
+    seconds = attacked.seconds
     bound = DEFAULT_ANSWER_BURST_BYTES + DEFAULT_ANSWER_BYTES_PER_S * (seconds + 5)
     out = report.get("bytes_out", 0)
     ok = ok and 0 < out <= bound

@@ -89,6 +89,8 @@ class Figures:
     victim_rss_mb: float | None = None
     agreed: bool | None = None
     error: str | None = None
+    seconds: float = 0.0
+    """The workload's length."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -114,6 +116,7 @@ def figures(data: RunData) -> Figures:
         victim_rss_mb=round(max(rss) / 2**20, 1) if rss else None,
         agreed=None if data.agreement is None else data.agreement.ok,
         error=data.error,
+        seconds=data.scenario.duration_s,
     )
 
 
@@ -234,7 +237,8 @@ def run_once(
 
     trio.run(main)
     data = holder[0]
-    report.setdefault("_data", data)
+    if behaviours:
+        report.update(_misbehaviour_figures(data, dict(behaviours)))
     return figures(data), report
 
 
@@ -254,18 +258,12 @@ def run_attacks(
     logging.getLogger("p2p_market.net").setLevel(logging.ERROR)
     base = Path(tempfile.mkdtemp(prefix="p2p-attacks-")) if workdir is None else workdir
     try:
-        quiet, quiet_report = run_once(seconds, None, base)
-        quiet_report.pop("_data", None)
+        quiet, _ = run_once(seconds, None, base)
         rows = []
         for name in names:
             spec = attacks[name]
             attacked, report = run_once(seconds, spec.attack, base, spec.behaviours)
-            report["_seconds"] = seconds
-            data = report.pop("_data", None)
-            if spec.behaviours and data is not None:
-                report.update(_misbehaviour_figures(data, dict(spec.behaviours)))
             ok, why = spec.judge(quiet, attacked, report)
-            report.pop("_seconds", None)
             if "attacker_error" in report:  # an attack that did not run proves nothing
                 ok, why = False, f"the attack failed: {report['attacker_error']}"
             rows.append(Row(name, spec.target, quiet, attacked, report, ok, why))

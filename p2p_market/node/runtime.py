@@ -253,8 +253,9 @@ class Node:
         return state is not None and state.holds(mid)
 
     def _newcomer_allows(self, market: bytes, size: int, now_s: float) -> bool:
-        """Spend one message and `size` bytes of the market's newcomer budget (the
-        bytes only if the message count allows: a refused message costs nothing)."""
+        """Spend one message and `size` bytes of the market's newcomer budget. The
+        bytes are spent only if the count allows; a message the bytes refuse has
+        still spent its count."""
         if not self._newcomer_limit.allow(market, now_s):
             return False
         return self._newcomer_bytes.allow(market, now_s, float(size))
