@@ -33,7 +33,8 @@ from p2p_market.core.messages import (
 )
 from p2p_market.core.observation import Observation
 from p2p_market.core.settlement import AFTER_AWARD
-from p2p_market.core.verdict import ACCEPTED, Reason, Verdict, ignore, reject
+from p2p_market.core.statements import provably_invalid
+from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict, ignore, reject
 
 _LATE_CANCEL = "cancel after assignment"
 
@@ -56,12 +57,23 @@ class Admission(Observation):
         if isinstance(judged, Hold):
             return self._orphan(env, judged.parent)
         m = env.message
+        invalid = isinstance(m, Proof) and self._record_invalid_proof(env, m)
         key = equivocation_key(env)
         rival = self.keyed.get(key)
         if rival is not None:
             return self._equivocation(env, rival, now, effects)
         self._store(env, key)
         self._after_store(env, now, effects)
+        if invalid:
+            # Stored and forwarded like any proof (ACCEPT, with its reason named):
+            # the evidence must reach every node, which penalise alike only once
+            # they all hold it, and the requester must see it to move its slot on
+            # now rather than at the deadline. Spreading it costs no more than any
+            # proof: anyone may sign a proof for any ask (it has no effect unless
+            # its signer holds a slot), and only its signer is penalised.
+            return Verdict(
+                Status.ACCEPT, Reason.INVALID_PROOF, "kept as evidence against its prover"
+            )
         if isinstance(m, Bid | Ask) and m.expires_at <= now:  # valid, yet came too late
             return ignore(Reason.EXPIRED, "kept: it expired before it arrived")
         if isinstance(m, Cancel) and self._settle(now).notes.get(env.id) == _LATE_CANCEL:
@@ -176,6 +188,20 @@ class Admission(Observation):
                 del self.pending[old_parent]
         return ignore(Reason.ORPHAN, "held until its parent arrives")
 
+    def _record_invalid_proof(self, env: Envelope, m: Proof) -> bool:
+        """Keep a proof the market's pure verifier rejects as evidence against its
+        signer (statements.py, penalties.py); True if it was one. Its ask is stored
+        (`_judge` held it as an orphan otherwise)."""
+        ask = self.asks[m.ask].message
+        assert isinstance(ask, Ask)
+        if not provably_invalid(self.market, ask, m):
+            return False
+        self.evidence[env.id] = env
+        self.invalid_proofs.add(env.id)
+        self._digest_evidence ^= _id_int(env.id)
+        self._update_penalties()
+        return True
+
     def _equivocation(self, env: Envelope, rival: Envelope, now: int, effects: Effects) -> Verdict:
         """Both twins are stored and both count, as two messages; they are recorded as
         evidence against their signer. Nothing is ever removed for an equivocation:
@@ -187,7 +213,7 @@ class Admission(Observation):
         first, second = sorted((env, rival), key=signed_order)
         effects.append(fx.EquivocationSeen(signer=env.signer, kept=first.id, dropped=second.id))
         for twin in (env, rival):
-            if twin.id not in self.evidence:
+            if twin.id not in self.evidence:  # (an invalid proof may be there already)
                 self.evidence[twin.id] = twin
                 self._digest_evidence ^= _id_int(twin.id)
         self._update_penalties()

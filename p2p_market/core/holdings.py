@@ -106,7 +106,10 @@ class Holdings:
         self.keyed: dict[tuple[object, ...], Envelope] = {}
         self.evidence: dict[bytes, Envelope] = {}
         """Every stored message that equivocates with another stored one (both twins:
-        which arrived first does not matter)."""
+        which arrived first does not matter), and every stored proof its market's
+        pure verifier shows to be invalid (statements.py)."""
+        self.invalid_proofs: set[bytes] = set()
+        """The ids in `evidence` that are there as invalid proofs."""
         self.penalties: Windows = {}
         """What the evidence proves: who may not win when (penalties.py)."""
         self.twins: dict[bytes, Envelope] = {}
@@ -356,7 +359,8 @@ class Holdings:
         groups: dict[tuple[object, ...], list[Envelope]] = {}
         for env in self.evidence.values():
             groups.setdefault(equivocation_key(env), []).append(env)
-        windows = penalty_windows(groups.values(), self.lifetime)
+        singles = [self.evidence[mid] for mid in sorted(self.invalid_proofs)]
+        windows = penalty_windows(groups.values(), self.lifetime, singles)
         if windows != self.penalties:
             self.penalties = windows
             self._refold = True

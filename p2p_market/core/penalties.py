@@ -2,13 +2,17 @@
 
 Two different messages signed by one key with the same equivocation key (§7) prove
 that the key's holder misbehaved: anyone can check the two signatures, and no one
-else can have made them. So every node draws the same consequence from them, in
-the fold itself: from the moment the equivocation was complete (the later of the
-first two twins in signed order) and for one `max_lifetime` after, no commit signed
-by that key can win in this market (protocols/market-v1.md §10, rule 8a).
+else can have made them. So does a signed proof that its market's pure verifier
+rejects for the ask's public inputs (statements.py): anyone can run the check. So
+every node draws the same consequence from them, in the fold itself: from the
+moment the evidence was complete (the later of the first two twins in signed
+order; the invalid proof's own timestamp) and for one `max_lifetime` after, no
+commit signed by that key can win in this market (protocols/market-v1.md §10,
+rule 8a).
 
-Subjective outcomes (a timeout, a proof a requester calls invalid) are the
-requester's word and never reach the settlement: roles/reputation.py.
+Subjective outcomes (a timeout, a proof a requester calls invalid that no pure
+verifier can show to be) are the requester's word and never reach the settlement:
+roles/reputation.py.
 
 A function of the stored evidence alone, so nodes that hold the same messages
 penalise alike, whatever order the twins came in; the fold is rebuilt whenever the
@@ -29,16 +33,17 @@ def _signed(env: Envelope) -> tuple[int, bytes]:
     return (env.message.timestamp, env.id)  # type: ignore[union-attr]
 
 
-def penalty_windows(groups: Iterable[list[Envelope]], lifetime: int) -> Windows:
+def penalty_windows(
+    groups: Iterable[list[Envelope]], lifetime: int, singles: Iterable[Envelope] = ()
+) -> Windows:
     """The windows proved by these groups of twins (each group: the stored messages
-    of one signer with one equivocation key)."""
+    of one signer with one equivocation key) and by these single messages, each
+    evidence on its own (an invalid proof)."""
     found: dict[bytes, list[tuple[int, int]]] = {}
-    for group in groups:
-        if len(group) < 2:
-            continue
-        second = sorted(group, key=_signed)[1]
-        start = second.message.timestamp  # type: ignore[union-attr]
-        found.setdefault(second.signer, []).append((start, start + lifetime))
+    proving = [sorted(group, key=_signed)[1] for group in groups if len(group) >= 2]
+    for env in [*proving, *singles]:
+        start = env.message.timestamp  # type: ignore[union-attr]
+        found.setdefault(env.signer, []).append((start, start + lifetime))
     return {signer: _merged(spans) for signer, spans in sorted(found.items())}
 
 

@@ -120,6 +120,7 @@ class Retention(Holdings):
         for mid, env in list(self.evidence.items()):
             if self._evidence_horizon(env) < now:
                 del self.evidence[mid]
+                self.invalid_proofs.discard(mid)
                 self._digest_evidence ^= _id_int(mid)
                 dropped = True
         if dropped:

@@ -151,7 +151,7 @@ class Settlement:
 WINDOW_END, EXPIRY, ASK_OPEN, MESSAGE = 0, 1, 2, 3
 """The kinds of fold items, in the order they go at one millisecond."""
 
-PENALISED = "prover penalised for equivocation"
+PENALISED = "prover penalised (equivocation or an invalid proof)"
 """The note on a commit signed while its prover is penalised (penalties.py)."""
 
 AFTER_AWARD = "after the award"

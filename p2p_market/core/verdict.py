@@ -39,6 +39,9 @@ class Reason(enum.Enum):
     EXPIRY_TOO_FAR = "expiry_too_far"
     FROM_FUTURE = "from_future"
     EQUIVOCATION = "equivocation"
+    INVALID_PROOF = "invalid_proof"
+    """ACCEPT with a reason: a proof its market's pure verifier rejects
+    (core/statements.py), kept, forwarded and synced as evidence against its signer."""
     NOT_ASK_OWNER = "not_ask_owner"
     NOT_BID_OWNER = "not_bid_owner"
     COMMIT_MISMATCH = "commit_mismatch"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from p2p_market.core import effects as fx
 from p2p_market.core.envelope import message_id
 from p2p_market.core.lifecycle import TERMINAL
-from p2p_market.core.messages import Outcome
+from p2p_market.core.messages import Outcome, sha256
 from p2p_market.core.state import MarketState
 from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 
@@ -154,7 +154,7 @@ Publish = Callable[[int], bytes]
 
 class _Demo:
     def __init__(self) -> None:
-        self.market = default_market()
+        self.market = default_market(difficulty=0)
         self.t0 = GENESIS_MS + 60_000
         self.provers = {p.name: Actor(p.name, self.market) for p in PROVERS}
         self.specs = {p.name: p for p in PROVERS}
@@ -218,7 +218,7 @@ class _Demo:
         proof_time = self.specs[prover.name].proof_time
         window_end = e.deadline - proof_time
         at = max(now + STEP_MS, window_end + proof_time // 2)
-        body = b"demo proof of " + e.ask
+        body = sha256(b"demo proof of " + e.ask)[:8]  # a valid nonce at difficulty 0
         self.later(at, lambda t: prover.proof(now=t, ask=e.ask, proof=body))
 
     def _award(self, e: fx.AttemptSettled, now: int) -> None:

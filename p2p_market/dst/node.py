@@ -81,8 +81,10 @@ StateFactory = Callable[[Market, bytes | None, str], MarketState]
 
 
 def good_proof(ask_id: bytes) -> bytes:
-    """The one proof the sim's verifier accepts for an ask."""
-    return b"sim-proof:" + sha256(ask_id)
+    """The one proof the sim's verifier accepts for an ask: 8 bytes, so a valid pow
+    nonce in the sim's difficulty-0 market (the fold itself takes a proof of any
+    other length as evidence against its prover: core/statements.py)."""
+    return sha256(b"sim-proof:" + ask_id)[:8]
 
 
 class Validator:
@@ -205,6 +207,7 @@ class World:
             stage_ms=scenario.stage_ms,
             skew_ms=scenario.skew_ms,
             max_lifetime_ms=scenario.max_lifetime_ms,
+            difficulty=0,
         )
         self.start_ms = start_ms
         self.active_end = start_ms + scenario.seconds * 1_000

@@ -50,6 +50,7 @@ from p2p_market.node.config import NodeConfig
 from p2p_market.node.direct import DirectMessage, DirectServer, Header
 from p2p_market.node.facade import Submitted
 from p2p_market.node.metrics import NodeMetrics, serve_metrics
+from p2p_market.node.newcomers import NewcomerHoldings
 from p2p_market.node.storage import EnvelopeLog, StorageError, WriteFailed
 from p2p_market.node.sync import SyncServer, sync_market
 
@@ -196,6 +197,8 @@ class Node:
         self._newcomer_limit = KeyedRateLimiter(NEWCOMER_PER_SECOND, NEWCOMER_BURST)
         self._newcomer_bytes = KeyedRateLimiter(NEWCOMER_BYTES_PER_SECOND, NEWCOMER_BYTES_BURST)
         """One bucket per market (keyed by market id), for signers without history."""
+        self._newcomer_holdings = NewcomerHoldings()
+        """What those signers hold in the log, until each message's horizon."""
 
     @property
     def states(self) -> dict[bytes, MarketState]:
@@ -281,15 +284,20 @@ class Node:
         if state is not None and state.holds(env.id):
             return ignore(Reason.DUPLICATE, "already held")
         now = self.clock()
-        if (
-            state is not None
-            and not state.known_signer(env.signer, now)
-            and not self._newcomer_allows(state.market_id, len(env.raw), now / 1000)
-        ):
-            return ignore(Reason.RATE_LIMITED, "the newcomers' budget is spent")
+        newcomer = state is not None and not state.known_signer(env.signer, now)
+        if newcomer:
+            assert state is not None
+            full = self._newcomer_holdings.fits(state.market_id, env.signer, len(env.raw), now)
+            if full is not None:
+                return ignore(Reason.RATE_LIMITED, full)
+            if not self._newcomer_allows(state.market_id, len(env.raw), now / 1000):
+                return ignore(Reason.RATE_LIMITED, "the newcomers' budget is spent")
         if not self._signer_limit.allow(env.signer, now / 1000):
             return ignore(Reason.RATE_LIMITED, "signer over its message rate")
         verdict = self.admit(env)
+        if newcomer and state is not None and state.holds(env.id):
+            horizon = state.forget_after(env)
+            self._newcomer_holdings.add(state.market_id, env.signer, len(env.raw), horizon)
         if verdict.reason is Reason.ORPHAN:
             self._note_orphan(env)
         return verdict

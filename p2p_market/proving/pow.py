@@ -9,7 +9,8 @@
     *  to verify), without installing a zkVM. Real markets use `external`.     *
     ***************************************************************************
 
-The statement: a proof is an 8-byte nonce such that
+The statement (core/statements.py, shared with the fold, which treats a failing
+inline proof as evidence against its signer): a proof is an 8-byte nonce such that
 
     SHA-256(b"p2p-market/pow/v1\\x00" + inputs + nonce)
 
@@ -36,56 +37,39 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
+from p2p_market.core.statements import (
+    MAX_DIFFICULTY,
+    MAX_INPUT_DIFFICULTY,
+    MAX_POW_INPUT_BYTES,
+    NONCE_BYTES,
+    NONCE_SPACE,
+    POW_DOMAIN,
+    effective_difficulty,
+    input_difficulty,
+    pow_ok,
+    pow_target,
+)
 from p2p_market.proving.backend import BackendOptions, ProvingError
+
+__all__ = [
+    "MAX_DIFFICULTY",
+    "MAX_INPUT_DIFFICULTY",
+    "MAX_POW_INPUT_BYTES",
+    "NONCE_BYTES",
+    "POW_DOMAIN",
+    "PowBackend",
+    "effective_difficulty",
+    "input_difficulty",
+    "pow_ok",
+    "solve_pow",
+]
 
 if TYPE_CHECKING:
     from p2p_market.core.messages import Market
 
-POW_DOMAIN: Final = b"p2p-market/pow/v1\x00"
-NONCE_BYTES: Final = 8
-NONCE_SPACE: Final = 1 << (8 * NONCE_BYTES)
-MAX_POW_INPUT_BYTES: Final = 1024 * 1024
-MAX_INPUT_DIFFICULTY: Final = 40
-"""The highest difficulty a `difficulty=N` line in the inputs may ask for."""
-MAX_DIFFICULTY: Final = 64
 DEFAULT_CHUNK: Final = 50_000
 RATE_SAMPLE: Final = 20_000
 """Hashes timed once to estimate how long a difficulty takes (`expected_seconds`)."""
-_LINE_KEY: Final = b"difficulty="
-
-
-def input_difficulty(inputs: bytes) -> int | None:
-    """The difficulty named by the inputs' first line, None if the first line does
-    not start with ``difficulty=``; ValueError if it does but is malformed or out of
-    0..MAX_INPUT_DIFFICULTY."""
-    first = inputs.split(b"\n", 1)[0]
-    if not first.startswith(_LINE_KEY):
-        return None
-    digits = first[len(_LINE_KEY) :]
-    canonical = digits.isdigit() and (digits == b"0" or digits[:1] != b"0")
-    if not canonical or len(digits) > 2 or int(digits) > MAX_INPUT_DIFFICULTY:
-        shown = digits[:16].decode("ascii", "replace")
-        raise ValueError(f"bad difficulty line {shown!r}: want 0..{MAX_INPUT_DIFFICULTY}")
-    return int(digits)
-
-
-def effective_difficulty(market_difficulty: int, inputs: bytes) -> int:
-    """The difficulty a proof for `inputs` must meet; ValueError if the inputs are
-    invalid (too large or a malformed difficulty line)."""
-    if len(inputs) > MAX_POW_INPUT_BYTES:
-        raise ValueError(f"inputs of {len(inputs)} bytes exceed {MAX_POW_INPUT_BYTES}")
-    if not 0 <= market_difficulty <= MAX_DIFFICULTY:
-        raise ValueError(f"difficulty {market_difficulty} outside 0..{MAX_DIFFICULTY}")
-    named = input_difficulty(inputs)
-    return market_difficulty if named is None else named
-
-
-def _target(difficulty: int) -> bytes | None:
-    """Digests below this (as 32-byte big-endian strings) have `difficulty` leading
-    zero bits; None when every digest qualifies (difficulty 0)."""
-    if difficulty <= 0:
-        return None
-    return (1 << (256 - difficulty)).to_bytes(32, "big")
 
 
 def solve_pow(inputs: bytes, difficulty: int, start_nonce: int, count: int) -> bytes | None:
@@ -95,7 +79,7 @@ def solve_pow(inputs: bytes, difficulty: int, start_nonce: int, count: int) -> b
     stop = min(start_nonce + count, NONCE_SPACE)
     if start_nonce < 0 or start_nonce >= stop:
         return None
-    target = _target(difficulty)
+    target = pow_target(difficulty)
     if target is None:
         return start_nonce.to_bytes(NONCE_BYTES, "big")
     copy = hashlib.sha256(POW_DOMAIN + inputs).copy
@@ -106,14 +90,6 @@ def solve_pow(inputs: bytes, difficulty: int, start_nonce: int, count: int) -> b
         if h.digest() < target:
             return nonce
     return None
-
-
-def pow_ok(inputs: bytes, difficulty: int, proof: bytes) -> bool:
-    """Whether `proof` is a nonce meeting `difficulty` for `inputs`: one hash."""
-    if type(proof) is not bytes or len(proof) != NONCE_BYTES:
-        return False
-    target = _target(difficulty)
-    return target is None or hashlib.sha256(POW_DOMAIN + inputs + proof).digest() < target
 
 
 class PowBackend:

@@ -257,7 +257,9 @@ class ProverRole:
 
     async def _send_proof(self, ask_id: bytes, requester: bytes, proof: bytes) -> None:
         """Directly to the requester; again after a pause while it is busy (it takes
-        a few transfers at once, and only two from one peer)."""
+        a few transfers at once, and only two from one peer), or while it declines:
+        it lets a proof in once its own node has settled the assignment, which a
+        prover that proves at once can beat by a window's skew."""
         assert self.node.host is not None
         for attempt in range(DELIVER_ATTEMPTS):
             try:
@@ -272,7 +274,8 @@ class ProverRole:
                 )
                 return
             except DirectError as exc:
-                if not exc.busy or attempt == DELIVER_ATTEMPTS - 1:
+                retry = exc.busy or exc.refusal == "declined"
+                if not retry or attempt == DELIVER_ATTEMPTS - 1:
                     raise ProvingError(f"cannot deliver the proof: {exc}") from None
                 await trio.sleep(BUSY_PAUSE_S * (attempt + 1))
 

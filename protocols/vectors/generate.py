@@ -36,6 +36,7 @@ from typing import Any
 import msgpack
 
 from p2p_market.core.crypto import SigningKey
+from p2p_market.core.statements import pow_ok
 from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 
 OUT = Path(__file__).resolve().parent / "market-v1.json"
@@ -65,6 +66,7 @@ COVERED_REASONS: tuple[str, ...] = (
     "expiry_too_far",
     "from_future",
     "equivocation",
+    "invalid_proof",
     "not_ask_owner",
     "not_bid_owner",
     "commit_mismatch",
@@ -211,7 +213,9 @@ BID1_ID = id_of(BID1)
 COMMIT1 = P1.commit(now=T + 200, ask=ASK1_ID, bid=BID1_ID, price=100, proof_time=10_000)
 BID2 = P2.bid(now=T, price=50, proof_time=10_000, capacity=1, ttl=3_600_000, seq=1)
 WINDOW_END = T + 100 + WINDOW
-PROOF_BYTES = b"vector proof"
+PROOF_BYTES = bytes.fromhex("0000000000001368")
+"""A valid pow proof of INPUTS in the devnet market (difficulty 16): the first nonce."""
+assert pow_ok(INPUTS, 16, PROOF_BYTES)
 PROOF1 = P1.proof(now=T + 6_000, ask=ASK1_ID, proof=PROOF_BYTES)
 
 assert body_of(BID1) == canon_map(bid_fields()), "hand encoder disagrees with devnet.Actor"
@@ -385,6 +389,22 @@ def _() -> Vector:
         "winner.",
         P2.invalid_inputs(now=T + 500, ask=ASK1_ID, reason="\u00e9" * 256),
         setup=(ASK1,),
+    )
+
+
+@vector
+def _() -> Vector:
+    return Vector(
+        "accept/invalid_proof",
+        "The winner P1 delivers an inline proof that fails the pow statement for the ask's "
+        "public inputs (a nonce without 16 leading zero bits): kept as evidence against "
+        "P1, which may win nothing in this market for one max_lifetime (§7); accepted with "
+        "the reason named, so forwarded: the evidence must reach every node.",
+        P1.proof(now=T + 6_000, ask=ASK1_ID, proof=bytes(8)),
+        "accept",
+        "invalid_proof",
+        now=T + 6_000,
+        setup=(BID1, ASK1, COMMIT1),
     )
 
 

@@ -47,8 +47,12 @@ T = GENESIS_MS + 10_000
 
 MARKETS = [
     # a window much shorter than the skew: many windows end before a commit arrives
-    default_market(commit_window_ms=100, stage_ms=50, skew_ms=2_000, max_lifetime_ms=600_000),
-    default_market(commit_window_ms=1_000, stage_ms=200, skew_ms=500, max_lifetime_ms=600_000),
+    default_market(
+        commit_window_ms=100, stage_ms=50, skew_ms=2_000, max_lifetime_ms=600_000, difficulty=0
+    ),
+    default_market(
+        commit_window_ms=1_000, stage_ms=200, skew_ms=500, max_lifetime_ms=600_000, difficulty=0
+    ),
 ]
 
 
@@ -171,9 +175,12 @@ def adversarial_histories(draw: st.DrawFn) -> History:
             ptime = bids[i][2]
             deadline_0 = t_ask + w + skew + ptime
             what = draw(st.integers(0, 5))
-            if what == 1:
+            if what in (1, 3):
+                # 3: a proof the pow statement rejects (not 8 bytes), evidence that
+                # bars the prover's later commits in this market (core/penalties.py)
                 t = t_ask + w + draw(st.integers(0, ptime + skew))
-                out.append((arrive(t), cast.provers[i].proof(now=t, ask=ask_id, proof=b"p%d" % i)))
+                body = b"proof-%02d" % i if what == 1 else b"bad"
+                out.append((arrive(t), cast.provers[i].proof(now=t, ask=ask_id, proof=body)))
             elif what == 2:
                 t = t_ask + w + draw(st.integers(0, ptime))
                 raw = cast.provers[i].invalid_inputs(now=t, ask=ask_id, reason="bad")

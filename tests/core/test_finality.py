@@ -82,7 +82,7 @@ def paid_ask(award: bool) -> tuple[Market, bytes, bytes, bytes]:
             m.send(REQ.award(now=SETTLED, ask=ask_id, commits=[message_id(c_h)]), SETTLED)[0]
             is Status.ACCEPT
         )
-    m.send(HONEST.proof(now=SETTLED + 500, ask=ask_id, proof=b"done"), SETTLED + 500)
+    m.send(HONEST.proof(now=SETTLED + 500, ask=ask_id, proof=b"done" * 2), SETTLED + 500)
     receipt = REQ.receipt(
         now=SETTLED + 600, ask=ask_id, prover=HONEST.public_key, outcome="accepted"
     )
@@ -178,7 +178,7 @@ def test_a_bid_twin_signed_after_the_commits_removes_nothing() -> None:
     m.send(c_h, T0 + 310)
     m.tick(SETTLED)
     m.send(REQ.award(now=SETTLED, ask=ask_id, commits=[message_id(c_h)]), SETTLED)
-    m.send(HONEST.proof(now=SETTLED + 500, ask=ask_id, proof=b"done"), SETTLED + 500)
+    m.send(HONEST.proof(now=SETTLED + 500, ask=ask_id, proof=b"done" * 2), SETTLED + 500)
     receipt = REQ.receipt(
         now=SETTLED + 600, ask=ask_id, prover=HONEST.public_key, outcome="accepted"
     )
@@ -289,7 +289,7 @@ def test_a_backdated_proof_cannot_undo_the_round_a_timeout_opened() -> None:
         deadline + WINDOW + SKEW,
     )
     assert m.node.view(ask_id).winners == (SNEAK.public_key, HONEST.public_key)
-    late_proof = SNEAK.proof(now=deadline - 1, ask=ask_id, proof=b"too late to show")
+    late_proof = SNEAK.proof(now=deadline - 1, ask=ask_id, proof=b"too late")
     m.send(late_proof, deadline + 60_000)
     view = m.node.view(ask_id)
     assert view.winners == (SNEAK.public_key, HONEST.public_key)

@@ -23,7 +23,9 @@ from p2p_market.core.reference import fold_differences
 from p2p_market.core.state import MarketState
 from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 
-MARKET = default_market(commit_window_ms=1_000, stage_ms=200, skew_ms=1_000, max_lifetime_ms=60_000)
+MARKET = default_market(
+    commit_window_ms=1_000, stage_ms=200, skew_ms=1_000, max_lifetime_ms=60_000, difficulty=0
+)
 S = GENESIS_MS + 60_000
 
 

@@ -51,7 +51,7 @@ def test_full_happy_path_to_proven_with_receipt() -> None:
     effects = w.tick(SETTLED)
     assert any(isinstance(e, fx.Assigned) and e.ask == ask for e in effects)
     assert w.send(
-        w.actor("cheap-slow").proof(now=T0 + 5_000, ask=ask, proof=b"p"), T0 + 5_000
+        w.actor("cheap-slow").proof(now=T0 + 5_000, ask=ask, proof=b"p" * 8), T0 + 5_000
     ).accepted
     assert any(isinstance(e, fx.ProofDelivered) for e in w.effects)
     w.send(
@@ -107,7 +107,7 @@ def test_invalid_proof_is_reassigned_to_the_next_prover() -> None:
     w.commit("cheap-slow", ask, cheap, T0 + 10)
     w.tick(SETTLED)
     t = T0 + 3_000
-    w.send(w.actor("cheap-slow").proof(now=t, ask=ask, proof=b"bad"), t)
+    w.send(w.actor("cheap-slow").proof(now=t, ask=ask, proof=b"badproof"), t)
     bad = w.actor("req").receipt(now=t + 100, ask=ask, prover=w.pk("cheap-slow"), outcome="invalid")
     w.send(bad, t + 100)
     assert w.state_of(ask) is AskState.OPEN

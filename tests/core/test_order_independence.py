@@ -85,7 +85,9 @@ def histories(draw: st.DrawFn) -> list[bytes]:
             for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]))):
                 out.append(
                     PROVERS[i].proof(
-                        now=t_ask + draw(st.integers(500, 6_000)), ask=ask_id, proof=b"proof-%d" % i
+                        now=t_ask + draw(st.integers(500, 6_000)),
+                        ask=ask_id,
+                        proof=b"proof-%02d" % i,
                     )
                 )
             if draw(st.booleans()):

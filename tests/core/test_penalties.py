@@ -72,7 +72,7 @@ def late_twin_history(award: bool) -> tuple[World, list[tuple[int, bytes]], byte
     history = [(T0 + 100, ask_raw), (T0 + 110, c1), (T0 + 120, c2)]
     if award:
         history.append((end + SKEW, req.award(now=end + SKEW, ask=ask, commits=[message_id(c1)])))
-    proof = cheater.proof(now=end + SKEW + 10, ask=ask, proof=b"p")
+    proof = cheater.proof(now=end + SKEW + 10, ask=ask, proof=b"p" * 8)
     paid = req.receipt(now=end + SKEW + 20, ask=ask, prover=cheater.public_key, outcome="accepted")
     history += [(end + SKEW + 10, proof), (end + SKEW + 20, paid)]
     return w, history, ask, twin
@@ -116,3 +116,56 @@ def test_without_an_award_the_late_evidence_decides_alike_everywhere() -> None:
     for w in worlds:
         assert w.winners(ask)[:1] == ["honest"]
     assert len({w.state.state_hash() for w in worlds}) == 1
+
+
+def invalid_proof_world(proof: bytes) -> tuple[World, bytes]:
+    """The cheat wins a first ask and delivers `proof` for it; a second ask follows,
+    which the cheat (cheapest) would win again. Returns the world and the second ask."""
+    w = World(make_market())  # difficulty 0: any 8-byte nonce is valid
+    cheat = w.bid("cheat", price=1, proof_time=1_000, capacity=4)
+    honest = w.bid("honest", price=9, proof_time=1_000, capacity=4)
+    first = w.ask("req", now=T0 + 100, max_price=10, max_proof_time=5_000, inputs=b"public")
+    w.commit("cheat", first, cheat, T0 + 110)
+    w.tick(T0 + 100 + WINDOW + SKEW)
+    assert w.winners(first) == ["cheat"]
+    at = T0 + 100 + WINDOW + SKEW + 10
+    verdict = w.send(w.actor("cheat").proof(now=at, ask=first, proof=proof), at)
+    assert verdict.accepted  # kept and forwarded either way: the evidence must spread
+    second = w.ask("req", now=at + 100, max_price=10, max_proof_time=5_000, inputs=b"again")
+    w.commit("cheat", second, cheat, at + 110)
+    w.commit("honest", second, honest, at + 120)
+    w.tick(at + 100 + WINDOW + SKEW)
+    return w, second
+
+
+def test_a_prover_whose_proof_fails_the_pure_verifier_wins_nothing_after() -> None:
+    """A pow proof that is not a nonce meeting the difficulty (here: not 8 bytes) is
+    objective evidence: every node can run the check, only the prover signed it."""
+    w, second = invalid_proof_world(b"not a nonce")
+    assert w.state.invalid_proofs and w.pk("cheat") in w.state.penalties
+    assert w.winners(second) == ["honest"]
+    notes = w.state.settlement().notes
+    cheat_commit = next(m for m, e in w.state.events[second].items() if e.signer == w.pk("cheat"))
+    assert notes[cheat_commit] == PENALISED
+
+
+def test_a_valid_proof_is_no_evidence() -> None:
+    w, second = invalid_proof_world(b"8 bytes!")
+    assert not w.state.invalid_proofs and not w.state.penalties
+    assert w.winners(second) == ["cheat"]
+
+
+def test_a_proof_for_confidential_inputs_is_not_judged_by_the_fold() -> None:
+    """The fold cannot see confidential inputs, so it has no verdict: only the
+    requester's (roles/reputation.py)."""
+    w = World(make_market())
+    cheat = w.bid("cheat", price=1, proof_time=1_000, capacity=4)
+    ask = w.ask(
+        "req", now=T0 + 100, max_price=10, max_proof_time=5_000, confidential=True,
+        inputs_hash=b"\x01" * 32,
+    )  # fmt: skip
+    w.commit("cheat", ask, cheat, T0 + 110)
+    w.tick(T0 + 100 + WINDOW + SKEW)
+    at = T0 + 100 + WINDOW + SKEW + 10
+    assert w.send(w.actor("cheat").proof(now=at, ask=ask, proof=b"junk"), at).reason.value == "ok"
+    assert not w.state.invalid_proofs

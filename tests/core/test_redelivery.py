@@ -39,7 +39,7 @@ def _reorganised_away(w: World) -> tuple[bytes, list[bytes], int]:
     cheap_bid, dear_bid, ask = (message_id(r) for r in raws)
     raws.append(dear.commit(now=T0 + 10, ask=ask, bid=dear_bid, price=50, proof_time=1_000))
     raws.append(cheap.commit(now=T0 + 20, ask=ask, bid=cheap_bid, price=10, proof_time=1_000))
-    raws.append(dear.proof(now=SETTLED + 100, ask=ask, proof=b"p"))  # for the lost slot
+    raws.append(dear.proof(now=SETTLED + 100, ask=ask, proof=b"p" * 8))  # for the lost slot
     deadline = T0 + WINDOW + SKEW + 1_000  # cheap's: window end + skew + proof_time
     timeout = req.receipt(now=deadline + 5, ask=ask, prover=cheap.public_key, outcome="timed_out")
     raws.append(timeout)
@@ -54,7 +54,7 @@ def _reorganised_away(w: World) -> tuple[bytes, list[bytes], int]:
         )
     )
     won = deadline + 5 + WINDOW + SKEW + 1
-    raws.append(dear.proof(now=won + 100, ask=ask, proof=b"p"))  # for the slot it holds
+    raws.append(dear.proof(now=won + 100, ask=ask, proof=b"p" * 8))  # for the slot it holds
     raws.append(req.receipt(now=won + 200, ask=ask, prover=dear.public_key, outcome="accepted"))
     return ask, raws, won
 
@@ -95,8 +95,8 @@ def test_the_first_effective_proof_counts_in_any_order() -> None:
     w.commit("p", ask, bid, T0 + 10)
     setup = [env.raw for env in w.state.stored_envelopes()]
     p = w.actor("p")
-    proofs = [p.proof(now=SETTLED + 100, ask=ask, proof=b"one")]
-    proofs.append(p.proof(now=SETTLED + 200, ask=ask, proof=b"two"))
+    proofs = [p.proof(now=SETTLED + 100, ask=ask, proof=b"proof-01")]
+    proofs.append(p.proof(now=SETTLED + 200, ask=ask, proof=b"proof-02"))
     first = parse(proofs[0]).message
     assert isinstance(first, Proof)
     hashes = set()

@@ -21,7 +21,7 @@ def test_a_third_partys_no_effect_message_does_not_split_nodes() -> None:
     committer), a bystander's InvalidInputs that changes nothing, and a commit that
     arrives after its window ended. Fed in arrival order the node kept the earlier
     committer for good; by the specification (signed order) the later one wins."""
-    m = default_market(commit_window_ms=100, stage_ms=50, skew_ms=2_000)
+    m = default_market(commit_window_ms=100, stage_ms=50, skew_ms=2_000, difficulty=0)
     req, bystander = Actor("req", m), Actor("k3", m)
     ask = req.ask(now=T + 149, max_price=10, max_proof_time=100, replicas=1, nonce=1)
     ask_id = message_id(ask)

@@ -21,7 +21,7 @@ def test_pruning_expired_bids_does_not_change_who_won() -> None:
         later = T0 + WINDOW + SKEW + 5_000  # the bid has expired by now
         if ticking:
             w.tick(later)
-        w.send(w.actor("p").proof(now=T0 + 3_000, ask=ask, proof=b"x"), later)
+        w.send(w.actor("p").proof(now=T0 + 3_000, ask=ask, proof=b"x" * 8), later)
         w.tick(later + 1)
         histories.append((w.state.state_hash(), w.winners(ask), w.state.reorgs))
     assert histories[0] == histories[1]

@@ -40,7 +40,7 @@ from p2p_market.core.verdict import Reason
 from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 
 WINDOW, STAGE, SKEW = 1_000, 200, 500
-MARKET = default_market(commit_window_ms=WINDOW, stage_ms=STAGE, skew_ms=SKEW)
+MARKET = default_market(commit_window_ms=WINDOW, stage_ms=STAGE, skew_ms=SKEW, difficulty=0)
 T0 = GENESIS_MS + 10_000
 SETTLED = T0 + WINDOW + SKEW + 1
 
@@ -60,7 +60,7 @@ def test_no_commit_is_suggested_for_a_finished_ask() -> None:
     commit = prover.commit(now=T0 + 1, ask=ask_id, bid=message_id(bid), price=10, proof_time=2_000)
     st.apply(commit, T0 + 1)
     st.tick(SETTLED)
-    st.apply(prover.proof(now=T0 + 2_000, ask=ask_id, proof=b"p"), T0 + 2_000)
+    st.apply(prover.proof(now=T0 + 2_000, ask=ask_id, proof=b"p" * 8), T0 + 2_000)
     receipt = req.receipt(now=T0 + 2_100, ask=ask_id, prover=prover.public_key, outcome="accepted")
     st.apply(receipt, T0 + 2_100)
     assert st.view(ask_id).state is AskState.PROVEN
@@ -113,7 +113,7 @@ def test_an_on_time_proof_seen_after_a_timeout_can_still_be_accepted() -> None:
     commit = prover.commit(now=T0 + 1, ask=ask_id, bid=message_id(bid), price=10, proof_time=2_000)
     st.apply(commit, T0 + 1)
     (deadline,) = [e.deadline for e in st.tick(SETTLED) if isinstance(e, fx.Assigned)]
-    proof = prover.proof(now=deadline - 100, ask=ask_id, proof=b"p")  # on time, unseen
+    proof = prover.proof(now=deadline - 100, ask=ask_id, proof=b"p" * 8)  # on time, unseen
     timeout = req.receipt(
         now=deadline + 10, ask=ask_id, prover=prover.public_key, outcome="timed_out"
     )

@@ -21,6 +21,7 @@ from p2p_market.net.host import connect_all
 from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.api_token import TokenError, read_token
 from p2p_market.node.config import NodeConfig
+from p2p_market.node.newcomers import NewcomerHoldings
 from p2p_market.node.runtime import ORPHAN_GRACE_S, Node
 from p2p_market.node.sync import SyncServer
 from tests.node.hosts import keys, started_hosts
@@ -363,3 +364,33 @@ async def test_the_api_joins_a_running_node_to_peers(tmp_path: Path) -> None:
         assert answer == {"dialled": 1, "failed": {}, "peers": 1}
         assert b.bootstrap == [a.gossip.addr]
         await wait_until(lambda: message_id(ask) in b.states[MID].asks, timeout=5)
+
+
+async def test_newcomers_hold_no_more_of_the_log_than_their_share(tmp_path: Path) -> None:
+    """Fresh keys flood asks with 8 KiB of inputs each: b takes from gossip only what
+    fits one newcomer's share and the market's newcomers' share (node/newcomers.py),
+    while a, where they were submitted, holds them all."""
+    a = make_node(tmp_path, "a")
+    async with running(a) as nursery:
+        assert a.gossip is not None
+        b = make_node(tmp_path, "b", (a.gossip.addr,), sync_every_s=3600.0)
+        b._newcomer_holdings = NewcomerHoldings(market_bytes=60_000, signer_bytes=20_000)
+        await nursery.start(b.run)
+        await wait_until(lambda: b.status()["peers"] >= 1)
+        await a.gossip.wait_for_mesh(MID, b.gossip.peer_id)  # type: ignore[union-attr]
+        now = a.clock()
+        inputs = bytes(8 * 1024)
+        one = Actor("hoarder", MARKET)
+        for n in range(5):  # one key: 2 of these fit its 20 kB share
+            await a.submit(
+                one.ask(now=now, max_price=5, max_proof_time=900, inputs=inputs, nonce=n)
+            )
+        for i in range(10):  # ten keys: the 60 kB market share takes 7 asks in all
+            fresh = Actor(f"sybil-{i}", MARKET)
+            await a.submit(fresh.ask(now=now, max_price=5, max_proof_time=900, inputs=inputs))
+        await wait_until(lambda: len(a.states[MID].asks) == 15)
+        await trio.sleep(2.0)  # gossip delivers within ms; give it ample time
+        held = b.states[MID].asks.values()
+        assert sum(1 for env in held if env.signer == one.public_key) == 2
+        assert len(held) == 7
+        assert b._newcomer_holdings.held(MID) <= 60_000

@@ -93,6 +93,15 @@ class BadProofs(PowBackend):
         return b"not a proof"
 
 
+class BadBigProofs(PowBackend):
+    """Garbage too large for a Proof notice: it travels directly, so only the
+    requester sees it and its invalidity stays the requester's word (a subjective
+    outcome: no node can judge it from the stored messages)."""
+
+    async def prove(self, market: MarketDescriptor, inputs: bytes, deadline_s: float) -> bytes:
+        return b"not a proof" + bytes(100_000)
+
+
 class BigProofs(PowBackend):
     """Pow proofs padded past what a Proof notice may carry (MAX_INLINE_PROOF_BYTES),
     so that they travel directly; its verify strips the padding."""

@@ -1,8 +1,10 @@
 """A requester's reputation of provers: pure rules, then whole nodes on 127.0.0.1.
 
-The guarantee: a prover that keeps failing one requester (invalid proofs) stops
-winning that requester's asks, although it is the cheapest, because the requester
-names it in the signed `deny` list of its next asks."""
+The guarantee: a prover that keeps failing one requester (invalid proofs only the
+requester can judge: they travel directly) stops winning that requester's asks,
+although it is the cheapest, because the requester names it in the signed `deny`
+list of its next asks. An invalid proof every node can judge (inline, public inputs,
+a pure verifier) does more: it bars its prover market-wide (core/penalties.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import trio
 from p2p_market.core.lifecycle import AskState
 from p2p_market.core.messages import Ask, Outcome
 from p2p_market.roles.reputation import Reputation
-from tests.roles.harness import MID, BadProofs, market, wait_state
+from tests.roles.harness import MID, BadBigProofs, BadProofs, market, wait_state
 
 P, Q = b"p" * 32, b"q" * 32
 
@@ -45,7 +47,7 @@ def test_the_deny_list_is_added_to_an_ask_but_never_to_an_allow_list() -> None:
 
 async def test_a_prover_that_keeps_failing_stops_winning(tmp_path: Path) -> None:
     offers = {"liar": (10, 5_000), "honest": (40, 5_000)}
-    async with market(tmp_path, offers, backends={"liar": BadProofs()}) as m:
+    async with market(tmp_path, offers, backends={"liar": BadBigProofs()}) as m:
         liar, honest = m.provers["liar"].me, m.provers["honest"].me
         fields = {"market": MID.hex(), "max_price": 100, "max_proof_time": 10_000}
         for _ in range(2):  # the liar is cheapest: it wins, fails, the honest one proves
@@ -74,6 +76,31 @@ async def test_a_prover_that_keeps_failing_stops_winning(tmp_path: Path) -> None
         view = m.relay.states[MID].view(ask)
         assert view.winners == (honest,)  # the liar never won it: no failed slot first
         assert [s.value for s in view.slot_states] == ["accepted"]
+
+
+async def test_an_invalid_proof_anyone_can_check_bars_its_prover_everywhere(
+    tmp_path: Path,
+) -> None:
+    """The liar (cheapest) wins the first ask and delivers an inline pow proof that is
+    not one: every node holds the evidence, so on the next ask the liar's commit
+    loses on every node, before any requester has denied it."""
+    offers = {"liar": (10, 5_000), "honest": (40, 5_000)}
+    async with market(tmp_path, offers, backends={"liar": BadProofs()}) as m:
+        liar, honest = m.provers["liar"].me, m.provers["honest"].me
+        fields = {"market": MID.hex(), "max_price": 100, "max_proof_time": 10_000}
+        ask = await m.requester.request(fields, b"inputs")
+        with trio.fail_after(40):
+            await m.requester.wait(ask)
+        await wait_state(m, ask, AskState.PROVEN)
+        assert m.relay.states[MID].view(ask).winners == (liar, honest)
+        assert liar in m.relay.states[MID].penalties
+        ask = await m.requester.request(fields, b"more inputs")
+        env = m.requester.node.states[MID].asks[ask]
+        assert isinstance(env.message, Ask) and env.message.deny == ()  # not the requester's doing
+        with trio.fail_after(40):
+            await m.requester.wait(ask)
+        await wait_state(m, ask, AskState.PROVEN)
+        assert m.relay.states[MID].view(ask).winners == (honest,)
 
 
 def test_the_book_shows_the_record_and_the_denial() -> None:
