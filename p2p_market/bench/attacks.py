@@ -87,6 +87,8 @@ class Figures:
     p99_ms: float | None = None
     victim_cpu: float | None = None
     victim_rss_mb: float | None = None
+    victim_data_mb: float | None = None
+    """The victim's data dir (its log) at the end of the run."""
     agreed: bool | None = None
     error: str | None = None
     seconds: float = 0.0
@@ -239,7 +241,15 @@ def run_once(
     data = holder[0]
     if behaviours:
         report.update(_misbehaviour_figures(data, dict(behaviours)))
-    return figures(data), report
+    out = figures(data)
+    out.victim_data_mb = dir_mb(run_dir / "nodes" / VICTIM / "data")
+    return out, report
+
+
+def dir_mb(path: Path) -> float:
+    """The size of the files under `path`, in MB (0 if it does not exist)."""
+    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return round(total / 2**20, 1)
 
 
 def run_attacks(
