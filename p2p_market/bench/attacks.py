@@ -201,7 +201,8 @@ async def _run(
         try:
             # the attack stops by itself at the end of the workload; this bounds one
             # that overstays (a sleep across the end, a stuck dial)
-            with trio.move_on_at(trio.current_time() + (d.end_ms - wall_ms()) / 1000 + 5):
+            # (its last figures may take a few seconds: the run settles for longer)
+            with trio.move_on_at(trio.current_time() + (d.end_ms - wall_ms()) / 1000 + 12):
                 await attack(target)
         except Exception as exc:  # the attacker's own failure is a figure, not a crash
             while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
