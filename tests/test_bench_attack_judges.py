@@ -31,13 +31,24 @@ def test_replay_fails_on_one_reaccepted_envelope() -> None:
     assert not judge("replay", report, slow)
 
 
-def test_orphan_flood_fails_beyond_its_bound() -> None:
+def test_orphan_flood_fails_beyond_its_bound_or_still_growing() -> None:
     report = {"proofs_sent": 1_000}
-    assert judge("orphan-flood", report)
-    big_disk = Figures(placed=10, proven=10, p99_ms=2_000, victim_rss_mb=100, victim_data_mb=40)
-    assert not judge("orphan-flood", report, big_disk)
-    big_rss = Figures(placed=10, proven=10, p99_ms=2_000, victim_rss_mb=140, victim_data_mb=1)
-    assert not judge("orphan-flood", report, big_rss)
+
+    def flood(rss: float, disk: float, late: float | None) -> Figures:
+        return Figures(
+            placed=10,
+            proven=10,
+            p99_ms=2_000,
+            victim_rss_mb=rss,
+            victim_data_mb=disk,
+            victim_rss_late_mb=late,
+        )
+
+    assert judge("orphan-flood", report, flood(158, 17, 1.0))
+    assert not judge("orphan-flood", report, flood(158, 40, 1.0))  # disk
+    assert not judge("orphan-flood", report, flood(170, 17, 1.0))  # memory
+    assert not judge("orphan-flood", report, flood(158, 17, 12.0))  # still growing
+    assert not judge("orphan-flood", report, flood(158, 17, None))
 
 
 def test_grief_asks_fail_when_one_is_proven() -> None:

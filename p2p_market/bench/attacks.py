@@ -87,6 +87,9 @@ class Figures:
     p99_ms: float | None = None
     victim_cpu: float | None = None
     victim_rss_mb: float | None = None
+    victim_rss_late_mb: float | None = None
+    """How far the victim's peak RSS in the workload's second half exceeds its peak
+    in the first half: a bounded state stops growing once full."""
     victim_data_mb: float | None = None
     """The victim's data dir (its log) at the end of the run."""
     agreed: bool | None = None
@@ -107,6 +110,9 @@ def figures(data: RunData) -> Figures:
     during = [s for s in data.samples if s.node == VICTIM and lo / 1000 <= s.t <= hi / 1000]
     cpu = [s.cpu for s in during if s.up]
     rss = [s.rss for s in during if s.up]
+    mid = (lo + hi) / 2000
+    early = [s.rss for s in during if s.up and s.t < mid]
+    late = [s.rss for s in during if s.up and s.t >= mid]
     p50, p99 = quantile(latencies, 0.5), quantile(latencies, 0.99)
     return Figures(
         placed=len(asks),
@@ -116,6 +122,7 @@ def figures(data: RunData) -> Figures:
         p99_ms=None if p99 is None else round(p99),
         victim_cpu=round(sum(cpu) / len(cpu), 1) if cpu else None,
         victim_rss_mb=round(max(rss) / 2**20, 1) if rss else None,
+        victim_rss_late_mb=round((max(late) - max(early)) / 2**20, 1) if early and late else None,
         agreed=None if data.agreement is None else data.agreement.ok,
         error=data.error,
         seconds=data.scenario.duration_s,
