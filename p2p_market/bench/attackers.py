@@ -1061,9 +1061,10 @@ async def peer_exchange(target: Target) -> None:
 
 
 PEX_TAKEN_BOUND = 1024 * 1024
-"""Of a 7 MB answer, what the victim may let through before it cuts the stream: the
-stream's receive window (256 KiB) and change; the 64 KiB read cap refuses it on
-its length prefix."""
+"""Of a 7 MB answer, what the attacker may get written before the victim's reset
+stops it: what is in flight while the victim reads the length prefix and resets
+(socket buffers and the stream's receive window; 49 KB to 688 KB measured). A
+close instead of the reset let all 7 MB through, held by the victim's muxer."""
 
 
 def _in_scope(quiet: Figures, attacked: Figures, report: dict[str, Any]) -> tuple[bool, str]:
