@@ -87,6 +87,11 @@ class Figures:
     p99_ms: float | None = None
     victim_cpu: float | None = None
     victim_rss_mb: float | None = None
+    victim_rss_late_mb: float | None = None
+    """How far the victim's peak RSS in the workload's second half exceeds its peak
+    in the first half: a bounded state stops growing once full."""
+    victim_data_mb: float | None = None
+    """The victim's data dir (its log) at the end of the run."""
     agreed: bool | None = None
     error: str | None = None
     seconds: float = 0.0
@@ -105,6 +110,9 @@ def figures(data: RunData) -> Figures:
     during = [s for s in data.samples if s.node == VICTIM and lo / 1000 <= s.t <= hi / 1000]
     cpu = [s.cpu for s in during if s.up]
     rss = [s.rss for s in during if s.up]
+    mid = (lo + hi) / 2000
+    early = [s.rss for s in during if s.up and s.t < mid]
+    late = [s.rss for s in during if s.up and s.t >= mid]
     p50, p99 = quantile(latencies, 0.5), quantile(latencies, 0.99)
     return Figures(
         placed=len(asks),
@@ -114,6 +122,7 @@ def figures(data: RunData) -> Figures:
         p99_ms=None if p99 is None else round(p99),
         victim_cpu=round(sum(cpu) / len(cpu), 1) if cpu else None,
         victim_rss_mb=round(max(rss) / 2**20, 1) if rss else None,
+        victim_rss_late_mb=round((max(late) - max(early)) / 2**20, 1) if early and late else None,
         agreed=None if data.agreement is None else data.agreement.ok,
         error=data.error,
         seconds=data.scenario.duration_s,
@@ -199,7 +208,8 @@ async def _run(
         try:
             # the attack stops by itself at the end of the workload; this bounds one
             # that overstays (a sleep across the end, a stuck dial)
-            with trio.move_on_at(trio.current_time() + (d.end_ms - wall_ms()) / 1000 + 5):
+            # (its last figures may take a few seconds: the run settles for longer)
+            with trio.move_on_at(trio.current_time() + (d.end_ms - wall_ms()) / 1000 + 12):
                 await attack(target)
         except Exception as exc:  # the attacker's own failure is a figure, not a crash
             while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -239,7 +249,15 @@ def run_once(
     data = holder[0]
     if behaviours:
         report.update(_misbehaviour_figures(data, dict(behaviours)))
-    return figures(data), report
+    out = figures(data)
+    out.victim_data_mb = dir_mb(run_dir / "nodes" / VICTIM / "data")
+    return out, report
+
+
+def dir_mb(path: Path) -> float:
+    """The size of the files under `path`, in MB (0 if it does not exist)."""
+    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return round(total / 2**20, 1)
 
 
 def run_attacks(

@@ -25,6 +25,7 @@ at a time; a request must arrive within TIMEOUT_S and fit 1 KiB.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import ipaddress
 import logging
@@ -297,6 +298,11 @@ async def ask_peers(host: IHost, peer: ID, scopes: DialScopes, out: Exchanged) -
         answer = await wire.read_msg(stream, max_bytes=MAX_ANSWER_BYTES, timeout_s=TIMEOUT_S)
     except wire.WireError as exc:
         log.debug("peer exchange with %s failed: %s", peer, exc)
+        # Reset, not close: a close only ends our side, and the muxer goes on taking
+        # (and keeping, until the peer ends its side) whatever the peer still sends,
+        # such as the rest of an answer refused on its length (MBs per stream).
+        with contextlib.suppress(Exception):
+            await stream.reset()
         return []
     finally:
         await wire.close_quietly(stream)

@@ -4,6 +4,7 @@ cannot hold more than its share of the answering side."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 
@@ -164,3 +165,34 @@ async def test_an_oversized_answer_is_not_read_at_all() -> None:
         with trio.fail_after(10):
             found = await peers.ask_peers(node, liar.get_id(), LOOPBACK_ONLY, peers.Exchanged())
     assert found == []
+
+
+async def test_the_rest_of_an_oversized_answer_is_not_taken_in_either() -> None:
+    """The asker resets the stream of an answer it refuses on its length: a peer that
+    goes on sending (and never ends its side) fills no buffer of the asker's muxer.
+    With a close instead of the reset, the asker's muxer took all 7 MB and kept it
+    while the peer kept the stream open (the bench's `peer-exchange` row)."""
+    answer = wire.encode({"peers": [{"id": PEER, "addrs": ["/ip4/10.0.0.1/tcp/1"]}] * 100_000})
+    answer = len(answer).to_bytes(4, "big") + answer
+    sent = 0
+    async with running_hosts(*keys("pex-d", 2)) as (node, liar):
+
+        async def flood(stream: INetStream) -> None:
+            nonlocal sent
+            await wire.read_msg(stream)
+            with contextlib.suppress(Exception):
+                for i in range(0, len(answer), 16 * 1024):
+                    await stream.write(answer[i : i + 16 * 1024])
+                    sent = i + 16 * 1024
+            await trio.sleep_forever()  # never ends its side
+
+        liar.set_stream_handler(peers.PROTOCOL, flood)
+        with trio.fail_after(10):
+            found = await peers.ask_peers(node, liar.get_id(), LOOPBACK_ONLY, peers.Exchanged())
+        await trio.sleep(1.0)
+        conns = node.get_network().connections[liar.get_id()]
+        muxers = [c.muxed_conn for c in (conns if isinstance(conns, list) else [conns])]
+        buffered = sum(len(b) for m in muxers for b in getattr(m, "stream_buffers", {}).values())
+    assert found == []
+    assert len(answer) > 4 * 2**20
+    assert sent < 1 * 2**20 and buffered < 1 * 2**20, (sent, buffered)
