@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 BACKENDS: dict[str, str] = {
     "pow": "p2p_market.proving.pow",
     "external": "p2p_market.proving.external",
+    "groth16": "p2p_market.proving.snark",
+    "plonk": "p2p_market.proving.snark",
 }
 """proof_system → the module of its back-end."""
 
@@ -41,6 +43,9 @@ def backend_for(
     - ``external``: `ExternalBackend`; the verify command is `verify_cmd` if given,
       else the market's `verifier` field; the prove command (`prove_cmd`) comes from
       the prover's own config (a requester needs none).
+    - ``groth16``, ``plonk``: `SnarkBackend` (snark.py: snarkjs in a Node.js worker;
+      the circuit's artifacts are pinned by hash in the market's `verifier` field);
+      `timeout_s` bounds each request.
 
     Raises ValueError for a malformed command template, and for an unknown system.
     """
