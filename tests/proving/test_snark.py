@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from typer.testing import CliRunner
 
+from p2p_market.cli.app import app
+from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Market
 from p2p_market.markets.descriptor import read_descriptor
 from p2p_market.proving import ProvingError, backend_for
@@ -238,3 +241,71 @@ async def test_cancellation_leaves_no_worker_behind() -> None:
     assert pid is not None
     await b.aclose()
     assert not alive(pid)
+
+
+# -- market create -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("system", SYSTEMS)
+async def test_market_create_end_to_end(tmp_path: Path, system: str) -> None:
+    result = await trio.to_thread.run_sync(
+        lambda: CliRunner().invoke(
+            app,
+            [
+                "market", "create", "--proof-system", system,
+                "--circuit", str(CIRCUITS / "multiplier.circom"),
+                "--out", str(tmp_path),
+            ],
+        )
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "INSECURE" in result.output
+    (descriptor,) = tmp_path.glob("*.toml")
+    m = read_descriptor(descriptor)
+    assert m.name == f"multiplier-{system}-devnet-INSECURE"
+    assert market_id(m).hex() in result.output
+    ref = parse_verifier(m.verifier)
+    assert ref.system == system
+    names = {p.name for p in (tmp_path / "artifacts").iterdir()}
+    assert names == {f"{ref.wasm}.wasm", f"{ref.zkey}.zkey", f"{ref.vkey}.vkey.json"}
+    # The compile is deterministic: the same witness generator as the shipped one.
+    assert ref.wasm == parse_verifier(market("multiplier", system).verifier).wasm
+    async with SnarkBackend(system, dirs=[tmp_path / "artifacts"]) as b:
+        proof = await b.prove(m, GOOD, 60)
+        assert await b.verify(m, GOOD, proof)
+    # A proof of the shipped market's setup does not verify in this one.
+    async with SnarkBackend(system, dirs=[SHIPPED_ARTIFACTS]) as b:
+        shipped = await b.prove(market("multiplier", system), GOOD, 60)
+    async with SnarkBackend(system, dirs=[tmp_path / "artifacts"]) as b:
+        assert not await b.verify(m, GOOD, shipped)
+
+
+def test_market_create_needs_a_circuit(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["market", "create", "--proof-system", "groth16", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "needs --circuit" in result.stderr
+    result = CliRunner().invoke(app, ["market", "create", "--proof-system", "pow", "--name", "x"])
+    assert result.exit_code == 2
+    assert "--out is required" in result.stderr
+
+
+def test_market_create_with_a_too_small_ptau_says_so(tmp_path: Path) -> None:
+    ptau = tmp_path / "tiny.ptau"
+    ptau.write_bytes(b"not a ptau")
+    result = CliRunner().invoke(
+        app,
+        [
+            "market", "create", "--proof-system", "plonk",
+            "--circuit", str(CIRCUITS / "multiplier.circom"),
+            "--ptau", str(ptau), "--out", str(tmp_path / "out"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: snarkjs plonk setup failed")
+    assert not (tmp_path / "out" / "artifacts").exists() or not any(
+        (tmp_path / "out" / "artifacts").iterdir()
+    )
