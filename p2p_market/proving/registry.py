@@ -10,11 +10,16 @@ at import time would close a circle. A back-end module provides
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
+
+import trio
 
 from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S, BackendOptions
 
 if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
     from p2p_market.core.messages import Market
     from p2p_market.proving.backend import ProofBackend
 
@@ -61,3 +66,19 @@ def backend_for(
     )
     backend: ProofBackend = importlib.import_module(module).from_options(market, options)
     return backend
+
+
+async def close_at_exit(
+    backends: Iterable[object], *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A task that waits until its nursery is cancelled, then closes each back-end
+    that has an `aclose` (snark.py's worker): start it next to the roles that use
+    them, so that no helper process outlives the node."""
+    closers = [b for b in backends if callable(getattr(b, "aclose", None))]
+    task_status.started()
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            for backend in closers:
+                await backend.aclose()  # type: ignore[attr-defined]

@@ -285,6 +285,7 @@ class _Worker:
         self.buffer = bytearray()
         self.next_id = 0
         self.served = 0
+        self.run = trio.lowlevel.current_trio_token()
         # A backend dropped without aclose: its worker dies with it (and when this
         # process exits, as its stdin closes).
         self._finalizer = weakref.finalize(self, _kill_group, proc.pid)
@@ -342,6 +343,15 @@ class _Worker:
             raise ProvingError("snark worker: a reply out of order")
         self.served += 1
         return reply
+
+    def kill_now(self) -> None:
+        """Kill and reap it without trio: for a worker started by another trio run
+        (one process may call `trio.run` more than once with the same back-end)."""
+        _kill_group(self.proc.pid)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(self.proc.pid, 0)
+        self._finalizer.detach()
+        self.stderr.close()
 
     async def stop(self) -> None:
         """Close stdin (the worker exits), then SIGKILL the group after a grace."""
@@ -408,6 +418,10 @@ class SnarkBackend:
             end = trio.current_time() + timeout_s
             for attempt in (1, 2):
                 worker = self._worker
+                if worker is not None and worker.run is not trio.lowlevel.current_trio_token():
+                    self._worker = None  # started by an earlier trio.run: unusable here
+                    worker.kill_now()
+                    worker = None
                 if worker is None:
                     worker = self._worker = await _Worker.start()
                     self.starts += 1

@@ -18,6 +18,7 @@ from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Market
 from p2p_market.markets.descriptor import read_descriptor
 from p2p_market.proving import ProvingError, backend_for
+from p2p_market.proving.registry import close_at_exit
 from p2p_market.proving.snark import (
     BN254_R,
     SHIPPED_ARTIFACTS,
@@ -241,6 +242,30 @@ async def test_cancellation_leaves_no_worker_behind() -> None:
     assert pid is not None
     await b.aclose()
     assert not alive(pid)
+
+
+def test_a_worker_of_an_earlier_trio_run_is_replaced() -> None:
+    # The CLI checks inputs in one trio.run and verifies in another.
+    m = market("multiplier", "groth16")
+    b = SnarkBackend("groth16", dirs=[SHIPPED_ARTIFACTS])
+    proof = trio.run(b.prove, m, GOOD, 60)
+    first = b.worker_pid
+    assert first is not None
+    assert trio.run(b.verify, m, GOOD, proof)
+    assert b.starts == 2 and not alive(first)
+    trio.run(b.aclose)
+
+
+async def test_close_at_exit_closes_the_workers_when_the_nursery_ends() -> None:
+    m = market("multiplier", "groth16")
+    b = SnarkBackend("groth16", dirs=[SHIPPED_ARTIFACTS])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(close_at_exit, [b, object()])
+        assert await b.check_inputs(m, GOOD)
+        pid = b.worker_pid
+        assert pid is not None
+        nursery.cancel_scope.cancel()
+    assert b.worker_pid is None and not alive(pid)
 
 
 # -- market create -------------------------------------------------------------------
