@@ -458,6 +458,19 @@ class SnarkBackend:
             self._worker = None
         await worker.stop()
 
+    def check_ready(self, market: Market, kinds: Sequence[str] = ("wasm", "zkey", "vkey")) -> None:
+        """ValueError (one line) unless `market` is of this system and Node.js, snarkjs
+        and the market's artifacts of `kinds` are all found (their hashes are
+        checked at first use): for a prover, before it bids."""
+        try:
+            ref = self._ref(market)
+            node_binary()
+            node_modules()
+            for kind in kinds:
+                check_artifact(find_artifact(ref, kind, self.dirs), ref.digest(kind))
+        except ProvingError as e:
+            raise ValueError(str(e)) from None
+
     # -- artifacts
 
     def _ref(self, market: Market) -> CircuitRef:

@@ -153,7 +153,10 @@ def prover_plan(
         )
     if market.proof_system == "external" and not options.prove_cmd:
         raise ValueError(f"market {market.name} is external: a prover needs a prove command")
-    options.backend(market)  # checks the command templates
+    made = options.backend(market)  # checks the command templates
+    check_ready = getattr(made, "check_ready", None)
+    if check_ready is not None:  # groth16, plonk: Node.js, snarkjs, the artifacts
+        check_ready(market)
     return ProverPlan(
         market=market,
         price=price,

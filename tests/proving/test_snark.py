@@ -183,6 +183,17 @@ async def test_an_artifact_with_a_wrong_hash_is_refused(tmp_path: Path) -> None:
             await b.check_inputs(m, GOOD)
 
 
+def test_a_prover_plan_needs_the_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2p_market.roles.wiring import prover_plan
+
+    m = market("multiplier", "groth16")
+    prover_plan(m, price=1, proof_time=5000)  # the shipped artifacts are found
+    monkeypatch.setattr("p2p_market.proving.snark.SHIPPED_ARTIFACTS", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"wasm artifact .* not found"):
+        prover_plan(m, price=1, proof_time=5000)
+
+
 def test_the_verifier_field_form() -> None:
     m = market("multiplier", "plonk")
     ref = parse_verifier(m.verifier)
