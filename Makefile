@@ -6,11 +6,15 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+# Python (the venv) and Node.js (node_modules/: snarkjs and circom2, pinned by
+# package-lock.json, for the groth16 and plonk proof systems).
+$(BIN)/.installed: pyproject.toml package-lock.json
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 2; }
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { echo "error: node and npm not found (Node.js 20 is required: snarkjs, for the groth16 and plonk proof systems)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 demo: $(BIN)/.installed
@@ -28,4 +32,4 @@ bench: $(BIN)/.installed
 	$(BIN)/p2p-market bench core --json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

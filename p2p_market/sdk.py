@@ -53,6 +53,7 @@ from p2p_market.node.direct import DEFAULT_MAX_BYTES
 from p2p_market.node.keyfile import new_key, read_key
 from p2p_market.node.runtime import Node
 from p2p_market.node.sync import sync_market
+from p2p_market.proving.registry import close_at_exit
 from p2p_market.roles.inbox import Inbox
 from p2p_market.roles.requester import AskEvent, RequesterRole
 from p2p_market.roles.split import SplitFailed, SplitProof, request_segmented
@@ -563,6 +564,7 @@ async def open_client(
         node = Node(config, signing)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
+            await nursery.start(close_at_exit, [backend])
             role = RequesterRole(node, {market_id(chosen): backend}, Inbox())
             await nursery.start(role.run)
             client = Client(node, role, chosen)

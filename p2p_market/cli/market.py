@@ -33,12 +33,42 @@ market_app = typer.Typer(
 
 @market_app.command("create")
 def market_create(
-    name: Annotated[str, typer.Option("--name", help="The market's name (1..64 characters).")],
     proof_system: Annotated[
         str,
-        typer.Option("--proof-system", help="pow (the built-in DEMO proof of work) or external."),
+        typer.Option(
+            "--proof-system",
+            help="pow (the built-in DEMO proof of work), external, groth16 or plonk.",
+        ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Where to write the descriptor (TOML).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="pow, external: the descriptor file to write (required). groth16, plonk:"
+            " the directory for the descriptor (NAME.toml) and its artifacts/ (default"
+            " markets/, where nodes look them up).",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="The market's name (1..64 characters); groth16, plonk: default"
+            " CIRCUIT-SYSTEM, with -devnet-INSECURE for a local setup.",
+        ),
+    ] = None,
+    circuit: Annotated[
+        Path | None,
+        typer.Option("--circuit", help="groth16, plonk: the circom circuit (main component)."),
+    ] = None,
+    ptau: Annotated[
+        Path | None,
+        typer.Option(
+            "--ptau",
+            help="groth16, plonk: a powers-of-tau file from a ceremony (default: generate a"
+            " small one locally: INSECURE, devnet only).",
+        ),
+    ] = None,
     difficulty: Annotated[
         int | None,
         typer.Option("--difficulty", help="pow: leading zero bits (default 16; 0 for external)."),
@@ -65,9 +95,33 @@ def market_create(
     """Create a market: write its descriptor file and print its id.
 
     To announce the market, hand out the file: provers and requesters pass it as
-    --market FILE (or copy it into their markets/ directory and use the id)."""
-    if proof_system not in ("pow", "external"):
-        fail(f"unknown proof system {proof_system!r}: use pow or external")
+    --market FILE (or copy it into their markets/ directory and use the id).
+
+    groth16, plonk: compiles --circuit, runs the setup and pins the artifacts (the
+    circuit's wasm, the proving key, the verification key) by SHA-256 in the
+    market's verifier field; hand out the artifacts/ directory with the descriptor."""
+    if proof_system not in ("pow", "external", "groth16", "plonk"):
+        fail(f"unknown proof system {proof_system!r}: use pow, external, groth16 or plonk")
+    if proof_system in ("groth16", "plonk"):
+        _create_circuit_market(
+            proof_system,
+            name=name,
+            circuit=circuit,
+            ptau=ptau,
+            out=MARKETS_DIR if out is None else out,
+            commit_window_ms=commit_window_ms,
+            stage_ms=stage_ms,
+            skew_ms=skew_ms,
+            max_lifetime_ms=max_lifetime_ms,
+            nonce=nonce,
+        )
+        return
+    if name is None:
+        fail("--name is required")
+    if out is None:
+        fail("--out is required: the descriptor file to write")
+    if circuit is not None or ptau is not None:
+        fail("--circuit and --ptau are for groth16 and plonk markets")
     if proof_system == "pow":
         verifier = "sha256-leading-zero-bits" if verifier is None else verifier
         difficulty = 16 if difficulty is None else difficulty
@@ -103,6 +157,80 @@ def market_create(
     typer.echo(f"market id:  {market_id(market).hex()}")
     typer.echo(f"descriptor: {out}")
     typer.echo(f"announce it by handing out {out}; nodes use --market {out}")
+
+
+def _create_circuit_market(
+    system: str,
+    *,
+    name: str | None,
+    circuit: Path | None,
+    ptau: Path | None,
+    out: Path,
+    commit_window_ms: int,
+    stage_ms: int,
+    skew_ms: int,
+    max_lifetime_ms: int,
+    nonce: int,
+) -> None:
+    from p2p_market.proving.backend import ProvingError
+    from p2p_market.proving.snark_setup import setup_circuit
+
+    if circuit is None:
+        fail(f"a {system} market needs --circuit: the circom circuit it proves")
+    if ptau is not None and not ptau.is_file():
+        fail(f"powers-of-tau file not found: {ptau}")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out}: a {system} market is written to a directory")
+    artifacts = out / "artifacts"
+    typer.echo(f"compiling {circuit} and running the {system} setup ...")
+    try:
+        made = setup_circuit(system, circuit, artifacts, ptau=ptau)
+    except ProvingError as exc:
+        fail(str(exc))
+    if name is None:
+        suffix = "-devnet-INSECURE" if made.insecure else ""
+        name = f"{circuit.stem[: 64 - len(system) - len(suffix) - 1]}-{system}{suffix}"
+    try:
+        market = Market(
+            name=name,
+            proof_system=system,
+            verifier=made.ref.verifier(),
+            difficulty=0,
+            commit_window_ms=commit_window_ms,
+            stage_ms=stage_ms,
+            skew_ms=skew_ms,
+            max_lifetime_ms=max_lifetime_ms,
+            created_at=time.time_ns() // 1_000_000,
+            nonce=nonce,
+        )
+    except MessageError as exc:
+        fail(f"bad market: {exc}")
+    path = out / f"{name}.toml"
+    try:
+        write_descriptor(path, market)
+    except MarketSpecError as exc:
+        fail(str(exc))
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in made.timings.items())
+    typer.echo(f"constraints: {made.constraints}; {times}")
+    if made.power is not None:
+        typer.echo(
+            f"WARNING: INSECURE devnet setup: the powers of tau (2^{made.power}) were made"
+            " here by one contribution; whoever ran this can forge proofs. Use --ptau"
+            " with a ceremony's file for a real market."
+        )
+    elif made.insecure:
+        typer.echo(
+            "WARNING: INSECURE: groth16's phase 2 was one local contribution; whoever ran"
+            " this can forge proofs. A real groth16 market needs a phase-2 ceremony."
+        )
+    for kind, p in made.paths.items():
+        typer.echo(f"{kind + ':':10s}  {p}")
+    typer.echo(f"market id:  {market_id(market).hex()}")
+    typer.echo(f"descriptor: {path}")
+    typer.echo(
+        f"announce it by handing out {path} and {artifacts}/; nodes use --market {path}"
+        " and find the artifacts in markets/artifacts or $P2P_MARKET_ARTIFACTS"
+    )
 
 
 @market_app.command("list")

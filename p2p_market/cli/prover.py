@@ -90,7 +90,10 @@ def prover_run(
     ] = None,
     backend: Annotated[
         str | None,
-        typer.Option("--backend", help="pow or external (default: the market's system)."),
+        typer.Option(
+            "--backend",
+            help="pow, external, groth16 or plonk (default: the market's system).",
+        ),
     ] = None,
     prove_cmd: Annotated[
         str | None, typer.Option("--prove-cmd", help="external: prove command template.")
@@ -182,8 +185,8 @@ def prover_run(
             check_cmd=check_cmd,
             timeout_s=DEFAULT_EXTERNAL_TIMEOUT_S if timeout_s is None else timeout_s,
         )
-        if backend is not None and backend not in ("pow", "external"):
-            fail(f"unknown backend {backend!r}: use pow or external")
+        if backend is not None and backend not in ("pow", "external", "groth16", "plonk"):
+            fail(f"unknown backend {backend!r}: use pow, external, groth16 or plonk")
         try:
             prover = prover_plan(
                 chosen,

@@ -43,7 +43,7 @@ class Outcome(enum.Enum):
     TIMED_OUT = "timed_out"
 
 
-PROOF_SYSTEMS: frozenset[str] = frozenset({"pow", "external"})
+PROOF_SYSTEMS: frozenset[str] = frozenset({"pow", "external", "groth16", "plonk"})
 MAX_ATTEMPT = 1_000_000
 """The largest commit-window number a Commit or an Award may name."""
 

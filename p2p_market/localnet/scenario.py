@@ -33,6 +33,7 @@ WORKLOAD_KEYS: Final = frozenset(
         "ttl_ms",
         "work",
         "input_bytes",
+        "inputs",
     }
 )
 """The [workload] keys a scenario may set; the launcher sets market, seed, duration_s,

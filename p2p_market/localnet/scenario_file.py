@@ -13,7 +13,7 @@ scenario.py). Checked field by field: a bad file is one line naming the problem
     report_dir = "reports"   # relative to the scenario file; a folder per run in it
 
     [market]                 # every node follows this market (Market descriptor fields)
-    proof_system = "pow"     # pow (demo) or external (needs verifier)
+    proof_system = "pow"     # pow (demo), or external, groth16, plonk (need verifier)
     difficulty = 14
     commit_window_ms = 1000
     stage_ms = 300
@@ -122,7 +122,9 @@ def _market(table: dict[str, Any], name: str) -> Market:
     fields.update(table)
     if "verifier" not in fields:
         if fields["proof_system"] != "pow":
-            raise ScenarioError("market.verifier is required for an external market")
+            system = fields["proof_system"]
+            article = "an" if str(system)[:1] in ("a", "e", "i", "o", "u") else "a"
+            raise ScenarioError(f"market.verifier is required for {article} {system} market")
         fields["verifier"] = "sha256-leading-zero-bits"
     fields["created_at"] = GENESIS_MS
     try:

@@ -44,7 +44,7 @@ from p2p_market.markets.descriptor import MarketSpecError, resolve_market
 from p2p_market.node.config import ConfigError, NodeConfig, typed
 from p2p_market.node.runtime import Node
 from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S, ProofBackend
-from p2p_market.proving.registry import backend_for
+from p2p_market.proving.registry import backend_for, close_at_exit
 from p2p_market.roles.inbox import Inbox
 from p2p_market.roles.prover import ProverRole, ProverSettings
 from p2p_market.roles.requester import RequesterRole
@@ -153,7 +153,10 @@ def prover_plan(
         )
     if market.proof_system == "external" and not options.prove_cmd:
         raise ValueError(f"market {market.name} is external: a prover needs a prove command")
-    options.backend(market)  # checks the command templates
+    made = options.backend(market)  # checks the command templates
+    check_ready = getattr(made, "check_ready", None)
+    if check_ready is not None:  # groth16, plonk: Node.js, snarkjs, the artifacts
+        check_ready(market)
     return ProverPlan(
         market=market,
         price=price,
@@ -266,11 +269,14 @@ async def start_roles(node: Node, plan: RolePlan, nursery: trio.Nursery) -> Role
         if node.cores.states[market_id(plan.prover.market)].local_prover != node.key.public_key:
             raise ValueError("a prover role needs a node created with prover=True")
         p = plan.prover
-        roles.prover = ProverRole(node, p.options.backend(p.market), p.settings, Inbox())
+        backend = p.options.backend(p.market)
+        await nursery.start(close_at_exit, [backend])
+        roles.prover = ProverRole(node, backend, p.settings, Inbox())
         await nursery.start(roles.prover.run)
     if plan.requester is not None:
         opts = plan.requester.options
         backends = {mid: opts.backend(state.market) for mid, state in node.states.items()}
+        await nursery.start(close_at_exit, backends.values())
         roles.requester = RequesterRole(node, backends, Inbox())
         await nursery.start(roles.requester.run)
     if plan.workload is not None:

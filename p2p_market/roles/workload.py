@@ -17,6 +17,8 @@ load tests, by a real requester node (`node run` with [requester] and [workload]
     ttl_ms = 30000                    # each ask's lifetime
     work = [12, 16]                   # pow: the difficulty=N line of the inputs
     input_bytes = 64                  # random payload per ask
+    inputs = ['{"a":"3","b":"11"}']   # instead: each ask's inputs, drawn from this list
+                                      #   (e.g. a groth16 / plonk market's circuit inputs)
     events_file = "workload.jsonl"    # default: <data_dir>/workload.jsonl
 
 The schedule is a pure function of (seed, start): a restarted requester regenerates
@@ -58,11 +60,12 @@ WORKLOAD_KEYS: Final = frozenset(
     {
         "market", "rate", "seed", "duration_s", "start_file", "max_price", "max_proof_time",
         "time_share", "replicas", "confidential_share", "ttl_ms", "work", "input_bytes",
-        "events_file",
+        "inputs", "events_file",
     }
 )  # fmt: skip
 START_POLL_S: Final = 0.1
 MAX_INPUT_BYTES: Final = 16 * 1024
+MAX_INPUT_CHOICES: Final = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +83,8 @@ class WorkloadPlan:
     ttl_ms: int = 30_000
     work: tuple[int, int] | None = None
     input_bytes: int = 64
+    inputs: tuple[bytes, ...] = ()
+    """If not empty, each ask's inputs are drawn from these (work, input_bytes unused)."""
     events_file: Path | None = None
 
 
@@ -120,7 +125,11 @@ def schedule(plan: WorkloadPlan) -> Any:
             prefer="time" if rng.random() < plan.time_share else "cost",
             replicas=rng.choices(counts, weights)[0],
             confidential=rng.random() < plan.confidential_share,
-            inputs=work + f"workload {plan.seed} ask {index}\n".encode() + payload.hex().encode(),
+            inputs=(
+                rng.choice(plan.inputs)
+                if plan.inputs
+                else work + f"workload {plan.seed} ask {index}\n".encode() + payload.hex().encode()
+            ),
         )
         index += 1
 
@@ -226,8 +235,25 @@ def workload_plan(section: dict[str, Any], config: NodeConfig, base: Path) -> Wo
         ttl_ms=ttl,
         work=work,
         input_bytes=int(_number(section, "input_bytes", 64, 0, MAX_INPUT_BYTES)),
+        inputs=_inputs(section),
         events_file=paths["events_file"] or config.data_dir / "workload.jsonl",
     )
+
+
+def _inputs(section: dict[str, Any]) -> tuple[bytes, ...]:
+    if "inputs" not in section:
+        return ()
+    value = section["inputs"]
+    if (
+        type(value) is not list
+        or not 1 <= len(value) <= MAX_INPUT_CHOICES
+        or not all(type(v) is str and 1 <= len(v.encode()) <= MAX_INPUT_BYTES for v in value)
+    ):
+        raise ConfigError(
+            f"workload.inputs must be a list of 1..{MAX_INPUT_CHOICES} non-empty strings"
+            f" of at most {MAX_INPUT_BYTES} bytes"
+        )
+    return tuple(v.encode() for v in value)
 
 
 # -- running ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def with_nodes(*extra: dict[str, Any], **sections: Any) -> dict[str, Any]:
     return {**sections, "nodes": [*MINIMAL["nodes"], *extra]}
 
 
-@pytest.mark.parametrize("name", ["local", "churn", "partition", "byzantine"])
+@pytest.mark.parametrize("name", ["local", "churn", "partition", "byzantine", "zk"])
 def test_the_shipped_scenarios_load(name: str) -> None:
     scenario = load_scenario(SIMULATIONS / f"{name}.toml")
     assert scenario.name == name

@@ -59,6 +59,15 @@ def test_rate_duration_and_mix() -> None:
     }
 
 
+def test_inputs_drawn_from_a_list() -> None:
+    choices = (b'{"a":"3","b":"11"}', b'{"a":"5","b":"7"}')
+    arrivals = list(itertools.islice(schedule(plan(seed=2, inputs=choices)), 40))
+    assert {a.inputs for a in arrivals} == set(choices)
+    cfg = parse_config({**BASE, "requester": {}}, Path("."))
+    section = {"rate": 1, "inputs": [c.decode() for c in choices]}
+    assert workload_plan(section, cfg, Path(".")).inputs == choices
+
+
 def test_a_config_with_a_workload(tmp_path: Path) -> None:
     data = {**BASE, "requester": {}, "workload": {"rate": 1, "replicas": 2, "seed": 9}}
     _, roles = plan_from_config(parse_config(data, tmp_path), tmp_path)
@@ -83,6 +92,10 @@ def test_a_config_with_a_workload(tmp_path: Path) -> None:
         ({"rate": 1, "work": [1, 99]}, "workload.work must be"),
         ({"rate": 1, "market": "nowhere.toml"}, "workload.market: unknown market"),
         ({"rate": 1, "start_file": 3}, "workload.start_file must be a file path"),
+        ({"rate": 1, "inputs": "x"}, "workload.inputs must be a list"),
+        ({"rate": 1, "inputs": []}, "workload.inputs must be a list"),
+        ({"rate": 1, "inputs": ["a", ""]}, "workload.inputs must be a list"),
+        ({"rate": 1, "inputs": [1]}, "workload.inputs must be a list"),
     ],
 )
 def test_bad_workload_settings_name_the_problem(
