@@ -133,6 +133,8 @@ OVER_BUDGET: Final = "over budget"
 """Refused: this peer was sent its answer budget for now; ask again later."""
 SESSION_EXPIRED: Final = "session expired"
 """Ended: the session lasted its maximum time; open another."""
+EVICTED: Final = "evicted"
+"""Ended: every session was taken and another peer asked (`SyncServer._evict_for`)."""
 
 DEFAULT_MAX_SESSIONS: Final = 16
 DEFAULT_MAX_SESSIONS_PER_PEER: Final = 2
@@ -142,6 +144,12 @@ DEFAULT_IDLE_TIMEOUT_S: Final = 10.0
 """An honest client asks its next question at once (it waits at most its own step
 timeout, 5 s in the node, for another peer's fetch), so a session that stays quiet
 for longer is a held slot, not a conversation."""
+DEFAULT_EVICT_AFTER_S: Final = 10.0
+"""When every session is taken, a new peer's request may end a session that has
+lasted this long (or one of a peer holding two: `SyncServer._evict_for`). Many
+identities can otherwise hold every session, asking just often enough not to idle
+out, and refuse sync to everyone else (the bench row `sync-sessions`). An honest
+sync is over in a few seconds; one that is cut resumes at the next round."""
 DEFAULT_MAX_SESSION_S: Final = 120.0
 """Even a busy session ends: a peer that asks just fast enough not to idle out
 cannot keep a slot for ever. A full sync of 10,000 envelopes takes a few seconds."""
@@ -184,11 +192,19 @@ class AnswerBudget:
 
 
 @dataclass
+class _Session:
+    peer: ID
+    started: float
+    scope: trio.CancelScope | None = None
+    evicted: bool = False
+
+
+@dataclass
 class SyncServerStats:
     sessions: int = 0
     refused: Counter[str] = field(default_factory=Counter)
     """Requests and sessions refused or ended, by reason (BUSY, PEER_BUSY, OVER_BUDGET,
-    SESSION_EXPIRED)."""
+    SESSION_EXPIRED, EVICTED)."""
     bad_requests: int = 0
     snapshots: int = 0
     requests: Counter[str] = field(default_factory=Counter)
@@ -208,8 +224,10 @@ class SyncServer:
     `max_sessions` concurrent sessions, each idle at most `idle_timeout_s` between
     requests and alive at most `max_session_s`; each request frame must arrive, and
     each answer be read, within `timeout_s` (so at least ~100 KiB/s for a full answer);
-    and `answer_bytes_per_s` (burst `answer_burst_bytes`) of answers. Refusals are
-    error replies naming the reason (BUSY, PEER_BUSY, OVER_BUDGET, SESSION_EXPIRED)."""
+    and `answer_bytes_per_s` (burst `answer_burst_bytes`) of answers. When every
+    session is taken, a new peer's request ends another's (`_evict_for`), so held
+    sessions cannot lock newcomers out. Refusals are error
+    replies naming the reason (BUSY, PEER_BUSY, OVER_BUDGET, SESSION_EXPIRED, EVICTED)."""
 
     def __init__(
         self,
@@ -220,6 +238,7 @@ class SyncServer:
         max_sessions_per_peer: int = DEFAULT_MAX_SESSIONS_PER_PEER,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         max_session_s: float = DEFAULT_MAX_SESSION_S,
+        evict_after_s: float = DEFAULT_EVICT_AFTER_S,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         answer_bytes_per_s: float = DEFAULT_ANSWER_BYTES_PER_S,
         answer_burst_bytes: int = DEFAULT_ANSWER_BURST_BYTES,
@@ -229,6 +248,10 @@ class SyncServer:
         self.slots = host_net.PeerSlots(total=max_sessions, per_peer=max_sessions_per_peer)
         self.idle_timeout_s = idle_timeout_s
         self.max_session_s = max_session_s
+        self.evict_after_s = evict_after_s
+        self._open: dict[int, _Session] = {}
+        """The sessions in progress, by a serial number (oldest first)."""
+        self._serial = 0
         self.timeout_s = timeout_s
         self.budget = AnswerBudget(answer_bytes_per_s, answer_burst_bytes)
         self.stats = SyncServerStats()
@@ -275,19 +298,56 @@ class SyncServer:
     async def handle(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
         refused = self.slots.take(peer)
+        if refused == BUSY and self._evict_for(peer):
+            refused = self.slots.take(peer)
         if refused is not None:
             await self._refuse(stream, refused)
             await close_quietly(stream)
             return
         self.stats.sessions += 1
+        self._serial += 1
+        serial = self._serial
+        session = _Session(peer=peer, started=trio.current_time())
+        self._open[serial] = session
         try:
             with trio.move_on_after(self.max_session_s) as session_scope:
+                session.scope = session_scope
                 await self._converse(stream, peer)
-            if session_scope.cancelled_caught:
+            if session.evicted:
+                await self._refuse(stream, EVICTED)
+            elif session_scope.cancelled_caught:
                 await self._refuse(stream, SESSION_EXPIRED)
         finally:
-            self.slots.give_back(peer)
+            del self._open[serial]
+            if not session.evicted:  # an evicted session's slot went to its evictor
+                self.slots.give_back(peer)
             await close_quietly(stream)
+
+    def _evict_for(self, newcomer: ID) -> bool:
+        """Make room for `newcomer`: end a session and free its slot at once
+        (synchronously: the caller takes it before anyone else can). A peer with no
+        session may take one from a peer holding two or more, whatever its age (so
+        identities holding two each cannot fill the server); anyone may end a
+        session older than `evict_after_s` (so sessions held one per identity are
+        not held for ever). Of those, the one whose peer holds most, then the
+        oldest."""
+        now = trio.current_time()
+        share = self.slots.held_by(newcomer) == 0
+        best: _Session | None = None
+        for session in self._open.values():  # oldest first
+            if session.evicted or session.scope is None:
+                continue
+            held = self.slots.held_by(session.peer)
+            if not ((share and held >= 2) or now - session.started >= self.evict_after_s):
+                continue
+            if best is None or held > self.slots.held_by(best.peer):
+                best = session
+        if best is None or best.scope is None:
+            return False
+        best.evicted = True
+        best.scope.cancel()
+        self.slots.give_back(best.peer)
+        return True
 
     async def _refuse(self, stream: INetStream, reason: str) -> None:
         """Count and send a named refusal; a peer that is gone is not waited for."""

@@ -4,6 +4,7 @@ Each limit is shown against an attacking peer while an honest peer still syncs."
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +15,8 @@ from libp2p.abc import IHost, INetStream
 from p2p_market.core.envelope import message_id
 from p2p_market.markets.devnet import Actor
 from p2p_market.node.sync import (
+    BUSY,
+    EVICTED,
     OVER_BUDGET,
     PEER_BUSY,
     PROTOCOL,
@@ -78,6 +81,59 @@ async def test_one_peer_holding_sixteen_sessions_does_not_lock_out_an_honest_pee
     assert report.applied == len(book)
     assert server.stats.refused[PEER_BUSY] == 14
     assert server.slots.active == 0  # every slot given back
+
+
+async def _honest_sync(honest: IHost, server: IHost) -> Any:
+    joiner = Joiner()
+    return await sync_market(
+        host=honest, peers=[server.get_id()], market=MID,
+        holds=joiner.state.holds, apply=joiner.apply, timeout_s=5,
+    )  # fmt: skip
+
+
+async def test_identities_holding_two_sessions_each_make_room_for_a_new_peer() -> None:
+    """Eight identities hold all 16 sessions, 2 each, asking often enough never to
+    idle out: a peer with no session takes one of theirs at once."""
+    book = make_book(provers=10, requesters=5, asks_each=2)
+    server = SyncServer(serving(filled(book)))
+    async with running_hosts(*keys("evict-two", 10)) as (host, honest, *attackers):
+        server.attach(host)
+        with trio.fail_after(30):
+            async with contextlib.AsyncExitStack() as stack:
+                for attacker in attackers:
+                    first = await stack.enter_async_context(
+                        held_sessions(attacker, host, 2, every_s=0.3)
+                    )
+                    assert all(r.get("ok") for r in first)
+                assert server.slots.active == 16
+                report = await _honest_sync(honest, host)
+                assert report.ok_peers == 1, report.peers[0].error
+                assert report.applied == len(book)
+    assert server.stats.refused[EVICTED] == 1
+    assert server.slots.active == 0  # every slot given back, the evicted one once
+
+
+async def test_identities_holding_one_session_each_give_way_when_old() -> None:
+    """Sixteen identities hold one session each: while the sessions are young a new
+    peer is refused `busy`; once the oldest has lasted `evict_after_s`, the new
+    peer's request ends it and takes its slot."""
+    book = make_book(provers=10, requesters=5, asks_each=2)
+    server = SyncServer(serving(filled(book)), evict_after_s=1.5)
+    async with running_hosts(*keys("evict-one", 18)) as (host, honest, *attackers):
+        server.attach(host)
+        with trio.fail_after(40):
+            async with contextlib.AsyncExitStack() as stack:
+                for attacker in attackers:
+                    await stack.enter_async_context(held_sessions(attacker, host, 1, every_s=0.3))
+                assert server.slots.active == 16
+                early = await _honest_sync(honest, host)
+                assert early.ok_peers == 0 and BUSY in (early.peers[0].error or "")
+                await trio.sleep(1.6)
+                late = await _honest_sync(honest, host)
+                assert late.ok_peers == 1, late.peers[0].error
+                assert late.applied == len(book)
+    assert server.stats.refused[EVICTED] == 1
+    assert server.slots.active == 0
 
 
 async def test_a_session_ends_when_its_time_is_up_however_busy() -> None:
