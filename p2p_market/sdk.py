@@ -540,6 +540,7 @@ async def open_client(
     passphrase: bytes | None = None,
     verify_cmd: str | None = None,
     listen: str = "/ip4/127.0.0.1/tcp/0",
+    announce: Sequence[str] = (),
 ) -> AsyncIterator[Client]:
     """A `Client` on an ephemeral node (see the module docstring). `market` is a
     spec (`devnet`, a descriptor file, a known market id) or a `Market`; `key` a
@@ -559,6 +560,7 @@ async def open_client(
             data_dir=directory,
             listen=(listen,),
             bootstrap=boot,
+            announce=tuple(announce),
             markets=(chosen,),
         )
         node = Node(config, signing)

@@ -16,6 +16,10 @@ from typing import Any
 
 CLI = [sys.executable, "-m", "p2p_market.cli"]
 STARTUP_S = 60
+ANY_PORT = 'listen = ["/ip4/127.0.0.1/tcp/0"]\n'
+"""A config line for any free port: not the default 4701, since tests run nodes side
+by side (one per test, several per test)."""
+ANY_LISTEN = ("--listen", "/ip4/127.0.0.1/tcp/0")
 
 
 def cli(

@@ -29,7 +29,7 @@ from p2p_market.node.api_client import ApiClient
 from p2p_market.node.api_token import TOKEN_ENV
 from p2p_market.node.keyfile import write_key
 from tests.e2e.test_cli_e2e import quick_market
-from tests.processes import cli, process
+from tests.processes import ANY_LISTEN, cli, process
 
 runner = CliRunner()
 ADDR = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
@@ -264,7 +264,7 @@ def test_bad_commands_against_a_running_prover_publish_nothing(tmp_path: Path) -
     out = tmp_path / "proof.bin"
     with process(
         "prover", "run", "--market", str(descriptor), "--price", "5", "--proof-time", "3000",
-        "--devnet-key", "prover-1", "--data-dir", str(tmp_path / "prover"),
+        "--devnet-key", "prover-1", "--data-dir", str(tmp_path / "prover"), *ANY_LISTEN,
     ) as (_, ready):  # fmt: skip
         api = ApiClient(f"http://127.0.0.1:{ready['api_port']}")
         me = devnet_key("prover-1").public_key.hex()
@@ -288,7 +288,7 @@ def test_bad_commands_against_a_running_prover_publish_nothing(tmp_path: Path) -
         prover = [
             "prover", "run", "--market", str(descriptor), "--price", "3", "--proof-time",
             "3000", "--devnet-key", "prover-2", "--bootstrap", ready["addr"],
-            "--data-dir", str(tmp_path / "p2"),
+            "--data-dir", str(tmp_path / "p2"), *ANY_LISTEN,
         ]  # fmt: skip
 
         def bad_prover(option: str, value: str | None) -> list[str]:
