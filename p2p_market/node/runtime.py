@@ -443,43 +443,47 @@ class Node:
             DirectServer(self.key, self._on_direct, wants=self._wants_direct).attach(host)
             peers.attach(host)
             peers.watch_connections(host, self._on_connected)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.gossip.run)
-                self.api_port = await nursery.start(
-                    functools.partial(
-                        serve_api,
-                        self,
-                        token=api_token,
-                        host=cfg.api_listen,
-                        port=cfg.api_port,
-                        token_everywhere=cfg.api_token_everywhere,
-                    )
-                )
-                if cfg.metrics_port >= 0:
-                    self.metrics_port = await nursery.start(
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.gossip.run)
+                    self.api_port = await nursery.start(
                         functools.partial(
-                            serve_metrics,
-                            self.metrics,
-                            host=cfg.metrics_listen,
-                            port=cfg.metrics_port,
-                            token=api_token if cfg.api_token_everywhere else None,
+                            serve_api,
+                            self,
+                            token=api_token,
+                            host=cfg.api_listen,
+                            port=cfg.api_port,
+                            token_everywhere=cfg.api_token_everywhere,
                         )
                     )
-                nursery.start_soon(self.ticker)
-                nursery.start_soon(self.dispatch_effects)
-                nursery.start_soon(self._drain_deliveries)
-                nursery.start_soon(self._keep_connected)
-                log.info(
-                    "node %s up: %s, api %s:%s (token in %s), %d envelopes replayed",
-                    self.key.public_key.hex()[:16],
-                    self.gossip.addr,
-                    cfg.api_listen,
-                    self.api_port,
-                    self.api_token_file,
-                    replayed,
-                )
-                self.ready.set()
-                task_status.started()
+                    if cfg.metrics_port >= 0:
+                        self.metrics_port = await nursery.start(
+                            functools.partial(
+                                serve_metrics,
+                                self.metrics,
+                                host=cfg.metrics_listen,
+                                port=cfg.metrics_port,
+                                token=api_token if cfg.api_token_everywhere else None,
+                            )
+                        )
+                    nursery.start_soon(self.ticker)
+                    nursery.start_soon(self.dispatch_effects)
+                    nursery.start_soon(self._drain_deliveries)
+                    nursery.start_soon(self._keep_connected)
+                    log.info(
+                        "node %s up: %s, api %s:%s (token in %s), %d envelopes replayed",
+                        self.key.public_key.hex()[:16],
+                        self.gossip.addr,
+                        cfg.api_listen,
+                        self.api_port,
+                        self.api_token_file,
+                        replayed,
+                    )
+                    self.ready.set()
+                    task_status.started()
+            finally:
+                # What the last seconds taught (a peer that came just before a restart).
+                self.known_peers.save_if_due(0.0, force=True)
 
     async def ticker(self) -> None:
         last_prune = self.clock()
