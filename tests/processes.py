@@ -49,11 +49,14 @@ def readline(proc: subprocess.Popen[str], timeout: float) -> str:
 
 
 @contextmanager
-def process(*args: str) -> Iterator[Running]:
+def process(*args: str, prefix: tuple[str, ...] = ()) -> Iterator[Running]:
     """A long-running `p2p-market` process and its JSON ready line; stopped after
-    (SIGTERM, then SIGKILL). Its stderr goes to a file: a full pipe would block it."""
+    (SIGTERM, then SIGKILL). Its stderr goes to a file: a full pipe would block it.
+    `prefix` runs it under another command (`ip netns exec NS`)."""
     with tempfile.TemporaryFile() as logs:
-        proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=logs, text=True)
+        proc = subprocess.Popen(
+            [*prefix, *CLI, *args], stdout=subprocess.PIPE, stderr=logs, text=True
+        )
         try:
             line = readline(proc, STARTUP_S)
             if not line:
