@@ -10,8 +10,13 @@ The rules here:
 - `announce` (config `node.announce`, `--announce`) replaces everything: the node
   tells exactly those addresses (a NAT's public address, a DNS name).
 - Otherwise a wildcard listen address (0.0.0.0, ::) stands for the host's concrete
-  interface addresses (`interface_ips`), loopback last, link-local never (an IPv6
-  link-local address needs its zone, which a peer elsewhere cannot use).
+  interface addresses (`interface_ips`), link-local never (an IPv6 link-local
+  address needs its zone, which a peer elsewhere cannot use). A host with any
+  address that is not loopback tells only those (`expand`): besides identify, its
+  signed peer record (which py-libp2p's gossipsub attaches to its RPCs, and which
+  replaces what the receiver holds for it) lists the same addresses, and cannot be
+  filtered per receiver. A peer on this machine reaches the interface addresses
+  too. A host bound to loopback only (a local test network) tells loopback.
 - A peer that is not itself on loopback is never told an unspecified or loopback
   address (`for_remote`): identify (`install_identify_filter`) and peer exchange
   (node/peers.py) filter per remote. A peer on loopback (a local test network on
@@ -105,7 +110,8 @@ def interface_ips(version: int) -> list[IP]:
 
 def expand(addrs: Iterable[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
     """Listen addresses with every wildcard (0.0.0.0, ::) replaced by the host's
-    concrete addresses of that version, the port and the rest kept."""
+    concrete addresses of that version, the port and the rest kept; without the
+    loopback and unspecified ones if any other is left (the module docstring)."""
     out: list[multiaddr.Multiaddr] = []
     seen: set[str] = set()
     for addr in addrs:
@@ -121,8 +127,8 @@ def expand(addrs: Iterable[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
             if str(one) not in seen:
                 seen.add(str(one))
                 out.append(one)
-    # Non-local first: the first address is the one a banner hands out.
-    return sorted(out, key=local_only)
+    remote = [a for a in out if not local_only(a)]
+    return remote or out
 
 
 def addrs_factory(
