@@ -174,6 +174,25 @@ CASES: list[tuple[str, list[str], str]] = [
     ("prover: another system", prover(backend="external"), "use --backend pow"),
     ("prover: no prove command", prover(market="{external}"), "needs a prove command"),
     ("prover: bad listen", prover(listen="here"), "--listen: not a multiaddr"),
+    ("prover: bad announce", prover(announce="there"), "--announce: not a multiaddr"),
+    (
+        "prover: announce with /p2p/",
+        prover(announce=f"/ip4/1.2.3.4/tcp/4701/p2p/{ADDR.rsplit('/', 1)[1]}"),
+        "without /p2p/",
+    ),
+    ("prover: announce no tcp", prover(announce="/ip4/1.2.3.4/udp/1"), "HOST/tcp/PORT"),
+    ("request: bad listen", request(listen="here"), "--listen: not a multiaddr"),
+    ("request: bad announce", request(announce="/ip4/1.2.3.4"), "--announce"),
+    (
+        "request: --listen with --api",
+        [*request(bootstrap=None), "--api", "{closed}", "--listen", "/ip4/0.0.0.0/tcp/0"],
+        "--listen does not go with --api",
+    ),
+    (
+        "node: bad announce",
+        ["node", "run", "--config", "{missing}", "--announce", "nowhere"],
+        "--announce: not a multiaddr",
+    ),
     ("prover: bad bootstrap", prover(bootstrap="/ip4/1.2.3.4"), "--bootstrap"),
     ("prover: api port", prover(api_port="70000"), "--api-port"),
     (
