@@ -60,7 +60,7 @@ def _prover_banner(plan: RolePlan) -> Any:
         p = plan.prover
         assert p is not None
         slots = f"{p.capacity} slot{'s' if p.capacity != 1 else ''}"
-        api = f"http://127.0.0.1:{ready['api_port']}"
+        api = ready.get("api_url") or f"http://127.0.0.1:{ready['api_port']}"
         print(
             f"prover {who(ready['public_key'])} bids {p.price} per proof, {p.proof_time} ms,"
             f" {slots}, in market {p.market.name} ({market_id(p.market).hex()[:16]}…)"

@@ -203,3 +203,12 @@ async def test_an_api_off_loopback_without_the_token_everywhere_does_not_start(
             pass
     refused = first_of(info.value, ValueError)
     assert refused is not None and "unless the token is required on every call" in str(refused)
+
+
+def test_the_ready_line_names_where_the_api_is() -> None:
+    from p2p_market.node.service import api_url
+
+    assert api_url("127.0.0.1", 8080) == "http://127.0.0.1:8080"
+    assert api_url("0.0.0.0", 8080) == "http://127.0.0.1:8080"
+    assert api_url("10.0.0.5", 8080) == "http://10.0.0.5:8080"
+    assert api_url("fd00::2", 8080) == "http://[fd00::2]:8080"
