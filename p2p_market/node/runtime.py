@@ -218,6 +218,12 @@ class Node:
         """Addresses of peers this node was connected to, kept in its data dir
         (node/known_peers.py): dialled like the bootstrap peers."""
         self._bootstrap_told = False
+        self.bootstrap_failures: dict[str, BaseException] = {}
+        """Why each configured bootstrap peer failed, if all of them failed at the
+        first dial round: what the SDK's `unreachable` names."""
+        self.log_unreachable = True
+        """Log that no bootstrap peer answered (one error line); off where the
+        caller reports it itself (the SDK's RequestFailed, `request`'s one line)."""
         self.host: IHost | None = None
         self.gossip: Gossip | None = None
         self.sync_server = SyncServer(self._sync_source)
@@ -564,6 +570,9 @@ class Node:
         self._bootstrap_told = True
         failed = [a for a in self.config.bootstrap if a in failures]
         if len(failed) == len(self.config.bootstrap) and not peers.connected_peers(host):
+            self.bootstrap_failures = {a: failures[a] for a in failed}
+            if not self.log_unreachable:
+                return
             first = failures[failed[0]]
             log.error(
                 "no bootstrap peer reachable (%d given): %s: %s; retrying every %g s",

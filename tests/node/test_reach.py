@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +213,25 @@ def test_the_ready_line_names_where_the_api_is() -> None:
     assert api_url("0.0.0.0", 8080) == "http://127.0.0.1:8080"
     assert api_url("10.0.0.5", 8080) == "http://10.0.0.5:8080"
     assert api_url("fd00::2", 8080) == "http://[fd00::2]:8080"
+
+
+def test_request_with_an_unresolvable_bootstrap_name_fails_at_once_in_one_line(
+    tmp_path: Path,
+) -> None:
+    from p2p_market.net.host import peer_id_of
+    from tests.processes import cli
+
+    inputs = tmp_path / "in.bin"
+    inputs.write_bytes(b"x")
+    peer = peer_id_of(devnet_key("nobody").public_key).to_base58()
+    started = time.monotonic()
+    done = cli(
+        "request", "--input", str(inputs), "--max-price", "10", "--max-proof-time", "5000",
+        "--out", str(tmp_path / "p.bin"),
+        "--bootstrap", f"/dns4/no-such-host.invalid/tcp/4701/p2p/{peer}",
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot resolve no-such-host.invalid" in lines[0], done.stderr
+    assert time.monotonic() - started < 25  # not the 30 s discovery timeout
