@@ -23,7 +23,10 @@ from typing import Any
 import pytest
 
 from p2p_market.core.crypto import devnet_key
+from p2p_market.markets.descriptor import read_descriptor
 from p2p_market.node.keyfile import write_key
+from p2p_market.proving.pow import pow_ok
+from tests.e2e.test_cli_e2e import quick_market
 from tests.processes import CLI, process
 
 
@@ -130,3 +133,48 @@ def test_nodes_bound_to_0000_find_each_other_by_the_addresses_they_tell(
             time.sleep(0.5)
         told = status(ns_a, hub)["advertised_remote"]
         assert told and all(str(a).startswith(f"/ip4/{ip_a}/") for a in told), told
+
+
+def test_a_confidential_ask_across_namespaces_gets_its_proof(
+    namespaces: tuple[str, str, str, str], tmp_path: Path
+) -> None:
+    """Issue 13: confidential asks failed across namespaces ("cannot reach the
+    recipient"): the requester learnt only 0.0.0.0 for the prover and could not send
+    it the inputs. A hub and a prover (0.0.0.0) in one namespace, a `request
+    --confidential` (its node on 0.0.0.0, --listen) in the other, knowing the hub."""
+    ns_a, ip_a, ns_b, _ = namespaces
+    in_a, in_b = ("ip", "netns", "exec", ns_a), ("ip", "netns", "exec", ns_b)
+    descriptor = quick_market(tmp_path)
+    market = read_descriptor(descriptor)
+    hub_config = (
+        config(tmp_path, "hub", 4701)
+        .read_text()
+        .replace('preset = "devnet"', f'descriptor = "{descriptor.name}"')
+    )
+    (tmp_path / "hub.toml").write_text(hub_config)
+    inputs, out = tmp_path / "inputs.txt", tmp_path / "proof.bin"
+    inputs.write_bytes(b"secret inputs\n")
+    with ExitStack() as stack:
+        _, hub = stack.enter_context(
+            process("node", "run", "--config", str(tmp_path / "hub.toml"), prefix=in_a)
+        )
+        assert hub["addr"].startswith(f"/ip4/{ip_a}/tcp/4701/")
+        stack.enter_context(
+            process(
+                "prover", "run", "--market", str(descriptor), "--price", "7",
+                "--proof-time", "3000", "--devnet-key", "prover-1",
+                "--data-dir", str(tmp_path / "prover"), "--listen", "/ip4/0.0.0.0/tcp/4702",
+                "--bootstrap", hub["addr"], prefix=in_a,
+            )
+        )  # fmt: skip
+        done = subprocess.run(
+            [
+                *in_b, *CLI, "request", "--market", str(descriptor), "--input", str(inputs),
+                "--max-price", "20", "--max-proof-time", "10000", "--confidential",
+                "--listen", "/ip4/0.0.0.0/tcp/4703", "--bootstrap", hub["addr"],
+                "--out", str(out), "--timeout", "90",
+            ],
+            capture_output=True, text=True, timeout=150,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert pow_ok(inputs.read_bytes(), market.difficulty, out.read_bytes())
