@@ -235,3 +235,27 @@ def test_request_with_an_unresolvable_bootstrap_name_fails_at_once_in_one_line(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot resolve no-such-host.invalid" in lines[0], done.stderr
     assert time.monotonic() - started < 25  # not the 30 s discovery timeout
+
+
+def test_request_listen_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    from p2p_market.net.host import peer_id_of
+    from tests.processes import cli
+
+    inputs = tmp_path / "in.bin"
+    inputs.write_bytes(b"x")
+    peer = peer_id_of(devnet_key("nobody").public_key).to_base58()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = cli(
+            "request", "--input", str(inputs), "--max-price", "10", "--max-proof-time", "5000",
+            "--out", str(tmp_path / "p.bin"), "--listen", f"/ip4/127.0.0.1/tcp/{port}",
+            "--bootstrap", f"/ip4/127.0.0.1/tcp/1/p2p/{peer}", timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        f"error: cannot start the node: cannot listen on /ip4/127.0.0.1/tcp/{port}"
+    )
