@@ -194,6 +194,28 @@ async def test_an_api_off_loopback_needs_the_token_on_every_call(tmp_path: Path)
         assert await trio.to_thread.run_sync(scrape, None) == 401
         assert await trio.to_thread.run_sync(scrape, token) == 200
 
+        def get(host_header: str, origin: str | None = None) -> int:
+            """GET /v1/status with the token and the given Host (and Origin)."""
+            import http.client
+
+            conn = http.client.HTTPConnection(ip, n.api_port, timeout=5)
+            headers = {"Host": host_header, "Authorization": f"Bearer {token}"}
+            if origin is not None:
+                headers["Origin"] = origin
+            try:
+                conn.request("GET", "/v1/status", headers=headers)
+                return conn.getresponse().status
+            finally:
+                conn.close()
+
+        # With the token on every call, the node may be named by any name (a DNS
+        # name of the machine); a browser's Origin must still be the Host's own.
+        named = f"node.example:{n.api_port}"
+        assert await trio.to_thread.run_sync(get, named) == 200
+        assert await trio.to_thread.run_sync(get, named, f"http://{named}") == 200
+        assert await trio.to_thread.run_sync(get, named, "http://evil.example") == 403
+        assert await trio.to_thread.run_sync(get, "node.example:1") == 421  # wrong port
+
 
 async def test_an_api_off_loopback_without_the_token_everywhere_does_not_start(
     tmp_path: Path,
