@@ -41,7 +41,7 @@ from p2p_market.core.validation import check_envelope
 from p2p_market.core.verdict import Reason, Verdict, ignore
 from p2p_market.net.addrs import local_only
 from p2p_market.net.gossip import Gossip, GossipConfig
-from p2p_market.net.host import connect_all, make_host
+from p2p_market.net.host import DIAL_TIMEOUT_S, connect_all, make_host
 from p2p_market.net.ratelimit import KeyedRateLimiter
 from p2p_market.node import peers
 from p2p_market.node.api import ask_json, bid_json, serve_api
@@ -66,6 +66,8 @@ TICK_S: Final = 0.1
 TARGET_PEERS: Final = 8
 PEER_POLL_S: Final = 2.0
 SYNC_TIMEOUT_S: Final = 5.0
+KNOWN_DIAL_TIMEOUT_S: Final = 3.0
+"""Dial timeout for the remembered peers (node/known_peers.py)."""
 ORPHAN_GRACE_S: Final = 1.0
 """How long a message from gossip may wait for its parent (an ask, a bid) before the
 node fetches the parent by sync. Gossip reorders, so a child often comes a moment
@@ -564,7 +566,17 @@ class Node:
             for a in known
             if a.rsplit("/p2p/", 1)[-1] not in connected and a not in self.bootstrap
         ]
-        failures = await connect_all(host, [*self.bootstrap, *remembered])
+        failures: dict[str, BaseException] = {}
+
+        async def dial(addrs: list[str], timeout: float) -> None:
+            failures.update(await connect_all(host, addrs, timeout=timeout))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dial, self.bootstrap, DIAL_TIMEOUT_S)
+            # Remembered peers are hints that may have gone for good: a short
+            # timeout, so that the keeper (and the sync after it) waits no longer
+            # than it did for the bootstrap peers alone.
+            nursery.start_soon(dial, remembered, KNOWN_DIAL_TIMEOUT_S)
         if self._bootstrap_told or not self.config.bootstrap:
             return
         self._bootstrap_told = True
