@@ -16,6 +16,10 @@ from typing import Any
 
 CLI = [sys.executable, "-m", "p2p_market.cli"]
 STARTUP_S = 60
+ANY_PORT = 'listen = ["/ip4/127.0.0.1/tcp/0"]\n'
+"""A config line for any free port: not the default 4701, since tests run nodes side
+by side (one per test, several per test)."""
+ANY_LISTEN = ("--listen", "/ip4/127.0.0.1/tcp/0")
 
 
 def cli(
@@ -45,11 +49,14 @@ def readline(proc: subprocess.Popen[str], timeout: float) -> str:
 
 
 @contextmanager
-def process(*args: str) -> Iterator[Running]:
+def process(*args: str, prefix: tuple[str, ...] = ()) -> Iterator[Running]:
     """A long-running `p2p-market` process and its JSON ready line; stopped after
-    (SIGTERM, then SIGKILL). Its stderr goes to a file: a full pipe would block it."""
+    (SIGTERM, then SIGKILL). Its stderr goes to a file: a full pipe would block it.
+    `prefix` runs it under another command (`ip netns exec NS`)."""
     with tempfile.TemporaryFile() as logs:
-        proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=logs, text=True)
+        proc = subprocess.Popen(
+            [*prefix, *CLI, *args], stdout=subprocess.PIPE, stderr=logs, text=True
+        )
         try:
             line = readline(proc, STARTUP_S)
             if not line:

@@ -14,7 +14,9 @@ from typer.testing import CliRunner, Result
 from p2p_market.cli.app import DEVNET_NAMES, app
 from p2p_market.core.crypto import devnet_key
 from p2p_market.dst.demo import run_demo
+from p2p_market.net.host import peer_id_of
 from p2p_market.node.keyfile import read_key
+from p2p_market.sdk import check_bootstrap
 
 runner = CliRunner()
 SCRIPT = Path(sys.executable).parent / "p2p-market"
@@ -45,11 +47,30 @@ def test_keys_new_then_show_print_the_same_public_id(tmp_path: Path) -> None:
     pid = read_key(path, None).public_key.hex()
     assert f"public id: {pid}" in created.stdout
 
-    shown = invoke("keys", "show", "--name", "alice", "--dir", str(tmp_path))
+    shown = invoke("keys", "show", "--name", "alice", "--dir", str(tmp_path), "--hex")
     assert shown.exit_code == 0, shown.output
     assert shown.stdout.strip() == pid
     by_file = invoke("keys", "show", "--file", str(path))
-    assert by_file.stdout.strip() == pid
+    assert by_file.stdout.splitlines()[0] == pid
+
+
+def test_keys_show_prints_the_peer_id_and_the_addresses_to_hand_out(tmp_path: Path) -> None:
+    """Issue 13: bootstrap addresses had to be written by hand with /p2p/<peer id>,
+    and `keys show` printed the hex key only."""
+    invoke("keys", "new", "--name", "n", "--dir", str(tmp_path))
+    key = read_key(tmp_path / "n.pem", None)
+    peer = peer_id_of(key.public_key).to_base58()
+    shown = invoke("keys", "show", "--name", "n", "--dir", str(tmp_path), "--port", "4999")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert lines[0] == key.public_key.hex()
+    assert lines[1] == f"peer id:   {peer}"
+    addrs = [line.removeprefix("bootstrap: ") for line in lines[2:]]
+    assert addrs, shown.stdout
+    for addr in addrs:
+        assert addr.endswith(f"/tcp/4999/p2p/{peer}")
+        assert check_bootstrap([addr]) == (addr,)
+    assert "port" in one_line_error(invoke("keys", "show", "--dir", str(tmp_path), "--port", "0"))
 
 
 def test_encrypted_key_through_the_cli(tmp_path: Path) -> None:
@@ -62,7 +83,7 @@ def test_encrypted_key_through_the_cli(tmp_path: Path) -> None:
     pid = read_key(path, b"open sesame").public_key.hex()
     shown = invoke("keys", "show", "--dir", str(tmp_path), "--passphrase-file", str(passfile))
     assert shown.exit_code == 0, shown.output
-    assert shown.stdout.strip() == pid
+    assert shown.stdout.splitlines()[0] == pid
 
     line = one_line_error(invoke("keys", "show", "--file", str(path)))
     assert "passphrase is needed" in line

@@ -17,7 +17,14 @@ from rich.console import Console
 from rich.table import Table
 
 from p2p_market.cli import control, market, prover, request
-from p2p_market.cli.common import OneLineErrors, fail, run_node, styled_table
+from p2p_market.cli.common import (
+    AnnounceOpt,
+    OneLineErrors,
+    check_announce,
+    fail,
+    run_node,
+    styled_table,
+)
 from p2p_market.cli.dst import register as register_dst
 from p2p_market.cli.fuzz import register as register_fuzz
 from p2p_market.cli.simulate import register as register_simulate
@@ -97,14 +104,36 @@ def keys_show(
     file: Annotated[
         Path | None, typer.Option("--file", help="Key file path (instead of --dir/--name).")
     ] = None,
+    port: Annotated[
+        int, typer.Option("--port", help="The node's listen port, for the addresses shown.")
+    ] = 4701,
+    hex_only: Annotated[
+        bool, typer.Option("--hex", help="Print the public id (hex) alone, for scripts.")
+    ] = False,
 ) -> None:
-    """Print the public id (hex of the public key) of a key file."""
+    """Print a key file's public id (hex of the public key), its libp2p peer id, and
+    the full multiaddrs (with /p2p/) to hand out as --bootstrap for a node with this
+    key listening on --port on this machine (one per interface address)."""
     path = file if file is not None else _key_path(directory, name)
+    if not 0 < port <= 65535:
+        fail(f"--port must be between 1 and 65535, not {port}")
     try:
         key = read_key(path, _passphrase(passphrase_file))
     except (KeyFileError, OSError) as exc:
         fail(str(exc))
     typer.echo(public_id(key))
+    if hex_only:
+        return
+    from p2p_market.net.addrs import interface_ips
+    from p2p_market.net.host import peer_id_of
+
+    peer = peer_id_of(key.public_key).to_base58()
+    typer.echo(f"peer id:   {peer}")
+    ips = [ip for v in (4, 6) for ip in interface_ips(v)]
+    remote = [ip for ip in ips if not ip.is_loopback] or ips
+    for ip in remote:
+        proto = "ip4" if ip.version == 4 else "ip6"
+        typer.echo(f"bootstrap: /{proto}/{ip}/tcp/{port}/p2p/{peer}")
 
 
 DEVNET_README = """\
@@ -299,16 +328,18 @@ def node_run(
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = "info",
+    announce: AnnounceOpt = None,
 ) -> None:
     r"""Run a node until Ctrl-C or SIGTERM: gossip, sync, storage, control API, metrics,
     and the roles its config names (its \[prover] and \[requester] sections; every key
     is in docs/config.md)."""
-    from p2p_market.node.config import ConfigError, load_config
+    from p2p_market.node.config import ConfigError, load_config, with_announce
 
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         fail(f"unknown log level {log_level!r}: use debug, info, warning or error")
+    announced = check_announce(announce)
     try:
-        cfg = load_config(config)
+        cfg = with_announce(load_config(config), announced)
         passphrase = _passphrase(cfg.passphrase_file)
         key = read_key(cfg.key_file, passphrase)
     except (ConfigError, KeyFileError, OSError) as exc:

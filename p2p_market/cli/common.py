@@ -136,7 +136,9 @@ def first_of(exc: BaseException, kind: type[E]) -> E | None:
     return None
 
 
-DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
+DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/4701"
+"""The listen address of a node started from the command line (node/config.py
+DEFAULT_PORT: a fixed port, so its address survives a restart)."""
 
 
 def market_arg(spec: str) -> Market:
@@ -179,6 +181,31 @@ def check_addrs(values: list[str], flag: str, *, peer: bool) -> tuple[str, ...]:
         except Exception as exc:  # the library raises several unrelated types
             fail(f"{flag}: not a multiaddr: {value!r} ({exc})")
     return tuple(values)
+
+
+AnnounceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--announce",
+        help="An address to tell peers instead of the listen addresses (a public or NAT"
+        " address, /dns4/NAME/tcp/PORT); repeatable. Default: the listen addresses, a"
+        " wildcard (0.0.0.0) as this machine's interface addresses.",
+        show_default=False,
+    ),
+]
+
+
+def check_announce(values: list[str] | None) -> tuple[str, ...]:
+    """--announce values: multiaddrs of /ip4, /ip6, /dns4, /dns6 or /dns with /tcp,
+    without /p2p/ (the node adds its own)."""
+    addrs = check_addrs(values or [], "--announce", peer=False)
+    for addr in addrs:
+        parts = addr.split("/")
+        if len(parts) < 5 or parts[1] not in ("ip4", "ip6", "dns4", "dns6", "dns"):
+            fail(f"--announce: {addr!r} is not /ip4, /ip6 or /dns4 NAME with /tcp/PORT")
+        if parts[3] != "tcp" or "/p2p/" in addr:
+            fail(f"--announce: {addr!r} must be HOST/tcp/PORT, without /p2p/")
+    return addrs
 
 
 ApiTokenOpt = Annotated[

@@ -13,7 +13,9 @@ import typer
 
 from p2p_market.cli.common import (
     DEFAULT_LISTEN,
+    AnnounceOpt,
     check_addrs,
+    check_announce,
     check_log_level,
     fail,
     market_arg,
@@ -58,7 +60,7 @@ def _prover_banner(plan: RolePlan) -> Any:
         p = plan.prover
         assert p is not None
         slots = f"{p.capacity} slot{'s' if p.capacity != 1 else ''}"
-        api = f"http://127.0.0.1:{ready['api_port']}"
+        api = ready.get("api_url") or f"http://127.0.0.1:{ready['api_port']}"
         print(
             f"prover {who(ready['public_key'])} bids {p.price} per proof, {p.proof_time} ms,"
             f" {slots}, in market {p.market.name} ({market_id(p.market).hex()[:16]}…)"
@@ -131,6 +133,7 @@ def prover_run(
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = "info",
+    announce: AnnounceOpt = None,
 ) -> None:
     """Run a prover until Ctrl-C or SIGTERM: bid, commit, prove, deliver, get paid.
 
@@ -157,6 +160,7 @@ def prover_run(
         "--devnet-key": devnet_key_name,
         "--data-dir": data_dir,
         "--api-port": api_port,
+        "--announce": announce,
     }
     if config is not None:
         given = [flag for flag, value in flags.items() if value is not None]
@@ -209,6 +213,7 @@ def prover_run(
             passphrase_file=passphrase_file,
             listen=listen_addrs,
             bootstrap=boot,
+            announce=check_announce(announce),
             api_port=0 if api_port is None else api_port,
             markets=(chosen,),
         )

@@ -19,9 +19,12 @@ import typer
 from rich.console import Console
 
 from p2p_market.cli.common import (
+    AnnounceOpt,
     ApiTokenOpt,
     api_client,
     api_errors,
+    check_addrs,
+    check_announce,
     check_log_level,
     devnet_names,
     fail,
@@ -36,6 +39,9 @@ from p2p_market.node.keyfile import KeyFileError, read_key, read_passphrase
 if TYPE_CHECKING:
     from p2p_market.node.api_client import ApiClient
     from p2p_market.sdk import Client
+
+EPHEMERAL_LISTEN = "/ip4/127.0.0.1/tcp/0"
+"""`request`'s node lives for one ask: any free port, unless --listen says otherwise."""
 
 
 @dataclasses.dataclass
@@ -52,6 +58,8 @@ class _Request:
     key: SigningKey | None
     timeout: float
     discover_timeout: float
+    listen: str
+    announce: tuple[str, ...]
     verify_cmd: str | None
     out: Path
     ask: bytes | None = None
@@ -103,7 +111,17 @@ def request(
     ] = 300.0,
     discover_timeout: Annotated[
         float, typer.Option("--discover-timeout", help="Seconds to wait for a prover's bid.")
-    ] = 10.0,
+    ] = 30.0,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            help="The ephemeral node's listen multiaddr (default /ip4/127.0.0.1/tcp/0: any"
+            " free port, reached by provers over the connection it opens).",
+            show_default=False,
+        ),
+    ] = None,
+    announce: AnnounceOpt = None,
     verify_cmd: Annotated[
         str | None,
         typer.Option("--verify-cmd", help="external: verify with this instead of the market's."),
@@ -174,6 +192,8 @@ def request(
             ("--bootstrap", bool(bootstrap)),
             ("--key", key is not None),
             ("--confidential", confidential),
+            ("--listen", listen is not None),
+            ("--announce", bool(announce)),
         ):
             if given:
                 fail(f"{flag} does not go with --api: the running node has its own")
@@ -206,6 +226,8 @@ def request(
         key=signing,
         timeout=timeout,
         discover_timeout=discover_timeout,
+        listen=check_addrs([listen or EPHEMERAL_LISTEN], "--listen", peer=False)[0],
+        announce=check_announce(announce),
         verify_cmd=verify_cmd,
         out=out,
     )
@@ -264,7 +286,14 @@ async def _request_session(p: _Request) -> int:
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     code = 1
-    async with open_client(p.bootstrap, p.market, p.key, verify_cmd=p.verify_cmd) as client:
+    async with open_client(
+        p.bootstrap,
+        p.market,
+        p.key,
+        verify_cmd=p.verify_cmd,
+        listen=p.listen,
+        announce=p.announce,
+    ) as client:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 work = trio.CancelScope()

@@ -31,6 +31,7 @@ from p2p_market.localnet.scenario import NodeSpec, Scenario
 from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.api_token import TokenError, read_token, token_path
 from p2p_market.node.keyfile import write_key
+from p2p_market.node.known_peers import FILE as KNOWN_PEERS_FILE
 
 STARTUP_S: Final = 60.0
 STOP_GRACE_S: Final = 10.0
@@ -120,6 +121,10 @@ class NodeProcess:
             port=0 if isolated else self.port,  # cut off: an address nobody knows
             start_file=self.start_file,
         )
+        if isolated:
+            # Cut off means dialling nobody: not even the peers it remembers
+            # (node/known_peers.py), which would join it to the network again.
+            (self.dir / "data" / KNOWN_PEERS_FILE).unlink(missing_ok=True)
         path = self.dir / "node.toml"
         path.write_text(to_toml(data))
         return path

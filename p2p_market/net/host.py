@@ -33,6 +33,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from p2p_market.core.crypto import SigningKey
+from p2p_market.net import addrs as advertised
 from p2p_market.net import libp2p_patches
 
 log = logging.getLogger(__name__)
@@ -48,14 +49,22 @@ def make_host(
     listen: Sequence[str] = DEFAULT_LISTEN,
     *,
     muxer: Muxer = "yamux",
+    announce: Sequence[str] = (),
 ) -> tuple[IHost, list[multiaddr.Multiaddr]]:
     """A host (not yet running) whose identity is `key`, and its parsed listen addrs.
 
     The host is started by whoever runs it (`host.run(addrs)`): for a gossiping
     node that is `Gossip.run`, which must have pubsub up before the host accepts
     streams (see gossip.py). The library's inbound-slot fix is installed here, once
-    for the process (net/libp2p_patches.py)."""
+    for the process (net/libp2p_patches.py).
+
+    What the host tells peers about its addresses (net/addrs.py): `announce` if
+    given, else its listen addresses with a wildcard expanded to this machine's
+    interface addresses; loopback and unspecified ones only to a peer on loopback.
+    libp2p's observed-address discovery is off: an observed address of an outbound
+    connection carries its ephemeral port, which nobody can dial."""
     libp2p_patches.apply()
+    advertised.install_identify_filter()
     key_pair = create_new_key_pair(key.seed)
     # Noise's static DH key is per process: it is authenticated by the identity key
     # inside the handshake, so it need not be stable.
@@ -67,7 +76,14 @@ def make_host(
         else {TProtocol(MPLEX_PROTOCOL_ID): Mplex}
     )
     addrs = [multiaddr.Multiaddr(a) for a in listen]
-    host = new_host(key_pair=key_pair, sec_opt=security, muxer_opt=muxers, listen_addrs=addrs)
+    host = new_host(
+        key_pair=key_pair,
+        sec_opt=security,
+        muxer_opt=muxers,
+        listen_addrs=addrs,
+        addrs_factory=advertised.addrs_factory(announce),
+        disable_identify_address_discovery=True,
+    )
     return host, addrs
 
 
@@ -115,12 +131,13 @@ def peer_id_of(public_key: bytes) -> ID:
 
 
 def dial_addr(host: IHost) -> str:
-    """The host's full dialable address, `/ip4/…/tcp/PORT/p2p/PEERID` (the first
-    TCP one). Only meaningful once the host is listening."""
-    for addr in host.get_addrs():
-        text = str(addr)
-        if "/tcp/" in text and "/p2p/" in text:
-            return text
+    """The host's full dialable address, `/ip4/…/tcp/PORT/p2p/PEERID`: the first TCP
+    one that is neither loopback nor unspecified if there is one (what a peer on
+    another machine can dial), else the first TCP one. Only meaningful once the host
+    is listening."""
+    best = advertised.best_addr(str(a) for a in host.get_addrs())
+    if best is not None:
+        return best
     raise RuntimeError("the host has no TCP listen address yet: is it running?")
 
 
@@ -133,17 +150,28 @@ async def connect_all(
     delay even when it succeeds at once (libp2p/network/swarm.py, dial_peer's
     `move_on_after(_HAPPY_EYEBALLS_DELAY)`), so dialing n peers in turn costs n
     quarter-seconds. One unreachable peer never fails the others; our own address
-    is skipped."""
+    is skipped. A /dns4, /dns6 or /dns address is resolved first (net/addrs.py
+    `resolve`; a name that does not resolve fails with ResolveError), and each
+    address it resolves to is tried in turn."""
     failures: dict[str, BaseException] = {}
     own = host.get_id()
 
     async def dial(addr: str) -> None:
         try:
-            info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
-            if info.peer_id == own:
-                return
             with trio.fail_after(timeout):
-                await host.connect(info)
+                candidates = await advertised.resolve(addr, timeout=timeout)
+                last: BaseException | None = None
+                for candidate in candidates:
+                    info = info_from_p2p_addr(multiaddr.Multiaddr(candidate))
+                    if info.peer_id == own:
+                        return
+                    try:
+                        await host.connect(info)
+                        return
+                    except Exception as exc:
+                        last = exc
+                if last is not None:
+                    raise last
         except Exception as exc:  # any dial failure is data for the caller
             log.debug("dial %s failed: %r", addr, exc)
             failures[addr] = exc

@@ -43,7 +43,16 @@ state derived from them, counters), and `p2p-market status`, `book` and monitori
 should work without the secret; the checks of Host and Origin still keep them from
 web pages. The one private read, an ask's verified proofs (what its requester paid
 for, perhaps of confidential inputs), needs the token. The API binds loopback
-addresses only (`serve_api` refuses others; the config has a port, no address).
+addresses, unless the token is required on every call ("token everywhere", config
+`node.api_token_everywhere`): then it may bind any address (`node.api_listen`), and
+every request, reads included, needs the token, since off loopback anyone who can
+reach the port could read the book, the asks and the node's status, and a request
+without a secret proves nothing about who sends it. With the token on every call the
+Host check (1.) no longer guards anything (a rebinding page cannot send the token:
+it cannot read the file, nor set the header cross-site without a preflight), so any
+Host with the right port is taken, which lets an operator name the node by a DNS name
+or any of its addresses; Origin (2.) must then be the Host's own. `serve_api`
+refuses a non-loopback bind without token everywhere.
 
 Stats and check are for simulations and operators (`p2p-market simulate` compares
 them across nodes); they need the runtime's node (`states`, `gossip`, `metrics`), and
@@ -312,10 +321,19 @@ class ControlApi:
     the routes. `token` is the node's API token; `bind_host` the address the API is
     bound to (a Host header may name it too)."""
 
-    def __init__(self, node: NodeFacade, *, token: str, bind_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        node: NodeFacade,
+        *,
+        token: str,
+        bind_host: str = "127.0.0.1",
+        token_everywhere: bool = False,
+    ) -> None:
         self.node = node
         self._token = check_token(token, "the API token").encode("ascii")
         self.names = frozenset({*LOOPBACK_NAMES, _host_name(bind_host)})
+        self.token_everywhere = token_everywhere
+        """Every request needs the token, reads too; any Host is taken (docstring)."""
         # (pattern of path segments, "*" = an id) -> {method: route}
         self.routes: list[tuple[tuple[str, ...], dict[str, Route]]] = [
             (("v1", "status"), {"GET": self._status}),
@@ -338,7 +356,8 @@ class ControlApi:
             return refused
         found = self._find(request)
         writes = request.method not in READS
-        if writes or (isinstance(found, tuple) and found[2]):
+        private = isinstance(found, tuple) and found[2]
+        if writes or private or self.token_everywhere:
             refused = self._check_token(request)
             if refused is not None:
                 return refused
@@ -378,7 +397,10 @@ class ControlApi:
         port = request.local_port
         host = request.headers.get("host", "").strip().lower()
         match = _AUTHORITY.fullmatch(host)
-        named = match is not None and match.group(1) in self.names
+        names = self.names
+        if self.token_everywhere and match is not None:
+            names = names | {match.group(1)}  # the token guards; any name will do
+        named = match is not None and match.group(1) in names
         if match is None or not named or int(match.group(2) or 80) != port:
             shown = f"{host!r}" if host else "none"
             return error_response(
@@ -386,9 +408,9 @@ class ControlApi:
             )
         origin = request.headers.get("origin")
         if origin is not None:
-            own = {f"http://{name}:{port}" for name in self.names}
+            own = {f"http://{name}:{port}" for name in names}
             if port == 80:
-                own |= {f"http://{name}" for name in self.names}
+                own |= {f"http://{name}" for name in names}
             if origin.strip().lower() not in own:
                 return error_response(403, f"cross-origin request refused (Origin {origin!r})")
         site = request.headers.get("sec-fetch-site", "").strip().lower()
@@ -397,22 +419,7 @@ class ControlApi:
         return None
 
     def _check_token(self, request: Request) -> Response | None:
-        auth = request.headers.get("authorization")
-        if auth is None:
-            reason = (
-                "missing API token: send Authorization: Bearer <token>, the token in"
-                f" {TOKEN_FILE} in the node's data dir"
-            )
-        else:
-            scheme, _, value = auth.strip().partition(" ")
-            given = value.strip().encode("latin-1")
-            if scheme.lower() != "bearer" or not given:
-                reason = "malformed Authorization header: expected Bearer <token>"
-            elif hmac.compare_digest(given, self._token):
-                return None
-            else:
-                reason = "wrong API token"
-        return error_response(401, reason, headers=(("www-authenticate", "Bearer"),))
+        return check_bearer(request, self._token)
 
     async def _status(self, request: Request, params: list[str]) -> Response:
         return json_response(self.node.status())
@@ -465,6 +472,27 @@ class ControlApi:
         if not 1 <= len(addrs) <= MAX_DIAL or not all(type(a) is str for a in addrs):
             raise BadRequest(f"addrs must be 1 to {MAX_DIAL} multiaddr strings")
         return json_response(await connect(addrs))
+
+
+def check_bearer(request: Request, token: bytes) -> Response | None:
+    """None if the request carries `token` as `Authorization: Bearer`, compared in
+    constant time; else the 401 naming what is wrong."""
+    auth = request.headers.get("authorization")
+    if auth is None:
+        reason = (
+            "missing API token: send Authorization: Bearer <token>, the token in"
+            f" {TOKEN_FILE} in the node's data dir"
+        )
+    else:
+        scheme, _, value = auth.strip().partition(" ")
+        given = value.strip().encode("latin-1")
+        if scheme.lower() != "bearer" or not given:
+            reason = "malformed Authorization header: expected Bearer <token>"
+        elif hmac.compare_digest(given, token):
+            return None
+        else:
+            reason = "wrong API token"
+    return error_response(401, reason, headers=(("www-authenticate", "Bearer"),))
 
 
 def _inspectable(node: NodeFacade) -> Any:
@@ -553,11 +581,16 @@ async def serve_api(
     host: str = "127.0.0.1",
     port: int = 0,
     limits: Limits | None = None,
+    token_everywhere: bool = False,
     task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """serve_http(ControlApi(node, token=token)): the runtime's control API service.
-    ValueError for a `host` that is not a loopback address."""
-    if not is_loopback(host):
-        raise ValueError(f"the control API binds a loopback address only, not {host!r}")
-    api = ControlApi(node, token=token, bind_host=host)
+    ValueError for a `host` that is not a loopback address, unless `token_everywhere`
+    (the module docstring says why)."""
+    if not is_loopback(host) and not token_everywhere:
+        raise ValueError(
+            f"the control API binds a loopback address only, not {host!r}, unless the"
+            " token is required on every call (node.api_token_everywhere)"
+        )
+    api = ControlApi(node, token=token, bind_host=host, token_everywhere=token_everywhere)
     await serve_http(api, host=host, port=port, limits=limits, task_status=task_status)

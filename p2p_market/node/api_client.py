@@ -55,7 +55,7 @@ class ApiClient:
         """The client of a node on this machine, from its JSON ready line: its API
         port, and the token in its `api_token_file` (TokenError if unreadable)."""
         return cls(
-            f"http://127.0.0.1:{ready['api_port']}",
+            ready.get("api_url") or f"http://127.0.0.1:{ready['api_port']}",
             token=read_token(Path(ready["api_token_file"])),
             timeout=timeout,
         )

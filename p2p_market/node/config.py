@@ -5,11 +5,14 @@ line naming the problem instead of a traceback.
     key_file = "keys/node.pem"          # Ed25519 PKCS#8 PEM (p2p-market keys new)
     passphrase_file = ""                # optional, for an encrypted key
     data_dir = "data/node"              # the SQLite log lives here
-    listen = ["/ip4/127.0.0.1/tcp/0"]   # /ip4/0.0.0.0/tcp/<port> for a real deployment
-    bootstrap = []                      # full multiaddrs with /p2p/<peer id>
-    api_port = 0                        # control API on 127.0.0.1; 0 = any free port
-    metrics_port = -1                   # Prometheus on 127.0.0.1; -1 = off
-    mdns = false
+    listen = ["/ip4/127.0.0.1/tcp/4701"] # /ip4/0.0.0.0/tcp/4701 for a real deployment
+    announce = []                       # addresses told to peers instead (NAT, DNS)
+    bootstrap = []                      # multiaddrs with /p2p/<peer id>; /dns4, /dns6 too
+    api_port = 0                        # control API port; 0 = any free port
+    api_listen = "127.0.0.1"            # another address needs api_token_everywhere
+    api_token_everywhere = false        # the token on every call, GETs too
+    metrics_port = -1                   # Prometheus; -1 = off
+    metrics_listen = "127.0.0.1"        # another address needs api_token_everywhere
     frames_per_second = 2.0             # gossip frame budget (see net/batcher.py)
     sync_every_s = 30.0                 # anti-entropy: a full sync with peers this often
 
@@ -25,7 +28,8 @@ line naming the problem instead of a traceback.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import ipaddress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,20 @@ class ConfigError(ValueError):
     """One line that names the bad setting."""
 
 
+DEFAULT_PORT = 4701
+"""The listen port when none is given: fixed, so that a node's address (which peers
+keep, and operators hand out) survives a restart. Port 0 (any free port) is still
+possible, explicitly."""
+DEFAULT_LISTEN = f"/ip4/127.0.0.1/tcp/{DEFAULT_PORT}"
+
+REMOVED_KEYS = {
+    "mdns": "node.mdns was removed: it was never used (py-libp2p's mDNS runs zeroconf"
+    " in threads of its own); give peers with bootstrap instead",
+}
+"""Keys that once existed, with what to do instead: a config that still has one gets
+that line rather than a bare "unknown setting"."""
+
+
 ANTI_ENTROPY_S = 30.0
 """Default period of the full sync with peers (node.sync_every_s)."""
 
@@ -56,10 +74,18 @@ class NodeConfig:
     data_dir: Path
     passphrase_file: Path | None = None
     listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    """Any free port for a node built in code (tests, the SDK's client); a config
+    file and the CLI default to DEFAULT_LISTEN."""
     bootstrap: tuple[str, ...] = ()
+    announce: tuple[str, ...] = ()
+    """Addresses told to peers instead of the listen addresses (net/addrs.py)."""
     api_port: int = 0
+    api_listen: str = "127.0.0.1"
     metrics_port: int = -1
-    mdns: bool = False
+    metrics_listen: str = "127.0.0.1"
+    api_token_everywhere: bool = False
+    """The API token on every call of the control API and the metrics, reads too:
+    required to bind either to an address other than loopback (node/api_token.py)."""
     frames_per_second: float = 2.0
     sync_every_s: float = ANTI_ENTROPY_S
     """Anti-entropy period: gossip is best effort, so every node also pulls what its
@@ -70,8 +96,9 @@ class NodeConfig:
 
 
 _NODE_KEYS = {
-    "key_file", "passphrase_file", "data_dir", "listen", "bootstrap", "api_port",
-    "metrics_port", "mdns", "frames_per_second", "sync_every_s",
+    "key_file", "passphrase_file", "data_dir", "listen", "bootstrap", "announce",
+    "api_port", "api_listen", "api_token_everywhere", "metrics_port", "metrics_listen",
+    "frames_per_second", "sync_every_s",
 }  # fmt: skip
 
 
@@ -97,6 +124,34 @@ def _addrs(values: Any, where: str) -> tuple[str, ...]:
         except Exception as exc:  # the library raises several unrelated types
             raise ConfigError(f"{where}: not a multiaddr: {v!r} ({exc})") from None
     return tuple(values)
+
+
+def _bind_ip(table: dict[str, Any], key: str) -> str:
+    """An IP address to bind a local HTTP server to (default loopback)."""
+    if key not in table:
+        return "127.0.0.1"
+    value = typed(table, key, str, "node")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ConfigError(f"node.{key} must be an IP address, not {value!r}") from None
+
+
+def check_exposure(cfg: NodeConfig) -> None:
+    """ConfigError unless every HTTP server bound off loopback asks for the token on
+    every call: the control API's reads (book, asks, status) and the metrics tell
+    who trades what, and its writes spend the node's key."""
+    if cfg.api_token_everywhere:
+        return
+    for key, ip, on in (
+        ("api_listen", cfg.api_listen, True),
+        ("metrics_listen", cfg.metrics_listen, cfg.metrics_port >= 0),
+    ):
+        if on and not ipaddress.ip_address(ip).is_loopback:
+            raise ConfigError(
+                f"node.{key} = {ip!r} is not loopback: set node.api_token_everywhere = true"
+                " (the API token on every call, reads and metrics too) to expose it"
+            )
 
 
 def _port(table: dict[str, Any], key: str, default: int, lowest: int) -> int:
@@ -138,6 +193,9 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
     if not isinstance(node, dict):
         raise ConfigError("missing [node] section")
     unknown = sorted(set(node) - _NODE_KEYS)
+    for key in unknown:
+        if key in REMOVED_KEYS:
+            raise ConfigError(REMOVED_KEYS[key])
     if unknown:
         raise ConfigError(f"unknown setting node.{unknown[0]}")
     for required in ("key_file", "data_dir"):
@@ -166,20 +224,33 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
     for name, section in roles.items():
         if not isinstance(section, dict):
             raise ConfigError(f"[{name}] must be a table")
-    return NodeConfig(
+    everywhere = "api_token_everywhere" in node
+    cfg = NodeConfig(
         key_file=key_file,
         data_dir=data_dir,
         passphrase_file=passphrase,
-        listen=_addrs(node.get("listen", ["/ip4/127.0.0.1/tcp/0"]), "node.listen"),
+        listen=_addrs(node.get("listen", [DEFAULT_LISTEN]), "node.listen"),
         bootstrap=_addrs(node.get("bootstrap", []), "node.bootstrap"),
+        announce=_addrs(node.get("announce", []), "node.announce"),
         api_port=_port(node, "api_port", 0, 0),
+        api_listen=_bind_ip(node, "api_listen"),
         metrics_port=_port(node, "metrics_port", -1, -1),
-        mdns=typed(node, "mdns", bool, "node") if "mdns" in node else False,
+        metrics_listen=_bind_ip(node, "metrics_listen"),
+        api_token_everywhere=typed(node, "api_token_everywhere", bool, "node")
+        if everywhere
+        else False,
         frames_per_second=fps,
         sync_every_s=sync_every,
         markets=tuple(_market(m, i, base) for i, m in enumerate(markets_raw)),
         roles=roles,
     )
+    check_exposure(cfg)
+    return cfg
+
+
+def with_announce(cfg: NodeConfig, announce: tuple[str, ...]) -> NodeConfig:
+    """`cfg` with `announce` (from --announce) in place of its own, if given."""
+    return replace(cfg, announce=announce) if announce else cfg
 
 
 def load_config(path: Path) -> NodeConfig:

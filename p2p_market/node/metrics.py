@@ -163,6 +163,24 @@ async def serve_metrics(
     host: str = "127.0.0.1",
     port: int = 0,
     limits: Limits | None = None,
+    token: str | None = None,
     task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await serve_http(metrics.handle, host=host, port=port, limits=limits, task_status=task_status)
+    """Serve `GET /metrics`. With `token`, every scrape must carry it as `Authorization:
+    Bearer` (Prometheus: `authorization: {credentials_file: …}`): required to bind
+    off loopback, where the counters would tell anyone what the node trades.
+    ValueError for a non-loopback `host` without a token."""
+    from p2p_market.node.api import check_bearer, is_loopback
+
+    handler = metrics.handle
+    if token is not None:
+        secret = token.encode("ascii")
+
+        async def guarded(request: Request) -> Response:
+            refused = check_bearer(request, secret)
+            return refused if refused is not None else await metrics.handle(request)
+
+        handler = guarded
+    elif not is_loopback(host):
+        raise ValueError(f"metrics bind a loopback address only, not {host!r}, without a token")
+    await serve_http(handler, host=host, port=port, limits=limits, task_status=task_status)

@@ -40,6 +40,7 @@ from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
+from p2p_market.net.addrs import for_remote, remote_is_local
 from p2p_market.net.host import PeerSlots, connect_all, guarded
 from p2p_market.node import wire
 
@@ -178,14 +179,20 @@ def watch_connections(host: IHost, on_connect: Callable[[ID], None]) -> None:
     host.get_network().register_notifee(_ConnectionWatch(on_connect))
 
 
-def _listing(host: IHost, exclude: ID) -> list[dict[str, Any]]:
+def _listing(host: IHost, exclude: ID, *, remote_local: bool = False) -> list[dict[str, Any]]:
+    """Connected peers and their addresses, for the asker `exclude`. To an asker not
+    on loopback, no loopback or unspecified address (net/addrs.py `for_remote`): it
+    could not dial them, and a peer that listed only such addresses (bound to
+    0.0.0.0 before nodes told concrete addresses) is left out rather than listed
+    with nothing dialable."""
     out: list[dict[str, Any]] = []
     store = host.get_peerstore()
     for peer in connected_peers(host):
         if peer == exclude:
             continue
         try:
-            addrs = [str(a) for a in store.addrs(peer)][:MAX_ADDRS_PER_PEER]
+            told = for_remote((str(a) for a in store.addrs(peer)), remote_local)
+            addrs = told[:MAX_ADDRS_PER_PEER]
         except Exception:  # the peerstore raises when it has no address
             continue
         if addrs:
@@ -226,7 +233,8 @@ class PeerExchangeServer:
                 return
             try:
                 await wire.read_msg(stream, max_bytes=MAX_REQUEST_BYTES, timeout_s=self.timeout_s)
-                listing = {"peers": _listing(host, asker)}
+                local = remote_is_local(_remote_address(stream))
+                listing = {"peers": _listing(host, asker, remote_local=local)}
                 await wire.write_msg(stream, listing, timeout_s=self.timeout_s)
                 self.answered += 1
             finally:
@@ -235,6 +243,13 @@ class PeerExchangeServer:
             log.debug("peer exchange with %s ended: %s", asker, exc)
         finally:
             await wire.close_quietly(stream)
+
+
+def _remote_address(stream: INetStream) -> Any:
+    try:
+        return stream.get_remote_address()
+    except Exception:  # unknown: the asker is told less, never more
+        return None
 
 
 def attach(host: IHost, **limits: Any) -> PeerExchangeServer:

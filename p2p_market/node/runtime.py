@@ -39,8 +39,9 @@ from p2p_market.core.messages import Ask, Bid, Cancel, Market, sha256
 from p2p_market.core.state import MarketState
 from p2p_market.core.validation import check_envelope
 from p2p_market.core.verdict import Reason, Verdict, ignore
+from p2p_market.net.addrs import local_only
 from p2p_market.net.gossip import Gossip, GossipConfig
-from p2p_market.net.host import connect_all, make_host
+from p2p_market.net.host import DIAL_TIMEOUT_S, connect_all, make_host
 from p2p_market.net.ratelimit import KeyedRateLimiter
 from p2p_market.node import peers
 from p2p_market.node.api import ask_json, bid_json, serve_api
@@ -49,6 +50,7 @@ from p2p_market.node.config import ANTI_ENTROPY_S as ANTI_ENTROPY_S  # re-export
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.direct import DirectMessage, DirectServer, Header
 from p2p_market.node.facade import Submitted
+from p2p_market.node.known_peers import KnownPeers
 from p2p_market.node.metrics import NodeMetrics, serve_metrics
 from p2p_market.node.newcomers import NewcomerHoldings
 from p2p_market.node.storage import EnvelopeLog, StorageError, WriteFailed
@@ -64,6 +66,8 @@ TICK_S: Final = 0.1
 TARGET_PEERS: Final = 8
 PEER_POLL_S: Final = 2.0
 SYNC_TIMEOUT_S: Final = 5.0
+KNOWN_DIAL_TIMEOUT_S: Final = 3.0
+"""Dial timeout for the remembered peers (node/known_peers.py)."""
 ORPHAN_GRACE_S: Final = 1.0
 """How long a message from gossip may wait for its parent (an ask, a bid) before the
 node fetches the parent by sync. Gossip reorders, so a child often comes a moment
@@ -87,6 +91,44 @@ much of the node between them, and signers with history are never charged it."""
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+SKEW_WARN_EVERY_S: Final = 60.0
+"""At most one warning per signer this often about its messages from the future."""
+
+
+class ClockSkew:
+    """Messages dropped as `from_future` (signed later than this node's clock plus the
+    market's skew_ms): counted, and told in the log, at most once per signer per
+    SKEW_WARN_EVERY_S, with how far ahead. Before, only a counter moved, and an
+    operator whose clock (or whose peers' clocks) drifted saw messages vanish with no
+    word why: the log line names the signer and the offset, `status` the count."""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        self.last: dict[str, Any] | None = None
+        self._warned: dict[bytes, float] = {}
+
+    def note(self, signer: bytes, ahead_ms: int, tolerance_ms: int, now_s: float) -> None:
+        self.dropped += 1
+        self.last = {"signer": signer.hex(), "ahead_ms": ahead_ms}
+        if now_s - self._warned.get(signer, float("-inf")) < SKEW_WARN_EVERY_S:
+            return
+        if len(self._warned) > 10_000:  # a swarm of keys must not grow this forever
+            self._warned.clear()
+        self._warned[signer] = now_s
+        log.warning(
+            "dropped a message from signer %s signed %d ms in the future (tolerance %d ms):"
+            " its clock or this node's is off; run NTP (chrony, systemd-timesyncd) on both"
+            " (%d dropped so far)",
+            signer.hex()[:16],
+            ahead_ms,
+            tolerance_ms,
+            self.dropped,
+        )
+
+    def status(self) -> dict[str, Any]:
+        return {"dropped": self.dropped, "last": self.last}
 
 
 class LogHealth:
@@ -173,6 +215,17 @@ class Node:
         self.admitted = 0
         self.log: EnvelopeLog | None = None
         self.log_health = LogHealth()
+        self.clock_skew = ClockSkew()
+        self.known_peers: KnownPeers | None = None
+        """Addresses of peers this node was connected to, kept in its data dir
+        (node/known_peers.py): dialled like the bootstrap peers."""
+        self._bootstrap_told = False
+        self.bootstrap_failures: dict[str, BaseException] = {}
+        """Why each configured bootstrap peer failed, if all of them failed at the
+        first dial round: what the SDK's `unreachable` names."""
+        self.log_unreachable = True
+        """Log that no bootstrap peer answered (one error line); off where the
+        caller reports it itself (the SDK's RequestFailed, `request`'s one line)."""
         self.host: IHost | None = None
         self.gossip: Gossip | None = None
         self.sync_server = SyncServer(self._sync_source)
@@ -221,6 +274,9 @@ class Node:
         if evicted and self.log is not None:
             self._unlog(evicted)
         self.metrics.message_in(state.market_id, env.kind, verdict)
+        if verdict.reason is Reason.FROM_FUTURE:
+            ahead = getattr(env.message, "timestamp", now) - now
+            self.clock_skew.note(env.signer, ahead, state.market.skew_ms, time.monotonic())
         if verdict.accepted:
             self.admitted += 1
             self.metrics.delivered(now, getattr(env.message, "timestamp", now))
@@ -379,7 +435,8 @@ class Node:
             for market in cfg.markets:
                 envelope_log.put_market(market_id(market), encode_market(market))
             replayed = self._replay()
-            host, listen = make_host(self.key, cfg.listen)
+            self.known_peers = KnownPeers(cfg.data_dir)
+            host, listen = make_host(self.key, cfg.listen, announce=cfg.announce)
             self.host = host
             self.gossip = Gossip(
                 host,
@@ -394,29 +451,47 @@ class Node:
             DirectServer(self.key, self._on_direct, wants=self._wants_direct).attach(host)
             peers.attach(host)
             peers.watch_connections(host, self._on_connected)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.gossip.run)
-                self.api_port = await nursery.start(
-                    functools.partial(serve_api, self, token=api_token, port=cfg.api_port)
-                )
-                if cfg.metrics_port >= 0:
-                    self.metrics_port = await nursery.start(
-                        functools.partial(serve_metrics, self.metrics, port=cfg.metrics_port)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.gossip.run)
+                    self.api_port = await nursery.start(
+                        functools.partial(
+                            serve_api,
+                            self,
+                            token=api_token,
+                            host=cfg.api_listen,
+                            port=cfg.api_port,
+                            token_everywhere=cfg.api_token_everywhere,
+                        )
                     )
-                nursery.start_soon(self.ticker)
-                nursery.start_soon(self.dispatch_effects)
-                nursery.start_soon(self._drain_deliveries)
-                nursery.start_soon(self._keep_connected)
-                log.info(
-                    "node %s up: %s, api 127.0.0.1:%s (token in %s), %d envelopes replayed",
-                    self.key.public_key.hex()[:16],
-                    self.gossip.addr,
-                    self.api_port,
-                    self.api_token_file,
-                    replayed,
-                )
-                self.ready.set()
-                task_status.started()
+                    if cfg.metrics_port >= 0:
+                        self.metrics_port = await nursery.start(
+                            functools.partial(
+                                serve_metrics,
+                                self.metrics,
+                                host=cfg.metrics_listen,
+                                port=cfg.metrics_port,
+                                token=api_token if cfg.api_token_everywhere else None,
+                            )
+                        )
+                    nursery.start_soon(self.ticker)
+                    nursery.start_soon(self.dispatch_effects)
+                    nursery.start_soon(self._drain_deliveries)
+                    nursery.start_soon(self._keep_connected)
+                    log.info(
+                        "node %s up: %s, api %s:%s (token in %s), %d envelopes replayed",
+                        self.key.public_key.hex()[:16],
+                        self.gossip.addr,
+                        cfg.api_listen,
+                        self.api_port,
+                        self.api_token_file,
+                        replayed,
+                    )
+                    self.ready.set()
+                    task_status.started()
+            finally:
+                # What the last seconds taught (a peer that came just before a restart).
+                self.known_peers.save_if_due(0.0, force=True)
 
     async def ticker(self) -> None:
         last_prune = self.clock()
@@ -458,12 +533,13 @@ class Node:
             due = now >= next_full or self._sync_requested.is_set()
             self._wake = trio.Event()
             linked = set(peers.connected_peers(host))
+            scopes = peers.DialScopes.for_node(self.config.listen, self.bootstrap)
             if due or not linked:
-                if len(linked) < TARGET_PEERS and self.bootstrap:
-                    await connect_all(host, self.bootstrap)
-                scopes = peers.DialScopes.for_node(self.config.listen, self.bootstrap)
+                if len(linked) < TARGET_PEERS:
+                    await self._dial_known(host, linked, scopes)
                 await peers.exchange(host, target=TARGET_PEERS, rng=self._rng, scopes=scopes)
                 linked = set(peers.connected_peers(host))
+            self._remember(host, linked, scopes)
             self.metrics.set_peers(len(linked))
             new = self._new_peers & linked  # one that came and went has nothing to give
             self._new_peers.clear()
@@ -478,6 +554,65 @@ class Node:
                 wait = min(wait, min(self._missing_parents.values()) - trio.current_time())
             with trio.move_on_after(max(0.0, wait)):
                 await self._wake.wait()
+
+    async def _dial_known(self, host: IHost, linked: set[ID], scopes: peers.DialScopes) -> None:
+        """Dial the bootstrap peers and the known ones this node is not connected to.
+        The first time none of the bootstrap peers answers (and nothing else
+        connected), say so in one line, with why (a name that does not resolve)."""
+        known = [] if self.known_peers is None else self.known_peers.addrs
+        connected = {p.to_base58() for p in linked}
+        remembered = [
+            a
+            for a in known
+            if a.rsplit("/p2p/", 1)[-1] not in connected and a not in self.bootstrap
+        ]
+        failures: dict[str, BaseException] = {}
+
+        async def dial(addrs: list[str], timeout: float) -> None:
+            failures.update(await connect_all(host, addrs, timeout=timeout))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dial, self.bootstrap, DIAL_TIMEOUT_S)
+            # Remembered peers are hints that may have gone for good: a short
+            # timeout, so that the keeper (and the sync after it) waits no longer
+            # than it did for the bootstrap peers alone.
+            nursery.start_soon(dial, remembered, KNOWN_DIAL_TIMEOUT_S)
+        if self._bootstrap_told or not self.config.bootstrap:
+            return
+        self._bootstrap_told = True
+        failed = [a for a in self.config.bootstrap if a in failures]
+        if len(failed) == len(self.config.bootstrap) and not peers.connected_peers(host):
+            self.bootstrap_failures = {a: failures[a] for a in failed}
+            if not self.log_unreachable:
+                return
+            first = failures[failed[0]]
+            log.error(
+                "no bootstrap peer reachable (%d given): %s: %s; retrying every %g s",
+                len(failed),
+                failed[0],
+                f"{type(first).__name__}: {first}"[:200],
+                self.config.sync_every_s,
+            )
+
+    def _remember(self, host: IHost, linked: set[ID], scopes: peers.DialScopes) -> None:
+        """Note the addresses the connected peers told (identify), inside the dial
+        scopes, in the known-peers file (node/known_peers.py)."""
+        if self.known_peers is None:
+            return
+        store = host.get_peerstore()
+        seen: list[str] = []
+        for peer in sorted(linked, key=lambda p: p.to_bytes()):
+            try:
+                addrs = store.addrs(peer)
+            except Exception:  # the peerstore raises when it has no address
+                continue
+            suffix = f"/p2p/{peer.to_base58()}"
+            for addr in addrs[: peers.MAX_ADDRS_PER_PEER]:
+                full = str(addr) if str(addr).endswith(suffix) else f"{addr}{suffix}"
+                if scopes.allows(full):
+                    seen.append(full)
+        self.known_peers.note(seen)
+        self.known_peers.save_if_due(trio.current_time())
 
     async def sync_now(self, prefer: set[ID] | frozenset[ID] = frozenset()) -> None:
         """Pull what connected peers have and this node lacks, for every market,
@@ -554,6 +689,10 @@ class Node:
             "public_key": self.key.public_key.hex(),
             "peer_id": host.get_id().to_base58() if host else None,
             "addrs": [str(a) for a in host.get_addrs()] if host else [],
+            "advertised_remote": [str(a) for a in host.get_addrs() if not local_only(a)]
+            if host
+            else [],
+            "from_future": self.clock_skew.status(),
             "peers": len(peers.connected_peers(host)) if host else 0,
             "markets": [m.hex() for m in self.states],
             "uptime_s": (self.clock() - self.started_ms) / 1000,

@@ -44,6 +44,13 @@ RoleStarter = Callable[[Node, trio.Nursery], Awaitable[dict[str, Any]]]
 the ready line (see roles/wiring.py)."""
 
 
+def api_url(listen: str, port: int | None) -> str:
+    """Where a client on this machine finds the control API: its bound address, or
+    127.0.0.1 when it is bound to every address (0.0.0.0, ::)."""
+    host = "127.0.0.1" if listen in ("0.0.0.0", "::") else listen
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 async def serve_until_signal(
     config: NodeConfig,
     key: SigningKey,
@@ -66,6 +73,7 @@ async def serve_until_signal(
                 "public_key": key.public_key.hex(),
                 "addr": node.gossip.addr,
                 "api_port": node.api_port,
+                "api_url": api_url(config.api_listen, node.api_port),
                 "api_token_file": os.path.abspath(node.api_token_file),
                 "metrics_port": node.metrics_port,
                 **extra,

@@ -16,7 +16,7 @@ from p2p_market.markets.descriptor import read_descriptor
 from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.keyfile import write_key
 from p2p_market.proving.pow import pow_ok
-from tests.processes import cli, process, readline
+from tests.processes import ANY_PORT, cli, process, readline
 
 QUICK = [
     "--proof-system", "pow", "--difficulty", "10",
@@ -95,7 +95,7 @@ def test_request_without_provers_exits_1_and_says_why(tmp_path: Path) -> None:
     write_key(tmp_path / "relay.pem", devnet_key("relay-1"), None)
     config = tmp_path / "relay.toml"
     config.write_text(
-        '[node]\nkey_file = "relay.pem"\ndata_dir = "relay"\n'
+        f'[node]\nkey_file = "relay.pem"\ndata_dir = "relay"\n{ANY_PORT}'
         f'[[markets]]\ndescriptor = "{descriptor.name}"\n'
     )
     inputs = tmp_path / "inputs.txt"
@@ -123,13 +123,14 @@ def test_node_run_starts_the_roles_its_config_names(tmp_path: Path) -> None:
     write_key(tmp_path / "p.pem", devnet_key("prover-2"), None)
     write_key(tmp_path / "q.pem", devnet_key("requester-1"), None)
     (tmp_path / "p.toml").write_text(
-        '[node]\nkey_file = "p.pem"\ndata_dir = "p"\n'
+        f'[node]\nkey_file = "p.pem"\ndata_dir = "p"\n{ANY_PORT}'
         f'[prover]\nmarket = "{descriptor.name}"\nprice = 3\nproof_time = 3000\n'
     )
     with process("node", "run", "--config", str(tmp_path / "p.toml")) as (_, prover):
         assert prover["roles"] == ["prover"]
         (tmp_path / "q.toml").write_text(
-            f'[node]\nkey_file = "q.pem"\ndata_dir = "q"\nbootstrap = ["{prover["addr"]}"]\n'
+            f'[node]\nkey_file = "q.pem"\ndata_dir = "q"\n{ANY_PORT}'
+            f'bootstrap = ["{prover["addr"]}"]\n'
             f'[[markets]]\ndescriptor = "{descriptor.name}"\n[requester]\n'
         )
         with process("node", "run", "--config", str(tmp_path / "q.toml")) as (_, requester):

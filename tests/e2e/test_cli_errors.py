@@ -29,7 +29,7 @@ from p2p_market.node.api_client import ApiClient
 from p2p_market.node.api_token import TOKEN_ENV
 from p2p_market.node.keyfile import write_key
 from tests.e2e.test_cli_e2e import quick_market
-from tests.processes import cli, process
+from tests.processes import ANY_LISTEN, cli, process
 
 runner = CliRunner()
 ADDR = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
@@ -174,6 +174,25 @@ CASES: list[tuple[str, list[str], str]] = [
     ("prover: another system", prover(backend="external"), "use --backend pow"),
     ("prover: no prove command", prover(market="{external}"), "needs a prove command"),
     ("prover: bad listen", prover(listen="here"), "--listen: not a multiaddr"),
+    ("prover: bad announce", prover(announce="there"), "--announce: not a multiaddr"),
+    (
+        "prover: announce with /p2p/",
+        prover(announce=f"/ip4/1.2.3.4/tcp/4701/p2p/{ADDR.rsplit('/', 1)[1]}"),
+        "without /p2p/",
+    ),
+    ("prover: announce no tcp", prover(announce="/ip4/1.2.3.4/udp/1"), "HOST/tcp/PORT"),
+    ("request: bad listen", request(listen="here"), "--listen: not a multiaddr"),
+    ("request: bad announce", request(announce="/ip4/1.2.3.4"), "--announce"),
+    (
+        "request: --listen with --api",
+        [*request(bootstrap=None), "--api", "{closed}", "--listen", "/ip4/0.0.0.0/tcp/0"],
+        "--listen does not go with --api",
+    ),
+    (
+        "node: bad announce",
+        ["node", "run", "--config", "{missing}", "--announce", "nowhere"],
+        "--announce: not a multiaddr",
+    ),
     ("prover: bad bootstrap", prover(bootstrap="/ip4/1.2.3.4"), "--bootstrap"),
     ("prover: api port", prover(api_port="70000"), "--api-port"),
     (
@@ -264,7 +283,7 @@ def test_bad_commands_against_a_running_prover_publish_nothing(tmp_path: Path) -
     out = tmp_path / "proof.bin"
     with process(
         "prover", "run", "--market", str(descriptor), "--price", "5", "--proof-time", "3000",
-        "--devnet-key", "prover-1", "--data-dir", str(tmp_path / "prover"),
+        "--devnet-key", "prover-1", "--data-dir", str(tmp_path / "prover"), *ANY_LISTEN,
     ) as (_, ready):  # fmt: skip
         api = ApiClient(f"http://127.0.0.1:{ready['api_port']}")
         me = devnet_key("prover-1").public_key.hex()
@@ -288,7 +307,7 @@ def test_bad_commands_against_a_running_prover_publish_nothing(tmp_path: Path) -
         prover = [
             "prover", "run", "--market", str(descriptor), "--price", "3", "--proof-time",
             "3000", "--devnet-key", "prover-2", "--bootstrap", ready["addr"],
-            "--data-dir", str(tmp_path / "p2"),
+            "--data-dir", str(tmp_path / "p2"), *ANY_LISTEN,
         ]  # fmt: skip
 
         def bad_prover(option: str, value: str | None) -> list[str]:

@@ -28,7 +28,7 @@ from p2p_market.markets.descriptor import read_descriptor
 from p2p_market.markets.devnet import Actor
 from tests.e2e.test_cli_e2e import quick_market, wait_state
 from tests.e2e.test_market_e2e import PROVER_2, api_of, has_bids, node_config, wait_for
-from tests.processes import process
+from tests.processes import ANY_LISTEN, process
 
 HOLD_S = 60
 
@@ -45,7 +45,7 @@ def test_a_paid_ask_cannot_be_rewritten_a_minute_later(tmp_path: Path) -> None:
             args = [
                 "prover", "run", "--market", str(descriptor), "--price", str(price),
                 "--proof-time", "3000", "--devnet-key", name,
-                "--data-dir", str(tmp_path / name), "--bootstrap", requester["addr"],
+                "--data-dir", str(tmp_path / name), "--bootstrap", requester["addr"], *ANY_LISTEN,
             ]  # fmt: skip
             _, ready = stack.enter_context(process(*args))
             apis[name] = api_of(ready)

@@ -33,7 +33,7 @@ from p2p_market.node.api_client import ApiClient
 from p2p_market.node.keyfile import write_key
 from p2p_market.proving.pow import pow_ok
 from tests.e2e.test_cli_e2e import quick_market, wait_state
-from tests.processes import cli, process
+from tests.processes import ANY_LISTEN, ANY_PORT, cli, process
 
 PROVER_1 = devnet_key("prover-1").public_key.hex()
 PROVER_2 = devnet_key("prover-2").public_key.hex()
@@ -58,7 +58,7 @@ def node_config(tmp: Path, name: str, descriptor: Path, extra: str = "", boot: s
     path = tmp / f"{name}.toml"
     bootstrap = f'bootstrap = ["{boot}"]\n' if boot else ""
     path.write_text(
-        f'[node]\nkey_file = "{name}.pem"\ndata_dir = "{name}"\n{bootstrap}'
+        f'[node]\nkey_file = "{name}.pem"\ndata_dir = "{name}"\n{ANY_PORT}{bootstrap}'
         f'[[markets]]\ndescriptor = "{descriptor.name}"\n{extra}'
     )
     return path
@@ -94,7 +94,7 @@ def test_happy_path_requester_two_provers_and_a_relay(tmp_path: Path) -> None:
             args = [
                 "prover", "run", "--market", str(descriptor), "--price", str(price),
                 "--proof-time", "3000", "--devnet-key", name,
-                "--data-dir", str(tmp_path / name), "--bootstrap", relay["addr"],
+                "--data-dir", str(tmp_path / name), "--bootstrap", relay["addr"], *ANY_LISTEN,
             ]  # fmt: skip
             _, nodes[name] = stack.enter_context(process(*args))
         apis = {name: api_of(ready) for name, ready in nodes.items()}
@@ -179,7 +179,7 @@ def test_cancel_before_and_after_assignment_and_a_killed_winner(tmp_path: Path) 
                 "prover", "run", "--market", str(descriptor), "--price", str(price),
                 "--proof-time", f"{ms}000", "--devnet-key", name,
                 "--prove-cmd", f"{python} {mode} {{inputs}} {{proof}}{extra}",
-                "--data-dir", str(tmp_path / name), "--bootstrap", requester["addr"],
+                "--data-dir", str(tmp_path / name), "--bootstrap", requester["addr"], *ANY_LISTEN,
             ]  # fmt: skip
             procs[name], ready = stack.enter_context(process(*args))
             apis[name] = api_of(ready)

@@ -27,7 +27,7 @@ from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.keyfile import write_key
 from p2p_market.node.storage import Entry, EnvelopeLog
-from tests.processes import CLI, STARTUP_S, cli, readline
+from tests.processes import ANY_PORT, CLI, STARTUP_S, cli, readline
 
 MID = market_id(default_market())
 
@@ -44,8 +44,9 @@ def node_config(
     if not (tmp / "node.pem").exists():
         write_key(tmp / "node.pem", devnet_key("faults-node"), None)
     config = tmp / "node.toml"
+    listen = "" if "listen" in extra else ANY_PORT  # not the default 4701: tests run side by side
     config.write_text(
-        f'[node]\nkey_file = "{key_file}"\ndata_dir = "{data_dir}"\n{extra}\n'
+        f'[node]\nkey_file = "{key_file}"\ndata_dir = "{data_dir}"\n{listen}{extra}\n'
         f"[[markets]]\n{markets}\n"
     )
     return config

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from p2p_market.markets.descriptor import read_descriptor
 from p2p_market.proving.snark import SHIPPED_ARTIFACTS, SnarkBackend
-from tests.processes import cli, process
+from tests.processes import ANY_LISTEN, cli, process
 
 CIRCUITS = Path(__file__).resolve().parents[2] / "protocols" / "circuits"
 
@@ -27,7 +27,7 @@ async def test_a_requester_buys_a_groth16_proof_and_verifies_it(tmp_path: Path) 
             process(
                 "prover", "run", "--market", str(descriptor), "--price", "5",
                 "--proof-time", "5000", "--devnet-key", "prover-1",
-                "--data-dir", str(tmp_path / "prover-1"),
+                "--data-dir", str(tmp_path / "prover-1"), *ANY_LISTEN,
             )
         )  # fmt: skip
         done = cli(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from p2p_market.markets.devnet import default_market
-from p2p_market.node.config import ConfigError, load_config, parse_config
+from p2p_market.node.config import DEFAULT_LISTEN, ConfigError, load_config, parse_config
 
 BASE = {"node": {"key_file": "k.pem", "data_dir": "d"}}
 
@@ -51,6 +51,17 @@ def test_a_market_descriptor_in_full(tmp_path: Path) -> None:
         ({**BASE, "markets": [{"preset": "mainnet"}]}, 'markets[0]: the only preset is "devnet"'),
         ({**BASE, "markets": [{"name": "x"}]}, "markets[0]:"),
         ({**BASE, "extra": {}}, "unknown section [extra]"),
+        ({"node": {**BASE["node"], "mdns": True}}, "node.mdns was removed"),
+        ({"node": {**BASE["node"], "announce": ["here"]}}, "node.announce: not a multiaddr"),
+        ({"node": {**BASE["node"], "api_listen": "lan"}}, "node.api_listen must be an IP"),
+        (
+            {"node": {**BASE["node"], "api_listen": "0.0.0.0"}},
+            "node.api_listen = '0.0.0.0' is not loopback: set node.api_token_everywhere",
+        ),
+        (
+            {"node": {**BASE["node"], "metrics_port": 0, "metrics_listen": "10.0.0.5"}},
+            "node.metrics_listen = '10.0.0.5' is not loopback",
+        ),
     ],
 )
 def test_bad_settings_name_the_problem(tmp_path: Path, data: dict, message: str) -> None:  # type: ignore[type-arg]
@@ -125,3 +136,28 @@ def test_the_requester_checks_its_commands_against_the_workload_market(tmp_path:
         )
     assert str(info.value).startswith("[requester]: ")
     assert "\n" not in str(info.value)
+
+
+def test_listen_defaults_to_the_fixed_port(tmp_path: Path) -> None:
+    """Issue 13: the default port 0 changed the node's address at every restart."""
+    cfg = parse_config(BASE, tmp_path)
+    assert cfg.listen == (DEFAULT_LISTEN,) == ("/ip4/127.0.0.1/tcp/4701",)
+    any_port = parse_config({"node": {**BASE["node"], "listen": ["/ip4/0.0.0.0/tcp/0"]}}, tmp_path)
+    assert any_port.listen == ("/ip4/0.0.0.0/tcp/0",)
+
+
+def test_off_loopback_servers_go_with_the_token_everywhere(tmp_path: Path) -> None:
+    node = {
+        **BASE["node"],
+        "api_listen": "0.0.0.0",
+        "metrics_listen": "::",
+        "metrics_port": 0,
+        "api_token_everywhere": True,
+        "announce": ["/dns4/market.example/tcp/4701"],
+    }
+    cfg = parse_config({"node": node}, tmp_path)
+    assert (cfg.api_listen, cfg.metrics_listen, cfg.api_token_everywhere) == ("0.0.0.0", "::", True)
+    assert cfg.announce == ("/dns4/market.example/tcp/4701",)
+    # A metrics address off loopback is no problem while the metrics are off.
+    quiet = parse_config({"node": {**BASE["node"], "metrics_listen": "0.0.0.0"}}, tmp_path)
+    assert quiet.metrics_port == -1

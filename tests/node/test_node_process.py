@@ -13,6 +13,7 @@ from pathlib import Path
 from p2p_market.core.crypto import devnet_key
 from p2p_market.node.api_client import ApiClient
 from p2p_market.node.keyfile import write_key
+from tests.processes import ANY_PORT
 
 CLI = [sys.executable, "-m", "p2p_market.cli"]
 
@@ -21,7 +22,7 @@ def write_config(tmp: Path, extra: str = "") -> Path:
     write_key(tmp / "node.pem", devnet_key("process-node"), None)
     cfg = tmp / "node.toml"
     cfg.write_text(
-        f'[node]\nkey_file = "node.pem"\ndata_dir = "data"\napi_port = 0\n{extra}\n'
+        f'[node]\nkey_file = "node.pem"\ndata_dir = "data"\napi_port = 0\n{ANY_PORT}{extra}\n'
         '[[markets]]\npreset = "devnet"\n'
     )
     return cfg

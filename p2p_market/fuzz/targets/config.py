@@ -45,7 +45,10 @@ listen = ["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/4001"]
 bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/{_PEER}"]
 api_port = 8080
 metrics_port = -1
-mdns = false
+announce = ["/ip4/203.0.113.7/tcp/4001", "/dns4/node.example/tcp/4001"]
+api_listen = "127.0.0.1"
+metrics_listen = "::1"
+api_token_everywhere = false
 frames_per_second = 2.5
 sync_every_s = 30
 
@@ -76,7 +79,7 @@ def seeds() -> list[bytes]:
     return [
         VALID.encode(),
         b'[node]\nkey_file = "k.pem"\ndata_dir = "d"\n',
-        b'node.key_file = "k.pem"\nnode.data_dir = "d"\nnode.mdns = true\n',  # dotted keys
+        b'node.key_file = "k.pem"\nnode.data_dir = "d"\nnode.api_port = 1\n',  # dotted keys
         b'[node]\nkey_file = "k.pem"\ndata_dir = "d"\nlisten = []\n'
         b'[[markets]]\npreset = "devnet"\n',
     ]
