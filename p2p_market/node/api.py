@@ -2,6 +2,7 @@
 
     GET  /v1/status                    node identity, listen addrs, peers, markets, uptime
     GET  /v1/markets                   {"markets": [...]}
+    GET  /v1/markets/known             {"markets": [...]}: what peers announce (discovery.py)
     GET  /v1/markets/{id}/book         {"bids": [...], "asks": [...]}
     GET  /v1/asks/{id}                 one ask's view
     GET  /v1/asks/{id}/proofs          token: the proofs of the node's ask its role verified
@@ -320,6 +321,7 @@ class ControlApi:
         self.routes: list[tuple[tuple[str, ...], dict[str, Route]]] = [
             (("v1", "status"), {"GET": self._status}),
             (("v1", "markets"), {"GET": self._markets}),
+            (("v1", "markets", "known"), {"GET": self._known_markets}),
             (("v1", "markets", "*", "book"), {"GET": self._book}),
             (("v1", "asks", "*"), {"GET": self._ask}),
             (("v1", "envelopes"), {"POST": self._submit}),
@@ -419,6 +421,12 @@ class ControlApi:
 
     async def _markets(self, request: Request, params: list[str]) -> Response:
         return json_response({"markets": self.node.markets()})
+
+    async def _known_markets(self, request: Request, params: list[str]) -> Response:
+        known = getattr(self.node, "known_markets", None)
+        if known is None:
+            raise KeyError("this node does not hear market announcements")
+        return json_response({"markets": known()})
 
     async def _book(self, request: Request, params: list[str]) -> Response:
         return json_response(self.node.book(_hex_id(params[0], "market")))

@@ -12,6 +12,7 @@ line naming the problem instead of a traceback.
     mdns = false
     frames_per_second = 2.0             # gossip frame budget (see net/batcher.py)
     sync_every_s = 30.0                 # anti-entropy: a full sync with peers this often
+    announce_every_s = 300.0            # announce the markets followed this often
 
     [[markets]]                         # "devnet" or the fields of a Market descriptor
     preset = "devnet"
@@ -46,6 +47,8 @@ class ConfigError(ValueError):
     """One line that names the bad setting."""
 
 
+ANNOUNCE_EVERY_S = 300.0
+"""Default period of market announcements (node.announce_every_s)."""
 ANTI_ENTROPY_S = 30.0
 """Default period of the full sync with peers (node.sync_every_s)."""
 
@@ -64,6 +67,9 @@ class NodeConfig:
     sync_every_s: float = ANTI_ENTROPY_S
     """Anti-entropy period: gossip is best effort, so every node also pulls what its
     peers hold and it lacks this often (and at once from every new peer)."""
+    announce_every_s: float = ANNOUNCE_EVERY_S
+    """How often the node announces the markets it follows (node/discovery.py), besides
+    at start and a moment after a peer connects."""
     markets: tuple[Market, ...] = field(default_factory=lambda: (default_market(),))
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Role sections ([prover], [requester]) passed through to the roles."""
@@ -71,7 +77,7 @@ class NodeConfig:
 
 _NODE_KEYS = {
     "key_file", "passphrase_file", "data_dir", "listen", "bootstrap", "api_port",
-    "metrics_port", "mdns", "frames_per_second", "sync_every_s",
+    "metrics_port", "mdns", "frames_per_second", "sync_every_s", "announce_every_s",
 }  # fmt: skip
 
 
@@ -156,6 +162,11 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         sync_every = typed(node, "sync_every_s", float, "node")
     if not 0.5 <= sync_every <= 3600:
         raise ConfigError("node.sync_every_s must be between 0.5 and 3600")
+    announce_every = ANNOUNCE_EVERY_S
+    if "announce_every_s" in node:
+        announce_every = typed(node, "announce_every_s", float, "node")
+    if not 1.0 <= announce_every <= 86400:
+        raise ConfigError("node.announce_every_s must be between 1 and 86400")
     markets_raw = data.get("markets", [{"preset": "devnet"}])
     if not isinstance(markets_raw, list) or not markets_raw:
         raise ConfigError("markets must be a non-empty list of tables ([[markets]])")
@@ -177,6 +188,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         mdns=typed(node, "mdns", bool, "node") if "mdns" in node else False,
         frames_per_second=fps,
         sync_every_s=sync_every,
+        announce_every_s=announce_every,
         markets=tuple(_market(m, i, base) for i, m in enumerate(markets_raw)),
         roles=roles,
     )
