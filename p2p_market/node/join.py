@@ -80,17 +80,22 @@ async def join_market(
     listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",),
     limits: FetchLimits | None = None,
     timeout_s: float = DEFAULT_JOIN_TIMEOUT_S,
+    known: Market | None = None,
 ) -> Joined:
     """Resolve market `mid` from the peers at `bootstrap`: its descriptor (unless an
     earlier join wrote it) and each pinned artifact not already in `data_dir`'s
-    artifacts/ or `search`. JoinError if no peer serves them right."""
+    artifacts/ or `search`; `known`: the descriptor is at hand, only the artifacts
+    are wanted. JoinError if no peer serves them right."""
     host, addrs = make_host(SigningKey(os.urandom(32)), listen)
     report = FetchReport()
+    started = trio.current_time()
     outcome: tuple[Market, dict[str, Path]] | JoinError | None = None
     with trio.move_on_after(timeout_s):
         async with host.run(addrs):
             try:
-                outcome = await _resolve(host, mid, bootstrap, data_dir, search, limits, report)
+                outcome = await _resolve(
+                    host, mid, bootstrap, data_dir, search, limits, report, known
+                )
             finally:
                 with trio.move_on_after(5) as scope:
                     scope.shield = True
@@ -100,6 +105,7 @@ async def join_market(
     if isinstance(outcome, JoinError):
         raise outcome
     market, files = outcome
+    report.elapsed_s = trio.current_time() - started
     path = markets_dir(data_dir) / f"{mid.hex()}.toml"
     if not path.exists():
         write_descriptor(path, market)
@@ -114,6 +120,7 @@ async def _resolve(
     search: Sequence[Path],
     limits: FetchLimits | None,
     report: FetchReport,
+    known: Market | None,
 ) -> tuple[Market, dict[str, Path]] | JoinError:
     """The descriptor and artifacts, or the JoinError to raise (returned, not raised,
     so that it leaves the host's nursery as itself, not inside an exception group)."""
@@ -124,7 +131,7 @@ async def _resolve(
         return JoinError(f"no bootstrap peer answered ({why or 'none given'})")
     fetcher = ArtifactFetcher(host, store_dir(data_dir), limits or FetchLimits())
     try:
-        market = fetched_descriptor(data_dir, mid)
+        market = known or fetched_descriptor(data_dir, mid)
         if market is None:
             market = await fetcher.descriptor(mid, linked, report)
         return market, await fetcher.artifacts(market, linked, search, report)

@@ -6,9 +6,11 @@ it, with real snarkjs on both sides (their Node.js workers)."""
 from __future__ import annotations
 
 import json
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from p2p_market.core.envelope import market_id
 from p2p_market.markets.descriptor import read_descriptor
 from p2p_market.proving.snark import SHIPPED_ARTIFACTS, SnarkBackend
 from tests.processes import cli, process
@@ -53,3 +55,53 @@ async def test_a_requester_buys_a_groth16_proof_and_verifies_it(tmp_path: Path) 
     assert json.loads(proof)["publicSignals"] == ["33"]
     async with SnarkBackend("groth16", dirs=[SHIPPED_ARTIFACTS]) as backend:
         assert await backend.verify(market, inputs.read_bytes(), proof)
+
+
+async def test_a_prover_that_knows_only_the_market_id_joins_and_wins(tmp_path: Path) -> None:
+    """prover-1 follows the groth16 example market from its descriptor file. prover-2
+    is given nothing but the market's id and prover-1's address: it fetches the
+    descriptor from prover-1 (checked against the id), runs in the market, bids
+    cheaper and proves the requester's ask. `market list --network` on prover-1's
+    API shows the market announced by both."""
+    descriptor = CIRCUITS / "multiplier-groth16-devnet-INSECURE.toml"
+    market = read_descriptor(descriptor)
+    mid = market_id(market).hex()
+    inputs = tmp_path / "inputs.json"
+    inputs.write_bytes(b'{"a":"3","b":"11"}')
+    out = tmp_path / "proof.json"
+    with ExitStack() as stack:
+        _, first = stack.enter_context(
+            process(
+                "prover", "run", "--market", str(descriptor), "--price", "5",
+                "--proof-time", "5000", "--devnet-key", "prover-1",
+                "--data-dir", str(tmp_path / "prover-1"),
+            )
+        )  # fmt: skip
+        _, second = stack.enter_context(
+            process(
+                "prover", "run", "--market", mid, "--price", "3",
+                "--proof-time", "5000", "--devnet-key", "prover-2",
+                "--data-dir", str(tmp_path / "prover-2"), "--bootstrap", first["addr"],
+            )
+        )  # fmt: skip
+        assert (tmp_path / "prover-2" / "markets" / f"{mid}.toml").is_file()
+        api = f"http://127.0.0.1:{first['api_port']}"
+        for _ in range(60):
+            listed = cli("market", "list", "--network", "--api", api)
+            assert listed.returncode == 0, listed.stdout + listed.stderr
+            if "prover-2" in listed.stdout and mid in listed.stdout:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"prover-2's announcement never listed:\n{listed.stdout}")
+        assert market.name in listed.stdout and "groth16" in listed.stdout
+        done = cli(
+            "request", "--market", str(descriptor), "--input", str(inputs),
+            "--max-price", "10", "--max-proof-time", "10000",
+            "--bootstrap", first["addr"], "--bootstrap", second["addr"],
+            "--out", str(out), "--timeout", "60",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    lines = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
+    assert "prover-2" in lines["prover"]
+    assert json.loads(out.read_bytes())["publicSignals"] == ["33"]
