@@ -345,6 +345,8 @@ class Gossip:
             now = trio.current_time()
             if self.scores.graylisted(forwarder, now):
                 self.stats.reasons[Reason.GRAYLISTED] += 1
+                if self.scores.unread(forwarder, now):
+                    self._ban(forwarder, "it kept sending while graylisted")
                 return False
             if not self._peer_limit.allow(forwarder, now):
                 self.stats.reasons[Reason.RATE_LIMITED] += 1

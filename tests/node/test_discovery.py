@@ -21,7 +21,7 @@ from p2p_market.markets.descriptor import read_descriptor
 from p2p_market.markets.devnet import default_market
 from p2p_market.node.api_client import ApiClient
 from p2p_market.node.config import NodeConfig
-from p2p_market.node.discovery import KnownMarkets, encode_announcement
+from p2p_market.node.discovery import TOPIC, KnownMarkets, encode_announcement
 from p2p_market.node.join import JoinError, join_market
 from p2p_market.node.runtime import Node
 from p2p_market.proving.snark import SHIPPED_ARTIFACTS, SnarkBackend, encode_inputs
@@ -180,3 +180,36 @@ async def test_a_wrong_id_or_no_peer_is_a_named_join_error(tmp_path: Path) -> No
     with trio.fail_after(20), pytest.raises(JoinError, match="no bootstrap peer"):
         await join_market(unknown, [], tmp_path / "c")
     assert not (tmp_path / "b" / "markets").exists()
+
+
+async def test_a_peer_flooding_the_markets_topic_with_junk_is_banned(tmp_path: Path) -> None:
+    """Junk on the markets topic is REJECTed by name, kept nowhere, forwarded to
+    nobody, and blames the peer that sent it like a bad frame: it is cut off at the
+    ban threshold (net/scores.py: graylisted at 4 REJECTs, banned after 8 more sent
+    while graylisted). The market it announced rightly before stays known."""
+    honest = make_node(tmp_path, "honest", (default_market(),))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(honest.run)
+        assert honest.gossip is not None
+        evil = make_node(tmp_path, "evil", (GROTH16,), (honest.gossip.addr,))
+        await nursery.start(evil.run)
+        assert evil.gossip is not None
+        with trio.fail_after(15):
+            while market_id(GROTH16) not in honest.known.entries:
+                await trio.sleep(0.1)
+        junk = [
+            b"\xc1junk",
+            encode_announcement(b"\x94" + bytes(10), 1),
+            encode_announcement(seal(GROTH16, ALICE)[:-1] + b"\x00", 2),
+        ]
+        for i in range(16):  # 4 REJECTs graylist it; 8 more sent while graylisted ban it
+            await evil.gossip.pubsub.publish(TOPIC, junk[i % 3] + bytes(i * (i > 2)))
+            await trio.sleep(0.05)
+        with trio.fail_after(10):
+            while evil.gossip.peer_id in honest.host.get_connected_peers():  # type: ignore[union-attr]
+                await trio.sleep(0.05)
+        refused = honest.known.stats.refused
+        assert refused.get("undecodable", 0) >= 2 and refused.get("bad_signature", 0) == 1
+        assert honest.gossip.stats.peers_banned == 1
+        assert list(honest.known.entries) == [market_id(GROTH16)]
+        nursery.cancel_scope.cancel()
