@@ -38,13 +38,14 @@ key. So every request is checked, in this order:
    body is `{}`): anything else is a 415, so that no request a browser may send
    without a preflight (`text/plain`, forms) is ever parsed.
 
-Reads of public data need no token: status, markets, book, an ask's view, stats and
-check show what the node's peers see anyway (signed orders gossiped to everyone, the
-state derived from them, counters), and `p2p-market status`, `book` and monitoring
-should work without the secret; the checks of Host and Origin still keep them from
-web pages. The one private read, an ask's verified proofs (what its requester paid
-for, perhaps of confidential inputs), needs the token. The API binds loopback
-addresses only (`serve_api` refuses others; the config has a port, no address).
+Reads of public data need no token: status, markets, known markets, book, an ask's
+view, stats and check show what the node's peers see anyway (signed orders and market
+announcements gossiped to everyone, the state derived from them, counters), and
+`p2p-market status`, `book` and monitoring should work without the secret; the
+checks of Host and Origin still keep them from web pages. The one private read, an
+ask's verified proofs (what its requester paid for, perhaps of confidential inputs),
+needs the token. The API binds loopback addresses only (`serve_api` refuses others;
+the config has a port, no address).
 
 Stats and check are for simulations and operators (`p2p-market simulate` compares
 them across nodes); they need the runtime's node (`states`, `gossip`, `metrics`), and
