@@ -56,7 +56,7 @@ def _signing_key(
         fail(str(exc))
 
 
-def _join_if_needed(spec: str, cfg: NodeConfig, base: Path) -> NodeConfig:
+def join_if_needed(spec: str, cfg: NodeConfig, base: Path) -> NodeConfig:
     """`cfg`, following the market `spec` names if that is a market id this machine
     has no descriptor for, or a groth16 / plonk market whose artifacts it lacks:
     both are fetched from the bootstrap peers first (node/join.py), into the data
@@ -239,7 +239,7 @@ def prover_run(
             signing = read_key(cfg.key_file, passphrase)
             spec = cfg.roles.get("prover", {}).get("market")
             if isinstance(spec, str):
-                cfg = _join_if_needed(spec, cfg, config.parent)
+                cfg = join_if_needed(spec, cfg, config.parent)
             cfg, plan = plan_from_config(cfg, config.parent)
         except (ConfigError, KeyFileError) as exc:
             fail(str(exc))
@@ -264,7 +264,7 @@ def prover_run(
             api_port=0 if api_port is None else api_port,
             markets=(),
         )
-        cfg = _join_if_needed(market, cfg, Path())
+        cfg = join_if_needed(market, cfg, Path())
         chosen = cfg.markets[0] if cfg.markets else market_arg(market)
         cfg = dataclasses.replace(cfg, markets=(chosen,))
         options = BackendOptions(

@@ -16,6 +16,7 @@ from p2p_market.proving.snark import SHIPPED_ARTIFACTS, SnarkBackend
 from tests.processes import cli, process
 
 CIRCUITS = Path(__file__).resolve().parents[2] / "protocols" / "circuits"
+KEYS = Path(__file__).resolve().parents[2] / "keys" / "devnet"
 
 
 async def test_a_requester_buys_a_groth16_proof_and_verifies_it(tmp_path: Path) -> None:
@@ -105,3 +106,32 @@ async def test_a_prover_that_knows_only_the_market_id_joins_and_wins(tmp_path: P
     lines = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
     assert "prover-2" in lines["prover"]
     assert json.loads(out.read_bytes())["publicSignals"] == ["33"]
+
+
+async def test_a_node_config_naming_only_the_market_id_joins_it(tmp_path: Path) -> None:
+    """`node run --config` with `[prover] market = "<id>"` and a bootstrap peer: the
+    descriptor is fetched before the node starts, and kept for the next start."""
+    descriptor = CIRCUITS / "multiplier-groth16-devnet-INSECURE.toml"
+    mid = market_id(read_descriptor(descriptor)).hex()
+    with ExitStack() as stack:
+        _, first = stack.enter_context(
+            process(
+                "prover", "run", "--market", str(descriptor), "--price", "5",
+                "--proof-time", "5000", "--devnet-key", "prover-1",
+                "--data-dir", str(tmp_path / "prover-1"),
+            )
+        )  # fmt: skip
+        config = tmp_path / "node.toml"
+        config.write_text(
+            "[node]\n"
+            f'key_file = "{KEYS}/prover-3.pem"\n'
+            'data_dir = "prover-3"\n'
+            f'bootstrap = ["{first["addr"]}"]\n'
+            "[prover]\n"
+            f'market = "{mid}"\n'
+            "price = 4\n"
+            "proof_time = 5000\n"
+        )
+        _, joined = stack.enter_context(process("node", "run", "--config", str(config)))
+        assert joined["event"] == "ready"
+    assert (tmp_path / "prover-3" / "markets" / f"{mid}.toml").is_file()
