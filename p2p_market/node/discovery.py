@@ -78,6 +78,9 @@ class KnownMarket:
     announcers: dict[bytes, float] = field(default_factory=dict)
     peers: dict[bytes, ID] = field(default_factory=dict)
     """The peer each announcement came from, by announcer."""
+    ids: dict[bytes, bytes] = field(default_factory=dict)
+    """The id of each announcer's envelope, verified: the same bytes again are a
+    duplicate before their signature is checked (as in a market's seen cache)."""
 
 
 @dataclass
@@ -112,6 +115,7 @@ class KnownMarkets:
         self.entries: dict[bytes, KnownMarket] = {}
         self.bytes = 0
         self._by_announcer: dict[bytes, int] = {}
+        self._expired_at = float("-inf")
         self.stats = KnownStats()
 
     def offer_message(self, data: bytes, forwarder: ID, now: float) -> Verdict:
@@ -142,18 +146,28 @@ class KnownMarkets:
         if env.kind != Kind.MARKET or not isinstance(env.message, Market):
             detail = "the markets topic carries Market envelopes only"
             return self.stats.refuse(reject(Reason.WRONG_MARKET, detail))
-        verdict = check_signature(env)
-        if not verdict.accepted:
-            return self.stats.refuse(verdict)
-        self.expire(now)
+        if now - self._expired_at >= 1.0:
+            self.expire(now)
         market = env.message
         mid = market_id(market)
         entry = self.entries.get(mid)
         signer = env.signer
+        lately = (
+            entry is not None
+            and signer in entry.announcers
+            and now - entry.announcers[signer] < self.ttl_s / 3
+        )
+        if lately and entry is not None and entry.ids.get(signer) == env.id:
+            # the very bytes verified before: a duplicate before its signature is checked
+            return self.stats.refuse(ignore(Reason.DUPLICATE, "heard lately"))
+        verdict = check_signature(env)
+        if not verdict.accepted:
+            return self.stats.refuse(verdict)
         if entry is not None and signer in entry.announcers:
-            if now - entry.announcers[signer] < self.ttl_s / 3:
+            if lately:
                 return self.stats.refuse(ignore(Reason.DUPLICATE, "heard lately"))
             entry.announcers[signer] = now
+            entry.ids[signer] = env.id
             entry.peers[signer] = forwarder
             self.stats.accepted += 1
             return ACCEPTED
@@ -170,19 +184,23 @@ class KnownMarkets:
         elif len(entry.announcers) >= self.max_announcers:
             return self.stats.refuse(ignore(Reason.RATE_LIMITED, "enough announcers kept"))
         entry.announcers[signer] = now
+        entry.ids[signer] = env.id
         entry.peers[signer] = forwarder
         self._by_announcer[signer] = self._by_announcer.get(signer, 0) + 1
         self.stats.accepted += 1
         return ACCEPTED
 
     def expire(self, now: float) -> None:
-        """Forget announcers not heard for `ttl_s`, and markets left without any."""
+        """Forget announcers not heard for `ttl_s`, and markets left without any (at
+        most once a second from `offer`: it walks the whole store)."""
+        self._expired_at = now
         for mid in list(self.entries):
             entry = self.entries[mid]
             for signer, heard in list(entry.announcers.items()):
                 if now - heard > self.ttl_s:
                     del entry.announcers[signer]
                     entry.peers.pop(signer, None)
+                    entry.ids.pop(signer, None)
                     left = self._by_announcer.get(signer, 0) - 1
                     if left > 0:
                         self._by_announcer[signer] = left
