@@ -49,13 +49,20 @@ def readline(proc: subprocess.Popen[str], timeout: float) -> str:
 
 
 @contextmanager
-def process(*args: str, prefix: tuple[str, ...] = ()) -> Iterator[Running]:
+def process(
+    *args: str, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> Iterator[Running]:
     """A long-running `p2p-market` process and its JSON ready line; stopped after
     (SIGTERM, then SIGKILL). Its stderr goes to a file: a full pipe would block it.
-    `prefix` runs it under another command (`ip netns exec NS`)."""
+    `prefix` runs it under another command (`ip netns exec NS`); `env`: variables
+    added to this process's environment."""
     with tempfile.TemporaryFile() as logs:
         proc = subprocess.Popen(
-            [*prefix, *CLI, *args], stdout=subprocess.PIPE, stderr=logs, text=True
+            [*prefix, *CLI, *args],
+            stdout=subprocess.PIPE,
+            stderr=logs,
+            text=True,
+            env=None if env is None else os.environ | env,
         )
         try:
             line = readline(proc, STARTUP_S)

@@ -280,3 +280,19 @@ def test_every_help_shows_the_bracketed_names_its_text_gives() -> None:
             assert name in page, f"{' '.join(path)} --help lost {name}"
             checked += 1
     assert checked >= 2  # node run names [prover] and [requester]
+
+
+# -- markets by id ---------------------------------------------------------------------
+
+
+def test_joining_by_id_and_network_listing_need_their_peer_or_node(tmp_path: Path) -> None:
+    unknown = "ab" * 32
+    line = one_line_error(
+        invoke(
+            "prover", "run", "--market", unknown, "--price", "1", "--proof-time", "1000",
+            "--devnet-key", "prover-1", "--data-dir", str(tmp_path / "p"),
+        )
+    )  # fmt: skip
+    assert "unknown market id" in line and "--bootstrap" in line
+    assert "--api" in one_line_error(invoke("market", "list", "--network"))
+    assert "--network" in one_line_error(invoke("market", "list", "--api", "http://127.0.0.1:1"))

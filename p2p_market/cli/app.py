@@ -344,9 +344,13 @@ def node_run(
         key = read_key(cfg.key_file, passphrase)
     except (ConfigError, KeyFileError, OSError) as exc:
         fail(str(exc))
+    from p2p_market.cli.prover import join_if_needed
     from p2p_market.node.service import configure_logging
     from p2p_market.roles.wiring import plan_from_config, serve
 
+    spec = cfg.roles.get("prover", {}).get("market")
+    if isinstance(spec, str):
+        cfg = join_if_needed(spec, cfg, config.parent)
     try:
         cfg, plan = plan_from_config(cfg, config.parent)
     except ConfigError as exc:

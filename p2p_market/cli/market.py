@@ -238,8 +238,29 @@ def market_list(
     directory: Annotated[
         Path, typer.Option("--dir", help="Directory of descriptor files (*.toml).")
     ] = MARKETS_DIR,
+    network: Annotated[
+        bool,
+        typer.Option(
+            "--network",
+            help="List the markets a running node's peers announce instead (needs --api).",
+        ),
+    ] = False,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api",
+            help="With --network: the node's control API, http://127.0.0.1:PORT.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """List devnet and the descriptor files in DIR, with their ids."""
+    """List devnet and the descriptor files in DIR, with their ids; with --network,
+    the markets a running node's peers announce (and those it follows)."""
+    if network:
+        _list_network(api)
+        return
+    if api is not None:
+        fail("--api goes with --network")
     table = styled_table()
     for col in ("name", "id", "system", "difficulty", "window / stage / skew", "source"):
         table.add_column(col)
@@ -260,6 +281,36 @@ def market_list(
     Console(highlight=False, width=200).print(table)
     for problem in problems:
         typer.echo(f"warning: skipped {problem}", err=True)
+
+
+def _list_network(api: str | None) -> None:
+    """The node's GET /v1/markets/known, as a table."""
+    from p2p_market.cli.common import api_client, api_errors, who
+
+    if api is None:
+        fail("--network needs --api http://127.0.0.1:PORT: a running node's control API")
+    client = api_client(api)
+    with api_errors():
+        listing = client.known_markets()
+    table = styled_table()
+    for col in ("name", "id", "system", "announced by", "peers", "followed"):
+        table.add_column(col)
+    for entry in listing:
+        announcers = [str(a) for a in entry.get("announcers", [])]
+        shown = ", ".join(who(a) for a in announcers[:3])
+        if len(announcers) > 3:
+            shown += f" and {len(announcers) - 3} more"
+        table.add_row(
+            str(entry.get("name")),
+            str(entry.get("id")),
+            str(entry.get("proof_system")),
+            shown,
+            str(entry.get("peers")),
+            "yes" if entry.get("followed") else "",
+        )
+    Console(highlight=False, width=220).print(table)
+    if not listing:
+        typer.echo("no market announced yet (announcements come at start and every few minutes)")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,9 @@ Heavy imports (trio, libp2p) happen inside the command, so `--help` stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -28,6 +30,7 @@ from p2p_market.markets.devnet import DEVNET_NAMES
 from p2p_market.node.keyfile import KeyFileError, read_key, read_passphrase
 
 if TYPE_CHECKING:
+    from p2p_market.node.config import NodeConfig
     from p2p_market.roles.wiring import RolePlan
 
 prover_app = typer.Typer(help="Sell proofs: run a prover node.", no_args_is_help=True)
@@ -53,6 +56,68 @@ def _signing_key(
         return read_key(key, passphrase), key.stem
     except KeyFileError as exc:
         fail(str(exc))
+
+
+def join_if_needed(spec: str, cfg: NodeConfig, base: Path) -> NodeConfig:
+    """`cfg`, following the market `spec` names if that is a market id this machine
+    has no descriptor for, or a groth16 / plonk market whose artifacts it lacks:
+    both are fetched from the bootstrap peers first (node/join.py), into the data
+    dir, which is put on the artifact search path ($P2P_MARKET_ARTIFACTS) so that
+    the prover's back-end finds them. A node's markets are fixed when it starts, so
+    this happens before it starts, not while it runs. Anything else: `cfg` as it is
+    (the spec is resolved as usual later)."""
+    import trio
+
+    from p2p_market.markets.descriptor import MarketSpecError, is_market_id, resolve_market
+    from p2p_market.node.artifacts import artifact_name, pinned
+    from p2p_market.node.join import JoinError, fetched_descriptor, join_market, store_dir
+    from p2p_market.proving import snark
+    from p2p_market.roles.wiring import follow
+
+    store = store_dir(cfg.data_dir)
+    os.environ[snark.ARTIFACTS_ENV] = os.pathsep.join(
+        p for p in (str(store), os.environ.get(snark.ARTIFACTS_ENV, "")) if p
+    )
+    spec = spec.strip()
+    if not is_market_id(spec):
+        return cfg
+    mid = bytes.fromhex(spec)
+    fetched = fetched_descriptor(cfg.data_dir, mid)
+    try:
+        known = resolve_market(
+            spec, base=base, also=(*cfg.markets, *([fetched] if fetched else []))
+        )
+    except MarketSpecError as exc:
+        if not cfg.bootstrap:
+            fail(f"{exc}; or give --bootstrap to fetch it from peers")
+        known = None
+    dirs = snark.artifact_dirs()
+    missing = known is None or any(
+        not any((d / artifact_name(sha, kind)).is_file() for d in dirs)
+        for sha, kind in pinned(known).items()
+    )
+    if missing and cfg.bootstrap:
+        typer.echo(f"fetching market {spec[:16]}… from peers ...", err=True)
+        try:
+            joined = trio.run(
+                functools.partial(
+                    join_market, mid, cfg.bootstrap, cfg.data_dir, search=dirs, known=known
+                )
+            )
+        except JoinError as exc:
+            fail(str(exc))
+        size = sum(p.stat().st_size for p in joined.artifacts.values())
+        got = sum(joined.report.received.values())
+        typer.echo(
+            f"market {joined.market.name}: descriptor {joined.descriptor},"
+            f" {len(joined.artifacts)} artifacts ({size} bytes, {got} fetched)"
+            f" in {joined.report.elapsed_s:.2f} s",
+            err=True,
+        )
+        known = joined.market
+    if known is None:
+        return cfg
+    return follow(cfg, known)
 
 
 def _prover_banner(plan: RolePlan) -> Any:
@@ -81,7 +146,11 @@ def prover_run(
     ] = None,
     market: Annotated[
         str | None,
-        typer.Option("--market", help="devnet, a descriptor file, or a known market id."),
+        typer.Option(
+            "--market",
+            help="devnet, a descriptor file, or a market id: known here, or fetched"
+            " (descriptor and artifacts) from the --bootstrap peers.",
+        ),
     ] = None,
     price: Annotated[int | None, typer.Option("--price", help="Price per proof.")] = None,
     proof_time: Annotated[
@@ -172,6 +241,9 @@ def prover_run(
                 None if cfg.passphrase_file is None else read_passphrase(cfg.passphrase_file)
             )
             signing = read_key(cfg.key_file, passphrase)
+            spec = cfg.roles.get("prover", {}).get("market")
+            if isinstance(spec, str):
+                cfg = join_if_needed(spec, cfg, config.parent)
             cfg, plan = plan_from_config(cfg, config.parent)
         except (ConfigError, KeyFileError) as exc:
             fail(str(exc))
@@ -182,7 +254,24 @@ def prover_run(
             if value is None:
                 fail(f"missing {flag} (or give --config FILE)")
         assert market is not None and price is not None and proof_time is not None
-        chosen = market_arg(market)
+        if api_port is not None and not 0 <= api_port <= 65535:
+            fail("--api-port must be between 0 and 65535")
+        listen_addrs = check_addrs(listen or [DEFAULT_LISTEN], "--listen", peer=False)
+        boot = check_addrs(bootstrap or [], "--bootstrap", peer=True)
+        signing, key_name = _signing_key(key, passphrase_file, devnet_key_name)
+        cfg = NodeConfig(
+            key_file=key or Path(f"keys/devnet/{key_name}.pem"),
+            data_dir=data_dir if data_dir is not None else Path("data") / key_name,
+            passphrase_file=passphrase_file,
+            listen=listen_addrs,
+            bootstrap=boot,
+            announce=check_announce(announce),
+            api_port=0 if api_port is None else api_port,
+            markets=(),
+        )
+        cfg = join_if_needed(market, cfg, Path())
+        chosen = cfg.markets[0] if cfg.markets else market_arg(market)
+        cfg = dataclasses.replace(cfg, markets=(chosen,))
         options = BackendOptions(
             prove_cmd=prove_cmd,
             verify_cmd=verify_cmd,
@@ -202,21 +291,6 @@ def prover_run(
             )
         except ValueError as exc:
             fail(str(exc))
-        if api_port is not None and not 0 <= api_port <= 65535:
-            fail("--api-port must be between 0 and 65535")
-        listen_addrs = check_addrs(listen or [DEFAULT_LISTEN], "--listen", peer=False)
-        boot = check_addrs(bootstrap or [], "--bootstrap", peer=True)
-        signing, key_name = _signing_key(key, passphrase_file, devnet_key_name)
-        cfg = NodeConfig(
-            key_file=key or Path(f"keys/devnet/{key_name}.pem"),
-            data_dir=data_dir if data_dir is not None else Path("data") / key_name,
-            passphrase_file=passphrase_file,
-            listen=listen_addrs,
-            bootstrap=boot,
-            announce=check_announce(announce),
-            api_port=0 if api_port is None else api_port,
-            markets=(chosen,),
-        )
         plan = RolePlan(prover=prover)
     from p2p_market.node.service import configure_logging
     from p2p_market.roles.wiring import serve

@@ -15,6 +15,8 @@ TARGETS: Final = {
     "sync": "p2p_market.fuzz.targets.sync",
     "direct": "p2p_market.fuzz.targets.direct",
     "peers": "p2p_market.fuzz.targets.peers",
+    "artifact": "p2p_market.fuzz.targets.artifact",
+    "announce": "p2p_market.fuzz.targets.announce",
     "config": "p2p_market.fuzz.targets.config",
     "keyfile": "p2p_market.fuzz.targets.keyfile",
 }

@@ -97,6 +97,10 @@ def content_id(msg: rpc_pb2.Message) -> bytes:
     return hashlib.sha256(msg.data).digest()
 
 
+TopicJudge = Callable[[bytes, ID], Verdict]
+"""Judges one message of a `join_topic` topic: (data, forwarding peer) -> verdict."""
+
+
 @dataclass(frozen=True)
 class GossipConfig:
     """Settings for order traffic; each differs from py-libp2p's default on purpose
@@ -213,6 +217,8 @@ class Gossip:
         self._deliver, self.deliveries = trio.open_memory_channel[Delivery](cfg.delivery_buffer)
         self._banish, self._banished = trio.open_memory_channel[ID](64)
         self._markets: set[bytes] = set()
+        self._topics: set[str] = set()
+        """Topics joined with `join_topic`."""
         self._nursery: trio.Nursery | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -306,6 +312,55 @@ class Gossip:
         topic = topic_for(market)
         await self.pubsub.unsubscribe(topic)
         self.pubsub.remove_topic_validator(topic)
+
+    async def join_topic(self, topic: str, judge: TopicJudge) -> None:
+        """Subscribe to a topic that carries something other than a market's frames
+        (the market announcements, node/discovery.py), each pubsub message judged by
+        `judge(data, forwarder)`: forwarded only if it ACCEPTs. The forwarding peer's
+        standing and frame rate are checked first, as for frames, and a REJECT blames
+        it the same way (so a flood of junk announcements gets its peer banned)."""
+        if topic in self._topics:
+            return
+        if self._nursery is None:
+            raise RuntimeError("Gossip.join_topic needs the service running")
+        validator = functools.partial(self._validate_topic, judge)
+        self.pubsub.set_topic_validator(topic, validator, is_async_validator=False)
+        subscription = await self.pubsub.subscribe(topic)
+        self._topics.add(topic)
+        self._nursery.start_soon(self._drain, subscription)
+
+    async def publish_topic(self, topic: str, data: bytes) -> None:
+        """Publish one message on a topic joined with `join_topic`, directly (not
+        batched: such topics carry a few messages a minute, not order traffic)."""
+        if topic not in self._topics:
+            raise RuntimeError("publish to a topic this node has not joined")
+        await self._outbound_room(topic)
+        await self.pubsub.publish(topic, data)
+
+    def _validate_topic(self, judge: TopicJudge, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        """The validator of a `join_topic` topic. Never raises."""
+        if forwarder == self.peer_id:
+            return True
+        try:
+            now = trio.current_time()
+            if self.scores.graylisted(forwarder, now):
+                self.stats.reasons[Reason.GRAYLISTED] += 1
+                if self.scores.unread(forwarder, now):
+                    self._ban(forwarder, "it kept sending while graylisted")
+                return False
+            if not self._peer_limit.allow(forwarder, now):
+                self.stats.reasons[Reason.RATE_LIMITED] += 1
+                return False
+            verdict = judge(msg.data, forwarder)
+            self.stats.reasons[verdict.reason] += 1
+            if verdict.status is Status.REJECT:
+                self._blame(forwarder, verdict)
+                return False
+            return verdict.accepted
+        except Exception:
+            self.stats.validator_errors += 1
+            log.exception("topic validator failed on a message from %s; ignoring it", forwarder)
+            return False
 
     @staticmethod
     async def _drain(subscription: ISubscriptionAPI) -> None:

@@ -2,6 +2,7 @@
 
     GET  /v1/status                    node identity, listen addrs, peers, markets, uptime
     GET  /v1/markets                   {"markets": [...]}
+    GET  /v1/markets/known             {"markets": [...]}: what peers announce (discovery.py)
     GET  /v1/markets/{id}/book         {"bids": [...], "asks": [...]}
     GET  /v1/asks/{id}                 one ask's view
     GET  /v1/asks/{id}/proofs          token: the proofs of the node's ask its role verified
@@ -37,22 +38,22 @@ key. So every request is checked, in this order:
    body is `{}`): anything else is a 415, so that no request a browser may send
    without a preflight (`text/plain`, forms) is ever parsed.
 
-Reads of public data need no token: status, markets, book, an ask's view, stats and
-check show what the node's peers see anyway (signed orders gossiped to everyone, the
-state derived from them, counters), and `p2p-market status`, `book` and monitoring
-should work without the secret; the checks of Host and Origin still keep them from
-web pages. The one private read, an ask's verified proofs (what its requester paid
-for, perhaps of confidential inputs), needs the token. The API binds loopback
-addresses, unless the token is required on every call ("token everywhere", config
-`node.api_token_everywhere`): then it may bind any address (`node.api_listen`), and
-every request, reads included, needs the token, since off loopback anyone who can
-reach the port could read the book, the asks and the node's status, and a request
-without a secret proves nothing about who sends it. With the token on every call the
-Host check (1.) no longer guards anything (a rebinding page cannot send the token:
-it cannot read the file, nor set the header cross-site without a preflight), so any
-Host with the right port is taken, which lets an operator name the node by a DNS name
-or any of its addresses; Origin (2.) must then be the Host's own. `serve_api`
-refuses a non-loopback bind without token everywhere.
+Reads of public data need no token: status, markets, known markets, book, an ask's
+view, stats and check show what the node's peers see anyway (signed orders and market
+announcements gossiped to everyone, the state derived from them, counters), and
+`p2p-market status`, `book` and monitoring should work without the secret; the checks
+of Host and Origin still keep them from web pages. The one private read, an ask's
+verified proofs (what its requester paid for, perhaps of confidential inputs), needs
+the token. The API binds loopback addresses, unless the token is required on every
+call ("token everywhere", config `node.api_token_everywhere`): then it may bind any
+address (`node.api_listen`), and every request, reads included, needs the token, since
+off loopback anyone who can reach the port could read the book, the asks and the
+node's status, and a request without a secret proves nothing about who sends it. With
+the token on every call the Host check (1.) no longer guards anything (a rebinding
+page cannot send the token: it cannot read the file, nor set the header cross-site
+without a preflight), so any Host with the right port is taken, which lets an operator
+name the node by a DNS name or any of its addresses; Origin (2.) must then be the
+Host's own. `serve_api` refuses a non-loopback bind without token everywhere.
 
 Stats and check are for simulations and operators (`p2p-market simulate` compares
 them across nodes); they need the runtime's node (`states`, `gossip`, `metrics`), and
@@ -338,6 +339,7 @@ class ControlApi:
         self.routes: list[tuple[tuple[str, ...], dict[str, Route]]] = [
             (("v1", "status"), {"GET": self._status}),
             (("v1", "markets"), {"GET": self._markets}),
+            (("v1", "markets", "known"), {"GET": self._known_markets}),
             (("v1", "markets", "*", "book"), {"GET": self._book}),
             (("v1", "asks", "*"), {"GET": self._ask}),
             (("v1", "envelopes"), {"POST": self._submit}),
@@ -426,6 +428,12 @@ class ControlApi:
 
     async def _markets(self, request: Request, params: list[str]) -> Response:
         return json_response({"markets": self.node.markets()})
+
+    async def _known_markets(self, request: Request, params: list[str]) -> Response:
+        known = getattr(self.node, "known_markets", None)
+        if known is None:
+            raise KeyError("this node does not hear market announcements")
+        return json_response({"markets": known()})
 
     async def _book(self, request: Request, params: list[str]) -> Response:
         return json_response(self.node.book(_hex_id(params[0], "market")))

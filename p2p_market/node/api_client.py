@@ -70,6 +70,13 @@ class ApiClient:
             raise ApiError(0, "the node's answer has no market list")
         return markets
 
+    def known_markets(self) -> list[dict[str, Any]]:
+        """The markets the node's peers announce (GET /v1/markets/known)."""
+        markets = self._object(self.request("GET", "/v1/markets/known")).get("markets")
+        if not isinstance(markets, list):
+            raise ApiError(0, "the node's answer has no market list")
+        return markets
+
     def book(self, market: str) -> dict[str, Any]:
         return self._object(self.request("GET", f"/v1/markets/{_seg(market)}/book"))
 

@@ -15,6 +15,7 @@ line naming the problem instead of a traceback.
     metrics_listen = "127.0.0.1"        # another address needs api_token_everywhere
     frames_per_second = 2.0             # gossip frame budget (see net/batcher.py)
     sync_every_s = 30.0                 # anti-entropy: a full sync with peers this often
+    announce_every_s = 300.0            # announce the markets followed this often
 
     [[markets]]                         # "devnet" or the fields of a Market descriptor
     preset = "devnet"
@@ -64,6 +65,8 @@ REMOVED_KEYS = {
 that line rather than a bare "unknown setting"."""
 
 
+ANNOUNCE_EVERY_S = 300.0
+"""Default period of market announcements (node.announce_every_s)."""
 ANTI_ENTROPY_S = 30.0
 """Default period of the full sync with peers (node.sync_every_s)."""
 
@@ -90,6 +93,9 @@ class NodeConfig:
     sync_every_s: float = ANTI_ENTROPY_S
     """Anti-entropy period: gossip is best effort, so every node also pulls what its
     peers hold and it lacks this often (and at once from every new peer)."""
+    announce_every_s: float = ANNOUNCE_EVERY_S
+    """How often the node announces the markets it follows (node/discovery.py), besides
+    at start and a moment after a peer connects."""
     markets: tuple[Market, ...] = field(default_factory=lambda: (default_market(),))
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Role sections ([prover], [requester]) passed through to the roles."""
@@ -98,7 +104,7 @@ class NodeConfig:
 _NODE_KEYS = {
     "key_file", "passphrase_file", "data_dir", "listen", "bootstrap", "announce",
     "api_port", "api_listen", "api_token_everywhere", "metrics_port", "metrics_listen",
-    "frames_per_second", "sync_every_s",
+    "frames_per_second", "sync_every_s", "announce_every_s",
 }  # fmt: skip
 
 
@@ -214,6 +220,11 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         sync_every = typed(node, "sync_every_s", float, "node")
     if not 0.5 <= sync_every <= 3600:
         raise ConfigError("node.sync_every_s must be between 0.5 and 3600")
+    announce_every = ANNOUNCE_EVERY_S
+    if "announce_every_s" in node:
+        announce_every = typed(node, "announce_every_s", float, "node")
+    if not 1.0 <= announce_every <= 86400:
+        raise ConfigError("node.announce_every_s must be between 1 and 86400")
     markets_raw = data.get("markets", [{"preset": "devnet"}])
     if not isinstance(markets_raw, list) or not markets_raw:
         raise ConfigError("markets must be a non-empty list of tables ([[markets]])")
@@ -241,6 +252,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         else False,
         frames_per_second=fps,
         sync_every_s=sync_every,
+        announce_every_s=announce_every,
         markets=tuple(_market(m, i, base) for i, m in enumerate(markets_raw)),
         roles=roles,
     )

@@ -46,15 +46,18 @@ from p2p_market.net.ratelimit import KeyedRateLimiter
 from p2p_market.node import peers
 from p2p_market.node.api import ask_json, bid_json, serve_api
 from p2p_market.node.api_token import ensure_token, token_path
+from p2p_market.node.artifacts import ArtifactServer, MarketArtifacts
 from p2p_market.node.config import ANTI_ENTROPY_S as ANTI_ENTROPY_S  # re-exported
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.direct import DirectMessage, DirectServer, Header
+from p2p_market.node.discovery import Discovery, KnownMarkets
 from p2p_market.node.facade import Submitted
 from p2p_market.node.known_peers import KnownPeers
 from p2p_market.node.metrics import NodeMetrics, serve_metrics
 from p2p_market.node.newcomers import NewcomerHoldings
 from p2p_market.node.storage import EnvelopeLog, StorageError, WriteFailed
 from p2p_market.node.sync import SyncServer, sync_market
+from p2p_market.proving.snark import artifact_dirs
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -229,6 +232,15 @@ class Node:
         self.host: IHost | None = None
         self.gossip: Gossip | None = None
         self.sync_server = SyncServer(self._sync_source)
+        self.known = KnownMarkets()
+        """Markets peers announce (node/discovery.py): GET /v1/markets/known."""
+        self.discovery: Discovery | None = None
+        self.artifact_dirs = artifact_dirs([artifacts_path(config)])
+        """Where this node finds circuit artifacts: its data dir's artifacts/ (what it
+        fetched from peers, node/artifacts.py) first, then snark.py's usual places."""
+        self.artifact_server = ArtifactServer(
+            MarketArtifacts(lambda: config.markets, self.artifact_dirs).lookup
+        )
         self.api_port: int | None = None
         self.api_token_file: Path = token_path(config.data_dir)
         """The file of the control API's token (api_token.py), made at the first start."""
@@ -383,6 +395,8 @@ class Node:
         """A connection (in or out) came up: sync with that peer at once."""
         self._new_peers.add(peer)
         self._wake.set()
+        if self.discovery is not None:
+            self.discovery.peer_connected()
 
     def apply_raw(self, raw: bytes) -> Verdict:
         verdict, env = check_envelope(raw)
@@ -448,12 +462,21 @@ class Node:
                 on_frame_published=lambda _envelopes: self.metrics.frame_out(),
             )
             self.sync_server.attach(host)
+            self.artifact_server.attach(host)
+            self.discovery = Discovery(
+                self.gossip,
+                self.key,
+                cfg.markets,
+                known=self.known,
+                every_s=cfg.announce_every_s,
+            )
             DirectServer(self.key, self._on_direct, wants=self._wants_direct).attach(host)
             peers.attach(host)
             peers.watch_connections(host, self._on_connected)
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.gossip.run)
+                    await nursery.start(self.discovery.run)
                     self.api_port = await nursery.start(
                         functools.partial(
                             serve_api,
@@ -711,6 +734,31 @@ class Node:
             out.append(entry)
         return out
 
+    def known_markets(self) -> list[dict[str, Any]]:
+        """The markets this node's peers announce, and those it follows itself
+        (`"followed": true`): GET /v1/markets/known."""
+        now = trio.current_time()
+        listing = self.known.listing(now)
+        heard = {entry["id"] for entry in listing}
+        for entry in listing:
+            entry["followed"] = bytes.fromhex(entry["id"]) in self.states
+        for mid, state in self.states.items():
+            if mid.hex() not in heard:
+                m = state.market
+                listing.append(
+                    {
+                        "id": mid.hex(),
+                        "name": m.name,
+                        "proof_system": m.proof_system,
+                        "verifier": m.verifier,
+                        "announcers": [self.key.public_key.hex()],
+                        "peers": 0,
+                        "last_heard_s": 0.0,
+                        "followed": True,
+                    }
+                )
+        return listing
+
     def _state(self, market: str) -> MarketState:
         try:
             return self.states[bytes.fromhex(market)]
@@ -889,3 +937,8 @@ def encode_market(market: Market) -> bytes:
 
 def data_path(config: NodeConfig) -> Path:
     return config.data_dir / "envelopes.sqlite"
+
+
+def artifacts_path(config: NodeConfig) -> Path:
+    """Where a node keeps the circuit artifacts it fetched (named by their hash)."""
+    return config.data_dir / "artifacts"

@@ -6,14 +6,19 @@ it, with real snarkjs on both sides (their Node.js workers)."""
 from __future__ import annotations
 
 import json
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import pytest
+
+from p2p_market.core.envelope import market_id
 from p2p_market.markets.descriptor import read_descriptor
-from p2p_market.proving.snark import SHIPPED_ARTIFACTS, SnarkBackend
+from p2p_market.proving.snark import SHIPPED_ARTIFACTS, SnarkBackend, parse_verifier
 from tests.processes import ANY_LISTEN, cli, process
 
 CIRCUITS = Path(__file__).resolve().parents[2] / "protocols" / "circuits"
+KEYS = Path(__file__).resolve().parents[2] / "keys" / "devnet"
 
 
 async def test_a_requester_buys_a_groth16_proof_and_verifies_it(tmp_path: Path) -> None:
@@ -53,3 +58,98 @@ async def test_a_requester_buys_a_groth16_proof_and_verifies_it(tmp_path: Path) 
     assert json.loads(proof)["publicSignals"] == ["33"]
     async with SnarkBackend("groth16", dirs=[SHIPPED_ARTIFACTS]) as backend:
         assert await backend.verify(market, inputs.read_bytes(), proof)
+
+
+@pytest.mark.slow
+async def test_a_prover_that_knows_only_the_market_id_joins_and_wins(tmp_path: Path) -> None:
+    """A groth16 market made here (`market create`: a new setup, so its proving and
+    verification keys are nowhere else). prover-1 has the descriptor and the
+    artifacts. prover-2 is given nothing but the market's id and prover-1's address:
+    it fetches the descriptor and the keys from prover-1 (each checked against the
+    id; the witness generator is found locally, the compile being deterministic),
+    runs in the market, bids cheaper and proves the requester's ask with the fetched
+    keys. `market list --network` on prover-1's API shows the market announced by
+    prover-2."""
+    made = cli(
+        "market", "create", "--proof-system", "groth16",
+        "--circuit", str(CIRCUITS / "multiplier.circom"), "--out", str(tmp_path / "made"),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    (descriptor,) = (tmp_path / "made").glob("*.toml")
+    market = read_descriptor(descriptor)
+    mid = market_id(market).hex()
+    ref = parse_verifier(market.verifier)
+    have = {"P2P_MARKET_ARTIFACTS": str(tmp_path / "made" / "artifacts")}
+    inputs = tmp_path / "inputs.json"
+    inputs.write_bytes(b'{"a":"3","b":"11"}')
+    out = tmp_path / "proof.json"
+    with ExitStack() as stack:
+        _, first = stack.enter_context(
+            process(
+                "prover", "run", "--market", str(descriptor), "--price", "5",
+                "--proof-time", "5000", "--devnet-key", "prover-1",
+                "--data-dir", str(tmp_path / "prover-1"), env=have,
+            )
+        )  # fmt: skip
+        _, second = stack.enter_context(
+            process(
+                "prover", "run", "--market", mid, "--price", "3",
+                "--proof-time", "5000", "--devnet-key", "prover-2",
+                "--data-dir", str(tmp_path / "prover-2"), "--bootstrap", first["addr"],
+            )
+        )  # fmt: skip
+        fetched = tmp_path / "prover-2" / "artifacts"
+        assert (tmp_path / "prover-2" / "markets" / f"{mid}.toml").is_file()
+        assert sorted(p.name for p in fetched.iterdir()) == sorted(
+            [f"{ref.zkey}.zkey", f"{ref.vkey}.vkey.json", f"{mid}.market"]
+        )
+        api = f"http://127.0.0.1:{first['api_port']}"
+        for _ in range(60):
+            listed = cli("market", "list", "--network", "--api", api)
+            assert listed.returncode == 0, listed.stdout + listed.stderr
+            if "prover-2" in listed.stdout and mid in listed.stdout:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"prover-2's announcement never listed:\n{listed.stdout}")
+        assert market.name in listed.stdout and "groth16" in listed.stdout
+        done = cli(
+            "request", "--market", str(descriptor), "--input", str(inputs),
+            "--max-price", "10", "--max-proof-time", "10000",
+            "--bootstrap", first["addr"], "--bootstrap", second["addr"],
+            "--out", str(out), "--timeout", "60",
+            env=have,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    lines = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
+    assert "prover-2" in lines["prover"]
+    assert json.loads(out.read_bytes())["publicSignals"] == ["33"]
+
+
+async def test_a_node_config_naming_only_the_market_id_joins_it(tmp_path: Path) -> None:
+    """`node run --config` with `[prover] market = "<id>"` and a bootstrap peer: the
+    descriptor is fetched before the node starts, and kept for the next start."""
+    descriptor = CIRCUITS / "multiplier-groth16-devnet-INSECURE.toml"
+    mid = market_id(read_descriptor(descriptor)).hex()
+    with ExitStack() as stack:
+        _, first = stack.enter_context(
+            process(
+                "prover", "run", "--market", str(descriptor), "--price", "5",
+                "--proof-time", "5000", "--devnet-key", "prover-1",
+                "--data-dir", str(tmp_path / "prover-1"),
+            )
+        )  # fmt: skip
+        config = tmp_path / "node.toml"
+        config.write_text(
+            "[node]\n"
+            f'key_file = "{KEYS}/prover-3.pem"\n'
+            'data_dir = "prover-3"\n'
+            f'bootstrap = ["{first["addr"]}"]\n'
+            "[prover]\n"
+            f'market = "{mid}"\n'
+            "price = 4\n"
+            "proof_time = 5000\n"
+        )
+        _, joined = stack.enter_context(process("node", "run", "--config", str(config)))
+        assert joined["event"] == "ready"
+    assert (tmp_path / "prover-3" / "markets" / f"{mid}.toml").is_file()

@@ -99,3 +99,19 @@ def test_the_signed_mode_signs_a_canonical_envelope() -> None:
     raw = envelope_of(seed)
     assert codec.unpack(raw)[1] == seed[2:]
     assert check_envelope(raw)[0].accepted
+
+
+def test_artifact_and_announce_seeds_reach_the_deep_paths() -> None:
+    """The artifact seeds parse as a request, a reply and a chunk; the first
+    announcement seed is taken by the store."""
+    from libp2p.peer.id import ID
+
+    from p2p_market.node.artifacts import _chunk_of, _size_of, parse_request
+    from p2p_market.node.discovery import KnownMarkets
+
+    request, _, reply, _, chunk = (wire.decode(s) for s in load("artifact").seeds())
+    assert parse_request(request)[2] == 0
+    assert _size_of(reply) == 41_712
+    assert len(_chunk_of(chunk, 1 << 20)) == 1000
+    known = KnownMarkets()
+    assert known.offer_message(load("announce").seeds()[0], ID(b"\x00\x25" + bytes(37)), 0).accepted

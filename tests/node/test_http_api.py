@@ -270,6 +270,7 @@ async def test_errors_are_one_json_line_with_the_right_status(nursery: trio.Nurs
     cases: list[tuple[Callable[..., Any], tuple[Any, ...], int, str]] = [
         (client.book, (unknown,), 404, f"unknown market {unknown}"),
         (client.book, ("xyz",), 400, "market id must be 64 hex characters"),
+        (client.known_markets, (), 404, "this node does not hear market announcements"),
         (client.ask, (unknown,), 404, f"unknown ask {unknown}"),
         (client.cancel, (unknown,), 404, f"unknown ask {unknown}"),
         (client.cancel, ("12",), 400, "ask id must be 64 hex characters"),
