@@ -352,20 +352,22 @@ class Node:
         if state is not None and state.holds(env.id):
             return ignore(Reason.DUPLICATE, "already held")
         now = self.clock()
-        newcomer = state is not None and not state.known_signer(env.signer, now)
-        if newcomer:
-            assert state is not None
-            full = self._newcomer_holdings.fits(state.market_id, env.signer, len(env.raw), now)
+        # the market whose newcomers' share this message spends, if its signer is new
+        unknown = state is not None and not state.known_signer(env.signer, now)
+        newcomer_in = state if unknown else None
+        if newcomer_in is not None:
+            market, size = newcomer_in.market_id, len(env.raw)
+            full = self._newcomer_holdings.fits(market, env.signer, size, now)
             if full is not None:
                 return ignore(Reason.RATE_LIMITED, full)
-            if not self._newcomer_allows(state.market_id, len(env.raw), now / 1000):
+            if not self._newcomer_allows(market, size, now / 1000):
                 return ignore(Reason.RATE_LIMITED, "the newcomers' budget is spent")
         if not self._signer_limit.allow(env.signer, now / 1000):
             return ignore(Reason.RATE_LIMITED, "signer over its message rate")
         verdict = self.admit(env)
-        if newcomer and state is not None and state.holds(env.id):
-            horizon = state.forget_after(env)
-            self._newcomer_holdings.add(state.market_id, env.signer, len(env.raw), horizon)
+        if newcomer_in is not None and newcomer_in.holds(env.id):
+            horizon = newcomer_in.forget_after(env)
+            self._newcomer_holdings.add(newcomer_in.market_id, env.signer, len(env.raw), horizon)
         if verdict.reason is Reason.ORPHAN:
             self._note_orphan(env)
         return verdict
