@@ -51,10 +51,11 @@ def test_orphan_flood_fails_beyond_its_bound_or_still_growing() -> None:
     assert not judge("orphan-flood", report, flood(158, 17, None))
 
 
-def test_grief_asks_fail_when_one_is_proven() -> None:
-    report = {"grief_asks": 30, "victim_committed": 20, "attested": 20, "grief_proven": 0}
+def test_grief_asks_fail_when_one_is_committed_to_or_proven() -> None:
+    report = {"grief_asks": 30, "victim_committed": 0, "attested": 0, "grief_proven": 0}
     assert judge("grief-asks", report)
     assert not judge("grief-asks", {**report, "grief_proven": 1})
+    assert not judge("grief-asks", {**report, "victim_committed": 1})
 
 
 def test_sync_sessions_fail_when_an_honest_sync_is_refused() -> None:

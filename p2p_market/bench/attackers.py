@@ -26,6 +26,7 @@ from p2p_market.core.crypto import SigningKey, devnet_key
 from p2p_market.core.envelope import message_id, parse
 from p2p_market.core.limits import MAX_PENDING_ORPHAN_BYTES
 from p2p_market.core.messages import Commit, InvalidInputs, Proof
+from p2p_market.core.work import pow_size
 from p2p_market.localnet.collect import fetch_stats
 from p2p_market.localnet.launcher import NodeProcess
 from p2p_market.localnet.rundata import wall_ms
@@ -726,10 +727,11 @@ GRIEF_LINE = b"difficulty=40\n"
 
 async def grief_asks(target: Target) -> None:
     """An ask a second, signed by one requester key, whose inputs name difficulty 40
-    (about 2^40 hashes: days on one core) at the market's usual caps: the winner must
-    refuse the work at once with an InvalidInputs attestation instead of grinding
-    until its deadline. What the victim does with each is read from what it
-    publishes: its commits, attestations and proofs for these asks."""
+    (about 2^40 hashes: days on one core) at the market's usual caps, every other one
+    declaring size 1 (a lie every node sees: REJECTed misdeclared_size) and the rest
+    their true size (2^(40 - D) units, which no bid takes): no prover may commit, let
+    alone grind until its deadline. What the victim does with each is read from what
+    it publishes: its commits, attestations and proofs for these asks."""
     market = target.scenario.market
     victim = bytes.fromhex(target.victim.public_key)
     requester = Actor(_fresh("grief"), market)
@@ -757,11 +759,13 @@ async def grief_asks(target: Target) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
             async for _ in _until_end(target, 1.0):
+                honest_size = len(mine) % 2 == 1
                 raw = requester.ask(
                     now=wall_ms(),
                     max_price=50,
                     max_proof_time=8_000,
                     ttl=20_000,
+                    size=pow_size(market.difficulty, 40) if honest_size else 1,
                     inputs=GRIEF_LINE + os.urandom(16).hex().encode(),
                 )
                 mine.add(message_id(raw))
@@ -782,6 +786,7 @@ async def grief_asks(target: Target) -> None:
 def _no_grinding(quiet: Figures, attacked: Figures, report: dict[str, Any]) -> tuple[bool, str]:
     ok, why = _served(quiet, attacked, report)
     ok = ok and report.get("grief_asks", 0) > 0 and report.get("grief_proven") == 0
+    ok = ok and report.get("victim_committed") == 0
     return ok, (
         f"{why}; {report.get('grief_asks')} grief asks: the victim committed to "
         f"{report.get('victim_committed')}, attested {report.get('attested')} at once, "

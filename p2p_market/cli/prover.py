@@ -152,12 +152,23 @@ def prover_run(
             " (descriptor and artifacts) from the --bootstrap peers.",
         ),
     ] = None,
-    price: Annotated[int | None, typer.Option("--price", help="Price per proof.")] = None,
+    price: Annotated[
+        int | None,
+        typer.Option("--price", help="Price per proof, per unit of work where asks vary in size."),
+    ] = None,
     proof_time: Annotated[
         int | None, typer.Option("--proof-time", help="Milliseconds promised per proof.")
     ] = None,
     capacity: Annotated[
         int | None, typer.Option("--capacity", help="Proofs at once (default 1).")
+    ] = None,
+    max_size: Annotated[
+        int | None,
+        typer.Option(
+            "--max-size",
+            help="The largest ask size taken, in units of work (default 1; pow: each"
+            " difficulty bit above the market's doubles the size).",
+        ),
     ] = None,
     backend: Annotated[
         str | None,
@@ -217,6 +228,7 @@ def prover_run(
         "--price": price,
         "--proof-time": proof_time,
         "--capacity": capacity,
+        "--max-size": max_size,
         "--backend": backend,
         "--prove-cmd": prove_cmd,
         "--verify-cmd": verify_cmd,
@@ -286,6 +298,7 @@ def prover_run(
                 price=price,
                 proof_time=proof_time,
                 capacity=1 if capacity is None else capacity,
+                max_size=1 if max_size is None else max_size,
                 backend=backend,
                 options=options,
             )

@@ -35,6 +35,7 @@ from p2p_market.core.observation import Observation
 from p2p_market.core.settlement import AFTER_AWARD
 from p2p_market.core.statements import provably_invalid
 from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict, ignore, reject
+from p2p_market.core.work import misdeclared, takes, within
 
 _LATE_CANCEL = "cancel after assignment"
 
@@ -109,17 +110,20 @@ class Admission(Observation):
             too_far = m.expires_at - m.timestamp > self.lifetime or (
                 isinstance(m, Ask) and m.max_proof_time > self.lifetime
             )
+            wrong_size = misdeclared(self.market, m) if isinstance(m, Ask) else None
             if m.expires_at <= now:
                 # Too late to act on, so not forwarded; yet kept until its horizon if
                 # valid: a node that was away while it lived must end up holding the
                 # same messages as one that got it in time (its commits, proofs and
                 # receipts would stay orphans for good otherwise).
-                if too_far or self._forget_after(env) < now:
+                if too_far or wrong_size or self._forget_after(env) < now:
                     return ignore(Reason.EXPIRED)
             elif m.expires_at - m.timestamp > self.lifetime:
                 return reject(Reason.EXPIRY_TOO_FAR, f"lifetime above {self.lifetime} ms")
             elif too_far:
                 return reject(Reason.EXPIRY_TOO_FAR, "max_proof_time above the market lifetime")
+            elif wrong_size:
+                return reject(Reason.MISDECLARED_SIZE, wrong_size)
             return None
         if m.timestamp + 3 * self.lifetime < now:
             return ignore(Reason.STALE)
@@ -146,8 +150,10 @@ class Admission(Observation):
                 return reject(Reason.NOT_BID_OWNER)
             if (m.price, m.proof_time) != (bid.price, bid.proof_time):
                 return reject(Reason.COMMIT_MISMATCH, "price or proof_time differ from the bid")
-            if m.price > ask.max_price or m.proof_time > ask.max_proof_time:
-                return reject(Reason.COMMIT_OVER_CAPS)
+            if not within(m.price, m.proof_time, ask):
+                return reject(Reason.COMMIT_OVER_CAPS, f"for an ask of size {ask.size}")
+            if not takes(bid, ask):
+                return reject(Reason.COMMIT_OVER_SIZE, f"size {ask.size} > {bid.max_size}")
             if not bid.timestamp <= m.timestamp < bid.expires_at:
                 return reject(Reason.BID_NOT_LIVE, "commit outside the bid's lifetime")
         return None

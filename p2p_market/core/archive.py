@@ -77,14 +77,8 @@ class Archive:
             self._fixed = fixed
         return self._fixed
 
-    def forget_before(self, t: int) -> None:
-        """Drop fixed intervals that ended at or before `t`: every message still to be
-        folded is later than that, or would have thawed their ask (see thaw_from)."""
-        changed = False
-        for entry in self.asks.values():
-            kept = [(p, o) for p, o in entry.occupancy if o.end > t]
-            if len(kept) != len(entry.occupancy):
-                entry.occupancy = kept
-                changed = True
-        if changed:
-            self._fixed = None
+    # Fixed intervals are never dropped by age, only with their ask (`thaw`, when the
+    # ask is pruned): a thawed ask replays its old commits, whose capacity checks look
+    # back at every interval that held their prover then, however long ago it ended.
+    # Dropping those that ended before the settle line (as this module once did) let
+    # a receipt for an archived ask revive a commit that had been over capacity.

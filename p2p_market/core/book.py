@@ -19,6 +19,7 @@ from sortedcontainers import SortedList
 
 from p2p_market.core.messages import Ask, Bid, Prefer
 from p2p_market.core.ranking import RankKey, rank_key, tiebreak
+from p2p_market.core.work import takes, unit_caps, within
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +132,11 @@ class BidBook:
     def _walk(self, ask: Ask) -> Iterator[tuple[int, int, StoredBid]]:
         """Current bids within the ask's caps, in the order of its preference,
         yielding (primary, secondary, bid)."""
+        max_price, max_proof_time = unit_caps(ask)
         if ask.prefer == Prefer.COST.value:
-            index, cap1, cap2 = self._by_cost, ask.max_price, ask.max_proof_time
+            index, cap1, cap2 = self._by_cost, max_price, max_proof_time
         else:
-            index, cap1, cap2 = self._by_time, ask.max_proof_time, ask.max_price
+            index, cap1, cap2 = self._by_time, max_proof_time, max_price
         current = self.current
         for primary, secondary, prover in index:
             if primary > cap1:
@@ -144,7 +146,7 @@ class BidBook:
 
     @staticmethod
     def _admissible(ask: Ask, stored: StoredBid, now: int, extra: Eligible | None) -> bool:
-        if stored.bid.expires_at <= now:
+        if stored.bid.expires_at <= now or not takes(stored.bid, ask):
             return False
         p = stored.prover
         if ask.allow and p not in ask.allow:
@@ -190,7 +192,7 @@ class BidBook:
             return None
         b = mine.bid
         prefer_cost = ask.prefer == Prefer.COST.value
-        if b.price > ask.max_price or b.proof_time > ask.max_proof_time:
+        if not within(b.price, b.proof_time, ask):
             return None
         my_key = rank_key(prefer_cost, b.price, b.proof_time, ask_id, prover)
         better = 0
@@ -216,9 +218,7 @@ class BidBook:
         ranked = [
             Ranked(rank_key(prefer_cost, s.bid.price, s.bid.proof_time, ask_id, s.prover), s)
             for s in self.current.values()
-            if s.bid.price <= ask.max_price
-            and s.bid.proof_time <= ask.max_proof_time
-            and self._admissible(ask, s, now, extra)
+            if within(s.bid.price, s.bid.proof_time, ask) and self._admissible(ask, s, now, extra)
         ]
         return heapq.nsmallest(k, ranked, key=lambda r: r.key)
 

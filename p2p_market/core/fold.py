@@ -29,6 +29,7 @@ rule is well-founded and needs nothing but signed timestamps.
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 
 from p2p_market.core.book import BidBook
 from p2p_market.core.envelope import Envelope
@@ -135,6 +136,13 @@ class Fold(Rules):
             mine_new = [(s, e) for p, s, e in new.values() if p == prover]
             if sorted(mine_old) == sorted(mine_new):
                 continue
+            moved = (Counter(mine_old) - Counter(mine_new)) + (
+                Counter(mine_new) - Counter(mine_old)
+            )
+            if min(start for start, _ in moved) <= self.occ_floor:
+                # The checks this could flip may be older than the record kept
+                # (forget_before): they cannot be followed, so fold everything again.
+                raise Conflict
             edges = {x for iv in mine_old + mine_new for x in iv}
             for r in self.occ_reads.get(prover, ()):
                 if r.ask == ask_id:
@@ -240,10 +248,11 @@ class Fold(Rules):
         self.touched.discard(ask_id)
         self.archive_touched.discard(ask_id)
 
-    def forget_before(self, t: int, live_commits: set[bytes]) -> None:
-        """Drop intervals of archived commits that ended by `t` (as the archive does),
-        and the record of capacity checks and changes before `t`: a message in the
-        past of that is a conflict (it would have thawed archived asks anyway)."""
+    def forget_before(self, t: int) -> None:
+        """Drop the record of capacity checks and changes before `t`: a message in the
+        past of that is a conflict, and the fold is rebuilt. The intervals themselves
+        stay until their commits are pruned (forget_commits): a rebuilt fold, or a
+        thawed ask's old commits, must see every interval a full fold would."""
         self.occ_floor = max(self.occ_floor, t)
         for prover, reads in list(self.occ_reads.items()):
             kept_reads = [r for r in reads if r.t > t]
@@ -252,16 +261,6 @@ class Fold(Rules):
             else:
                 del self.occ_reads[prover]
         self.occ_ends = {k: v for k, v in self.occ_ends.items() if k[1] > t}
-        for prover, intervals in list(self.occupancy.items()):
-            kept = [o for o in intervals if o.end > t or o.commit_id in live_commits]
-            if len(kept) != len(intervals):
-                if kept:
-                    self.occupancy[prover] = kept
-                else:
-                    del self.occupancy[prover]
-                for o in intervals:
-                    if o.end <= t and o.commit_id not in live_commits:
-                        self.interval.pop(o.commit_id, None)
 
     def forget_commits(self, commit_ids: list[bytes]) -> None:
         """Drop the slot intervals of these (pruned, archived) commits."""

@@ -20,6 +20,9 @@ MAX_NAME_CHARS: Final = 64
 MAX_LIST_ITEMS: Final = 64
 MAX_REPLICAS: Final = 16
 MAX_CAPACITY: Final = 1024
+MAX_SIZE: Final = 2**40
+"""The largest work size an ask may declare or a bid accept (core/work.py): a pow
+ask of difficulty 40 in a market of difficulty 0."""
 MAX_UINT: Final = 2**63 - 1
 """Integers are non-negative and fit in a signed 64-bit slot on every platform."""
 

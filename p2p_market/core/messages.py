@@ -173,7 +173,11 @@ class Market(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Bid(MarketScoped):
-    """A prover's standing offer; a higher seq from the same prover replaces it."""
+    """A prover's standing offer; a higher seq from the same prover replaces it.
+
+    `price` is per unit of work (an ask of size s costs s x price), `proof_time` the
+    promise for any ask it takes, and it takes asks of size <= `max_size` only
+    (core/work.py)."""
 
     KIND = Kind.BID
     price: int
@@ -181,6 +185,7 @@ class Bid(MarketScoped):
     capacity: int
     expires_at: int
     seq: int
+    max_size: int = 1
 
     def __post_init__(self) -> None:
         MarketScoped.__post_init__(self)
@@ -189,18 +194,21 @@ class Bid(MarketScoped):
         _uint("capacity", self.capacity, 1, L.MAX_CAPACITY)
         _uint("expires_at", self.expires_at, self.timestamp + 1)
         _uint("seq", self.seq)
+        _uint("max_size", self.max_size, 1, L.MAX_SIZE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ask(MarketScoped):
     """A request for a proof. Inputs travel inline, or by hash over a direct stream
-    (always so when confidential: then only the winners ever receive them)."""
+    (always so when confidential: then only the winners ever receive them). `size`
+    declares the work in the market's units (core/work.py); `max_price` caps the total."""
 
     KIND = Kind.ASK
     max_price: int
     max_proof_time: int
     prefer: str
     replicas: int = 1
+    size: int = 1
     expires_at: int
     inputs: bytes = b""
     inputs_hash: bytes
@@ -215,6 +223,7 @@ class Ask(MarketScoped):
         _uint("max_proof_time", self.max_proof_time, 1)
         _choice("prefer", self.prefer, _PREFERS)
         _uint("replicas", self.replicas, 1, L.MAX_REPLICAS)
+        _uint("size", self.size, 1, L.MAX_SIZE)
         _uint("expires_at", self.expires_at, self.timestamp + 1)
         _blob("inputs", self.inputs, L.MAX_INLINE_INPUT_BYTES)
         _raw("inputs_hash", self.inputs_hash, L.HASH_BYTES)

@@ -22,6 +22,7 @@ from p2p_market.core.book import BidBook, StoredBid
 from p2p_market.core.messages import Ask, Prefer
 from p2p_market.core.ranking import rank_key
 from p2p_market.core.settlement import AskRun, Attempt, Occupancy
+from p2p_market.core.work import takes
 
 
 def find_no_shows(
@@ -54,6 +55,8 @@ def find_no_shows(
             continue
         if (ask.allow and prover not in ask.allow) or (ask.deny and prover in ask.deny):
             continue
+        if not takes(bid, ask):
+            continue  # the ask is larger than its bid takes
         if bid.timestamp > start or bid.expires_at < end:
             continue  # not its offer for the whole window
         if rank_key(prefer_cost, bid.price, bid.proof_time, ask_id, prover) >= worst:

@@ -26,6 +26,7 @@ from p2p_market.core.settlement import (
     Settlement,
     Slot,
 )
+from p2p_market.core.work import takes, within
 
 
 class Observation(Retention):
@@ -240,9 +241,9 @@ class Observation(Retention):
                 continue
             ask = env.message
             assert isinstance(ask, Ask)
-            if now >= ask.expires_at or mine.bid.price > ask.max_price:
+            if now >= ask.expires_at or not within(mine.bid.price, mine.bid.proof_time, ask):
                 continue
-            if mine.bid.proof_time > ask.max_proof_time:
+            if not takes(mine.bid, ask):
                 continue
             run = self._run(ask_id)
             if run is not None:

@@ -78,10 +78,7 @@ class Retention(Holdings):
             for a in s.runs
             for e in self.events.get(a, {}).values()
         ]
-        horizon = min([line, *live])
-        self._archive.forget_before(horizon)
-        live_commits = {cid for a in s.runs for cid in self.events.get(a, {})}
-        fold.forget_before(horizon, live_commits)
+        fold.forget_before(min([line, *live]))
 
     def _prune(self, now: int) -> None:
         """Forget what can no longer matter: expired bids leave the index at once,

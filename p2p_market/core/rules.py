@@ -178,7 +178,7 @@ class Rules(Footprints):
         att.winner_commits = tuple(w[2] for w in winners)
         for _, prover, cid in winners:
             rnd.winners.append(prover)
-            price, proof_time = self._commit_terms(cid)
+            price, proof_time = self._commit_terms(cid, run.ask.size)
             deadline = e + self.skew + proof_time  # proving starts once the win is certain
             run.slots[prover] = Slot(
                 prover, att.round, att.number, cid, price, proof_time, e, deadline
@@ -247,9 +247,11 @@ class Rules(Footprints):
         self._write_occ(prover, t, interval.end, -1)
         interval.end, interval.settled = t, True
 
-    def _commit_terms(self, cid: bytes) -> tuple[int, int]:
+    def _commit_terms(self, cid: bytes, size: int) -> tuple[int, int]:
+        """What the winner is paid (its price per unit times the ask's size,
+        core/work.py) and the time it promised."""
         c = self.commit_index[cid]
-        return c.price, c.proof_time
+        return c.price * size, c.proof_time
 
     def expiry(self, ask_id: bytes, t: int) -> None:
         run = self.runs.get(ask_id)

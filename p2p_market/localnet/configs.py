@@ -11,6 +11,7 @@ from typing import Any
 
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Market
+from p2p_market.core.work import pow_size
 from p2p_market.localnet.scenario import NodeSpec, Scenario
 
 
@@ -41,7 +42,7 @@ def node_config(
     }
     mid = market_id(scenario.market).hex()
     if spec.role == "prover":
-        data["prover"] = {"market": mid, **spec.prover}
+        data["prover"] = {"market": mid, "max_size": largest_size(scenario), **spec.prover}
     elif spec.role == "requester":
         data["requester"] = {}
         index = [n.name for n in scenario.requesters].index(spec.name)
@@ -56,6 +57,20 @@ def node_config(
             workload["start_file"] = str(start_file)
         data["workload"] = workload
     return data
+
+
+def largest_size(scenario: Scenario) -> int:
+    """The largest ask size (core/work.py) the scenario's workloads place: the
+    default `max_size` of its provers, which take all of them unless they say."""
+    market = scenario.market
+    if market.proof_system != "pow":
+        return 1
+    sizes = [1]
+    for requester in scenario.requesters:
+        work = requester.workload.get("work", market.difficulty)
+        top = work[-1] if isinstance(work, list) else work
+        sizes.append(pow_size(market.difficulty, int(top)))
+    return max(sizes)
 
 
 # -- a small TOML writer (the values node configs hold) ----------------------------------

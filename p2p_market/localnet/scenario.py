@@ -20,7 +20,16 @@ RUN_KEYS: Final = frozenset(
 )
 MARKET_KEYS: Final = frozenset(MARKET_FIELDS) - {"created_at"}  # the run sets it
 PROVER_KEYS: Final = frozenset(
-    {"price", "proof_time", "capacity", "prove_cmd", "verify_cmd", "check_cmd", "timeout_s"}
+    {
+        "price",
+        "proof_time",
+        "capacity",
+        "max_size",
+        "prove_cmd",
+        "verify_cmd",
+        "check_cmd",
+        "timeout_s",
+    }
 )
 WORKLOAD_KEYS: Final = frozenset(
     {

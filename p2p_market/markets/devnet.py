@@ -77,6 +77,7 @@ class Actor:
         capacity: int = 1,
         ttl: int = 3_600_000,
         seq: int | None = None,
+        max_size: int = 1,
     ) -> bytes:
         return seal(
             Bid(
@@ -87,6 +88,7 @@ class Actor:
                 capacity=capacity,
                 expires_at=now + ttl,
                 seq=self._next() if seq is None else seq,
+                max_size=max_size,
             ),
             self.key,
         )
@@ -99,6 +101,7 @@ class Actor:
         max_proof_time: int,
         prefer: str = "cost",
         replicas: int = 1,
+        size: int = 1,
         ttl: int = 600_000,
         inputs: bytes = b"",
         confidential: bool = False,
@@ -115,6 +118,7 @@ class Actor:
                 max_proof_time=max_proof_time,
                 prefer=prefer,
                 replicas=replicas,
+                size=size,
                 expires_at=now + ttl,
                 inputs=b"" if confidential else inputs,
                 inputs_hash=inputs_hash or sha256(inputs),

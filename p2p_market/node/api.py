@@ -117,6 +117,7 @@ BID_FIELDS: Final[dict[str, str]] = {
     "proof_time": _INT,
     "capacity": _INT,
     "ttl_ms": _INT,
+    "max_size": _INT,
 }
 ASK_FIELDS: Final[dict[str, str]] = {
     "market": _HEXSTR,
@@ -124,6 +125,7 @@ ASK_FIELDS: Final[dict[str, str]] = {
     "max_proof_time": _INT,
     "prefer": _STR,
     "replicas": _INT,
+    "size": _INT,
     "ttl_ms": _INT,
     "inputs": _HEXSTR,
     "inputs_hash": _HEXSTR,
@@ -146,6 +148,7 @@ def bid_json(stored: StoredBid) -> dict[str, Any]:
         "price": b.price,
         "proof_time": b.proof_time,
         "capacity": b.capacity,
+        "max_size": b.max_size,
         "timestamp": b.timestamp,
         "expires_at": b.expires_at,
         "seq": b.seq,
@@ -164,6 +167,7 @@ def ask_json(view: AskView) -> dict[str, Any]:
         "max_proof_time": a.max_proof_time,
         "prefer": a.prefer,
         "replicas": a.replicas,
+        "size": a.size,
         "expires_at": a.expires_at,
         "inputs_hash": a.inputs_hash.hex(),
         "inputs_size": len(a.inputs),

@@ -39,6 +39,7 @@ from p2p_market.core.messages import Ask, Bid, Cancel, Market, sha256
 from p2p_market.core.state import MarketState
 from p2p_market.core.validation import check_envelope
 from p2p_market.core.verdict import Reason, Verdict, ignore
+from p2p_market.core.work import inputs_size
 from p2p_market.net.addrs import local_only
 from p2p_market.net.gossip import Gossip, GossipConfig
 from p2p_market.net.host import DIAL_TIMEOUT_S, connect_all, make_host
@@ -844,6 +845,7 @@ class Node:
                 capacity=_int(fields, "capacity", 1),
                 expires_at=now + _int(fields, "ttl_ms", 3_600_000),
                 seq=max(prev, default=0) + 1,
+                max_size=_int(fields, "max_size", 1),
             ),
             self.key,
         )
@@ -866,6 +868,7 @@ class Node:
                 max_proof_time=_int(fields, "max_proof_time"),
                 prefer=str(fields.get("prefer", "cost")),
                 replicas=_int(fields, "replicas", 1),
+                size=self._ask_size(market, fields, inputs, inputs_hash),
                 expires_at=now + _int(fields, "ttl_ms", 600_000),
                 inputs=b"" if confidential else inputs,
                 inputs_hash=inputs_hash,
@@ -876,6 +879,22 @@ class Node:
             ),
             self.key,
         )
+
+    def _ask_size(
+        self, market: bytes, fields: dict[str, Any], inputs: bytes, inputs_hash: bytes
+    ) -> int:
+        """The `size` field if given, else the work the inputs need where the market
+        says (core/work.py), else 1. A given size the inputs contradict is refused
+        here, in one line, rather than by every node (misdeclared_size)."""
+        need = None
+        if sha256(inputs) == inputs_hash:  # the inputs are here, even if confidential
+            need = inputs_size(self.states[market].market, inputs)
+        if "size" not in fields:
+            return need or 1
+        size = _int(fields, "size")
+        if need is not None and size != need:
+            raise ValueError(f"size {size} does not match the inputs, which need {need}")
+        return size
 
     def sign_cancel(self, ask_id: bytes) -> bytes:
         for mid, state in self.states.items():

@@ -32,7 +32,6 @@ running chunk (about 40 ms at 50k hashes on one core of a small box).
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -68,8 +67,6 @@ if TYPE_CHECKING:
     from p2p_market.core.messages import Market
 
 DEFAULT_CHUNK: Final = 50_000
-RATE_SAMPLE: Final = 20_000
-"""Hashes timed once to estimate how long a difficulty takes (`expected_seconds`)."""
 
 
 def solve_pow(inputs: bytes, difficulty: int, start_nonce: int, count: int) -> bytes | None:
@@ -99,20 +96,6 @@ class PowBackend:
         if chunk < 1:
             raise ValueError("chunk must be at least 1")
         self.chunk = chunk
-        self._hashes_per_s: float | None = None
-
-    async def expected_seconds(self, market: Market, inputs: bytes) -> float | None:
-        """The expected time to prove `inputs` on this machine (2**d hashes at the
-        rate measured once, on first use), None if the inputs are invalid. A
-        requester sets the work through its inputs' difficulty line; the prover role
-        uses this to refuse work far beyond what its bid promised."""
-        try:
-            d = effective_difficulty(market.difficulty, inputs)
-        except ValueError:
-            return None
-        if self._hashes_per_s is None:
-            self._hashes_per_s = await trio.to_thread.run_sync(_measure_rate)
-        return float(1 << d) / self._hashes_per_s
 
     async def prove(self, market: Market, inputs: bytes, deadline_s: float) -> bytes:
         try:
@@ -146,13 +129,6 @@ class PowBackend:
         except ValueError:
             return False
         return True
-
-
-def _measure_rate(hashes: int = RATE_SAMPLE) -> float:
-    """Hashes per second of `solve_pow` on this machine (it finds nothing at 256)."""
-    start = time.perf_counter()
-    solve_pow(b"rate", 256, 0, hashes)
-    return hashes / max(time.perf_counter() - start, 1e-9)
 
 
 def _work(difficulty: int) -> str:

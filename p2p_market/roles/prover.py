@@ -20,6 +20,7 @@ from p2p_market.core.envelope import seal
 from p2p_market.core.lifecycle import SlotState
 from p2p_market.core.limits import MAX_INLINE_PROOF_BYTES
 from p2p_market.core.messages import Ask, Commit, InvalidInputs, Proof, sha256
+from p2p_market.core.work import inputs_size
 from p2p_market.net.gossip import topic_for
 from p2p_market.node.direct import DirectError, send_direct
 from p2p_market.node.runtime import Node
@@ -36,10 +37,6 @@ log = logging.getLogger("p2p_market.prover")
 LISTENER_MARGIN_MS: Final = 1_000
 """How long before the deadline the prover stops waiting for a peer to publish to
 and publishes anyway (into the log, for sync to carry later): see `_await_listener`."""
-WORK_MARGIN: Final = 8.0
-"""Inputs whose expected proving time here exceeds this many times the bid's proof
-time are refused at once (an attestation), not ground at until the deadline. Wide:
-proof-of-work times vary, and a prover may have bid its typical case."""
 DELIVER_ATTEMPTS: Final = 5
 BUSY_PAUSE_S: Final = 0.5
 """A direct proof refused as busy is tried again after 0.5 s, 1 s, 1.5 s, 2 s."""
@@ -52,6 +49,8 @@ class ProverSettings:
     proof_time: int
     """Milliseconds the prover promises per proof (its deadline after winning)."""
     capacity: int = 1
+    max_size: int = 1
+    """The largest ask size (units of work, core/work.py) the bid takes."""
     bid_ttl_ms: int = 600_000
 
 
@@ -102,6 +101,7 @@ class ProverRole:
                 "price": s.price,
                 "proof_time": s.proof_time,
                 "capacity": s.capacity,
+                "max_size": s.max_size,
                 "ttl_ms": s.bid_ttl_ms,
             }
         )
@@ -207,30 +207,30 @@ class ProverRole:
             await self._await_listener(deadline)
             await self._attest(ask_id, "inputs fail the market's input check")
             return
-        beyond = await self._beyond_the_bid(market, inputs)
-        if beyond is not None:
+        understated = await self._understated(market, ask, inputs)
+        if understated is not None:
             await self._await_listener(deadline)
-            await self._attest(ask_id, beyond)
+            await self._attest(ask_id, understated)
             return
         remaining = (deadline - self.node.clock()) / 1000
         proof = await self.backend.prove(market, inputs, remaining)
         await self._await_listener(deadline)
         await self._deliver(ask_id, env.signer, proof)
 
-    async def _beyond_the_bid(self, market: Market, inputs: bytes) -> str | None:
-        """Why the work these inputs demand is far beyond what this prover bid for
-        (`WORK_MARGIN` times its proof time), or None. A requester that sets the
-        work through its inputs (a proof-of-work difficulty line) cannot make the
-        prover grind until the deadline: it attests at once, and the requester may
-        dispute that with an `invalid` receipt (then this prover is out of the ask)."""
-        estimate = getattr(self.backend, "expected_seconds", None)
-        if estimate is None:
+    async def _understated(self, market: Market, ask: Ask, inputs: bytes) -> str | None:
+        """Why the inputs need more work than the ask declares, or None. Where the
+        ask's own inputs show its size every node checked it (misdeclared_size); the
+        inputs of a confidential or directly delivered ask reach the winner only, so
+        it checks them here and attests at once rather than grinding past what it
+        bid for (protocols/market-v1.md §5.3). The requester may dispute that with an
+        `invalid` receipt (then this prover is out of the ask)."""
+        need = inputs_size(market, inputs)
+        if need is None:
+            sizer = getattr(self.backend, "work_size", None)
+            need = None if sizer is None else await sizer(market, inputs)
+        if need is None or need <= ask.size:
             return None
-        seconds = await estimate(market, inputs)
-        promised = self.settings.proof_time / 1000
-        if seconds is None or seconds <= WORK_MARGIN * promised:
-            return None
-        return f"work beyond the bid: about {seconds:.0f} s here, bid {promised:g} s"
+        return f"misdeclared_size: declares {ask.size}, the inputs need {need}"
 
     async def _await_listener(self, deadline: int) -> None:
         """Until a peer is in this node's gossip mesh for the market, at most until

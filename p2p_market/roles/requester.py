@@ -15,6 +15,7 @@ from p2p_market.core.envelope import message_id, seal
 from p2p_market.core.lifecycle import AskState, SlotState
 from p2p_market.core.limits import MAX_INLINE_INPUT_BYTES
 from p2p_market.core.messages import Ask, Award, InvalidInputs, Outcome, Proof, Receipt, sha256
+from p2p_market.core.work import inputs_size
 from p2p_market.node.direct import DirectError, send_direct
 from p2p_market.node.runtime import Node
 from p2p_market.proving.backend import ProofBackend, ProvingError
@@ -103,6 +104,12 @@ class RequesterRole:
         body = dict(fields)
         body["inputs"] = "" if by_hash else inputs.hex()
         body["inputs_hash"] = sha256(inputs).hex()
+        state = self.node.states.get(market)
+        need = None if state is None else inputs_size(state.market, inputs)
+        if "size" not in body:
+            body["size"] = need or 1  # declared from the inputs, sent by hash or not
+        elif need is not None and body["size"] != need:
+            raise ValueError(f"size {body['size']} does not match the inputs, which need {need}")
         raw = self.node.sign_ask(body)
         # Tracked before it is submitted: the core's first effects about it (and the
         # "placed" event, see on_effect) may run before submit returns.

@@ -53,7 +53,16 @@ from p2p_market.roles.workload import WorkloadPlan, WorkloadRole, workload_plan
 DEFAULT_BID_TTL_MS: Final = 600_000
 _BACKEND_KEYS: Final = ("prove_cmd", "verify_cmd", "check_cmd", "timeout_s")
 PROVER_KEYS: Final = frozenset(
-    {"market", "price", "proof_time", "capacity", "bid_ttl_ms", "backend", *_BACKEND_KEYS}
+    {
+        "market",
+        "price",
+        "proof_time",
+        "capacity",
+        "max_size",
+        "bid_ttl_ms",
+        "backend",
+        *_BACKEND_KEYS,
+    }
 )
 REQUESTER_KEYS: Final = frozenset({"verify_cmd", "check_cmd", "timeout_s"})
 
@@ -86,6 +95,7 @@ class ProverPlan:
     price: int
     proof_time: int
     capacity: int = 1
+    max_size: int = 1
     bid_ttl_ms: int = DEFAULT_BID_TTL_MS
     options: BackendOptions = field(default_factory=BackendOptions)
 
@@ -96,6 +106,7 @@ class ProverPlan:
             price=self.price,
             proof_time=self.proof_time,
             capacity=self.capacity,
+            max_size=self.max_size,
             bid_ttl_ms=self.bid_ttl_ms,
         )
 
@@ -123,6 +134,7 @@ def prover_plan(
     price: int,
     proof_time: int,
     capacity: int = 1,
+    max_size: int = 1,
     bid_ttl_ms: int | None = None,
     backend: str | None = None,
     options: BackendOptions | None = None,
@@ -139,6 +151,8 @@ def prover_plan(
         raise ValueError(f"proof time must be at least 1 ms, not {proof_time}")
     if not 1 <= capacity <= L.MAX_CAPACITY:
         raise ValueError(f"capacity must be between 1 and {L.MAX_CAPACITY}, not {capacity}")
+    if not 1 <= max_size <= L.MAX_SIZE:
+        raise ValueError(f"max size must be between 1 and {L.MAX_SIZE}, not {max_size}")
     if not 1_000 <= bid_ttl_ms <= L.MAX_UINT:
         raise ValueError(f"bid ttl must be at least 1000 ms, not {bid_ttl_ms}")
     if bid_ttl_ms > market.max_lifetime_ms:
@@ -162,6 +176,7 @@ def prover_plan(
         price=price,
         proof_time=proof_time,
         capacity=capacity,
+        max_size=max_size,
         bid_ttl_ms=bid_ttl_ms,
         options=options,
     )
@@ -219,6 +234,7 @@ def plan_from_config(config: NodeConfig, base: Path) -> tuple[NodeConfig, RolePl
                 price=typed(section, "price", int, where),
                 proof_time=typed(section, "proof_time", int, where),
                 capacity=typed(section, "capacity", int, where) if "capacity" in section else 1,
+                max_size=typed(section, "max_size", int, where) if "max_size" in section else 1,
                 bid_ttl_ms=(
                     typed(section, "bid_ttl_ms", int, where) if "bid_ttl_ms" in section else None
                 ),

@@ -9,7 +9,9 @@ load tests, by a real requester node (`node run` with [requester] and [workload]
     duration_s = 60.0                 # stop placing after this long (0: never stop)
     start_file = "go"                 # optional: wait until this file exists; a JSON
                                       #   {"start_ms": ...} in it is the schedule's origin
-    max_price = [5, 20]               # an integer, or [low, high] drawn uniformly
+    max_price = [5, 20]               # per unit of work: an integer, or [low, high]
+                                      #   drawn uniformly; an ask of size s (its
+                                      #   work, see core/work.py) offers s times it
     max_proof_time = [2000, 8000]     # ms; an integer or [low, high]
     time_share = 0.3                  # share of asks that prefer time (the rest: cost)
     replicas = { 1 = 0.9, 2 = 0.1 }   # an integer, or weights by replica count
@@ -46,6 +48,7 @@ import trio
 from p2p_market.core import limits as L
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Ask, Market
+from p2p_market.core.work import inputs_size
 from p2p_market.markets.descriptor import MarketSpecError, resolve_market
 from p2p_market.node.config import ConfigError, NodeConfig
 from p2p_market.node.runtime import Node
@@ -117,19 +120,25 @@ def schedule(plan: WorkloadPlan) -> Any:
         work = b""
         if plan.work is not None:
             work = f"difficulty={rng.randint(*plan.work)}\n".encode()
+        per_unit = rng.randint(*plan.max_price)
+        max_proof_time = rng.randint(*plan.max_proof_time)
+        prefer = "time" if rng.random() < plan.time_share else "cost"
+        replicas = rng.choices(counts, weights)[0]
+        confidential = rng.random() < plan.confidential_share
+        inputs = (
+            rng.choice(plan.inputs)
+            if plan.inputs
+            else work + f"workload {plan.seed} ask {index}\n".encode() + payload.hex().encode()
+        )
         yield Arrival(
             index=index,
             at_ms=int(t * 1000),
-            max_price=rng.randint(*plan.max_price),
-            max_proof_time=rng.randint(*plan.max_proof_time),
-            prefer="time" if rng.random() < plan.time_share else "cost",
-            replicas=rng.choices(counts, weights)[0],
-            confidential=rng.random() < plan.confidential_share,
-            inputs=(
-                rng.choice(plan.inputs)
-                if plan.inputs
-                else work + f"workload {plan.seed} ask {index}\n".encode() + payload.hex().encode()
-            ),
+            max_price=per_unit * (inputs_size(plan.market, inputs) or 1),
+            max_proof_time=max_proof_time,
+            prefer=prefer,
+            replicas=replicas,
+            confidential=confidential,
+            inputs=inputs,
         )
         index += 1
 

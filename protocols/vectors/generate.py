@@ -71,6 +71,8 @@ COVERED_REASONS: tuple[str, ...] = (
     "not_bid_owner",
     "commit_mismatch",
     "commit_over_caps",
+    "commit_over_size",
+    "misdeclared_size",
     "bid_not_live",
     "orphan",
     "cancel_after_assignment",
@@ -169,6 +171,7 @@ def bid_fields(**over: object) -> dict[str, object]:
         "capacity": 1,
         "expires_at": T + 3_600_000,
         "seq": 1,
+        "max_size": 1,
     }
     fields.update(over)
     return fields
@@ -185,6 +188,7 @@ def ask_fields(**over: object) -> dict[str, object]:
         "max_proof_time": 60_000,
         "prefer": "cost",
         "replicas": 1,
+        "size": 1,
         "expires_at": T + 100 + 600_000,
         "inputs": INPUTS,
         "inputs_hash": sha(INPUTS),
@@ -1532,6 +1536,62 @@ def _() -> Vector:
         "P1's bid and commit with proof_time 70000 on an ask capped at 60000.",
         P1.commit(now=T + 200, ask=ASK1_ID, bid=id_of(bid), price=100, proof_time=70_000),
         setup=(bid, ASK1),
+    )
+
+
+# -- declared work (§5.3, core/work.py): the market's difficulty is 16, so inputs naming
+# difficulty 18 are 2**(18-16) = 4 units of work.
+SIZED_INPUTS = b"difficulty=18\nvector inputs"
+SIZED_ASK = R1.ask(
+    now=T + 100, max_price=800, max_proof_time=60_000, size=4, inputs=SIZED_INPUTS, nonce=9
+)
+
+
+@vector
+def _() -> Vector:
+    return accept(
+        "accept/ask_sized",
+        "An ask whose inline inputs name difficulty 18 in a difficulty-16 market, "
+        "declaring size 4 (2**(18-16) units of work): the size its inputs need.",
+        SIZED_ASK,
+    )
+
+
+@vector
+def _() -> Vector:
+    return reject(
+        "reject/misdeclared_size",
+        "misdeclared_size",
+        "The same inputs (difficulty 18 in a difficulty-16 market: size 4) declared as "
+        "size 1: every node can see the understatement, so it is provable misbehaviour.",
+        R1.ask(
+            now=T + 100, max_price=800, max_proof_time=60_000, size=1, inputs=SIZED_INPUTS, nonce=10
+        ),
+    )
+
+
+@vector
+def _() -> Vector:
+    bid = P1.bid(now=T, price=100, proof_time=10_000, seq=1, max_size=2)
+    return reject(
+        "reject/commit_over_size",
+        "commit_over_size",
+        "P1's bid takes asks of at most 2 units; its commit to an ask of size 4.",
+        P1.commit(now=T + 200, ask=id_of(SIZED_ASK), bid=id_of(bid), price=100, proof_time=10_000),
+        setup=(bid, SIZED_ASK),
+    )
+
+
+@vector
+def _() -> Vector:
+    bid = P1.bid(now=T, price=250, proof_time=10_000, seq=1, max_size=8)
+    return reject(
+        "reject/commit_over_caps_sized",
+        "commit_over_caps",
+        "P1 prices a unit at 250; for an ask of size 4 that is 1000, above its cap of 800 "
+        "(the cap is a total, the price per unit).",
+        P1.commit(now=T + 200, ask=id_of(SIZED_ASK), bid=id_of(bid), price=250, proof_time=10_000),
+        setup=(bid, SIZED_ASK),
     )
 
 

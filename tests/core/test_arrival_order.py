@@ -31,7 +31,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from hypothesis import HealthCheck, given, note, settings
+import pytest
+from hypothesis import HealthCheck, find, given, note, settings
 from hypothesis import strategies as st
 
 from p2p_market.core.envelope import Envelope, message_id, parse
@@ -54,6 +55,11 @@ MARKETS = [
         commit_window_ms=1_000, stage_ms=200, skew_ms=500, max_lifetime_ms=600_000, difficulty=0
     ),
 ]
+
+
+BID_TTL = 500_000
+"""Within every market's lifetime: a bid living longer is REJECTed (expiry_too_far),
+and with no bid stored every commit would stay an orphan and nothing would settle."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,16 @@ def adversarial_histories(draw: st.DrawFn) -> History:
     for i in range(n):
         price, ptime = draw(st.sampled_from(offers))
         cap = draw(st.integers(1, 2))
-        raw = cast.provers[i].bid(now=T, price=price, proof_time=ptime, capacity=cap, seq=1)
+        max_size = draw(st.sampled_from([1, 1, 2]))
+        raw = cast.provers[i].bid(
+            now=T,
+            price=price,
+            proof_time=ptime,
+            capacity=cap,
+            seq=1,
+            max_size=max_size,
+            ttl=BID_TTL,
+        )
         out.append((T, raw))
         bids.append((message_id(raw), price, ptime))
     # an equivocator: a second bid with the same seq, signed later (the evidence that
@@ -116,17 +131,26 @@ def adversarial_histories(draw: st.DrawFn) -> History:
     if draw(st.integers(0, 2)) == 0:
         i = draw(st.integers(0, n - 1))
         t_twin = T + draw(st.integers(0, 8 * w))
-        twin = cast.provers[i].bid(now=t_twin, price=7, proof_time=10 * w, capacity=1, seq=1)
+        twin = cast.provers[i].bid(
+            now=t_twin, price=7, proof_time=10 * w, capacity=1, seq=1, ttl=BID_TTL
+        )
         out.append((arrive(t_twin), twin))
     for a in range(draw(st.integers(1, 3))):
         req = cast.requesters[a % 2]
         t_ask = T + draw(st.integers(1, 4 * w))
+        # declared work (core/work.py): inputs naming difficulty 1 in this difficulty-0
+        # market are 2 units, so only bids taking size 2 and cheap enough per unit may
+        # win; sometimes misdeclared (REJECTed alike everywhere)
+        size = draw(st.sampled_from([1, 1, 2]))
+        declared = size if draw(st.integers(0, 5)) else 3 - size
         raw_ask = req.ask(
             now=t_ask,
             max_price=10,
             max_proof_time=40 * w,
             prefer=draw(st.sampled_from(["cost", "time"])),
             replicas=draw(st.integers(1, 2)),
+            size=declared,
+            inputs=b"difficulty=1\nwork" if size == 2 else b"",
             ttl=draw(st.sampled_from([6 * w, 60 * w + 4 * skew])),
             nonce=a,
         )
@@ -280,3 +304,27 @@ def test_arrival_order_gives_the_signed_order_state_after_every_delivery(
         now += step
         node.tick(now)
         compare(node, delivered, now)
+
+
+def _settles(history: History, *, size: int) -> bool:
+    """Whether, all delivered, some ask of this declared size ends with a winner."""
+    node = MarketState(history.cast.market)
+    for at, raw in sorted(history):
+        node.apply(raw, at)
+    node.tick(max(at for at, _ in history) + 100_000)
+    return any(
+        node.view(ask_id).winners and node.asks[ask_id].message.size == size  # type: ignore[union-attr]
+        for ask_id in node.asks
+    )
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_the_histories_reach_settlement(size: int) -> None:
+    """The property above is only as strong as its histories: they must store bids and
+    settle commits (once they did not: every bid outlived the market's lifetime, was
+    REJECTed, and every commit stayed an orphan), asks of size 2 included."""
+    find(
+        adversarial_histories(),
+        lambda h: _settles(h, size=size),
+        settings=settings(max_examples=500, database=None, deadline=None),
+    )

@@ -5,7 +5,7 @@ same data directory and key."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,14 +142,14 @@ async def run_prover(
 @asynccontextmanager
 async def market(
     tmp: Path,
-    offers: dict[str, tuple[int, int]],
+    offers: Mapping[str, tuple[int, ...]],
     backends: dict[str, ProofBackend] | None = None,
     *,
     descriptor: MarketDescriptor = MARKET,
     requester_backend: ProofBackend | None = None,
 ) -> AsyncIterator[Market]:
-    """A relay, one prover per offer (name: (price, proof_time ms)) and a requester,
-    every bid on every node before the body runs."""
+    """A relay, one prover per offer (name: (price, proof_time ms[, max_size])) and a
+    requester, every bid on every node before the body runs."""
     mid = market_id(descriptor)
     async with trio.open_nursery() as nursery:
         relay = node(tmp, "relay", (), market=descriptor)
@@ -158,9 +158,11 @@ async def market(
         boot = (relay.gossip.addr,)
         provers = {}
         kill = {}
-        for name, (price, proof_time) in offers.items():
+        for name, (price, proof_time, *sized) in offers.items():
             n = node(tmp, name, boot, prover=True, market=descriptor)
-            settings = ProverSettings(market=mid, price=price, proof_time=proof_time)
+            settings = ProverSettings(
+                market=mid, price=price, proof_time=proof_time, max_size=sized[0] if sized else 1
+            )
             backend = (backends or {}).get(name, PowBackend())
             role = ProverRole(n, backend, settings, Inbox())
             kill[name] = trio.CancelScope()

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
+from p2p_market.core.envelope import message_id
 from p2p_market.core.lifecycle import AskState
-from p2p_market.core.messages import InvalidInputs
+from p2p_market.core.messages import InvalidInputs, sha256
 from p2p_market.node.direct import DirectMessage
 from p2p_market.proving.pow import pow_ok
+from p2p_market.roles.requester import Tracked
 from tests.roles.harness import MARKET, MID, BadProofs, BigProofs, SlowPow, market, wait_state
 
 
@@ -158,15 +161,72 @@ async def test_cancel_before_assignment_is_never_assigned(tmp_path: Path) -> Non
         assert m.relay.states[MID].view(ask).state is AskState.CANCELLED
 
 
-async def test_a_prover_refuses_work_far_beyond_its_bid_at_once(tmp_path: Path) -> None:
-    """A requester sets a proof-of-work ask's difficulty through its inputs: at 40 a
-    prover that bid 5 s would grind until its deadline (the review: 82% CPU, honest
-    asks starved). It attests at once instead, and the ask ends INVALID_INPUTS."""
-    offers = {"p": (10, 5_000)}
-    async with market(tmp_path, offers) as m:
+async def test_an_ask_larger_than_a_bid_takes_is_never_committed_to(tmp_path: Path) -> None:
+    """A requester sets a proof-of-work ask's work through its inputs: difficulty 40
+    would keep a prover that bid for the market's difficulty grinding until its
+    deadline. The ask declares its size (2**40 units here, read off its inputs), so
+    a bid taking size 1 is not eligible however well it prices: the prover never
+    commits, and the same prover wins an ask of size 1 at once."""
+    async with market(tmp_path, {"p": (10, 5_000)}) as m:
         prover = m.provers["p"]
-        fields = {"market": MID.hex(), "max_price": 100, "max_proof_time": 10_000}
-        ask = await m.requester.request(fields, b"difficulty=40\ngrief")
+        size = 1 << (40 - MARKET.difficulty)
+        fields = {"market": MID.hex(), "max_price": 10 * size, "max_proof_time": 10_000}
+        big = await m.requester.request({**fields, "ttl_ms": 4_000}, b"difficulty=40\ngrief")
+        assert m.requester.node.states[MID].view(big).ask.size == size
+        small = await m.requester.request(fields, b"fair")
+        with trio.fail_after(30):
+            await m.requester.wait(small)
+        await wait_state(m, big, AskState.EXPIRED)
+        assert prover.stats.commits == 1 and prover.stats.proved == 1
+        assert m.relay.states[MID].view(big).winners == ()
+
+
+async def test_priced_per_unit_the_bid_that_takes_the_size_wins_and_is_paid_for_it(
+    tmp_path: Path,
+) -> None:
+    """Inputs naming difficulty 12 in this difficulty-10 market are 4 units of work. The
+    cheapest bid per unit takes at most 2, so the next one wins and is paid 4 times
+    its price; on an ask of size 1 the cheapest wins as usual."""
+    offers = {"small": (5, 10_000, 2), "large": (7, 10_000, 8)}
+    async with market(tmp_path, offers) as m:
+        fields = {"market": MID.hex(), "max_price": 40, "max_proof_time": 30_000}
+        four = await m.requester.request(fields, b"difficulty=12\nfour units")
+        one = await m.requester.request(fields, b"one unit")
+        with trio.fail_after(30):
+            done4 = await m.requester.wait(four)
+            done1 = await m.requester.wait(one)
+        assert list(done4.proofs) == [m.provers["large"].me]
+        assert list(done1.proofs) == [m.provers["small"].me]
+        await wait_state(m, four, AskState.PROVEN)
+        view = m.relay.states[MID].view(four)
+        assert (view.ask.size, view.prices, view.paid) == (4, (28,), 28)
+
+
+async def test_a_misdeclared_confidential_ask_is_attested_not_ground_at(tmp_path: Path) -> None:
+    """Confidential inputs reach the winner only, so no node can check the declared
+    size: a requester that signs size 1 over inputs naming difficulty 40 wins a
+    prover that takes size 1. The winner reads the inputs, attests at once (the
+    reason names the sizes) instead of grinding until its deadline, and the ask ends
+    INVALID_INPUTS without a proof."""
+    async with market(tmp_path, {"p": (10, 5_000)}) as m:
+        prover = m.provers["p"]
+        inputs = b"difficulty=40\nsecret grief"
+        liar = m.requester
+        # The requester role refuses to sign this (the size contradicts the inputs it
+        # holds): sign it below the role, as a requester that lies would.
+        raw = liar.node.sign_ask(
+            {
+                "market": MID.hex(),
+                "max_price": 100,
+                "max_proof_time": 10_000,
+                "confidential": True,
+                "inputs_hash": sha256(inputs).hex(),
+                "size": 1,
+            }
+        )
+        ask = message_id(raw)
+        liar.asks[ask] = Tracked(market=MID, inputs=inputs)
+        assert (await liar.node.submit(raw)).status == "accept"
         with trio.fail_after(15):  # the deadline is about 6.5 s after the window
             while prover.stats.attested == 0:
                 await trio.sleep(0.05)
@@ -179,4 +239,8 @@ async def test_a_prover_refuses_work_far_beyond_its_bid_at_once(tmp_path: Path) 
             for e in state.events[ask].values()
             if isinstance(e.message, InvalidInputs)
         ]
-        assert len(reasons) == 1 and reasons[0].startswith("work beyond the bid"), reasons
+        need = 1 << (40 - MARKET.difficulty)
+        assert reasons == [f"misdeclared_size: declares 1, the inputs need {need}"], reasons
+        with pytest.raises(ValueError, match="does not match the inputs"):
+            await liar.request({"market": MID.hex(), "max_price": 100, "max_proof_time": 10_000,
+                                "confidential": True, "size": 1}, inputs)  # fmt: skip
