@@ -50,10 +50,12 @@ class LinkGate:
     async def cut(self) -> None:
         """Down: drop every connection now and refuse new ones."""
         self.down = True
-        for peer in list(self._swarm.connections):
-            await self._swarm.close_peer(peer)
         with trio.fail_after(5):
+            # Again until none is left: a connection whose handshake began before
+            # the cut is added once it completes.
             while self._swarm.connections:
+                for peer in list(self._swarm.connections):
+                    await self._swarm.close_peer(peer)
                 await trio.sleep(0.05)
 
     def restore(self) -> None:
