@@ -699,8 +699,12 @@ class Node:
         verdict, env = check_envelope(raw)
         if env is None:
             return refused_for_good(verdict, kept=False)
-        verdict = self.admit(env)
         state = self.cores.state_for(env)
+        if state is not None and orphan_of_refused(
+            state, env, self.sync_refusals.get(state.market_id)
+        ):
+            return True
+        verdict = self.admit(env)
         return refused_for_good(verdict, kept=state is not None and state.holds(env.id))
 
     def sync_with(self, peer: ID) -> None:
@@ -964,6 +968,19 @@ def held_for_sync(state: MarketState) -> Callable[[bytes], bool]:
     not held any more, and is fetched again."""
     orphans = {mid for children in state.pending.values() for mid in children}
     return lambda mid: state.holds(mid) or mid in orphans
+
+
+def orphan_of_refused(state: MarketState, env: Envelope, refusals: Refusals | None) -> bool:
+    """Whether a synced message would wait, as an orphan, for a parent this node
+    refused for good (an ask past its retention horizon): it would wait until its own
+    horizon, up to a market lifetime later, for a parent that can never come, and
+    held orphans are part of `state_hash`. A peer whose clock lags ours by less than
+    the skew still serves an ask and its commits for a moment after we forgot them;
+    the peers that forgot them hold neither. Refused for good too, unapplied."""
+    if refusals is None or state.holds(env.id):
+        return False
+    parent = missing_parent(state, env)
+    return parent is not None and parent in refusals
 
 
 def submitted(env_id: bytes, verdict: Verdict) -> Submitted:

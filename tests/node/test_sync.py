@@ -10,10 +10,10 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
-from p2p_market.core.envelope import Envelope, market_id, message_id
+from p2p_market.core.envelope import Envelope, market_id, message_id, parse
 from p2p_market.core.state import MarketState
 from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
-from p2p_market.node.runtime import held_for_sync
+from p2p_market.node.runtime import held_for_sync, orphan_of_refused
 from p2p_market.node.sync import (
     PROTOCOL,
     Digest,
@@ -411,8 +411,12 @@ class LateJoiner:
     def __init__(self, now: int) -> None:
         self.state = MarketState(MARKET)
         self.now = now
+        self.refusals: Refusals | None = None
 
     def apply(self, raw: bytes) -> bool:
+        env = parse(raw)
+        if orphan_of_refused(self.state, env, self.refusals):
+            return True
         verdict, _ = self.state.apply(raw, self.now)
         return refused_for_good(verdict, kept=self.state.holds(message_id(raw)))
 
@@ -421,6 +425,7 @@ async def _rounds(
     refusals: Refusals, joiner: LateJoiner, server: SyncServer, n: int
 ) -> list[SyncReport]:
     reports = []
+    joiner.refusals = refusals
     async with running_hosts(*keys("sync-refused", 2)) as (client, peer):
         server.attach(peer)
         for _ in range(n):
@@ -490,3 +495,26 @@ async def test_held_orphans_and_transient_refusals() -> None:
     again = await _rounds(Refusals(), early, SyncServer(serving(origin)), 2)
     assert again[0].applied == len(book) and again[0].refused == 0  # from the future
     assert again[1].applied == len(book)
+
+
+async def test_the_children_of_an_ask_refused_for_good_are_not_held_as_orphans() -> None:
+    """A peer whose clock lags ours still serves, for a moment, an ask we forgot (past
+    its retention horizon: refused for good) and its commits, which are not stale yet
+    by the rules (their horizon is a lifetime later). Held as orphans, they waited for
+    a parent that can never come, and held orphans are part of `state_hash`: the node
+    disagreed with every peer that had forgotten both, for up to a market lifetime.
+    They are refused for good with their parent."""
+    book = make_book(provers=8, requesters=2, asks_each=2)
+    origin = filled(book)  # the lagging peer
+    asks = [env.message for env in origin.stored_envelopes() if env.kind == 3]
+    later = max(a.expires_at for a in asks) + 2 * MARKET.max_lifetime_ms + 1  # type: ignore[attr-defined]
+    joiner = LateJoiner(later)
+    (report,) = await _rounds(Refusals(), joiner, SyncServer(serving(origin)), 1)
+    children = [raw for raw in book if raw[1] == 5]
+    assert children  # commits: refused with their asks, not held
+    assert report.applied == len(book) and report.refused == len(asks) + len(children)
+    assert not joiner.state.pending and not joiner.state.asks
+    caught_up = filled(book)  # a peer that was there, and forgot at the same rules
+    caught_up.tick(later)
+    joiner.state.tick(later)
+    assert joiner.state.state_hash() == caught_up.state_hash()
