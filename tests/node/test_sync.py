@@ -11,6 +11,7 @@ from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
 from p2p_market.core.envelope import Envelope, market_id, message_id, parse
+from p2p_market.core.messages import Ask
 from p2p_market.core.state import MarketState
 from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
 from p2p_market.node.runtime import held_for_sync, orphan_of_refused
@@ -506,8 +507,8 @@ async def test_the_children_of_an_ask_refused_for_good_are_not_held_as_orphans()
     They are refused for good with their parent."""
     book = make_book(provers=8, requesters=2, asks_each=2)
     origin = filled(book)  # the lagging peer
-    asks = [env.message for env in origin.stored_envelopes() if env.kind == 3]
-    later = max(a.expires_at for a in asks) + 2 * MARKET.max_lifetime_ms + 1  # type: ignore[attr-defined]
+    asks = [env.message for env in origin.stored_envelopes() if isinstance(env.message, Ask)]
+    later = max(a.expires_at for a in asks) + 2 * MARKET.max_lifetime_ms + 1
     joiner = LateJoiner(later)
     (report,) = await _rounds(Refusals(), joiner, SyncServer(serving(origin)), 1)
     children = [raw for raw in book if raw[1] == 5]
