@@ -38,9 +38,12 @@ horizon, of another market or of an unknown kind: verdicts that time cannot turn
 is remembered (`Refusals`, per market, bounded) and not fetched again, from any
 peer: otherwise every round would download it again from each peer that still
 holds it (issue 13: a node back from a long partition downloaded the same 175
-refused messages every 30 s). The node's `apply` says which bodies those are;
-one it holds as an orphan, or refuses for now (from the future, a log that cannot
-be written), is fetched again later.
+refused messages every 30 s). The node's `apply` says which bodies those are
+(`refused_for_good`; and a message whose missing parent was refused for good is
+refused with it, not held as an orphan: `runtime.orphan_of_refused`); one it
+refuses for now (from the future, a log that cannot be written) is fetched again
+later, and one it holds as an orphan is not (`holds` counts it: the node's
+`runtime.held_for_sync`).
 
 The server answers from a snapshot of `source(market)` (the node passes
 `lambda m: states[m].stored_envelopes()`), sorted once and shared by the requests
