@@ -165,6 +165,7 @@ async def connect_all(
                     info = info_from_p2p_addr(multiaddr.Multiaddr(candidate))
                     if info.peer_id == own:
                         return
+                    unblock(host, info.peer_id)
                     try:
                         await host.connect(info)
                         return
@@ -180,6 +181,22 @@ async def connect_all(
         for addr in addrs:
             nursery.start_soon(dial, addr)
     return failures
+
+
+def unblock(host: IHost, peer: ID) -> None:
+    """Lift py-libp2p's negative cache for `peer` before a dial we chose to make.
+
+    The swarm refuses, for 60 s after the last failure, to dial a peer whose every
+    address failed ("recently failed all addresses (negative cache)"), without
+    trying. A node that redials its peers every few seconds through a partition
+    keeps that block fresh, so its first dial after the link comes back was refused
+    for up to a minute: it missed what was published meanwhile, and the asks among
+    that expired before it could sync (issue 13). The callers pace their own dials
+    (the node's keeper redials every PEER_POLL_S while it has no peer)."""
+    network = host.get_network()
+    lift = getattr(network, "unblock_peer", None)
+    if callable(lift):
+        lift(peer)
 
 
 StreamHandler = Callable[[INetStream], Awaitable[None]]

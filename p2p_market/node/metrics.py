@@ -33,6 +33,8 @@ from p2p_market.node.http import Limits, Request, Response, error_response, serv
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
+    from p2p_market.node.sync import SyncReport
+
 OTHER: Final = "other"
 
 DELIVERY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -69,6 +71,24 @@ class NodeMetrics:
         self.peers = Gauge("peers", "Connected peers", registry=r)
         self.sync_runs = Counter("sync_runs", "Sync runs, by outcome", ["outcome"], registry=r)
         self.sync_envelopes = Counter("sync_envelopes", "Envelopes fetched by sync", registry=r)
+        self.sync_bytes = Counter("sync_bytes", "Bytes of the bodies fetched by sync", registry=r)
+        self.sync_refused = Counter(
+            "sync_refused", "Bodies fetched by sync and refused for good", registry=r
+        )
+        self.sync_refetched = Counter(
+            "sync_refetched",
+            "Bodies fetched by sync that had been refused for good before (should stay 0)",
+            registry=r,
+        )
+        self.sync_skipped = Counter(
+            "sync_skipped", "Ids a peer listed that were refused before: not fetched", registry=r
+        )
+        self.sync_catch_up = Gauge(
+            "sync_catch_up_seconds",
+            "From the first connection after a time with no peer to the end of the first"
+            " sync that reached a peer",
+            registry=r,
+        )
         self.delivery_latency = Histogram(
             "delivery_latency_seconds",
             "Receive time minus the message's signed timestamp",
@@ -114,6 +134,15 @@ class NodeMetrics:
         self.sync_runs.labels(outcome).inc()
         if envelopes:
             self.sync_envelopes.inc(envelopes)
+
+    def sync_report(self, report: SyncReport) -> None:
+        self.sync_bytes.inc(report.body_bytes)
+        self.sync_refused.inc(report.refused)
+        self.sync_refetched.inc(report.refetched)
+        self.sync_skipped.inc(report.skipped)
+
+    def caught_up(self, seconds: float) -> None:
+        self.sync_catch_up.set(seconds)
 
     def delivered(self, received_ms: int, signed_ms: int) -> None:
         """A message arrived; a signed time ahead of ours (skew) counts as zero."""

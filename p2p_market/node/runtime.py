@@ -57,7 +57,7 @@ from p2p_market.node.known_peers import KnownPeers
 from p2p_market.node.metrics import NodeMetrics, serve_metrics
 from p2p_market.node.newcomers import NewcomerHoldings
 from p2p_market.node.storage import EnvelopeLog, StorageError, WriteFailed
-from p2p_market.node.sync import SyncServer, sync_market
+from p2p_market.node.sync import CatchUp, Refusals, SyncServer, refused_for_good, sync_market
 from p2p_market.proving.snark import artifact_dirs
 
 if TYPE_CHECKING:
@@ -233,6 +233,10 @@ class Node:
         self.host: IHost | None = None
         self.gossip: Gossip | None = None
         self.sync_server = SyncServer(self._sync_source)
+        self.sync_refusals: dict[bytes, Refusals] = {m: Refusals() for m in self.states}
+        """What sync fetched and the core refused for good, per market: not fetched
+        again (node/sync.py)."""
+        self.catch_up = CatchUp()
         self.known = KnownMarkets()
         """Markets peers announce (node/discovery.py): GET /v1/markets/known."""
         self.discovery: Discovery | None = None
@@ -396,8 +400,8 @@ class Node:
 
     def _on_connected(self, peer: ID) -> None:
         """A connection (in or out) came up: sync with that peer at once."""
-        self._new_peers.add(peer)
-        self._wake.set()
+        self.catch_up.connected(trio.current_time())
+        self.sync_with(peer)
         if self.discovery is not None:
             self.discovery.peer_connected()
 
@@ -567,6 +571,7 @@ class Node:
                 linked = set(peers.connected_peers(host))
             self._remember(host, linked, scopes)
             self.metrics.set_peers(len(linked))
+            self.catch_up.peers(len(linked))
             new = self._new_peers & linked  # one that came and went has nothing to give
             self._new_peers.clear()
             orphaned = self._parents_due(now)
@@ -648,18 +653,25 @@ class Node:
         linked = peers.connected_peers(self.host)
         if not linked:
             return
+        reached = True
         for mid, state in self.states.items():
             report = await sync_market(
                 self.host,
                 linked,
                 mid,
-                holds=state.holds,
+                holds=held_for_sync(state),
                 apply=self._apply_synced,
                 mine=self.sync_server.digest(mid),
                 timeout_s=SYNC_TIMEOUT_S,
                 prefer=sorted(prefer, key=lambda p: p.to_bytes())[:TARGET_PEERS],
+                refusals=self.sync_refusals.setdefault(mid, Refusals()),
             )
             self.metrics.sync_run("ok" if report.ok_peers else "failed", report.applied)
+            self.metrics.sync_report(report)
+            reached = reached and report.ok_peers > 0
+        caught_up = self.catch_up.synced(reached, trio.current_time())
+        if caught_up is not None:
+            self.metrics.caught_up(caught_up)
 
     async def connect_peers(self, addrs: list[str]) -> dict[str, Any]:
         """Dial `addrs` (full multiaddrs, with /p2p/) now, and redial them later like
@@ -682,8 +694,27 @@ class Node:
             "peers": len(peers.connected_peers(self.host)),
         }
 
-    def _apply_synced(self, raw: bytes) -> None:
-        self.apply_raw(raw)
+    def _apply_synced(self, raw: bytes) -> bool:
+        """Apply a body sync fetched; True if it is refused for good (not kept, and
+        no later round would keep it), so that sync never fetches it again."""
+        verdict, env = check_envelope(raw)
+        if env is None:
+            return refused_for_good(verdict, kept=False)
+        state = self.cores.state_for(env)
+        if state is not None and orphan_of_refused(
+            state, env, self.sync_refusals.get(state.market_id)
+        ):
+            return True
+        verdict = self.admit(env)
+        return refused_for_good(verdict, kept=state is not None and state.holds(env.id))
+
+    def sync_with(self, peer: ID) -> None:
+        """Sync with `peer` now, first among the peers asked (a peer that just came
+        back holds what the others lack, and this node may lack what it missed while
+        the link was down): the keeper wakes and runs it without waiting for its
+        period. Called whenever a connection comes up, in either direction."""
+        self._new_peers.add(peer)
+        self._wake.set()
 
     def request_sync(self) -> None:
         """Ask the connection keeper to sync now (e.g. after a role saw a gap)."""
@@ -725,6 +756,11 @@ class Node:
             "api_port": self.api_port,
             "metrics_port": self.metrics_port,
             "admitted": self.admitted,
+            "sync": {
+                "catch_up_s": self.catch_up.last_s,
+                "refused": sum(len(r) for r in self.sync_refusals.values()),
+                "refetched": sum(r.refetched for r in self.sync_refusals.values()),
+            },
             "storage": "ok" if self.log_health.failing is None else str(self.log_health.failing),
             **{name: source() for name, source in self.status_sources.items()},
         }
@@ -940,6 +976,30 @@ def missing_parent(state: MarketState, env: Envelope) -> bytes | None:
     if isinstance(bid, bytes) and not state.holds(bid):
         return bid
     return None
+
+
+def held_for_sync(state: MarketState) -> Callable[[bytes], bool]:
+    """What sync need not fetch: what the core holds, and the orphans it holds for
+    their parents (fetching one again brings nothing: it waits for its parent, which
+    the listing fetches first if the peer has it). Before, each round downloaded
+    every held orphan again (issue 13: the commits, proofs and receipts of asks a
+    node had refused, 175 messages every 30 s). An orphan evicted from the pool is
+    not held any more, and is fetched again."""
+    orphans = {mid for children in state.pending.values() for mid in children}
+    return lambda mid: state.holds(mid) or mid in orphans
+
+
+def orphan_of_refused(state: MarketState, env: Envelope, refusals: Refusals | None) -> bool:
+    """Whether a synced message would wait, as an orphan, for a parent this node
+    refused for good (an ask past its retention horizon): it would wait until its own
+    horizon, up to a market lifetime later, for a parent that can never come, and
+    held orphans are part of `state_hash`. A peer whose clock lags ours by less than
+    the skew still serves an ask and its commits for a moment after we forgot them;
+    the peers that forgot them hold neither. Refused for good too, unapplied."""
+    if refusals is None or state.holds(env.id):
+        return False
+    parent = missing_parent(state, env)
+    return parent is not None and parent in refusals
 
 
 def submitted(env_id: bytes, verdict: Verdict) -> Submitted:

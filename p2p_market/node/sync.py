@@ -33,6 +33,18 @@ peer never holds up the others. An id is fetched from one peer at a time: the
 peer that lists it first claims it; if that peer fails, its claims are released
 and another peer that listed the id fetches it.
 
+A body the node refuses for good (REJECTed, or IGNOREd as stale, expired past its
+horizon, of another market or of an unknown kind: verdicts that time cannot turn)
+is remembered (`Refusals`, per market, bounded) and not fetched again, from any
+peer: otherwise every round would download it again from each peer that still
+holds it (issue 13: a node back from a long partition downloaded the same 175
+refused messages every 30 s). The node's `apply` says which bodies those are
+(`refused_for_good`; and a message whose missing parent was refused for good is
+refused with it, not held as an orphan: `runtime.orphan_of_refused`); one it
+refuses for now (from the future, a log that cannot be written) is fetched again
+later, and one it holds as an orphan is not (`holds` counts it: the node's
+`runtime.held_for_sync`).
+
 The server answers from a snapshot of `source(market)` (the node passes
 `lambda m: states[m].stored_envelopes()`), sorted once and shared by the requests
 of one conversation and, for `cache_s`, by every conversation: several peers that
@@ -60,6 +72,7 @@ from libp2p.peer.id import ID
 from p2p_market.core.envelope import Envelope, message_id
 from p2p_market.core.limits import MAX_ENVELOPE_BYTES
 from p2p_market.core.messages import MESSAGE_TYPES, Kind
+from p2p_market.core.verdict import Reason, Status, Verdict
 from p2p_market.net import host as host_net
 from p2p_market.net.host import guarded
 from p2p_market.node.wire import WireError, close_quietly, read_msg, write_msg
@@ -84,7 +97,14 @@ _PARENT_KINDS: Final = frozenset({Kind.MARKET, Kind.BID, Kind.ASK})
 
 Source = Callable[[bytes], list[Envelope] | None]
 Holds = Callable[[bytes], bool]
-Apply = Callable[[bytes], Awaitable[None] | None]
+Apply = Callable[[bytes], Awaitable[bool | None] | bool | None]
+"""Hand a fetched body to the node; True means "refused for good: never fetch it
+again" (see `Refusals`), anything else that it was kept or may be worth a retry."""
+
+MAX_REFUSALS: Final = 100_000
+"""Refused ids remembered per market (least recently refused forgotten first): 32
+bytes and change each, so a peer that lists junk costs at most ~5 MB of memory, and
+one forgotten id costs one more download."""
 
 
 class SyncError(Exception):
@@ -478,6 +498,90 @@ def _id(value: object, name: str) -> bytes:
 # -- client --------------------------------------------------------------------------
 
 
+FINAL_IGNORES: Final = frozenset(
+    {Reason.EXPIRED, Reason.STALE, Reason.WRONG_MARKET, Reason.UNKNOWN_KIND}
+)
+"""IGNOREs that time cannot turn into a keep (time only moves on: what is expired
+or stale now stays so). Not among them: `from_future` (it comes due), `orphan`
+(held until its parent comes), refusals by a log that cannot be written, and
+everything the core stores though it IGNOREs it (checked by `kept`)."""
+
+
+def refused_for_good(verdict: Verdict, kept: bool) -> bool:
+    """Whether a synced body the node did not keep would be refused again by any
+    later round: a REJECT (its form, signature or a rule over the parents its ids
+    name: the same bytes are judged the same), or one of `FINAL_IGNORES`."""
+    if kept:
+        return False
+    return verdict.status is Status.REJECT or (
+        verdict.status is Status.IGNORE and verdict.reason in FINAL_IGNORES
+    )
+
+
+class CatchUp:
+    """How long a node took to catch up after it came back: from the first
+    connection after a time with no peer to the end of the first sync run after it
+    that reached a peer for every market (`last_s`). What the node can see alone;
+    whether it then agrees with the others is theirs to compare (state_hash)."""
+
+    def __init__(self) -> None:
+        self.isolated = True
+        """No peer (a node that starts is isolated until its first connection)."""
+        self.reconnected_at: float | None = None
+        self.last_s: float | None = None
+        self.times = 0
+
+    def peers(self, count: int) -> None:
+        if count == 0:
+            self.isolated = True
+            self.reconnected_at = None
+
+    def connected(self, now: float) -> None:
+        if self.isolated and self.reconnected_at is None:
+            self.reconnected_at = now
+
+    def synced(self, ok: bool, now: float) -> float | None:
+        """A sync run ended; the catch-up time if this run ended one."""
+        if not ok or self.reconnected_at is None:
+            return None
+        self.last_s = now - self.reconnected_at
+        self.isolated = False
+        self.reconnected_at = None
+        self.times += 1
+        return self.last_s
+
+
+class Refusals:
+    """Ids this node fetched by sync and refused for good, so that no later round
+    fetches them again from any peer. Bounded (`max_ids`, least recently refused
+    forgotten first): forgetting one costs a download, never a message.
+
+    `skip=False` remembers without skipping, so that `refetched` counts what the
+    node would download again without this memory (the before/after figure)."""
+
+    def __init__(self, max_ids: int = MAX_REFUSALS, *, skip: bool = True) -> None:
+        self.max_ids = max_ids
+        self.skip = skip
+        self._ids: OrderedDict[bytes, None] = OrderedDict()
+        self.refetched = 0
+        """Bodies downloaded again after they had been refused for good."""
+
+    def __contains__(self, mid: object) -> bool:
+        return mid in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def skips(self, mid: bytes) -> bool:
+        return self.skip and mid in self._ids
+
+    def note(self, mid: bytes) -> None:
+        self._ids[mid] = None
+        self._ids.move_to_end(mid)
+        while len(self._ids) > self.max_ids:
+            self._ids.popitem(last=False)
+
+
 @dataclass
 class PeerSync:
     """How the conversation with one peer went."""
@@ -495,6 +599,10 @@ class PeerSync:
     """Bodies that were not for an id we asked this peer for: dropped."""
     unknown_kinds: int = 0
     """Ids listed with a kind this version does not know: not fetched."""
+    skipped: int = 0
+    """Ids listed that this node refused for good before (`Refusals`): not fetched."""
+    body_bytes: int = 0
+    """Bytes of the bodies received from this peer."""
 
 
 @dataclass
@@ -503,6 +611,11 @@ class SyncReport:
     peers: list[PeerSync] = field(default_factory=list)
     applied: int = 0
     """Bodies handed to `apply` (which decides whether to keep them)."""
+    refused: int = 0
+    """Of those, bodies `apply` refused for good (remembered in `Refusals`)."""
+    refetched: int = 0
+    """Of those, bodies refused for good before: downloaded again (0 unless the
+    refusals were forgotten or are not skipped)."""
     apply_errors: int = 0
     elapsed_s: float = 0.0
 
@@ -522,20 +635,45 @@ class SyncReport:
     def ok_peers(self) -> int:
         return sum(1 for p in self.peers if p.ok)
 
+    @property
+    def skipped(self) -> int:
+        return sum(p.skipped for p in self.peers)
+
+    @property
+    def body_bytes(self) -> int:
+        return sum(p.body_bytes for p in self.peers)
+
 
 class _Fetch:
     """What the peer tasks of one `sync_market` call share: who is fetching what."""
 
-    def __init__(self, holds: Holds, apply: Apply, report: SyncReport) -> None:
+    def __init__(
+        self, holds: Holds, apply: Apply, report: SyncReport, refusals: Refusals | None
+    ) -> None:
         self.holds = holds
         self.apply = apply
         self.report = report
+        self.refusals = refusals
         self.owner: dict[bytes, PeerSync] = {}
         self.done: set[bytes] = set()
         self.changed = trio.Event()
 
     def needed(self, mid: bytes) -> bool:
-        return mid not in self.done and not self.holds(mid)
+        return (
+            mid not in self.done
+            and not self.holds(mid)
+            and not (self.refusals is not None and self.refusals.skips(mid))
+        )
+
+    def refused_before(self, mid: bytes) -> bool:
+        """Held, fetched in this run, or refused for good: what a listing need not
+        fetch (counted as skipped when only the last holds)."""
+        return (
+            self.refusals is not None
+            and self.refusals.skips(mid)
+            and mid not in self.done
+            and not self.holds(mid)
+        )
 
     def release(self, me: PeerSync, ids: Iterable[bytes]) -> None:
         for mid in ids:
@@ -545,15 +683,24 @@ class _Fetch:
         self.changed = trio.Event()
 
     async def give(self, raw: bytes) -> None:
-        self.done.add(message_id(raw))
+        mid = message_id(raw)
+        self.done.add(mid)
         self.report.applied += 1
+        if self.refusals is not None and mid in self.refusals:
+            self.report.refetched += 1
+            self.refusals.refetched += 1
         try:
             result = self.apply(raw)
             if inspect.isawaitable(result):
-                await result
+                result = await result
         except Exception:
             self.report.apply_errors += 1
             log.exception("apply failed on a synced envelope")
+            return
+        if result is True:
+            self.report.refused += 1
+            if self.refusals is not None:
+                self.refusals.note(mid)
 
 
 class _Conversation:
@@ -625,6 +772,7 @@ class _Conversation:
                 self.me.unsolicited += 1
                 continue
             got[mid] = raw
+            self.me.body_bytes += len(raw)
         self.me.received += len(got)
         gone = {m for m in missing if type(m) is bytes and m in asked and m not in got}
         return got, gone
@@ -660,6 +808,7 @@ async def _sync_peer(
         listed = await talk.list_ids(page_limit)
         known = [item for item in listed if item[1] in MESSAGE_TYPES]
         me.unknown_kinds = len(listed) - len(known)
+        me.skipped = sum(1 for mid, _ in known if fetch.refused_before(mid))
         pending = [mid for mid, _ in sorted(known, key=_fetch_order) if fetch.needed(mid)]
         while pending:
             pick: list[bytes] = []
@@ -721,6 +870,7 @@ async def sync_market(
     batch: int = MAX_BODIES_PER_REPLY,
     rng: random.Random | None = None,
     prefer: Iterable[ID] = (),
+    refusals: Refusals | None = None,
 ) -> SyncReport:
     """Fetch from up to `max_peers` of `peers` every envelope of `market` they hold
     and `holds` says we lack, handing each body to `apply`.
@@ -735,7 +885,9 @@ async def sync_market(
     `timeout_s` bounds each step with a peer (dial, each round trip), so a dead or
     stalled peer is given up after that long while the others carry on. `mine` is
     our own digest (`SyncServer.digest`): a peer with the same one costs one round
-    trip. Never raises for a peer's failure: the report says what happened."""
+    trip. `refusals` (the node keeps one per market across runs) is where the
+    bodies `apply` refuses for good are remembered, and not fetched again. Never
+    raises for a peer's failure: the report says what happened."""
     started = trio.current_time()
     report = SyncReport(market)
     own = host.get_id()
@@ -744,7 +896,7 @@ async def sync_market(
     rest = [p for p in candidates if p not in first]
     room = max(0, min(max_peers - len(first), len(rest)))
     chosen = first + (rng or random.Random()).sample(rest, room)
-    fetch = _Fetch(holds, apply, report)
+    fetch = _Fetch(holds, apply, report, refusals)
     batch = max(1, min(batch, MAX_BODIES_PER_REPLY))
     page_limit = max(1, min(page_limit, MAX_IDS_PER_PAGE))
     async with trio.open_nursery() as nursery:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from p2p_market.core.envelope import message_id
+from p2p_market.core.envelope import message_id, parse
 from p2p_market.core.state import MarketState
 from p2p_market.markets.devnet import Actor
 
@@ -145,6 +145,40 @@ def test_any_order_gives_the_same_state(data: st.DataObject, history: list[bytes
     assert a.state_hash() == b.state_hash() == c.state_hash()
     assert winners(a) == winners(b) == winners(c)
     assert sorted(a.evidence) == sorted(c.evidence)
+
+
+AWAY = T0 + 1_500 + 60_000 + 10_000
+"""Later than every ask of `histories` expired (placed by T0 + 1.5 s, ttl at most
+60 s), long before any retention horizon (twice the market's lifetime after)."""
+
+
+@given(data=st.data(), history=histories())
+def test_a_node_away_for_the_asks_whole_lives_ends_with_the_same_state(
+    data: st.DataObject, history: list[bytes]
+) -> None:
+    """A node that took every message as it was signed, ticking along (archiving
+    what finished), and one cut off until every ask had expired that then gets the
+    lot at once, in any order (a sync after a long partition), hold the same set
+    and compute the same state: an expired ask is kept (IGNORE `expired`, stored
+    until its horizon), so its commits, proofs and receipts are not orphans."""
+    names = {a.public_key: a.name for a in PROVERS + REQUESTERS}
+    note("\n".join(describe(raw, names) for raw in history))
+    signed = sorted(history, key=lambda raw: (parse(raw).message.timestamp, message_id(raw)))  # type: ignore[union-attr]
+    live = MarketState(MARKET)
+    for raw in signed:
+        at = parse(raw).message.timestamp  # type: ignore[union-attr]
+        live.tick(at)
+        live.apply(raw, at + data.draw(st.integers(0, SKEW)))
+        assert live.check_invariants() == []
+    live.tick(AWAY)
+    away = MarketState(MARKET)
+    for raw in data.draw(st.permutations(history)):
+        away.apply(raw, AWAY)
+    away.tick(AWAY)
+    assert away.check_invariants() == []
+    assert sorted(away.seen) == sorted(live.seen) and sorted(away.evidence) == sorted(live.evidence)
+    assert away.state_hash() == live.state_hash()
+    assert winners(away) == winners(live)
 
 
 def test_the_hash_notices_a_missing_message() -> None:

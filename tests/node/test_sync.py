@@ -10,15 +10,19 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
-from p2p_market.core.envelope import Envelope, market_id, message_id
+from p2p_market.core.envelope import Envelope, market_id, message_id, parse
+from p2p_market.core.messages import Ask
 from p2p_market.core.state import MarketState
 from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
+from p2p_market.node.runtime import held_for_sync, orphan_of_refused
 from p2p_market.node.sync import (
     PROTOCOL,
     Digest,
+    Refusals,
     SyncReport,
     SyncServer,
     _Snapshot,
+    refused_for_good,
     sync_market,
 )
 from tests.newer import LATER_KIND, later_kind
@@ -398,3 +402,120 @@ async def test_every_preferred_peer_is_asked_whatever_max_peers_says() -> None:
     assert sorted(e.id for e in joiner.state.stored_envelopes()) == sorted(
         message_id(raw) for raw in book
     )
+
+
+class LateJoiner:
+    """A syncing side whose clock is past every horizon of the book (or the peer's
+    clock lags: it still serves what this node has forgotten), applying as the node
+    does (`Node._apply_synced`): whatever it refuses for good is said so."""
+
+    def __init__(self, now: int) -> None:
+        self.state = MarketState(MARKET)
+        self.now = now
+        self.refusals: Refusals | None = None
+
+    def apply(self, raw: bytes) -> bool:
+        env = parse(raw)
+        if orphan_of_refused(self.state, env, self.refusals):
+            return True
+        verdict, _ = self.state.apply(raw, self.now)
+        return refused_for_good(verdict, kept=self.state.holds(message_id(raw)))
+
+
+async def _rounds(
+    refusals: Refusals, joiner: LateJoiner, server: SyncServer, n: int
+) -> list[SyncReport]:
+    reports = []
+    joiner.refusals = refusals
+    async with running_hosts(*keys("sync-refused", 2)) as (client, peer):
+        server.attach(peer)
+        for _ in range(n):
+            with trio.fail_after(10):
+                reports.append(
+                    await sync_market(
+                        client,
+                        [peer.get_id()],
+                        MID,
+                        held_for_sync(joiner.state),
+                        joiner.apply,
+                        timeout_s=5,
+                        refusals=refusals,
+                    )
+                )
+    return reports
+
+
+async def test_what_was_refused_for_good_is_not_downloaded_again() -> None:
+    """Issue 13: every round of anti-entropy downloaded again, from each peer that
+    still held them, the bodies the node had refused for good (past their horizon
+    here; expired asks in the issue). Remembered, they are listed and skipped: the
+    second round costs a digest and a listing. Without the memory (skip=False, the
+    old behaviour) every round downloads them all again."""
+    book = make_book(provers=40, requesters=10, asks_each=2)
+    origin = filled(book)
+    later = NOW + 10 * MARKET.max_lifetime_ms  # past every horizon of the book
+    remembered = Refusals()
+    first, second = await _rounds(remembered, LateJoiner(later), SyncServer(serving(origin)), 2)
+    assert first.applied == first.refused == len(book) == len(remembered)
+    assert (second.applied, second.skipped, second.refetched) == (0, len(book), 0)
+    assert second.round_trips == 2  # digest, one page of ids
+    forgetful = Refusals(skip=False)
+    reports = await _rounds(forgetful, LateJoiner(later), SyncServer(serving(origin)), 3)
+    assert [r.applied for r in reports] == [len(book)] * 3
+    assert [r.refetched for r in reports] == [0, len(book), len(book)]
+    print(
+        f"{len(book)} bodies refused for good: later rounds download {second.body_bytes} bytes"
+        f" (without the memory {reports[1].body_bytes} bytes a round)"
+    )
+
+
+async def test_held_orphans_and_transient_refusals() -> None:
+    """A commit whose ask the peer does not serve is held as an orphan: fetching it
+    again brings nothing (it waits for its parent), so the next round skips it,
+    without remembering it as refused (an orphan evicted from the pool is fetched
+    again). A body from the future is refused for now, not for good: fetched again."""
+    book = make_book(provers=8, requesters=2, asks_each=2)
+    origin = filled(book)
+    commits = [env for env in origin.stored_envelopes() if env.kind == 5]
+    assert commits
+
+    def only_commits(market: bytes) -> list[Envelope] | None:
+        return commits if market == MID else None
+
+    joiner = LateJoiner(NOW)
+    bids = [raw for raw in book if raw[1] == 2]
+    for raw in bids:  # it has the bids, not the asks
+        assert joiner.state.apply(raw, NOW)[0].accepted
+    refusals = Refusals()
+    first, second = await _rounds(refusals, joiner, SyncServer(only_commits), 2)
+    assert first.applied == len(commits) and first.refused == 0 and len(refusals) == 0
+    assert sum(len(kids) for kids in joiner.state.pending.values()) == len(commits)
+    assert second.applied == 0 and second.ok_peers == 1
+
+    early = LateJoiner(NOW - 60_000)  # a clock a minute behind the book's
+    again = await _rounds(Refusals(), early, SyncServer(serving(origin)), 2)
+    assert again[0].applied == len(book) and again[0].refused == 0  # from the future
+    assert again[1].applied == len(book)
+
+
+async def test_the_children_of_an_ask_refused_for_good_are_not_held_as_orphans() -> None:
+    """A peer whose clock lags ours still serves, for a moment, an ask we forgot (past
+    its retention horizon: refused for good) and its commits, which are not stale yet
+    by the rules (their horizon is a lifetime later). Held as orphans, they waited for
+    a parent that can never come, and held orphans are part of `state_hash`: the node
+    disagreed with every peer that had forgotten both, for up to a market lifetime.
+    They are refused for good with their parent."""
+    book = make_book(provers=8, requesters=2, asks_each=2)
+    origin = filled(book)  # the lagging peer
+    asks = [env.message for env in origin.stored_envelopes() if isinstance(env.message, Ask)]
+    later = max(a.expires_at for a in asks) + 2 * MARKET.max_lifetime_ms + 1
+    joiner = LateJoiner(later)
+    (report,) = await _rounds(Refusals(), joiner, SyncServer(serving(origin)), 1)
+    children = [raw for raw in book if raw[1] == 5]
+    assert children  # commits: refused with their asks, not held
+    assert report.applied == len(book) and report.refused == len(asks) + len(children)
+    assert not joiner.state.pending and not joiner.state.asks
+    caught_up = filled(book)  # a peer that was there, and forgot at the same rules
+    caught_up.tick(later)
+    joiner.state.tick(later)
+    assert joiner.state.state_hash() == caught_up.state_hash()
