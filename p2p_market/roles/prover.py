@@ -10,8 +10,9 @@ and a new win can never run more proofs at once than the bid promised.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -43,6 +44,9 @@ proof-of-work times vary, and a prover may have bid its typical case."""
 DELIVER_ATTEMPTS: Final = 5
 BUSY_PAUSE_S: Final = 0.5
 """A direct proof refused as busy is tried again after 0.5 s, 1 s, 1.5 s, 2 s."""
+PROVE_TIMES_KEPT: Final = 256
+"""The latest proofs whose timing the node's status shows: enough for a reader that
+polls every few seconds (the simulation's report) to miss none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +59,19 @@ class ProverSettings:
     bid_ttl_ms: int = 600_000
 
 
+@dataclass(frozen=True, slots=True)
+class ProveTime:
+    """One proof the back-end made here. Kept apart from the market's timeline so
+    that a report can tell the proof system's time from the market's (commit window,
+    settling, delivery), which the requester alone cannot."""
+
+    ask: bytes
+    started: int
+    """The node's clock (epoch ms) when the back-end was called."""
+    ms: int
+    """How long the back-end took (monotonic clock, ms)."""
+
+
 @dataclass
 class ProverStats:
     commits: int = 0
@@ -64,6 +81,7 @@ class ProverStats:
     attested: int = 0
     earned: int = 0
     active: dict[bytes, trio.CancelScope] = field(default_factory=dict)
+    prove_times: deque[ProveTime] = field(default_factory=lambda: deque(maxlen=PROVE_TIMES_KEPT))
 
 
 class ProverRole:
@@ -81,6 +99,22 @@ class ProverRole:
         node.hooks.append(self.on_effect)
         node.direct_hooks.append(inbox.deliver)
         node.direct_wants.append(inbox.wants)
+        node.status_sources["prover"] = self.status
+
+    def status(self) -> dict[str, Any]:
+        """What GET /v1/status shows of this role: its counts and the timing of its
+        latest proofs (`PROVE_TIMES_KEPT`)."""
+        s = self.stats
+        return {
+            "commits": s.commits,
+            "won": s.won,
+            "proved": s.proved,
+            "failed": s.failed,
+            "attested": s.attested,
+            "prove_times": [
+                {"ask": t.ask.hex(), "started": t.started, "ms": t.ms} for t in s.prove_times
+            ],
+        }
 
     @property
     def state(self):  # type: ignore[no-untyped-def]
@@ -212,8 +246,12 @@ class ProverRole:
             await self._await_listener(deadline)
             await self._attest(ask_id, beyond)
             return
-        remaining = (deadline - self.node.clock()) / 1000
+        started = self.node.clock()
+        remaining = (deadline - started) / 1000
+        t0 = trio.current_time()
         proof = await self.backend.prove(market, inputs, remaining)
+        took = round((trio.current_time() - t0) * 1000)
+        self.stats.prove_times.append(ProveTime(ask_id, started, took))
         await self._await_listener(deadline)
         await self._deliver(ask_id, env.signer, proof)
 
