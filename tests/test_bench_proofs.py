@@ -27,6 +27,7 @@ def result() -> dict[str, Any]:
 def row(result: dict[str, Any]) -> dict[str, Any]:
     (only,) = result["rows"]
     assert (only["system"], only["circuit"]) == ("groth16", "multiplier")
+    assert isinstance(only, dict)
     return only
 
 
