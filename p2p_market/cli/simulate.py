@@ -112,6 +112,17 @@ def print_summary(console: object, summary: dict[str, object], run_dir: Path) ->
         f" {'yes' if summary['transport_bound'] else 'no'}",
         markup=False,
     )
+    provers = summary.get("provers")
+    assert isinstance(provers, list)
+    for pr in provers:
+        prove, verify = pr["prove_ms"], pr["verify_ms"]
+        p(
+            f"{pr['name']}: {pr['accepted']} accepted of {pr['slots_won']} won, earned"
+            f" {pr['earned']}; {pr['proofs']} proofs, prove ms p50 {prove['p50']}"
+            f" p99 {prove['p99']}; verify ms p50 {verify['p50']} p99 {verify['p99']}"
+            f" ({verify['n']} verified)",
+            markup=False,
+        )
     if summary.get("error"):
         p(f"[bold red]error:[/] {summary['error']}")
     if checks["ok"]:
