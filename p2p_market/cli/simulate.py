@@ -85,6 +85,8 @@ def simulate(
 def print_summary(console: object, summary: dict[str, object], run_dir: Path) -> None:
     from rich.console import Console
 
+    from p2p_market.localnet.report import times_text
+
     assert isinstance(console, Console)
     a = summary["asks"]
     lat = summary["latency_s"]
@@ -115,12 +117,11 @@ def print_summary(console: object, summary: dict[str, object], run_dir: Path) ->
     provers = summary.get("provers")
     assert isinstance(provers, list)
     for pr in provers:
-        prove, verify = pr["prove_ms"], pr["verify_ms"]
         p(
             f"{pr['name']}: {pr['accepted']} accepted of {pr['slots_won']} won, earned"
-            f" {pr['earned']}; {pr['proofs']} proofs, prove ms p50 {prove['p50']}"
-            f" p99 {prove['p99']}; verify ms p50 {verify['p50']} p99 {verify['p99']}"
-            f" ({verify['n']} verified)",
+            f" {pr['earned']}; {pr['proofs']} proofs, prove ms p50 / p99"
+            f" {times_text(pr['prove_ms'])}; verify ms p50 / p99"
+            f" {times_text(pr['verify_ms'])} ({pr['verify_ms']['n']} verified)",
             markup=False,
         )
     if summary.get("error"):

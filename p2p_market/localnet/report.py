@@ -74,6 +74,11 @@ def _r(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(x, digits)
 
 
+def times_text(times: dict[str, Any]) -> str:
+    """ "p50 / p99" of `_times`, or "-" when there were none."""
+    return "-" if not times["n"] else f"{times['p50']} / {times['p99']}"
+
+
 def _times(ms: list[int]) -> dict[str, Any]:
     """p50 / p99 (nearest rank, so whole ms) of some durations, and how many."""
     values: list[float] = list(ms)
@@ -668,8 +673,8 @@ def write_index(summary: dict[str, Any], out: Path) -> None:
                 p["earned"],
                 p["utilisation"],
                 p["proofs"],
-                f"{p['prove_ms']['p50']} / {p['prove_ms']['p99']}",
-                f"{p['verify_ms']['p50']} / {p['verify_ms']['p99']} ({p['verify_ms']['n']})",
+                times_text(p["prove_ms"]),
+                f"{times_text(p['verify_ms'])} ({p['verify_ms']['n']})",
             )
         )
         + "</tr>"

@@ -123,10 +123,23 @@ class ProverRole:
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await self.warm_up()  # before the bid: a win may follow at once
             await self.place_bid()
             self._resume_in_flight()
             nursery.start_soon(self._refresh_bid)
             task_status.started()
+
+    async def warm_up(self) -> None:
+        """Have the back-end ready to prove within the bid's proof time, if it needs
+        readying (snark.py's worker: `warm_up`). A failure is logged, not fatal: the
+        proof will try again, and fail if it must, on its own deadline."""
+        warm = getattr(self.backend, "warm_up", None)
+        if warm is None:
+            return
+        try:
+            await warm(self.state.market)
+        except ProvingError as exc:
+            log.warning("the back-end could not be readied: %s", exc)
 
     async def place_bid(self) -> None:
         s = self.settings
@@ -219,6 +232,8 @@ class ProverRole:
         except ProvingError as exc:
             self.stats.failed += 1
             log.warning("ask %s: proving failed: %s", ask_id.hex()[:16], exc)
+            if self._nursery is not None:  # a timeout killed the worker: ready another
+                self._nursery.start_soon(self.warm_up)
         finally:
             self.stats.active.pop(ask_id, None)
 

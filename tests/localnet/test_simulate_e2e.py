@@ -151,7 +151,7 @@ def test_a_small_real_run_writes_the_report(tmp_path: Path) -> None:
                 assert 0 <= times["p50"] <= times["p99"], p
     assert sum(p["proofs"] for p in provers) > 0
     assert "<h2>Provers</h2>" in (run_dir / "index.html").read_text()
-    assert "proofs, prove ms p50" in done.stdout
+    assert "proofs, prove ms p50 / p99" in done.stdout
     for name in (*PLOTS, "index.html"):
         path = run_dir / name
         assert path.is_file() and path.stat().st_size > 0, name
