@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from p2p_market.bench.proof_market import SPLIT
 from p2p_market.bench.proofs import TARGET_SLACK_MS, proofs_bench
+from p2p_market.cli.bench_proofs import print_table
 from tests.processes import cli
 
 SAMPLE_KEYS = {"p50", "p99", "n", "samples"}
@@ -128,3 +130,14 @@ def test_no_node_is_one_line_exit_2(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "node (Node.js) not found" in lines[0], done.stderr
     assert done.stdout == ""
+
+
+def test_the_table_shows_each_case_and_the_split(result: dict[str, Any]) -> None:
+    console = Console(record=True, width=240)
+    print_table(result, console)
+    text = console.export_text()
+    row = result["rows"][0]
+    overhead = row["market_overhead_ms"]
+    assert "groth16" in text and "multiplier" in text
+    assert f"{overhead['p50']} / {overhead['p99']}" in text
+    assert "protocol wait" in text and str(row["protocol_wait_ms"]) in text
