@@ -104,7 +104,9 @@ async def test_request_proof_returns_a_verified_proof_and_events_tell_the_lifecy
         by_kind = {e.kind: e.detail for e in events}
         me = prover.key.public_key.hex()
         assert by_kind["assigned"] == {"prover": me, "price": 7}
-        assert by_kind["verified"] == {"prover": me, "size": len(proof)}
+        verified = by_kind["verified"]
+        assert verified == {"prover": me, "size": len(proof), "verify_ms": verified["verify_ms"]}
+        assert isinstance(verified["verify_ms"], int) and verified["verify_ms"] >= 0
 
         view = client.status(ask)
         assert view["state"] == "proven" and view["paid"] == 7

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from p2p_market.cli import control, market, prover, request
+from p2p_market.cli.bench_proofs import register as register_bench_proofs
 from p2p_market.cli.common import (
     AnnounceOpt,
     OneLineErrors,
@@ -361,6 +362,7 @@ def node_run(
 
 for commands in (market, prover, request, control):
     commands.register(app)
+register_bench_proofs(bench_app)
 register_simulate(app)
 register_dst(app)
 register_fuzz(app)

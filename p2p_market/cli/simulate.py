@@ -85,6 +85,8 @@ def simulate(
 def print_summary(console: object, summary: dict[str, object], run_dir: Path) -> None:
     from rich.console import Console
 
+    from p2p_market.localnet.report import times_text
+
     assert isinstance(console, Console)
     a = summary["asks"]
     lat = summary["latency_s"]
@@ -112,6 +114,16 @@ def print_summary(console: object, summary: dict[str, object], run_dir: Path) ->
         f" {'yes' if summary['transport_bound'] else 'no'}",
         markup=False,
     )
+    provers = summary.get("provers")
+    assert isinstance(provers, list)
+    for pr in provers:
+        p(
+            f"{pr['name']}: {pr['accepted']} accepted of {pr['slots_won']} won, earned"
+            f" {pr['earned']}; {pr['proofs']} proofs, prove ms p50 / p99"
+            f" {times_text(pr['prove_ms'])}; verify ms p50 / p99"
+            f" {times_text(pr['verify_ms'])} ({pr['verify_ms']['n']} verified)",
+            markup=False,
+        )
     if summary.get("error"):
         p(f"[bold red]error:[/] {summary['error']}")
     if checks["ok"]:

@@ -24,6 +24,8 @@ class SlotTrack:
     assigned_t: int
     end_t: int | None = None
     outcome: str = "assigned"  # assigned | delivered | verified | rejected | timed_out
+    verify_ms: int | None = None
+    """How long the requester's verifier took over this slot's proof, if it judged one."""
 
 
 @dataclass
@@ -137,6 +139,8 @@ class AskBook:
                 slot.outcome = kind
                 if kind != "delivered":
                     slot.end_t = t
+                if type(r.get("verify_ms")) is int:
+                    slot.verify_ms = r["verify_ms"]
             if kind == "verified":
                 self.verified.append(t)
         elif kind == "state":
@@ -226,6 +230,36 @@ class ProcessStats:
 def fetch_stats(api: ApiClient) -> dict[str, Any] | None:
     try:
         return api._object(api.request("GET", "/v1/stats"))
+    except ApiError:
+        return None
+
+
+class ProveTimes:
+    """The proofs each prover node made and how long its back-end took (ms), from
+    the timings its status shows (the prover role keeps its latest ones). Keyed by
+    (ask, start), so that polling again, or a restart, counts no proof twice."""
+
+    def __init__(self) -> None:
+        self.by_node: dict[str, dict[tuple[str, int], int]] = {}
+
+    def feed(self, node: str, status: dict[str, Any] | None) -> None:
+        prover = (status or {}).get("prover")
+        times = prover.get("prove_times") if isinstance(prover, dict) else None
+        mine = self.by_node.setdefault(node, {})
+        for t in times if isinstance(times, list) else []:
+            if not isinstance(t, dict):
+                continue
+            ask, started, ms = t.get("ask"), t.get("started"), t.get("ms")
+            if isinstance(ask, str) and type(started) is int and type(ms) is int:
+                mine[(ask, started)] = ms
+
+    def of(self, node: str) -> list[int]:
+        return list(self.by_node.get(node, {}).values())
+
+
+def fetch_status(api: ApiClient) -> dict[str, Any] | None:
+    try:
+        return api.status()
     except ApiError:
         return None
 

@@ -74,6 +74,17 @@ def _r(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(x, digits)
 
 
+def times_text(times: dict[str, Any]) -> str:
+    """ "p50 / p99" of `_times`, or "-" when there were none."""
+    return "-" if not times["n"] else f"{times['p50']} / {times['p99']}"
+
+
+def _times(ms: list[int]) -> dict[str, Any]:
+    """p50 / p99 (nearest rank, so whole ms) of some durations, and how many."""
+    values: list[float] = list(ms)
+    return {"p50": quantile(values, 0.5), "p99": quantile(values, 0.99), "n": len(ms)}
+
+
 # -- summary ---------------------------------------------------------------------------
 
 
@@ -288,6 +299,13 @@ def build_summary(data: RunData) -> dict[str, Any]:
                         accepted += 1
                         earned += int(price)
         capacity = int(spec.prover.get("capacity", 1))
+        proved = data.prove_times.of(spec.name)
+        verified = [
+            slot.verify_ms
+            for a in tracks
+            for slot in a.slots.values()
+            if slot.prover == key and slot.verify_ms is not None
+        ]
         provers.append(
             {
                 "name": spec.name,
@@ -299,6 +317,9 @@ def build_summary(data: RunData) -> dict[str, Any]:
                 "accepted": accepted,
                 "earned": earned,
                 "utilisation": _r(busy.get(key, 0.0) / (capacity * span), 3) if span else None,
+                "proofs": len(proved),
+                "prove_ms": _times(proved),
+                "verify_ms": _times(verified),
             }
         )
 
@@ -640,6 +661,25 @@ def write_index(summary: dict[str, Any], out: Path) -> None:
         + "</tr>"
         for n in summary["node_stats"]
     )
+    prover_rows = "\n".join(
+        "<tr>"
+        + "".join(
+            f"<td>{e(str(v))}</td>"
+            for v in (
+                p["name"],
+                p["behaviour"],
+                f"{p['price']} / {p['proof_time']} ms / x{p['capacity']}",
+                f"{p['slots_won']} / {p['accepted']}",
+                p["earned"],
+                p["utilisation"],
+                p["proofs"],
+                times_text(p["prove_ms"]),
+                f"{times_text(p['verify_ms'])} ({p['verify_ms']['n']})",
+            )
+        )
+        + "</tr>"
+        for p in summary["provers"]
+    )
     figures = "\n".join(
         f'<figure><img src="{e(name)}" alt="{e(title)}">'
         f"<figcaption>{e(title)}</figcaption></figure>"
@@ -663,6 +703,14 @@ Numbers in <a href="summary.json">summary.json</a>; node logs in <code>nodes/</c
 <table>{table}</table>
 <h2>Plots</h2>
 {figures}
+<h2>Provers</h2>
+<p>Proofs made and how long the prover's back-end took (its own timing); how long the
+requesters' verifier took over its proofs (how many were judged, in brackets).
+Times in ms, p50 / p99.</p>
+<table><tr><th>prover</th><th>behaviour</th><th>price / proof time / capacity</th>
+<th>slots won / accepted</th><th>earned</th><th>utilisation</th><th>proofs</th>
+<th>prove ms</th><th>verify ms</th></tr>
+{prover_rows}</table>
 <h2>Nodes</h2>
 <table><tr><th>node</th><th>role</th><th>behaviour</th><th>starts</th><th>CPU %</th>
 <th>max RSS MB</th><th>frames out</th><th>reorgs</th><th>violations</th></tr>

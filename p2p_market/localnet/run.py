@@ -28,6 +28,7 @@ from p2p_market.localnet.collect import (
     fetch_book,
     fetch_check,
     fetch_stats,
+    fetch_status,
 )
 from p2p_market.localnet.launcher import LaunchError, NodeProcess
 from p2p_market.localnet.progress import Progress
@@ -285,6 +286,9 @@ class Runner:
             stats = None
             if up and n.api is not None:
                 stats = await trio.to_thread.run_sync(fetch_stats, n.api)
+                if n.spec.role == "prover":
+                    status = await trio.to_thread.run_sync(fetch_status, n.api)
+                    self.data.prove_times.feed(n.name, status)
             sample = Sample(t=t, node=n.name, up=up, cpu=cpu, rss=rss)
             if stats is not None and n.pid is not None:
                 g = stats.get("gossip", {})

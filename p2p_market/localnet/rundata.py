@@ -10,7 +10,7 @@ from typing import Any
 
 from p2p_market.core.envelope import market_id
 from p2p_market.localnet.checks import Agreement, NodeFinal
-from p2p_market.localnet.collect import AskBook, Sample
+from p2p_market.localnet.collect import AskBook, ProveTimes, Sample
 from p2p_market.localnet.launcher import NodeProcess
 from p2p_market.localnet.scenario import Scenario
 
@@ -29,6 +29,7 @@ class RunData:
     t0_ms: int
     asks: AskBook = field(default_factory=AskBook)
     samples: list[Sample] = field(default_factory=list)
+    prove_times: ProveTimes = field(default_factory=ProveTimes)
     faults: list[dict[str, Any]] = field(default_factory=list)
     finals: list[NodeFinal] = field(default_factory=list)
     agreement: Agreement | None = None

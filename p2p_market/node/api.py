@@ -1,6 +1,7 @@
 """The local control API: JSON over HTTP on 127.0.0.1, served from a `NodeFacade`.
 
-    GET  /v1/status                    node identity, listen addrs, peers, markets, uptime
+    GET  /v1/status                    node identity, listen addrs, peers, markets, uptime, and
+                                       what its roles tell (a prover: its latest proofs' times)
     GET  /v1/markets                   {"markets": [...]}
     GET  /v1/markets/known             {"markets": [...]}: what peers announce (discovery.py)
     GET  /v1/markets/{id}/book         {"bids": [...], "asks": [...]}

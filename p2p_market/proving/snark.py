@@ -528,6 +528,17 @@ class SnarkBackend:
         reply = await self._call(req, self.timeout_s)
         return reply.get("valid") is True
 
+    async def warm_up(self, market: Market) -> None:
+        """Start the worker (Node.js and snarkjs) and load the market's witness
+        generator now, not at the first proof: a cold start takes a second or more,
+        which a prover that bid a short proof time cannot spend inside a deadline
+        (its first check and prove would time out, and each timeout kills the worker,
+        so the next proof would start cold again). ProvingError if it cannot."""
+        ref = self._ref(market)
+        # Inputs of no signal: the witness generator is compiled, then refuses them.
+        req = {"op": "check", "input": {}, "wasm": await self._artifact(ref, "wasm")}
+        await self._call(req, self.timeout_s)
+
     async def check_inputs(self, market: Market, inputs: bytes) -> bool:
         ref = self._ref(market)
         try:

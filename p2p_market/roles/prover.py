@@ -10,8 +10,9 @@ and a new win can never run more proofs at once than the bid promised.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -40,6 +41,9 @@ and publishes anyway (into the log, for sync to carry later): see `_await_listen
 DELIVER_ATTEMPTS: Final = 5
 BUSY_PAUSE_S: Final = 0.5
 """A direct proof refused as busy is tried again after 0.5 s, 1 s, 1.5 s, 2 s."""
+PROVE_TIMES_KEPT: Final = 256
+"""The latest proofs whose timing the node's status shows: enough for a reader that
+polls every few seconds (the simulation's report) to miss none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +58,19 @@ class ProverSettings:
     bid_ttl_ms: int = 600_000
 
 
+@dataclass(frozen=True, slots=True)
+class ProveTime:
+    """One proof the back-end made here. Kept apart from the market's timeline so
+    that a report can tell the proof system's time from the market's (commit window,
+    settling, delivery), which the requester alone cannot."""
+
+    ask: bytes
+    started: int
+    """The node's clock (epoch ms) when the back-end was called."""
+    ms: int
+    """How long the back-end took (monotonic clock, ms)."""
+
+
 @dataclass
 class ProverStats:
     commits: int = 0
@@ -63,6 +80,7 @@ class ProverStats:
     attested: int = 0
     earned: int = 0
     active: dict[bytes, trio.CancelScope] = field(default_factory=dict)
+    prove_times: deque[ProveTime] = field(default_factory=lambda: deque(maxlen=PROVE_TIMES_KEPT))
 
 
 class ProverRole:
@@ -80,6 +98,22 @@ class ProverRole:
         node.hooks.append(self.on_effect)
         node.direct_hooks.append(inbox.deliver)
         node.direct_wants.append(inbox.wants)
+        node.status_sources["prover"] = self.status
+
+    def status(self) -> dict[str, Any]:
+        """What GET /v1/status shows of this role: its counts and the timing of its
+        latest proofs (`PROVE_TIMES_KEPT`)."""
+        s = self.stats
+        return {
+            "commits": s.commits,
+            "won": s.won,
+            "proved": s.proved,
+            "failed": s.failed,
+            "attested": s.attested,
+            "prove_times": [
+                {"ask": t.ask.hex(), "started": t.started, "ms": t.ms} for t in s.prove_times
+            ],
+        }
 
     @property
     def state(self):  # type: ignore[no-untyped-def]
@@ -88,10 +122,23 @@ class ProverRole:
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await self.warm_up()  # before the bid: a win may follow at once
             await self.place_bid()
             self._resume_in_flight()
             nursery.start_soon(self._refresh_bid)
             task_status.started()
+
+    async def warm_up(self) -> None:
+        """Have the back-end ready to prove within the bid's proof time, if it needs
+        readying (snark.py's worker: `warm_up`). A failure is logged, not fatal: the
+        proof will try again, and fail if it must, on its own deadline."""
+        warm = getattr(self.backend, "warm_up", None)
+        if warm is None:
+            return
+        try:
+            await warm(self.state.market)
+        except ProvingError as exc:
+            log.warning("the back-end could not be readied: %s", exc)
 
     async def place_bid(self) -> None:
         s = self.settings
@@ -185,6 +232,8 @@ class ProverRole:
         except ProvingError as exc:
             self.stats.failed += 1
             log.warning("ask %s: proving failed: %s", ask_id.hex()[:16], exc)
+            if self._nursery is not None:  # a timeout killed the worker: ready another
+                self._nursery.start_soon(self.warm_up)
         finally:
             self.stats.active.pop(ask_id, None)
 
@@ -212,8 +261,12 @@ class ProverRole:
             await self._await_listener(deadline)
             await self._attest(ask_id, understated)
             return
-        remaining = (deadline - self.node.clock()) / 1000
+        started = self.node.clock()
+        remaining = (deadline - started) / 1000
+        t0 = trio.current_time()
         proof = await self.backend.prove(market, inputs, remaining)
+        took = round((trio.current_time() - t0) * 1000)
+        self.stats.prove_times.append(ProveTime(ask_id, started, took))
         await self._await_listener(deadline)
         await self._deliver(ask_id, env.signer, proof)
 

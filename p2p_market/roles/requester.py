@@ -34,7 +34,8 @@ class AskEvent:
 
     ask: bytes
     kind: str  # placed | state | assigned | delivered | verified | rejected | timed_out
-    # | invalid_inputs (detail: prover, reason)
+    # | invalid_inputs (detail: prover, reason); verified and rejected carry
+    # verify_ms, the verifier's time, when it gave a verdict
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -246,20 +247,24 @@ class RequesterRole:
             proof = await self.inbox.wait_for("proof", ask_id, prover, PROOF_WAIT_S)
         tracked = self.asks[ask_id]
         valid = False
+        timing: dict[str, int] = {}
         if proof is not None and sha256(proof) == digest:
+            t0 = trio.current_time()
             try:
                 state = self.node.states[market]
                 valid = await self.backends[market].verify(state.market, tracked.inputs, proof)
             except ProvingError as exc:
                 log.warning("ask %s: verifier failed: %s", ask_id.hex()[:16], exc)
+            else:  # how long the proof system took, apart from the market's waits
+                timing["verify_ms"] = round((trio.current_time() - t0) * 1000)
         # The verdict is told before the receipt: the receipt changes the ask's state.
         if valid:
             assert proof is not None
             tracked.proofs[prover] = proof
-            self._emit(ask_id, "verified", prover=prover.hex(), size=len(proof))
+            self._emit(ask_id, "verified", prover=prover.hex(), size=len(proof), **timing)
             await self._receipt(market, ask_id, prover, Outcome.ACCEPTED, not_before)
         else:
-            self._emit(ask_id, "rejected", prover=prover.hex())
+            self._emit(ask_id, "rejected", prover=prover.hex(), **timing)
             await self._receipt(market, ask_id, prover, Outcome.INVALID, not_before)
 
     async def _award(self, market: bytes, settled: fx.AttemptSettled) -> None:

@@ -30,7 +30,7 @@ def with_nodes(*extra: dict[str, Any], **sections: Any) -> dict[str, Any]:
     return {**sections, "nodes": [*MINIMAL["nodes"], *extra]}
 
 
-@pytest.mark.parametrize("name", ["local", "churn", "partition", "byzantine", "zk"])
+@pytest.mark.parametrize("name", ["local", "churn", "partition", "byzantine", "zk", "local-zk"])
 def test_the_shipped_scenarios_load(name: str) -> None:
     scenario = load_scenario(SIMULATIONS / f"{name}.toml")
     assert scenario.name == name
@@ -204,3 +204,20 @@ def test_report_folders_are_absolute_and_new(
     assert first.is_absolute() and first.parent == tmp_path / "sims" / "reports"
     assert first != second and first.is_dir() and second.is_dir()
     assert run_dir_for(scenario, Path("elsewhere")).parent == tmp_path / "elsewhere"
+
+
+def test_local_zk_is_local_on_the_zk_market() -> None:
+    """The candidate for `make demo`: local.toml's nodes and asks, zk.toml's market
+    and inputs, so that a comparison of the two measures the proof system alone."""
+    local = load_scenario(SIMULATIONS / "local.toml")
+    zk = load_scenario(SIMULATIONS / "zk.toml")
+    candidate = load_scenario(SIMULATIONS / "local-zk.toml")
+    assert candidate.faults == local.faults
+    for mine, theirs in zip(candidate.nodes, local.nodes, strict=True):
+        assert (mine.name, mine.role, mine.prover) == (theirs.name, theirs.role, theirs.prover)
+        pow_only = {k: v for k, v in theirs.workload.items() if k != "work"}
+        assert {k: v for k, v in mine.workload.items() if k != "inputs"} == pow_only
+    inputs = zk.requesters[0].workload["inputs"]
+    assert all(r.workload["inputs"] == inputs for r in candidate.requesters)
+    assert (candidate.duration_s, candidate.settle_s) == (local.duration_s, local.settle_s)
+    assert candidate.market == zk.market

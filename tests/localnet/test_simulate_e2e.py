@@ -142,6 +142,16 @@ def test_a_small_real_run_writes_the_report(tmp_path: Path) -> None:
         assert n["state_hash"] == nodes[0]["state_hash"] and n["violations"] == 0
     earned = {p["name"]: p["earned"] for p in summary["provers"]}
     assert summary["price"]["paid_total"] == sum(earned.values()) > 0
+    # Each accepted slot is a proof its prover timed (read from its node's status)
+    # and one the requester timed verifying (its event log).
+    for p in provers:
+        assert p["proofs"] >= p["accepted"] and p["verify_ms"]["n"] >= p["accepted"], p
+        for times in (p["prove_ms"], p["verify_ms"]):
+            if times["n"]:
+                assert 0 <= times["p50"] <= times["p99"], p
+    assert sum(p["proofs"] for p in provers) > 0
+    assert "<h2>Provers</h2>" in (run_dir / "index.html").read_text()
+    assert "proofs, prove ms p50 / p99" in done.stdout
     for name in (*PLOTS, "index.html"):
         path = run_dir / name
         assert path.is_file() and path.stat().st_size > 0, name

@@ -227,6 +227,18 @@ async def test_the_worker_restarts_after_being_killed() -> None:
     assert b.worker_pid is None and not alive(second)  # closed with the back-end
 
 
+async def test_warm_up_starts_the_worker_the_first_proof_then_uses() -> None:
+    m = market("multiplier", "groth16")
+    async with SnarkBackend("groth16", dirs=[SHIPPED_ARTIFACTS]) as b:
+        assert b.worker_pid is None
+        await b.warm_up(m)
+        pid = b.worker_pid
+        assert pid is not None and alive(pid) and b.starts == 1
+        assert await b.check_inputs(m, GOOD)
+        assert await b.verify(m, GOOD, await b.prove(m, GOOD, 60))
+        assert b.starts == 1 and b.worker_pid == pid
+
+
 async def test_a_timeout_kills_the_worker_and_the_next_call_starts_another() -> None:
     m = market("range32", "plonk")
     inputs = encode_inputs({"x": 7, "square": 49})
