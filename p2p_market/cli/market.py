@@ -177,6 +177,15 @@ def _create_circuit_market(
 
     if circuit is None:
         fail(f"a {system} market needs --circuit: the circom circuit it proves")
+    if not circuit.is_file():
+        fail(f"circuit not found: {circuit}")
+    from p2p_market.proving.snark import node_binary, node_modules
+
+    try:  # before any output: the tools are there, or one line says which is not
+        node_binary()
+        node_modules()
+    except ProvingError as exc:
+        fail(str(exc))
     if ptau is not None and not ptau.is_file():
         fail(f"powers-of-tau file not found: {ptau}")
     if out.exists() and not out.is_dir():

@@ -6,6 +6,7 @@ it, with real snarkjs on both sides (their Node.js workers)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -153,3 +154,74 @@ async def test_a_node_config_naming_only_the_market_id_joins_it(tmp_path: Path) 
         _, joined = stack.enter_context(process("node", "run", "--config", str(config)))
         assert joined["event"] == "ready"
     assert (tmp_path / "prover-3" / "markets" / f"{mid}.toml").is_file()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def snarkjs_verify(system: str, vkey: Path, public: Path, proof: Path) -> str:
+    """Plain `npx snarkjs <system> verify`, from the repository's node_modules, not
+    through this project's code: what a requester runs to check what it bought."""
+    done = subprocess.run(
+        ["npx", "--no", "snarkjs", system, "verify", str(vkey), str(public), str(proof)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return done.stdout + done.stderr
+
+
+@pytest.mark.slow
+async def test_a_requester_that_knows_only_the_market_id_buys_a_proof_snarkjs_accepts(
+    tmp_path: Path,
+) -> None:
+    """A groth16 market made here (a new setup: its keys are nowhere else). The
+    requester is given the market id and the prover's address, nothing else: it
+    fetches the descriptor and the keys into its --data-dir, buys a proof, and writes
+    it with --proof-out as snarkjs's proof.json and public.json, which plain `npx
+    snarkjs groth16 verify` accepts with the market creator's verification key (and
+    with the copy written beside them, whose hash the market pins). A proof.json
+    altered by one digit is refused by snarkjs too, so the check can fail."""
+    made = cli(
+        "market", "create", "--proof-system", "groth16",
+        "--circuit", str(CIRCUITS / "multiplier.circom"), "--out", str(tmp_path / "made"),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    (descriptor,) = (tmp_path / "made").glob("*.toml")
+    market = read_descriptor(descriptor)
+    mid = market_id(market).hex()
+    ref = parse_verifier(market.verifier)
+    creators_vkey = tmp_path / "made" / "artifacts" / f"{ref.vkey}.vkey.json"
+    inputs = tmp_path / "inputs.json"
+    inputs.write_bytes(b'{"a":"3","b":"11"}')
+    bought = tmp_path / "bought"
+    with process(
+        "prover", "run", "--market", str(descriptor), "--price", "5",
+        "--proof-time", "10000", "--devnet-key", "prover-1",
+        "--data-dir", str(tmp_path / "prover-1"), *ANY_LISTEN,
+        env={"P2P_MARKET_ARTIFACTS": str(tmp_path / "made" / "artifacts")},
+    ) as (_, prover):  # fmt: skip
+        done = cli(
+            "request", "--market", mid, "--input", str(inputs),
+            "--max-price", "10", "--max-proof-time", "20000",
+            "--bootstrap", prover["addr"], "--data-dir", str(tmp_path / "requester"),
+            "--out", str(tmp_path / "proof.bin"), "--proof-out", str(bought),
+            "--timeout", "90",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert f"fetched market {market.name}" in done.stderr
+    assert (tmp_path / "requester" / "markets" / f"{mid}.toml").is_file()
+    assert (tmp_path / "requester" / "artifacts" / f"{ref.vkey}.vkey.json").is_file()
+    assert sorted(p.name for p in bought.iterdir()) == [
+        "proof.json", "public.json", "verification_key.json",
+    ]  # fmt: skip
+    assert json.loads((bought / "public.json").read_text()) == ["33"]
+    assert (bought / "verification_key.json").read_bytes() == creators_vkey.read_bytes()
+    for vkey in (creators_vkey, bought / "verification_key.json"):
+        said = snarkjs_verify("groth16", vkey, bought / "public.json", bought / "proof.json")
+        assert "OK!" in said, said
+    # The same check refuses a proof with one coordinate changed.
+    body = json.loads((bought / "proof.json").read_text())
+    body["pi_c"][0] = str(int(body["pi_c"][0]) + 1)
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(body))
+    said = snarkjs_verify("groth16", creators_vkey, bought / "public.json", forged)
+    assert "OK!" not in said and "ERROR" in said, said

@@ -21,6 +21,7 @@ import trio
 from p2p_market.core.lifecycle import AskState
 from p2p_market.core.messages import Market, Outcome, Receipt
 from p2p_market.markets.descriptor import read_descriptor
+from p2p_market.proving.backend import ProofBackend
 from p2p_market.proving.snark import BN254_R, SHIPPED_ARTIFACTS, SnarkBackend, encode_inputs
 from tests.roles.harness import market, wait_state
 
@@ -64,7 +65,7 @@ async def test_a_bad_proof_is_rejected_and_the_ask_goes_to_the_honest_prover(
         SnarkBackend("groth16", dirs=[SHIPPED_ARTIFACTS]) as judge,
     ):
         offers = {"liar": (10, 8_000), "honest": (40, 8_000)}
-        backends = {"liar": liar_backend, "honest": honest_backend}
+        backends: dict[str, ProofBackend] = {"liar": liar_backend, "honest": honest_backend}
         async with market(
             tmp_path, offers, backends, descriptor=MULTIPLIER, requester_backend=judge
         ) as m:
