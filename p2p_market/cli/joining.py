@@ -13,11 +13,15 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from p2p_market.cli.common import fail
 from p2p_market.core.messages import Market
+
+if TYPE_CHECKING:
+    from p2p_market.node.config import NodeConfig
 
 
 def on_artifact_path(data_dir: Path) -> None:
@@ -93,3 +97,20 @@ def resolve_or_join(
         err=True,
     )
     return joined.market
+
+
+def resolve_listed(cfg: NodeConfig, base: Path) -> NodeConfig:
+    """`cfg` with every market its `[[markets]]` names by an id this machine does not
+    hold (`cfg.market_ids`) fetched from `node.bootstrap` and followed. Fails (one
+    line, exit 2) if one cannot be had."""
+    import dataclasses
+
+    from p2p_market.roles.wiring import follow
+
+    for mid in cfg.market_ids:
+        market = resolve_or_join(
+            mid.hex(), data_dir=cfg.data_dir, bootstrap=cfg.bootstrap, base=base, also=cfg.markets
+        )
+        assert market is not None  # an id, so resolved or failed
+        cfg = follow(cfg, market)
+    return dataclasses.replace(cfg, market_ids=())

@@ -161,6 +161,7 @@ def prover_run(
     """Run a prover until Ctrl-C or SIGTERM: bid, commit, prove, deliver, get paid.
 
     Prints a JSON ready line, then the address to give requesters."""
+    from p2p_market.cli.joining import resolve_listed
     from p2p_market.node.config import ConfigError, NodeConfig, load_config
     from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S
     from p2p_market.roles.wiring import BackendOptions, RolePlan, plan_from_config, prover_plan
@@ -195,6 +196,7 @@ def prover_run(
                 None if cfg.passphrase_file is None else read_passphrase(cfg.passphrase_file)
             )
             signing = read_key(cfg.key_file, passphrase)
+            cfg = resolve_listed(cfg, config.parent)
             spec = cfg.roles.get("prover", {}).get("market")
             if isinstance(spec, str):
                 cfg = join_if_needed(spec, cfg, config.parent)

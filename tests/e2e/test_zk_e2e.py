@@ -225,3 +225,56 @@ async def test_a_requester_that_knows_only_the_market_id_buys_a_proof_snarkjs_ac
     forged.write_text(json.dumps(body))
     said = snarkjs_verify("groth16", creators_vkey, bought / "public.json", forged)
     assert "OK!" not in said and "ERROR" in said, said
+
+
+@pytest.mark.slow
+async def test_a_node_following_a_market_listed_only_by_id_buys_a_verified_proof(
+    tmp_path: Path,
+) -> None:
+    """`node run --config` whose `[[markets]]` names the groth16 market by id alone,
+    with a `[requester]` section and prover-1 as its bootstrap peer: the descriptor
+    is fetched before the node starts; `request --api` through that node (given
+    the same id and the node's data dir, where the descriptor now is) ends with a
+    proof the node verified, the CLI verified again, and plain snarkjs accepts."""
+    descriptor = CIRCUITS / "multiplier-groth16-devnet-INSECURE.toml"
+    market = read_descriptor(descriptor)
+    mid = market_id(market).hex()
+    inputs = tmp_path / "inputs.json"
+    inputs.write_bytes(b'{"a":"3","b":"11"}')
+    with ExitStack() as stack:
+        _, first = stack.enter_context(
+            process(
+                "prover", "run", "--market", str(descriptor), "--price", "5",
+                "--proof-time", "10000", "--devnet-key", "prover-1",
+                "--data-dir", str(tmp_path / "prover-1"), *ANY_LISTEN,
+            )
+        )  # fmt: skip
+        config = tmp_path / "node.toml"
+        config.write_text(
+            "[node]\n"
+            f'key_file = "{KEYS}/requester-1.pem"\n'
+            'data_dir = "buyer"\n'
+            'listen = ["/ip4/127.0.0.1/tcp/0"]\n'
+            f'bootstrap = ["{first["addr"]}"]\n'
+            "[[markets]]\n"
+            f'id = "{mid}"\n'
+            "[requester]\n"
+        )
+        _, buyer = stack.enter_context(process("node", "run", "--config", str(config)))
+        assert (tmp_path / "buyer" / "markets" / f"{mid}.toml").is_file()
+        done = cli(
+            "request", "--market", mid, "--input", str(inputs),
+            "--max-price", "10", "--max-proof-time", "20000",
+            "--api", f"http://127.0.0.1:{buyer['api_port']}",
+            "--api-token-file", buyer["api_token_file"],
+            "--data-dir", str(tmp_path / "buyer"),
+            "--out", str(tmp_path / "proof.bin"), "--proof-out", str(tmp_path / "bought"),
+            "--timeout", "90",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "verified" in done.stdout
+    bought = tmp_path / "bought"
+    said = snarkjs_verify(
+        "groth16", bought / "verification_key.json", bought / "public.json", bought / "proof.json"
+    )
+    assert "OK!" in said, said
