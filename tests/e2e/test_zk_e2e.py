@@ -278,3 +278,31 @@ async def test_a_node_following_a_market_listed_only_by_id_buys_a_verified_proof
         "groth16", bought / "verification_key.json", bought / "public.json", bought / "proof.json"
     )
     assert "OK!" in said, said
+
+
+async def test_the_sdk_given_only_the_market_id_buys_a_verified_proof(tmp_path: Path) -> None:
+    """`open_client(market=<id>)` on a machine without the descriptor: fetched from
+    the bootstrap peer into `data_dir` (and kept there), then a verified proof."""
+    from p2p_market.sdk import RequestFailed, open_client
+
+    descriptor = CIRCUITS / "multiplier-groth16-devnet-INSECURE.toml"
+    market = read_descriptor(descriptor)
+    mid = market_id(market).hex()
+    with process(
+        "prover", "run", "--market", str(descriptor), "--price", "5",
+        "--proof-time", "10000", "--devnet-key", "prover-1",
+        "--data-dir", str(tmp_path / "prover-1"), *ANY_LISTEN,
+    ) as (_, prover):  # fmt: skip
+        async with open_client([prover["addr"]], mid, data_dir=tmp_path / "sdk") as client:
+            proof = await client.request_proof(
+                b'{"a":"3","b":"11"}', max_price=10, max_proof_time=20_000, timeout=90
+            )
+    assert (tmp_path / "sdk" / "markets" / f"{mid}.toml").is_file()
+    assert json.loads(proof)["publicSignals"] == ["33"]
+    async with SnarkBackend("groth16", dirs=[SHIPPED_ARTIFACTS]) as backend:
+        assert await backend.verify(market, b'{"a":"3","b":"11"}', proof)
+    # The prover is gone now: an id fetched from nobody is RequestFailed("unreachable").
+    with pytest.raises(RequestFailed) as caught:
+        async with open_client([prover["addr"]], "ab" * 32, data_dir=tmp_path / "sdk2"):
+            raise AssertionError("the client should not open")
+    assert caught.value.reason == "unreachable", caught.value
