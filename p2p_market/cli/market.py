@@ -237,8 +237,10 @@ def _create_circuit_market(
     typer.echo(f"market id:  {market_id(market).hex()}")
     typer.echo(f"descriptor: {path}")
     typer.echo(
-        f"announce it by handing out {path} and {artifacts}/; nodes use --market {path}"
-        " and find the artifacts in markets/artifacts or $P2P_MARKET_ARTIFACTS"
+        f"announce it: a node that follows it (--market {path}, the artifacts in"
+        " markets/artifacts or $P2P_MARKET_ARTIFACTS) serves both to its peers, who need"
+        f" only the id (--market {market_id(market).hex()} --bootstrap <that node>);"
+        f" or hand out {path} and {artifacts}/"
     )
 
 
