@@ -52,7 +52,13 @@ from p2p_market.node import peers
 from p2p_market.node.artifacts import artifact_name, pinned
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.direct import DEFAULT_MAX_BYTES
-from p2p_market.node.join import JoinError, fetched_descriptor, join_market, store_dir
+from p2p_market.node.join import (
+    REQUESTER_ARTIFACTS,
+    JoinError,
+    fetched_descriptor,
+    join_market,
+    store_dir,
+)
 from p2p_market.node.keyfile import new_key, read_key
 from p2p_market.node.runtime import Node
 from p2p_market.node.sync import sync_market
@@ -561,13 +567,16 @@ async def _by_id(mid: bytes, boot: Sequence[str], data_dir: Path) -> Market:
     if known is not None and all(
         any((d / artifact_name(sha, kind)).is_file() for d in dirs)
         for sha, kind in pinned(known).items()
+        if kind in REQUESTER_ARTIFACTS
     ):
         return known
     if not boot:
         assert known is not None
         return known  # its back-end names what is missing when it is used
     try:
-        joined = await join_market(mid, boot, data_dir, search=dirs, known=known)
+        joined = await join_market(
+            mid, boot, data_dir, search=dirs, known=known, kinds=REQUESTER_ARTIFACTS
+        )
     except JoinError as exc:
         raise RequestFailed("unreachable", str(exc)) from None
     return joined.market

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,11 +43,13 @@ def resolve_or_join(
     bootstrap: Sequence[str],
     base: Path = Path(),
     also: Iterable[Market] = (),
+    kinds: Collection[str] | None = None,
 ) -> Market | None:
     """The market `spec` names if it is a 64-hex market id: found locally (`also`,
     `<base>/markets`, an earlier join into `data_dir`) with every artifact it pins,
     else fetched from `bootstrap` into `data_dir`. None if `spec` is not an id (the
-    caller resolves it as usual). Fails (one line, exit 2) if it cannot be had."""
+    caller resolves it as usual). `kinds`: only these artifacts are needed (a
+    requester's: wasm and vkey). Fails (one line, exit 2) if it cannot be had."""
     import trio
 
     from p2p_market.markets.descriptor import MarketSpecError, is_market_id, resolve_market
@@ -73,6 +75,7 @@ def resolve_or_join(
     missing = known is None or any(
         not any((d / artifact_name(sha, kind)).is_file() for d in dirs)
         for sha, kind in pinned(known).items()
+        if kinds is None or kind in kinds
     )
     if not missing or not bootstrap:
         return known
@@ -82,7 +85,9 @@ def resolve_or_join(
         quiet.setLevel(logging.CRITICAL)
     try:
         joined = trio.run(
-            functools.partial(join_market, mid, bootstrap, data_dir, search=dirs, known=known)
+            functools.partial(
+                join_market, mid, bootstrap, data_dir, search=dirs, known=known, kinds=kinds
+            )
         )
     except JoinError as exc:
         fail(f"unknown market id {spec[:16]}…: {exc}")

@@ -220,8 +220,11 @@ def request(
     except ValueError as exc:
         fail(f"--bootstrap: {exc}")
     from p2p_market.cli.joining import resolve_or_join
+    from p2p_market.node.join import REQUESTER_ARTIFACTS
 
-    chosen = resolve_or_join(market, data_dir=data_dir, bootstrap=boot) or market_arg(market)
+    chosen = resolve_or_join(
+        market, data_dir=data_dir, bootstrap=boot, kinds=REQUESTER_ARTIFACTS
+    ) or market_arg(market)
     try:
         check_ask(
             chosen,

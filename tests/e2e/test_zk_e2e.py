@@ -210,6 +210,7 @@ async def test_a_requester_that_knows_only_the_market_id_buys_a_proof_snarkjs_ac
     assert f"fetched market {market.name}" in done.stderr
     assert (tmp_path / "requester" / "markets" / f"{mid}.toml").is_file()
     assert (tmp_path / "requester" / "artifacts" / f"{ref.vkey}.vkey.json").is_file()
+    assert not list((tmp_path / "requester").rglob("*.zkey"))  # a requester needs no proving key
     assert sorted(p.name for p in bought.iterdir()) == [
         "proof.json", "public.json", "verification_key.json",
     ]  # fmt: skip
