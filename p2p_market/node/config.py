@@ -191,12 +191,12 @@ def _by_id(value: Any, where: str, base: Path, data_dir: Path) -> Market | bytes
     mid = bytes.fromhex(value.strip())
     fetched = data_dir / "markets" / f"{mid.hex()}.toml"
     also = []
-    if fetched.is_file():
-        with contextlib.suppress(MarketSpecError):
-            also.append(read_descriptor(fetched))
-    try:
+    try:  # a path the system cannot look at (too long, ...) holds nothing
+        if fetched.is_file():
+            with contextlib.suppress(MarketSpecError):
+                also.append(read_descriptor(fetched))
         return resolve_market(mid.hex(), base=base, also=also)
-    except MarketSpecError:
+    except (MarketSpecError, OSError):
         return mid
 
 

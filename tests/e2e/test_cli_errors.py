@@ -149,6 +149,12 @@ CASES: list[tuple[str, list[str], str]] = [
     ("request: bootstrap garbage", request(bootstrap="nonsense"), "not a multiaddr"),
     ("request: out in no directory", request(out="{missing}/p.bin"), "no such directory"),
     ("request: out a directory", request(out="{dir}"), "--out is a directory"),
+    ("request: proof-out a file", request(proof_out="{inputs}"), "--proof-out is not a directory"),
+    (
+        "request: proof-out in no directory",
+        request(proof_out="{missing}/d"),
+        "--proof-out: no such directory",
+    ),
     (
         "request: bad verify command",
         request(market="{external}", verify_cmd='check "{inputs}'),
