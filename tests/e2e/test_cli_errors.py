@@ -74,6 +74,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_key(tmp / "key.pem", devnet_key("requester-1"), b"secret")
     (tmp / "pass.txt").write_text("not the passphrase\n")
     (tmp / "api.token").write_text("ab" * 32 + "\n")
+    (tmp / "huge.toml").write_text('name = "m"\nnonce = ' + "9" * 5000 + "\n")  # > 4300 digits
     return {
         "token": tmp / "api.token",
         "inputs": inputs,
@@ -84,6 +85,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "pass": tmp / "pass.txt",
         "out": tmp / "proof.bin",
         "existing": inputs,
+        "huge": tmp / "huge.toml",
     }
 
 
@@ -207,6 +209,8 @@ CASES: list[tuple[str, list[str], str]] = [
         "do not mix",
     ),
     ("prover: config missing", ["prover", "run", "--config", "{missing}"], "missing.pem"),
+    ("prover: a 5000-digit integer", prover(market="{huge}"), "huge.toml: not valid TOML"),
+    ("node: a 5000-digit integer", ["node", "run", "--config", "{huge}"], "not valid TOML"),
     ("market: unknown system", market(proof_system="snark"), "unknown proof system 'snark'"),
     ("market: external, no verifier", EXTERNAL, "needs --verifier"),
     ("market: bad verifier", edit(EXTERNAL, verifier="check {input}"), "{input}"),
