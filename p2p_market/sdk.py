@@ -45,16 +45,25 @@ from p2p_market.core.crypto import SigningKey
 from p2p_market.core.envelope import market_id, message_id
 from p2p_market.core.lifecycle import AskState
 from p2p_market.core.messages import InvalidInputs, Market
-from p2p_market.markets.descriptor import label, resolve_market
+from p2p_market.markets.descriptor import MarketSpecError, is_market_id, label, resolve_market
 from p2p_market.net.addrs import ResolveError
 from p2p_market.net.gossip import topic_for
 from p2p_market.node import peers
+from p2p_market.node.artifacts import artifact_name, pinned
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.direct import DEFAULT_MAX_BYTES
+from p2p_market.node.join import (
+    REQUESTER_ARTIFACTS,
+    JoinError,
+    fetched_descriptor,
+    join_market,
+    store_dir,
+)
 from p2p_market.node.keyfile import new_key, read_key
 from p2p_market.node.runtime import Node
 from p2p_market.node.sync import sync_market
 from p2p_market.proving.registry import close_at_exit
+from p2p_market.proving.snark import SnarkBackend, artifact_dirs
 from p2p_market.roles.inbox import Inbox
 from p2p_market.roles.requester import AskEvent, RequesterRole
 from p2p_market.roles.split import SplitFailed, SplitProof, request_segmented
@@ -544,6 +553,35 @@ def _signing_key(key: KeySpec, passphrase: bytes | None) -> SigningKey:
     return read_key(key, passphrase)
 
 
+async def _by_id(mid: bytes, boot: Sequence[str], data_dir: Path) -> Market:
+    """Market `mid`: held here (devnet, `<cwd>/markets`, an earlier join into
+    `data_dir`) with its artifacts, else fetched from `boot`."""
+    held = fetched_descriptor(data_dir, mid)
+    try:
+        known: Market | None = resolve_market(mid.hex(), also=[held] if held else [])
+    except MarketSpecError:
+        if not boot:
+            raise
+        known = None
+    dirs = [store_dir(data_dir), *artifact_dirs()]
+    if known is not None and all(
+        any((d / artifact_name(sha, kind)).is_file() for d in dirs)
+        for sha, kind in pinned(known).items()
+        if kind in REQUESTER_ARTIFACTS
+    ):
+        return known
+    if not boot:
+        assert known is not None
+        return known  # its back-end names what is missing when it is used
+    try:
+        joined = await join_market(
+            mid, boot, data_dir, search=dirs, known=known, kinds=REQUESTER_ARTIFACTS
+        )
+    except JoinError as exc:
+        raise RequestFailed("unreachable", str(exc)) from None
+    return joined.market
+
+
 @contextlib.asynccontextmanager
 async def open_client(
     bootstrap: Sequence[str] = (),
@@ -557,18 +595,31 @@ async def open_client(
     announce: Sequence[str] = (),
 ) -> AsyncIterator[Client]:
     """A `Client` on an ephemeral node (see the module docstring). `market` is a
-    spec (`devnet`, a descriptor file, a known market id) or a `Market`; `key` a
+    spec (`devnet`, a descriptor file, a market id) or a `Market`; `key` a
     SigningKey or a key file (with `passphrase` if encrypted), None for a fresh
-    one. ValueError (MarketSpecError, KeyFileError) before anything starts."""
-    chosen = market if isinstance(market, Market) else resolve_market(market)
+    one. ValueError (MarketSpecError, KeyFileError) before anything starts.
+
+    A market id this machine holds no descriptor for (or a groth16 / plonk market
+    whose artifacts it lacks) is fetched from the bootstrap peers first, into
+    `data_dir` (node/join.py: each file checked against the id);
+    RequestFailed("unreachable") if no peer serves it."""
+    spec = None if isinstance(market, Market) else market.strip()
+    chosen = market if isinstance(market, Market) else None
+    if spec is not None and not is_market_id(spec):
+        chosen = resolve_market(spec)
     signing = _signing_key(key, passphrase)
-    backend = BackendOptions(verify_cmd=verify_cmd).backend(chosen)
     boot = check_bootstrap(bootstrap)
     with contextlib.ExitStack() as stack:
         if data_dir is None:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="p2p-market-")))
         else:
             directory = Path(data_dir)
+        if chosen is None:
+            assert spec is not None
+            chosen = await _by_id(bytes.fromhex(spec), boot, directory)
+        backend = BackendOptions(verify_cmd=verify_cmd).backend(chosen)
+        if isinstance(backend, SnarkBackend):  # where a join puts what it fetched
+            backend.dirs.insert(0, store_dir(directory))
         config = NodeConfig(
             key_file=Path("<sdk>"),
             data_dir=directory,

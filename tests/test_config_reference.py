@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from p2p_market.core.envelope import market_id
 from p2p_market.localnet import scenario
 from p2p_market.localnet.scenario_file import load_scenario, parse_scenario
 from p2p_market.markets.descriptor import MARKET_FIELDS, parse_descriptor
@@ -27,9 +28,9 @@ NODE = "Node config"
 DESCRIPTOR = "Market descriptor"
 SCENARIO = "Scenario file"
 
-MARKET_ENTRY_FORMS = frozenset({"preset", "descriptor"})
+MARKET_ENTRY_FORMS = frozenset({"preset", "descriptor", "id"})
 """The [[markets]] keys that are not descriptor fields: node/config.py `_market` reads
-these two by name (any other key is passed to Market, which refuses what is not a
+these three by name (any other key is passed to Market, which refuses what is not a
 field; see test_markets_entry_forms)."""
 
 EXPECTED: dict[tuple[str, str], frozenset[str]] = {
@@ -106,8 +107,11 @@ def test_markets_entry_forms(tmp_path: Path) -> None:
     """Each documented [[markets]] form works alone; any other key not a descriptor
     field is refused."""
     (tmp_path / "m.toml").write_text(_example(DESCRIPTOR))
+    (tmp_path / "markets").mkdir()
+    (tmp_path / "markets" / "m.toml").write_text(_example(DESCRIPTOR))
+    mid = market_id(parse_descriptor(_example(DESCRIPTOR))).hex()
     node = {"key_file": "k.pem", "data_dir": "data"}
-    values = {"preset": "devnet", "descriptor": "m.toml"}
+    values = {"preset": "devnet", "descriptor": "m.toml", "id": mid}
     assert set(values) == MARKET_ENTRY_FORMS
     for key, value in values.items():
         cfg = parse_config({"node": node, "markets": [{key: value}]}, tmp_path)

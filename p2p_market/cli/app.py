@@ -345,10 +345,12 @@ def node_run(
         key = read_key(cfg.key_file, passphrase)
     except (ConfigError, KeyFileError, OSError) as exc:
         fail(str(exc))
+    from p2p_market.cli.joining import resolve_listed
     from p2p_market.cli.prover import join_if_needed
     from p2p_market.node.service import configure_logging
     from p2p_market.roles.wiring import plan_from_config, serve
 
+    cfg = resolve_listed(cfg, config.parent)
     spec = cfg.roles.get("prover", {}).get("market")
     if isinstance(spec, str):
         cfg = join_if_needed(spec, cfg, config.parent)

@@ -177,6 +177,15 @@ def _create_circuit_market(
 
     if circuit is None:
         fail(f"a {system} market needs --circuit: the circom circuit it proves")
+    if not circuit.is_file():
+        fail(f"circuit not found: {circuit}")
+    from p2p_market.proving.snark import node_binary, node_modules
+
+    try:  # before any output: the tools are there, or one line says which is not
+        node_binary()
+        node_modules()
+    except ProvingError as exc:
+        fail(str(exc))
     if ptau is not None and not ptau.is_file():
         fail(f"powers-of-tau file not found: {ptau}")
     if out.exists() and not out.is_dir():
@@ -228,8 +237,10 @@ def _create_circuit_market(
     typer.echo(f"market id:  {market_id(market).hex()}")
     typer.echo(f"descriptor: {path}")
     typer.echo(
-        f"announce it by handing out {path} and {artifacts}/; nodes use --market {path}"
-        " and find the artifacts in markets/artifacts or $P2P_MARKET_ARTIFACTS"
+        f"announce it: a node that follows it (--market {path}, the artifacts in"
+        " markets/artifacts or $P2P_MARKET_ARTIFACTS) serves both to its peers, who need"
+        f" only the id (--market {market_id(market).hex()} --bootstrap <that node>);"
+        f" or hand out {path} and {artifacts}/"
     )
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -61,63 +60,18 @@ def _signing_key(
 def join_if_needed(spec: str, cfg: NodeConfig, base: Path) -> NodeConfig:
     """`cfg`, following the market `spec` names if that is a market id this machine
     has no descriptor for, or a groth16 / plonk market whose artifacts it lacks:
-    both are fetched from the bootstrap peers first (node/join.py), into the data
+    both are fetched from the bootstrap peers first (cli/joining.py), into the data
     dir, which is put on the artifact search path ($P2P_MARKET_ARTIFACTS) so that
     the prover's back-end finds them. A node's markets are fixed when it starts, so
     this happens before it starts, not while it runs. Anything else: `cfg` as it is
     (the spec is resolved as usual later)."""
-    import trio
-
-    from p2p_market.markets.descriptor import MarketSpecError, is_market_id, resolve_market
-    from p2p_market.node.artifacts import artifact_name, pinned
-    from p2p_market.node.join import JoinError, fetched_descriptor, join_market, store_dir
-    from p2p_market.proving import snark
+    from p2p_market.cli.joining import resolve_or_join
     from p2p_market.roles.wiring import follow
 
-    store = store_dir(cfg.data_dir)
-    os.environ[snark.ARTIFACTS_ENV] = os.pathsep.join(
-        p for p in (str(store), os.environ.get(snark.ARTIFACTS_ENV, "")) if p
+    known = resolve_or_join(
+        spec, data_dir=cfg.data_dir, bootstrap=cfg.bootstrap, base=base, also=cfg.markets
     )
-    spec = spec.strip()
-    if not is_market_id(spec):
-        return cfg
-    mid = bytes.fromhex(spec)
-    fetched = fetched_descriptor(cfg.data_dir, mid)
-    try:
-        known = resolve_market(
-            spec, base=base, also=(*cfg.markets, *([fetched] if fetched else []))
-        )
-    except MarketSpecError as exc:
-        if not cfg.bootstrap:
-            fail(f"{exc}; or give --bootstrap to fetch it from peers")
-        known = None
-    dirs = snark.artifact_dirs()
-    missing = known is None or any(
-        not any((d / artifact_name(sha, kind)).is_file() for d in dirs)
-        for sha, kind in pinned(known).items()
-    )
-    if missing and cfg.bootstrap:
-        typer.echo(f"fetching market {spec[:16]}… from peers ...", err=True)
-        try:
-            joined = trio.run(
-                functools.partial(
-                    join_market, mid, cfg.bootstrap, cfg.data_dir, search=dirs, known=known
-                )
-            )
-        except JoinError as exc:
-            fail(str(exc))
-        size = sum(p.stat().st_size for p in joined.artifacts.values())
-        got = sum(joined.report.received.values())
-        typer.echo(
-            f"market {joined.market.name}: descriptor {joined.descriptor},"
-            f" {len(joined.artifacts)} artifacts ({size} bytes, {got} fetched)"
-            f" in {joined.report.elapsed_s:.2f} s",
-            err=True,
-        )
-        known = joined.market
-    if known is None:
-        return cfg
-    return follow(cfg, known)
+    return cfg if known is None else follow(cfg, known)
 
 
 def _prover_banner(plan: RolePlan) -> Any:
@@ -218,6 +172,7 @@ def prover_run(
     """Run a prover until Ctrl-C or SIGTERM: bid, commit, prove, deliver, get paid.
 
     Prints a JSON ready line, then the address to give requesters."""
+    from p2p_market.cli.joining import resolve_listed
     from p2p_market.node.config import ConfigError, NodeConfig, load_config
     from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S
     from p2p_market.roles.wiring import BackendOptions, RolePlan, plan_from_config, prover_plan
@@ -253,6 +208,7 @@ def prover_run(
                 None if cfg.passphrase_file is None else read_passphrase(cfg.passphrase_file)
             )
             signing = read_key(cfg.key_file, passphrase)
+            cfg = resolve_listed(cfg, config.parent)
             spec = cfg.roles.get("prover", {}).get("market")
             if isinstance(spec, str):
                 cfg = join_if_needed(spec, cfg, config.parent)

@@ -8,6 +8,7 @@ action); 2 bad input (one line `error: ...`, and nothing published).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -62,6 +63,7 @@ class _Request:
     announce: tuple[str, ...]
     verify_cmd: str | None
     out: Path
+    proof_out: Path | None = None
     ask: bytes | None = None
     interrupted: bool = False
 
@@ -83,8 +85,21 @@ def request(
         Path, typer.Option("--out", help="Where to write the verified proof.", show_default=False)
     ],
     market: Annotated[
-        str, typer.Option("--market", help="devnet, a descriptor file, or a known market id.")
+        str,
+        typer.Option(
+            "--market",
+            help="devnet, a descriptor file, or a market id (one this machine does not"
+            " know is fetched from the --bootstrap peers, with its artifacts).",
+        ),
     ] = "devnet",
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir",
+            help="Where a market fetched by id is kept (markets/, artifacts/), for the"
+            " next request.",
+        ),
+    ] = Path("data") / "requester",
     prefer: Annotated[
         str, typer.Option("--prefer", help="cost (cheapest first) or time (fastest first).")
     ] = "cost",
@@ -122,6 +137,16 @@ def request(
         ),
     ] = None,
     announce: AnnounceOpt = None,
+    proof_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--proof-out",
+            help="Also write the proof into this directory as files other tools read:"
+            " groth16, plonk: snarkjs's proof.json and public.json (and the market's"
+            " verification_key.json), for `snarkjs groth16 verify`; others: proof.bin.",
+            show_default=False,
+        ),
+    ] = None,
     verify_cmd: Annotated[
         str | None,
         typer.Option("--verify-cmd", help="external: verify with this instead of the market's."),
@@ -149,18 +174,6 @@ def request(
     from p2p_market.sdk import check_ask, check_bootstrap, check_inputs_size
 
     check_log_level(log_level)
-    chosen = market_arg(market)
-    try:
-        check_ask(
-            chosen,
-            max_price=max_price,
-            max_proof_time=max_proof_time,
-            prefer=prefer,
-            replicas=replicas,
-            ttl_ms=ttl_ms,
-        )
-    except ValueError as exc:
-        fail(str(exc))
     if not 0 < timeout < 1e9:
         fail(f"--timeout must be a positive number of seconds, not {timeout:g}")
     if not 0 < discover_timeout < 1e9:
@@ -206,12 +219,34 @@ def request(
         boot = check_bootstrap(bootstrap or [])
     except ValueError as exc:
         fail(f"--bootstrap: {exc}")
+    from p2p_market.cli.joining import resolve_or_join
+    from p2p_market.node.join import REQUESTER_ARTIFACTS
+
+    chosen = resolve_or_join(
+        market, data_dir=data_dir, bootstrap=boot, kinds=REQUESTER_ARTIFACTS
+    ) or market_arg(market)
+    try:
+        check_ask(
+            chosen,
+            max_price=max_price,
+            max_proof_time=max_proof_time,
+            prefer=prefer,
+            replicas=replicas,
+            ttl_ms=ttl_ms,
+        )
+    except ValueError as exc:
+        fail(str(exc))
     if out.is_dir():
         fail(f"--out is a directory: {out}")
     if not out.parent.is_dir():
         fail(f"--out: no such directory: {out.parent}")
     if not os.access(out.parent, os.W_OK):
         fail(f"--out: cannot write to {out.parent}")
+    if proof_out is not None:
+        if proof_out.exists() and not proof_out.is_dir():
+            fail(f"--proof-out is not a directory: {proof_out}")
+        if not proof_out.exists() and not proof_out.parent.is_dir():
+            fail(f"--proof-out: no such directory: {proof_out.parent}")
     _check_inputs(chosen, inputs, verify_cmd)
     params = _Request(
         market=chosen,
@@ -230,6 +265,7 @@ def request(
         announce=check_announce(announce),
         verify_cmd=verify_cmd,
         out=out,
+        proof_out=proof_out,
     )
     if client is not None:
         raise typer.Exit(_request_via_api(client, params))
@@ -274,7 +310,7 @@ def _request_via_api(client: ApiClient, p: _Request) -> int:
             client,
             p,
             who=lambda key: who(key, names),
-            write_proofs=_write_proofs,
+            write_proofs=functools.partial(_write_proofs, p),
             verify=verify,
         )
 
@@ -394,7 +430,7 @@ async def _buy(client: Client, p: _Request, err: Console, nursery: Any) -> int:
         result = await client.wait(ask, timeout=p.timeout)
     finally:
         status.stop()
-    paths = _write_proofs(p.out, list(result.proofs.values()))
+    paths = _write_proofs(p, p.out, list(result.proofs.values()))
     import trio
 
     await trio.sleep(0.05)  # let the last progress line print
@@ -408,9 +444,13 @@ async def _buy(client: Client, p: _Request, err: Console, nursery: Any) -> int:
     return 0
 
 
-def _write_proofs(out: Path, proofs: list[bytes]) -> list[Path]:
+def _write_proofs(p: _Request, out: Path, proofs: list[bytes]) -> list[Path]:
     """The first proof to `out`, further replicas to `out.2`, `out.3`...; each
-    written to a temporary file first, so a proof file on disk is whole."""
+    written to a temporary file first, so a proof file on disk is whole. With
+    --proof-out, each also as files other tools read (proving/proof_files.py): the
+    first in that directory, further replicas in its subdirectories 2/, 3/..."""
+    from p2p_market.proving.proof_files import write_proof_files
+
     paths = []
     for i, proof in enumerate(proofs):
         path = out if i == 0 else out.with_name(f"{out.name}.{i + 1}")
@@ -418,6 +458,10 @@ def _write_proofs(out: Path, proofs: list[bytes]) -> list[Path]:
         tmp.write_bytes(proof)
         os.replace(tmp, path)
         paths.append(path)
+        if p.proof_out is not None:
+            where = p.proof_out if i == 0 else p.proof_out / str(i + 1)
+            files = write_proof_files(p.market, proof, where)
+            print(f"proof files: {' '.join(map(str, files))}")
     return paths
 
 

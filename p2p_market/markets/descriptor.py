@@ -80,6 +80,8 @@ def parse_descriptor(text: str, source: str = "<descriptor>") -> Market:
         raise MarketSpecError(f"{source}: not valid TOML: {exc}") from None
     except RecursionError:  # tomllib recurses once per level of nesting
         raise MarketSpecError(f"{source}: not valid TOML: nested too deeply") from None
+    except ValueError as exc:  # int() of an integer of more than 4300 digits (CPython's cap)
+        raise MarketSpecError(f"{source}: not valid TOML: {str(exc)[:80]}") from None
     known = set(Market.FIELD_NAMES)
     unknown = sorted(set(data) - known)
     if unknown:

@@ -42,7 +42,7 @@ import hashlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -538,14 +538,21 @@ class ArtifactFetcher:
             raise
 
     async def artifacts(
-        self, market: Market, peers: Sequence[ID], dirs: Sequence[Path], report: FetchReport
+        self,
+        market: Market,
+        peers: Sequence[ID],
+        dirs: Sequence[Path],
+        report: FetchReport,
+        kinds: Collection[str] | None = None,
     ) -> dict[str, Path]:
-        """Every artifact `market` pins, by kind: found (and checked) in `dirs` or
-        `store`, else fetched from `peers` into `store`."""
+        """Every artifact `market` pins (of `kinds`, default all), by kind: found
+        (and checked) in `dirs` or `store`, else fetched from `peers` into `store`."""
         started = trio.current_time()
         mid = market_id(market)
         out: dict[str, Path] = {}
         for sha, kind in pinned(market).items():
+            if kinds is not None and kind not in kinds:
+                continue
             name = artifact_name(sha, kind)
             found = await trio.to_thread.run_sync(_present, name, sha, [self.store, *dirs])
             if found is None:

@@ -21,6 +21,8 @@ line naming the problem instead of a traceback.
     preset = "devnet"
     [[markets]]                         # or a descriptor file (p2p-market market create)
     descriptor = "markets/quick-pow.toml"
+    [[markets]]                         # or a market id: fetched from the bootstrap peers
+    id = "<64 hex>"                     # before the node starts if not held here
 
     [prover]                            # optional roles, see roles/wiring.py
     [requester]
@@ -29,6 +31,7 @@ line naming the problem instead of a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,7 +40,12 @@ from typing import Any
 import multiaddr
 
 from p2p_market.core.messages import Market, MessageError
-from p2p_market.markets.descriptor import MarketSpecError, read_descriptor
+from p2p_market.markets.descriptor import (
+    MarketSpecError,
+    is_market_id,
+    read_descriptor,
+    resolve_market,
+)
 from p2p_market.markets.devnet import default_market
 from p2p_market.node.tomlfile import read_toml
 
@@ -97,6 +105,11 @@ class NodeConfig:
     """How often the node announces the markets it follows (node/discovery.py), besides
     at start and a moment after a peer connects."""
     markets: tuple[Market, ...] = field(default_factory=lambda: (default_market(),))
+    market_ids: tuple[bytes, ...] = ()
+    """Markets a config names by id alone (`[[markets]] id = ...`) whose descriptor
+    is nowhere on this machine yet: the CLI fetches them from the bootstrap peers
+    and moves them to `markets` before the node starts (a node refuses to start
+    with any left here: its markets are fixed when it starts)."""
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Role sections ([prover], [requester]) passed through to the roles."""
 
@@ -169,10 +182,32 @@ def _port(table: dict[str, Any], key: str, default: int, lowest: int) -> int:
     return int(value)
 
 
-def _market(entry: Any, index: int, base: Path) -> Market:
+def _by_id(value: Any, where: str, base: Path, data_dir: Path) -> Market | bytes:
+    """The market of `[[markets]] id = ...` if this machine holds its descriptor (in
+    `markets/` beside the config, or fetched earlier into the data dir's markets/),
+    else the id, to be fetched from peers before the node starts."""
+    if not isinstance(value, str) or not is_market_id(value.strip()):
+        raise ConfigError(f"{where}: id must be a market id (64 hex characters)")
+    mid = bytes.fromhex(value.strip())
+    fetched = data_dir / "markets" / f"{mid.hex()}.toml"
+    also = []
+    try:  # a path the system cannot look at (too long, ...) holds nothing
+        if fetched.is_file():
+            with contextlib.suppress(MarketSpecError):
+                also.append(read_descriptor(fetched))
+        return resolve_market(mid.hex(), base=base, also=also)
+    except (MarketSpecError, OSError):
+        return mid
+
+
+def _market(entry: Any, index: int, base: Path, data_dir: Path) -> Market | bytes:
     where = f"markets[{index}]"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a table")
+    if "id" in entry:
+        if len(entry) != 1:
+            raise ConfigError(f"{where}: id must be alone in its entry, with no other keys")
+        return _by_id(entry["id"], where, base, data_dir)
     if "descriptor" in entry:
         if len(entry) != 1 or not isinstance(entry["descriptor"], str):
             raise ConfigError(f"{where}: descriptor must be a file path, with no other keys")
@@ -236,6 +271,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         if not isinstance(section, dict):
             raise ConfigError(f"[{name}] must be a table")
     everywhere = "api_token_everywhere" in node
+    listed = [_market(m, i, base, data_dir) for i, m in enumerate(markets_raw)]
     cfg = NodeConfig(
         key_file=key_file,
         data_dir=data_dir,
@@ -253,7 +289,8 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         frames_per_second=fps,
         sync_every_s=sync_every,
         announce_every_s=announce_every,
-        markets=tuple(_market(m, i, base) for i, m in enumerate(markets_raw)),
+        markets=tuple(m for m in listed if isinstance(m, Market)),
+        market_ids=tuple(m for m in listed if isinstance(m, bytes)),
         roles=roles,
     )
     check_exposure(cfg)

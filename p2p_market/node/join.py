@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_JOIN_TIMEOUT_S: Final = 600.0
 """Everything a join fetches, at most (64 MiB artifacts at the minimum rate: 256 s)."""
+
+
+REQUESTER_ARTIFACTS: Final = ("wasm", "vkey")
+"""What a requester needs of a circuit market: the witness generator (its input
+check) and the verification key; not the proving key, often the largest."""
 
 
 def markets_dir(data_dir: Path) -> Path:
@@ -81,11 +86,14 @@ async def join_market(
     limits: FetchLimits | None = None,
     timeout_s: float = DEFAULT_JOIN_TIMEOUT_S,
     known: Market | None = None,
+    kinds: Collection[str] | None = None,
 ) -> Joined:
     """Resolve market `mid` from the peers at `bootstrap`: its descriptor (unless an
     earlier join wrote it) and each pinned artifact not already in `data_dir`'s
     artifacts/ or `search`; `known`: the descriptor is at hand, only the artifacts
-    are wanted. JoinError if no peer serves them right."""
+    are wanted; `kinds`: only those artifacts (a requester verifies and checks
+    inputs with the vkey and wasm: it needs no proving key). JoinError if no peer
+    serves them right."""
     host, addrs = make_host(SigningKey(os.urandom(32)), listen)
     report = FetchReport()
     started = trio.current_time()
@@ -94,7 +102,7 @@ async def join_market(
         async with host.run(addrs):
             try:
                 outcome = await _resolve(
-                    host, mid, bootstrap, data_dir, search, limits, report, known
+                    host, mid, bootstrap, data_dir, search, limits, report, known, kinds
                 )
             finally:
                 with trio.move_on_after(5) as scope:
@@ -121,6 +129,7 @@ async def _resolve(
     limits: FetchLimits | None,
     report: FetchReport,
     known: Market | None,
+    kinds: Collection[str] | None,
 ) -> tuple[Market, dict[str, Path]] | JoinError:
     """The descriptor and artifacts, or the JoinError to raise (returned, not raised,
     so that it leaves the host's nursery as itself, not inside an exception group)."""
@@ -134,6 +143,6 @@ async def _resolve(
         market = known or fetched_descriptor(data_dir, mid)
         if market is None:
             market = await fetcher.descriptor(mid, linked, report)
-        return market, await fetcher.artifacts(market, linked, search, report)
+        return market, await fetcher.artifacts(market, linked, search, report, kinds)
     except FetchError as exc:
         return JoinError(f"market {mid.hex()[:16]}… not resolved from peers: {exc}")

@@ -194,6 +194,11 @@ class Node:
         clock: Callable[[], int] = wall_clock_ms,
         prover: bool = False,
     ) -> None:
+        if config.market_ids:  # the CLI fetches them first (cli/joining.py)
+            raise ValueError(
+                f"market {config.market_ids[0].hex()[:16]}… is named by id and not resolved:"
+                " fetch its descriptor from peers before the node starts"
+            )
         self.config = config
         self.key = key
         self.clock = clock

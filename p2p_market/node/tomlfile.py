@@ -14,9 +14,10 @@ MAX_BYTES: Final = 1 << 20
 
 def read_toml(path: Path, what: str, error: Callable[[str], Exception]) -> dict[str, Any]:
     """The parsed table; `error(message)` is raised for a missing, unreadable, too
-    large, non-UTF-8 or invalid file, one nested too deeply for the parser included,
-    and for a NUL character in a key or string (no path, address or command can hold
-    one). `what` names the file's role, e.g. "config file"."""
+    large, non-UTF-8 or invalid file, one nested too deeply for the parser or with an
+    integer of more than 4300 digits included, and for a NUL character in a key or
+    string (no path, address or command can hold one). `what` names the file's
+    role, e.g. "config file"."""
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_BYTES + 1)
@@ -38,6 +39,8 @@ def read_toml(path: Path, what: str, error: Callable[[str], Exception]) -> dict[
         raise error(f"{path}: not valid TOML: {exc}") from None
     except RecursionError:  # tomllib recurses once per level of nested arrays or tables
         raise error(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+    except ValueError as exc:  # int() of an integer of more than 4300 digits (CPython's cap)
+        raise error(f"{path}: not valid TOML: {str(exc)[:80]}") from None
     try:
         where = _nul_at(data, "")
     except RecursionError:  # dotted keys nest tables without recursing in the parser

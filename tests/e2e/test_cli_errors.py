@@ -74,6 +74,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_key(tmp / "key.pem", devnet_key("requester-1"), b"secret")
     (tmp / "pass.txt").write_text("not the passphrase\n")
     (tmp / "api.token").write_text("ab" * 32 + "\n")
+    (tmp / "huge.toml").write_text('name = "m"\nnonce = ' + "9" * 5000 + "\n")  # > 4300 digits
     return {
         "token": tmp / "api.token",
         "inputs": inputs,
@@ -84,6 +85,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "pass": tmp / "pass.txt",
         "out": tmp / "proof.bin",
         "existing": inputs,
+        "huge": tmp / "huge.toml",
     }
 
 
@@ -149,6 +151,12 @@ CASES: list[tuple[str, list[str], str]] = [
     ("request: bootstrap garbage", request(bootstrap="nonsense"), "not a multiaddr"),
     ("request: out in no directory", request(out="{missing}/p.bin"), "no such directory"),
     ("request: out a directory", request(out="{dir}"), "--out is a directory"),
+    ("request: proof-out a file", request(proof_out="{inputs}"), "--proof-out is not a directory"),
+    (
+        "request: proof-out in no directory",
+        request(proof_out="{missing}/d"),
+        "--proof-out: no such directory",
+    ),
     (
         "request: bad verify command",
         request(market="{external}", verify_cmd='check "{inputs}'),
@@ -201,6 +209,8 @@ CASES: list[tuple[str, list[str], str]] = [
         "do not mix",
     ),
     ("prover: config missing", ["prover", "run", "--config", "{missing}"], "missing.pem"),
+    ("prover: a 5000-digit integer", prover(market="{huge}"), "huge.toml: not valid TOML"),
+    ("node: a 5000-digit integer", ["node", "run", "--config", "{huge}"], "not valid TOML"),
     ("market: unknown system", market(proof_system="snark"), "unknown proof system 'snark'"),
     ("market: external, no verifier", EXTERNAL, "needs --verifier"),
     ("market: bad verifier", edit(EXTERNAL, verifier="check {input}"), "{input}"),
@@ -350,3 +360,77 @@ def test_bad_commands_against_a_running_prover_publish_nothing(tmp_path: Path) -
         assert done.returncode == 0, done.stdout + done.stderr
         assert len(api.book(mid)["asks"]) == 1
         assert api.status()["admitted"] > before
+
+
+# -- circuit markets: the circuit and the Node.js tools ----------------------------------
+
+CIRCUITS = Path(__file__).resolve().parents[2] / "protocols" / "circuits"
+GROTH16 = CIRCUITS / "multiplier-groth16-devnet-INSECURE.toml"
+BROKEN_CIRCUIT = """pragma circom 2.0.0;
+template Broken() {
+    signal input a;
+    signal output c;
+    c <== a * ;
+}
+component main = Broken();
+"""
+
+
+def test_market_create_with_no_such_circuit_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.circom"
+    result = invoke(
+        "market", "create", "--proof-system", "groth16", "--circuit", str(missing),
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    line = one_line_error(result.stdout, result.stderr, result.exit_code)
+    assert line == f"error: circuit not found: {missing}"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("system", ["groth16", "plonk"])
+def test_market_create_with_a_circuit_that_does_not_compile_is_one_line(
+    tmp_path: Path, system: str
+) -> None:
+    """circom2 really runs and fails; its complaint (where the syntax error is) is in
+    the one line, after the progress line on stdout; no descriptor, no artifact."""
+    broken = tmp_path / "broken.circom"
+    broken.write_text(BROKEN_CIRCUIT)
+    out = tmp_path / "out"
+    done = cli(
+        "market", "create", "--proof-system", system, "--circuit", str(broken),
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.stdout.startswith("compiling ") and len(done.stdout.splitlines()) == 1
+    line = one_line_error("", done.stderr, done.returncode)
+    assert line.startswith("error: circom2 (compile) failed"), line
+    assert "c <== a * ;" in line
+    assert not list(out.rglob("*.toml")) and not list(out.rglob("*.zkey"))
+
+
+def test_a_missing_node_is_one_line_for_every_command_that_needs_it(tmp_path: Path) -> None:
+    """PATH without Node.js (and no $P2P_MARKET_NODE): `market create` of a circuit
+    market, `prover run` and `request` in a groth16 market each say so in one line,
+    exit 2, before any node starts."""
+    inputs = tmp_path / "inputs.json"
+    inputs.write_bytes(b'{"a":"3","b":"11"}')
+    no_node = {"PATH": str(tmp_path / "empty-bin"), "P2P_MARKET_NODE": ""}
+    commands = [
+        [
+            "market", "create", "--proof-system", "plonk",
+            "--circuit", str(CIRCUITS / "multiplier.circom"), "--out", str(tmp_path / "m"),
+        ],
+        [
+            "prover", "run", "--market", str(GROTH16), "--price", "1", "--proof-time", "5000",
+            "--devnet-key", "prover-1", "--data-dir", str(tmp_path / "p"), *ANY_LISTEN,
+        ],
+        [
+            "request", "--market", str(GROTH16), "--input", str(inputs), "--max-price", "5",
+            "--max-proof-time", "5000", "--out", str(tmp_path / "proof.json"),
+            "--bootstrap", ADDR,
+        ],
+    ]  # fmt: skip
+    for args in commands:
+        done = cli(*args, env=no_node, timeout=60)
+        line = one_line_error(done.stdout, done.stderr, done.returncode)
+        assert line == "error: node (Node.js) not found on PATH (or set $P2P_MARKET_NODE)", args
+    assert not (tmp_path / "m").exists() and not (tmp_path / "proof.json").exists()

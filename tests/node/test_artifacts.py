@@ -136,6 +136,49 @@ async def test_a_wrong_artifact_is_refused_and_its_peer_not_asked_again(tmp_path
     assert liar_server.stats.served == 1  # asked once, never again
 
 
+async def test_one_corrupted_chunk_is_refused_and_fetched_from_another_peer(
+    tmp_path: Path,
+) -> None:
+    """The liar serves the real zkey but for one 256 KiB chunk in the middle, with
+    one byte flipped: right size, right frames, every other chunk right. The
+    fetcher refuses it by name (hash mismatch), keeps no partial file to resume
+    from, fetches the whole from the honest peer, and never asks the liar for that
+    hash again (it asked once)."""
+    market, contents = fake_market(tmp_path / "a", zkey_bytes=4 * CHUNK_BYTES + 1000)
+    zkey = hashlib.sha256(contents["zkey"]).digest()
+    corrupted = bytearray(contents["zkey"])
+    corrupted[2 * CHUNK_BYTES + 777] ^= 0x01  # inside the third chunk
+    assert len(corrupted) == len(contents["zkey"])
+
+    async def liar(mid: bytes, sha: bytes) -> Served | str:
+        return Served(data=bytes(corrupted))
+
+    async with running_hosts(FETCHER, SERVER, OTHER) as (b, honest, lying):
+        serve(honest, market, [tmp_path / "a"])
+        liar_server = ArtifactServer(liar)
+        liar_server.attach(lying)
+        fetcher = ArtifactFetcher(b, tmp_path / "b")
+        report = FetchReport()
+        dest = tmp_path / "b" / artifacts.artifact_name(zkey, "zkey")
+        peers = [lying.get_id(), honest.get_id()]
+        with trio.fail_after(30):
+            await fetcher.fetch(market_id(market), zkey, dest, peers, report)
+            assert dest.read_bytes() == contents["zkey"]
+            ((peer, why),) = report.failures
+            assert peer == lying.get_id() and why.startswith(f"{artifacts.HASH_MISMATCH}:")
+            assert liar_server.stats.bytes_sent == len(corrupted)  # it sent it all
+            assert report.received[honest.get_id()] == len(contents["zkey"])  # no resume
+            assert (lying.get_id(), zkey) in fetcher.bad
+            assert not partial_path(dest).exists()
+            dest.unlink()
+            again = FetchReport()
+            with pytest.raises(FetchError, match="no peer to ask"):  # the liar, offered alone
+                await fetcher.fetch(market_id(market), zkey, dest, [lying.get_id()], again)
+            await fetcher.fetch(market_id(market), zkey, dest, peers, again)
+    assert not again.failures and lying.get_id() not in again.received
+    assert liar_server.stats.served == 1  # asked once, never again
+
+
 async def test_an_oversized_artifact_is_refused_before_its_body(tmp_path: Path) -> None:
     market, contents = fake_market(tmp_path / "a", zkey_bytes=2 * MiB)
     zkey = hashlib.sha256(contents["zkey"]).digest()

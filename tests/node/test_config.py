@@ -161,3 +161,32 @@ def test_off_loopback_servers_go_with_the_token_everywhere(tmp_path: Path) -> No
     # A metrics address off loopback is no problem while the metrics are off.
     quiet = parse_config({"node": {**BASE["node"], "metrics_listen": "0.0.0.0"}}, tmp_path)
     assert quiet.metrics_port == -1
+
+
+def test_a_markets_entry_by_id_is_resolved_here_or_left_to_fetch(tmp_path: Path) -> None:
+    """`[[markets]] id = ...`: a market whose descriptor this machine holds (beside
+    the config, or fetched earlier into the data dir) is followed at once; another
+    is left in `market_ids` for the CLI to fetch, and a node refuses to start with
+    it unresolved."""
+    from p2p_market.core.crypto import devnet_key
+    from p2p_market.core.envelope import market_id
+    from p2p_market.markets.descriptor import write_descriptor
+    from p2p_market.node.runtime import Node
+
+    here, fetched, elsewhere = (default_market(nonce=n) for n in (1, 2, 3))
+    write_descriptor(tmp_path / "markets" / "here.toml", here)
+    write_descriptor(tmp_path / "data" / "markets" / f"{market_id(fetched).hex()}.toml", fetched)
+    node = {"key_file": "k.pem", "data_dir": "data"}
+    entries = [{"id": market_id(m).hex()} for m in (here, fetched, elsewhere)]
+    cfg = parse_config({"node": node, "markets": entries}, tmp_path)
+    assert cfg.markets == (here, fetched)
+    assert cfg.market_ids == (market_id(elsewhere),)
+    with pytest.raises(ValueError, match="named by id and not resolved"):
+        Node(cfg, devnet_key("config-test"))
+    for bad, why in (
+        ({"id": "xyz"}, r"markets\[0\]: id must be a market id"),
+        ({"id": 5}, r"markets\[0\]: id must be a market id"),
+        ({"id": market_id(here).hex(), "name": "x"}, r"markets\[0\]: id must be alone"),
+    ):
+        with pytest.raises(ConfigError, match=why):
+            parse_config({"node": node, "markets": [bad]}, tmp_path)

@@ -82,6 +82,7 @@ def seeds() -> list[bytes]:
         b'node.key_file = "k.pem"\nnode.data_dir = "d"\nnode.api_port = 1\n',  # dotted keys
         b'[node]\nkey_file = "k.pem"\ndata_dir = "d"\nlisten = []\n'
         b'[[markets]]\npreset = "devnet"\n',
+        b'[node]\nkey_file = "k.pem"\ndata_dir = "d"\n[[markets]]\nid = "' + b"ab" * 32 + b'"\n',
     ]
 
 
