@@ -320,7 +320,9 @@ def build_summary(data: RunData) -> dict[str, Any]:
             "settled": settled,
             "agreed": rel(data.agreed_ms),
             "stopped": rel(data.stopped_ms),
+            "last_fault_healed": rel(data.healed_ms),
         },
+        "network": _network(data),
         "asks": {
             "placed": len(tracks),
             "refused": data.asks.refused,
@@ -389,11 +391,25 @@ def build_summary(data: RunData) -> dict[str, Any]:
                 if data.agreed_ms is not None and data.settled_ms is not None
                 else None
             ),
+            "agreed_after_heal_s": (
+                _r((data.agreed_ms - data.healed_ms) / 1000)
+                if data.agreed_ms is not None and data.healed_ms is not None
+                else None
+            ),
             **(ag.to_json() if ag else {"ok": False, "failures": ["no final states"]}),
             **({"ok": False} if not checks_ok else {}),
         },
         "error": data.error,
     }
+
+
+def _network(data: RunData) -> dict[str, Any] | None:
+    """What the links were (a [network] run): the shape asked for and the switch's
+    counters, so a reader sees how many frames the loss and the cuts really took."""
+    n = data.scenario.network
+    if n is None:
+        return None
+    return {"rtt_ms": n.rtt_ms, "jitter_ms": n.jitter_ms, "loss": n.loss, "switch": data.switch}
 
 
 def _frames_between(data: RunData, lo: float | None, hi: float | None) -> int:

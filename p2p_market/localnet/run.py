@@ -33,6 +33,8 @@ from p2p_market.localnet.launcher import LaunchError, NodeProcess
 from p2p_market.localnet.progress import Progress
 from p2p_market.localnet.rundata import RunData, wall_ms
 from p2p_market.localnet.scenario import Fault, Scenario
+from p2p_market.localnet.wan.links import LinkShape
+from p2p_market.localnet.wan.netns import NetnsError, WanNetwork
 
 FORM_TIMEOUT_S: Final = 60.0
 SAMPLE_EVERY_S: Final = 2.0
@@ -50,10 +52,21 @@ class RunFailed(RuntimeError):
 
 
 class Runner:
-    def __init__(self, scenario: Scenario, run_dir: Path, console: Console) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        run_dir: Path,
+        console: Console,
+        network: WanNetwork | None = None,
+    ) -> None:
         self.scenario = scenario
         self.console = console
-        nodes = [NodeProcess(scenario, spec, run_dir) for spec in scenario.nodes]
+        self.network = network
+        """Open already (simulate() opens and closes it), or None: all on 127.0.0.1."""
+        places = network.places if network is not None else {}
+        nodes = [
+            NodeProcess(scenario, spec, run_dir, places.get(spec.name)) for spec in scenario.nodes
+        ]
         self.data = RunData(scenario, run_dir, nodes, wall_ms())
         self.by_name = {n.name: n for n in nodes}
         self.tails = {n.name: EventTail(n.events_file) for n in nodes if n.spec.role == "requester"}
@@ -185,6 +198,14 @@ class Runner:
                 node.freeze()
                 await trio.sleep(fault.for_s)
                 node.thaw()
+            elif fault.kind == "partition":  # the switch drops its frames; nothing restarts
+                assert self.network is not None  # scenario_file.check_faults
+                cut = trio.current_time()
+                await trio.to_thread.run_sync(self.network.cut, node.name)
+                node.status = "partitioned"
+                await trio.sleep_until(cut + fault.for_s)
+                await trio.to_thread.run_sync(self.network.heal, node.name)
+                node.status = "up" if node.running else node.status
             else:  # isolate: running, but on an address nobody knows and dialling nobody
                 # The cut lasts for_s from its start, and heals without a restart: a
                 # stop and a start take seconds each, and a cut that overruns the
@@ -196,7 +217,8 @@ class Runner:
                 await trio.sleep_until(cut + fault.for_s)
                 await node.rejoin(self._others(node))
             self._note_fault(fault, "end")
-        except LaunchError as exc:
+            d.healed_ms = wall_ms()
+        except (LaunchError, NetnsError) as exc:
             self._note_fault(fault, f"failed: {exc}")
             d.error = d.error or str(exc)
         finally:
@@ -217,7 +239,10 @@ class Runner:
         """Every node's check and book, asked again until the state hashes agree
         (time-dependent state) or one anti-entropy period and AGREE_MARGIN_S pass."""
         d = self.data
-        deadline = trio.current_time() + self.scenario.sync_every_s + AGREE_MARGIN_S
+        within = self.scenario.agree_within_s
+        if within is None:
+            within = self.scenario.sync_every_s + AGREE_MARGIN_S
+        deadline = trio.current_time() + within
         before: dict[str, int] | None = None
         while True:
             d.agree_attempts += 1
@@ -237,6 +262,11 @@ class Runner:
         d.agreement = check_agreement(finals)
         await self._sample_once()
         d.final_stats = {name: c.total() for name, c in self.counters.items()}
+        if self.network is not None:
+            try:
+                d.switch = await trio.to_thread.run_sync(self.network.stats)
+            except NetnsError as exc:
+                d.error = d.error or str(exc)
 
     async def _collect_finals(self) -> list[NodeFinal]:
         results: dict[str, NodeFinal] = {}
@@ -280,7 +310,7 @@ class Runner:
         t = round(self.data.elapsed(), 3)
 
         async def one(n: NodeProcess) -> None:
-            up = n.running and n.status in ("up", "isolated")
+            up = n.running and n.status in ("up", "isolated", "partitioned")
             cpu, rss = self.pstats.measure(n.pid if n.running else None)
             stats = None
             if up and n.api is not None:
@@ -323,13 +353,26 @@ def _is_interrupt(exc: BaseException) -> bool:
 
 
 def simulate(scenario: Scenario, run_dir: Path, console: Console) -> RunData:
-    """Run the scenario; the report is written by the caller (report.write_report)."""
-    runner = Runner(scenario, run_dir, console)
+    """Run the scenario; the report is written by the caller (report.write_report).
+    With a [network], the namespaces and the switch are made first (NetnsError, one
+    line, if they cannot be) and removed last, whatever ended the run."""
+    network = None
+    if scenario.network is not None:
+        n = scenario.network
+        shape = LinkShape.from_rtt(n.rtt_ms, n.jitter_ms, n.loss)
+        network = WanNetwork([spec.name for spec in scenario.nodes], shape, scenario.seed)
     try:
-        return trio.run(runner.run)
+        if network is not None:
+            network.open()
+        runner = Runner(scenario, run_dir, console, network)
+        try:
+            return trio.run(runner.run)
+        finally:
+            for node in runner.nodes:
+                node.force_stop()
     finally:
-        for n in runner.nodes:
-            n.force_stop()
+        if network is not None:
+            network.close()
 
 
 def run_dir_for(scenario: Scenario, out: Path | None) -> Path:

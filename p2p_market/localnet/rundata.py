@@ -43,6 +43,10 @@ class RunData:
     """When the final comparison found every honest node's state_hash equal (or the
     differences explained and stable); None if it never did."""
     stopped_ms: int | None = None
+    healed_ms: int | None = None
+    """When the last fault ended (a restart, a thaw, a rejoin, a healed partition)."""
+    switch: dict[str, Any] | None = None
+    """The WAN switch's counters at the end (frames, drops by cause); None on loopback."""
     phase: str = "starting"
     error: str | None = None
     interrupted: bool = False
