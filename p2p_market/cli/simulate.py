@@ -178,6 +178,16 @@ def print_summary(console: object, summary: dict[str, object], run_dir: Path) ->
             f" agreed {checks.get('agreed_after_heal_s')} s after the last heal",
             markup=False,
         )
+    catch_up = checks.get("catch_up")
+    if isinstance(catch_up, dict):
+        after = catch_up.get("after_heal_s")
+        p(
+            f"catch-up: every node held the history of the {catch_up.get('asks')} asks"
+            f" placed before the heal {after} s after it"
+            if after is not None
+            else f"catch-up: NOT by the checks; lacking asks {catch_up.get('lacking')}",
+            markup=False,
+        )
     if checks["ok"]:
         p(
             f"[green]checks passed[/]: {checks.get('honest_nodes')} honest nodes agree"

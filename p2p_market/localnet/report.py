@@ -391,6 +391,7 @@ def build_summary(data: RunData) -> dict[str, Any]:
                 if data.agreed_ms is not None and data.settled_ms is not None
                 else None
             ),
+            "catch_up": data.catch_up,
             "agreed_after_heal_s": (
                 _r((data.agreed_ms - data.healed_ms) / 1000)
                 if data.agreed_ms is not None and data.healed_ms is not None

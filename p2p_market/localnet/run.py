@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import trio
 from rich.console import Console
 
+from p2p_market.localnet.catchup import caught_up, lacking
 from p2p_market.localnet.checks import NodeFinal, check_agreement, hashes_agree
 from p2p_market.localnet.collect import (
     Counters,
@@ -43,6 +44,7 @@ AGREE_MARGIN_S: Final = 15.0
 """A node that missed gossip (frozen, cut off, a dropped frame) catches up at its next
 periodic sync at the latest: the final comparison waits for one round of it
 (the scenario's sync_every_s) and this much more."""
+CATCH_UP_EVERY_S: Final = 2.0
 MESH_S: Final = 1.5
 """One gossip heartbeat after the bids are seen: new peers join the mesh."""
 
@@ -223,6 +225,42 @@ class Runner:
             d.error = d.error or str(exc)
         finally:
             self._faults_left -= 1
+        if fault.kind in ("partition", "isolate") and d.healed_ms is not None:
+            await self._watch_catch_up(d.healed_ms)  # not a fault any more: the run goes on
+
+    async def _watch_catch_up(self, healed_ms: int) -> None:
+        """Every CATCH_UP_EVERY_S from the heal until every node holds the history of
+        every ask placed before it (catchup.py), or the final comparison begins."""
+        d = self.data
+        self._tail_once()
+        asks = {a.id for a in d.asks.asks.values() if a.ts <= healed_ms}
+        names = [n.name for n in self.nodes]
+        while d.phase in ("workload", "settle"):
+            checks = await self._checks()
+            if caught_up(checks, asks):
+                d.caught_up_ms = wall_ms()
+                d.catch_up = {
+                    "asks": len(asks),
+                    "after_heal_s": (d.caught_up_ms - healed_ms) / 1000,
+                }
+                return
+            d.catch_up = {"asks": len(asks), "lacking": lacking(checks, names, asks)}
+            await trio.sleep(CATCH_UP_EVERY_S)
+
+    async def _checks(self) -> list[dict[str, Any] | None]:
+        results: dict[str, dict[str, Any] | None] = {}
+
+        async def one(n: NodeProcess) -> None:
+            results[n.name] = None
+            if n.api is not None and n.running:
+                results[n.name] = await trio.to_thread.run_sync(
+                    fetch_check, n.api, self.data.market
+                )
+
+        async with trio.open_nursery() as nursery:
+            for n in self.nodes:
+                nursery.start_soon(one, n)
+        return [results[n.name] for n in self.nodes]
 
     def _note_fault(self, fault: Fault, what: str) -> None:
         self.data.faults.append(
