@@ -183,7 +183,7 @@ def print_summary(console: object, summary: dict[str, object], run_dir: Path) ->
         after = catch_up.get("after_heal_s")
         p(
             f"catch-up: every node held the history of the {catch_up.get('asks')} asks"
-            f" placed before the heal {after} s after it"
+            f" that ended before the heal {after} s after it"
             if after is not None
             else f"catch-up: NOT by the checks; lacking asks {catch_up.get('lacking')}",
             markup=False,

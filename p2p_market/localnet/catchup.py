@@ -1,9 +1,9 @@
 """When a node cut off from the others has caught up after the heal: the final
 comparison (checks.py) runs only once the market settles, so its time says little
 about how fast a healed node recovers. This watches from the heal on: the node has
-caught up when every node holds every ask placed before the heal, each with the same
-number of envelopes (its commits, proofs, receipts...), so nothing of that history
-is missing anywhere (issue 13: a node cut off for longer than an ask's lifetime
+caught up when every node holds every ask whose lifetime ended before the heal, each
+with the same number of envelopes (its commits, proofs, receipts...), so nothing of
+that history is missing anywhere (issue 13: a node cut off for longer than an ask's lifetime
 never got back the asks that expired meanwhile)."""
 
 from __future__ import annotations

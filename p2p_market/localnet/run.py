@@ -230,10 +230,13 @@ class Runner:
 
     async def _watch_catch_up(self, healed_ms: int) -> None:
         """Every CATCH_UP_EVERY_S from the heal until every node holds the history of
-        every ask placed before it (catchup.py), or the final comparison begins."""
+        every ask whose lifetime ended before it (catchup.py), or the final comparison
+        begins. Those asks are over, their histories complete: a count that differs
+        is a node missing part of it, not an envelope still on its way (an ask still
+        live at the heal changes under the watch, and would time gossip, not catch-up)."""
         d = self.data
         self._tail_once()
-        asks = {a.id for a in d.asks.asks.values() if a.ts <= healed_ms}
+        asks = {a.id for a in d.asks.asks.values() if a.expires_t <= healed_ms}
         names = [n.name for n in self.nodes]
         while d.phase in ("workload", "settle"):
             checks = await self._checks()

@@ -109,6 +109,30 @@ def test_the_switch_gives_the_round_trip_cuts_and_heals(two_hosts: WanNetwork) -
     assert leftovers(os.getpid()) == []
 
 
+def test_a_network_that_fails_half_way_is_undone(can_netns: None) -> None:
+    """The namespaces are made before the switch; when the switch cannot make its
+    devices (here: a device of that name exists), all of it is removed again and the
+    error is one line."""
+    taken = f"pw{os.getpid() % 100_000}n1"
+    made = subprocess.run(
+        ["ip", "link", "add", taken, "type", "veth", "peer", "name", f"{taken}p"],
+        capture_output=True,
+    )
+    assert made.returncode == 0, made.stderr
+    try:
+        net = WanNetwork(["a", "b", "c"], LinkShape(), seed=0)
+        with pytest.raises(
+            NetnsError, match=f"^the switch did not start: cannot create TAP device {taken}"
+        ):
+            net.open()
+        assert not [x for x in leftovers(os.getpid()) if x.startswith("p2pw")]
+        with pytest.raises(NetnsError, match="the switch is not running"):
+            net.stats()
+    finally:
+        subprocess.run(["ip", "link", "del", taken], capture_output=True)
+    assert leftovers(os.getpid()) == []
+
+
 SMALL = """\
 [run]
 name = "wan-ci"
