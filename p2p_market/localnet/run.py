@@ -12,6 +12,7 @@ every node process (SIGTERM, then SIGKILL), and the synchronous guard in
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -402,6 +403,10 @@ def simulate(scenario: Scenario, run_dir: Path, console: Console) -> RunData:
         n = scenario.network
         shape = LinkShape.from_rtt(n.rtt_ms, n.jitter_ms, n.loss)
         network = WanNetwork([spec.name for spec in scenario.nodes], shape, scenario.seed)
+    # SIGTERM (a `kill`, a CI timeout) ends the run as Ctrl-C does, through trio's own
+    # SIGINT handling, so the `finally`s below run: Python's default would exit at
+    # once and leave the namespaces behind.
+    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
         if network is not None:
             network.open()
@@ -414,6 +419,7 @@ def simulate(scenario: Scenario, run_dir: Path, console: Console) -> RunData:
     finally:
         if network is not None:
             network.close()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_dir_for(scenario: Scenario, out: Path | None) -> Path:

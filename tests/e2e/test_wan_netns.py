@@ -209,7 +209,10 @@ def test_three_nodes_through_the_switch_agree_after_a_partition(
     assert leftovers(proc.pid) == []
 
 
-def test_ctrl_c_leaves_no_namespace_nor_device(can_netns: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_leaves_no_namespace_nor_device(
+    can_netns: None, tmp_path: Path, sig: signal.Signals
+) -> None:
     scenario = tmp_path / "wan-ci.toml"
     scenario.write_text(SMALL.format(cut="relay-1"))
     proc = subprocess.Popen(
@@ -223,7 +226,7 @@ def test_ctrl_c_leaves_no_namespace_nor_device(can_netns: None, tmp_path: Path) 
             assert time.monotonic() < deadline, "the run never started a node"
             time.sleep(0.2)
         assert len(leftovers(proc.pid)) >= 3  # the namespaces are there now
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         assert proc.wait(timeout=60) == 1
     finally:
         if proc.poll() is None:
