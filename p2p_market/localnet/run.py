@@ -239,16 +239,21 @@ class Runner:
         self._tail_once()
         asks = {a.id for a in d.asks.asks.values() if a.expires_t <= healed_ms}
         names = [n.name for n in self.nodes]
+        trace: list[tuple[float, int]] = []  # (s after the heal, asks lacking in all)
         while d.phase in ("workload", "settle"):
             checks = await self._checks()
+            after = round((wall_ms() - healed_ms) / 1000, 1)
             if caught_up(checks, asks):
                 d.caught_up_ms = wall_ms()
                 d.catch_up = {
                     "asks": len(asks),
                     "after_heal_s": (d.caught_up_ms - healed_ms) / 1000,
+                    "lacking_over_time": trace,
                 }
                 return
-            d.catch_up = {"asks": len(asks), "lacking": lacking(checks, names, asks)}
+            short = lacking(checks, names, asks)
+            trace.append((after, sum(short.values())))
+            d.catch_up = {"asks": len(asks), "lacking": short, "lacking_over_time": trace}
             await trio.sleep(CATCH_UP_EVERY_S)
 
     async def _checks(self) -> list[dict[str, Any] | None]:
