@@ -21,7 +21,13 @@ from typer.testing import CliRunner
 
 from p2p_market.cli.app import app
 from p2p_market.localnet.wan.links import LinkShape
-from p2p_market.localnet.wan.netns import NetnsError, WanNetwork, namespaces, preflight
+from p2p_market.localnet.wan.netns import (
+    NetnsError,
+    WanNetwork,
+    namespaces,
+    preflight,
+    sweep_stale,
+)
 from tests.processes import CLI
 
 
@@ -287,3 +293,17 @@ def test_a_partition_without_a_network_is_one_line_and_exit_2(tmp_path: Path) ->
         2,
         "error: a partition fault needs a [network] section or simulate --netns",
     )
+
+
+def test_namespaces_a_killed_launcher_left_are_swept_by_the_next_run(can_netns: None) -> None:
+    """A launcher killed with SIGKILL cannot clean up: its nodes and switch die with
+    it (PR_SET_PDEATHSIG), its namespaces stay until the next run deletes them."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no process has now
+    stale = f"p2pw{dead.pid}-0"
+    subprocess.run(["ip", "netns", "add", stale], check=True, capture_output=True)
+    try:
+        assert stale in sweep_stale()
+        assert stale not in namespaces()
+    finally:
+        subprocess.run(["ip", "netns", "del", stale], capture_output=True)
