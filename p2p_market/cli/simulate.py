@@ -57,7 +57,7 @@ def simulate(
     ] = None,
 ) -> None:
     """Start the scenario's nodes as real processes on 127.0.0.1 (with --netns or a
-    [network] section: each in its own network namespace, through a userspace switch
+    \\[network] section: each in its own network namespace, through a userspace switch
     with delay, jitter and loss), run its workload and faults, check that every node
     agrees, and write a report folder (summary.json, PNG plots, index.html)."""
     import dataclasses
