@@ -637,6 +637,28 @@ def write_index(summary: dict[str, Any], out: Path) -> None:
             ("yes: " + "; ".join(summary["bound_notes"])) if summary["transport_bound"] else "no",
         ),
     ]
+    net = summary.get("network")
+    if net:
+        sw = net.get("switch") or {}
+        rows.append(
+            (
+                "network (namespaces, userspace switch)",
+                f"{net['rtt_ms']:g} ms RTT, ±{net['jitter_ms']:g} ms, {net['loss'] * 100:g} % loss;"
+                f" {sw.get('frames_in')} frames, {sw.get('dropped_loss')} lost,"
+                f" {sw.get('dropped_cut')} cut",
+            )
+        )
+    catch_up = checks.get("catch_up")
+    if catch_up:
+        after = catch_up.get("after_heal_s")
+        rows.append(
+            (
+                "caught up after the heal (asks that ended before it)",
+                f"{after} s ({catch_up.get('asks')} asks)"
+                if after is not None
+                else f"not by the checks; lacking {catch_up.get('lacking')}",
+            )
+        )
     table = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
     node_rows = "\n".join(
         "<tr>"
