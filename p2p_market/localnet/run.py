@@ -299,14 +299,14 @@ class Runner:
                 break
             if trio.current_time() > deadline:
                 break
-            agreement = check_agreement(finals)
+            agreement = check_agreement(finals, strict=self.scenario.strict_agreement)
             if agreement.ok and agreement.state_hashes == before:
                 d.agreed_ms = wall_ms()
                 break  # explained differences only, and stable: nothing more to wait for
             before = agreement.state_hashes
             await trio.sleep(1.0)
         d.finals = finals
-        d.agreement = check_agreement(finals)
+        d.agreement = check_agreement(finals, strict=self.scenario.strict_agreement)
         await self._sample_once()
         d.final_stats = {name: c.total() for name, c in self.counters.items()}
         if self.network is not None:

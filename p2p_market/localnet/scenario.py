@@ -27,6 +27,7 @@ RUN_KEYS: Final = frozenset(
         "sync_every_s",
         "report_dir",
         "agree_within_s",
+        "strict_agreement",
     }
 )
 MARKET_KEYS: Final = frozenset(MARKET_FIELDS) - {"created_at"}  # the run sets it
@@ -118,6 +119,10 @@ class Scenario:
     """How long the final comparison waits for every node to agree; None: one sync
     period and run.AGREE_MARGIN_S. A WAN scenario with a long partition sets more,
     to measure how long agreement takes after the heal rather than to give up."""
+    strict_agreement: bool = False
+    """Every honest node's state_hash must be the same: a difference by asks that
+    reached some nodes only after they expired fails the run instead of being
+    explained (checks.py)."""
     network: Network | None = None
     """None: every node on 127.0.0.1, as before."""
 

@@ -13,6 +13,7 @@ scenario.py). Checked field by field: a bad file is one line naming the problem
     report_dir = "reports"   # relative to the scenario file; a folder per run in it
     agree_within_s = 120     # most seconds the final comparison waits for agreement
                              # (default: sync_every_s + 15)
+    strict_agreement = true  # every node the same state_hash, no difference explained
 
     [network]                # optional: every node in its own network namespace,
     rtt_ms = 100             # through a userspace switch (needs root; docs/wan.md)
@@ -247,6 +248,9 @@ def parse_scenario(data: dict[str, Any], source: Path) -> Scenario:
         _num(run, "agree_within_s", "run", 0.0, 1.0, 3600.0) if "agree_within_s" in run else None
     )
     network = network_section(_table(data, "network")) if "network" in data else None
+    strict = run.get("strict_agreement", False)
+    if type(strict) is not bool:
+        raise ScenarioError("run.strict_agreement must be true or false")
     market = _market(_table(data, "market"), name)
     defaults = _table(data, "workload")
     _unknown(defaults, WORKLOAD_KEYS, "workload")
@@ -281,6 +285,7 @@ def parse_scenario(data: dict[str, Any], source: Path) -> Scenario:
         sync_every_s=sync_every,
         report_dir=report_dir,
         agree_within_s=agree_within,
+        strict_agreement=strict,
         network=network,
     )
     check_faults(scenario)

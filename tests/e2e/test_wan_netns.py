@@ -146,6 +146,8 @@ seed = 5
 duration_s = 18
 settle_s = 15
 sync_every_s = 2.0
+strict_agreement = true
+agree_within_s = 30
 
 [network]
 rtt_ms = 50

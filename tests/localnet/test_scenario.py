@@ -215,6 +215,7 @@ def test_wan_partitions_a_node_for_longer_than_an_ask_lives_over_a_slow_lossy_ne
     assert cut.kind == "partition" and cut.for_s == 60 > ttl_s
     assert cut.at_s + cut.for_s < wan.duration_s  # healed while the workload runs
     assert wan.agree_within_s is not None and wan.agree_within_s >= 60
+    assert wan.strict_agreement  # no difference explained away: every node the same state
 
 
 @pytest.mark.parametrize(
