@@ -77,6 +77,7 @@ class Runner:
         self.pstats = ProcessStats()
         self.progress = Progress(self.data, console)
         self._faults_left = len(scenario.faults)
+        self._watches = 0  # catch-up watches begun; a newer one supersedes the others
 
     @property
     def nodes(self) -> list[NodeProcess]:
@@ -232,15 +233,22 @@ class Runner:
     async def _watch_catch_up(self, healed_ms: int) -> None:
         """Every CATCH_UP_EVERY_S from the heal until every node holds the history of
         every ask whose lifetime ended before it (catchup.py), or the final comparison
-        begins. Those asks are over, their histories complete: a count that differs
-        is a node missing part of it, not an envelope still on its way (an ask still
-        live at the heal changes under the watch, and would time gossip, not catch-up)."""
+        begins, or a later partition or isolation heals (whose watch is then the one
+        reported). Those asks are over, their histories complete: a count that
+        differs is a node missing part of it, not an envelope still on its way (an ask
+        still live at the heal changes under the watch, and would time gossip, not
+        catch-up)."""
         d = self.data
+        self._watches += 1
+        mine = self._watches
         self._tail_once()
         asks = {a.id for a in d.asks.asks.values() if a.expires_t <= healed_ms}
         names = [n.name for n in self.nodes]
         trace: list[tuple[float, int]] = []  # (s after the heal, asks lacking in all)
-        while d.phase in ("workload", "settle"):
+        if not asks:  # nothing had ended yet: no history to get back
+            d.catch_up = {"asks": 0, "after_heal_s": 0.0, "lacking_over_time": trace}
+            return
+        while d.phase in ("workload", "settle") and self._watches == mine:
             checks = await self._checks()
             after = round((wall_ms() - healed_ms) / 1000, 1)
             if caught_up(checks, asks):
