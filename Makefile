@@ -3,6 +3,8 @@
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Extra pytest options, e.g. -rs (.ci/run: the reason of every skip).
+PYTEST_ARGS ?=
 
 .PHONY: demo test lint bench clean
 
@@ -26,7 +28,7 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed
 	$(BIN)/p2p-market bench core --json

@@ -45,6 +45,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     (SCENARIO, "[workload]"): scenario.WORKLOAD_KEYS,
     (SCENARIO, "[[nodes]]"): frozenset(scenario.NODE_KEYS) | scenario.PROVER_KEYS,
     (SCENARIO, "[[faults]]"): scenario.FAULT_KEYS,
+    (SCENARIO, "[network]"): scenario.NETWORK_KEYS,
 }
 """Per (file, section): the keys the parser accepts there. A requester's [[nodes]]
 keys are those of the scenario's [workload], documented there."""

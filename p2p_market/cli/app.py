@@ -271,6 +271,21 @@ def bench_core(
         console.print(note)
 
 
+@bench_app.command("wan-switch")
+def bench_wan_switch() -> None:
+    """Measure the simulation's userspace WAN switch against a kernel veth pair, in
+    the same run: round trips, datagrams forwarded per second, TCP throughput (JSON).
+    Needs root and network namespaces (exit 2 otherwise)."""
+    from p2p_market.bench.wan_switch import wan_switch_bench
+    from p2p_market.localnet.wan.netns import NetnsError
+
+    try:
+        result = wan_switch_bench()
+    except NetnsError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(result))
+
+
 @bench_app.command("attacks")
 def bench_attacks(
     attack: Annotated[

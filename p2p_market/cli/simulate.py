@@ -9,7 +9,7 @@ there is something to report); 2 a bad scenario file or argument (one line
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,10 +35,31 @@ def simulate(
         float | None,
         typer.Option("--settle", help="Most seconds to wait for asks to end (run.settle_s)."),
     ] = None,
+    netns: Annotated[
+        bool,
+        typer.Option(
+            "--netns",
+            help="Every node in its own network namespace, through a userspace switch"
+            " (root; docs/wan.md). Implied by a [network] section or --rtt-ms/--loss.",
+        ),
+    ] = False,
+    rtt_ms: Annotated[
+        float | None,
+        typer.Option("--rtt-ms", help="Round trip between nodes, ms (network.rtt_ms)."),
+    ] = None,
+    jitter_ms: Annotated[
+        float | None,
+        typer.Option("--jitter-ms", help="± per frame, ms (network.jitter_ms)."),
+    ] = None,
+    loss: Annotated[
+        float | None,
+        typer.Option("--loss", help="Frames lost per direction, a fraction (network.loss)."),
+    ] = None,
 ) -> None:
-    """Start the scenario's nodes as real processes on 127.0.0.1, run its workload and
-    faults, check that every node agrees, and write a report folder (summary.json,
-    PNG plots, index.html)."""
+    """Start the scenario's nodes as real processes on 127.0.0.1 (with --netns or a
+    \\[network] section: each in its own network namespace, through a userspace switch
+    with delay, jitter and loss), run its workload and faults, check that every node
+    agrees, and write a report folder (summary.json, PNG plots, index.html)."""
     import dataclasses
 
     from p2p_market.localnet.scenario import ScenarioError
@@ -58,6 +79,7 @@ def simulate(
         if not 0 <= settle <= 3600:
             fail("--settle must be between 0 and 3600 seconds")
         sc = dataclasses.replace(sc, settle_s=settle)
+    sc = _with_network(sc, netns, rtt_ms, jitter_ms, loss)
 
     from rich.console import Console
 
@@ -75,11 +97,44 @@ def simulate(
         f" report in {run_dir}",
         markup=False,
     )
-    data = run_simulation(sc, run_dir, console)
+    from p2p_market.localnet.wan.netns import NetnsError
+
+    try:
+        data = run_simulation(sc, run_dir, console)
+    except NetnsError as exc:
+        fail(str(exc))
     summary = write_report(data)
     print_summary(console, summary, run_dir)
     if not summary["checks"]["ok"]:
         raise typer.Exit(1)
+
+
+def _with_network(
+    sc: Any, netns: bool, rtt_ms: float | None, jitter_ms: float | None, loss: float | None
+) -> Any:
+    """The scenario with its [network] section overridden by the options; checks
+    that this machine can make namespaces (exit 2, one line, if it cannot)."""
+    import dataclasses
+
+    from p2p_market.localnet.scenario import Network, ScenarioError
+    from p2p_market.localnet.scenario_file import check_faults, network_section
+    from p2p_market.localnet.wan.netns import NetnsError, preflight
+
+    given = {"rtt_ms": rtt_ms, "jitter_ms": jitter_ms, "loss": loss}
+    if not netns and sc.network is None and all(v is None for v in given.values()):
+        return sc
+    base = dataclasses.asdict(sc.network or Network())
+    try:
+        network = network_section({**base, **{k: v for k, v in given.items() if v is not None}})
+    except ScenarioError as exc:
+        fail(str(exc).replace("network.", "--").replace("_", "-"))
+    sc = dataclasses.replace(sc, network=network)
+    try:
+        check_faults(sc)
+        preflight()
+    except (ScenarioError, NetnsError) as exc:
+        fail(str(exc))
+    return sc
 
 
 def print_summary(console: object, summary: dict[str, object], run_dir: Path) -> None:
@@ -126,6 +181,26 @@ def print_summary(console: object, summary: dict[str, object], run_dir: Path) ->
         )
     if summary.get("error"):
         p(f"[bold red]error:[/] {summary['error']}")
+    net = summary.get("network")
+    if isinstance(net, dict):
+        sw = net.get("switch") or {}
+        p(
+            f"network: {net['rtt_ms']:g} ms RTT, ±{net['jitter_ms']:g} ms jitter,"
+            f" {net['loss'] * 100:g} % loss; switch: {sw.get('frames_in')} frames in,"
+            f" {sw.get('dropped_loss')} lost, {sw.get('dropped_cut')} cut;"
+            f" agreed {checks.get('agreed_after_heal_s')} s after the last heal",
+            markup=False,
+        )
+    catch_up = checks.get("catch_up")
+    if isinstance(catch_up, dict):
+        after = catch_up.get("after_heal_s")
+        p(
+            f"catch-up: every node held the history of the {catch_up.get('asks')} asks"
+            f" that ended before the heal {after} s after it"
+            if after is not None
+            else f"catch-up: NOT by the checks; lacking asks {catch_up.get('lacking')}",
+            markup=False,
+        )
     if checks["ok"]:
         p(
             f"[green]checks passed[/]: {checks.get('honest_nodes')} honest nodes agree"

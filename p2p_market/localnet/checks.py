@@ -13,7 +13,8 @@ them after the run has settled:
    after it expired is refused by them (a node does not store an expired ask), so
    the hashes differ by asks that expired with no winner anywhere. When that is the
    only difference (same asks otherwise, same number of messages about each, same
-   bid count), the disagreement is reported as explained.
+   bid count), the disagreement is reported as explained, unless the scenario asks
+   for strict agreement (run.strict_agreement).
 2. Same winners: for every ask that every honest node holds, the same (state,
    winners, accepted provers). An ask some node lacks is counted, not compared.
 3. Invariants: `MarketState.check_invariants()` is empty on every honest node (among
@@ -106,7 +107,11 @@ def _summary(ask: dict[str, Any]) -> tuple[str, tuple[str, ...], tuple[str, ...]
     return (str(ask["state"]), tuple(ask["winners"]), tuple(ask["accepted"]))
 
 
-def check_agreement(finals: list[NodeFinal]) -> Agreement:
+def check_agreement(finals: list[NodeFinal], *, strict: bool = False) -> Agreement:
+    """`strict` (a scenario's run.strict_agreement): no difference is explained, every
+    honest node must report the same state_hash. A WAN scenario asks for it: an ask
+    that reached a node only after it expired, and so is missing there for good, is
+    the very failure to catch up it is there to find (issue 13, finding 1)."""
     honest = [f for f in finals if f.honest]
     out = Agreement(nodes=len(honest))
     answered = [f for f in honest if f.check is not None and f.book is not None]
@@ -160,7 +165,14 @@ def check_agreement(finals: list[NodeFinal]) -> Agreement:
             and _same(answered, lambda c: {a: n for a, n in c.get("ask_envelopes", {}).items()
                                            if a in shared})
         )  # fmt: skip
-        if out.disagreement_explained:
+        if out.disagreement_explained and strict:
+            out.disagreement_explained = False
+            out.failures.append(
+                f"{out.nodes_disagreeing} node(s) disagree on state_hash: {', '.join(odd)},"
+                f" by {out.asks_not_everywhere} expired ask(s) that reached some nodes"
+                " after they expired (run.strict_agreement: not explained away)"
+            )
+        elif out.disagreement_explained:
             out.examples.append(
                 f"state_hash differs on {', '.join(odd)} only by {out.asks_not_everywhere}"
                 " expired, never assigned ask(s) that reached some nodes after they expired"

@@ -27,16 +27,20 @@ def node_config(
     bootstrap: list[str],
     port: int,
     start_file: Path | None = None,
+    ip: str = "127.0.0.1",
 ) -> dict[str, Any]:
-    """The parsed-TOML form of one node's config (absolute paths)."""
+    """The parsed-TOML form of one node's config (absolute paths). `ip` other than
+    loopback (a node in its own namespace): the node listens there, and so does its
+    control API, which then takes the token on every call (the launcher has it)."""
     data: dict[str, Any] = {
         "node": {
             "key_file": str(node_dir / "key.pem"),
             "data_dir": str(node_dir / "data"),
-            "listen": [f"/ip4/127.0.0.1/tcp/{port}"],
+            "listen": [f"/ip4/{ip}/tcp/{port}"],
             "bootstrap": list(bootstrap),
             "frames_per_second": scenario.frames_per_second,
             "sync_every_s": scenario.sync_every_s,
+            **({} if ip == "127.0.0.1" else {"api_listen": ip, "api_token_everywhere": True}),
         },
         "markets": [market_fields(scenario.market)],
     }

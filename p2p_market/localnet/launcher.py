@@ -28,6 +28,7 @@ import trio
 from p2p_market.core.crypto import devnet_key
 from p2p_market.localnet.configs import node_config, to_toml
 from p2p_market.localnet.scenario import NodeSpec, Scenario
+from p2p_market.localnet.wan.netns import NODE_PORT, Place
 from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.api_token import TokenError, read_token, token_path
 from p2p_market.node.keyfile import write_key
@@ -69,8 +70,12 @@ def free_port() -> int:
 class NodeProcess:
     """One scenario node: its directory, config, key, and its current process."""
 
-    def __init__(self, scenario: Scenario, spec: NodeSpec, run_dir: Path) -> None:
+    def __init__(
+        self, scenario: Scenario, spec: NodeSpec, run_dir: Path, place: Place | None = None
+    ) -> None:
         self.scenario = scenario
+        self.place = place
+        """None: on 127.0.0.1 in the launcher's namespace; else its own namespace."""
         self.spec = spec
         self.name = spec.name
         self.dir = run_dir / "nodes" / spec.name
@@ -78,12 +83,14 @@ class NodeProcess:
         self.start_file = run_dir / "go"
         self.key = devnet_key(spec.name)
         write_key(self.dir / "key.pem", self.key, None, overwrite=True)
-        self.port = free_port()
+        self.port = NODE_PORT if place is not None else free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready: dict[str, Any] = {}
         self.api: ApiClient | None = None
         self.starts = 0
-        self.status = "new"  # new | starting | up | frozen | isolated | down | stopped
+        self.status = (
+            "new"  # new | starting | up | frozen | isolated | partitioned | down | stopped
+        )
         self.faulted = False
         self._log: IO[bytes] | None = None
 
@@ -120,6 +127,7 @@ class NodeProcess:
             bootstrap=[] if isolated else bootstrap,
             port=0 if isolated else self.port,  # cut off: an address nobody knows
             start_file=self.start_file,
+            ip=self.ip,
         )
         if isolated:
             # Cut off means dialling nobody: not even the peers it remembers
@@ -129,11 +137,18 @@ class NodeProcess:
         path.write_text(to_toml(data))
         return path
 
+    @property
+    def ip(self) -> str:
+        return self.place.ip if self.place is not None else "127.0.0.1"
+
     def command(self, config: Path) -> list[str]:
+        # `ip netns exec` execs the command in the namespace, no fork: the node is
+        # still this Popen's child, and PR_SET_PDEATHSIG still applies.
+        prefix = self.place.prefix if self.place is not None else []
         if self.spec.honest:
-            base = [sys.executable, "-m", "p2p_market.cli", "node", "run"]
+            base = [*prefix, sys.executable, "-m", "p2p_market.cli", "node", "run"]
             return [*base, "--config", str(config), "--log-level", "warning"]
-        agent = [sys.executable, "-m", "p2p_market.localnet.agent"]
+        agent = [*prefix, sys.executable, "-m", "p2p_market.localnet.agent"]
         return [*agent, "--config", str(config), "--behaviour", self.spec.behaviour,
                 "--log-level", "warning"]  # fmt: skip
 
@@ -180,7 +195,7 @@ class NodeProcess:
         except TokenError as exc:
             self.kill()
             raise LaunchError(f"node {self.name}: {exc}") from None
-        self.api = ApiClient(f"http://127.0.0.1:{ready['api_port']}", token=token, timeout=5.0)
+        self.api = ApiClient(f"http://{self.ip}:{ready['api_port']}", token=token, timeout=5.0)
         self.status = "isolated" if isolated else "up"
 
     async def rejoin(self, addrs: list[str]) -> None:
@@ -208,7 +223,7 @@ class NodeProcess:
         peer = ready.rsplit("/p2p/", 1)[-1]
         if self.running and ready:
             return ready  # a node rejoined after an isolation keeps its fresh port
-        return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{peer}"
+        return f"/ip4/{self.ip}/tcp/{self.port}/p2p/{peer}"
 
     def stderr_tail(self, lines: int = 3) -> str:
         try:

@@ -87,9 +87,12 @@ class Progress:
         nodes = Table.grid(padding=(0, 1))
         cells = []
         for n in d.nodes:
-            style = {"up": "green", "starting": "yellow", "isolated": "magenta"}.get(
-                n.status, "red"
-            )
+            style = {
+                "up": "green",
+                "starting": "yellow",
+                "isolated": "magenta",
+                "partitioned": "magenta",
+            }.get(n.status, "red")
             cells.append(Text(f"{n.name}:{n.status}", style=style))
         for _ in range(min(6, len(cells))):
             nodes.add_column()

@@ -341,7 +341,9 @@ def build_summary(data: RunData) -> dict[str, Any]:
             "settled": settled,
             "agreed": rel(data.agreed_ms),
             "stopped": rel(data.stopped_ms),
+            "last_fault_healed": rel(data.healed_ms),
         },
+        "network": _network(data),
         "asks": {
             "placed": len(tracks),
             "refused": data.asks.refused,
@@ -410,11 +412,26 @@ def build_summary(data: RunData) -> dict[str, Any]:
                 if data.agreed_ms is not None and data.settled_ms is not None
                 else None
             ),
+            "catch_up": data.catch_up,
+            "agreed_after_heal_s": (
+                _r((data.agreed_ms - data.healed_ms) / 1000)
+                if data.agreed_ms is not None and data.healed_ms is not None
+                else None
+            ),
             **(ag.to_json() if ag else {"ok": False, "failures": ["no final states"]}),
             **({"ok": False} if not checks_ok else {}),
         },
         "error": data.error,
     }
+
+
+def _network(data: RunData) -> dict[str, Any] | None:
+    """What the links were (a [network] run): the shape asked for and the switch's
+    counters, so a reader sees how many frames the loss and the cuts really took."""
+    n = data.scenario.network
+    if n is None:
+        return None
+    return {"rtt_ms": n.rtt_ms, "jitter_ms": n.jitter_ms, "loss": n.loss, "switch": data.switch}
 
 
 def _frames_between(data: RunData, lo: float | None, hi: float | None) -> int:
@@ -641,6 +658,28 @@ def write_index(summary: dict[str, Any], out: Path) -> None:
             ("yes: " + "; ".join(summary["bound_notes"])) if summary["transport_bound"] else "no",
         ),
     ]
+    net = summary.get("network")
+    if net:
+        sw = net.get("switch") or {}
+        rows.append(
+            (
+                "network (namespaces, userspace switch)",
+                f"{net['rtt_ms']:g} ms RTT, ±{net['jitter_ms']:g} ms, {net['loss'] * 100:g} % loss;"
+                f" {sw.get('frames_in')} frames, {sw.get('dropped_loss')} lost,"
+                f" {sw.get('dropped_cut')} cut",
+            )
+        )
+    catch_up = checks.get("catch_up")
+    if catch_up:
+        after = catch_up.get("after_heal_s")
+        rows.append(
+            (
+                "caught up after the heal (asks that ended before it)",
+                f"{after} s ({catch_up.get('asks')} asks)"
+                if after is not None
+                else f"not by the checks; lacking {catch_up.get('lacking')}",
+            )
+        )
     table = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
     node_rows = "\n".join(
         "<tr>"

@@ -12,13 +12,15 @@ every node process (SIGTERM, then SIGKILL), and the synchronous guard in
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import trio
 from rich.console import Console
 
+from p2p_market.localnet.catchup import caught_up, lacking
 from p2p_market.localnet.checks import NodeFinal, check_agreement, hashes_agree
 from p2p_market.localnet.collect import (
     Counters,
@@ -34,6 +36,8 @@ from p2p_market.localnet.launcher import LaunchError, NodeProcess
 from p2p_market.localnet.progress import Progress
 from p2p_market.localnet.rundata import RunData, wall_ms
 from p2p_market.localnet.scenario import Fault, Scenario
+from p2p_market.localnet.wan.links import LinkShape
+from p2p_market.localnet.wan.netns import NetnsError, WanNetwork
 
 FORM_TIMEOUT_S: Final = 60.0
 SAMPLE_EVERY_S: Final = 2.0
@@ -42,6 +46,7 @@ AGREE_MARGIN_S: Final = 15.0
 """A node that missed gossip (frozen, cut off, a dropped frame) catches up at its next
 periodic sync at the latest: the final comparison waits for one round of it
 (the scenario's sync_every_s) and this much more."""
+CATCH_UP_EVERY_S: Final = 2.0
 MESH_S: Final = 1.5
 """One gossip heartbeat after the bids are seen: new peers join the mesh."""
 
@@ -51,10 +56,21 @@ class RunFailed(RuntimeError):
 
 
 class Runner:
-    def __init__(self, scenario: Scenario, run_dir: Path, console: Console) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        run_dir: Path,
+        console: Console,
+        network: WanNetwork | None = None,
+    ) -> None:
         self.scenario = scenario
         self.console = console
-        nodes = [NodeProcess(scenario, spec, run_dir) for spec in scenario.nodes]
+        self.network = network
+        """Open already (simulate() opens and closes it), or None: all on 127.0.0.1."""
+        places = network.places if network is not None else {}
+        nodes = [
+            NodeProcess(scenario, spec, run_dir, places.get(spec.name)) for spec in scenario.nodes
+        ]
         self.data = RunData(scenario, run_dir, nodes, wall_ms())
         self.by_name = {n.name: n for n in nodes}
         self.tails = {n.name: EventTail(n.events_file) for n in nodes if n.spec.role == "requester"}
@@ -62,6 +78,7 @@ class Runner:
         self.pstats = ProcessStats()
         self.progress = Progress(self.data, console)
         self._faults_left = len(scenario.faults)
+        self._watches = 0  # catch-up watches begun; a newer one supersedes the others
 
     @property
     def nodes(self) -> list[NodeProcess]:
@@ -186,6 +203,14 @@ class Runner:
                 node.freeze()
                 await trio.sleep(fault.for_s)
                 node.thaw()
+            elif fault.kind == "partition":  # the switch drops its frames; nothing restarts
+                assert self.network is not None  # scenario_file.check_faults
+                cut = trio.current_time()
+                await trio.to_thread.run_sync(self.network.cut, node.name)
+                node.status = "partitioned"
+                await trio.sleep_until(cut + fault.for_s)
+                await trio.to_thread.run_sync(self.network.heal, node.name)
+                node.status = "up" if node.running else node.status
             else:  # isolate: running, but on an address nobody knows and dialling nobody
                 # The cut lasts for_s from its start, and heals without a restart: a
                 # stop and a start take seconds each, and a cut that overruns the
@@ -197,11 +222,63 @@ class Runner:
                 await trio.sleep_until(cut + fault.for_s)
                 await node.rejoin(self._others(node))
             self._note_fault(fault, "end")
-        except LaunchError as exc:
+            d.healed_ms = wall_ms()
+        except (LaunchError, NetnsError) as exc:
             self._note_fault(fault, f"failed: {exc}")
             d.error = d.error or str(exc)
         finally:
             self._faults_left -= 1
+        if fault.kind in ("partition", "isolate") and d.healed_ms is not None:
+            await self._watch_catch_up(d.healed_ms)  # not a fault any more: the run goes on
+
+    async def _watch_catch_up(self, healed_ms: int) -> None:
+        """Every CATCH_UP_EVERY_S from the heal until every node holds the history of
+        every ask whose lifetime ended before it (catchup.py), or the final comparison
+        begins, or a later partition or isolation heals (whose watch is then the one
+        reported). Those asks are over, their histories complete: a count that
+        differs is a node missing part of it, not an envelope still on its way (an ask
+        still live at the heal changes under the watch, and would time gossip, not
+        catch-up)."""
+        d = self.data
+        self._watches += 1
+        mine = self._watches
+        self._tail_once()
+        asks = {a.id for a in d.asks.asks.values() if a.expires_t <= healed_ms}
+        names = [n.name for n in self.nodes]
+        trace: list[tuple[float, int]] = []  # (s after the heal, asks lacking in all)
+        if not asks:  # nothing had ended yet: no history to get back
+            d.catch_up = {"asks": 0, "after_heal_s": 0.0, "lacking_over_time": trace}
+            return
+        while d.phase in ("workload", "settle") and self._watches == mine:
+            checks = await self._checks()
+            after = round((wall_ms() - healed_ms) / 1000, 1)
+            if caught_up(checks, asks):
+                d.caught_up_ms = wall_ms()
+                d.catch_up = {
+                    "asks": len(asks),
+                    "after_heal_s": (d.caught_up_ms - healed_ms) / 1000,
+                    "lacking_over_time": trace,
+                }
+                return
+            short = lacking(checks, names, asks)
+            trace.append((after, sum(short.values())))
+            d.catch_up = {"asks": len(asks), "lacking": short, "lacking_over_time": trace}
+            await trio.sleep(CATCH_UP_EVERY_S)
+
+    async def _checks(self) -> list[dict[str, Any] | None]:
+        results: dict[str, dict[str, Any] | None] = {}
+
+        async def one(n: NodeProcess) -> None:
+            results[n.name] = None
+            if n.api is not None and n.running:
+                results[n.name] = await trio.to_thread.run_sync(
+                    fetch_check, n.api, self.data.market
+                )
+
+        async with trio.open_nursery() as nursery:
+            for n in self.nodes:
+                nursery.start_soon(one, n)
+        return [results[n.name] for n in self.nodes]
 
     def _note_fault(self, fault: Fault, what: str) -> None:
         self.data.faults.append(
@@ -218,7 +295,10 @@ class Runner:
         """Every node's check and book, asked again until the state hashes agree
         (time-dependent state) or one anti-entropy period and AGREE_MARGIN_S pass."""
         d = self.data
-        deadline = trio.current_time() + self.scenario.sync_every_s + AGREE_MARGIN_S
+        within = self.scenario.agree_within_s
+        if within is None:
+            within = self.scenario.sync_every_s + AGREE_MARGIN_S
+        deadline = trio.current_time() + within
         before: dict[str, int] | None = None
         while True:
             d.agree_attempts += 1
@@ -228,16 +308,21 @@ class Runner:
                 break
             if trio.current_time() > deadline:
                 break
-            agreement = check_agreement(finals)
+            agreement = check_agreement(finals, strict=self.scenario.strict_agreement)
             if agreement.ok and agreement.state_hashes == before:
                 d.agreed_ms = wall_ms()
                 break  # explained differences only, and stable: nothing more to wait for
             before = agreement.state_hashes
             await trio.sleep(1.0)
         d.finals = finals
-        d.agreement = check_agreement(finals)
+        d.agreement = check_agreement(finals, strict=self.scenario.strict_agreement)
         await self._sample_once()
         d.final_stats = {name: c.total() for name, c in self.counters.items()}
+        if self.network is not None:
+            try:
+                d.switch = await trio.to_thread.run_sync(self.network.stats)
+            except NetnsError as exc:
+                d.error = d.error or str(exc)
 
     async def _collect_finals(self) -> list[NodeFinal]:
         results: dict[str, NodeFinal] = {}
@@ -281,7 +366,7 @@ class Runner:
         t = round(self.data.elapsed(), 3)
 
         async def one(n: NodeProcess) -> None:
-            up = n.running and n.status in ("up", "isolated")
+            up = n.running and n.status in ("up", "isolated", "partitioned")
             cpu, rss = self.pstats.measure(n.pid if n.running else None)
             stats = None
             if up and n.api is not None:
@@ -327,13 +412,31 @@ def _is_interrupt(exc: BaseException) -> bool:
 
 
 def simulate(scenario: Scenario, run_dir: Path, console: Console) -> RunData:
-    """Run the scenario; the report is written by the caller (report.write_report)."""
-    runner = Runner(scenario, run_dir, console)
+    """Run the scenario; the report is written by the caller (report.write_report).
+    With a [network], the namespaces and the switch are made first (NetnsError, one
+    line, if they cannot be) and removed last, whatever ended the run."""
+    network = None
+    if scenario.network is not None:
+        n = scenario.network
+        shape = LinkShape.from_rtt(n.rtt_ms, n.jitter_ms, n.loss)
+        network = WanNetwork([spec.name for spec in scenario.nodes], shape, scenario.seed)
+    # SIGTERM (a `kill`, a CI timeout) ends the run as Ctrl-C does, through trio's own
+    # SIGINT handling, so the `finally`s below run: Python's default would exit at
+    # once and leave the namespaces behind.
+    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
-        return trio.run(runner.run)
+        if network is not None:
+            network.open()
+        runner = Runner(scenario, run_dir, console, network)
+        try:
+            return trio.run(runner.run)
+        finally:
+            for node in runner.nodes:
+                node.force_stop()
     finally:
-        for n in runner.nodes:
-            n.force_stop()
+        if network is not None:
+            network.close()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_dir_for(scenario: Scenario, out: Path | None) -> Path:

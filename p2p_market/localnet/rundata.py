@@ -44,6 +44,15 @@ class RunData:
     """When the final comparison found every honest node's state_hash equal (or the
     differences explained and stable); None if it never did."""
     stopped_ms: int | None = None
+    healed_ms: int | None = None
+    """When the last fault ended (a restart, a thaw, a rejoin, a healed partition)."""
+    caught_up_ms: int | None = None
+    """When every node first held the history of every ask placed before the last
+    partition or isolation healed (catchup.py); None if not before the checks."""
+    catch_up: dict[str, Any] | None = None
+    """The catch-up watch's last finding: asks watched, and the time or who lacked what."""
+    switch: dict[str, Any] | None = None
+    """The WAN switch's counters at the end (frames, drops by cause); None on loopback."""
     phase: str = "starting"
     error: str | None = None
     interrupted: bool = False

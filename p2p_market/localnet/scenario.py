@@ -11,12 +11,24 @@ from typing import Any, Final
 from p2p_market.core.messages import Market
 from p2p_market.markets.descriptor import MARKET_FIELDS
 
-SECTIONS: Final = ("run", "market", "workload", "nodes", "faults")
+SECTIONS: Final = ("run", "market", "workload", "nodes", "faults", "network")
 ROLES: Final = ("relay", "prover", "requester")
 BEHAVIOURS: Final = ("honest", "invalid-proofs", "withhold")
-FAULTS: Final = ("kill", "freeze", "isolate")
+FAULTS: Final = ("kill", "freeze", "isolate", "partition")
+NETNS_FAULTS: Final = frozenset({"partition"})
+"""Faults that only a run in namespaces can make (the switch cuts the links)."""
 RUN_KEYS: Final = frozenset(
-    {"name", "seed", "duration_s", "settle_s", "frames_per_second", "sync_every_s", "report_dir"}
+    {
+        "name",
+        "seed",
+        "duration_s",
+        "settle_s",
+        "frames_per_second",
+        "sync_every_s",
+        "report_dir",
+        "agree_within_s",
+        "strict_agreement",
+    }
 )
 MARKET_KEYS: Final = frozenset(MARKET_FIELDS) - {"created_at"}  # the run sets it
 PROVER_KEYS: Final = frozenset(
@@ -47,6 +59,7 @@ WORKLOAD_KEYS: Final = frozenset(
 )
 """The [workload] keys a scenario may set; the launcher sets market, seed, duration_s,
 start_file and events_file itself."""
+NETWORK_KEYS: Final = frozenset({"rtt_ms", "jitter_ms", "loss"})
 FAULT_KEYS: Final = frozenset({"at_s", "node", "kind", "for_s"})
 NODE_KEYS: Final = ("name", "role", "behaviour")
 """The keys of every [[nodes]] entry; the rest depend on its role (PROVER_KEYS, WORKLOAD_KEYS)."""
@@ -81,6 +94,18 @@ class Fault:
 
 
 @dataclass(frozen=True, slots=True)
+class Network:
+    """A [network] section (or `simulate --netns`): every node in its own namespace,
+    every link shaped by the switch (localnet/wan). Floats as a person writes them;
+    the switch works in integer µs and ppm (LinkShape.from_rtt)."""
+
+    rtt_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss: float = 0.0
+    """Per frame and per direction, as a fraction (0.01 is 1 %)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     source: Path
@@ -99,6 +124,16 @@ class Scenario:
     those that do. 5 s keeps the ratio of the deterministic simulator's presets
     (dst/scenarios.py, sync_ms)."""
     report_dir: Path = Path("reports")
+    agree_within_s: float | None = None
+    """How long the final comparison waits for every node to agree; None: one sync
+    period and run.AGREE_MARGIN_S. A WAN scenario with a long partition sets more,
+    to measure how long agreement takes after the heal rather than to give up."""
+    strict_agreement: bool = False
+    """Every honest node's state_hash must be the same: a difference by asks that
+    reached some nodes only after they expired fails the run instead of being
+    explained (checks.py)."""
+    network: Network | None = None
+    """None: every node on 127.0.0.1, as before."""
 
     def node(self, name: str) -> NodeSpec:
         return next(n for n in self.nodes if n.name == name)

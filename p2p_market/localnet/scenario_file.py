@@ -11,6 +11,14 @@ scenario.py). Checked field by field: a bad file is one line naming the problem
     frames_per_second = 2.0  # each node's gossip frame budget (node.frames_per_second)
     sync_every_s = 5.0       # each node's anti-entropy period (node.sync_every_s)
     report_dir = "reports"   # relative to the scenario file; a folder per run in it
+    agree_within_s = 120     # most seconds the final comparison waits for agreement
+                             # (default: sync_every_s + 15)
+    strict_agreement = true  # every node the same state_hash, no difference explained
+
+    [network]                # optional: every node in its own network namespace,
+    rtt_ms = 100             # through a userspace switch (needs root; docs/wan.md)
+    jitter_ms = 0            # ± per frame, frames on a link stay in order
+    loss = 0.01              # per frame and direction, a fraction
 
     [market]                 # every node follows this market (Market descriptor fields)
     proof_system = "pow"     # pow (demo), or external, groth16, plonk (need verifier)
@@ -44,8 +52,8 @@ scenario.py). Checked field by field: a bad file is one line naming the problem
     [[faults]]
     at_s = 20                # seconds after the workload starts
     node = "prover-2"
-    kind = "kill"            # kill | freeze | isolate
-    for_s = 10               # then restart / SIGCONT / rejoin
+    kind = "kill"            # kill | freeze | isolate | partition ([network] only)
+    for_s = 10               # then restart / SIGCONT / rejoin / heal the links
 """
 
 from __future__ import annotations
@@ -62,6 +70,8 @@ from p2p_market.localnet.scenario import (
     FAULTS,
     MARKET_KEYS,
     MAX_NODES,
+    NETNS_FAULTS,
+    NETWORK_KEYS,
     NODE_KEYS,
     PROVER_KEYS,
     ROLES,
@@ -69,6 +79,7 @@ from p2p_market.localnet.scenario import (
     SECTIONS,
     WORKLOAD_KEYS,
     Fault,
+    Network,
     NodeSpec,
     Scenario,
     ScenarioError,
@@ -194,6 +205,25 @@ def _fault(entry: Any, index: int, names: set[str], duration: float) -> Fault:
     return Fault(at_s, node, kind, for_s)
 
 
+def network_section(table: dict[str, Any]) -> Network:
+    _unknown(table, NETWORK_KEYS, "network")
+    return Network(
+        rtt_ms=_num(table, "rtt_ms", "network", 0.0, 0.0, 10_000.0),
+        jitter_ms=_num(table, "jitter_ms", "network", 0.0, 0.0, 10_000.0),
+        loss=_num(table, "loss", "network", 0.0, 0.0, 0.5),
+    )
+
+
+def check_faults(scenario: Scenario) -> None:
+    """A partition cuts links in the switch: only a run in namespaces has them."""
+    if scenario.network is None:
+        for f in scenario.faults:
+            if f.kind in NETNS_FAULTS:
+                raise ScenarioError(
+                    f"a {f.kind} fault needs a [network] section or simulate --netns"
+                )
+
+
 def parse_scenario(data: dict[str, Any], source: Path) -> Scenario:
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
@@ -214,6 +244,13 @@ def parse_scenario(data: dict[str, Any], source: Path) -> Scenario:
     fps = _num(run, "frames_per_second", "run", 2.0, 0.1, 1000.0)
     sync_every = _num(run, "sync_every_s", "run", 5.0, 0.5, 3600.0)
     report_dir = source.parent / _str(run, "report_dir", "run", "reports")
+    agree_within = (
+        _num(run, "agree_within_s", "run", 0.0, 1.0, 3600.0) if "agree_within_s" in run else None
+    )
+    network = network_section(_table(data, "network")) if "network" in data else None
+    strict = run.get("strict_agreement", False)
+    if type(strict) is not bool:
+        raise ScenarioError("run.strict_agreement must be true or false")
     market = _market(_table(data, "market"), name)
     defaults = _table(data, "workload")
     _unknown(defaults, WORKLOAD_KEYS, "workload")
@@ -247,7 +284,11 @@ def parse_scenario(data: dict[str, Any], source: Path) -> Scenario:
         frames_per_second=fps,
         sync_every_s=sync_every,
         report_dir=report_dir,
+        agree_within_s=agree_within,
+        strict_agreement=strict,
+        network=network,
     )
+    check_faults(scenario)
     _check_roles(scenario)
     return scenario
 

@@ -222,3 +222,19 @@ def test_a_disagreement_names_the_asks_each_node_lacks() -> None:
     assert out.lacking == {"n3": {"expired": 1, "proven": 1}}
     assert "n3 lacks 2 ask(s) other nodes hold (expired 1, proven 1)" in out.examples
     assert out.to_json()["lacking"] == out.lacking
+
+
+def test_strict_agreement_explains_nothing_away() -> None:
+    """run.strict_agreement (simulations/wan.toml): the same expired asks missing on
+    one node fail the run: they are what a node that never caught up lacks."""
+    late = ask("late", state="expired", winners=())
+    n1 = final("n1", h="x", asks=[ask("a"), late])
+    n2 = final("n2", h="y")
+    for f in (n1, n2):
+        assert f.check is not None
+        f.check.update(bids=3, ask_envelopes={"a": 4, **({"late": 1} if f is n1 else {})})
+    assert check_agreement([n1, n2]).ok
+    out = check_agreement([n1, n2], strict=True)
+    assert not out.ok and not out.disagreement_explained
+    assert "not explained away" in out.failures[-1]
+    assert check_agreement([final("n1"), final("n2")], strict=True).ok

@@ -30,7 +30,9 @@ def with_nodes(*extra: dict[str, Any], **sections: Any) -> dict[str, Any]:
     return {**sections, "nodes": [*MINIMAL["nodes"], *extra]}
 
 
-@pytest.mark.parametrize("name", ["local", "churn", "partition", "byzantine", "zk", "local-zk"])
+@pytest.mark.parametrize(
+    "name", ["local", "churn", "partition", "byzantine", "zk", "local-zk", "wan"]
+)
 def test_the_shipped_scenarios_load(name: str) -> None:
     scenario = load_scenario(SIMULATIONS / f"{name}.toml")
     assert scenario.name == name
@@ -221,3 +223,49 @@ def test_local_zk_is_local_on_the_zk_market() -> None:
     assert all(r.workload["inputs"] == inputs for r in candidate.requesters)
     assert (candidate.duration_s, candidate.settle_s) == (local.duration_s, local.settle_s)
     assert candidate.market == zk.market
+
+
+def test_wan_partitions_a_node_for_longer_than_an_ask_lives_over_a_slow_lossy_network() -> None:
+    wan = load_scenario(SIMULATIONS / "wan.toml")
+    assert wan.network is not None
+    assert (wan.network.rtt_ms, wan.network.loss) == (100, 0.01)
+    (cut,) = wan.faults
+    ttl_s = max(int(n.workload["ttl_ms"]) for n in wan.requesters) / 1000
+    assert cut.kind == "partition" and cut.for_s == 60 > ttl_s
+    assert cut.at_s + cut.for_s < wan.duration_s  # healed while the workload runs
+    assert wan.agree_within_s is not None and wan.agree_within_s >= 60
+    assert wan.strict_agreement  # no difference explained away: every node the same state
+
+
+@pytest.mark.parametrize(
+    ("network", "message"),
+    [
+        ({"rtt_ms": -1}, "network.rtt_ms must be a number between 0 and 10000"),
+        ({"loss": 0.6}, "network.loss must be a number between 0 and 0.5"),
+        ({"jitter_ms": "5"}, "network.jitter_ms must be a number between 0 and 10000"),
+        ({"bandwidth": 5}, "unknown setting network.bandwidth"),
+    ],
+)
+def test_a_bad_network_section_is_one_line(network: dict[str, Any], message: str) -> None:
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(with_nodes(network=network), Path("s.toml"))
+    assert str(err.value) == message
+
+
+def test_a_partition_needs_a_network_and_the_network_keeps_its_values() -> None:
+    fault = {"at_s": 1, "node": "prover-1", "kind": "partition", "for_s": 5}
+    with pytest.raises(ScenarioError, match="a partition fault needs a \\[network\\] section"):
+        parse_scenario(with_nodes(faults=[fault]), Path("s.toml"))
+    sc = parse_scenario(
+        with_nodes(faults=[fault], network={"rtt_ms": 50, "loss": 0.02}), Path("s.toml")
+    )
+    assert sc.network is not None and (sc.network.rtt_ms, sc.network.loss) == (50, 0.02)
+    assert sc.faults[0].kind == "partition"
+
+
+def test_a_node_in_a_namespace_listens_and_answers_on_its_own_address(tmp_path: Path) -> None:
+    sc = parse_scenario(with_nodes(network={"rtt_ms": 50}), Path("s.toml"))
+    data = node_config(sc, sc.nodes[0], tmp_path, bootstrap=[], port=4701, ip="10.233.7.1")
+    assert data["node"]["listen"] == ["/ip4/10.233.7.1/tcp/4701"]
+    assert data["node"]["api_listen"] == "10.233.7.1" and data["node"]["api_token_everywhere"]
+    parse_config(data, tmp_path)  # the node itself takes it
