@@ -1,5 +1,6 @@
-# Two entry points: `make demo` runs the main job (a real local multi-node market,
-# simulations/local.toml, and its report), `make test` runs every check.
+# Two entry points: `make demo` runs the main job (a real local multi-node market
+# trading real groth16 proofs, simulations/local-zk.toml, and its report), `make test`
+# runs every check.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -20,7 +21,7 @@ $(BIN)/.installed: pyproject.toml package-lock.json
 	@touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/p2p-market simulate simulations/local.toml
+	$(BIN)/p2p-market simulate simulations/local-zk.toml
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check p2p_market tests

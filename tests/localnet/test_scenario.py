@@ -209,7 +209,7 @@ def test_report_folders_are_absolute_and_new(
 
 
 def test_local_zk_is_local_on_the_zk_market() -> None:
-    """The candidate for `make demo`: local.toml's nodes and asks, zk.toml's market
+    """The main job (`make demo`): local.toml's nodes and asks, zk.toml's market
     and inputs, so that a comparison of the two measures the proof system alone."""
     local = load_scenario(SIMULATIONS / "local.toml")
     zk = load_scenario(SIMULATIONS / "zk.toml")
