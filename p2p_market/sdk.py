@@ -45,6 +45,7 @@ from p2p_market.core.crypto import SigningKey
 from p2p_market.core.envelope import market_id, message_id
 from p2p_market.core.lifecycle import AskState
 from p2p_market.core.messages import InvalidInputs, Market
+from p2p_market.core.work import inputs_size
 from p2p_market.markets.descriptor import MarketSpecError, is_market_id, label, resolve_market
 from p2p_market.net.addrs import ResolveError
 from p2p_market.net.gossip import topic_for
@@ -225,13 +226,17 @@ class Client:
         timeout: float = DEFAULT_DISCOVER_S,
         max_price: int | None = None,
         max_proof_time: int | None = None,
+        size: int = 1,
     ) -> list[StoredBid]:
-        """Until at least one live bid (within the caps, if given) has been synced;
-        RequestFailed `unreachable` / `no_provers` after `timeout` seconds."""
+        """Until at least one live bid (within the caps, if given, for an ask of
+        `size` units of work: market-v1.md §5.3) has been synced; RequestFailed
+        `unreachable` / `no_provers` after `timeout` seconds."""
 
         def fits(s: StoredBid) -> bool:
-            return (max_price is None or s.bid.price <= max_price) and (
-                max_proof_time is None or s.bid.proof_time <= max_proof_time
+            return (
+                s.bid.max_size >= size
+                and (max_price is None or s.bid.price * size <= max_price)
+                and (max_proof_time is None or s.bid.proof_time <= max_proof_time)
             )
 
         boot = self.node.config.bootstrap
@@ -297,9 +302,12 @@ class Client:
         replicas: int = 1,
         confidential: bool = False,
         ttl_ms: int = DEFAULT_TTL_MS,
+        size: int | None = None,
     ) -> bytes:
-        """Sign and publish an ask; its id. ValueError for bad terms (nothing is
-        published), RequestFailed `refused` if the node's core refuses it."""
+        """Sign and publish an ask; its id. `size`: the work it declares (default:
+        what the inputs need where the market says, else 1; market-v1.md §5.3).
+        ValueError for bad terms (nothing is published), RequestFailed `refused` if
+        the node's core refuses it (or the size contradicts the inputs)."""
         check_ask(
             self.market,
             max_price=max_price,
@@ -318,6 +326,10 @@ class Client:
             "ttl_ms": ttl_ms,
             "confidential": confidential,
         }
+        if size is not None:
+            if type(size) is not int or not 1 <= size <= L.MAX_SIZE:
+                raise ValueError(f"size must be between 1 and {L.MAX_SIZE}, not {size}")
+            fields["size"] = size
         try:
             ask = await self.role.request(fields, inputs)
         except ValueError as exc:
@@ -378,6 +390,7 @@ class Client:
         ttl_ms: int = DEFAULT_TTL_MS,
         timeout: float = 120.0,
         discover_timeout: float = DEFAULT_DISCOVER_S,
+        size: int | None = None,
     ) -> bytes:
         """Wait for a prover within the caps (`discover_timeout`), place the ask, and
         return a verified proof within `timeout` seconds of placing it."""
@@ -390,7 +403,10 @@ class Client:
             ttl_ms=ttl_ms,
         )
         await self.wait_for_provers(
-            timeout=discover_timeout, max_price=max_price, max_proof_time=max_proof_time
+            timeout=discover_timeout,
+            max_price=max_price,
+            max_proof_time=max_proof_time,
+            size=size or inputs_size(self.market, inputs) or 1,
         )
         ask = await self.place_ask(
             inputs,
@@ -400,6 +416,7 @@ class Client:
             replicas=replicas,
             confidential=confidential,
             ttl_ms=ttl_ms,
+            size=size,
         )
         return (await self.wait(ask, timeout=timeout)).proof
 

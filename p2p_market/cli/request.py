@@ -34,7 +34,9 @@ from p2p_market.cli.common import (
     who,
 )
 from p2p_market.core.crypto import SigningKey
+from p2p_market.core.limits import MAX_SIZE
 from p2p_market.core.messages import Market
+from p2p_market.core.work import inputs_size
 from p2p_market.node.keyfile import KeyFileError, read_key, read_passphrase
 
 if TYPE_CHECKING:
@@ -53,6 +55,7 @@ class _Request:
     max_proof_time: int
     prefer: str
     replicas: int
+    size: int | None
     confidential: bool
     ttl_ms: int
     bootstrap: tuple[str, ...]
@@ -106,6 +109,14 @@ def request(
     replicas: Annotated[
         int, typer.Option("--replicas", help="Independent proofs from distinct provers (1..16).")
     ] = 1,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            "--size",
+            help="The work the ask declares, in the market's units (default: what the"
+            " inputs need where the market says, e.g. pow's difficulty line; else 1).",
+        ),
+    ] = None,
     confidential: Annotated[
         bool,
         typer.Option("--confidential", help="Send the inputs only to the winners, encrypted."),
@@ -248,6 +259,11 @@ def request(
         if not proof_out.exists() and not proof_out.parent.is_dir():
             fail(f"--proof-out: no such directory: {proof_out.parent}")
     _check_inputs(chosen, inputs, verify_cmd)
+    need = inputs_size(chosen, inputs)
+    if size is not None and not 1 <= size <= MAX_SIZE:
+        fail(f"--size must be between 1 and {MAX_SIZE}, not {size}")
+    if size is not None and need is not None and size != need:
+        fail(f"--size {size} does not match the inputs, which need {need} (market-v1.md §5.3)")
     params = _Request(
         market=chosen,
         inputs=inputs,
@@ -255,6 +271,7 @@ def request(
         max_proof_time=max_proof_time,
         prefer=prefer,
         replicas=replicas,
+        size=size,
         confidential=confidential,
         ttl_ms=ttl_ms,
         bootstrap=boot,
@@ -370,13 +387,18 @@ async def _request_session(p: _Request) -> int:
 async def _buy(client: Client, p: _Request, err: Console, nursery: Any) -> int:
     names = devnet_names()
     m = p.market
+    work = p.size or inputs_size(m, p.inputs) or 1
     with err.status(f"looking for provers in market {m.name}…"):
         bids = await client.wait_for_provers(
-            timeout=p.discover_timeout, max_price=p.max_price, max_proof_time=p.max_proof_time
+            timeout=p.discover_timeout,
+            max_price=p.max_price,
+            max_proof_time=p.max_proof_time,
+            size=work,
         )
     best = bids[0].bid
+    unit = "per proof" if work == 1 else f"per unit, {best.price * work} for {work} units"
     err.print(
-        f"found {len(bids)} prover(s) within your caps; cheapest: {best.price} per proof,"
+        f"found {len(bids)} prover(s) within your caps; cheapest: {best.price} {unit},"
         f" {best.proof_time} ms",
         markup=False,
     )
@@ -388,6 +410,7 @@ async def _buy(client: Client, p: _Request, err: Console, nursery: Any) -> int:
         replicas=p.replicas,
         confidential=p.confidential,
         ttl_ms=p.ttl_ms,
+        size=p.size,
     )
     p.ask = ask
     started = time.monotonic()
