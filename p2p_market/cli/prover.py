@@ -137,6 +137,13 @@ def prover_run(
     verify_cmd: Annotated[
         str | None, typer.Option("--verify-cmd", help="external: verify command template.")
     ] = None,
+    size_cmd: Annotated[
+        str | None,
+        typer.Option(
+            "--size-cmd",
+            help="external: prints the work the inputs need (checked against the ask's size).",
+        ),
+    ] = None,
     check_cmd: Annotated[
         str | None, typer.Option("--check-cmd", help="external: input check command template.")
     ] = None,
@@ -188,6 +195,7 @@ def prover_run(
         "--prove-cmd": prove_cmd,
         "--verify-cmd": verify_cmd,
         "--check-cmd": check_cmd,
+        "--size-cmd": size_cmd,
         "--timeout-s": timeout_s,
         "--listen": listen,
         "--bootstrap": bootstrap,
@@ -244,6 +252,7 @@ def prover_run(
             prove_cmd=prove_cmd,
             verify_cmd=verify_cmd,
             check_cmd=check_cmd,
+            size_cmd=size_cmd,
             timeout_s=DEFAULT_EXTERNAL_TIMEOUT_S if timeout_s is None else timeout_s,
         )
         if backend is not None and backend not in ("pow", "external", "groth16", "plonk"):

@@ -40,6 +40,7 @@ PROVER_KEYS: Final = frozenset(
         "prove_cmd",
         "verify_cmd",
         "check_cmd",
+        "size_cmd",
         "timeout_s",
     }
 )

@@ -51,5 +51,6 @@ class BackendOptions:
     prove_cmd: str | None = None
     verify_cmd: str | None = None
     check_cmd: str | None = None
+    size_cmd: str | None = None
     timeout_s: float = DEFAULT_EXTERNAL_TIMEOUT_S
     chunk: int | None = None

@@ -23,6 +23,9 @@ Outcomes, never a crash or a hang:
   ProvingError naming the exit status and the last lines of stderr.
 - verify / check: exit 0 -> True (valid), exit 1 -> False (invalid); any other exit
   status, a timeout, or a program that cannot start -> ProvingError.
+- size (optional): exit 0 with a decimal integer on stdout -> the work the inputs
+  need, in the market's units (core/work.py: a winner compares it with the ask's
+  declared size); anything else -> ProvingError.
 
 SECURITY: `backend_for` takes an external market's verify command from the market
 descriptor's `verifier` field unless the node's config names one. Whoever created
@@ -47,6 +50,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import trio
 
+from p2p_market.core.limits import MAX_SIZE
 from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S, BackendOptions, ProvingError
 
 if TYPE_CHECKING:
@@ -148,6 +152,7 @@ class ExternalBackend:
         verify_cmd: str | None,
         check_cmd: str | None = None,
         *,
+        size_cmd: str | None = None,
         timeout_s: float = DEFAULT_EXTERNAL_TIMEOUT_S,
         max_proof_bytes: int = DEFAULT_MAX_PROOF_BYTES,
     ) -> None:
@@ -160,6 +165,7 @@ class ExternalBackend:
             raise ValueError("prove command must name {proof} (or {workdir}) to write to")
         self.verify_argv = None if verify_cmd is None else parse_template(verify_cmd, "verify")
         self.check_argv = None if check_cmd is None else parse_template(check_cmd, "check")
+        self.size_argv = None if size_cmd is None else parse_template(size_cmd, "size")
         self.timeout_s = timeout_s
         self.max_proof_bytes = max_proof_bytes
 
@@ -209,6 +215,28 @@ class ExternalBackend:
         if self.check_argv is None:
             return True
         return await self._judge("check", self.check_argv, inputs, None)
+
+    async def work_size(self, market: Market, inputs: bytes) -> int | None:
+        """The work these inputs need, in the market's units, by the size command;
+        None without one (then nobody checks the ask's declared size)."""
+        argv = self.size_argv
+        if argv is None:
+            return None
+        end = trio.current_time() + self.timeout_s
+
+        async def run(s: _Scratch) -> int:
+            code, tail = await _run("size", argv, s, end)
+            if code != 0:
+                raise ProvingError(f"{_name('size', argv)} failed: {_status(code)}; {tail}")
+            text = (await trio.to_thread.run_sync(s.stdout.read_bytes))[:64].strip()
+            if not text.isdigit() or not 1 <= int(text) <= MAX_SIZE + 1:
+                shown = text[:20].decode("ascii", "replace")
+                raise ProvingError(
+                    f"{_name('size', argv)} printed {shown!r}, not a size of 1..{MAX_SIZE}"
+                )
+            return int(text)
+
+        return await _in_scratch(inputs, None, run)
 
     async def _judge(
         self, what: str, argv: tuple[str, ...], inputs: bytes, proof: bytes | None
@@ -335,5 +363,9 @@ def from_options(market: Market, options: BackendOptions) -> ExternalBackend:
     if it names one, else the market's `verifier` field."""
     verify = options.verify_cmd if options.verify_cmd is not None else (market.verifier or None)
     return ExternalBackend(
-        options.prove_cmd, verify, options.check_cmd, timeout_s=options.timeout_s
+        options.prove_cmd,
+        verify,
+        options.check_cmd,
+        size_cmd=options.size_cmd,
+        timeout_s=options.timeout_s,
     )

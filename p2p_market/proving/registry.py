@@ -38,6 +38,7 @@ def backend_for(
     prove_cmd: str | None = None,
     verify_cmd: str | None = None,
     check_cmd: str | None = None,
+    size_cmd: str | None = None,
     timeout_s: float = DEFAULT_EXTERNAL_TIMEOUT_S,
     chunk: int | None = None,
 ) -> ProofBackend:
@@ -61,6 +62,7 @@ def backend_for(
         prove_cmd=prove_cmd,
         verify_cmd=verify_cmd,
         check_cmd=check_cmd,
+        size_cmd=size_cmd,
         timeout_s=timeout_s,
         chunk=chunk,
     )

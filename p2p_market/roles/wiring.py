@@ -51,7 +51,7 @@ from p2p_market.roles.requester import RequesterRole
 from p2p_market.roles.workload import WorkloadPlan, WorkloadRole, workload_plan
 
 DEFAULT_BID_TTL_MS: Final = 600_000
-_BACKEND_KEYS: Final = ("prove_cmd", "verify_cmd", "check_cmd", "timeout_s")
+_BACKEND_KEYS: Final = ("prove_cmd", "verify_cmd", "check_cmd", "size_cmd", "timeout_s")
 PROVER_KEYS: Final = frozenset(
     {
         "market",
@@ -74,6 +74,7 @@ class BackendOptions:
     prove_cmd: str | None = None
     verify_cmd: str | None = None
     check_cmd: str | None = None
+    size_cmd: str | None = None
     timeout_s: float = DEFAULT_EXTERNAL_TIMEOUT_S
 
     def backend(self, market: Market) -> ProofBackend:
@@ -85,6 +86,7 @@ class BackendOptions:
             prove_cmd=self.prove_cmd or None,
             verify_cmd=self.verify_cmd or None,
             check_cmd=self.check_cmd or None,
+            size_cmd=self.size_cmd or None,
             timeout_s=self.timeout_s,
         )
 
@@ -187,7 +189,7 @@ def prover_plan(
 
 def _options(section: dict[str, Any], where: str) -> BackendOptions:
     fields: dict[str, Any] = {}
-    for key in ("prove_cmd", "verify_cmd", "check_cmd"):
+    for key in ("prove_cmd", "verify_cmd", "check_cmd", "size_cmd"):
         if key in section:
             fields[key] = typed(section, key, str, where) or None
     if "timeout_s" in section:

@@ -301,3 +301,23 @@ async def test_substitution_reaches_the_command_without_a_shell(tmp_path: Path) 
     proof = (await backend.prove(MARKET, b"x", math.inf)).decode().split("\n")
     assert proof[0] == "$HOME" and proof[1] == "a;b" and proof[3] == "*"
     assert proof[2].startswith("--in=/") and proof[2].endswith("/work/inputs")
+
+
+SIZE = """
+    import sys
+    data = open(sys.argv[1], "rb").read()
+    print(data.split(b" ")[0].decode() if data[:1].isdigit() else "many")
+"""
+
+
+async def test_the_size_command_says_how_much_work_the_inputs_need(tmp_path: Path) -> None:
+    """A zkVM market's work varies with its inputs: the size command tells the winner
+    how much, to compare with the ask's declared size (core/work.py)."""
+    backend = ExternalBackend(None, None, size_cmd=cmd(tmp_path, SIZE, "{inputs}"), timeout_s=10)
+    with trio.fail_after(10):
+        assert await backend.work_size(MARKET, b"12 cycles of work") == 12
+        with pytest.raises(ProvingError, match="printed 'many', not a size"):
+            await backend.work_size(MARKET, b"no number here")
+        with pytest.raises(ProvingError, match="not a size"):
+            await backend.work_size(MARKET, b"0 cycles")
+    assert await ExternalBackend(None, None).work_size(MARKET, b"12") is None
