@@ -69,6 +69,14 @@ def market_create(
             " small one locally: INSECURE, devnet only).",
         ),
     ] = None,
+    zkey: Annotated[
+        Path | None,
+        typer.Option(
+            "--zkey",
+            help="groth16: the final zkey of a phase-2 ceremony for this circuit (needs the"
+            " --ptau it started from; checked with snarkjs zkey verify).",
+        ),
+    ] = None,
     difficulty: Annotated[
         int | None,
         typer.Option("--difficulty", help="pow: leading zero bits (default 16; 0 for external)."),
@@ -108,6 +116,7 @@ def market_create(
             name=name,
             circuit=circuit,
             ptau=ptau,
+            zkey=zkey,
             out=MARKETS_DIR if out is None else out,
             commit_window_ms=commit_window_ms,
             stage_ms=stage_ms,
@@ -120,8 +129,8 @@ def market_create(
         fail("--name is required")
     if out is None:
         fail("--out is required: the descriptor file to write")
-    if circuit is not None or ptau is not None:
-        fail("--circuit and --ptau are for groth16 and plonk markets")
+    if circuit is not None or ptau is not None or zkey is not None:
+        fail("--circuit, --ptau and --zkey are for groth16 and plonk markets")
     if proof_system == "pow":
         verifier = "sha256-leading-zero-bits" if verifier is None else verifier
         difficulty = 16 if difficulty is None else difficulty
@@ -165,6 +174,7 @@ def _create_circuit_market(
     name: str | None,
     circuit: Path | None,
     ptau: Path | None,
+    zkey: Path | None,
     out: Path,
     commit_window_ms: int,
     stage_ms: int,
@@ -188,12 +198,19 @@ def _create_circuit_market(
         fail(str(exc))
     if ptau is not None and not ptau.is_file():
         fail(f"powers-of-tau file not found: {ptau}")
+    if zkey is not None:
+        if system != "groth16":
+            fail("--zkey is for groth16 (a plonk setup needs only the --ptau)")
+        if ptau is None:
+            fail("--zkey needs the --ptau its ceremony started from (to verify the zkey)")
+        if not zkey.is_file():
+            fail(f"zkey file not found: {zkey}")
     if out.exists() and not out.is_dir():
         fail(f"--out {out}: a {system} market is written to a directory")
     artifacts = out / "artifacts"
     typer.echo(f"compiling {circuit} and running the {system} setup ...")
     try:
-        made = setup_circuit(system, circuit, artifacts, ptau=ptau)
+        made = setup_circuit(system, circuit, artifacts, ptau=ptau, zkey_in=zkey)
     except ProvingError as exc:
         fail(str(exc))
     if name is None:

@@ -8,7 +8,9 @@ contribution: whoever ran it knows (or could have kept) its toxic waste and can 
 proofs. Such a market is a devnet market, INSECURE, and is named so. With a real
 ceremony's ptau (--ptau), plonk needs no other secret; groth16 still adds one local
 phase-2 contribution, which is just as forgeable by whoever made it: a real groth16
-market needs a phase-2 ceremony of its own.
+market needs a phase-2 ceremony of its own, whose final zkey is given with --zkey
+(and the ptau it started from, --ptau: `snarkjs zkey verify` checks that the zkey
+belongs to this circuit and that ptau before anything is pinned).
 
 Blocking (subprocesses): for the CLI, not for a running node.
 """
@@ -116,12 +118,17 @@ def setup_circuit(
     artifacts: Path,
     *,
     ptau: Path | None = None,
+    zkey_in: Path | None = None,
     include: tuple[Path, ...] = (),
 ) -> CircuitMarket:
-    """Compile `circuit`, set up `system` for it, and store the artifacts in
-    `artifacts` (created if need be). ProvingError (one line) if a step fails."""
+    """Compile `circuit`, set up `system` for it (or take a phase-2 ceremony's
+    `zkey_in`, groth16, checked against the circuit and `ptau`), and store the
+    artifacts in `artifacts` (created if need be). ProvingError (one line) if a step
+    fails."""
     if system not in SYSTEMS:
         raise ValueError(f"not a snark proof system: {system!r}")
+    if zkey_in is not None and (system != "groth16" or ptau is None):
+        raise ValueError("a ceremony's zkey is for groth16, with the --ptau it started from")
     circuit = circuit.resolve()
     if not circuit.is_file():
         raise ProvingError(f"circuit not found: {circuit}")
@@ -160,7 +167,7 @@ def setup_circuit(
             # Enough for groth16 (constraints + public) and plonk (its gates, at most
             # a few per constraint, plus the wires): too small is retried one bigger.
             power = max(MIN_POWER, math.ceil(math.log2(2 * (constraints + wires) + 2)))
-        while True:
+        while zkey_in is None:
             if power is not None:
                 t = time.perf_counter()
                 ptau = tmp / f"pot{power}.ptau"
@@ -177,6 +184,17 @@ def setup_circuit(
                 raise
             timings["setup"] = time.perf_counter() - t
             break
+        if zkey_in is not None:
+            assert ptau is not None
+            t = time.perf_counter()
+            shutil.copyfile(zkey_in, zkey)
+            verdict = tools.snark(
+                tmp, "snarkjs zkey verify", "zkey", "verify", str(r1cs), str(ptau.resolve()),
+                str(zkey),
+            )  # fmt: skip
+            if "ZKey Ok" not in verdict:
+                raise ProvingError(f"{zkey_in} is not a zkey of this circuit and --ptau")
+            timings["verify zkey"] = time.perf_counter() - t
         vkey = tmp / "verification_key.json"
         tools.snark(
             tmp, "snarkjs zkey export", "zkey", "export", "verificationkey", str(zkey), str(vkey)
@@ -190,7 +208,7 @@ def setup_circuit(
     return CircuitMarket(
         ref=ref,
         paths=paths,
-        insecure=power is not None or system == "groth16",
+        insecure=power is not None or (system == "groth16" and zkey_in is None),
         constraints=constraints,
         power=power,
         timings=timings,

@@ -357,3 +357,34 @@ def test_market_create_with_a_too_small_ptau_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "artifacts").exists() or not any(
         (tmp_path / "out" / "artifacts").iterdir()
     )
+
+
+@pytest.mark.slow
+def test_market_create_with_a_ceremony_zkey_pins_it_and_is_not_insecure(tmp_path: Path) -> None:
+    """A real groth16 market comes from a phase-2 ceremony: its final zkey (here one
+    made by a local setup, standing in for the ceremony's) and the ptau it started
+    from. The zkey is verified against the circuit and pinned as given; a zkey of
+    another circuit is refused in one line."""
+    from p2p_market.proving.snark_setup import _local_ptau, _Tools, setup_circuit
+
+    ptau = tmp_path / "ceremony.ptau"
+    _local_ptau(_Tools(), tmp_path, 8, ptau)
+    ceremony = setup_circuit("groth16", CIRCUITS / "multiplier.circom", tmp_path / "c", ptau=ptau)
+    zkey = ceremony.paths["zkey"]
+    out = tmp_path / "market"
+    circuit = str(CIRCUITS / "multiplier.circom")
+    args = ["market", "create", "--proof-system", "groth16", "--circuit", circuit,
+            "--ptau", str(ptau), "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--zkey", str(zkey)])
+    assert result.exit_code == 0, result.output
+    assert "INSECURE" not in result.output
+    (descriptor,) = out.glob("*.toml")
+    m = read_descriptor(descriptor)
+    assert m.name == "multiplier-groth16"
+    assert parse_verifier(m.verifier).zkey == ceremony.ref.zkey  # pinned as given
+    other = setup_circuit("groth16", CIRCUITS / "range32.circom", tmp_path / "r", ptau=ptau)
+    refused = CliRunner().invoke(app, [*args, "--zkey", str(other.paths["zkey"])])
+    assert refused.exit_code == 2, refused.output
+    assert len(refused.stderr.splitlines()) == 1 and "zkey" in refused.stderr, refused.stderr
+    no_ptau = CliRunner().invoke(app, [*args[:-4], "--out", str(out), "--zkey", str(zkey)])
+    assert no_ptau.exit_code == 2 and "needs the --ptau" in no_ptau.stderr
