@@ -42,6 +42,7 @@ from p2p_market.core.verdict import Reason, Verdict, ignore
 from p2p_market.net.addrs import local_only
 from p2p_market.net.gossip import Gossip, GossipConfig
 from p2p_market.net.host import DIAL_TIMEOUT_S, connect_all, make_host
+from p2p_market.net.keepalive import Keepalive
 from p2p_market.net.ratelimit import KeyedRateLimiter
 from p2p_market.node import peers
 from p2p_market.node.api import ask_json, bid_json, serve_api
@@ -55,6 +56,7 @@ from p2p_market.node.facade import Submitted
 from p2p_market.node.known_peers import KnownPeers
 from p2p_market.node.metrics import NodeMetrics, serve_metrics
 from p2p_market.node.newcomers import NewcomerHoldings
+from p2p_market.node.redial import Redialer
 from p2p_market.node.storage import EnvelopeLog, StorageError, WriteFailed
 from p2p_market.node.sync import SyncServer, sync_market
 from p2p_market.proving.snark import artifact_dirs
@@ -69,6 +71,8 @@ TICK_S: Final = 0.1
 TARGET_PEERS: Final = 8
 PEER_POLL_S: Final = 2.0
 SYNC_TIMEOUT_S: Final = 5.0
+NEW_PEER_SYNC_TRIES: Final = 5
+NEW_PEER_SYNC_RETRY_S: Final = 0.25
 KNOWN_DIAL_TIMEOUT_S: Final = 3.0
 """Dial timeout for the remembered peers (node/known_peers.py)."""
 ORPHAN_GRACE_S: Final = 1.0
@@ -250,8 +254,11 @@ class Node:
         self._wake = trio.Event()
         """Set when the connection keeper has something to do before its next poll:
         a peer connected, an orphan came."""
-        self._new_peers: set[ID] = set()
-        """Peers that connected since the keeper last synced (the notifee adds them)."""
+        self._nursery: trio.Nursery | None = None
+        self._syncing: set[ID] = set()
+        """Peers a sync on connect is running with (node/runtime.py `_sync_new_peer`)."""
+        self.keepalive: Keepalive | None = None
+        self.redialer: Redialer | None = None
         self._missing_parents: dict[tuple[bytes, bytes], float] = {}
         """(market, parent id) of orphans from gossip -> when to fetch the parent."""
         self.bootstrap: list[str] = list(config.bootstrap)
@@ -394,11 +401,62 @@ class Node:
         return missing
 
     def _on_connected(self, peer: ID) -> None:
-        """A connection (in or out) came up: sync with that peer at once."""
-        self._new_peers.add(peer)
+        """A connection (in or out) came up: sync with that peer at once, in a task of
+        its own (the keeper may be dialling or syncing for seconds: at 300 ms round
+        trips the wait behind it, then the 30 s period, kept a new bid from reaching
+        peers for 30-40 s), and stop redialling it if it was dropped."""
         self._wake.set()
+        if self.redialer is not None:
+            self.redialer.heard(peer)
+        if self._nursery is not None and peer not in self._syncing:
+            self._syncing.add(peer)
+            self._nursery.start_soon(self._sync_new_peer, peer)
         if self.discovery is not None:
             self.discovery.peer_connected()
+
+    async def _sync_new_peer(self, peer: ID) -> None:
+        """Sync every market with `peer` alone, retried a few times while it stays
+        connected (a connection reported up may not take streams
+        yet: a failed try is retried after 0.25, 0.5, 1, 2 s)."""
+        try:
+            delay = NEW_PEER_SYNC_RETRY_S
+            for _attempt in range(NEW_PEER_SYNC_TRIES):
+                if self.host is None or peer not in peers.connected_peers(self.host):
+                    return
+                if await self.sync_with(peer):
+                    return
+                await trio.sleep(delay)
+                delay *= 2
+        finally:
+            self._syncing.discard(peer)
+
+    async def sync_with(self, peer: ID) -> bool:
+        """Pull from `peer` alone what it holds and this node lacks; True if every
+        market's sync with it worked."""
+        if self.host is None:
+            return False
+        ok = True
+        for mid, state in self.states.items():
+            report = await sync_market(
+                self.host,
+                [peer],
+                mid,
+                holds=state.holds,
+                apply=self._apply_synced,
+                mine=self.sync_server.digest(mid),
+                timeout_s=SYNC_TIMEOUT_S,
+                max_peers=1,
+                prefer=[peer],
+            )
+            self.metrics.sync_run("ok" if report.ok_peers else "failed", report.applied)
+            ok = ok and bool(report.ok_peers)
+        return ok
+
+    def _on_dead(self, peer: ID) -> None:
+        """The keepalive dropped `peer` (it stopped answering pings): redial it."""
+        if self.redialer is not None:
+            self.redialer.dropped(peer)
+        self._wake.set()
 
     def apply_raw(self, raw: bytes) -> Verdict:
         verdict, env = check_envelope(raw)
@@ -475,9 +533,19 @@ class Node:
             DirectServer(self.key, self._on_direct, wants=self._wants_direct).attach(host)
             peers.attach(host)
             peers.watch_connections(host, self._on_connected)
+            self.redialer = Redialer(host, max_delay_s=cfg.redial_max_s)
+            self.keepalive = Keepalive(
+                host,
+                every_s=cfg.keepalive_every_s,
+                misses=cfg.keepalive_misses,
+                on_dead=self._on_dead,
+            )
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.gossip.run)
+                    self._nursery = nursery
+                    await nursery.start(self.keepalive.run)
+                    await nursery.start(self.redialer.run)
                     await nursery.start(self.discovery.run)
                     self.api_port = await nursery.start(
                         functools.partial(
@@ -515,6 +583,7 @@ class Node:
                     self.ready.set()
                     task_status.started()
             finally:
+                self._nursery = None
                 # What the last seconds taught (a peer that came just before a restart).
                 self.known_peers.save_if_due(0.0, force=True)
 
@@ -543,10 +612,10 @@ class Node:
             pass
 
     async def _keep_connected(self) -> None:
-        """Dial the bootstrap peers, exchange peers, and sync: at once with each peer
-        that connects (the connection notifee wakes this task; a rejoining node is
-        the one that holds what the others lack, and the asks among that expire),
-        soon after an orphan came by gossip whose parent is still missing, and with
+        """Dial the bootstrap peers, exchange peers, and sync (a peer that connects
+        is synced with at once by `_sync_new_peer`, not here: a rejoining node is the
+        one that holds what the others lack, and the asks among that expire), soon
+        after an orphan came by gossip whose parent is still missing, and with
         random peers every `sync_every_s` (anti-entropy: gossip is best effort, and
         a node cut off for a while has missed what was published meanwhile, with no
         new connection to notice)."""
@@ -566,11 +635,9 @@ class Node:
                 linked = set(peers.connected_peers(host))
             self._remember(host, linked, scopes)
             self.metrics.set_peers(len(linked))
-            new = self._new_peers & linked  # one that came and went has nothing to give
-            self._new_peers.clear()
             orphaned = self._parents_due(now)
-            if linked and (due or new or orphaned):
-                await self.sync_now(prefer=new)
+            if linked and (due or orphaned):
+                await self.sync_now()
             if due:
                 next_full = trio.current_time() + self.config.sync_every_s
                 self._sync_requested = trio.Event()
