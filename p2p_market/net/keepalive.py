@@ -108,6 +108,21 @@ async def drop_peer(host: IHost, peer: ID) -> int:
     return aborted
 
 
+class _Probe:
+    """The ping in flight to one peer, and its stream (kept between pings)."""
+
+    def __init__(self) -> None:
+        self.stream: INetStream | None = None
+        self.running = False
+        self.ok = False
+        self.answered = trio.Event()
+
+    def start(self) -> None:
+        self.running = True
+        self.ok = False
+        self.answered = trio.Event()
+
+
 class Keepalive:
     """Pings every connected peer; `on_dead(peer)` after a peer was dropped. A trio
     service: `await nursery.start(keepalive.run)`; one task per connected peer."""
@@ -143,53 +158,73 @@ class Keepalive:
         return bool(self.host.get_network().connections.get(peer))
 
     async def _watch(self, peer: ID) -> None:
-        """Ping `peer` while it is connected; drop it after `misses` misses in a row."""
-        stream: INetStream | None = None
-        missed = 0
+        """Ping `peer` while it is connected; drop it after `misses` misses in a row.
+
+        Each ping runs in a task of its own that is never waited on beyond the
+        ping's time: on a frozen peer whose TCP window is full, py-libp2p's
+        `new_stream` ends a failed or cancelled open with a *shielded* stream reset
+        (host/basic_host.py), a write that blocks until the socket dies. A ping still
+        hanging when the next is due counts as a miss (no second one is started);
+        dropping the peer aborts its sockets, which ends the hanging one."""
+        probe = _Probe()
         try:
-            while self._connected(peer):
-                due = trio.current_time() + self.every_s
-                ok = False
-                with trio.move_on_after(self.every_s):
-                    # Twice at most: a stream the peer closed while idle (its ping
-                    # handler ends one after 10 s of silence) is not a missed ping.
-                    for _ in range(2):
-                        try:
-                            if stream is None:
-                                stream = await self.host.new_stream(peer, [PING_PROTOCOL])
-                            rtt = await perform_ping_roundtrip(stream)
-                        except Exception as exc:  # the library raises many types
-                            log.debug("ping to %s failed: %r", peer, exc)
-                            stream = await self._reset(stream)
-                            continue
-                        self.stats.rtt_ms[peer] = rtt
-                        ok = True
-                        break
-                self.stats.pings += 1
-                if ok:
-                    missed = 0
-                else:
-                    missed += 1
-                    self.stats.missed += 1
-                    stream = await self._reset(stream)
-                    if missed >= self.misses:
-                        await self._dead(peer, missed)
-                        return
-                await trio.sleep_until(due)
+            async with trio.open_nursery() as attempts:
+                try:
+                    await self._rounds(peer, probe, attempts)
+                finally:
+                    if probe.running:
+                        # A ping hung in a shielded write (stopping, or the peer
+                        # left): abort the peer's sockets, or this nursery never exits.
+                        for conn in list(self.host.get_network().connections.get(peer, [])):
+                            for stream in _socket_streams(conn):
+                                abort_socket(stream)
+                    attempts.cancel_scope.cancel()
         finally:
             self._watched.discard(peer)
             self.stats.rtt_ms.pop(peer, None)
-            if stream is not None:
-                await self._reset(stream)
 
-    @staticmethod
-    async def _reset(stream: INetStream | None) -> INetStream | None:
-        """Reset a ping stream without waiting on a peer that may be frozen."""
-        if stream is None:
-            return None
-        with trio.move_on_after(0.5), contextlib.suppress(Exception):
-            await stream.reset()
-        return None
+    async def _rounds(self, peer: ID, probe: _Probe, attempts: trio.Nursery) -> None:
+        missed = 0
+        while self._connected(peer):
+            due = trio.current_time() + self.every_s
+            if not probe.running:
+                probe.start()
+                attempts.start_soon(self._attempt, peer, probe)
+            with trio.move_on_after(self.every_s):
+                await probe.answered.wait()
+            self.stats.pings += 1
+            if probe.answered.is_set() and probe.ok:
+                missed = 0
+            else:
+                missed += 1
+                self.stats.missed += 1
+                if missed >= self.misses:
+                    await self._dead(peer, missed)
+                    return
+            await trio.sleep_until(due)
+
+    async def _attempt(self, peer: ID, probe: _Probe) -> None:
+        """One ping, twice at most: a stream the peer closed while idle (its ping
+        handler ends one after 10 s of silence) is not a missed ping."""
+        try:
+            for _ in range(2):
+                try:
+                    if probe.stream is None:
+                        probe.stream = await self.host.new_stream(peer, [PING_PROTOCOL])
+                    rtt = await perform_ping_roundtrip(probe.stream)
+                except Exception as exc:  # the library raises many types
+                    log.debug("ping to %s failed: %r", peer, exc)
+                    stream, probe.stream = probe.stream, None
+                    if stream is not None:
+                        with contextlib.suppress(Exception):
+                            await stream.reset()
+                    continue
+                self.stats.rtt_ms[peer] = rtt
+                probe.ok = True
+                return
+        finally:
+            probe.running = False
+            probe.answered.set()
 
     async def _dead(self, peer: ID, missed: int) -> None:
         self.stats.dropped += 1

@@ -785,6 +785,7 @@ class Node:
             if host
             else [],
             "from_future": self.clock_skew.status(),
+            "liveness": self.liveness(),
             "peers": len(peers.connected_peers(host)) if host else 0,
             "markets": [m.hex() for m in self.states],
             "uptime_s": (self.clock() - self.started_ms) / 1000,
@@ -794,6 +795,27 @@ class Node:
             "storage": "ok" if self.log_health.failing is None else str(self.log_health.failing),
             **{name: source() for name, source in self.status_sources.items()},
         }
+
+    def liveness(self) -> dict[str, Any]:
+        """Dead-peer detection and publishing waits, for `status`: pings answered and
+        missed, peers dropped and being redialled, the longest a frame waited on a
+        peer's outbound queue (bounded by 0.25 s), the peers skipped as stuck."""
+        out: dict[str, Any] = {}
+        if self.keepalive is not None:
+            ka = self.keepalive.stats
+            out |= {"pings": ka.pings, "missed": ka.missed, "dropped": ka.dropped}
+            out["rtt_ms"] = {p.to_base58(): ms for p, ms in ka.rtt_ms.items()}
+        if self.redialer is not None:
+            out["redialling"] = len(self.redialer.lost)
+            out["reconnected"] = self.redialer.reconnected
+        if self.gossip is not None:
+            gs = self.gossip.stats
+            out |= {
+                "publish_wait_ms_max": gs.publish_wait_ms_max,
+                "stuck_skips": gs.stuck_skips,
+                "mesh_waits": gs.mesh_waits,
+            }
+        return out
 
     def markets(self) -> list[dict[str, Any]]:
         out = []

@@ -1,5 +1,5 @@
 """Dead peers, with a real frozen process: three gossiping nodes in this process and
-one in another (tests/net/peer_process.py), all meshed; the other is frozen with
+one in another (p2p_market/bench/frozen_peer.py), all meshed; the other is frozen with
 SIGSTOP, so its connections stay open without a FIN or RST, as a hung machine's or
 a cut link's do."""
 
@@ -13,12 +13,12 @@ from contextlib import asynccontextmanager
 import trio
 from libp2p.peer.id import ID
 
+from p2p_market.bench.frozen_peer import peer_process
 from p2p_market.net.gossip import Gossip, GossipConfig, topic_for
 from p2p_market.net.host import connect_all
 from p2p_market.net.keepalive import Keepalive
 from p2p_market.node.redial import Redialer
 from tests.net.cluster import MID, bid, cluster
-from tests.net.peer_process import peer_process
 
 TOPIC = topic_for(MID)
 FAST = GossipConfig(frames_per_second=200.0, burst=200)
@@ -176,3 +176,21 @@ async def test_a_dropped_peer_that_comes_back_is_redialled() -> None:
             assert peer not in redialer.lost
             assert redialer.reconnected == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_a_frozen_peer_with_a_full_window_is_dropped_and_nothing_hangs() -> None:
+    """The frozen peer's TCP window is full before the keepalive starts: opening a
+    ping stream to it hangs in the library's shielded reset (host/basic_host.py
+    `new_stream`), which must neither stop the detection nor keep the keepalive from
+    stopping."""
+    async with with_frozen_peer(FAST) as (nodes, peer, pid):
+        os.kill(pid, signal.SIGSTOP)
+        await fill(nodes[0], peer)
+        keepalive = Keepalive(nodes[0].host, every_s=1.0, misses=3)
+        with trio.fail_after(30):  # the nursery's exit included: nothing hangs
+            async with trio.open_nursery() as nursery:
+                await nursery.start(keepalive.run)
+                while any(knows(nodes[0], peer).values()):
+                    await trio.sleep(0.1)
+                assert keepalive.stats.dropped == 1
+                nursery.cancel_scope.cancel()
