@@ -256,7 +256,8 @@ class Node:
         a peer connected, an orphan came."""
         self._nursery: trio.Nursery | None = None
         self._syncing: set[ID] = set()
-        """Peers a sync on connect is running with (node/runtime.py `_sync_new_peer`)."""
+        """Peers a sync on connect is running with, or waiting for the node's nursery
+        (`_sync_new_peer`)."""
         self.keepalive: Keepalive | None = None
         self.redialer: Redialer | None = None
         self._missing_parents: dict[tuple[bytes, bytes], float] = {}
@@ -408,9 +409,10 @@ class Node:
         self._wake.set()
         if self.redialer is not None:
             self.redialer.heard(peer)
-        if self._nursery is not None and peer not in self._syncing:
+        if peer not in self._syncing:
             self._syncing.add(peer)
-            self._nursery.start_soon(self._sync_new_peer, peer)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._sync_new_peer, peer)
         if self.discovery is not None:
             self.discovery.peer_connected()
 
@@ -544,6 +546,8 @@ class Node:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.gossip.run)
                     self._nursery = nursery
+                    for early in self._syncing:  # connected before the nursery was set
+                        nursery.start_soon(self._sync_new_peer, early)
                     await nursery.start(self.keepalive.run)
                     await nursery.start(self.redialer.run)
                     await nursery.start(self.discovery.run)
