@@ -101,6 +101,10 @@ def wall_clock_ms() -> int:
 
 
 SKEW_WARN_EVERY_S: Final = 60.0
+OFFSET_WINDOW_MS: Final = 600_000
+"""Gossiped messages signed further than this from the node's clock are left out of
+the peers' clock offsets (replays, long delays)."""
+MAX_OFFSETS: Final = 1024
 """At most one warning per signer this often about its messages from the future."""
 
 
@@ -115,6 +119,33 @@ class ClockSkew:
         self.dropped = 0
         self.last: dict[str, Any] | None = None
         self._warned: dict[bytes, float] = {}
+        self._offsets: dict[bytes, int] = {}
+        """signer -> (its last gossiped timestamp - this node's clock at arrival)."""
+
+    def observe(self, signer: bytes, offset_ms: int) -> None:
+        """A message from `signer` came by gossip signed `offset_ms` after this node's
+        clock (transit included: a few ms to a few hundred). Far-off values (a
+        replayed or long-delayed message) say nothing about clocks and are left out."""
+        if abs(offset_ms) > OFFSET_WINDOW_MS:
+            return
+        if signer not in self._offsets and len(self._offsets) >= MAX_OFFSETS:
+            self._offsets.pop(next(iter(self._offsets)))
+        self._offsets.pop(signer, None)
+        self._offsets[signer] = offset_ms
+
+    def peer_offsets(self) -> dict[str, int] | None:
+        """Where the signers' clocks stand against this node's, from what gossip
+        brought lately: if most are ahead (or behind) by more than the tolerance, it
+        is this node's clock that is off."""
+        if not self._offsets:
+            return None
+        values = sorted(self._offsets.values())
+        return {
+            "signers": len(values),
+            "median_ms": values[len(values) // 2],
+            "min_ms": values[0],
+            "max_ms": values[-1],
+        }
 
     def note(self, signer: bytes, ahead_ms: int, tolerance_ms: int, now_s: float) -> None:
         self.dropped += 1
@@ -124,18 +155,26 @@ class ClockSkew:
         if len(self._warned) > 10_000:  # a swarm of keys must not grow this forever
             self._warned.clear()
         self._warned[signer] = now_s
+        offsets = self.peer_offsets()
+        peers = (
+            "no peer clocks known yet"
+            if offsets is None
+            else "peers' clocks against this node's: median {median_ms:+d} ms, min {min_ms:+d},"
+            " max {max_ms:+d}, over {signers} signers".format(**offsets)
+        )
         log.warning(
             "dropped a message from signer %s signed %d ms in the future (tolerance %d ms):"
-            " its clock or this node's is off; run NTP (chrony, systemd-timesyncd) on both"
-            " (%d dropped so far)",
+            " its clock or this node's is off (%s); run NTP (chrony, systemd-timesyncd) on"
+            " both (%d dropped so far)",
             signer.hex()[:16],
             ahead_ms,
             tolerance_ms,
+            peers,
             self.dropped,
         )
 
     def status(self) -> dict[str, Any]:
-        return {"dropped": self.dropped, "last": self.last}
+        return {"dropped": self.dropped, "last": self.last, "peer_offsets": self.peer_offsets()}
 
 
 class LogHealth:
@@ -372,6 +411,9 @@ class Node:
                 return ignore(Reason.RATE_LIMITED, "the newcomers' budget is spent")
         if not self._signer_limit.allow(env.signer, now / 1000):
             return ignore(Reason.RATE_LIMITED, "signer over its message rate")
+        stamp = getattr(env.message, "timestamp", None)
+        if isinstance(stamp, int) and env.signer != self.key.public_key:
+            self.clock_skew.observe(env.signer, stamp - now)  # before a warning uses it
         verdict = self.admit(env)
         if newcomer_in is not None and newcomer_in.holds(env.id):
             horizon = newcomer_in.forget_after(env)
