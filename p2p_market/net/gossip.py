@@ -72,6 +72,7 @@ from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict, reject
 from p2p_market.net.batcher import DEFAULT_BURST, DEFAULT_FRAMES_PER_SECOND, Batcher
 from p2p_market.net.frame import ExtraCheck, belongs_to, encode_frame, judge_frame
 from p2p_market.net.host import check_listening, dial_addr, guarded
+from p2p_market.net.keepalive import abort_connections
 from p2p_market.net.ratelimit import KeyedRateLimiter
 from p2p_market.net.scores import PeerScores, ScoreConfig
 
@@ -314,7 +315,13 @@ class Gossip:
                 if not conn.is_closed:
                     await conn.close()
         if scope.cancelled_caught:
-            log.warning("closing the host took more than %s s; gave up", CLOSE_TIMEOUT_S)
+            # A frozen peer's connection: its close waits on a full TCP window.
+            aborted = sum(abort_connections(c) for c in muxed)
+            log.warning(
+                "closing the host took more than %s s; gave up (%d sockets aborted)",
+                CLOSE_TIMEOUT_S,
+                aborted,
+            )
 
     @property
     def peer_id(self) -> ID:

@@ -92,16 +92,20 @@ def abort_socket(stream: trio.SocketStream) -> None:
     stream.socket.close()
 
 
+def abort_connections(conn: Any) -> int:
+    """Abort the open sockets under one connection (see `abort_socket`); how many."""
+    streams = [s for s in _socket_streams(conn) if s.socket.fileno() != -1]
+    for stream in streams:
+        abort_socket(stream)
+    return len(streams)
+
+
 async def drop_peer(host: IHost, peer: ID) -> int:
     """Disconnect `peer` even if it is frozen: abort its connections' sockets, then
     let the library close them (and notify pubsub, which forgets the peer). The
     peer's addresses stay in the peerstore, for the redial. Returns the number of
     sockets aborted."""
-    aborted = 0
-    for conn in list(host.get_network().connections.get(peer, [])):
-        for stream in _socket_streams(conn):
-            abort_socket(stream)
-            aborted += 1
+    aborted = sum(abort_connections(c) for c in list(host.get_network().connections.get(peer, [])))
     with trio.move_on_after(DISCONNECT_TIMEOUT_S):
         with contextlib.suppress(Exception):  # the library raises several types
             await host.disconnect(peer)
@@ -176,8 +180,7 @@ class Keepalive:
                         # A ping hung in a shielded write (stopping, or the peer
                         # left): abort the peer's sockets, or this nursery never exits.
                         for conn in list(self.host.get_network().connections.get(peer, [])):
-                            for stream in _socket_streams(conn):
-                                abort_socket(stream)
+                            abort_connections(conn)
                     attempts.cancel_scope.cancel()
         finally:
             self._watched.discard(peer)
