@@ -286,6 +286,21 @@ def bench_wan_switch() -> None:
     typer.echo(json.dumps(result))
 
 
+@bench_app.command("liveness")
+def bench_liveness(
+    count: Annotated[
+        int, typer.Option("--count", min=10, max=10_000, help="Envelopes measured per run.")
+    ] = 150,
+) -> None:
+    """Gossip latency between three healthy nodes while a fourth is frozen (SIGSTOP),
+    before and after liveness, beside a run with nobody frozen: one line of JSON."""
+    import trio
+
+    from p2p_market.bench.liveness import liveness_bench
+
+    typer.echo(json.dumps(trio.run(liveness_bench, count)))
+
+
 @bench_app.command("attacks")
 def bench_attacks(
     attack: Annotated[

@@ -16,6 +16,9 @@ line naming the problem instead of a traceback.
     frames_per_second = 2.0             # gossip frame budget (see net/batcher.py)
     sync_every_s = 30.0                 # anti-entropy: a full sync with peers this often
     announce_every_s = 300.0            # announce the markets followed this often
+    keepalive_every_s = 5.0             # ping every peer this often (dead-peer detection)
+    keepalive_misses = 3                # a peer missing this many pings in a row is dropped
+    redial_max_s = 60.0                 # back-off cap when redialling a dropped peer
 
     [[markets]]                         # "devnet" or the fields of a Market descriptor
     preset = "devnet"
@@ -77,6 +80,9 @@ ANNOUNCE_EVERY_S = 300.0
 """Default period of market announcements (node.announce_every_s)."""
 ANTI_ENTROPY_S = 30.0
 """Default period of the full sync with peers (node.sync_every_s)."""
+KEEPALIVE_EVERY_S = 5.0
+KEEPALIVE_MISSES = 3
+REDIAL_MAX_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +110,13 @@ class NodeConfig:
     announce_every_s: float = ANNOUNCE_EVERY_S
     """How often the node announces the markets it follows (node/discovery.py), besides
     at start and a moment after a peer connects."""
+    keepalive_every_s: float = KEEPALIVE_EVERY_S
+    """Each connected peer is pinged this often, and given this long to answer
+    (net/keepalive.py)."""
+    keepalive_misses: int = KEEPALIVE_MISSES
+    """A peer that misses this many pings in a row is disconnected as dead."""
+    redial_max_s: float = REDIAL_MAX_S
+    """A dropped peer is redialled after 1, 2, 4 ... s, at most this far apart."""
     markets: tuple[Market, ...] = field(default_factory=lambda: (default_market(),))
     market_ids: tuple[bytes, ...] = ()
     """Markets a config names by id alone (`[[markets]] id = ...`) whose descriptor
@@ -117,7 +130,8 @@ class NodeConfig:
 _NODE_KEYS = {
     "key_file", "passphrase_file", "data_dir", "listen", "bootstrap", "announce",
     "api_port", "api_listen", "api_token_everywhere", "metrics_port", "metrics_listen",
-    "frames_per_second", "sync_every_s", "announce_every_s",
+    "frames_per_second", "sync_every_s", "announce_every_s", "keepalive_every_s",
+    "keepalive_misses", "redial_max_s",
 }  # fmt: skip
 
 
@@ -171,6 +185,18 @@ def check_exposure(cfg: NodeConfig) -> None:
                 f"node.{key} = {ip!r} is not loopback: set node.api_token_everywhere = true"
                 " (the API token on every call, reads and metrics too) to expose it"
             )
+
+
+def _ranged(
+    table: dict[str, Any], key: str, kind: type, default: float, low: float, high: float
+) -> Any:
+    """`table[key]` (or `default`), a `kind` between `low` and `high`."""
+    if key not in table:
+        return default
+    value = typed(table, key, kind, "node")
+    if not low <= value <= high:
+        raise ConfigError(f"node.{key} must be between {low:g} and {high:g}")
+    return value
 
 
 def _port(table: dict[str, Any], key: str, default: int, lowest: int) -> int:
@@ -260,6 +286,9 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         announce_every = typed(node, "announce_every_s", float, "node")
     if not 1.0 <= announce_every <= 86400:
         raise ConfigError("node.announce_every_s must be between 1 and 86400")
+    keepalive_every = _ranged(node, "keepalive_every_s", float, KEEPALIVE_EVERY_S, 0.5, 60)
+    keepalive_misses = _ranged(node, "keepalive_misses", int, KEEPALIVE_MISSES, 1, 100)
+    redial_max = _ranged(node, "redial_max_s", float, REDIAL_MAX_S, 1, 3600)
     markets_raw = data.get("markets", [{"preset": "devnet"}])
     if not isinstance(markets_raw, list) or not markets_raw:
         raise ConfigError("markets must be a non-empty list of tables ([[markets]])")
@@ -289,6 +318,9 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         frames_per_second=fps,
         sync_every_s=sync_every,
         announce_every_s=announce_every,
+        keepalive_every_s=keepalive_every,
+        keepalive_misses=keepalive_misses,
+        redial_max_s=redial_max,
         markets=tuple(m for m in listed if isinstance(m, Market)),
         market_ids=tuple(m for m in listed if isinstance(m, bytes)),
         roles=roles,

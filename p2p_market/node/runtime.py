@@ -43,6 +43,7 @@ from p2p_market.core.work import inputs_size
 from p2p_market.net.addrs import local_only
 from p2p_market.net.gossip import Gossip, GossipConfig
 from p2p_market.net.host import DIAL_TIMEOUT_S, connect_all, make_host
+from p2p_market.net.keepalive import Keepalive
 from p2p_market.net.ratelimit import KeyedRateLimiter
 from p2p_market.node import peers
 from p2p_market.node.api import ask_json, bid_json, serve_api
@@ -56,6 +57,7 @@ from p2p_market.node.facade import Submitted
 from p2p_market.node.known_peers import KnownPeers
 from p2p_market.node.metrics import NodeMetrics, serve_metrics
 from p2p_market.node.newcomers import NewcomerHoldings
+from p2p_market.node.redial import Redialer
 from p2p_market.node.storage import EnvelopeLog, StorageError, WriteFailed
 from p2p_market.node.sync import CatchUp, Refusals, SyncServer, refused_for_good, sync_market
 from p2p_market.proving.snark import artifact_dirs
@@ -70,6 +72,8 @@ TICK_S: Final = 0.1
 TARGET_PEERS: Final = 8
 PEER_POLL_S: Final = 2.0
 SYNC_TIMEOUT_S: Final = 5.0
+NEW_PEER_SYNC_TRIES: Final = 5
+NEW_PEER_SYNC_RETRY_S: Final = 0.25
 KNOWN_DIAL_TIMEOUT_S: Final = 3.0
 """Dial timeout for the remembered peers (node/known_peers.py)."""
 ORPHAN_GRACE_S: Final = 1.0
@@ -98,6 +102,10 @@ def wall_clock_ms() -> int:
 
 
 SKEW_WARN_EVERY_S: Final = 60.0
+OFFSET_WINDOW_MS: Final = 600_000
+"""Gossiped messages signed further than this from the node's clock are left out of
+the peers' clock offsets (replays, long delays)."""
+MAX_OFFSETS: Final = 1024
 """At most one warning per signer this often about its messages from the future."""
 
 
@@ -112,6 +120,33 @@ class ClockSkew:
         self.dropped = 0
         self.last: dict[str, Any] | None = None
         self._warned: dict[bytes, float] = {}
+        self._offsets: dict[bytes, int] = {}
+        """signer -> (its last gossiped timestamp - this node's clock at arrival)."""
+
+    def observe(self, signer: bytes, offset_ms: int) -> None:
+        """A message from `signer` came by gossip signed `offset_ms` after this node's
+        clock (transit included: a few ms to a few hundred). Far-off values (a
+        replayed or long-delayed message) say nothing about clocks and are left out."""
+        if abs(offset_ms) > OFFSET_WINDOW_MS:
+            return
+        if signer not in self._offsets and len(self._offsets) >= MAX_OFFSETS:
+            self._offsets.pop(next(iter(self._offsets)))
+        self._offsets.pop(signer, None)
+        self._offsets[signer] = offset_ms
+
+    def peer_offsets(self) -> dict[str, int] | None:
+        """Where the signers' clocks stand against this node's, from what gossip
+        brought lately: if most are ahead (or behind) by more than the tolerance, it
+        is this node's clock that is off."""
+        if not self._offsets:
+            return None
+        values = sorted(self._offsets.values())
+        return {
+            "signers": len(values),
+            "median_ms": values[len(values) // 2],
+            "min_ms": values[0],
+            "max_ms": values[-1],
+        }
 
     def note(self, signer: bytes, ahead_ms: int, tolerance_ms: int, now_s: float) -> None:
         self.dropped += 1
@@ -121,18 +156,26 @@ class ClockSkew:
         if len(self._warned) > 10_000:  # a swarm of keys must not grow this forever
             self._warned.clear()
         self._warned[signer] = now_s
+        offsets = self.peer_offsets()
+        peers = (
+            "no peer clocks known yet"
+            if offsets is None
+            else "peers' clocks against this node's: median {median_ms:+d} ms, min {min_ms:+d},"
+            " max {max_ms:+d}, over {signers} signers".format(**offsets)
+        )
         log.warning(
             "dropped a message from signer %s signed %d ms in the future (tolerance %d ms):"
-            " its clock or this node's is off; run NTP (chrony, systemd-timesyncd) on both"
-            " (%d dropped so far)",
+            " its clock or this node's is off (%s); run NTP (chrony, systemd-timesyncd) on"
+            " both (%d dropped so far)",
             signer.hex()[:16],
             ahead_ms,
             tolerance_ms,
+            peers,
             self.dropped,
         )
 
     def status(self) -> dict[str, Any]:
-        return {"dropped": self.dropped, "last": self.last}
+        return {"dropped": self.dropped, "last": self.last, "peer_offsets": self.peer_offsets()}
 
 
 class LogHealth:
@@ -260,8 +303,12 @@ class Node:
         self._wake = trio.Event()
         """Set when the connection keeper has something to do before its next poll:
         a peer connected, an orphan came."""
-        self._new_peers: set[ID] = set()
-        """Peers that connected since the keeper last synced (the notifee adds them)."""
+        self._nursery: trio.Nursery | None = None
+        self._syncing: set[ID] = set()
+        """Peers a sync on connect is running with, or waiting for the node's nursery
+        (`_sync_new_peer`)."""
+        self.keepalive: Keepalive | None = None
+        self.redialer: Redialer | None = None
         self._missing_parents: dict[tuple[bytes, bytes], float] = {}
         """(market, parent id) of orphans from gossip -> when to fetch the parent."""
         self.bootstrap: list[str] = list(config.bootstrap)
@@ -374,6 +421,9 @@ class Node:
                 return ignore(Reason.RATE_LIMITED, "the newcomers' budget is spent")
         if not self._signer_limit.allow(env.signer, now / 1000):
             return ignore(Reason.RATE_LIMITED, "signer over its message rate")
+        stamp = getattr(env.message, "timestamp", None)
+        if isinstance(stamp, int) and env.signer != self.key.public_key:
+            self.clock_skew.observe(env.signer, stamp - now)  # before a warning uses it
         verdict = self.admit(env)
         if newcomer_in is not None and newcomer_in.holds(env.id):
             horizon = newcomer_in.forget_after(env)
@@ -404,11 +454,70 @@ class Node:
         return missing
 
     def _on_connected(self, peer: ID) -> None:
-        """A connection (in or out) came up: sync with that peer at once."""
+        """A connection (in or out) came up: sync with that peer at once, in a task of
+        its own (the keeper may be dialling or syncing for seconds: at 300 ms round
+        trips the wait behind it, then the 30 s period, kept a new bid from reaching
+        peers for 30-40 s; a peer that just came back holds what this node missed
+        while its link was down), and stop redialling it if it was dropped."""
         self.catch_up.connected(trio.current_time())
-        self.sync_with(peer)
+        self._wake.set()
+        if self.redialer is not None:
+            self.redialer.heard(peer)
+        if peer not in self._syncing:
+            self._syncing.add(peer)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._sync_new_peer, peer)
         if self.discovery is not None:
             self.discovery.peer_connected()
+
+    async def _sync_new_peer(self, peer: ID) -> None:
+        """Sync every market with `peer` alone, retried a few times while it stays
+        connected (a connection reported up may not take streams
+        yet: a failed try is retried after 0.25, 0.5, 1, 2 s)."""
+        try:
+            delay = NEW_PEER_SYNC_RETRY_S
+            for _attempt in range(NEW_PEER_SYNC_TRIES):
+                if self.host is None or peer not in peers.connected_peers(self.host):
+                    return
+                if await self.sync_with(peer):
+                    return
+                await trio.sleep(delay)
+                delay *= 2
+        finally:
+            self._syncing.discard(peer)
+
+    async def sync_with(self, peer: ID) -> bool:
+        """Pull from `peer` alone what it holds and this node lacks; True if every
+        market's sync with it worked."""
+        if self.host is None:
+            return False
+        ok = True
+        for mid, state in self.states.items():
+            report = await sync_market(
+                self.host,
+                [peer],
+                mid,
+                holds=held_for_sync(state),
+                apply=self._apply_synced,
+                mine=self.sync_server.digest(mid),
+                timeout_s=SYNC_TIMEOUT_S,
+                max_peers=1,
+                prefer=[peer],
+                refusals=self.sync_refusals.setdefault(mid, Refusals()),
+            )
+            self.metrics.sync_run("ok" if report.ok_peers else "failed", report.applied)
+            self.metrics.sync_report(report)
+            ok = ok and bool(report.ok_peers)
+        caught_up = self.catch_up.synced(ok, trio.current_time())
+        if caught_up is not None:
+            self.metrics.caught_up(caught_up)
+        return ok
+
+    def _on_dead(self, peer: ID) -> None:
+        """The keepalive dropped `peer` (it stopped answering pings): redial it."""
+        if self.redialer is not None:
+            self.redialer.dropped(peer)
+        self._wake.set()
 
     def apply_raw(self, raw: bytes) -> Verdict:
         verdict, env = check_envelope(raw)
@@ -485,9 +594,21 @@ class Node:
             DirectServer(self.key, self._on_direct, wants=self._wants_direct).attach(host)
             peers.attach(host)
             peers.watch_connections(host, self._on_connected)
+            self.redialer = Redialer(host, max_delay_s=cfg.redial_max_s)
+            self.keepalive = Keepalive(
+                host,
+                every_s=cfg.keepalive_every_s,
+                misses=cfg.keepalive_misses,
+                on_dead=self._on_dead,
+            )
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.gossip.run)
+                    self._nursery = nursery
+                    for early in self._syncing:  # connected before the nursery was set
+                        nursery.start_soon(self._sync_new_peer, early)
+                    await nursery.start(self.keepalive.run)
+                    await nursery.start(self.redialer.run)
                     await nursery.start(self.discovery.run)
                     self.api_port = await nursery.start(
                         functools.partial(
@@ -525,6 +646,7 @@ class Node:
                     self.ready.set()
                     task_status.started()
             finally:
+                self._nursery = None
                 # What the last seconds taught (a peer that came just before a restart).
                 self.known_peers.save_if_due(0.0, force=True)
 
@@ -553,10 +675,10 @@ class Node:
             pass
 
     async def _keep_connected(self) -> None:
-        """Dial the bootstrap peers, exchange peers, and sync: at once with each peer
-        that connects (the connection notifee wakes this task; a rejoining node is
-        the one that holds what the others lack, and the asks among that expire),
-        soon after an orphan came by gossip whose parent is still missing, and with
+        """Dial the bootstrap peers, exchange peers, and sync (a peer that connects
+        is synced with at once by `_sync_new_peer`, not here: a rejoining node is the
+        one that holds what the others lack, and the asks among that expire), soon
+        after an orphan came by gossip whose parent is still missing, and with
         random peers every `sync_every_s` (anti-entropy: gossip is best effort, and
         a node cut off for a while has missed what was published meanwhile, with no
         new connection to notice)."""
@@ -577,11 +699,9 @@ class Node:
             self._remember(host, linked, scopes)
             self.metrics.set_peers(len(linked))
             self.catch_up.peers(len(linked))
-            new = self._new_peers & linked  # one that came and went has nothing to give
-            self._new_peers.clear()
             orphaned = self._parents_due(now)
-            if linked and (due or new or orphaned):
-                await self.sync_now(prefer=new)
+            if linked and (due or orphaned):
+                await self.sync_now()
             if due:
                 next_full = trio.current_time() + self.config.sync_every_s
                 self._sync_requested = trio.Event()
@@ -713,14 +833,6 @@ class Node:
         verdict = self.admit(env)
         return refused_for_good(verdict, kept=state is not None and state.holds(env.id))
 
-    def sync_with(self, peer: ID) -> None:
-        """Sync with `peer` now, first among the peers asked (a peer that just came
-        back holds what the others lack, and this node may lack what it missed while
-        the link was down): the keeper wakes and runs it without waiting for its
-        period. Called whenever a connection comes up, in either direction."""
-        self._new_peers.add(peer)
-        self._wake.set()
-
     def request_sync(self) -> None:
         """Ask the connection keeper to sync now (e.g. after a role saw a gap)."""
         self._sync_requested.set()
@@ -755,6 +867,7 @@ class Node:
             if host
             else [],
             "from_future": self.clock_skew.status(),
+            "liveness": self.liveness(),
             "peers": len(peers.connected_peers(host)) if host else 0,
             "markets": [m.hex() for m in self.states],
             "uptime_s": (self.clock() - self.started_ms) / 1000,
@@ -769,6 +882,27 @@ class Node:
             "storage": "ok" if self.log_health.failing is None else str(self.log_health.failing),
             **{name: source() for name, source in self.status_sources.items()},
         }
+
+    def liveness(self) -> dict[str, Any]:
+        """Dead-peer detection and publishing waits, for `status`: pings answered and
+        missed, peers dropped and being redialled, the longest a frame waited on a
+        peer's outbound queue (bounded by 0.25 s), the peers skipped as stuck."""
+        out: dict[str, Any] = {}
+        if self.keepalive is not None:
+            ka = self.keepalive.stats
+            out |= {"pings": ka.pings, "missed": ka.missed, "dropped": ka.dropped}
+            out["rtt_ms"] = {p.to_base58(): ms for p, ms in ka.rtt_ms.items()}
+        if self.redialer is not None:
+            out["redialling"] = len(self.redialer.lost)
+            out["reconnected"] = self.redialer.reconnected
+        if self.gossip is not None:
+            gs = self.gossip.stats
+            out |= {
+                "publish_wait_ms_max": gs.publish_wait_ms_max,
+                "stuck_skips": gs.stuck_skips,
+                "mesh_waits": gs.mesh_waits,
+            }
+        return out
 
     def markets(self) -> list[dict[str, Any]]:
         out = []

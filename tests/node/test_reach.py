@@ -154,6 +154,41 @@ async def test_messages_from_the_future_are_told_once_and_counted(
     assert status["last"]["ahead_ms"] >= ahead - 1000
 
 
+async def test_a_clock_off_by_more_than_the_tolerance_is_told_with_the_peers_offsets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13, finding 7: the warning says where the peers' clocks stand against
+    this node's (from what gossip brought), so that an operator can tell whose clock
+    is off. A node whose clock runs 5 s past the tolerance bids; its peer drops the
+    bid and tells the fast node's offset, measured over the real gossip path."""
+    ahead = MARKET.skew_ms + 5_000
+    fast = Node(
+        NodeConfig(
+            key_file=tmp_path / "fast.pem",
+            data_dir=tmp_path / "fast",
+            frames_per_second=50.0,
+            markets=(MARKET,),
+        ),
+        devnet_key("reach-fast-clock"),
+        clock=lambda: time.time_ns() // 1_000_000 + ahead,
+    )
+    with caplog.at_level(logging.WARNING, logger="p2p_market.node"):
+        async with running(fast) as nursery:
+            assert fast.gossip is not None
+            honest = node(tmp_path, "honest", bootstrap=(fast.gossip.addr,))
+            await nursery.start(honest.run)
+            assert honest.gossip is not None
+            await fast.gossip.wait_for_mesh(MID, honest.gossip.peer_id)
+            await fast.place_bid({"market": MID.hex(), "price": 3, "proof_time": 1000})
+            await wait_until(lambda: honest.status()["from_future"]["dropped"] >= 1)
+    offsets = honest.status()["from_future"]["peer_offsets"]
+    assert offsets["signers"] == 1
+    assert ahead - 1_000 <= offsets["median_ms"] <= ahead + 1_000
+    lines = [r.getMessage() for r in caplog.records if "in the future" in r.getMessage()]
+    assert len(lines) == 1
+    assert "peers' clocks against this node's: median +" in lines[0]
+
+
 REMOTE = [str(ip) for ip in interface_ips(4) if not ip.is_loopback]
 
 
