@@ -326,6 +326,11 @@ class Node:
     def states(self) -> dict[bytes, MarketState]:
         return self.cores.states
 
+    @property
+    def syncing_new_peers(self) -> int:
+        """Syncs with newly connected peers still running (`_sync_new_peer`)."""
+        return len(self._syncing)
+
     # -- the one path into the core -------------------------------------------------
     def admit(self, env: Envelope) -> Verdict:
         """Apply a checked envelope (form and signature already verified), after

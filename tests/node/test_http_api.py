@@ -291,7 +291,7 @@ async def test_errors_are_one_json_line_with_the_right_status(nursery: trio.Nurs
             client.place_bid,
             ({**bid, "prise": 1},),
             400,
-            "unknown field: prise (known: market, price, proof_time, capacity, ttl_ms)",
+            "unknown field: prise (known: market, price, proof_time, capacity, ttl_ms, max_size)",
         ),
         (
             client.place_ask,
