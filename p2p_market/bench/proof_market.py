@@ -41,7 +41,7 @@ PRICE: Final = 5
 MAX_PRICE: Final = 10
 PROOF_TIME_MS: Final = 20_000
 """The prover's promise: generous, as it does not change when an ask is assigned
-(at window end + skew, whatever the proof time), only how long a slot may take."""
+(when the award arrives, whatever the proof time), only how long a slot may take."""
 ASK_TIMEOUT_S: Final = 90.0
 DISCOVER_S: Final = 30.0
 SPLIT: Final = (
@@ -69,7 +69,8 @@ class MarketSample:
     commit_window_ms: int
     """Placed → the end of the commit window the winner committed in."""
     settle_ms: int
-    """Window end → the prover's node tells it that it won (the skew, then a fold)."""
+    """Window end → the prover's node tells it that it won (the requester's award lag,
+    then the award's hop and a fold)."""
     before_prove_ms: int
     """Won → the back-end is called (the input check, the wait for the inputs)."""
     prove_ms: int

@@ -13,13 +13,13 @@ the repository's devnet markets (protocols/circuits/*-devnet-INSECURE.toml):
   never asserted: a shared machine's timing is no test.
 
 Where the overhead goes is measured per ask from the nodes' events, not guessed: the
-commit window (the protocol waits it out for competing commits), settling (a winner
-is told only at window end + skew, so that a commit signed in the window but still on
-its way cannot change the winner afterwards), the prover's work before proving (the
+commit window (the protocol waits it out for competing commits), settling (the
+requester waits its award lag for commits signed in the window and still on their
+way, then awards; the award starts the winner), the prover's work before proving (the
 input check), delivery (signing and gossiping the proof notice), and what the
-market's prove and verify calls took beyond the bare ones. The first two are the
-protocol's `commit_window_ms + skew_ms` (`protocol_wait_ms`): no implementation can
-go below it without changing the protocol.
+market's prove and verify calls took beyond the bare ones. The first two are
+`commit_window_ms` + the requester's award lag (`protocol_wait_ms`): the rest is the
+implementation's.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from p2p_market.localnet.report import quantile
 from p2p_market.markets.descriptor import read_descriptor
 from p2p_market.proving.backend import ProvingError
 from p2p_market.proving.snark import REPO_ROOT, encode_inputs, node_binary, node_modules
+from p2p_market.roles.requester import DEFAULT_AWARD_LAG_MS
 
 SYSTEMS: Final = ("groth16", "plonk")
 CIRCUITS: Final = ("multiplier", "range32")
@@ -137,7 +138,7 @@ def row(
         "p99": total["p99"] - (prove["p99"] + verify["p99"]),
     }
     parts = {name: quantile([a.part(name) for a in asks], 0.5) for name in SPLIT}
-    protocol_wait = window + market.skew_ms
+    protocol_wait = window + min(DEFAULT_AWARD_LAG_MS, market.skew_ms)
     out: dict[str, Any] = {
         "system": case.system,
         "circuit": case.circuit,
@@ -145,6 +146,7 @@ def row(
         "market_id": market_id(market).hex(),
         "commit_window_ms": window,
         "skew_ms": market.skew_ms,
+        "award_lag_ms": min(DEFAULT_AWARD_LAG_MS, market.skew_ms),
         "stage_ms": market.stage_ms,
         "bare": {"first_prove_ms": bare.first_prove_ms, "prove_ms": prove, "verify_ms": verify},
         "cli": None,
@@ -224,8 +226,8 @@ def proofs_bench(
             " per call; market = ask placed -> verified proof at the requester, two real"
             " nodes, asks one at a time. market_overhead_ms = market - (bare prove + bare"
             f" verify); target: p50 <= commit_window_ms + {TARGET_SLACK_MS} (reported,"
-            " not asserted). protocol_wait_ms = commit_window_ms + skew_ms: a winner is"
-            " told only then. split parts are p50s of each part, which need not add up"
-            " to the p50 of the total."
+            " not asserted). protocol_wait_ms = commit_window_ms + award_lag_ms: the"
+            " requester awards then, and the award starts the winner. split parts are"
+            " p50s of each part, which need not add up to the p50 of the total."
         ),
     }

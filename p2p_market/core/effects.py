@@ -22,7 +22,8 @@ class CommitToAsk:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptSettled:
-    """A commit window closed more than the skew tolerance ago. Its winners are
+    """A commit window closed more than the skew tolerance ago (the award lag, for
+    the local requester's asks), or an award decided it sooner. Its winners are
     final if the requester's award decided them (`final`); otherwise they are the
     ranking's, tentative until the award, and a late message may change them (a
     Reorg follows). The ask's requester answers this with its Award of `commits`."""

@@ -96,6 +96,10 @@ class Holdings:
         self.market = market
         self.market_id = market_id(market)
         self.local_prover = local_prover
+        self.local_requester: bytes | None = None
+        """The key of this node's requester role, if it has one: its own asks are
+        announced after `award_lag_ms` rather than the skew (observation.py)."""
+        self.award_lag_ms = market.skew_ms
         self.book = BidBook()
         self.asks: dict[bytes, Envelope] = {}
         self.events: dict[bytes, dict[bytes, Envelope]] = {}

@@ -88,13 +88,13 @@ class Observation(Retention):
     def _observe_ask(self, ask_id: bytes, s: Settlement, now: int, out: Effects) -> None:
         fold = self._fold
         assert fold is not None
-        skew = self.market.skew_ms
+        lag = self._settle_lag(ask_id)
         for key in fold.attempts_by_ask.get(ask_id, ()):
             att = s.attempts[key]
             if not att.settled:
                 continue
-            if now < att.window_end + skew:
-                self._watch_at(att.window_end + skew, ask_id)
+            if now < att.window_end + lag and not att.awarded:
+                self._watch_at(att.window_end + lag, ask_id)
                 continue
             announced = self._announced.setdefault(ask_id, {})
             before = announced.get(key[1:])
@@ -158,6 +158,17 @@ class Observation(Retention):
                         fx.DeadlinePassed(ask=ask_id, prover=slot.prover, deadline=slot.deadline)
                     )
         self._tell_state(ask_id, run.state, out)
+
+    def _settle_lag(self, ask_id: bytes) -> int:
+        """How long after a window's end its winners are announced, unless an award
+        decides them sooner. Others' asks: the skew, so that a commit signed inside the
+        window by a prover whose clock lags can still arrive (protocols/market-v1.md
+        §11). The local requester's own asks: its award lag, which is never longer;
+        it awards then, and the award is final wherever it arrives, at once."""
+        env = self.asks.get(ask_id)
+        if env is not None and env.signer == self.local_requester:
+            return min(self.award_lag_ms, self.market.skew_ms)
+        return self.market.skew_ms
 
     def _note_no_shows(self, key: tuple[bytes, bytes, int], att: Attempt, s: Settlement) -> None:
         """Record the bids that would have won this settled attempt and stayed away."""

@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
     async def start(node: Any, nursery: trio.Nursery) -> dict[str, Any]:
         assert prover is not None
-        backend = LyingBackend(prover.options.backend(prover.market), args.behaviour)
+        backend = LyingBackend(
+            prover.options.backend(prover.market, workers=prover.capacity), args.behaviour
+        )
         role = ProverRole(node, backend, prover.settings, Inbox())
         await nursery.start(role.run)
         return {**ready_fields(plan), "behaviour": args.behaviour}

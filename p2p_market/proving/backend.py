@@ -54,3 +54,6 @@ class BackendOptions:
     size_cmd: str | None = None
     timeout_s: float = DEFAULT_EXTERNAL_TIMEOUT_S
     chunk: int | None = None
+    workers: int = 1
+    """How many proofs a back-end with helper processes runs at once (snark.py);
+    a prover's capacity."""

@@ -41,6 +41,7 @@ def backend_for(
     size_cmd: str | None = None,
     timeout_s: float = DEFAULT_EXTERNAL_TIMEOUT_S,
     chunk: int | None = None,
+    workers: int = 1,
 ) -> ProofBackend:
     """The back-end for `market.proof_system`. Options that do not apply to that
     system are ignored, so one node config can be passed for every market.
@@ -51,7 +52,7 @@ def backend_for(
       the prover's own config (a requester needs none).
     - ``groth16``, ``plonk``: `SnarkBackend` (snark.py: snarkjs in a Node.js worker;
       the circuit's artifacts are pinned by hash in the market's `verifier` field);
-      `timeout_s` bounds each request.
+      `timeout_s` bounds each request, `workers` worker processes run at once.
 
     Raises ValueError for a malformed command template, and for an unknown system.
     """
@@ -65,6 +66,7 @@ def backend_for(
         size_cmd=size_cmd,
         timeout_s=timeout_s,
         chunk=chunk,
+        workers=workers,
     )
     backend: ProofBackend = importlib.import_module(module).from_options(market, options)
     return backend

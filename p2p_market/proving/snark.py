@@ -27,12 +27,14 @@ with sorted keys and no spaces. `verify` recomputes the public signals from the
 inputs (the circuit's outputs and public inputs) and requires them to be the
 proof's, so a valid proof of other inputs is invalid here.
 
-The work is done by a long-lived Node.js worker per back-end (snark_worker.js: one
-JSON request per line on stdin, one reply per line on stdout), started at the first
-call, which loads snarkjs and each artifact once. Calls are serialised on it. It is
-killed (and started again by the next call) if it dies, times out or is cancelled
-mid-call; `aclose` stops it, and it exits by itself when its stdin closes, so it
-does not outlive this process.
+The work is done by long-lived Node.js workers (snark_worker.js: one JSON request
+per line on stdin, one reply per line on stdout), each of which loads snarkjs and
+each artifact once. A worker serves one call at a time; a back-end keeps up to
+`workers` of them (a prover's capacity: proofs of its slots run side by side, not in
+a queue behind each other), started as calls need them and kept for the next. A
+worker is killed (and another started by a later call) if it dies, times out or is
+cancelled mid-call; `aclose` stops them all, and a worker exits by itself when its
+stdin closes, so none outlives this process.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import signal
 import subprocess
 import tempfile
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
@@ -285,7 +287,6 @@ class _Worker:
         self.buffer = bytearray()
         self.next_id = 0
         self.served = 0
-        self.run = trio.lowlevel.current_trio_token()
         # A backend dropped without aclose: its worker dies with it (and when this
         # process exits, as its stdin closes).
         self._finalizer = weakref.finalize(self, _kill_group, proc.pid)
@@ -377,16 +378,23 @@ class SnarkBackend:
         *,
         timeout_s: float = DEFAULT_EXTERNAL_TIMEOUT_S,
         dirs: Sequence[Path] | None = None,
+        workers: int = 1,
     ) -> None:
         if system not in SYSTEMS:
             raise ValueError(f"not a snark proof system: {system!r}")
         if not timeout_s > 0:
             raise ValueError("timeout_s must be positive")
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
         self.system = system
         self.timeout_s = timeout_s
         self.dirs = artifact_dirs() if dirs is None else list(dirs)
-        self._worker: _Worker | None = None
-        self._lock = trio.Lock()
+        self.workers = workers
+        self._idle: list[_Worker] = []
+        """Running workers that no call holds, the most recently used last."""
+        self._running: list[_Worker] = []
+        self._slots = trio.Semaphore(workers)
+        self._slots_run: object = None
         self.starts = 0
         """How many workers this back-end started (a restart is one more)."""
 
@@ -394,13 +402,18 @@ class SnarkBackend:
 
     @property
     def worker_pid(self) -> int | None:
-        return None if self._worker is None else self._worker.proc.pid
+        """The pid of the worker started first of those running (None if none runs)."""
+        return self._running[0].proc.pid if self._running else None
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [w.proc.pid for w in self._running]
 
     async def aclose(self) -> None:
-        """Stop the worker, if one runs; the back-end may still be used (a later call
-        starts another)."""
-        worker, self._worker = self._worker, None
-        if worker is not None:
+        """Stop every worker; the back-end may still be used (a later call starts
+        another)."""
+        running, self._running, self._idle = self._running, [], []
+        for worker in running:
             await worker.stop()
 
     async def __aenter__(self) -> SnarkBackend:
@@ -414,16 +427,13 @@ class SnarkBackend:
         most twice: once more if the worker turns out to have died in between."""
         if timeout_s <= 0:
             raise ProvingError(f"{self.system}: deadline reached before the request")
-        async with self._lock:
+        async with self._call_slot():
             end = trio.current_time() + timeout_s
             for attempt in (1, 2):
-                worker = self._worker
-                if worker is not None and worker.run is not trio.lowlevel.current_trio_token():
-                    self._worker = None  # started by an earlier trio.run: unusable here
-                    worker.kill_now()
-                    worker = None
+                worker = self._idle.pop() if self._idle else None
                 if worker is None:
-                    worker = self._worker = await _Worker.start()
+                    worker = await _Worker.start()
+                    self._running.append(worker)
                     self.starts += 1
                 fresh = worker.served == 0
                 done = False
@@ -446,6 +456,8 @@ class SnarkBackend:
                         f"{self.system}: {req['op']} timed out after {timeout_s:.1f}s"
                         " (the worker was killed)"
                     )
+                if worker in self._running:
+                    self._idle.append(worker)  # alive: the next call takes it
                 if not reply.get("ok"):
                     error = reply.get("error") or "unknown error"
                     cls = ArtifactError if "artifact hash mismatch" in error else ProvingError
@@ -453,9 +465,25 @@ class SnarkBackend:
                 return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
+    @contextlib.asynccontextmanager
+    async def _call_slot(self) -> AsyncIterator[None]:
+        """One of `workers` call slots. Workers (and the semaphore) belong to one
+        trio run: a back-end used again by a later `trio.run` (the CLI may run twice
+        in one process) kills the old run's workers, which it cannot talk to."""
+        run = trio.lowlevel.current_trio_token()
+        if self._slots_run is not run:
+            for worker in self._running:
+                worker.kill_now()
+            self._running, self._idle = [], []
+            self._slots, self._slots_run = trio.Semaphore(self.workers), run
+        async with self._slots:
+            yield
+
     async def _drop(self, worker: _Worker) -> None:
-        if self._worker is worker:
-            self._worker = None
+        if worker in self._idle:
+            self._idle.remove(worker)
+        if worker in self._running:
+            self._running.remove(worker)
         await worker.stop()
 
     def check_ready(self, market: Market, kinds: Sequence[str] = ("wasm", "zkey", "vkey")) -> None:
@@ -551,6 +579,7 @@ class SnarkBackend:
 
 
 def from_options(market: Market, options: BackendOptions) -> SnarkBackend:
-    """The registry's constructor (registry.py): `timeout_s` bounds each request."""
+    """The registry's constructor (registry.py): `timeout_s` bounds each request,
+    `workers` how many run at once."""
     timeout = options.timeout_s if math.isfinite(options.timeout_s) else DEFAULT_EXTERNAL_TIMEOUT_S
-    return SnarkBackend(market.proof_system, timeout_s=timeout)
+    return SnarkBackend(market.proof_system, timeout_s=timeout, workers=options.workers)

@@ -25,6 +25,13 @@ from p2p_market.roles.reputation import Reputation
 log = logging.getLogger("p2p_market.requester")
 
 PROOF_WAIT_S = 30.0
+DEFAULT_AWARD_LAG_MS = 250
+"""How long after a commit window ends the requester waits for commits signed inside
+it before it awards (at most the market's skew). Waiting the whole skew lets a prover
+whose clock lags by up to the skew still win, but every proof then starts a skew
+later: with clocks kept by NTP (tens of milliseconds apart) a quarter second takes in
+every honest commit on a LAN or a continent, and the award, final wherever it
+arrives, starts the winners at once (protocols/market-v1.md §12)."""
 SEND_ATTEMPTS = 3
 
 
@@ -59,6 +66,7 @@ class RequesterRole:
         *,
         adopt: bool = True,
         reputation: Reputation | None = None,
+        award_lag_ms: int = DEFAULT_AWARD_LAG_MS,
     ) -> None:
         self.node = node
         self.backends = backends
@@ -67,6 +75,9 @@ class RequesterRole:
         """Also look after this key's asks placed another way (the control API), when
         their inputs are known to the node (inline, or none): see `_adopt`."""
         self.me = node.key.public_key
+        for state in node.states.values():
+            state.local_requester = self.me
+            state.award_lag_ms = award_lag_ms
         self.reputation = reputation or Reputation()
         """Its receipts about each prover; the worst are denied its next asks."""
         node.ask_filters.append(self.reputation.apply)

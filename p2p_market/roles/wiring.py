@@ -47,7 +47,7 @@ from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S, ProofBackend
 from p2p_market.proving.registry import backend_for, close_at_exit
 from p2p_market.roles.inbox import Inbox
 from p2p_market.roles.prover import ProverRole, ProverSettings
-from p2p_market.roles.requester import RequesterRole
+from p2p_market.roles.requester import DEFAULT_AWARD_LAG_MS, RequesterRole
 from p2p_market.roles.workload import WorkloadPlan, WorkloadRole, workload_plan
 
 DEFAULT_BID_TTL_MS: Final = 600_000
@@ -64,7 +64,7 @@ PROVER_KEYS: Final = frozenset(
         *_BACKEND_KEYS,
     }
 )
-REQUESTER_KEYS: Final = frozenset({"verify_cmd", "check_cmd", "timeout_s"})
+REQUESTER_KEYS: Final = frozenset({"verify_cmd", "check_cmd", "timeout_s", "award_lag_ms"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,8 +77,9 @@ class BackendOptions:
     size_cmd: str | None = None
     timeout_s: float = DEFAULT_EXTERNAL_TIMEOUT_S
 
-    def backend(self, market: Market) -> ProofBackend:
-        """The back-end for `market`; ValueError (one line) for a bad command."""
+    def backend(self, market: Market, *, workers: int = 1) -> ProofBackend:
+        """The back-end for `market` (for a prover: `workers` = its capacity, the
+        proofs it may run at once); ValueError (one line) for a bad command."""
         if not (0 < self.timeout_s < math.inf):
             raise ValueError("timeout_s must be a positive number of seconds")
         return backend_for(
@@ -88,6 +89,7 @@ class BackendOptions:
             check_cmd=self.check_cmd or None,
             size_cmd=self.size_cmd or None,
             timeout_s=self.timeout_s,
+            workers=workers,
         )
 
 
@@ -116,6 +118,7 @@ class ProverPlan:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequesterPlan:
     options: BackendOptions = field(default_factory=BackendOptions)
+    award_lag_ms: int = DEFAULT_AWARD_LAG_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +258,14 @@ def plan_from_config(config: NodeConfig, base: Path) -> tuple[NodeConfig, RolePl
                 options.backend(market)
             except ValueError as exc:
                 raise ConfigError(f"[requester]: {exc}") from None
-        requester = RequesterPlan(options=options)
+        lag = DEFAULT_AWARD_LAG_MS
+        if "award_lag_ms" in section:
+            lag = typed(section, "award_lag_ms", int, "requester")
+            if not 0 <= lag <= L.MAX_SKEW_MS:
+                raise ConfigError(
+                    f"[requester]: award_lag_ms must be 0..{L.MAX_SKEW_MS} milliseconds, not {lag}"
+                )
+        requester = RequesterPlan(options=options, award_lag_ms=lag)
     workload: WorkloadPlan | None = None
     section = config.roles.get("workload")
     if section is not None:
@@ -287,7 +297,7 @@ async def start_roles(node: Node, plan: RolePlan, nursery: trio.Nursery) -> Role
         if node.cores.states[market_id(plan.prover.market)].local_prover != node.key.public_key:
             raise ValueError("a prover role needs a node created with prover=True")
         p = plan.prover
-        backend = p.options.backend(p.market)
+        backend = p.options.backend(p.market, workers=p.capacity)
         await nursery.start(close_at_exit, [backend])
         roles.prover = ProverRole(node, backend, p.settings, Inbox())
         await nursery.start(roles.prover.run)
@@ -295,7 +305,9 @@ async def start_roles(node: Node, plan: RolePlan, nursery: trio.Nursery) -> Role
         opts = plan.requester.options
         backends = {mid: opts.backend(state.market) for mid, state in node.states.items()}
         await nursery.start(close_at_exit, backends.values())
-        roles.requester = RequesterRole(node, backends, Inbox())
+        roles.requester = RequesterRole(
+            node, backends, Inbox(), award_lag_ms=plan.requester.award_lag_ms
+        )
         await nursery.start(roles.requester.run)
     if plan.workload is not None:
         assert roles.requester is not None

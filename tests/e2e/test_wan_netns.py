@@ -217,6 +217,77 @@ def test_three_nodes_through_the_switch_agree_after_a_partition(
     assert leftovers(proc.pid) == []
 
 
+FAR = """\
+[run]
+name = "wan-far"
+seed = 6
+duration_s = 16
+settle_s = 12
+strict_agreement = true
+agree_within_s = 30
+
+[network]
+rtt_ms = 300
+
+[market]
+difficulty = 10
+commit_window_ms = 1000
+stage_ms = 300
+skew_ms = 500
+
+[workload]
+rate = 0.5
+max_price = [12, 12]
+max_proof_time = [4000, 4000]
+confidential_share = 1.0
+ttl_ms = 15000
+work = [8, 10]
+
+[[nodes]]
+name = "prover-1"
+role = "prover"
+price = 5
+proof_time = 3000
+
+[[nodes]]
+name = "prover-2"
+role = "prover"
+price = 7
+proof_time = 3000
+
+[[nodes]]
+name = "requester-1"
+role = "requester"
+"""
+
+
+def test_confidential_asks_at_300_ms_round_trips_reach_their_winners(
+    can_netns: None, tmp_path: Path
+) -> None:
+    """Issue 13, finding 6: at 300 ms round trips a winner waited for confidential
+    inputs the requester never sent (the two nodes had settled on different winners
+    at start-up, while bids were slow to spread, and the requester's award came only
+    at the skew). Every ask here is confidential, from the first seconds on, with two
+    provers to choose between: every ask must be proven, and no prover may give up
+    on missing inputs. (On today's code this passes with the award at the skew too:
+    bids now spread within round trips, so the start-up race it guards is rare.)"""
+    scenario = tmp_path / "wan-far.toml"
+    scenario.write_text(FAR)
+    proc = subprocess.run(
+        [*CLI, "simulate", str(scenario), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = next((tmp_path / "out").glob("wan-far-*"))
+    summary = json.loads((run / "summary.json").read_text())
+    asks = summary["asks"]
+    assert asks["placed"] >= 4 and asks["proven"] == asks["placed"], asks
+    for log in run.glob("nodes/*/node.log"):
+        assert "never sent the inputs" not in log.read_text(), log
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_leaves_no_namespace_nor_device(
     can_netns: None, tmp_path: Path, sig: signal.Signals

@@ -138,6 +138,20 @@ def test_the_requester_checks_its_commands_against_the_workload_market(tmp_path:
     assert "\n" not in str(info.value)
 
 
+def test_the_award_lag_is_checked(tmp_path: Path) -> None:
+    assert _plan(tmp_path, {"requester": {}}).requester.award_lag_ms == 250  # type: ignore[attr-defined]
+    plan = _plan(tmp_path, {"requester": {"award_lag_ms": 2_000}})
+    assert plan.requester.award_lag_ms == 2_000  # type: ignore[attr-defined]
+    for bad in (-1, 60_001):
+        with pytest.raises(ConfigError) as info:
+            _plan(tmp_path, {"requester": {"award_lag_ms": bad}})
+        assert str(info.value) == (
+            f"[requester]: award_lag_ms must be 0..60000 milliseconds, not {bad}"
+        )
+    with pytest.raises(ConfigError, match="award_lag_ms must be int"):
+        _plan(tmp_path, {"requester": {"award_lag_ms": "fast"}})
+
+
 def test_listen_defaults_to_the_fixed_port(tmp_path: Path) -> None:
     """Issue 13: the default port 0 changed the node's address at every restart."""
     cfg = parse_config(BASE, tmp_path)

@@ -69,6 +69,33 @@ async def test_prove_then_verify_round_trip(snark: SnarkBackend) -> None:
     assert snark.starts == 1  # one worker served all four calls
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_back_end_runs_as_many_proofs_at_once_as_it_has_workers(workers: int) -> None:
+    """A prover of capacity 2 proves its two slots side by side, on two workers (one
+    worker would queue the second proof behind the first), and keeps both for the
+    next proofs; capacity 1 keeps one worker."""
+    m = market("multiplier", "groth16")
+    b = SnarkBackend("groth16", dirs=[SHIPPED_ARTIFACTS], workers=workers)
+    proofs: list[bytes] = []
+
+    async def prove() -> None:
+        proofs.append(await b.prove(m, GOOD, 60))
+
+    try:
+        for _ in range(2):  # the second pair reuses the first pair's workers
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(prove)
+                nursery.start_soon(prove)
+            assert b.starts == workers and len(set(b.worker_pids)) == workers
+        assert len(proofs) == 4
+        for proof in proofs:
+            assert await b.verify(m, GOOD, proof)
+        pids = b.worker_pids
+    finally:
+        await b.aclose()
+    assert b.worker_pids == [] and not any(alive(pid) for pid in pids)
+
+
 async def test_range_circuit_round_trip(snark: SnarkBackend) -> None:
     m = market("range32", snark.system)
     inputs = encode_inputs({"x": 4_000_000_000, "square": 4_000_000_000**2})
