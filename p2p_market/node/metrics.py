@@ -187,8 +187,10 @@ class NodeMetrics:
 
     # -- label hygiene ----------------------------------------------------------------
     def follow(self, market: bytes) -> None:
-        """Count this market under its own label (hex id) from now on."""
+        """Count this market under its own label (hex id) from now on; its reorg
+        count exists from now on, at zero."""
         self._markets.add(market.hex())
+        self.reorgs.labels(market.hex())
 
     def market_label(self, market: bytes | str) -> str:
         label = market.hex() if isinstance(market, bytes) else market.lower()
