@@ -15,6 +15,7 @@ other id counts as "other"), kinds and verdicts come from enums.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from p2p_market.node.sync import SyncReport
 
 OTHER: Final = "other"
+BIND_ERRORS: Final = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 PREFIX: Final = "p2p_market_"
 
 JOB_OUTCOMES: Final = ("delivered", "attested", "failed", "stopped")
@@ -331,4 +333,12 @@ async def serve_metrics(
         handler = guarded
     elif not is_loopback(host):
         raise ValueError(f"metrics bind a loopback address only, not {host!r}, without a token")
-    await serve_http(handler, host=host, port=port, limits=limits, task_status=task_status)
+    try:
+        await serve_http(handler, host=host, port=port, limits=limits, task_status=task_status)
+    except OSError as exc:
+        if exc.errno not in BIND_ERRORS:
+            raise
+        raise OSError(
+            f"cannot serve the metrics on {host}:{port} ({exc.strerror}): choose another"
+            " metrics port, or stop what uses it"
+        ) from None
