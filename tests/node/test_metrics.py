@@ -17,7 +17,14 @@ from p2p_market.core.messages import Kind
 from p2p_market.core.state import MarketState
 from p2p_market.core.verdict import ACCEPTED, Reason, ignore, reject
 from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
-from p2p_market.node.metrics import NodeMetrics, kind_label, serve_metrics
+from p2p_market.node.metrics import (
+    JOB_OUTCOMES,
+    PREFIX,
+    PROVER_FAILURES,
+    NodeMetrics,
+    kind_label,
+    serve_metrics,
+)
 
 NOW = GENESIS_MS + 60_000
 MARKET = default_market()
@@ -190,3 +197,35 @@ async def test_metrics_are_served_over_http_per_node(nursery: trio.Nursery) -> N
             fetch, f"http://127.0.0.1:{port_a}/metrics", "POST"
         )
         assert status == 405 and b"use GET" in body
+
+
+def test_every_name_has_the_prefix() -> None:
+    m = NodeMetrics([MID])
+    m.prover(MID)
+    families = list(text_string_to_metric_families(m.render().decode()))
+    assert families and all(f.name.startswith(PREFIX) for f in families)
+
+
+def test_the_prover_series_start_at_zero_and_keep_their_labels_bounded() -> None:
+    m = NodeMetrics([MID])
+    mid = MID.hex()
+    assert value(m, "p2p_market_prover_earned_total", market=mid) is None  # not a prover
+    m.prover(MID)
+    assert value(m, "p2p_market_prover_earned_total", market=mid) == 0
+    for outcome in JOB_OUTCOMES:
+        assert value(m, "p2p_market_prover_jobs_finished_total", market=mid, outcome=outcome) == 0
+    for reason in PROVER_FAILURES:
+        assert value(m, "p2p_market_prover_failures_total", market=mid, reason=reason) == 0
+    m.job_started(MID)
+    m.proved(MID, 0.3)
+    m.job_finished(MID, "delivered")
+    m.paid(MID, 28)
+    m.prover_failed(MID, "a reason nobody listed")
+    m.job_finished(bytes(range(32)), "whatever")
+    assert value(m, "p2p_market_prover_jobs_started_total", market=mid) == 1
+    assert value(m, "p2p_market_prover_proving_seconds_bucket", market=mid, le="0.25") == 0
+    assert value(m, "p2p_market_prover_proving_seconds_bucket", market=mid, le="0.5") == 1
+    assert value(m, "p2p_market_prover_accepted_total", market=mid) == 1
+    assert value(m, "p2p_market_prover_earned_total", market=mid) == 28
+    assert value(m, "p2p_market_prover_failures_total", market=mid, reason="other") == 1
+    assert value(m, "p2p_market_prover_jobs_finished_total", market="other", outcome="other") == 1
