@@ -184,6 +184,28 @@ def test_the_promql_reader_finds_names_and_labels() -> None:
     assert parse_promql("sum(x) unles y").metrics == {"x", "unles", "y"}
 
 
+def test_the_dashboard_is_a_grafana_dashboard() -> None:
+    """What Grafana's import needs: panels with unique ids inside the 24-column grid,
+    targets with a refId and an expression, the data source chosen at import (the
+    `datasource` variable), no data source of the author's pinned."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["w"] > 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        refs = [t["refId"] for t in panel["targets"]]
+        assert refs and len(set(refs)) == len(refs), panel["title"]
+        assert all(t["expr"].strip() for t in panel["targets"]), panel["title"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+
+
 def check_the_dashboard(node: Exported) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = queries(dashboard)
