@@ -87,6 +87,8 @@ def _prover_banner(plan: RolePlan) -> Any:
         print(f"requesters: --bootstrap {ready['addr']}")
         print(f"control API: {api}  (p2p-market status ASK_ID --api {api})")
         print(f"API token:   {ready['api_token_file']}  (--api-token-file for what changes state)")
+        if ready.get("metrics_url"):
+            print(f"metrics:     {ready['metrics_url']}  (Prometheus; docs/metrics.md)")
         print("Ctrl-C to stop.")
 
     return banner
@@ -171,6 +173,14 @@ def prover_run(
     api_port: Annotated[
         int | None, typer.Option("--api-port", help="Control API port on 127.0.0.1 (0: any).")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Prometheus metrics (GET /metrics) on this port of 127.0.0.1 (0: any;"
+            " default -1: off). docs/metrics.md lists them.",
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = "info",
@@ -204,6 +214,7 @@ def prover_run(
         "--devnet-key": devnet_key_name,
         "--data-dir": data_dir,
         "--api-port": api_port,
+        "--metrics-port": metrics_port,
         "--announce": announce,
     }
     if config is not None:
@@ -232,6 +243,8 @@ def prover_run(
         assert market is not None and price is not None and proof_time is not None
         if api_port is not None and not 0 <= api_port <= 65535:
             fail("--api-port must be between 0 and 65535")
+        if metrics_port is not None and not -1 <= metrics_port <= 65535:
+            fail(f"--metrics-port {metrics_port}: use a port 1..65535, 0 for any, -1 for off")
         listen_addrs = check_addrs(listen or [DEFAULT_LISTEN], "--listen", peer=False)
         boot = check_addrs(bootstrap or [], "--bootstrap", peer=True)
         signing, key_name = _signing_key(key, passphrase_file, devnet_key_name)
@@ -243,6 +256,7 @@ def prover_run(
             bootstrap=boot,
             announce=check_announce(announce),
             api_port=0 if api_port is None else api_port,
+            metrics_port=-1 if metrics_port is None else metrics_port,
             markets=(),
         )
         cfg = join_if_needed(market, cfg, Path())

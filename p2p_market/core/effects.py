@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from p2p_market.core.lifecycle import AskState
+from p2p_market.core.lifecycle import AskState, SlotState
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +75,19 @@ class ProofDelivered:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SlotJudged:
+    """The requester's receipt decided a winner's slot: ACCEPTED (the prover earns
+    `price`, its own price per unit times the ask's size, pay-as-bid: market-v1.md
+    §11), INVALID or TIMED_OUT. Told once per slot and outcome (an `accepted`
+    receipt may follow a failure: payment only adds, §10)."""
+
+    ask: bytes
+    prover: bytes
+    outcome: SlotState
+    price: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AskStateChanged:
     ask: bytes
     before: AskState | None
@@ -98,6 +111,7 @@ Effect = (
     | Reorg
     | DeadlinePassed
     | ProofDelivered
+    | SlotJudged
     | AskStateChanged
     | EquivocationSeen
 )

@@ -28,6 +28,9 @@ from p2p_market.core.settlement import (
 )
 from p2p_market.core.work import takes, within
 
+JUDGED = frozenset({SlotState.ACCEPTED, SlotState.INVALID, SlotState.TIMED_OUT})
+"""Slot states that only the requester's receipt makes (`SlotJudged`)."""
+
 
 class Observation(Retention):
     def _tell_state(self, ask_id: bytes, state: AskState, effects: Effects) -> None:
@@ -157,6 +160,12 @@ class Observation(Retention):
                     out.append(
                         fx.DeadlinePassed(ask=ask_id, prover=slot.prover, deadline=slot.deadline)
                     )
+            if slot.state in JUDGED and self._tell_once(slot.state.value, ask_id, slot):
+                out.append(
+                    fx.SlotJudged(
+                        ask=ask_id, prover=slot.prover, outcome=slot.state, price=slot.price
+                    )
+                )
         self._tell_state(ask_id, run.state, out)
 
     def _settle_lag(self, ask_id: bytes) -> int:

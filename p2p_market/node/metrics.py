@@ -1,5 +1,9 @@
 """Prometheus metrics of one node, in a registry of its own.
 
+Every name starts with `p2p_market_` (`PREFIX`); docs/metrics.md lists them all with
+their types, labels and meaning, and docs/grafana-dashboard.json graphs them (both
+checked against a running node by tests/test_docs_metrics.py).
+
 Each `NodeMetrics` owns a `CollectorRegistry`, never the process-wide default, so
 several nodes can live in one process (tests, simulations) without sharing values.
 `/metrics` is served by the same trio HTTP server as the control API, on its own
@@ -11,6 +15,7 @@ other id counts as "other"), kinds and verdicts come from enums.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
@@ -36,9 +41,32 @@ if TYPE_CHECKING:
     from p2p_market.node.sync import SyncReport
 
 OTHER: Final = "other"
+BIND_ERRORS: Final = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+PREFIX: Final = "p2p_market_"
+
+JOB_OUTCOMES: Final = ("delivered", "attested", "failed", "stopped")
+"""How a prover's job ends: its proof notice accepted by its node; an invalid-inputs
+attestation instead of a proof; a failure (`PROVER_FAILURES`); or stopped because a
+reorg took the slot (or the ask is unknown here)."""
+PROVER_FAILURES: Final = (
+    "inputs_missing",
+    "check_error",
+    "prove_error",
+    "delivery_error",
+    "notice_refused",
+    "invalid",
+    "timed_out",
+)
+"""Why a prover failed: the first five in its own job (the inputs never came, the
+input or size check could not be made, the back-end failed or ran out of time, the
+proof could not be sent directly, its node refused the proof notice); the last two
+are the requester's receipts about its slot (`invalid`: the proof, or a disputed
+attestation; `timed_out`: no proof by the deadline)."""
 
 DELIVERY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 ASSIGNMENT_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0)
+PROVING_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+"""Proofs from a tenth of a second (the example circuits) to ten minutes (zkVMs)."""
 
 
 def kind_label(kind: Kind | int | str) -> str:
@@ -57,58 +85,114 @@ class NodeMetrics:
         self._markets: set[str] = set()
         r = self.registry
         self.messages_in = Counter(
-            "messages_in",
+            "p2p_market_messages_in",
             "Envelopes received, by verdict",
             ["market", "kind", "status", "reason"],
             registry=r,
         )
         self.messages_out = Counter(
-            "messages_out", "Envelopes published", ["market", "kind"], registry=r
+            "p2p_market_messages_out", "Envelopes published", ["market", "kind"], registry=r
         )
-        self.frames_out = Counter("frames_out", "Gossip frames published", registry=r)
-        self.book_bids = Gauge("book_bids", "Current bids in the book", ["market"], registry=r)
-        self.asks = Gauge("asks", "Stored asks, by state", ["market", "state"], registry=r)
-        self.peers = Gauge("peers", "Connected peers", registry=r)
-        self.sync_runs = Counter("sync_runs", "Sync runs, by outcome", ["outcome"], registry=r)
-        self.sync_envelopes = Counter("sync_envelopes", "Envelopes fetched by sync", registry=r)
-        self.sync_bytes = Counter("sync_bytes", "Bytes of the bodies fetched by sync", registry=r)
+        self.frames_out = Counter("p2p_market_frames_out", "Gossip frames published", registry=r)
+        self.book_bids = Gauge(
+            "p2p_market_book_bids", "Current bids in the book", ["market"], registry=r
+        )
+        self.asks = Gauge(
+            "p2p_market_asks", "Stored asks, by state", ["market", "state"], registry=r
+        )
+        self.peers = Gauge("p2p_market_peers", "Connected peers", registry=r)
+        self.sync_runs = Counter(
+            "p2p_market_sync_runs", "Sync runs, by outcome", ["outcome"], registry=r
+        )
+        self.sync_envelopes = Counter(
+            "p2p_market_sync_envelopes", "Envelopes fetched by sync", registry=r
+        )
+        self.sync_bytes = Counter(
+            "p2p_market_sync_bytes", "Bytes of the bodies fetched by sync", registry=r
+        )
         self.sync_refused = Counter(
-            "sync_refused", "Bodies fetched by sync and refused for good", registry=r
+            "p2p_market_sync_refused", "Bodies fetched by sync and refused for good", registry=r
         )
         self.sync_refetched = Counter(
-            "sync_refetched",
+            "p2p_market_sync_refetched",
             "Bodies fetched by sync that had been refused for good before (should stay 0)",
             registry=r,
         )
         self.sync_skipped = Counter(
-            "sync_skipped", "Ids a peer listed that were refused before: not fetched", registry=r
+            "p2p_market_sync_skipped",
+            "Ids a peer listed that were refused before: not fetched",
+            registry=r,
         )
         self.sync_catch_up = Gauge(
-            "sync_catch_up_seconds",
+            "p2p_market_sync_catch_up_seconds",
             "From the first connection after a time with no peer to the end of the first"
             " sync that reached a peer",
             registry=r,
         )
         self.delivery_latency = Histogram(
-            "delivery_latency_seconds",
+            "p2p_market_delivery_latency_seconds",
             "Receive time minus the message's signed timestamp",
             buckets=DELIVERY_BUCKETS,
             registry=r,
         )
         self.assignment_latency = Histogram(
-            "assignment_latency_seconds",
+            "p2p_market_assignment_latency_seconds",
             "Time from an ask's signed timestamp to its assignment",
             buckets=ASSIGNMENT_BUCKETS,
             registry=r,
         )
-        self.reorgs = Counter("reorgs", "Winners changed after settlement", ["market"], registry=r)
+        self.reorgs = Counter(
+            "p2p_market_reorgs", "Winners changed after settlement", ["market"], registry=r
+        )
+        # the prover role's (prover()): zero everywhere else
+        self.prover_jobs_started = Counter(
+            "p2p_market_prover_jobs_started",
+            "Slots won that this node's prover started working on",
+            ["market"],
+            registry=r,
+        )
+        self.prover_jobs_finished = Counter(
+            "p2p_market_prover_jobs_finished",
+            "The prover's jobs that ended, by outcome (delivered, attested, failed, stopped)",
+            ["market", "outcome"],
+            registry=r,
+        )
+        self.prover_proving = Histogram(
+            "p2p_market_prover_proving_seconds",
+            "How long the prover's back-end took for each proof it made",
+            ["market"],
+            buckets=PROVING_BUCKETS,
+            registry=r,
+        )
+        self.prover_failures = Counter(
+            "p2p_market_prover_failures",
+            "The prover's failures, by reason: its own jobs', and the requester's"
+            " invalid and timed_out receipts about its slots",
+            ["market", "reason"],
+            registry=r,
+        )
+        self.prover_accepted = Counter(
+            "p2p_market_prover_accepted",
+            "The prover's slots the requester accepted (paid)",
+            ["market"],
+            registry=r,
+        )
+        self.prover_earned = Counter(
+            "p2p_market_prover_earned",
+            "What the prover earned, in the market's price units: its price times the"
+            " ask's size for each accepted slot (pay-as-bid)",
+            ["market"],
+            registry=r,
+        )
         for market in markets:
             self.follow(market)
 
     # -- label hygiene ----------------------------------------------------------------
     def follow(self, market: bytes) -> None:
-        """Count this market under its own label (hex id) from now on."""
+        """Count this market under its own label (hex id) from now on; its reorg
+        count exists from now on, at zero."""
         self._markets.add(market.hex())
+        self.reorgs.labels(market.hex())
 
     def market_label(self, market: bytes | str) -> str:
         label = market.hex() if isinstance(market, bytes) else market.lower()
@@ -153,6 +237,43 @@ class NodeMetrics:
 
     def reorg(self, market: bytes | str, count: int = 1) -> None:
         self.reorgs.labels(self.market_label(market)).inc(count)
+
+    # -- the prover role ---------------------------------------------------------------
+    def prover(self, market: bytes) -> None:
+        """A prover works in `market` here: its series exist from now on, at zero, so
+        that rates and sums see them before the first job."""
+        self.follow(market)
+        label = self.market_label(market)
+        self.prover_jobs_started.labels(label)
+        self.prover_proving.labels(label)
+        self.prover_accepted.labels(label)
+        self.prover_earned.labels(label)
+        for outcome in JOB_OUTCOMES:
+            self.prover_jobs_finished.labels(label, outcome)
+        for reason in PROVER_FAILURES:
+            self.prover_failures.labels(label, reason)
+
+    def job_started(self, market: bytes | str) -> None:
+        self.prover_jobs_started.labels(self.market_label(market)).inc()
+
+    def job_finished(self, market: bytes | str, outcome: str) -> None:
+        """A job ended (`JOB_OUTCOMES`; anything else counts as "other")."""
+        label = outcome if outcome in JOB_OUTCOMES else OTHER
+        self.prover_jobs_finished.labels(self.market_label(market), label).inc()
+
+    def proved(self, market: bytes | str, seconds: float) -> None:
+        self.prover_proving.labels(self.market_label(market)).observe(seconds)
+
+    def prover_failed(self, market: bytes | str, reason: str) -> None:
+        """A failure (`PROVER_FAILURES`; anything else counts as "other")."""
+        label = reason if reason in PROVER_FAILURES else OTHER
+        self.prover_failures.labels(self.market_label(market), label).inc()
+
+    def paid(self, market: bytes | str, amount: int) -> None:
+        """An accepted slot, paid `amount` (price times size) in the market's units."""
+        label = self.market_label(market)
+        self.prover_accepted.labels(label).inc()
+        self.prover_earned.labels(label).inc(amount)
 
     def set_book(self, market: bytes | str, bids: int, asks: Mapping[AskState | str, int]) -> None:
         """The book's size now; every ask state is set (absent ones to 0), so a state
@@ -212,4 +333,12 @@ async def serve_metrics(
         handler = guarded
     elif not is_loopback(host):
         raise ValueError(f"metrics bind a loopback address only, not {host!r}, without a token")
-    await serve_http(handler, host=host, port=port, limits=limits, task_status=task_status)
+    try:
+        await serve_http(handler, host=host, port=port, limits=limits, task_status=task_status)
+    except OSError as exc:
+        if exc.errno not in BIND_ERRORS:
+            raise
+        raise OSError(
+            f"cannot serve the metrics on {host}:{port} ({exc.strerror}): choose another"
+            " metrics port, or stop what uses it"
+        ) from None

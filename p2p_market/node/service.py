@@ -76,6 +76,9 @@ async def serve_until_signal(
                 "api_url": api_url(config.api_listen, node.api_port),
                 "api_token_file": os.path.abspath(node.api_token_file),
                 "metrics_port": node.metrics_port,
+                "metrics_url": None
+                if node.metrics_port is None
+                else api_url(config.metrics_listen, node.metrics_port) + "/metrics",
                 **extra,
             }
             print(json.dumps(ready), flush=True)

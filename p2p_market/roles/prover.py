@@ -83,6 +83,15 @@ class ProverStats:
     prove_times: deque[ProveTime] = field(default_factory=lambda: deque(maxlen=PROVE_TIMES_KEPT))
 
 
+class JobFailed(ProvingError):
+    """A job failed for a reason other than the back-end's (node/metrics.py
+    `PROVER_FAILURES` names them)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class ProverRole:
     def __init__(
         self, node: Node, backend: ProofBackend, settings: ProverSettings, inbox: Inbox
@@ -99,6 +108,7 @@ class ProverRole:
         node.direct_hooks.append(inbox.deliver)
         node.direct_wants.append(inbox.wants)
         node.status_sources["prover"] = self.status
+        node.metrics.prover(settings.market)
 
     def status(self) -> dict[str, Any]:
         """What GET /v1/status shows of this role: its counts and the timing of its
@@ -110,6 +120,7 @@ class ProverRole:
             "proved": s.proved,
             "failed": s.failed,
             "attested": s.attested,
+            "earned": s.earned,
             "prove_times": [
                 {"ask": t.ask.hex(), "started": t.started, "ms": t.ms} for t in s.prove_times
             ],
@@ -196,6 +207,21 @@ class ProverRole:
             if scope is not None:
                 log.info("reorg: ask %s is no longer ours; stopping", effect.ask.hex()[:16])
                 scope.cancel()
+        elif isinstance(effect, fx.SlotJudged) and effect.prover == self.me:
+            self._judged(effect)
+
+    def _judged(self, effect: fx.SlotJudged) -> None:
+        """The requester's receipt about one of our slots. Pay-as-bid: an accepted
+        slot earns its price (our price per unit times the ask's size), and nothing
+        else does, delivered or not (protocols/market-v1.md §11)."""
+        metrics = self.node.metrics
+        if effect.outcome is SlotState.ACCEPTED:
+            self.stats.earned += effect.price
+            metrics.paid(self.settings.market, effect.price)
+            log.info("ask %s: accepted, earned %d", effect.ask.hex()[:16], effect.price)
+        else:
+            metrics.prover_failed(self.settings.market, effect.outcome.value)
+            log.info("ask %s: the requester says %s", effect.ask.hex()[:16], effect.outcome.value)
 
     async def _commit(self, effect: fx.CommitToAsk) -> None:
         commit = Commit(
@@ -225,22 +251,31 @@ class ProverRole:
         self._nursery.start_soon(self._work, ask, deadline, scope)
 
     async def _work(self, ask_id: bytes, deadline: int, scope: trio.CancelScope) -> None:
+        market, metrics = self.settings.market, self.node.metrics
+        metrics.job_started(market)
+        outcome = "stopped"  # unless _prove says otherwise: a reorg took the slot
         try:
             with scope:
                 async with self._limiter:
-                    await self._prove(ask_id, deadline)
+                    outcome = await self._prove(ask_id, deadline)
         except ProvingError as exc:
+            outcome = "failed"
             self.stats.failed += 1
+            reason = exc.reason if isinstance(exc, JobFailed) else "prove_error"
+            metrics.prover_failed(market, reason)
             log.warning("ask %s: proving failed: %s", ask_id.hex()[:16], exc)
-            if self._nursery is not None:  # a timeout killed the worker: ready another
-                self._nursery.start_soon(self.warm_up)
+            if reason in ("prove_error", "check_error") and self._nursery is not None:
+                self._nursery.start_soon(self.warm_up)  # a timeout killed the worker
         finally:
             self.stats.active.pop(ask_id, None)
+            metrics.job_finished(market, outcome)
 
-    async def _prove(self, ask_id: bytes, deadline: int) -> None:
+    async def _prove(self, ask_id: bytes, deadline: int) -> str:
+        """Prove and deliver, or attest: "delivered" or "attested" ("stopped" for an
+        ask not held here); JobFailed or ProvingError if that fails."""
         env = self.state.asks.get(ask_id)
         if env is None:
-            return
+            return "stopped"
         ask = env.message
         assert isinstance(ask, Ask)
         remaining = (deadline - self.node.clock()) / 1000
@@ -249,26 +284,30 @@ class ProverRole:
             self.inbox.expect("inputs", ask_id, env.signer)
             sent = await self.inbox.wait_for("inputs", ask_id, env.signer, remaining)
             if sent is None:
-                raise ProvingError("the requester never sent the inputs")
+                raise JobFailed("inputs_missing", "the requester never sent the inputs")
             inputs = sent
         market = self.state.market
-        if sha256(inputs) != ask.inputs_hash or not await self.backend.check_inputs(market, inputs):
+        try:
+            valid = sha256(inputs) == ask.inputs_hash and await self.backend.check_inputs(
+                market, inputs
+            )
+            understated = await self._understated(market, ask, inputs) if valid else None
+        except ProvingError as exc:
+            raise JobFailed("check_error", f"the inputs could not be checked: {exc}") from None
+        if not valid or understated is not None:
             await self._await_listener(deadline)
-            await self._attest(ask_id, "inputs fail the market's input check")
-            return
-        understated = await self._understated(market, ask, inputs)
-        if understated is not None:
-            await self._await_listener(deadline)
-            await self._attest(ask_id, understated)
-            return
+            await self._attest(ask_id, understated or "inputs fail the market's input check")
+            return "attested"
         started = self.node.clock()
         remaining = (deadline - started) / 1000
         t0 = trio.current_time()
         proof = await self.backend.prove(market, inputs, remaining)
-        took = round((trio.current_time() - t0) * 1000)
-        self.stats.prove_times.append(ProveTime(ask_id, started, took))
+        took_s = trio.current_time() - t0
+        self.stats.prove_times.append(ProveTime(ask_id, started, round(took_s * 1000)))
+        self.node.metrics.proved(self.settings.market, took_s)
         await self._await_listener(deadline)
         await self._deliver(ask_id, env.signer, proof)
+        return "delivered"
 
     async def _understated(self, market: Market, ask: Ask, inputs: bytes) -> str | None:
         """Why the inputs need more work than the ask declares, or None. Where the
@@ -329,7 +368,7 @@ class ProverRole:
             except DirectError as exc:
                 retry = exc.busy or exc.refusal == "declined"
                 if not retry or attempt == DELIVER_ATTEMPTS - 1:
-                    raise ProvingError(f"cannot deliver the proof: {exc}") from None
+                    raise JobFailed("delivery_error", f"cannot deliver the proof: {exc}") from None
                 await trio.sleep(BUSY_PAUSE_S * (attempt + 1))
 
     async def _deliver(self, ask_id: bytes, requester: bytes, proof: bytes) -> None:
@@ -347,6 +386,8 @@ class ProverRole:
         if not inline:
             await self._send_proof(ask_id, requester, proof)
         result = await self.node.submit(seal(notice, self.node.key))
-        if result.status == "accept":
-            self.stats.proved += 1
-            log.info("ask %s: proof delivered (%d bytes)", ask_id.hex()[:16], len(proof))
+        if result.status != "accept":
+            why = f"{result.status} {result.reason} {result.detail}".strip()
+            raise JobFailed("notice_refused", f"the node refused the proof notice: {why}")
+        self.stats.proved += 1
+        log.info("ask %s: proof delivered (%d bytes)", ask_id.hex()[:16], len(proof))

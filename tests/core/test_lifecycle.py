@@ -5,6 +5,7 @@ from __future__ import annotations
 from p2p_market.core import effects as fx
 from p2p_market.core.envelope import message_id
 from p2p_market.core.lifecycle import TRANSITIONS, AskState, Event, next_state
+from p2p_market.core.messages import sha256
 from p2p_market.core.verdict import Reason, Status
 
 from .world import SKEW, STAGE, T0, WINDOW, World
@@ -241,3 +242,52 @@ def test_table_is_closed_and_terminal_states_absorb() -> None:
     for terminal in (AskState.PROVEN, AskState.CANCELLED, AskState.EXPIRED):
         assert all(next_state(terminal, e) is None for e in Event)
     assert next_state(AskState.ASSIGNED, Event.CANCEL) is None
+
+
+def judged(effects: list[fx.Effect]) -> list[tuple[str, str, int]]:
+    """The SlotJudged effects told: (prover's name, outcome, price)."""
+    names = {pk: n for n, pk in (("cheap-slow", CHEAP), ("fast-dear", FAST))}
+    return [
+        (names[e.prover], e.outcome.value, e.price) for e in effects if isinstance(e, fx.SlotJudged)
+    ]
+
+
+CHEAP, FAST = (World().pk(n) for n in ("cheap-slow", "fast-dear"))
+
+
+def test_receipts_are_told_once_per_slot_and_accepted_pays_price_times_size() -> None:
+    """SlotJudged reports what the requester's receipt made of a slot, once: an
+    accepted slot pays the winner its price per unit times the ask's size (pay-as-bid,
+    protocols/market-v1.md §11); an invalid or timed-out one pays nothing, and a
+    payment after a failure only adds (§10)."""
+    w = World()
+    cheap = w.bid("cheap-slow", price=10, proof_time=9_000, capacity=4, max_size=4)
+    fast = w.bid("fast-dear", price=50, proof_time=1_000, capacity=4, max_size=4)
+    # confidential: no node reads the size off the inputs, so any size will do
+    secret = sha256(b"inputs")
+    ask = w.ask(
+        "req", max_price=200, max_proof_time=10_000, size=3, confidential=True, inputs_hash=secret
+    )
+    w.commit("cheap-slow", ask, cheap, T0 + 10)
+    w.commit("fast-dear", ask, fast, T0 + 20)
+    w.tick(SETTLED)
+    deadline = T0 + WINDOW + SKEW + 9_000
+    assert judged(w.tick(deadline + 1)) == []  # a deadline is not a receipt
+    timeout = w.actor("req").receipt(now=deadline + 10, ask=ask, prover=CHEAP, outcome="timed_out")
+    w.send(timeout, deadline + 10)
+    assert judged(w.effects) == [("cheap-slow", "timed_out", 30)]
+    t = deadline + 20
+    w.commit("fast-dear", ask, fast, t, round=message_id(timeout))
+    w.tick(deadline + 10 + WINDOW + SKEW + 1)
+    assert w.winners(ask) == ["cheap-slow", "fast-dear"]
+    t = deadline + 10 + WINDOW + SKEW + 100
+    w.send(w.actor("fast-dear").proof(now=t, ask=ask, proof=b"p" * 8), t)
+    w.send(w.actor("req").receipt(now=t + 1, ask=ask, prover=FAST, outcome="invalid"), t + 1)
+    w.send(w.actor("req").receipt(now=t + 2, ask=ask, prover=FAST, outcome="accepted"), t + 2)
+    w.tick(t + 60_000)
+    assert judged(w.effects) == [
+        ("cheap-slow", "timed_out", 30),
+        ("fast-dear", "invalid", 150),
+        ("fast-dear", "accepted", 150),
+    ]
+    assert w.state.view(ask).paid == 150

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,19 @@ def wait_state(api: ApiClient, ask: str, state: str, timeout: float = 20) -> dic
         time.sleep(0.2)
 
 
+def wait_metrics(url: str, line: str, timeout: float = 20) -> str:
+    """The exposition text at `url` once it holds `line`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text: str = response.read().decode()
+        if line in text.splitlines():
+            return text
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {line!r} in {url}:\n{text}")
+        time.sleep(0.2)
+
+
 def test_prover_run_then_request_gets_a_verified_proof(tmp_path: Path) -> None:
     descriptor = quick_market(tmp_path)
     market = read_descriptor(descriptor)
@@ -56,9 +70,10 @@ def test_prover_run_then_request_gets_a_verified_proof(tmp_path: Path) -> None:
     with process(
         "prover", "run", "--market", str(descriptor), "--price", "7", "--proof-time", "3000",
         "--devnet-key", "prover-1", "--data-dir", str(tmp_path / "prover"),
-        "--listen", "/ip4/127.0.0.1/tcp/0",
+        "--listen", "/ip4/127.0.0.1/tcp/0", "--metrics-port", "0",
     ) as (proc, ready):  # fmt: skip
         assert ready["roles"] == ["prover"]
+        assert ready["metrics_url"] == f"http://127.0.0.1:{ready['metrics_port']}/metrics"
         assert ready["prover"]["market"] == market_id(market).hex()
         assert ready["public_key"] == devnet_key("prover-1").public_key.hex()
         banner = readline(proc, 10) + readline(proc, 10)
@@ -80,6 +95,12 @@ def test_prover_run_then_request_gets_a_verified_proof(tmp_path: Path) -> None:
         view = wait_state(ApiClient(api_url), ask, "proven", timeout=10)
         assert view["paid"] == 7 and view["slot_states"] == ["accepted"]
         assert view["inputs_hash"] == sha256(inputs.read_bytes()).hex()
+        # the prover's metrics: one job, one proof timed, paid 7 on the accepted receipt
+        mid = market_id(market).hex()
+        paid = f'p2p_market_prover_earned_total{{market="{mid}"}} 7.0'
+        metrics = wait_metrics(ready["metrics_url"], paid)
+        assert f'p2p_market_prover_jobs_started_total{{market="{mid}"}} 1.0' in metrics
+        assert f'p2p_market_prover_proving_seconds_count{{market="{mid}"}} 1.0' in metrics
         shown = cli("status", ask, "--api", api_url, "--json")
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout)["state"] == "proven"

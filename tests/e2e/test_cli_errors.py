@@ -211,6 +211,18 @@ CASES: list[tuple[str, list[str], str]] = [
     ("prover: bad bootstrap", prover(bootstrap="/ip4/1.2.3.4"), "--bootstrap"),
     ("prover: api port", prover(api_port="70000"), "--api-port"),
     (
+        "prover: metrics port",
+        prover(metrics_port="70000"),
+        "--metrics-port 70000: use a port 1..65535, 0 for any, -1 for off",
+    ),
+    ("prover: metrics port below -1", prover(metrics_port="-2"), "--metrics-port -2: use a port"),
+    ("prover: metrics port not a number", prover(metrics_port="nine"), "'--metrics-port'"),
+    (
+        "prover: config and metrics port",
+        ["prover", "run", "--config", "{missing}", "--metrics-port", "0"],
+        "--config and --metrics-port do not mix",
+    ),
+    (
         "prover: config and flags",
         ["prover", "run", "--config", "{missing}", "--price", "5"],
         "do not mix",
@@ -341,6 +353,12 @@ def test_bad_commands_against_a_running_prover_publish_nothing(tmp_path: Path) -
             (bad_prover("--price", "-3"), "price must be a non-negative integer, not -3"),
             (bad_prover("--devnet-key", None), "a prover needs a key"),
             ([*bad_prover("--devnet-key", None), "--key", str(key)], "key file not found"),
+            (  # a metrics port in use: here, the running prover's API port (the API
+                # is up by then, and says so at level info)
+                [*prover, "--metrics-port", str(ready["api_port"]), "--log-level", "warning"],
+                f"cannot start the node: cannot serve the metrics on 127.0.0.1:{ready['api_port']}"
+                " (Address already in use): choose another metrics port",
+            ),
             (["status", "ef" * 32, "--api", api.base_url], "unknown ask"),
             (["cancel", "ef" * 32, "--api", api.base_url], "cancel needs the node's API token"),
             ([*cancel, "--api-token-file", str(wrong)], "error: 401: wrong API token"),

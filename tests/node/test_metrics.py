@@ -17,7 +17,14 @@ from p2p_market.core.messages import Kind
 from p2p_market.core.state import MarketState
 from p2p_market.core.verdict import ACCEPTED, Reason, ignore, reject
 from p2p_market.markets.devnet import GENESIS_MS, Actor, default_market
-from p2p_market.node.metrics import NodeMetrics, kind_label, serve_metrics
+from p2p_market.node.metrics import (
+    JOB_OUTCOMES,
+    PREFIX,
+    PROVER_FAILURES,
+    NodeMetrics,
+    kind_label,
+    serve_metrics,
+)
 
 NOW = GENESIS_MS + 60_000
 MARKET = default_market()
@@ -55,19 +62,20 @@ def test_counters_and_gauges_show_in_the_exposition_text() -> None:
     text = m.render().decode()
     got = parse(text)
     mid = MID.hex()
-    assert got["messages_in_total", ("market", mid), ("kind", "bid"), ("status", "accept"),
+    received = "p2p_market_messages_in_total"
+    assert got[received, ("market", mid), ("kind", "bid"), ("status", "accept"),
                ("reason", "ok")] == 2  # fmt: skip
-    assert got["messages_in_total", ("market", mid), ("kind", "ask"), ("status", "reject"),
+    assert got[received, ("market", mid), ("kind", "ask"), ("status", "reject"),
                ("reason", "bad_signature")] == 1  # fmt: skip
-    assert got["messages_out_total", ("market", mid), ("kind", "ask")] == 1
-    assert got["frames_out_total",] == 3
-    assert got["peers",] == 3
-    assert got["sync_runs_total", ("outcome", "ok")] == 1
-    assert got["sync_runs_total", ("outcome", "failed")] == 1
-    assert got["sync_envelopes_total",] == 5
-    assert got["reorgs_total", ("market", mid)] == 1
-    assert "# TYPE delivery_latency_seconds histogram" in text
-    assert "# TYPE assignment_latency_seconds histogram" in text
+    assert got["p2p_market_messages_out_total", ("market", mid), ("kind", "ask")] == 1
+    assert got["p2p_market_frames_out_total",] == 3
+    assert got["p2p_market_peers",] == 3
+    assert got["p2p_market_sync_runs_total", ("outcome", "ok")] == 1
+    assert got["p2p_market_sync_runs_total", ("outcome", "failed")] == 1
+    assert got["p2p_market_sync_envelopes_total",] == 5
+    assert got["p2p_market_reorgs_total", ("market", mid)] == 1
+    assert "# TYPE p2p_market_delivery_latency_seconds histogram" in text
+    assert "# TYPE p2p_market_assignment_latency_seconds histogram" in text
 
 
 def test_latencies_go_to_histograms_in_seconds() -> None:
@@ -75,13 +83,13 @@ def test_latencies_go_to_histograms_in_seconds() -> None:
     m.delivered(received_ms=NOW + 40, signed_ms=NOW)
     m.delivered(received_ms=NOW, signed_ms=NOW + 500)  # signed "in the future": skew
     m.assigned(assigned_ms=NOW + 3_500, asked_ms=NOW)
-    assert value(m, "delivery_latency_seconds_count") == 2
-    assert value(m, "delivery_latency_seconds_sum") == pytest.approx(0.04)
-    assert value(m, "delivery_latency_seconds_bucket", le="0.01") == 1
-    assert value(m, "delivery_latency_seconds_bucket", le="0.05") == 2
-    assert value(m, "assignment_latency_seconds_sum") == pytest.approx(3.5)
-    assert value(m, "assignment_latency_seconds_bucket", le="3.0") == 0
-    assert value(m, "assignment_latency_seconds_bucket", le="5.0") == 1
+    assert value(m, "p2p_market_delivery_latency_seconds_count") == 2
+    assert value(m, "p2p_market_delivery_latency_seconds_sum") == pytest.approx(0.04)
+    assert value(m, "p2p_market_delivery_latency_seconds_bucket", le="0.01") == 1
+    assert value(m, "p2p_market_delivery_latency_seconds_bucket", le="0.05") == 2
+    assert value(m, "p2p_market_assignment_latency_seconds_sum") == pytest.approx(3.5)
+    assert value(m, "p2p_market_assignment_latency_seconds_bucket", le="3.0") == 0
+    assert value(m, "p2p_market_assignment_latency_seconds_bucket", le="5.0") == 1
 
 
 def test_labels_stay_bounded_whatever_peers_send() -> None:
@@ -90,11 +98,12 @@ def test_labels_stay_bounded_whatever_peers_send() -> None:
     m.message_in(stranger, Kind.BID, ignore(Reason.WRONG_MARKET))
     m.message_in(MID.hex().upper(), 99, ACCEPTED)
     m.reorg(stranger)
+    received = "p2p_market_messages_in_total"
     assert value(
-        m, "messages_in_total", market="other", kind="bid", status="ignore", reason="wrong_market"
+        m, received, market="other", kind="bid", status="ignore", reason="wrong_market"
     ) == 1  # fmt: skip
     assert value(
-        m, "messages_in_total", market=MID.hex(), kind="unknown", status="accept", reason="ok"
+        m, received, market=MID.hex(), kind="unknown", status="accept", reason="ok"
     ) == 1  # fmt: skip
     assert stranger.hex() not in m.render().decode()
     assert [kind_label(k) for k in (Kind.INVALID_INPUTS, 3, "Commit", "nonsense")] == [
@@ -112,11 +121,13 @@ def test_two_nodes_in_one_process_do_not_share_values() -> None:
     b.message_in(MID, Kind.BID, ACCEPTED)
     a.set_peers(7)
     labels = {"market": MID.hex(), "kind": "bid", "status": "accept", "reason": "ok"}
-    assert value(a, "messages_in_total", **labels) == 3
-    assert value(b, "messages_in_total", **labels) == 1
-    assert (value(a, "peers"), value(b, "peers")) == (7, 0)
+    assert value(a, "p2p_market_messages_in_total", **labels) == 3
+    assert value(b, "p2p_market_messages_in_total", **labels) == 1
+    assert (value(a, "p2p_market_peers"), value(b, "p2p_market_peers")) == (7, 0)
     # and nothing went to the process-wide default registry
-    assert prometheus_client.REGISTRY.get_sample_value("messages_in_total", labels) is None
+    assert (
+        prometheus_client.REGISTRY.get_sample_value("p2p_market_messages_in_total", labels) is None
+    )
 
 
 def test_book_gauges_from_a_real_market_state() -> None:
@@ -135,15 +146,15 @@ def test_book_gauges_from_a_real_market_state() -> None:
 
     m = NodeMetrics([MID])
     m.observe_market(state)
-    assert value(m, "book_bids", market=MID.hex()) == 2
-    assert value(m, "asks", market=MID.hex(), state="open") == 1
-    assert value(m, "asks", market=MID.hex(), state="cancelled") == 1
-    assert value(m, "asks", market=MID.hex(), state="expired") == 0
+    assert value(m, "p2p_market_book_bids", market=MID.hex()) == 2
+    assert value(m, "p2p_market_asks", market=MID.hex(), state="open") == 1
+    assert value(m, "p2p_market_asks", market=MID.hex(), state="cancelled") == 1
+    assert value(m, "p2p_market_asks", market=MID.hex(), state="expired") == 0
     # a state that empties goes back to zero rather than keeping its last value
     m.set_book(MID, 0, {AskState.EXPIRED: 2})
-    assert value(m, "asks", market=MID.hex(), state="open") == 0
-    assert value(m, "asks", market=MID.hex(), state="expired") == 2
-    assert value(m, "book_bids", market=MID.hex()) == 0
+    assert value(m, "p2p_market_asks", market=MID.hex(), state="open") == 0
+    assert value(m, "p2p_market_asks", market=MID.hex(), state="expired") == 2
+    assert value(m, "p2p_market_book_bids", market=MID.hex()) == 0
 
 
 def fetch(url: str, method: str = "GET") -> tuple[int, str, bytes]:
@@ -163,7 +174,7 @@ async def test_metrics_are_served_over_http_per_node(nursery: trio.Nursery) -> N
     a.message_out(MID, Kind.BID)
     a.message_out(MID, Kind.BID)
     b.message_out(MID, Kind.BID)
-    key = ("messages_out_total", ("market", MID.hex()), ("kind", "bid"))
+    key = ("p2p_market_messages_out_total", ("market", MID.hex()), ("kind", "bid"))
     with trio.fail_after(TIMEOUT):
         status, ctype, body = await trio.to_thread.run_sync(
             fetch, f"http://127.0.0.1:{port_a}/metrics"
@@ -186,3 +197,35 @@ async def test_metrics_are_served_over_http_per_node(nursery: trio.Nursery) -> N
             fetch, f"http://127.0.0.1:{port_a}/metrics", "POST"
         )
         assert status == 405 and b"use GET" in body
+
+
+def test_every_name_has_the_prefix() -> None:
+    m = NodeMetrics([MID])
+    m.prover(MID)
+    families = list(text_string_to_metric_families(m.render().decode()))
+    assert families and all(f.name.startswith(PREFIX) for f in families)
+
+
+def test_the_prover_series_start_at_zero_and_keep_their_labels_bounded() -> None:
+    m = NodeMetrics([MID])
+    mid = MID.hex()
+    assert value(m, "p2p_market_prover_earned_total", market=mid) is None  # not a prover
+    m.prover(MID)
+    assert value(m, "p2p_market_prover_earned_total", market=mid) == 0
+    for outcome in JOB_OUTCOMES:
+        assert value(m, "p2p_market_prover_jobs_finished_total", market=mid, outcome=outcome) == 0
+    for reason in PROVER_FAILURES:
+        assert value(m, "p2p_market_prover_failures_total", market=mid, reason=reason) == 0
+    m.job_started(MID)
+    m.proved(MID, 0.3)
+    m.job_finished(MID, "delivered")
+    m.paid(MID, 28)
+    m.prover_failed(MID, "a reason nobody listed")
+    m.job_finished(bytes(range(32)), "whatever")
+    assert value(m, "p2p_market_prover_jobs_started_total", market=mid) == 1
+    assert value(m, "p2p_market_prover_proving_seconds_bucket", market=mid, le="0.25") == 0
+    assert value(m, "p2p_market_prover_proving_seconds_bucket", market=mid, le="0.5") == 1
+    assert value(m, "p2p_market_prover_accepted_total", market=mid) == 1
+    assert value(m, "p2p_market_prover_earned_total", market=mid) == 28
+    assert value(m, "p2p_market_prover_failures_total", market=mid, reason="other") == 1
+    assert value(m, "p2p_market_prover_jobs_finished_total", market="other", outcome="other") == 1

@@ -80,7 +80,7 @@ async def test_orders_spread_and_a_late_joiner_syncs(tmp_path: Path) -> None:
         result = await a.place_bid({"market": MID.hex(), "price": 10, "proof_time": 1_000})
         assert result.status == "accept", result
         await wait_until(lambda: len(b.states[MID].book.current) == 1)
-        assert a.metrics.registry.get_sample_value("frames_out_total") == 1
+        assert a.metrics.registry.get_sample_value("p2p_market_frames_out_total") == 1
         # a book of a few hundred orders, then a late joiner that only knows b
         now = a.clock()
         for i in range(150):
@@ -229,7 +229,7 @@ async def test_proofs_route_names_the_missing_requester_role(tmp_path: Path) -> 
 
 def sync_runs(node: Node) -> float:
     return sum(
-        node.metrics.registry.get_sample_value("sync_runs_total", {"outcome": o}) or 0.0
+        node.metrics.registry.get_sample_value("p2p_market_sync_runs_total", {"outcome": o}) or 0.0
         for o in ("ok", "failed")
     )
 

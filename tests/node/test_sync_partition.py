@@ -59,7 +59,7 @@ def metric(node: Node, name: str) -> float:
 
 def sync_rounds(node: Node) -> float:
     return sum(
-        node.metrics.registry.get_sample_value("sync_runs_total", {"outcome": o}) or 0.0
+        node.metrics.registry.get_sample_value("p2p_market_sync_runs_total", {"outcome": o}) or 0.0
         for o in ("ok", "failed")
     )
 
@@ -136,14 +136,17 @@ async def test_a_node_cut_off_longer_than_an_ask_lifetime_catches_up(tmp_path: P
                 await trio.sleep(0.05)
 
         # Caught up: the next rounds of anti-entropy download nothing.
-        envelopes, size = metric(x, "sync_envelopes_total"), metric(x, "sync_bytes_total")
+        envelopes, size = (
+            metric(x, "p2p_market_sync_envelopes_total"),
+            metric(x, "p2p_market_sync_bytes_total"),
+        )
         rounds = sync_rounds(x)
         with trio.fail_after(10 * SYNC_EVERY_S + 10):
             while sync_rounds(x) < rounds + 3:
                 await trio.sleep(0.1)
-        assert metric(x, "sync_envelopes_total") == envelopes
-        assert metric(x, "sync_bytes_total") == size
-        assert metric(x, "sync_refetched_total") == 0
+        assert metric(x, "p2p_market_sync_envelopes_total") == envelopes
+        assert metric(x, "p2p_market_sync_bytes_total") == size
+        assert metric(x, "p2p_market_sync_refetched_total") == 0
         assert agree([x, *others]), difference(x, m.relay)
         print(
             json.dumps(
@@ -152,10 +155,11 @@ async def test_a_node_cut_off_longer_than_an_ask_lifetime_catches_up(tmp_path: P
                     "asks_missed": len(asks),
                     "reconnect_to_state_hash_s": round(caught_up_s, 2),
                     "reconnect_to_first_full_sync_s": round(x.catch_up.last_s, 2),
-                    "envelopes_synced": metric(x, "sync_envelopes_total"),
+                    "envelopes_synced": metric(x, "p2p_market_sync_envelopes_total"),
                     "later_rounds": sync_rounds(x) - rounds,
-                    "later_rounds_envelopes": metric(x, "sync_envelopes_total") - envelopes,
-                    "later_rounds_bytes": metric(x, "sync_bytes_total") - size,
+                    "later_rounds_envelopes": metric(x, "p2p_market_sync_envelopes_total")
+                    - envelopes,
+                    "later_rounds_bytes": metric(x, "p2p_market_sync_bytes_total") - size,
                 }
             )
         )

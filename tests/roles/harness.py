@@ -40,6 +40,7 @@ def node(
     bootstrap: tuple[str, ...],
     prover: bool = False,
     market: MarketDescriptor = MARKET,
+    metrics_port: int = -1,
 ) -> Node:
     cfg = NodeConfig(
         key_file=tmp / "unused.pem",
@@ -47,6 +48,7 @@ def node(
         bootstrap=bootstrap,
         frames_per_second=50.0,
         markets=(market,),
+        metrics_port=metrics_port,
     )
     return Node(cfg, devnet_key(f"roles-{name}"), prover=prover)
 
@@ -147,9 +149,11 @@ async def market(
     *,
     descriptor: MarketDescriptor = MARKET,
     requester_backend: ProofBackend | None = None,
+    metrics: bool = False,
 ) -> AsyncIterator[Market]:
     """A relay, one prover per offer (name: (price, proof_time ms[, max_size])) and a
-    requester, every bid on every node before the body runs."""
+    requester, every bid on every node before the body runs. `metrics`: each prover
+    node serves /metrics (its `metrics_port`)."""
     mid = market_id(descriptor)
     async with trio.open_nursery() as nursery:
         relay = node(tmp, "relay", (), market=descriptor)
@@ -159,7 +163,8 @@ async def market(
         provers = {}
         kill = {}
         for name, (price, proof_time, *sized) in offers.items():
-            n = node(tmp, name, boot, prover=True, market=descriptor)
+            port = 0 if metrics else -1
+            n = node(tmp, name, boot, prover=True, market=descriptor, metrics_port=port)
             settings = ProverSettings(
                 market=mid, price=price, proof_time=proof_time, max_size=sized[0] if sized else 1
             )
