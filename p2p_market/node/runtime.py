@@ -15,6 +15,7 @@ validator never waits on I/O beyond the log write.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
@@ -35,7 +36,7 @@ from p2p_market.core import effects as fx
 from p2p_market.core.crypto import SigningKey
 from p2p_market.core.effects import Effect
 from p2p_market.core.envelope import Envelope, market_id, seal
-from p2p_market.core.messages import Ask, Bid, Cancel, Market, sha256
+from p2p_market.core.messages import Ask, Bid, Cancel, Kind, Market, sha256
 from p2p_market.core.state import MarketState
 from p2p_market.core.validation import check_envelope
 from p2p_market.core.verdict import Reason, Verdict, ignore
@@ -53,6 +54,7 @@ from p2p_market.node.config import ANTI_ENTROPY_S as ANTI_ENTROPY_S  # re-export
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.direct import DirectMessage, DirectServer, Header
 from p2p_market.node.discovery import Discovery, KnownMarkets
+from p2p_market.node.events import EventHub
 from p2p_market.node.facade import Submitted
 from p2p_market.node.known_peers import KnownPeers
 from p2p_market.node.metrics import NodeMetrics, serve_metrics
@@ -263,6 +265,9 @@ class Node:
             100_000
         )
         self.metrics = NodeMetrics(self.states)
+        self.events = EventHub()
+        """What `GET /v1/events` streams: the core's effects about asks, local
+        submissions' verdicts, peers connected and dropped (node/events.py)."""
         self.started_ms = clock()
         self.admitted = 0
         self.log: EnvelopeLog | None = None
@@ -465,6 +470,7 @@ class Node:
         peers for 30-40 s; a peer that just came back holds what this node missed
         while its link was down), and stop redialling it if it was dropped."""
         self.catch_up.connected(trio.current_time())
+        self.events.publish("peer_connected", {"peer": peer.to_base58()})
         self._wake.set()
         if self.redialer is not None:
             self.redialer.heard(peer)
@@ -520,6 +526,7 @@ class Node:
 
     def _on_dead(self, peer: ID) -> None:
         """The keepalive dropped `peer` (it stopped answering pings): redial it."""
+        self.events.publish("peer_dropped", {"peer": peer.to_base58()})
         if self.redialer is not None:
             self.redialer.dropped(peer)
         self._wake.set()
@@ -550,6 +557,7 @@ class Node:
 
     async def dispatch_effects(self) -> None:
         async for mid, effect in self._effects_out:
+            self.events.effect(mid, effect)
             if isinstance(effect, fx.Reorg):
                 self.metrics.reorg(mid)
             elif isinstance(effect, fx.AttemptSettled):
@@ -623,6 +631,7 @@ class Node:
                             host=cfg.api_listen,
                             port=cfg.api_port,
                             token_everywhere=cfg.api_token_everywhere,
+                            events=self.events,
                         )
                     )
                     if cfg.metrics_port >= 0:
@@ -992,11 +1001,14 @@ class Node:
                 detail=verdict.detail,
             )
         verdict = self.admit(env)
+        result = submitted(env.id, verdict)
+        kind = Kind(env.kind).name.lower() if env.kind in Kind.__members__.values() else env.kind
+        self.events.publish("submitted", {"kind": kind, **dataclasses.asdict(result)})
         if verdict.accepted:
             state = self.cores.state_for(env)
             assert state is not None
             await self.publish(state.market_id, raw)
-        return submitted(env.id, verdict)
+        return result
 
     async def place_bid(self, fields: dict[str, Any]) -> Submitted:
         return await self.submit(self.sign_bid(fields))

@@ -459,8 +459,10 @@ async def test_a_malformed_request_gets_a_400_and_the_connection_closes(
             await stream.send_all(b"NOT HTTP AT ALL\r\n\r\n")
             status, headers, body = await read_response(stream, bytearray())
             assert await read_to_eof(stream) == b""
+    # Hypercorn answers what does not parse as HTTP itself, before the API sees a
+    # request: the status and the close, without a body.
     assert status == 400 and headers["connection"] == "close"
-    assert json.loads(body)["error"].startswith("bad request")
+    assert body == b""
 
 
 async def test_expect_100_continue(nursery: trio.Nursery) -> None:
