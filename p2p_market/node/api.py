@@ -114,8 +114,7 @@ import trio
 from fastapi import FastAPI, Path
 from fastapi import Request as FastRequest
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response as FastResponse
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.routing import BaseRoute, Match
@@ -208,9 +207,10 @@ def ask_json(view: AskView) -> dict[str, Any]:
     }
 
 
-class NodeJSON(FastResponse):
+class NodeJSON(JSONResponse):
     """JSON as the API always wrote it: compact, one line, bytes as hex, enums by
-    value, dataclasses as maps (what facades return is rendered, not re-validated)."""
+    value, dataclasses as maps (what facades return is rendered, not re-validated).
+    A JSONResponse, so that FastAPI documents each route's response model."""
 
     media_type = JSON
 

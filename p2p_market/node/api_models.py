@@ -15,9 +15,21 @@ Response models document the answers; the handlers render their JSON themselves
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    create_model,
+)
+
+from p2p_market.core import limits as L
 
 HEX_PATTERN: Final = r"^(?:[0-9a-fA-F]{2})*$"
 ID_PATTERN: Final = r"^[0-9a-fA-F]{64}$"
@@ -28,7 +40,17 @@ MAX_INT: Final = 2**53
 exactly everywhere (a millisecond time stays far below it for millennia)."""
 
 Hex = Annotated[StrictStr, Field(pattern=HEX_PATTERN)]
-Count = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
+
+
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction (7.0) is the integer it names, as JSON Schema
+    says; 7.5, "7" and true are still not integers."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+Count = Annotated[StrictInt, BeforeValidator(_integral)]
 
 # What each field of an order is, by its name: the one table the models and the
 # error messages come from.
@@ -72,6 +94,25 @@ ASK_FIELDS: Final[dict[str, str]] = {
     "allow": _HEXLIST,
     "deny": _HEXLIST,
 }
+_KEY_HEX: Final = {"min_length": 2 * L.KEY_BYTES, "max_length": 2 * L.KEY_BYTES}
+BOUNDS: Final[dict[str, dict[str, Any]]] = {
+    "market": {"min_length": 2 * L.HASH_BYTES, "max_length": 2 * L.HASH_BYTES},
+    "inputs_hash": {"min_length": 2 * L.HASH_BYTES, "max_length": 2 * L.HASH_BYTES},
+    "inputs": {"max_length": 2 * L.MAX_INLINE_INPUT_BYTES},
+    "proof_time": {"ge": 1},
+    "max_proof_time": {"ge": 1},
+    "capacity": {"ge": 1, "le": L.MAX_CAPACITY},
+    "replicas": {"ge": 1, "le": L.MAX_REPLICAS},
+    "size": {"ge": 1, "le": L.MAX_SIZE},
+    "max_size": {"ge": 1, "le": L.MAX_SIZE},
+    "ttl_ms": {"ge": 1},
+    "allow": {"max_length": L.MAX_LIST_ITEMS},
+    "deny": {"max_length": L.MAX_LIST_ITEMS},
+}
+"""What the messages themselves allow of each field (core/messages.py, limits.py),
+told in the document so that a client (and schemathesis) knows before asking. The
+node still judges what depends on several fields (inputs against inputs_hash and
+size) and on its state (an unknown market is a 404)."""
 _STRICT: Final = ConfigDict(extra="forbid", strict=True)
 
 
@@ -81,12 +122,30 @@ def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
+def _unique_no_default(schema: dict[str, Any]) -> None:
+    """A key list (allow, deny) without repeats, and no default."""
+    _no_default(schema)
+    schema["uniqueItems"] = True
+
+
+def _field(name: str, kind: str, required: bool) -> tuple[Any, Any]:
+    """(type, Field) of one order field: its JSON type, its bounds, required or not."""
+    bounds = {k: v for k, v in BOUNDS.get(name, {}).items() if k != "json_schema_extra"}
+    if kind == _INT:
+        bounds = {"ge": 0, "le": MAX_INT, **bounds}
+    kind_type = _TYPES[kind]
+    extra: Any = _no_default
+    if kind == _HEXLIST:
+        kind_type = list[Annotated[Hex, Field(**_KEY_HEX)]]
+        extra = _unique_no_default
+    if required:
+        return kind_type, Field(..., **bounds)
+    return kind_type, Field(default=None, json_schema_extra=extra, **bounds)
+
+
 def _order(name: str, fields: dict[str, str], required: tuple[str, ...], doc: str) -> Any:
     spec: dict[str, Any] = {
-        field: (_TYPES[kind], ...)
-        if field in required
-        else (_TYPES[kind], Field(default=None, json_schema_extra=_no_default))
-        for field, kind in fields.items()
+        field: _field(field, kind, field in required) for field, kind in fields.items()
     }
     model = create_model(name, __config__=_STRICT, __doc__=doc, **spec)
     model.kinds = fields
@@ -112,7 +171,7 @@ class EnvelopeBody(BaseModel):
     """An envelope signed elsewhere, its bytes in hex."""
 
     model_config = _STRICT
-    hex: Hex
+    hex: Annotated[Hex, Field(min_length=2)]
     shape: ClassVar[str] = 'a JSON envelope must be {"hex": "<envelope bytes in hex>"}'
 
 
@@ -147,16 +206,33 @@ def _explain_one(model: Any, name: str, kind: str, value: Any) -> str:
         return f"addrs must be 1 to {MAX_DIAL} multiaddr strings"
     if shape is not None and kind in ("missing", "extra_forbidden", "list_type"):
         return str(shape)
+    if model is EnvelopeBody and value == "":
+        return "empty envelope"
     kinds: dict[str, str] = getattr(model, "kinds", {"hex": _HEXSTR})
     if kind == "extra_forbidden":
         return f"unknown field: {name} (known: {', '.join(kinds)})"
     if kind == "missing":
         return f"missing field: {name}"
     if kind in ("greater_than_equal", "less_than_equal") and type(value) is int:
-        return f"{name} must be between 0 and {MAX_INT}, not {value}"
+        bounds = BOUNDS.get(name, {})
+        return f"{name}={value} outside [{bounds.get('ge', 0)}, {bounds.get('le', MAX_INT)}]"
+    if kind == "too_long":  # a key list
+        return f"{name} must be a list of at most {L.MAX_LIST_ITEMS} keys"
+    if kind in ("string_too_short", "string_too_long") and _is_hex(value):
+        bounds = BOUNDS.get(name, {})
+        if bounds.get("min_length") == bounds.get("max_length") is not None:
+            return f"{name} must be {bounds['min_length']} hex characters, not {len(value)}"
+        return f"{name} must be at most {bounds.get('max_length')} hex characters"
+    listed = isinstance(value, list) and all(_is_hex(v) for v in value)
+    if kind in ("string_too_short", "string_too_long") and listed:
+        return f"{name} must be a list of {2 * L.KEY_BYTES}-character hex keys"
     if kind == "literal_error" and type(value) is str:
         return f"{name} must be one of ['cost', 'time']"
     return f"{name} must be {_ARTICLE.get(kinds.get(name, _STR), 'valid')}, not {_shown(value)}"
+
+
+def _is_hex(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(HEX_PATTERN, value) is not None
 
 
 def _shown(value: Any) -> str:
