@@ -119,13 +119,13 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.routing import BaseRoute, Match
 
-from p2p_market.core.book import StoredBid
-from p2p_market.core.state import AskView
 from p2p_market.node import api_models as m
 from p2p_market.node.api_token import TOKEN_FILE, check_token
 from p2p_market.node.events import Event, EventHub, plain
 from p2p_market.node.facade import NodeFacade, Submitted
 from p2p_market.node.http import JSON, Limits, Request, Response, error_response
+from p2p_market.node.views import ask_json as ask_json
+from p2p_market.node.views import bid_json as bid_json
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -161,50 +161,6 @@ the node failed, not the request (507 Insufficient Storage, 503 Unavailable)."""
 
 class BadRequest(ValueError):
     """A 400, with its one-line message."""
-
-
-# -- JSON views of core objects, for facade implementations ------------------------
-def bid_json(stored: StoredBid) -> dict[str, Any]:
-    b = stored.bid
-    return {
-        "id": stored.id.hex(),
-        "prover": stored.prover.hex(),
-        "price": b.price,
-        "proof_time": b.proof_time,
-        "capacity": b.capacity,
-        "max_size": b.max_size,
-        "timestamp": b.timestamp,
-        "expires_at": b.expires_at,
-        "seq": b.seq,
-    }
-
-
-def ask_json(view: AskView) -> dict[str, Any]:
-    a = view.ask
-    return {
-        "id": view.id.hex(),
-        "market": a.market.hex(),
-        "requester": view.requester.hex(),
-        "state": view.state.value,
-        "timestamp": a.timestamp,
-        "max_price": a.max_price,
-        "max_proof_time": a.max_proof_time,
-        "prefer": a.prefer,
-        "replicas": a.replicas,
-        "size": a.size,
-        "expires_at": a.expires_at,
-        "inputs_hash": a.inputs_hash.hex(),
-        "inputs_size": len(a.inputs),
-        "confidential": a.confidential,
-        "allow": [k.hex() for k in a.allow],
-        "deny": [k.hex() for k in a.deny],
-        "nonce": a.nonce,
-        "winners": [p.hex() for p in view.winners],
-        "prices": list(view.prices),
-        "slot_states": [s.value for s in view.slot_states],
-        "accepted": [p.hex() for p in view.accepted],
-        "paid": view.paid,
-    }
 
 
 class NodeJSON(JSONResponse):

@@ -47,7 +47,6 @@ from p2p_market.net.host import DIAL_TIMEOUT_S, connect_all, make_host
 from p2p_market.net.keepalive import Keepalive
 from p2p_market.net.ratelimit import KeyedRateLimiter
 from p2p_market.node import peers
-from p2p_market.node.api import ask_json, bid_json, serve_api
 from p2p_market.node.api_token import ensure_token, token_path
 from p2p_market.node.artifacts import ArtifactServer, MarketArtifacts
 from p2p_market.node.config import ANTI_ENTROPY_S as ANTI_ENTROPY_S  # re-exported
@@ -62,6 +61,7 @@ from p2p_market.node.newcomers import NewcomerHoldings
 from p2p_market.node.redial import Redialer
 from p2p_market.node.storage import EnvelopeLog, StorageError, WriteFailed
 from p2p_market.node.sync import CatchUp, Refusals, SyncServer, refused_for_good, sync_market
+from p2p_market.node.views import ask_json, bid_json
 from p2p_market.proving.snark import artifact_dirs
 
 if TYPE_CHECKING:
@@ -576,6 +576,8 @@ class Node:
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Every service in one nursery; returns when cancelled, with nothing left
         running (the gossip service closes the host, the log is closed last)."""
+        from p2p_market.node.api import serve_api  # the HTTP stack: for a running node only
+
         cfg = self.config
         with EnvelopeLog(data_path(cfg)) as envelope_log:  # StorageError: cannot be used
             api_token = ensure_token(cfg.data_dir)  # TokenError before anything runs
