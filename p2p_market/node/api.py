@@ -116,14 +116,19 @@ from fastapi import Request as FastRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.events import Event as HypercornEvent
+from hypercorn.events import Updated
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
 from starlette.routing import BaseRoute, Match
 
 from p2p_market.node import api_models as m
 from p2p_market.node.api_token import TOKEN_FILE, check_token
 from p2p_market.node.events import Event, EventHub, plain
 from p2p_market.node.facade import NodeFacade, Submitted
-from p2p_market.node.http import JSON, Limits, Request, Response, error_response
+from p2p_market.node.http import JSON, Limits, Request, Response, error_response, listen
 from p2p_market.node.views import ask_json as ask_json
 from p2p_market.node.views import bid_json as bid_json
 
@@ -803,23 +808,98 @@ def _key_message(exc: KeyError) -> str:
     return "not found"
 
 
-def hypercorn_config(host: str, port: int, limits: Limits) -> HypercornConfig:
+def hypercorn_config(limits: Limits) -> HypercornConfig:
     """Hypercorn bounded as `limits` says: h11 refuses an incomplete head past 4x the
     limit (the guard refuses a complete one past it, with its own 431), idle
-    connections close after `idle_timeout`, a read that stalls after
-    `request_timeout`; no access log, errors to this module's logger."""
+    connections close after `idle_timeout`; no access log, errors to this module's
+    logger, no Server header of its own (the guard sets ours)."""
     config = HypercornConfig()
-    config.bind = [f"{_host_name(host)}:{port}"]
     config.h11_max_incomplete_size = 4 * limits.max_head_bytes
     config.keep_alive_timeout = limits.idle_timeout
-    config.read_timeout = None
     config.graceful_timeout = 0.0
     config.include_server_header = False
     config.accesslog = None
     config.errorlog = logging.getLogger(f"{__name__}.hypercorn")
-    config.backlog = 128
-    config.alpn_protocols = ["http/1.1"]
     return config
+
+
+class _Connection(TCPServer):
+    """Hypercorn's connection, told to the server when it waits for a request (idle)
+    and when it serves one, so that at the connection cap the longest idle one can
+    be closed for a newcomer (clients that connect and send nothing cannot keep the
+    owner out)."""
+
+    def __init__(
+        self, app: Any, config: HypercornConfig, stream: trio.SocketStream, idle: _Idle
+    ) -> None:
+        super().__init__(app, config, WorkerContext(None), ConnectionState({}), stream)  # type: ignore[arg-type]
+        self.idle = idle
+        self.scope = trio.CancelScope()
+        idle[self] = None  # waiting for its first request
+
+    async def protocol_send(self, event: HypercornEvent) -> None:
+        if isinstance(event, Updated):
+            self.idle.pop(self, None)
+            if event.idle:
+                self.idle[self] = None  # the newest idle one
+        await super().protocol_send(event)
+
+
+_Idle = dict[_Connection, None]
+
+
+async def _serve(
+    app: Any,
+    config: HypercornConfig,
+    host: str,
+    port: int,
+    limits: Limits,
+    task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Hypercorn's connections on our listener: at most `limits.max_connections` at
+    once (the rest wait in the backlog, or the longest idle one is closed for them),
+    each in a task of this nursery, so cancelling it ends every one and closes the
+    socket; what Hypercorn's own `serve` adds (worker processes, lifespan events,
+    signals) a node's API does not use."""
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    listener = await listen(host, port)
+    async with listener:
+        slots = trio.Semaphore(limits.max_connections)
+        idle: _Idle = {}
+        async with trio.open_nursery() as nursery:
+            bound = listener.socket.getsockname()[1]
+            log.info("api: listening on %s:%d", host, bound)
+            task_status.started(bound)
+            while True:
+                try:
+                    slots.acquire_nowait()
+                except trio.WouldBlock:
+                    for oldest in idle:
+                        del idle[oldest]
+                        oldest.scope.cancel()
+                        break
+                    await slots.acquire()
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:  # e.g. EMFILE: back off instead of spinning
+                    slots.release()
+                    log.warning("api: accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                except BaseException:
+                    slots.release()
+                    raise
+                nursery.start_soon(_connection, _Connection(wrapped, config, stream, idle), slots)
+
+
+async def _connection(conn: _Connection, slots: trio.Semaphore) -> None:
+    try:
+        with conn.scope:
+            await conn.run()
+    finally:
+        conn.idle.pop(conn, None)
+        slots.release()
+        await trio.aclose_forcefully(conn.stream)  # Hypercorn's close skips it if cancelled
 
 
 async def serve_api(
@@ -852,13 +932,4 @@ async def serve_api(
         limits=limits,
         events=events,
     )
-    config = hypercorn_config(host, port, limits)
-
-    async def started_at(task_status: TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-        await hypercorn_serve(api.app, config, task_status=task_status, mode="asgi")  # type: ignore[arg-type]
-
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(started_at)
-        bound = int(binds[0].rsplit(":", 1)[1])
-        log.info("api: listening on %s:%d", host, bound)
-        task_status.started(bound)
+    await _serve(api.app, hypercorn_config(limits), host, port, limits, task_status=task_status)

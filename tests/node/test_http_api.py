@@ -576,6 +576,33 @@ async def test_idle_connections_make_room_for_a_new_client(nursery: trio.Nursery
             await stream.aclose()
 
 
+async def test_the_api_makes_room_for_a_new_client_by_closing_the_longest_idle(
+    nursery: trio.Nursery,
+) -> None:
+    """What serve_http does for the metrics, Hypercorn's connections of the control
+    API do too: at the cap, the connection idle the longest is closed for a newcomer,
+    and one serving a request keeps its slot."""
+    node = FakeNode()
+    port, client = await start_api(
+        nursery, node, limits=Limits(max_connections=4, idle_timeout=60.0)
+    )
+    with trio.fail_after(TIMEOUT):
+        busy = await trio.open_tcp_stream("127.0.0.1", port)  # a request in flight
+        await busy.send_all(
+            f"POST /v1/bids HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 11\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n\r\n{{".encode()
+        )
+        idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(6)]
+        status = await in_thread(client.status)  # not after the 60 s idle timeout
+        assert status["peers"] == 0
+        assert await read_to_eof(idle[0]) == b""  # the oldest was closed, nothing said
+        await busy.send_all(b'"price":1}')  # still served: its body comes in time
+        answer, _, body = await read_response(busy, bytearray())
+        assert answer == 400 and b"missing field: market" in body
+        for stream in [busy, *idle]:
+            await stream.aclose()
+
+
 async def test_binds_loopback_only_by_default(nursery: trio.Nursery) -> None:
     # Every 127/8 address reaches the loopback interface (on Linux), but a socket bound
     # to 127.0.0.1 only takes connections to 127.0.0.1; one bound to every interface
