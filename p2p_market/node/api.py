@@ -1,5 +1,6 @@
 """The local control API: JSON over HTTP on 127.0.0.1, served from a `NodeFacade` by
-FastAPI on Hypercorn's trio worker, inside the node's nursery (`serve_api`).
+FastAPI on Hypercorn's trio connections, in a task of the node's nursery (`serve_api`).
+The reference for clients is docs/api.md; the OpenAPI document is served.
 
     GET  /v1/status                    node identity, listen addrs, peers, markets, uptime, and
                                        what its roles tell (a prover: its latest proofs' times)
@@ -88,13 +89,17 @@ only) after a strict JSON parse here (no NaN, bounded depth, an object), so the
 facade receives well-typed values and a typo is an error, not a default; every
 failure is told in one line, as before the framework.
 
-The HTTP server is Hypercorn's (h11), bounded here as `Limits` says (node/http.py):
-head and body sizes (431, 413, answered before any other check, the connection then
-closed), idle and read timeouts, the time a handler may take (503). A request that
-does not parse as HTTP is answered by Hypercorn itself (400 or 431, no body) and the
-connection closed. The guard (`_Guard`) is plain ASGI around the FastAPI app: it
-does every check above before FastAPI routes the request, so no route, body parser
-or exception handler runs for a request that is refused.
+HTTP/1.1 is Hypercorn's (its trio connection class, on h11), on a listener of ours
+(`_serve`), bounded as `Limits` says (node/http.py): at most `max_connections` at
+once, the longest idle one closed for a newcomer at the cap; head and body sizes
+(431, 413, answered before any other check, the connection then closed); the idle
+time before a request, the time to send a body (408), the time a handler may take
+(503; not the event stream's). A request that does not parse as HTTP is answered by
+Hypercorn itself (400 or 431, no body) and the connection closed. The guard
+(`_Guard`) is plain ASGI around the FastAPI app: it does every check above before
+FastAPI routes the request, so no route, body parser or exception handler runs for
+a request that is refused. Cancelling `serve_api` ends every connection, streams
+included, and closes the socket.
 """
 
 from __future__ import annotations
