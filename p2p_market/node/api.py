@@ -585,6 +585,11 @@ def _make_app(api: ControlApi) -> FastAPI:
         model = _BODY_MODELS.get(getattr(route, "path", ""))
         return _error(400, m.explain(model, list(exc.errors()), exc.body))
 
+    @app.exception_handler(Exception)
+    async def _bug(request: FastRequest, exc: Exception) -> NodeJSON:
+        # Starlette answers with this, then raises again: the guard logs it.
+        return _error(500, f"internal error ({type(exc).__name__})")
+
     @app.exception_handler(KeyError)
     async def _not_found(request: FastRequest, exc: KeyError) -> NodeJSON:
         return _error(404, _key_message(exc))

@@ -557,7 +557,10 @@ class Node:
 
     async def dispatch_effects(self) -> None:
         async for mid, effect in self._effects_out:
-            self.events.effect(mid, effect)
+            try:
+                self.events.effect(mid, effect)
+            except Exception:  # the stream is a view: it must not stop the dispatch
+                log.exception("event stream failed on %s", type(effect).__name__)
             if isinstance(effect, fx.Reorg):
                 self.metrics.reorg(mid)
             elif isinstance(effect, fx.AttemptSettled):

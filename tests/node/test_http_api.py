@@ -343,6 +343,19 @@ async def test_a_405_names_the_allowed_methods_in_a_header(nursery: trio.Nursery
     assert json.loads(body) == {"error": "GET not allowed on /v1/envelopes (use POST)"}
 
 
+async def test_a_failing_node_is_a_one_line_500_and_the_api_goes_on(
+    nursery: trio.Nursery,
+) -> None:
+    node = FakeNode()
+    _, client = await start_api(nursery, node)
+    node.fail = True
+    with trio.fail_after(TIMEOUT):
+        error = await api_error(client.status)
+        assert (error.status, error.message) == (500, "internal error (RuntimeError)")
+        node.fail = False
+        assert (await in_thread(client.status))["peers"] == 0
+
+
 # -- the HTTP layer -------------------------------------------------------------------
 async def test_keep_alive_serves_several_requests_on_one_connection(
     nursery: trio.Nursery,
