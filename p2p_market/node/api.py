@@ -397,9 +397,6 @@ class _Guard:
         self.limits = api.limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.api.fastapi(scope, receive, send)
-            return
         if scope["type"] != "http":  # a websocket upgrade: this API has none
             await send({"type": "websocket.close", "code": 1008})
             return
