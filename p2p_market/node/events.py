@@ -15,7 +15,8 @@ for what it missed. A client is dropped, the node never waits.
 
 The events are the core's effects about asks (core/effects.py, rendered by
 `effect_event`), and what the node shell itself sees: the verdict of every local
-submission (the API's and its roles'), peers connecting and dropped as dead.
+submission (the API's and its roles'), peers connecting and dropped as dead, and the
+log failing to be written or written again.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ EFFECT_KINDS: Final[dict[type[Any], str]] = {
 }
 """The event name of each core effect, as the stream tells it."""
 
-NODE_KINDS: Final = ("submitted", "peer_connected", "peer_dropped")
+NODE_KINDS: Final = ("submitted", "peer_connected", "peer_dropped", "storage")
 """The events of the node shell: a local submission's verdict, a connection up, a peer
-the keepalive dropped."""
+the keepalive dropped, the log failing to be written (messages are refused) or
+written again."""
 
 STREAM_KINDS: Final = ("subscribed", "dropped")
 """Told by the stream itself: the first event of each stream (it is live from then

@@ -184,13 +184,17 @@ class LogHealth:
     """Write failures of the log, told once per episode: at the first failure, and
     at the first write that succeeds after it (with how many messages were refused)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tell: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.failing: StorageError | None = None
         self.refused = 0
+        self.tell = tell
+        """Told each change, as the event stream's `storage` event (node/events.py)."""
 
     def failed(self, exc: StorageError, refused: int = 0) -> None:
         if self.failing is None:
             log.error("cannot write the log: %s; refusing new messages until it can", exc)
+            if self.tell is not None:
+                self.tell({"storage": str(exc), "refused": 0})
         self.failing = exc
         self.refused += refused
 
@@ -200,6 +204,8 @@ class LogHealth:
                 "the log can be written again; %d messages were refused meanwhile",
                 self.refused,
             )
+            if self.tell is not None:
+                self.tell({"storage": "ok", "refused": self.refused})
             self.failing = None
             self.refused = 0
 
@@ -271,7 +277,7 @@ class Node:
         self.started_ms = clock()
         self.admitted = 0
         self.log: EnvelopeLog | None = None
-        self.log_health = LogHealth()
+        self.log_health = LogHealth(functools.partial(self.events.publish, "storage"))
         self.clock_skew = ClockSkew()
         self.known_peers: KnownPeers | None = None
         """Addresses of peers this node was connected to, kept in its data dir
