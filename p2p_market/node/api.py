@@ -121,8 +121,8 @@ from fastapi import Request as FastRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, RawData, Updated
 from hypercorn.events import Event as HypercornEvent
-from hypercorn.events import Updated
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
@@ -831,25 +831,55 @@ def hypercorn_config(limits: Limits) -> HypercornConfig:
 
 
 class _Connection(TCPServer):
-    """Hypercorn's connection, told to the server when it waits for a request (idle)
-    and when it serves one, so that at the connection cap the longest idle one can
-    be closed for a newcomer (clients that connect and send nothing cannot keep the
-    owner out)."""
+    """Hypercorn's connection, with two changes. It tells the server when it waits
+    for a request (idle) and when it serves one, so that at the connection cap the
+    longest idle one can be closed for a newcomer (clients that connect and send
+    nothing cannot keep the owner out). And a write that the client does not take
+    within `write_timeout` closes the connection: Hypercorn shields each write from
+    cancellation with no time limit, so a client that stopped reading (an event
+    stream's, whose socket buffers filled) would hold its task, and the node's
+    shutdown, for as long as it stayed connected."""
 
     def __init__(
-        self, app: Any, config: HypercornConfig, stream: trio.SocketStream, idle: _Idle
+        self,
+        app: Any,
+        config: HypercornConfig,
+        stream: trio.SocketStream,
+        idle: _Idle,
+        write_timeout: float,
     ) -> None:
         super().__init__(app, config, WorkerContext(None), ConnectionState({}), stream)  # type: ignore[arg-type]
         self.idle = idle
+        self.write_timeout = write_timeout
         self.scope = trio.CancelScope()
         idle[self] = None  # waiting for its first request
 
     async def protocol_send(self, event: HypercornEvent) -> None:
+        if isinstance(event, RawData):
+            await self._write(event.data)
+            return
         if isinstance(event, Updated):
             self.idle.pop(self, None)
             if event.idle:
                 self.idle[self] = None  # the newest idle one
         await super().protocol_send(event)
+
+    async def _write(self, data: bytes) -> None:
+        """Hypercorn's write: shielded (a write cut short would leave the client half
+        a response), but for `write_timeout` at most; then the connection closes."""
+        broken = False
+        async with self.send_lock:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self.write_timeout
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    broken = True
+        if broken or scope.cancelled_caught:
+            if scope.cancelled_caught:
+                log.info("api: a client took no data for %g s: closed", self.write_timeout)
+            await trio.aclose_forcefully(self.stream)
+            await self.protocol.handle(Closed())
 
 
 _Idle = dict[_Connection, None]
@@ -896,7 +926,8 @@ async def _serve(
                 except BaseException:
                     slots.release()
                     raise
-                nursery.start_soon(_connection, _Connection(wrapped, config, stream, idle), slots)
+                conn = _Connection(wrapped, config, stream, idle, limits.write_timeout)
+                nursery.start_soon(_connection, conn, slots)
 
 
 async def _connection(conn: _Connection, slots: trio.Semaphore) -> None:

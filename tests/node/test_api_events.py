@@ -16,6 +16,7 @@ from p2p_market.node.api import serve_api
 from p2p_market.node.api_client import ApiClient
 from p2p_market.node.api_token import read_token
 from p2p_market.node.events import EventHub
+from p2p_market.node.http import Limits
 from tests.node.test_http_api import FakeNode, all_tasks, read_to_eof
 from tests.node.test_runtime import MID, make_node, running
 
@@ -189,3 +190,27 @@ async def test_stopping_the_api_ends_streams_and_connections() -> None:
         pass
     else:
         raise AssertionError("the API's socket is still open")
+
+
+async def test_a_client_that_stops_reading_holds_neither_its_task_nor_the_shutdown() -> None:
+    """A stream whose client reads nothing fills the socket's buffers: its write then
+    waits. The hub drops the client (its queue fills), and the write gives up after
+    `write_timeout`, closing the connection; stopping the API does not wait on it."""
+    before = all_tasks()
+    hub = EventHub(queue=8)
+    limits = Limits(write_timeout=0.5)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(
+                functools.partial(serve_api, FakeNode(), token=TOKEN, events=hub, limits=limits)
+            )
+            sse, status, _ = await EventStream.open(port, TOKEN)
+            assert status == 200 and (await anext(sse.events()))[0] == "subscribed"
+            big = "x" * 500_000  # the client reads none of it from here on
+            while hub.subscribers:
+                hub.publish("peer_connected", {"peer": big})
+                await trio.sleep(0.01)  # the stream's task writes what it can
+            assert hub.dropped == 1
+            nursery.cancel_scope.cancel()
+        await sse.stream.aclose()
+    assert all_tasks() == before
