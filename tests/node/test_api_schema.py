@@ -14,6 +14,7 @@ are not this machine's).
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.core.result import Err
 
+from p2p_market.node.api import serve_api
 from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.api_token import read_token
+from tests.node.test_http_api import FakeNode
 from tests.node.test_runtime import MID, make_node, running
 
 TIMEOUT = 120
@@ -177,3 +180,18 @@ async def test_schemathesis_finds_no_failure_on_a_real_node(tmp_path: Path) -> N
         with pytest.raises(ApiError) as unknown:
             await trio.to_thread.run_sync(client.ask, "00" * 32)
         assert unknown.value.status == 404
+
+
+async def test_with_the_token_everywhere_the_document_needs_it_too(nursery: trio.Nursery) -> None:
+    token = "5e" * 32
+    port = await nursery.start(
+        functools.partial(serve_api, FakeNode(), token=token, token_everywhere=True)
+    )
+    anonymous = ApiClient(f"http://127.0.0.1:{port}", timeout=10)
+    owner = ApiClient(f"http://127.0.0.1:{port}", token=token, timeout=10)
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(ApiError) as refused:
+            await trio.to_thread.run_sync(anonymous.request, "GET", "/openapi.json")
+        assert refused.value.status == 401
+        doc = await trio.to_thread.run_sync(owner.request, "GET", "/openapi.json")
+    assert "/v1/events" in doc["paths"]
