@@ -34,6 +34,8 @@ import multiaddr
 import psutil  # type: ignore[import-untyped]
 import trio
 
+from p2p_market.net import relay
+
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 RESOLVE_TIMEOUT_S = 5.0
 DNS_PROTOCOLS = ("dns4", "dns6", "dns")
@@ -161,7 +163,9 @@ def install_identify_filter() -> None:
     for every identify answer and push; `observed` is the remote's address as this
     host sees it (None for a push). The wrapper keeps local-only addresses only when
     that remote is loopback; when it drops any, it also drops the signed peer record
-    (which lists them all, and which the receiver adds to its address book)."""
+    (which lists them all, and which the receiver adds to its address book). A node
+    behind relays adds its circuit addresses first (net/relay.py), and drops the
+    record too, which does not list them."""
     global _installed
     if _installed:
         return
@@ -174,6 +178,10 @@ def install_identify_filter() -> None:
 
     def filtered(host: IHost, observed_multiaddr: multiaddr.Multiaddr | None) -> Identify:
         message = original(host, observed_multiaddr)
+        circuits = relay.circuit_addrs(host)
+        if circuits:  # not through get_addrs, which cuts them (net/relay.py)
+            message.listen_addrs.extend(multiaddr.Multiaddr(a).to_bytes() for a in circuits)
+            message.ClearField("signedPeerRecord")
         if remote_is_local(observed_multiaddr):
             return message
         kept = []

@@ -34,7 +34,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from p2p_market.core.crypto import SigningKey
 from p2p_market.net import addrs as advertised
-from p2p_market.net import libp2p_patches
+from p2p_market.net import libp2p_patches, relay
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,9 @@ def dial_addr(host: IHost) -> str:
     best = advertised.best_addr(str(a) for a in host.get_addrs())
     if best is not None:
         return best
+    circuits = relay.circuit_addrs(host)  # a node that listens nowhere: its relays
+    if circuits:
+        return f"{circuits[0]}/p2p/{host.get_id().to_base58()}"
     raise RuntimeError("the host has no TCP listen address yet: is it running?")
 
 
@@ -152,7 +155,8 @@ async def connect_all(
     quarter-seconds. One unreachable peer never fails the others; our own address
     is skipped. A /dns4, /dns6 or /dns address is resolved first (net/addrs.py
     `resolve`; a name that does not resolve fails with ResolveError), and each
-    address it resolves to is tried in turn."""
+    address it resolves to is tried in turn. A `/p2p-circuit` address is dialled
+    through its relay (net/relay.py): the swarm does not dial those."""
     failures: dict[str, BaseException] = {}
     own = host.get_id()
 
@@ -167,7 +171,12 @@ async def connect_all(
                         return
                     unblock(host, info.peer_id)
                     try:
-                        await host.connect(info)
+                        if relay.is_circuit(candidate):
+                            if host.get_network().connections.get(info.peer_id):
+                                return
+                            await relay.dial_circuit(host, candidate)
+                        else:
+                            await host.connect(info)
                         return
                     except Exception as exc:
                         last = exc
