@@ -81,7 +81,7 @@ async def behind_relay(tmp: Path, *, relay_service: bool = True) -> AsyncIterato
 
 def listens_nowhere(node: Node) -> bool:
     assert node.host is not None
-    return not node.host.get_network().listeners  # type: ignore[attr-defined]
+    return not node.host.get_network().listeners
 
 
 async def test_a_prover_with_no_listen_address_sells_a_confidential_proof_through_a_relay(
