@@ -65,6 +65,9 @@ async def behind_relay(tmp: Path, *, relay_service: bool = True) -> AsyncIterato
         }
         p = Node(config(tmp, "prover", **private), devnet_key("nat-prover"), prover=True)
         await nursery.start(p.run)
+        assert p.relaying is not None
+        with trio.fail_after(10):  # the relay can tell the requester where the prover is
+            await p.relaying.reserved.wait()
         settings = ProverSettings(market=MID, price=10, proof_time=10_000, max_size=1)
         prover = ProverRole(p, PowBackend(), settings, Inbox())
         await nursery.start(prover.run)
