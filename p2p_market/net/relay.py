@@ -14,7 +14,8 @@ Three parts, one service per host (`Relaying.run`):
 * the HOP side, on a node with `serve=True` (`relay_service = true`): it takes
   reservations and relays circuits, within `RELAY_LIMITS`;
 * reservations, on a node given `relays` (`reachability = "private"`): it keeps a
-  slot on each relay, redialling a relay it lost, and tells peers its circuit
+  slot on each relay (taken again on every new connection to it, renewed every
+  RESERVE_EVERY_S), redialling a relay it lost, and tells peers its circuit
   addresses `<relay>/p2p-circuit` by identify (`circuit_addrs`).
 
 What py-libp2p 0.8.1 does not do, and this module does: its swarm never dials a
@@ -66,11 +67,15 @@ RELAY_LIMITS: Final = RelayLimits(
 """What a relay gives: a circuit lasts at most an hour and carries 256 MiB (a proof
 and its inputs, gossip and sync: the circuit is a whole connection), at most 64
 circuits and 64 reservations at once; libp2p also caps them per IP address."""
-RESERVE_EVERY_S: Final = 60.0
-"""A reservation is renewed this often (it lasts an hour): a relay that restarted
-forgot it, and the renewal is one small message (10-25 ms measured)."""
+RESERVE_EVERY_S: Final = 600.0
+"""A reservation is renewed this often (it lasts an hour). It is also taken again
+whenever the connection to the relay is a new one (a relay that restarted forgot
+it), whoever dialled."""
 POLL_S: Final = 2.0
 """How often a node checks it is still connected to its relays."""
+MAX_RETRY_S: Final = 60.0
+"""A relay that refuses or cannot be dialled is tried again after 2, 4, 8 ... s, at
+most this far apart (each try costs it a stream, and py-libp2p an ERROR line)."""
 DIAL_TIMEOUT_S: Final = 10.0
 
 _dialers: weakref.WeakKeyDictionary[IHost, Relaying] = weakref.WeakKeyDictionary()
@@ -103,6 +108,10 @@ class Reservation:
     """Wall-clock time (time.time) the relay said the slot lasts until; 0 if none."""
     renewed_at: float = float("-inf")
     """trio time of the last renewal."""
+    via: object = None
+    """The connection to the relay the slot was taken on."""
+    next_try: float = float("-inf")
+    """trio time before which a failing relay is not tried again."""
     failures: int = 0
     last_error: str = ""
 
@@ -148,10 +157,13 @@ class Relaying:
     async def _keep_reservations(self) -> None:
         now = trio.current_time()
         for res in self.reservations.values():
-            connected = bool(self.host.get_network().connections.get(res.peer))
-            if connected and now - res.renewed_at < RESERVE_EVERY_S and res.expires:
+            conns = self._conns(res.peer)
+            same = res.via is not None and any(c is res.via for c in conns)
+            if same and now - res.renewed_at < RESERVE_EVERY_S and res.expires:
                 continue
-            if not connected:
+            if now < res.next_try:
+                continue
+            if not conns:
                 try:
                     with trio.fail_after(DIAL_TIMEOUT_S):
                         _unblock(self.host, res.peer)
@@ -162,6 +174,12 @@ class Relaying:
             await self._reserve(res)
         if all(r.expires > time.time() for r in self.reservations.values()):
             self.reserved.set()
+
+    def _conns(self, peer: ID) -> list[object]:
+        held = self.host.get_network().connections.get(peer)
+        if held is None:
+            return []
+        return list(held) if isinstance(held, list | tuple) else [held]
 
     async def _reserve(self, res: Reservation) -> None:
         try:
@@ -181,15 +199,21 @@ class Relaying:
             log.info("reserved a slot on relay %s", res.addr)
         res.expires = float(self.transport._reservations.get(res.peer, 0))
         res.renewed_at = trio.current_time()
+        conns = self._conns(res.peer)
+        res.via = conns[0] if conns else None
         res.failures = 0
         res.last_error = ""
 
     def _failed(self, res: Reservation, why: str) -> None:
         if res.failures == 0:
-            log.warning("no slot on relay %s: %s; retrying every %g s", res.addr, why, POLL_S)
+            log.warning(
+                "no slot on relay %s: %s; retrying, at most %g s apart", res.addr, why, MAX_RETRY_S
+            )
         res.failures += 1
         res.last_error = why
         res.expires = 0.0
+        res.via = None
+        res.next_try = trio.current_time() + min(2.0**res.failures, MAX_RETRY_S)
 
     def status(self) -> dict[str, object]:
         now = time.time()

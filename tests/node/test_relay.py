@@ -15,13 +15,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
 from libp2p.connection_types import ConnectionType
 
 from p2p_market.core.crypto import devnet_key
-from p2p_market.net.host import peer_id_of
+from p2p_market.net.host import connect_all, make_host, peer_id_of
+from p2p_market.net.relay import Relaying
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.peers import DialScopes
 from p2p_market.node.runtime import Node
@@ -29,7 +31,11 @@ from p2p_market.proving.pow import PowBackend, pow_ok
 from p2p_market.roles.inbox import Inbox
 from p2p_market.roles.prover import ProverRole, ProverSettings
 from p2p_market.roles.requester import RequesterRole
+from tests.node.test_reach import free_port
 from tests.roles.harness import MARKET, MID
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
 
 
 def config(tmp: Path, name: str, **fields: object) -> NodeConfig:
@@ -136,3 +142,51 @@ def test_a_circuit_address_from_peer_exchange_is_judged_by_its_relay(
 ) -> None:
     scopes = DialScopes.for_node(["/ip4/127.0.0.1/tcp/0"], [])
     assert scopes.allows(addr) is allowed
+
+
+async def test_a_private_node_takes_its_slot_again_when_its_relay_restarts(
+    tmp_path: Path,
+) -> None:
+    """A restarted relay has forgotten every reservation: the private node takes its
+    slot again on the new connection (whoever dialled it), and is reachable through
+    the relay again; a peer that dials it there gets a relayed connection."""
+    port = free_port()
+    relay_cfg = config(
+        tmp_path, "relay", relay_service=True, listen=(f"/ip4/127.0.0.1/tcp/{port}",)
+    )
+    async with trio.open_nursery() as nursery:
+        first = trio.CancelScope()
+
+        async def run_relay(scope: trio.CancelScope, task_status: TaskStatus[Node]) -> None:
+            with scope:
+                relay = Node(relay_cfg, devnet_key("nat-relay"))
+                async with trio.open_nursery() as inner:
+                    await inner.start(relay.run)
+                    task_status.started(relay)
+
+        relay: Node = await nursery.start(run_relay, first)
+        assert relay.gossip is not None
+        relay_addr = relay.gossip.addr
+        private = {"listen": (), "reachability": "private", "relays": (relay_addr,)}
+        p = Node(config(tmp_path, "prover", **private), devnet_key("nat-prover"))
+        await nursery.start(p.run)
+        assert p.relaying is not None and p.gossip is not None
+        with trio.fail_after(10):
+            await p.relaying.reserved.wait()
+        circuit = p.gossip.addr
+        first.cancel()
+        restarted = trio.current_time()
+        await nursery.start(run_relay, trio.CancelScope())
+        slot = p.relaying.reservations[relay_addr]
+        with trio.fail_after(30):  # redialled after 1, 2, 4 ... s, then reserved
+            while slot.renewed_at < restarted:
+                await trio.sleep(0.05)
+        host, _ = make_host(devnet_key("nat-dialler"), listen=())
+        async with host.run([]):
+            dialler = Relaying(host)
+            await nursery.start(dialler.run)
+            assert await connect_all(host, [circuit]) == {}
+            conns = host.get_network().connections.get(peer_id_of(p.key.public_key), [])
+            assert [c.get_connection_type() for c in conns] == [ConnectionType.RELAYED]
+            await host.close()
+        nursery.cancel_scope.cancel()
