@@ -147,9 +147,10 @@ def addrs_factory(
 
 
 def best_addr(addrs: Iterable[str]) -> str | None:
-    """The address to hand out first: a TCP one with /p2p/, not local-only if any."""
+    """The address to hand out first: a TCP one with /p2p/, not local-only if any,
+    and one through a relay (net/relay.py) only if there is nothing else."""
     tcp = [a for a in addrs if "/tcp/" in a and "/p2p/" in a]
-    ordered = sorted(tcp, key=local_only)
+    ordered = sorted(tcp, key=lambda a: (relay.is_circuit(a), local_only(a)))
     return ordered[0] if ordered else None
 
 
@@ -163,9 +164,7 @@ def install_identify_filter() -> None:
     for every identify answer and push; `observed` is the remote's address as this
     host sees it (None for a push). The wrapper keeps local-only addresses only when
     that remote is loopback; when it drops any, it also drops the signed peer record
-    (which lists them all, and which the receiver adds to its address book). A node
-    behind relays adds its circuit addresses first (net/relay.py), and drops the
-    record too, which does not list them."""
+    (which lists them all, and which the receiver adds to its address book)."""
     global _installed
     if _installed:
         return
@@ -178,10 +177,6 @@ def install_identify_filter() -> None:
 
     def filtered(host: IHost, observed_multiaddr: multiaddr.Multiaddr | None) -> Identify:
         message = original(host, observed_multiaddr)
-        circuits = relay.circuit_addrs(host)
-        if circuits:  # not through get_addrs, which cuts them (net/relay.py)
-            message.listen_addrs.extend(multiaddr.Multiaddr(a).to_bytes() for a in circuits)
-            message.ClearField("signedPeerRecord")
         if remote_is_local(observed_multiaddr):
             return message
         kept = []

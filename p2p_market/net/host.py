@@ -62,7 +62,8 @@ def make_host(
     given, else its listen addresses with a wildcard expanded to this machine's
     interface addresses; loopback and unspecified ones only to a peer on loopback.
     libp2p's observed-address discovery is off: an observed address of an outbound
-    connection carries its ephemeral port, which nobody can dial."""
+    connection carries its ephemeral port, which nobody can dial. A node behind
+    relays also tells its circuit addresses (net/relay.py `install_addrs`)."""
     libp2p_patches.apply()
     advertised.install_identify_filter()
     key_pair = create_new_key_pair(key.seed)
@@ -84,6 +85,7 @@ def make_host(
         addrs_factory=advertised.addrs_factory(announce),
         disable_identify_address_discovery=True,
     )
+    relay.install_addrs(host)
     return host, addrs
 
 
@@ -138,9 +140,6 @@ def dial_addr(host: IHost) -> str:
     best = advertised.best_addr(str(a) for a in host.get_addrs())
     if best is not None:
         return best
-    circuits = relay.circuit_addrs(host)  # a node that listens nowhere: its relays
-    if circuits:
-        return f"{circuits[0]}/p2p/{host.get_id().to_base58()}"
     raise RuntimeError("the host has no TCP listen address yet: is it running?")
 
 

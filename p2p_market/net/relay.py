@@ -25,7 +25,7 @@ a peer known only by its circuit address first goes through `reach`. Its
 `BasicHost.get_addrs` cuts an announced circuit address at its first `/p2p/` (the
 relay's id) and appends the node's own, which would tell peers the relay's TCP
 address under this node's id; so circuit addresses are not announced through
-`announce` but added to identify's listen addresses (net/addrs.py). Its own
+`announce` but added to what `get_addrs` returns (`install_addrs`). Its own
 reservation refresher and relay discovery are not used: the loop here is simpler
 and runs in our nursery.
 """
@@ -96,6 +96,33 @@ def circuit_addrs(host: IHost) -> list[str]:
     /p2p/ suffix, as identify lists addresses); empty for a host that has none."""
     relaying = _dialers.get(host)
     return [] if relaying is None else [f"{r}{CIRCUIT}" for r in relaying.relays]
+
+
+def install_addrs(host: IHost) -> None:
+    """Make `host.get_addrs()` end with the host's circuit addresses (full, with its
+    own /p2p/), once its relay service runs.
+
+    Through `get_addrs` they reach everything that tells a node's addresses:
+    identify, and the signed peer record py-libp2p attaches to pubsub messages and
+    caches (peer/peerstore.py `env_to_send_in_RPC`). A receiver *replaces* a peer's
+    addresses with those of a record it gets (`consume_peer_record`): a record
+    without the circuit addresses wiped them from the relay's address book as soon
+    as the private node's first gossip came after its identify (seen as a flaky
+    test: the relay listed the prover with no address). They cannot be given as
+    `announce` instead: `BasicHost.get_addrs` cuts an address at its first /p2p/
+    (the relay's) and appends the node's own, which would give the relay's TCP
+    address under this node's id."""
+    original = host.get_addrs
+
+    def get_addrs() -> list[multiaddr.Multiaddr]:
+        own = original()
+        circuits = circuit_addrs(host)
+        if not circuits:
+            return own
+        suffix = f"/p2p/{host.get_id().to_base58()}"
+        return [*own, *(multiaddr.Multiaddr(c + suffix) for c in circuits)]
+
+    host.get_addrs = get_addrs  # type: ignore[method-assign]
 
 
 @dataclass

@@ -67,7 +67,9 @@ async def behind_relay(tmp: Path, *, relay_service: bool = True) -> AsyncIterato
             "listen": (),
             "reachability": "private",
             "relays": (relay.gossip.addr,),
-            "sync_every_s": 1.0,  # peer exchange too: the other may not be listed yet
+            # peer exchange runs this often too: a bound on how long the requester
+            # may go without the prover's address, whatever the order nodes start in
+            "sync_every_s": 1.0,
         }
         p = Node(config(tmp, "prover", **private), devnet_key("nat-prover"), prover=True)
         await nursery.start(p.run)
