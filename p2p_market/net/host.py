@@ -171,7 +171,7 @@ async def connect_all(
                     unblock(host, info.peer_id)
                     try:
                         if relay.is_circuit(candidate):
-                            if host.get_network().connections.get(info.peer_id):
+                            if relay.connected(host, info.peer_id):
                                 return
                             await relay.dial_circuit(host, candidate)
                         else:

@@ -77,6 +77,9 @@ MAX_RETRY_S: Final = 60.0
 """A relay that refuses or cannot be dialled is tried again after 2, 4, 8 ... s, at
 most this far apart (each try costs it a stream, and py-libp2p an ERROR line)."""
 DIAL_TIMEOUT_S: Final = 10.0
+ADDR_TTL_S: Final = 3600
+"""How long the address book keeps a relay's address and a circuit address that
+worked."""
 
 _dialers: weakref.WeakKeyDictionary[IHost, Relaying] = weakref.WeakKeyDictionary()
 """The running relay service of each host: what `dial_circuit` dials with."""
@@ -276,16 +279,29 @@ async def dial_circuit(host: IHost, addr: str) -> None:
         raise ConnectionError("this node runs no relay service: cannot dial a /p2p-circuit address")
     maddr = multiaddr.Multiaddr(addr)
     relay = info_from_p2p_addr(multiaddr.Multiaddr(relay_part(addr)))
-    host.get_peerstore().add_addrs(relay.peer_id, relay.addrs, 3600)
-    await relaying.transport.dial(maddr)
+    store = host.get_peerstore()
+    store.add_addrs(relay.peer_id, relay.addrs, ADDR_TTL_S)
+    conn = await relaying.transport.dial(maddr)
+    # Kept, so that a redial or `reach` finds the peer again the same way.
+    store.add_addrs(
+        conn.muxed_conn.peer_id, [multiaddr.Multiaddr(relay_part(addr) + CIRCUIT)], ADDR_TTL_S
+    )
+
+
+def connected(host: IHost, peer: ID) -> bool:
+    """Whether `host` has an open connection to `peer` (the swarm may still list one
+    that closed)."""
+    held = host.get_network().connections.get(peer) or []
+    return any(not c.is_closed for c in (held if isinstance(held, list) else [held]))
 
 
 async def reach(host: IHost, peer: ID) -> None:
     """Make sure `host` is connected to `peer` before a stream is opened to it: a
     peer known only by circuit addresses is dialled through a relay (the swarm
-    would refuse them). Does nothing when connected or when no circuit address is
-    known; failures are left to the stream that follows."""
-    if host.get_network().connections.get(peer):
+    would refuse them). Does nothing when connected (a connection the swarm still
+    lists but that closed does not count) or when no circuit address is known;
+    failures are left to the stream that follows."""
+    if connected(host, peer):
         return
     try:
         known = [str(a) for a in host.get_peerstore().addrs(peer)]
