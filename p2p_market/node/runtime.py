@@ -46,6 +46,7 @@ from p2p_market.net.gossip import Gossip, GossipConfig
 from p2p_market.net.host import DIAL_TIMEOUT_S, connect_all, make_host
 from p2p_market.net.keepalive import Keepalive
 from p2p_market.net.ratelimit import KeyedRateLimiter
+from p2p_market.net.relay import Relaying
 from p2p_market.node import peers
 from p2p_market.node.api_token import ensure_token, token_path
 from p2p_market.node.artifacts import ArtifactServer, MarketArtifacts
@@ -322,9 +323,11 @@ class Node:
         self.redialer: Redialer | None = None
         self._missing_parents: dict[tuple[bytes, bytes], float] = {}
         """(market, parent id) of orphans from gossip -> when to fetch the parent."""
-        self.bootstrap: list[str] = list(config.bootstrap)
+        self.bootstrap: list[str] = list(dict.fromkeys([*config.bootstrap, *config.relays]))
         """Redialled whenever the node has fewer than TARGET_PEERS connections: the
-        config's, and those `connect_peers` was given."""
+        config's (its relays too), and those `connect_peers` was given."""
+        self.relaying: Relaying | None = None
+        """Circuit relay v2 (net/relay.py): serving it, or keeping slots on relays."""
         self._rng = random.Random()
         self._signer_limit = KeyedRateLimiter(SIGNER_PER_SECOND, SIGNER_BURST)
         self._newcomer_limit = KeyedRateLimiter(NEWCOMER_PER_SECOND, NEWCOMER_BURST)
@@ -619,6 +622,7 @@ class Node:
             peers.attach(host)
             peers.watch_connections(host, self._on_connected)
             self.redialer = Redialer(host, max_delay_s=cfg.redial_max_s)
+            self.relaying = Relaying(host, serve=cfg.relay_service, relays=cfg.relays)
             self.keepalive = Keepalive(
                 host,
                 every_s=cfg.keepalive_every_s,
@@ -628,6 +632,7 @@ class Node:
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.gossip.run)
+                    await nursery.start(self.relaying.run)
                     self._nursery = nursery
                     for early in self._syncing:  # connected before the nursery was set
                         nursery.start_soon(self._sync_new_peer, early)
@@ -893,6 +898,8 @@ class Node:
             else [],
             "from_future": self.clock_skew.status(),
             "liveness": self.liveness(),
+            "reachability": {"mode": self.config.reachability}
+            | (self.relaying.status() if self.relaying is not None else {}),
             "peers": len(peers.connected_peers(host)) if host else 0,
             "markets": [m.hex() for m in self.states],
             "uptime_s": (self.clock() - self.started_ms) / 1000,
