@@ -377,7 +377,7 @@ def init(
         fail(f"cannot write {out}: {exc.strerror}")
     typer.echo(f"wrote {out}: a {role} on {listen}, control API port {api_port}")
     typer.echo(f"key file: {key_path} ({key_note})")
-    if role == "relay":
+    if role == "relay" and not listen.endswith("/tcp/0"):
         typer.echo(f"others bootstrap from: {relay_address(out)}")
     typer.echo(f"run it:  p2p-market node run --config {out}")
 
