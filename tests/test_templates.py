@@ -93,7 +93,7 @@ def test_every_key_is_explained_and_every_section_named(tmp_path: Path, role: st
     assert lines[0].startswith("# ")
     for i, line in enumerate(lines):
         if header := re.fullmatch(r"\[\[?(\w+)\]\]?", line):
-            block = []
+            block: list[str] = []
             while lines[i - 1 - len(block)].startswith("#"):
                 block.append(lines[i - 1 - len(block)])
             assert any("docs/config.md" in c and line in c for c in block), line
