@@ -191,3 +191,25 @@ def test_bad_options_are_one_line(tmp_path: Path) -> None:
     ):
         assert words in one_line_error(invoke("init", "relay", "--out", out, *args))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_passphrase_file_encrypts_the_new_key_or_opens_a_given_one(tmp_path: Path) -> None:
+    (tmp_path / "pw.txt").write_text("correct horse\n")
+    out = init(tmp_path, "relay", "--passphrase-file", str(tmp_path / "pw.txt"))
+    cfg = load_config(out)
+    assert cfg.passphrase_file == tmp_path / "pw.txt"
+    assert (tmp_path / "relay.pem").read_text().startswith("-----BEGIN ENCRYPTED")
+    read_key(cfg.key_file, b"correct horse")
+    # the prover's bootstrap comes off the encrypted relay key too
+    prover = load_config(init(tmp_path, "prover"))
+    assert prover.bootstrap[0].endswith(
+        peer_id_of(read_key(cfg.key_file, b"correct horse").public_key).to_base58()
+    )
+    # a given encrypted key without its passphrase: one line, nothing written
+    error = one_line_error(
+        invoke(
+            "init", "requester", "--out", str(tmp_path / "q.toml"), "--key-file", str(cfg.key_file)
+        )
+    )
+    assert "passphrase" in error and "--passphrase-file" in error
+    assert not (tmp_path / "q.toml").exists()

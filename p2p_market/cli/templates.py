@@ -63,6 +63,9 @@ class Template:
 
     role: str
     key_file: str
+    passphrase_file: str | None
+    key_made: bool
+    """Whether init made the key (else it was given, or there already)."""
     data_dir: str
     listen: str
     api_port: int
@@ -133,10 +136,24 @@ def render(t: Template) -> str:
         "",
         f"# [node] ({DOC}, Node config, [node]): identity, network, storage.",
         "[node]",
-        "# key_file: this node's identity, an Ed25519 key (PKCS#8 PEM, mode 0600, NOT",
-        "# encrypted; for a passphrase: `p2p-market keys new --passphrase-file F` and",
-        "# passphrase_file). Keep it: peers know the node by it.",
+        "# key_file: this node's identity, an Ed25519 key (PKCS#8 PEM)"
+        + (", made for it by init." if t.key_made else "."),
+        "# Keep it, and keep it secret: peers know the node by it, and whoever holds",
+        "# it signs as the node. "
+        + (
+            "Encrypted: its passphrase is in passphrase_file."
+            if t.passphrase_file
+            else "NOT encrypted (init --passphrase-file F encrypts one)."
+        ),
         f"key_file = {_q(t.key_file)}",
+        *(
+            [
+                "# passphrase_file: the file holding the passphrase of key_file.",
+                f"passphrase_file = {_q(t.passphrase_file)}",
+            ]
+            if t.passphrase_file
+            else []
+        ),
         "# data_dir: the node's SQLite log of signed messages, and its control-API",
         "# token (api.token, written at the first start).",
         f"data_dir = {_q(t.data_dir)}",
@@ -150,9 +167,9 @@ def render(t: Template) -> str:
         f"listen = [{_q(t.listen)}]",
     ]
     if t.bootstrap:
-        source = f" (from {t.relay_from})" if t.relay_from else ""
+        source = f": the relay's address (from {t.relay_from})" if t.relay_from else ""
         lines += [
-            f"# bootstrap: the peers dialled at start: the relay's address{source}.",
+            f"# bootstrap: the peers dialled at start{source}.",
             "# Peers learnt later are remembered in data_dir/peers.json.",
         ]
     else:
@@ -194,8 +211,8 @@ def render(t: Template) -> str:
         lines += [
             "",
             f"# [requester] ({DOC}, Node config, [requester]): buy proofs through this node.",
-            "# Empty is enough for a pow market. Buy one proof (the token file is in",
-            "# data_dir, relative to this file's directory):",
+            "# Empty is enough for a pow market. Buy one proof, from this file's directory",
+            "# (the paths are relative to it; the token file is in data_dir):",
             f"#   p2p-market request --api {api}{market} \\",
             f"#       --api-token-file {t.data_dir}/api.token --input inputs.txt \\",
             "#       --max-price 20 --max-proof-time 10000 --out proof.bin",
@@ -309,6 +326,15 @@ def init(
             show_default=False,
         ),
     ] = None,
+    passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--passphrase-file",
+            help="The passphrase of --key-file, or to encrypt the new key with (its final"
+            " line break is dropped); written to the config as passphrase_file.",
+            show_default=False,
+        ),
+    ] = None,
     relay: Annotated[
         Path | None,
         typer.Option(
@@ -356,11 +382,13 @@ def init(
             )
         peers = (relay_address(relay),)
         relay_from = _relative(relay, base)
-    key_note = _key(out, key_file)
     key_path = key_file if key_file is not None else out.with_suffix(".pem")
+    key_note = _key(key_path, made=key_file is None, passphrase_file=passphrase_file)
     template = Template(
         role=role,
         key_file=_relative(key_path, base),
+        passphrase_file=None if passphrase_file is None else _relative(passphrase_file, base),
+        key_made=key_note.startswith("new"),
         data_dir=f"data/{out.stem}",
         listen=listen,
         api_port=api_port,
@@ -382,24 +410,29 @@ def init(
     typer.echo(f"run it:  p2p-market node run --config {out}")
 
 
-def _key(out: Path, given: Path | None) -> str:
-    """Make sure the config's key file exists: `given` must; the default one beside
-    OUT is made if missing and kept if there (a relay's peer id is in the others'
-    bootstrap: replacing its key would cut them off). Says which."""
-    from p2p_market.node.keyfile import KeyFileError, new_key, write_key
+def _key(path: Path, *, made: bool, passphrase_file: Path | None) -> str:
+    """Make sure the config's key file is there and opens with the passphrase: the
+    default one beside OUT is made if missing and kept if there (a relay's peer id
+    is in the others' bootstrap: replacing its key would cut them off); a given one
+    must be. Says which."""
+    from p2p_market.node.keyfile import (
+        KeyFileError,
+        new_key,
+        read_key,
+        read_passphrase,
+        write_key,
+    )
 
-    if given is not None:
-        if not given.is_file():
-            fail(f"--key-file not found: {given} (p2p-market keys new makes one)")
-        return "given"
-    path = out.with_suffix(".pem")
-    if path.exists():
-        return "kept: it was there"
     try:
-        write_key(path, new_key(), None)
+        passphrase = None if passphrase_file is None else read_passphrase(passphrase_file)
+        if made and not path.exists():
+            write_key(path, new_key(), passphrase)
+            return f"new, {'encrypted' if passphrase else 'NOT encrypted'}, mode 0600"
+        read_key(path, passphrase)
     except KeyFileError as exc:
-        fail(str(exc))
-    return "new, NOT encrypted, mode 0600"
+        hint = " (--passphrase-file FILE)" if "passphrase is needed" in str(exc) else ""
+        fail(f"{'--key-file' if not made else 'key file'}: {exc}{hint}")
+    return "kept: it was there" if made else "given"
 
 
 def register(app: typer.Typer) -> None:
