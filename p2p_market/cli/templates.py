@@ -11,7 +11,10 @@ that node (bid, commit, cancel its asks), and a template is what gets copied to 
 real machine. The one thing a shared key would buy, a relay address known in
 advance, comes instead from the relay's own template: `init prover` and `init
 requester` read `relay.toml` beside them (or `--relay FILE`), derive its peer id
-from its key file, and write its address as their bootstrap peer.
+from its key file, and write its address as their bootstrap peer. `--key-file`
+takes a key of one's own instead; `--passphrase-file` encrypts the new key (or opens
+the given one) and goes into the config as `passphrase_file`. An existing key file
+is never replaced, `--force` or not: the relay's peer id is in the others' configs.
 
 Ports are fixed per role (relay 4701, prover 4702, requester 4703; control APIs
 4711, 4712, 4713) so that the three templates run side by side on one machine, and
@@ -46,15 +49,11 @@ DOC: Final = "docs/config.md"
 
 @dataclass(frozen=True, slots=True)
 class MarketRef:
-    """How a template names its market: the `[[markets]]` entry's key and value, and
-    the spec `[prover] market` and `request --market` take."""
+    """How a template names its market: the `[[markets]]` entry's key and value; the
+    value is also the spec `[prover] market` and `request --market` take."""
 
     key: str  # "preset", "descriptor" or "id"
     value: str
-
-    @property
-    def spec(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +194,7 @@ def render(t: Template) -> str:
             f"# [prover] ({DOC}, Node config, [prover]): sell proofs in one market.",
             "[prover]",
             "# market: the market this prover bids in (devnet, a descriptor file, a market id).",
-            f"market = {_q(t.market.spec)}",
+            f"market = {_q(t.market.value)}",
             "# price: base units asked per proof (per unit of work); asks whose max price is",
             "# lower are not taken.",
             f"price = {PRICE}",
@@ -207,7 +206,7 @@ def render(t: Template) -> str:
         ]
     elif t.role == "requester":
         api = f"http://127.0.0.1:{t.api_port if t.api_port else 'PORT'}"
-        market = "" if t.market.spec == "devnet" else f" --market {t.market.spec}"
+        market = "" if t.market.value == "devnet" else f" --market {t.market.value}"
         lines += [
             "",
             f"# [requester] ({DOC}, Node config, [requester]): buy proofs through this node.",
