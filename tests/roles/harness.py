@@ -23,7 +23,7 @@ from p2p_market.proving.backend import ProofBackend
 from p2p_market.proving.pow import PowBackend
 from p2p_market.roles.inbox import Inbox
 from p2p_market.roles.prover import ProverRole, ProverSettings
-from p2p_market.roles.requester import RequesterRole
+from p2p_market.roles.requester import DEFAULT_AWARD_LAG_MS, RequesterRole
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -150,6 +150,7 @@ async def market(
     descriptor: MarketDescriptor = MARKET,
     requester_backend: ProofBackend | None = None,
     metrics: bool = False,
+    award_lag_ms: int = DEFAULT_AWARD_LAG_MS,
 ) -> AsyncIterator[Market]:
     """A relay, one prover per offer (name: (price, proof_time ms[, max_size])) and a
     requester, every bid on every node before the body runs. `metrics`: each prover
@@ -175,7 +176,9 @@ async def market(
             provers[name] = role
         q = node(tmp, "requester", boot, market=descriptor)
         await nursery.start(q.run)
-        requester = RequesterRole(q, {mid: requester_backend or PowBackend()}, Inbox())
+        requester = RequesterRole(
+            q, {mid: requester_backend or PowBackend()}, Inbox(), award_lag_ms=award_lag_ms
+        )
         await nursery.start(requester.run)
         everyone = [relay, q, *(p.node for p in provers.values())]
         with trio.fail_after(20):  # every node has every bid before asks are placed
