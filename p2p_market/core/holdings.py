@@ -200,7 +200,14 @@ class Holdings:
         m = env.message
         if isinstance(m, Market | Ask):
             return
-        thawed = self._archive.thaw_from(m.timestamp)
+        since = m.timestamp
+        if isinstance(m, Award):
+            # An award reaches back: it decides the attempts of its round that ended
+            # at or before it, the first of which ended a window after the ask.
+            ask = self.asks.get(m.ask)
+            if ask is not None and isinstance(ask.message, Ask):
+                since = min(since, ask.message.timestamp + self.market.commit_window_ms)
+        thawed = self._archive.thaw_from(since)
         if not isinstance(m, Bid):
             entry = self._archive.thaw(m.ask)
             if entry is not None:
