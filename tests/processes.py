@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 CLI = [sys.executable, "-m", "p2p_market.cli"]
+CIRCUITS = Path(__file__).resolve().parents[1] / "protocols" / "circuits"
 STARTUP_S = 60
 ANY_PORT = 'listen = ["/ip4/127.0.0.1/tcp/0"]\n'
 """A config line for any free port: not the default 4701, since tests run nodes side
@@ -83,3 +85,12 @@ def process(
                     proc.wait(timeout=10)
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+class Made(NamedTuple):
+    """A market `market create` made (conftest.made_market)."""
+
+    output: str
+    """What the command printed (stdout and stderr)."""
+    out: Path
+    """Its --out folder: the descriptor (*.toml) and artifacts/."""

@@ -155,6 +155,9 @@ class NodeProcess:
     async def start(self, bootstrap: list[str], *, isolated: bool = False) -> None:
         """Start the process (from the same data dir as before) and wait for its ready
         line; LaunchError if it exits or says nothing within STARTUP_S."""
+        # A run cancelled already (Ctrl-C, SIGTERM) starts no process: the fork
+        # below comes before any other checkpoint.
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self.running:
             raise LaunchError(f"node {self.name} is running already")
         config = self.write_config(bootstrap, isolated=isolated)

@@ -4,17 +4,20 @@ faults, let the market settle, compare every node's final state, stop everything
 and write the report.
 
 Every task (progress, sampling, event tailing, faults, the phases) runs in one trio
-nursery; whatever ends the run (the end, a failure, Ctrl-C), the `finally` stops
-every node process (SIGTERM, then SIGKILL), and the synchronous guard in
+nursery; whatever ends the run (the end, a failure, Ctrl-C or SIGTERM), the `finally`
+stops every node process (SIGTERM, then SIGKILL), and the synchronous guard in
 `simulate` kills any that would still be there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any, Final
 
 import trio
@@ -55,6 +58,41 @@ class RunFailed(RuntimeError):
     """The network could not be set up; one line."""
 
 
+class Interrupts:
+    """SIGINT (Ctrl-C) and SIGTERM while `simulate` runs, from before the network is
+    made until it is removed. The handler only notes the signal and wakes the run,
+    which acts on it in trio's thread (Runner.run): the first ends the run (every node
+    stopped, the report says interrupted), another one kills the nodes still stopping.
+
+    The handler raises nothing, on purpose. Trio's own Ctrl-C handling (and Python's
+    default) raises KeyboardInterrupt wherever the main thread happens to be, and
+    where that is a fork handler (`subprocess.Popen` with a `preexec_fn`, as every
+    node and the switch are started, runs the `os.register_at_fork` hooks, e.g.
+    logging's) Python prints the exception and drops it ("Exception ignored in:
+    <function _releaseLock>"): the signal was lost and the run went on to its end.
+    Raised while the network is being removed, it would leave namespaces behind."""
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self.wake: Callable[[], None] | None = None
+        """Set by Runner.run while trio runs: schedules its look at `signals`."""
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.append(signum)
+        if self.wake is not None:
+            self.wake()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT and SIGTERM here (main thread), the previous handlers after."""
+        previous = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
 class Runner:
     def __init__(
         self,
@@ -62,6 +100,7 @@ class Runner:
         run_dir: Path,
         console: Console,
         network: WanNetwork | None = None,
+        interrupts: Interrupts | None = None,
     ) -> None:
         self.scenario = scenario
         self.console = console
@@ -79,6 +118,10 @@ class Runner:
         self.progress = Progress(self.data, console)
         self._faults_left = len(scenario.faults)
         self._watches = 0  # catch-up watches begun; a newer one supersedes the others
+        self.interrupts = interrupts
+        """None: Ctrl-C is trio's KeyboardInterrupt (Runner.run in a caller's trio.run)."""
+        self._scope = trio.CancelScope()
+        self._acted = 0  # signals of `interrupts` acted on
 
     @property
     def nodes(self) -> list[NodeProcess]:
@@ -87,27 +130,60 @@ class Runner:
     # -- the run ----------------------------------------------------------------
     async def run(self) -> RunData:
         d = self.data
+        if self.interrupts is not None:
+            token = trio.lowlevel.current_trio_token()
+            act = self._on_interrupt
+
+            def wake() -> None:  # in the signal handler: no more than a wake-up
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(act, idempotent=True)
+
+            self.interrupts.wake = wake
+            act()  # a signal before the run began
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.progress.run)
-                nursery.start_soon(self._tail_loop)
-                nursery.start_soon(self._sample_loop)
-                try:
-                    await self._phases(nursery)
-                finally:
-                    with trio.CancelScope(shield=True):
-                        await self._stop_all()
-                    nursery.cancel_scope.cancel()
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.progress.run)
+                    nursery.start_soon(self._tail_loop)
+                    nursery.start_soon(self._sample_loop)
+                    try:
+                        await self._phases(nursery)
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await self._stop_all()
+                        nursery.cancel_scope.cancel()
         except BaseException as exc:
             if not _is_interrupt(exc):
                 raise
-            d.interrupted = True
-            d.error = "interrupted (Ctrl-C): every node was stopped"
+            self._interrupted("Ctrl-C")
         finally:
+            if self.interrupts is not None:
+                self.interrupts.wake = None
             for n in self.nodes:  # whatever happened above: no process outlives the run
                 n.force_stop()
             self._tail_once()
         return d
+
+    def _interrupted(self, by: str) -> None:
+        self.data.interrupted = True
+        self.data.error = f"interrupted ({by}): every node was stopped"
+
+    def _on_interrupt(self) -> None:
+        """In trio's thread, after Interrupts.handler: the first signal cancels the run
+        (its `finally` stops every node: SIGTERM, SIGKILL after the grace); one more
+        while they stop kills them now."""
+        assert self.interrupts is not None
+        seen = self.interrupts.signals
+        if len(seen) == self._acted:
+            return
+        if self._acted == 0:
+            self._interrupted("Ctrl-C" if seen[0] == signal.SIGINT else "SIGTERM")
+            self._scope.cancel()
+        else:
+            for n in self.nodes:
+                if n.running:
+                    n.kill()
+        self._acted = len(seen)
 
     async def _phases(self, nursery: trio.Nursery) -> None:
         d = self.data
@@ -420,23 +496,24 @@ def simulate(scenario: Scenario, run_dir: Path, console: Console) -> RunData:
         n = scenario.network
         shape = LinkShape.from_rtt(n.rtt_ms, n.jitter_ms, n.loss)
         network = WanNetwork([spec.name for spec in scenario.nodes], shape, scenario.seed)
-    # SIGTERM (a `kill`, a CI timeout) ends the run as Ctrl-C does, through trio's own
-    # SIGINT handling, so the `finally`s below run: Python's default would exit at
-    # once and leave the namespaces behind.
-    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
-    try:
-        if network is not None:
-            network.open()
-        runner = Runner(scenario, run_dir, console, network)
+    # SIGTERM (a `kill`, a CI timeout) ends the run as Ctrl-C does, so the `finally`s
+    # below run: Python's default would exit at once and leave the namespaces behind.
+    # A signal while the network is made is acted on when the run begins (at once);
+    # one while it is removed does not cut that short.
+    interrupts = Interrupts()
+    with interrupts.installed():
         try:
-            return trio.run(runner.run)
+            if network is not None:
+                network.open()
+            runner = Runner(scenario, run_dir, console, network, interrupts)
+            try:
+                return trio.run(runner.run)
+            finally:
+                for node in runner.nodes:
+                    node.force_stop()
         finally:
-            for node in runner.nodes:
-                node.force_stop()
-    finally:
-        if network is not None:
-            network.close()
-        signal.signal(signal.SIGTERM, previous)
+            if network is not None:
+                network.close()
 
 
 def run_dir_for(scenario: Scenario, out: Path | None) -> Path:

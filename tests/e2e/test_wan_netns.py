@@ -243,6 +243,28 @@ def test_ctrl_c_or_sigterm_leaves_no_namespace_nor_device(
     assert leftovers(proc.pid) == []
 
 
+def test_a_signal_while_the_switch_is_forked_is_not_lost(can_netns: None, tmp_path: Path) -> None:
+    """SIGTERM arrives in a fork hook of the switch's start, before any node
+    (tests/localnet/signal_in_fork.py): the run ends interrupted, starts no node, and
+    removes what it made. It used to be raised as a KeyboardInterrupt inside the
+    hook, where Python drops it, and the run went on to its end."""
+    scenario = tmp_path / "wan-ci.toml"
+    scenario.write_text(SMALL.format(cut="relay-1"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.localnet.signal_in_fork", str(scenario),
+         str(tmp_path / "run"), str(int(signal.SIGTERM)), "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=150)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert result["interrupted"] is True, result
+    assert result["error"] == "interrupted (SIGTERM): every node was stopped"
+    assert set(result["starts"].values()) == {0}
+    assert leftovers(proc.pid) == []
+
+
 def _as_nobody() -> list[str]:
     return (
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from p2p_market.core.envelope import market_id
 from p2p_market.markets.descriptor import read_descriptor
 from p2p_market.proving.snark import SHIPPED_ARTIFACTS, SnarkBackend, parse_verifier
-from tests.processes import ANY_LISTEN, cli, process
+from tests.processes import ANY_LISTEN, Made, cli, process
 
 CIRCUITS = Path(__file__).resolve().parents[2] / "protocols" / "circuits"
 KEYS = Path(__file__).resolve().parents[2] / "keys" / "devnet"
@@ -62,25 +63,23 @@ async def test_a_requester_buys_a_groth16_proof_and_verifies_it(tmp_path: Path) 
 
 
 @pytest.mark.slow
-async def test_a_prover_that_knows_only_the_market_id_joins_and_wins(tmp_path: Path) -> None:
-    """A groth16 market made here (`market create`: a new setup, so its proving and
-    verification keys are nowhere else). prover-1 has the descriptor and the
+async def test_a_prover_that_knows_only_the_market_id_joins_and_wins(
+    tmp_path: Path, made_market: Callable[[str], Made]
+) -> None:
+    """A groth16 market made here (`market create`, conftest.made_market: a new setup,
+    so its proving and verification keys are nowhere else). prover-1 has the descriptor and the
     artifacts. prover-2 is given nothing but the market's id and prover-1's address:
     it fetches the descriptor and the keys from prover-1 (each checked against the
     id; the witness generator is found locally, the compile being deterministic),
     runs in the market, bids cheaper and proves the requester's ask with the fetched
     keys. `market list --network` on prover-1's API shows the market announced by
     prover-2."""
-    made = cli(
-        "market", "create", "--proof-system", "groth16",
-        "--circuit", str(CIRCUITS / "multiplier.circom"), "--out", str(tmp_path / "made"),
-    )  # fmt: skip
-    assert made.returncode == 0, made.stdout + made.stderr
-    (descriptor,) = (tmp_path / "made").glob("*.toml")
+    made = made_market("groth16").out
+    (descriptor,) = made.glob("*.toml")
     market = read_descriptor(descriptor)
     mid = market_id(market).hex()
     ref = parse_verifier(market.verifier)
-    have = {"P2P_MARKET_ARTIFACTS": str(tmp_path / "made" / "artifacts")}
+    have = {"P2P_MARKET_ARTIFACTS": str(made / "artifacts")}
     inputs = tmp_path / "inputs.json"
     inputs.write_bytes(b'{"a":"3","b":"11"}')
     out = tmp_path / "proof.json"
@@ -171,25 +170,22 @@ def snarkjs_verify(system: str, vkey: Path, public: Path, proof: Path) -> str:
 
 @pytest.mark.slow
 async def test_a_requester_that_knows_only_the_market_id_buys_a_proof_snarkjs_accepts(
-    tmp_path: Path,
+    tmp_path: Path, made_market: Callable[[str], Made]
 ) -> None:
-    """A groth16 market made here (a new setup: its keys are nowhere else). The
+    """A groth16 market made here (conftest.made_market, a new setup: its keys are
+    nowhere else). The
     requester is given the market id and the prover's address, nothing else: it
     fetches the descriptor and the keys into its --data-dir, buys a proof, and writes
     it with --proof-out as snarkjs's proof.json and public.json, which plain `npx
     snarkjs groth16 verify` accepts with the market creator's verification key (and
     with the copy written beside them, whose hash the market pins). A proof.json
     altered by one digit is refused by snarkjs too, so the check can fail."""
-    made = cli(
-        "market", "create", "--proof-system", "groth16",
-        "--circuit", str(CIRCUITS / "multiplier.circom"), "--out", str(tmp_path / "made"),
-    )  # fmt: skip
-    assert made.returncode == 0, made.stdout + made.stderr
-    (descriptor,) = (tmp_path / "made").glob("*.toml")
+    made = made_market("groth16").out
+    (descriptor,) = made.glob("*.toml")
     market = read_descriptor(descriptor)
     mid = market_id(market).hex()
     ref = parse_verifier(market.verifier)
-    creators_vkey = tmp_path / "made" / "artifacts" / f"{ref.vkey}.vkey.json"
+    creators_vkey = made / "artifacts" / f"{ref.vkey}.vkey.json"
     inputs = tmp_path / "inputs.json"
     inputs.write_bytes(b'{"a":"3","b":"11"}')
     bought = tmp_path / "bought"
@@ -197,7 +193,7 @@ async def test_a_requester_that_knows_only_the_market_id_buys_a_proof_snarkjs_ac
         "prover", "run", "--market", str(descriptor), "--price", "5",
         "--proof-time", "10000", "--devnet-key", "prover-1",
         "--data-dir", str(tmp_path / "prover-1"), *ANY_LISTEN,
-        env={"P2P_MARKET_ARTIFACTS": str(tmp_path / "made" / "artifacts")},
+        env={"P2P_MARKET_ARTIFACTS": str(made / "artifacts")},
     ) as (_, prover):  # fmt: skip
         done = cli(
             "request", "--market", mid, "--input", str(inputs),

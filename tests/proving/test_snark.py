@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from p2p_market.proving.snark import (
     encode_inputs,
     parse_verifier,
 )
+from tests.processes import Made
 
 CIRCUITS = Path(__file__).resolve().parents[2] / "protocols" / "circuits"
 SYSTEMS = ("groth16", "plonk")
@@ -323,36 +325,26 @@ async def test_close_at_exit_closes_the_workers_when_the_nursery_ends() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("system", SYSTEMS)
-async def test_market_create_end_to_end(tmp_path: Path, system: str) -> None:
-    result = await trio.to_thread.run_sync(
-        lambda: CliRunner().invoke(
-            app,
-            [
-                "market", "create", "--proof-system", system,
-                "--circuit", str(CIRCUITS / "multiplier.circom"),
-                "--out", str(tmp_path),
-            ],
-        )
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "INSECURE" in result.output
-    (descriptor,) = tmp_path.glob("*.toml")
+async def test_market_create_end_to_end(made_market: Callable[[str], Made], system: str) -> None:
+    output, made = await trio.to_thread.run_sync(made_market, system)  # conftest.py
+    assert "INSECURE" in output
+    (descriptor,) = made.glob("*.toml")
     m = read_descriptor(descriptor)
     assert m.name == f"multiplier-{system}-devnet-INSECURE"
-    assert market_id(m).hex() in result.output
+    assert market_id(m).hex() in output
     ref = parse_verifier(m.verifier)
     assert ref.system == system
-    names = {p.name for p in (tmp_path / "artifacts").iterdir()}
+    names = {p.name for p in (made / "artifacts").iterdir()}
     assert names == {f"{ref.wasm}.wasm", f"{ref.zkey}.zkey", f"{ref.vkey}.vkey.json"}
     # The compile is deterministic: the same witness generator as the shipped one.
     assert ref.wasm == parse_verifier(market("multiplier", system).verifier).wasm
-    async with SnarkBackend(system, dirs=[tmp_path / "artifacts"]) as b:
+    async with SnarkBackend(system, dirs=[made / "artifacts"]) as b:
         proof = await b.prove(m, GOOD, 60)
         assert await b.verify(m, GOOD, proof)
     # A proof of the shipped market's setup does not verify in this one.
     async with SnarkBackend(system, dirs=[SHIPPED_ARTIFACTS]) as b:
         shipped = await b.prove(market("multiplier", system), GOOD, 60)
-    async with SnarkBackend(system, dirs=[tmp_path / "artifacts"]) as b:
+    async with SnarkBackend(system, dirs=[made / "artifacts"]) as b:
         assert not await b.verify(m, GOOD, shipped)
 
 
