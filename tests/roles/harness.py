@@ -87,6 +87,18 @@ class Market:
         self.provers[name] = role
         return role
 
+    async def restart_requester(self) -> RequesterRole:
+        """The requester killed (`kill["requester"]`, if it was not already) and back
+        from its data directory with the same key: a fresh node and role."""
+        self.kill["requester"].cancel()
+        old = self.requester
+        n = node(self.tmp, "requester", old.node.config.bootstrap, market=self.market)
+        role = RequesterRole(n, old.backends, Inbox())
+        self.kill["requester"] = trio.CancelScope()
+        await run_prover(self.nursery, n, role, self.kill["requester"])
+        self.requester = role
+        return role
+
 
 class BadProofs(PowBackend):
     """A prover that returns garbage instead of proofs."""
@@ -127,9 +139,9 @@ class SlowPow(PowBackend):
 
 
 async def run_prover(
-    nursery: trio.Nursery, n: Node, role: ProverRole, scope: trio.CancelScope
+    nursery: trio.Nursery, n: Node, role: ProverRole | RequesterRole, scope: trio.CancelScope
 ) -> None:
-    """The prover's node and role in their own cancel scope, so a test can kill them."""
+    """A node and its role in their own cancel scope, so a test can kill them."""
 
     async def both(task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with scope:
@@ -174,9 +186,9 @@ async def market(
             await run_prover(nursery, n, role, kill[name])
             provers[name] = role
         q = node(tmp, "requester", boot, market=descriptor)
-        await nursery.start(q.run)
         requester = RequesterRole(q, {mid: requester_backend or PowBackend()}, Inbox())
-        await nursery.start(requester.run)
+        kill["requester"] = trio.CancelScope()
+        await run_prover(nursery, q, requester, kill["requester"])
         everyone = [relay, q, *(p.node for p in provers.values())]
         with trio.fail_after(20):  # every node has every bid before asks are placed
             while any(len(n.states[mid].book.current) < len(provers) for n in everyone):
