@@ -1,12 +1,13 @@
 """What the roles must remember across a restart, in `<data_dir>/roles.sqlite`.
 
 The envelope log (storage.py) rebuilds the market's state, but the roles also hold
-bytes no signed message carries: a requester's inputs of its own confidential (or
-too large to inline) asks, which it must still send to a winner assigned after a
-restart, and the proofs it verified, which `GET /v1/asks/<id>/proofs` serves; a
-prover's confidential inputs, which the requester sends once, and a large proof it
-made and delivers directly. Without them a restarted requester cannot serve its
-proofs and a restarted prover abandons confidential work (its slot times out).
+bytes no signed message carries. A requester: the inputs of the asks it placed (a
+confidential or large ask's are nowhere else, and a winner assigned after a restart
+still needs them), a proof that came directly (sent once) until it is judged, and
+the proofs it verified, which `GET /v1/asks/<id>/proofs` serves. A prover: the
+confidential inputs the requester sends once, and a large proof it made and
+delivers directly. Without them a restarted requester cannot serve its proofs and
+a restarted prover abandons confidential work (its slot times out).
 
 Why a file of its own beside the log, not a table in it: the log holds public,
 signed messages that sync serves to anyone and that a damaged file may be moved
@@ -59,8 +60,9 @@ PRUNE_EVERY_S: Final = 60.0
 """Rows past their horizon are deleted this often: a horizon is days after the ask
 ends, so a minute late costs nothing."""
 
-Kind = Literal["own_inputs", "verified", "inputs", "proof"]
-"""own_inputs: a requester's inputs of its own ask sent by hash (peer = b"").
+Kind = Literal["own_inputs", "received", "verified", "inputs", "proof"]
+"""own_inputs: a requester's inputs of its own ask (peer = b"").
+received: a proof that came to the requester directly, until it is judged.
 verified: a proof the requester verified (peer = the prover).
 inputs: confidential inputs a prover received (peer = the requester).
 proof: a proof a prover delivers directly (peer = the requester)."""

@@ -3,7 +3,8 @@ proof with the market's verifier, and sign the receipts that pay (accepted) or
 send the ask to its next round (invalid, timed out).
 
 What a restart would lose is kept in the node's role store (node/role_store.py):
-the inputs of the asks `request` placed, sealed, and the proofs it verified. On
+the inputs of the asks `request` placed, the proofs that came directly until they
+are judged and the proofs it verified, all sealed. On
 start the role takes its open asks back from the rebuilt state (`_resume`)."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from p2p_market.core.limits import MAX_INLINE_INPUT_BYTES
 from p2p_market.core.messages import Ask, Award, InvalidInputs, Outcome, Proof, Receipt, sha256
 from p2p_market.core.validation import check_envelope
 from p2p_market.core.work import inputs_size
-from p2p_market.node.direct import DirectError, send_direct
+from p2p_market.node.direct import DirectError, DirectMessage, send_direct
 from p2p_market.node.role_store import RoleStore
 from p2p_market.node.runtime import Node
 from p2p_market.proving.backend import ProofBackend, ProvingError
@@ -92,7 +93,7 @@ class RequesterRole:
         self._events_in, self.events = trio.open_memory_channel[AskEvent](10_000)
         self._nursery: trio.Nursery | None = None
         node.hooks.append(self.on_effect)
-        node.direct_hooks.append(inbox.deliver)
+        node.direct_hooks.append(self._on_direct)
         node.direct_wants.append(inbox.wants)
         node.proof_sources.append(self.verified_proofs)
         self.store = RoleStore(node.config.data_dir, node.key.seed)
@@ -153,6 +154,20 @@ class RequesterRole:
                     self._spawn(self._send_inputs, market, ask_id, prover)
             elif slot.state is SlotState.DELIVERED and slot.proof_hash is not None:
                 self._spawn(self._check_proof, market, ask_id, prover, slot.proof_hash)
+
+    async def _on_direct(self, message: DirectMessage) -> bool:
+        """Into the inbox; a proof is also stored (sealed) until it is judged: the
+        prover sends it once, before its notice, and a restart must not lose it."""
+        if not await self.inbox.deliver(message):
+            return False
+        state = self.node.states.get(message.market)
+        env = None if state is None else state.asks.get(message.ask)
+        if message.kind == "proof" and env is not None:
+            horizon = self._horizon(message.market, env)
+            self.store.put(
+                "received", message.market, message.ask, message.sender, message.payload, horizon
+            )
+        return True
 
     def _horizon(self, market: bytes, ask: Envelope | None) -> int:
         """When the role store lets go of what it keeps for this ask: when the core
@@ -318,6 +333,11 @@ class RequesterRole:
         notice = self._notice(market, ask_id, prover, digest)
         not_before = notice.timestamp if notice is not None else 0
         proof = notice.proof if notice is not None and notice.proof else None
+        if proof is None:  # it came directly: in the inbox, or stored before a restart
+            proof = await self.inbox.wait_for("proof", ask_id, prover, 0)
+            stored = self.store.get("received", ask_id, prover)
+            if (proof is None or sha256(proof) != digest) and stored is not None:
+                proof = stored
         if proof is None:
             self.inbox.expect("proof", ask_id, prover)
             proof = await self.inbox.wait_for("proof", ask_id, prover, PROOF_WAIT_S)
@@ -333,6 +353,7 @@ class RequesterRole:
                 log.warning("ask %s: verifier failed: %s", ask_id.hex()[:16], exc)
             else:  # how long the proof system took, apart from the market's waits
                 timing["verify_ms"] = round((trio.current_time() - t0) * 1000)
+        self.store.delete("received", ask_id, prover)  # judged now: kept if verified
         # The verdict is told before the receipt: the receipt changes the ask's state.
         if valid:
             assert proof is not None

@@ -41,8 +41,10 @@ def node(
     prover: bool = False,
     market: MarketDescriptor = MARKET,
     metrics_port: int = -1,
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",),
 ) -> Node:
     cfg = NodeConfig(
+        listen=listen,
         key_file=tmp / "unused.pem",
         data_dir=tmp / name,
         bootstrap=bootstrap,
@@ -87,12 +89,16 @@ class Market:
         self.provers[name] = role
         return role
 
-    async def restart_requester(self) -> RequesterRole:
+    async def restart_requester(self, *, addr: str | None = None) -> RequesterRole:
         """The requester killed (`kill["requester"]`, if it was not already) and back
-        from its data directory with the same key: a fresh node and role."""
+        from its data directory with the same key: a fresh node and role. `addr`: its
+        old address (taken before the kill), to come back where provers dial it."""
         self.kill["requester"].cancel()
         old = self.requester
-        n = node(self.tmp, "requester", old.node.config.bootstrap, market=self.market)
+        listen = ("/ip4/127.0.0.1/tcp/0",) if addr is None else (addr.split("/p2p/")[0],)
+        n = node(
+            self.tmp, "requester", old.node.config.bootstrap, market=self.market, listen=listen
+        )
         role = RequesterRole(n, old.backends, Inbox())
         self.kill["requester"] = trio.CancelScope()
         await run_prover(self.nursery, n, role, self.kill["requester"])

@@ -14,7 +14,15 @@ from p2p_market.core.messages import Market as MarketDescriptor
 from p2p_market.core.messages import Proof
 from p2p_market.net.host import connect_all
 from p2p_market.proving.pow import PowBackend, pow_ok
-from tests.roles.harness import MARKET, MID, Market, SlowPow, market, wait_everywhere
+from tests.roles.harness import (
+    MARKET,
+    MID,
+    BigProofs,
+    Market,
+    SlowPow,
+    market,
+    wait_everywhere,
+)
 
 
 class CountingPow(PowBackend):
@@ -166,3 +174,56 @@ async def test_a_restart_resumes_work_whose_inputs_came_directly(tmp_path: Path)
         assert view.slot_states == (SlotState.ACCEPTED,)
         files = [f for f in (tmp_path / "worker").rglob("*") if f.is_file()]
         assert not any(SECRET in f.read_bytes() for f in files)  # never in the clear
+
+
+class GatedBigProofs(BigProofs):
+    """Large proofs (they travel directly), made once `release` is set; counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.proving = trio.Event()
+        self.release = trio.Event()
+
+    async def prove(self, market: MarketDescriptor, inputs: bytes, deadline_s: float) -> bytes:
+        self.calls += 1
+        self.proving.set()
+        await self.release.wait()
+        return await super().prove(market, inputs, deadline_s)
+
+
+async def test_a_large_proof_made_before_a_restart_is_delivered_without_proving_again(
+    tmp_path: Path,
+) -> None:
+    """The prover made a large proof and could not deliver it (the requester was
+    down); both restart. The prover delivers the proof it stored, without proving
+    again, and the restarted requester verifies it."""
+    gated = GatedBigProofs()
+    offers = {"worker": (10, 30_000)}
+    async with market(
+        tmp_path, offers, backends={"worker": gated}, requester_backend=BigProofs()
+    ) as m:
+        fields = {"market": MID.hex(), "max_price": 100, "max_proof_time": 40_000}
+        ask = await m.requester.request(fields, b"large proof inputs")
+        worker = m.provers["worker"]
+        with trio.fail_after(20):
+            await gated.proving.wait()
+        assert m.requester.node.gossip is not None
+        addr = m.requester.node.gossip.addr  # it comes back there: where the worker dials
+        m.kill["requester"].cancel()
+        gated.release.set()
+        with trio.fail_after(20):  # made, and its delivery failed: nobody to take it
+            while ask in worker.stats.active:
+                await trio.sleep(0.05)
+        assert worker.stats.proved == 0
+        requester = await m.restart_requester(addr=addr)
+        m.kill["worker"].cancel()
+        again = GatedBigProofs()
+        again.release.set()
+        role = await m.restart("worker", again)
+        with trio.fail_after(30):
+            done = await requester.wait(ask)
+        assert list(done.proofs) == [worker.me]
+        assert again.calls == 0 and role.stats.proved == 1
+        await wait_everywhere(m, ask, AskState.PROVEN)
+        assert m.relay.states[MID].view(ask).slot_states == (SlotState.ACCEPTED,)
