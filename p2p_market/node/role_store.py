@@ -152,6 +152,19 @@ class RoleStore:
             (kind, ask, peer, market, sealed, forget_after),
         )
 
+    def keep(
+        self, kind: Kind, market: bytes, ask: bytes, peer: bytes, value: bytes, forget_after: int
+    ) -> bool:
+        """`put`, but a write that fails (disk full) is logged and the role goes on
+        from memory: the store is for after a restart, and the work comes first (a
+        receipt must not wait for a disk). False if it was not kept."""
+        try:
+            self.put(kind, market, ask, peer, value, forget_after)
+        except StorageError as exc:
+            log.warning("%s: not kept for a restart: %s", kind, exc)
+            return False
+        return True
+
     def get(self, kind: Kind, ask: bytes, peer: bytes) -> bytes | None:
         """The value, or None: not stored, or not sealed with this node's key."""
         rows = self._read(
@@ -189,18 +202,28 @@ class RoleStore:
             return None
 
     def delete(self, kind: Kind, ask: bytes, peer: bytes) -> None:
-        self._write("DELETE FROM items WHERE kind = ? AND ask = ? AND peer = ?", (kind, ask, peer))
+        """Delete one row; a failed delete is logged (the row leaves at its horizon)."""
+        try:
+            self._write(
+                "DELETE FROM items WHERE kind = ? AND ask = ? AND peer = ?", (kind, ask, peer)
+            )
+        except StorageError as exc:
+            log.warning("%s", exc)
 
     def prune(self, now: int) -> int:
         """Delete every row past its ask's retention horizon; how many."""
         return self._write("DELETE FROM items WHERE forget_after < ?", (now,))
 
     def keep_only(self, held: Callable[[bytes, bytes], bool]) -> int:
-        """Delete the rows whose (market, ask) the node does not hold; how many."""
+        """Delete the rows whose (market, ask) the node does not hold; how many. A
+        failed delete is logged: the rows leave at their horizon anyway."""
         rows = self._read("SELECT DISTINCT market, ask FROM items")
         gone = [(m, a) for m, a in rows if not held(m, a)]
-        for market, ask in gone:
-            self._write("DELETE FROM items WHERE market = ? AND ask = ?", (market, ask))
+        try:
+            for market, ask in gone:
+                self._write("DELETE FROM items WHERE market = ? AND ask = ?", (market, ask))
+        except StorageError as exc:
+            log.warning("%s", exc)
         return len(gone)
 
     async def prune_every(self, clock: Callable[[], int], every_s: float = PRUNE_EVERY_S) -> None:

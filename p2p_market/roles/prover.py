@@ -159,7 +159,7 @@ class ProverRole:
         env = self.state.asks.get(message.ask) if message.market == self.settings.market else None
         if message.kind == "inputs" and env is not None:
             horizon = self.state.forget_after(env)
-            self.store.put(
+            self.store.keep(
                 "inputs", message.market, message.ask, message.sender, message.payload, horizon
             )
         return True
@@ -200,10 +200,11 @@ class ProverRole:
         """After a restart (the state was rebuilt from the log, whose replay tells
         the roles nothing): pick up our assignments still before their deadline. The
         rest are abandoned: they time out at the requester and go to the next round
-        without us (we are excluded from the ask). So are those whose inputs came
-        directly (confidential or large) resume only if they reached the role store
-        before the restart: the requester sends them once, and waiting for them
-        would only hold a slot. Stored rows of asks the node no longer holds go."""
+        without us (we are excluded from the ask). Those whose inputs came directly
+        (confidential or large) resume from the role store, where the inputs were
+        kept on arrival; if they had not arrived, the work is abandoned too: the
+        requester sends them once, and waiting for them would only hold a slot.
+        Stored rows of asks the node no longer holds go."""
         now = self.node.clock()
         self.store.keep_only(lambda m, a: m == self.settings.market and a in self.state.asks)
         for ask_id, run in self.state.settlement().runs.items():
@@ -339,7 +340,7 @@ class ProverRole:
             self.stats.prove_times.append(ProveTime(ask_id, started, round(took_s * 1000)))
             self.node.metrics.proved(self.settings.market, took_s)
             if len(proof) > MAX_INLINE_PROOF_BYTES:  # delivered directly: keep it till then
-                self.store.put(
+                self.store.keep(
                     "proof",
                     self.settings.market,
                     ask_id,

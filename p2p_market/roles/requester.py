@@ -2,10 +2,10 @@
 proof with the market's verifier, and sign the receipts that pay (accepted) or
 send the ask to its next round (invalid, timed out).
 
-What a restart would lose is kept in the node's role store (node/role_store.py):
-the inputs of the asks `request` placed, the proofs that came directly until they
-are judged and the proofs it verified, all sealed. On
-start the role takes its open asks back from the rebuilt state (`_resume`)."""
+What a restart would lose is kept in the node's role store (node/role_store.py),
+sealed: the inputs of the asks `request` placed, the proofs that came directly
+until they are judged, and the proofs it verified. On start the role takes its
+open asks back from the rebuilt state (`_resume`)."""
 
 from __future__ import annotations
 
@@ -97,7 +97,8 @@ class RequesterRole:
         node.direct_wants.append(inbox.wants)
         node.proof_sources.append(self.verified_proofs)
         self.store = RoleStore(node.config.data_dir, node.key.seed)
-        """Inputs of our asks and verified proofs, for after a restart (sealed)."""
+        """Inputs of our asks, direct proofs until judged and verified proofs, for
+        after a restart (sealed)."""
 
     def verified_proofs(self, ask: bytes) -> dict[bytes, bytes] | None:
         """The proofs verified so far for an ask this role looks after, else None."""
@@ -164,7 +165,7 @@ class RequesterRole:
         env = None if state is None else state.asks.get(message.ask)
         if message.kind == "proof" and env is not None:
             horizon = self._horizon(message.market, env)
-            self.store.put(
+            self.store.keep(
                 "received", message.market, message.ask, message.sender, message.payload, horizon
             )
         return True
@@ -203,7 +204,7 @@ class RequesterRole:
         self.asks[ask_id] = Tracked(market=market, inputs=inputs)
         # Stored before the ask can be held anywhere: a winner may be assigned while
         # this node is down, and only these bytes can prove to it.
-        self.store.put(
+        self.store.keep(
             "own_inputs", market, ask_id, b"", inputs, self._horizon(market, check_envelope(raw)[1])
         )
         result = await self.node.submit(raw)
@@ -359,7 +360,7 @@ class RequesterRole:
             assert proof is not None
             tracked.proofs[prover] = proof
             horizon = self._horizon(market, self.node.states[market].asks.get(ask_id))
-            self.store.put("verified", market, ask_id, prover, proof, horizon)
+            self.store.keep("verified", market, ask_id, prover, proof, horizon)
             self._emit(ask_id, "verified", prover=prover.hex(), size=len(proof), **timing)
             await self._receipt(market, ask_id, prover, Outcome.ACCEPTED, not_before)
         else:
