@@ -11,7 +11,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from p2p_market.cli.app import app
+from p2p_market.cli.templates import ROLES
 from p2p_market.core.envelope import market_id
 from p2p_market.localnet import scenario
 from p2p_market.localnet.scenario_file import load_scenario, parse_scenario
@@ -142,3 +145,35 @@ def test_examples_parse(tmp_path: Path) -> None:
 )
 def test_scenarios_pointed_to_load(path: Path) -> None:
     assert load_scenario(path).nodes
+
+
+def _template_keys(text: str) -> dict[str, set[str]]:
+    """Per section title ("[node]", "[[markets]]", ...): the keys a template sets,
+    and those it shows commented out (`# key = value`) below the section header."""
+    keys: dict[str, set[str]] = {}
+    for name, value in tomllib.loads(text).items():
+        tables = value if isinstance(value, list) else [value]
+        keys[_title(name, isinstance(value, list))] = {k for t in tables for k in t}
+    section = None
+    for line in text.splitlines():
+        if re.fullmatch(r"\[\[?\w+\]\]?", line):
+            section = line
+        elif section is not None and (m := re.match(r"# (\w+) = ", line)):
+            keys[section].add(m.group(1))
+    return keys
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_init_templates_keys_are_documented(tmp_path: Path, role: str) -> None:
+    """Every key `p2p-market init ROLE` writes (or suggests in a comment) is a row
+    of its section here, so a template never teaches a key the reference lacks."""
+    runner = CliRunner()
+    for needed in ("relay", role):
+        out = tmp_path / f"{needed}.toml"
+        done = runner.invoke(app, ["init", needed, "--out", str(out), "--force"])
+        assert done.exit_code == 0, done.output
+    keys = _template_keys((tmp_path / f"{role}.toml").read_text())
+    assert keys
+    for section, written in keys.items():
+        missing = sorted(written - documented(NODE, section))
+        assert not missing, f"init {role}: {section} keys not in docs/config.md: {missing}"

@@ -233,9 +233,12 @@ def request(
     from p2p_market.cli.joining import resolve_or_join
     from p2p_market.node.join import REQUESTER_ARTIFACTS
 
-    chosen = resolve_or_join(
-        market, data_dir=data_dir, bootstrap=boot, kinds=REQUESTER_ARTIFACTS
-    ) or market_arg(market)
+    from_node = None if client is None else _followed_by_node(client, market)
+    chosen = (
+        from_node
+        or resolve_or_join(market, data_dir=data_dir, bootstrap=boot, kinds=REQUESTER_ARTIFACTS)
+        or market_arg(market)
+    )
     try:
         check_ask(
             chosen,
@@ -308,6 +311,32 @@ def _check_inputs(market: Market, inputs: bytes, verify_cmd: str | None) -> None
         fail(str(exc))
     if not ok:
         fail(f"the inputs are not valid for market {market.name} (its input check says no)")
+
+
+def _followed_by_node(client: ApiClient, spec: str) -> Market | None:
+    """With --api, a market given by id is the running node's (it follows it: its
+    descriptor comes from GET /v1/markets, checked against the id). None if `spec`
+    is not an id; one line, exit 2, if the node does not follow that market."""
+    from p2p_market.core.envelope import market_id
+    from p2p_market.core.messages import MessageError
+    from p2p_market.markets.descriptor import is_market_id
+
+    spec = spec.strip()
+    if not is_market_id(spec):
+        return None
+    with api_errors():
+        followed = client.markets()
+    for entry in followed:
+        if entry.get("id") != spec:
+            continue
+        try:
+            found = Market.from_map({k: entry.get(k) for k in Market.FIELD_NAMES})
+        except (MessageError, ValueError, TypeError) as exc:
+            fail(f"the node's descriptor of market {spec[:16]}… does not parse: {exc}")
+        if market_id(found).hex() != spec:
+            fail(f"the node's descriptor of market {spec[:16]}… does not hash to that id")
+        return found
+    fail(f"the node does not follow market {spec[:16]}… (GET /v1/markets)")
 
 
 def _request_via_api(client: ApiClient, p: _Request) -> int:

@@ -39,6 +39,9 @@ MIN_COMMIT_WINDOW_MS: Final = 100
 MAX_COMMIT_WINDOW_MS: Final = 600_000
 MAX_SKEW_MS: Final = 60_000
 MAX_LIFETIME_MS: Final = 30 * 24 * 3600 * 1000
+DEFAULT_AWARD_LAG_MS: Final = 250
+"""The reference requester's award lag (market-v1.md §12; roles/requester.py says
+why): a policy, not a rule, so no descriptor field; the simulators use it too."""
 
 MAX_PENDING_ORPHANS: Final = 10_000
 """Messages whose parent (ask or bid) has not arrived yet are held, up to this many."""

@@ -276,6 +276,7 @@ class SimNode:
         self.actor = Actor(f"sim-{role}-{idx}", world.market)
         self.pk = self.actor.public_key
         self.state = world.new_state(world.market, self.pk if role == PROVER else None, role)
+        self._as_requester()
         self.up = True
         self.epoch = 0
         self.log: list[tuple[Envelope, int]] = []
@@ -808,6 +809,13 @@ class SimNode:
         now = max(self.now(), not_before)
         self.publish(self.actor.receipt(now=now, ask=ask_id, prover=prover, outcome=outcome))
 
+    def _as_requester(self) -> None:
+        """A requester's core settles its own asks after the real requester role's
+        award lag, so that its awards come when the real role's do."""
+        if self.role == REQUESTER:
+            self.state.local_requester = self.pk
+            self.state.award_lag_ms = L.DEFAULT_AWARD_LAG_MS
+
     def _award(self, e: fx.AttemptSettled) -> None:
         """The requester makes a settled attempt's winners final (as the real
         requester role does), unless it is silent or down."""
@@ -973,6 +981,7 @@ class SimNode:
             replayed.extend(self.state.apply_checked(env, at)[1])
         if self.role == PROVER:
             self.state.local_prover = self.pk
+        self._as_requester()
         replayed.extend(self.state.tick(self.now()))
         # the replay re-announces what the old state had announced (and counted)
         self.reorg_baseline = self.state.reorgs

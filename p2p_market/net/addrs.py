@@ -34,6 +34,8 @@ import multiaddr
 import psutil  # type: ignore[import-untyped]
 import trio
 
+from p2p_market.net import relay
+
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 RESOLVE_TIMEOUT_S = 5.0
 DNS_PROTOCOLS = ("dns4", "dns6", "dns")
@@ -145,9 +147,10 @@ def addrs_factory(
 
 
 def best_addr(addrs: Iterable[str]) -> str | None:
-    """The address to hand out first: a TCP one with /p2p/, not local-only if any."""
+    """The address to hand out first: a TCP one with /p2p/, not local-only if any,
+    and one through a relay (net/relay.py) only if there is nothing else."""
     tcp = [a for a in addrs if "/tcp/" in a and "/p2p/" in a]
-    ordered = sorted(tcp, key=local_only)
+    ordered = sorted(tcp, key=lambda a: (relay.is_circuit(a), local_only(a)))
     return ordered[0] if ordered else None
 
 

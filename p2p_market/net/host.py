@@ -34,7 +34,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from p2p_market.core.crypto import SigningKey
 from p2p_market.net import addrs as advertised
-from p2p_market.net import libp2p_patches
+from p2p_market.net import libp2p_patches, relay
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ def make_host(
     given, else its listen addresses with a wildcard expanded to this machine's
     interface addresses; loopback and unspecified ones only to a peer on loopback.
     libp2p's observed-address discovery is off: an observed address of an outbound
-    connection carries its ephemeral port, which nobody can dial."""
+    connection carries its ephemeral port, which nobody can dial. A node behind
+    relays also tells its circuit addresses (net/relay.py `install_addrs`)."""
     libp2p_patches.apply()
     advertised.install_identify_filter()
     key_pair = create_new_key_pair(key.seed)
@@ -84,6 +85,7 @@ def make_host(
         addrs_factory=advertised.addrs_factory(announce),
         disable_identify_address_discovery=True,
     )
+    relay.install_addrs(host)
     return host, addrs
 
 
@@ -152,7 +154,8 @@ async def connect_all(
     quarter-seconds. One unreachable peer never fails the others; our own address
     is skipped. A /dns4, /dns6 or /dns address is resolved first (net/addrs.py
     `resolve`; a name that does not resolve fails with ResolveError), and each
-    address it resolves to is tried in turn."""
+    address it resolves to is tried in turn. A `/p2p-circuit` address is dialled
+    through its relay (net/relay.py): the swarm does not dial those."""
     failures: dict[str, BaseException] = {}
     own = host.get_id()
 
@@ -167,7 +170,12 @@ async def connect_all(
                         return
                     unblock(host, info.peer_id)
                     try:
-                        await host.connect(info)
+                        if relay.is_circuit(candidate):
+                            if relay.connected(host, info.peer_id):
+                                return
+                            await relay.dial_circuit(host, candidate)
+                        else:
+                            await host.connect(info)
                         return
                     except Exception as exc:
                         last = exc

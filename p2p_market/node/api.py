@@ -1,4 +1,6 @@
-"""The local control API: JSON over HTTP on 127.0.0.1, served from a `NodeFacade`.
+"""The local control API: JSON over HTTP on 127.0.0.1, served from a `NodeFacade` by
+FastAPI on Hypercorn's trio connections, in a task of the node's nursery (`serve_api`).
+The reference for clients is docs/api.md; the OpenAPI document is served.
 
     GET  /v1/status                    node identity, listen addrs, peers, markets, uptime, and
                                        what its roles tell (a prover: its latest proofs' times)
@@ -15,6 +17,9 @@
     GET  /v1/markets/{id}/check        state_hash, check_invariants(), reorgs, envelopes per ask
     POST /v1/peers                     token: {"addrs": [full multiaddrs]}: dial them now, and
                                        keep them with the bootstrap peers
+    GET  /v1/events                    token: server-sent events, ask lifecycle and node events
+                                       as they happen (node/events.py)
+    GET  /openapi.json                 the OpenAPI document of all of the above
 
 The API only obeys its owner. Binding 127.0.0.1 keeps other hosts out, but not the
 web pages the operator's browser opens: any page can send a cross-site POST to
@@ -71,135 +76,117 @@ unknown route, market or ask, 405 for a wrong method, 413 for a body above the l
 (from the HTTP layer), 415 for a body that is not JSON, 421 for a foreign Host. Ids
 are 64 hex characters.
 
-JSON bodies are checked here for shape (known field names, JSON types, hex strings),
-so the facade receives well-typed values and a typo is an error, not a default.
+The OpenAPI document is a public read: it describes the shape of the API, which is
+in the source anyway, and nothing of the node's data; the Host and Origin checks
+apply to it as to every read (with token everywhere, it needs the token too). The
+interactive pages FastAPI can serve (/docs, /redoc) are off: they load scripts from
+elsewhere and would be pages on the API's own origin. The event stream needs the
+token: it tells what the node does as it does it (its own submissions among them),
+and it holds a connection open for as long as its client likes.
+
+Bodies are checked by the models of node/api_models.py (strict types, known fields
+only) after a strict JSON parse here (no NaN, bounded depth, an object), so the
+facade receives well-typed values and a typo is an error, not a default; every
+failure is told in one line, as before the framework.
+
+HTTP/1.1 is Hypercorn's (its trio connection class, on h11), on a listener of ours
+(`_serve`), bounded as `Limits` says (node/http.py): at most `max_connections` at
+once, the longest idle one closed for a newcomer at the cap; head and body sizes
+(431, 413, answered before any other check, the connection then closed); the idle
+time before a request, the time to send a body (408), the time a handler may take
+(503; not the event stream's). A request that does not parse as HTTP is answered by
+Hypercorn itself (400 or 431, no body) and the connection closed. The guard
+(`_Guard`) is plain ASGI around the FastAPI app: it does every check above before
+FastAPI routes the request, so no route, body parser or exception handler runs for
+a request that is refused. Cancelling `serve_api` ends every connection, streams
+included, and closes the socket.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import hmac
 import ipaddress
 import json
+import logging
+import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl
 
 import trio
+from fastapi import FastAPI, Path
+from fastapi import Request as FastRequest
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, RawData, Updated
+from hypercorn.events import Event as HypercornEvent
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
+from starlette.routing import BaseRoute, Match
 
-from p2p_market.core.book import StoredBid
-from p2p_market.core.state import AskView
+from p2p_market.node import api_models as m
 from p2p_market.node.api_token import TOKEN_FILE, check_token
+from p2p_market.node.events import Event, EventHub, plain
 from p2p_market.node.facade import NodeFacade, Submitted
-from p2p_market.node.http import JSON, Limits, Request, Response, error_response, serve_http
-from p2p_market.node.http import json_response as _json_response
+from p2p_market.node.http import JSON, Limits, Request, Response, error_response, listen
+from p2p_market.node.views import ask_json as ask_json
+from p2p_market.node.views import bid_json as bid_json
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
 _HEX_ID: Final = re.compile(r"[0-9a-fA-F]{64}")
-MAX_DIAL: Final = 64
-"""Addresses one POST /v1/peers may ask the node to dial (it dials them at once)."""
-_HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})*")
+MAX_DIAL: Final = m.MAX_DIAL
 LOOPBACK_NAMES: Final = ("127.0.0.1", "localhost", "[::1]")
 """What a Host header may name (with the API's port), besides the bound address."""
 READS: Final = frozenset({"GET", "HEAD"})
 """Methods that change nothing; every other one needs the token and a JSON body."""
-PRIVATE_READS: Final = frozenset({("v1", "asks", "*", "proofs")})
+PRIVATE_READS: Final = frozenset({"/v1/asks/{ask_id}/proofs", "/v1/events"})
 """GET routes that need the token too: what the node's owner alone may read."""
+RAW_BODY: Final = frozenset({"/v1/asks/{ask_id}/cancel"})
+"""Write routes whose body is not read (a cancel's is `{}`): its JSON is not parsed."""
+STREAMS: Final = frozenset({"/v1/events"})
+"""Routes that answer for as long as the client reads: no handler timeout."""
+KEEPALIVE_S: Final = 15.0
+"""An event stream's comment line when nothing happened for this long: proxies and
+clients see the connection is alive, and a client that went away is noticed."""
 _AUTHORITY: Final = re.compile(r"(\[[0-9a-f:.]+\]|[^:\[\]@/\s]+)(?::([0-9]{1,5}))?")
 
-_STR, _INT, _BOOL, _HEXSTR, _HEXLIST = "text", "integer", "boolean", "hex", "hex list"
-
-BID_FIELDS: Final[dict[str, str]] = {
-    "market": _HEXSTR,
-    "price": _INT,
-    "proof_time": _INT,
-    "capacity": _INT,
-    "ttl_ms": _INT,
-    "max_size": _INT,
-}
-ASK_FIELDS: Final[dict[str, str]] = {
-    "market": _HEXSTR,
-    "max_price": _INT,
-    "max_proof_time": _INT,
-    "prefer": _STR,
-    "replicas": _INT,
-    "size": _INT,
-    "ttl_ms": _INT,
-    "inputs": _HEXSTR,
-    "inputs_hash": _HEXSTR,
-    "confidential": _BOOL,
-    "allow": _HEXLIST,
-    "deny": _HEXLIST,
-}
+NOT_STORED: Final = {"storage_full": 507, "storage_failed": 503}
+"""The verdicts of a message the node could not write to its log, as HTTP statuses:
+the node failed, not the request (507 Insufficient Storage, 503 Unavailable)."""
 
 
 class BadRequest(ValueError):
     """A 400, with its one-line message."""
 
 
-# -- JSON views of core objects, for facade implementations ------------------------
-def bid_json(stored: StoredBid) -> dict[str, Any]:
-    b = stored.bid
-    return {
-        "id": stored.id.hex(),
-        "prover": stored.prover.hex(),
-        "price": b.price,
-        "proof_time": b.proof_time,
-        "capacity": b.capacity,
-        "max_size": b.max_size,
-        "timestamp": b.timestamp,
-        "expires_at": b.expires_at,
-        "seq": b.seq,
-    }
+class NodeJSON(JSONResponse):
+    """JSON as the API always wrote it: compact, one line, bytes as hex, enums by
+    value, dataclasses as maps (what facades return is rendered, not re-validated).
+    A JSONResponse, so that FastAPI documents each route's response model."""
+
+    media_type = JSON
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(plain(content), separators=(",", ":"), allow_nan=False)
+        return text.encode() + b"\n"
 
 
-def ask_json(view: AskView) -> dict[str, Any]:
-    a = view.ask
-    return {
-        "id": view.id.hex(),
-        "market": a.market.hex(),
-        "requester": view.requester.hex(),
-        "state": view.state.value,
-        "timestamp": a.timestamp,
-        "max_price": a.max_price,
-        "max_proof_time": a.max_proof_time,
-        "prefer": a.prefer,
-        "replicas": a.replicas,
-        "size": a.size,
-        "expires_at": a.expires_at,
-        "inputs_hash": a.inputs_hash.hex(),
-        "inputs_size": len(a.inputs),
-        "confidential": a.confidential,
-        "allow": [k.hex() for k in a.allow],
-        "deny": [k.hex() for k in a.deny],
-        "nonce": a.nonce,
-        "winners": [p.hex() for p in view.winners],
-        "prices": list(view.prices),
-        "slot_states": [s.value for s in view.slot_states],
-        "accepted": [p.hex() for p in view.accepted],
-        "paid": view.paid,
-    }
-
-
-def _plain(obj: Any) -> Any:
-    """json.dumps fallback: bytes as hex, enums by value, dataclasses as maps."""
-    if isinstance(obj, bytes | bytearray):
-        return obj.hex()
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, tuple | set | frozenset):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def json_response(obj: Any, status: int = 200) -> Response:
-    """http.json_response that also renders bytes, enums and dataclasses."""
-    return _json_response(obj, status, default=_plain)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> NodeJSON:
+    return NodeJSON({"error": " ".join(message.split())}, status, headers=headers)
 
 
 # -- request bodies -----------------------------------------------------------------
@@ -208,6 +195,9 @@ def _reject_constant(name: str) -> Any:
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Stricter than FastAPI's own parse, which it precedes: NaN and Infinity are not
+    JSON, a nesting too deep for the parser is a 400 (not a 500), and the body of
+    every write is one object."""
     if not body.strip():
         raise BadRequest("the body must be a JSON object, not empty")
     try:
@@ -223,9 +213,9 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return _BOOL
+        return "boolean"
     if isinstance(value, int):
-        return _INT
+        return "integer"
     if isinstance(value, float):
         return "number"
     if isinstance(value, str):
@@ -235,77 +225,21 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-def check_fields(fields: dict[str, Any], schema: dict[str, str]) -> dict[str, Any]:
-    """Known names only, each of its JSON type; hex strings well-formed."""
-    for name, value in fields.items():
-        kind = schema.get(name)
-        if kind is None:
-            raise BadRequest(f"unknown field: {name} (known: {', '.join(schema)})")
-        if kind == _INT:
-            ok = type(value) is int
-        elif kind == _BOOL:
-            ok = type(value) is bool
-        elif kind == _STR:
-            ok = type(value) is str
-        elif kind == _HEXSTR:
-            ok = type(value) is str and _HEX.fullmatch(value) is not None
-        else:
-            ok = isinstance(value, list) and all(
-                type(v) is str and _HEX.fullmatch(v) is not None for v in value
-            )
-        if not ok:
-            raise BadRequest(f"{name} must be {_article(kind)}, not {_shown(value)}")
-    return fields
-
-
-def _article(kind: str) -> str:
-    return {
-        _HEXSTR: "a hex string",
-        _HEXLIST: "a list of hex strings",
-        _INT: "an integer",
-    }.get(kind, f"a {kind}")
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def envelope_bytes(request: Request) -> bytes:
-    """The raw envelope of POST /v1/envelopes, sent as JSON {"hex": ...}."""
-    fields = parse_json_object(request.body)
-    if set(fields) != {"hex"}:
-        raise BadRequest('a JSON envelope must be {"hex": "<envelope bytes in hex>"}')
-    check_fields(fields, {"hex": _HEXSTR})
-    body = bytes.fromhex(fields["hex"])
-    if not body:
-        raise BadRequest("empty envelope")
-    return body
-
-
 def _hex_id(value: str, what: str) -> str:
     if _HEX_ID.fullmatch(value) is None:
         raise BadRequest(f"{what} id must be 64 hex characters")
     return value.lower()
 
 
-NOT_STORED: Final = {"storage_full": 507, "storage_failed": 503}
-"""The verdicts of a message the node could not write to its log, as HTTP statuses:
-the node failed, not the request (507 Insufficient Storage, 503 Unavailable)."""
-
-
-def _submitted(result: Submitted) -> Response:
+def _submitted(result: Submitted) -> NodeJSON:
     fields = dataclasses.asdict(result)
     status = NOT_STORED.get(result.reason)
     if status is None:
-        return json_response(fields)
-    return json_response({**fields, "error": result.detail}, status)
+        return NodeJSON(fields)
+    return NodeJSON({**fields, "error": result.detail}, status)
 
 
-# -- routing ------------------------------------------------------------------------
-Route = Callable[[Request, list[str]], Awaitable[Response]]
-
-
+# -- the checks ---------------------------------------------------------------------
 def is_loopback(host: str) -> bool:
     """Whether a bind address reaches this machine only."""
     if host.lower() == "localhost":
@@ -322,10 +256,46 @@ def _host_name(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def bearer_refusal(authorization: str | None, token: bytes) -> str | None:
+    """None if `authorization` is `Bearer <token>`, compared in constant time; else
+    the one line telling what is wrong."""
+    if authorization is None:
+        return (
+            "missing API token: send Authorization: Bearer <token>, the token in"
+            f" {TOKEN_FILE} in the node's data dir"
+        )
+    scheme, _, value = authorization.strip().partition(" ")
+    given = value.strip().encode("latin-1")
+    if scheme.lower() != "bearer" or not given:
+        return "malformed Authorization header: expected Bearer <token>"
+    if hmac.compare_digest(given, token):
+        return None
+    return "wrong API token"
+
+
+def check_bearer(request: Request, token: bytes) -> Response | None:
+    """None if the request carries `token` as `Authorization: Bearer`; else the 401
+    naming what is wrong (the metrics endpoint's check, node/metrics.py)."""
+    reason = bearer_refusal(request.headers.get("authorization"), token)
+    if reason is None:
+        return None
+    return error_response(401, reason, headers=(("www-authenticate", "Bearer"),))
+
+
+class _Refused(Exception):
+    """A request answered by the guard: status, one line, extra headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
 class ControlApi:
-    """The request handler for serve_http: the checks of the module's docstring, then
-    the routes. `token` is the node's API token; `bind_host` the address the API is
-    bound to (a Host header may name it too)."""
+    """The checks of the module's docstring and the routes, for one node. `token` is
+    the node's API token; `bind_host` the address the API is bound to (a Host header
+    may name it too). `app` is the ASGI application to serve: the guard, then FastAPI."""
 
     def __init__(
         self,
@@ -334,72 +304,21 @@ class ControlApi:
         token: str,
         bind_host: str = "127.0.0.1",
         token_everywhere: bool = False,
+        limits: Limits | None = None,
+        events: EventHub | None = None,
     ) -> None:
         self.node = node
         self._token = check_token(token, "the API token").encode("ascii")
         self.names = frozenset({*LOOPBACK_NAMES, _host_name(bind_host)})
         self.token_everywhere = token_everywhere
         """Every request needs the token, reads too; any Host is taken (docstring)."""
-        # (pattern of path segments, "*" = an id) -> {method: route}
-        self.routes: list[tuple[tuple[str, ...], dict[str, Route]]] = [
-            (("v1", "status"), {"GET": self._status}),
-            (("v1", "markets"), {"GET": self._markets}),
-            (("v1", "markets", "known"), {"GET": self._known_markets}),
-            (("v1", "markets", "*", "book"), {"GET": self._book}),
-            (("v1", "asks", "*"), {"GET": self._ask}),
-            (("v1", "envelopes"), {"POST": self._submit}),
-            (("v1", "bids"), {"POST": self._bid}),
-            (("v1", "asks"), {"POST": self._place_ask}),
-            (("v1", "asks", "*", "cancel"), {"POST": self._cancel}),
-            (("v1", "asks", "*", "proofs"), {"GET": self._proofs}),
-            (("v1", "stats"), {"GET": self._stats}),
-            (("v1", "markets", "*", "check"), {"GET": self._check}),
-            (("v1", "peers"), {"POST": self._connect}),
-        ]
+        self.limits = limits or Limits()
+        self.events = events if events is not None else getattr(node, "events", None)
+        self.fastapi = _make_app(self)
+        self.app = _Guard(self)
 
-    async def __call__(self, request: Request) -> Response:
-        refused = self._check_origin(request)
-        if refused is not None:
-            return refused
-        found = self._find(request)
-        writes = request.method not in READS
-        private = isinstance(found, tuple) and found[2]
-        if writes or private or self.token_everywhere:
-            refused = self._check_token(request)
-            if refused is not None:
-                return refused
-        if isinstance(found, Response):
-            return found
-        if writes and request.content_type != JSON:
-            given = request.content_type or "none"
-            return error_response(415, f"Content-Type must be {JSON}, not {given}")
-        route, params, _ = found
-        try:
-            return await route(request, params)
-        except BadRequest as exc:
-            return error_response(400, str(exc))
-        except KeyError as exc:
-            return error_response(404, _key_message(exc))
-        except ValueError as exc:
-            return error_response(400, str(exc) or type(exc).__name__)
-
-    def _find(self, request: Request) -> tuple[Route, list[str], bool] | Response:
-        """The route, its parameters and whether it is a private read; or the 404 or
-        405 to answer (once the request has the token a write would need)."""
-        segments = request.path.strip("/").split("/")
-        for pattern, methods in self.routes:
-            params = _match(pattern, segments)
-            if params is None:
-                continue
-            route = methods.get(request.method)
-            if route is None:
-                allowed = ", ".join(sorted(methods))
-                message = f"{request.method} not allowed on {request.path} (use {allowed})"
-                return error_response(405, message, headers=(("allow", allowed),))
-            return route, params, pattern in PRIVATE_READS
-        return error_response(404, f"no such route: {request.method} {request.path}")
-
-    def _check_origin(self, request: Request) -> Response | None:
+    # -- what the guard asks ----------------------------------------------------------
+    def check_origin(self, request: Request) -> None:
         """Host names this API; a browser's Origin is its own; not a cross-site fetch."""
         port = request.local_port
         host = request.headers.get("host", "").strip().lower()
@@ -410,7 +329,7 @@ class ControlApi:
         named = match is not None and match.group(1) in names
         if match is None or not named or int(match.group(2) or 80) != port:
             shown = f"{host!r}" if host else "none"
-            return error_response(
+            raise _Refused(
                 421, f"Host {shown} is not this API's: use 127.0.0.1:{port} (DNS rebinding guard)"
             )
         origin = request.headers.get("origin")
@@ -419,93 +338,416 @@ class ControlApi:
             if port == 80:
                 own |= {f"http://{name}" for name in names}
             if origin.strip().lower() not in own:
-                return error_response(403, f"cross-origin request refused (Origin {origin!r})")
+                raise _Refused(403, f"cross-origin request refused (Origin {origin!r})")
         site = request.headers.get("sec-fetch-site", "").strip().lower()
         if site in ("cross-site", "same-site"):
-            return error_response(403, f"cross-origin request refused (Sec-Fetch-Site {site})")
-        return None
+            raise _Refused(403, f"cross-origin request refused (Sec-Fetch-Site {site})")
 
-    def _check_token(self, request: Request) -> Response | None:
-        return check_bearer(request, self._token)
+    def check_token(self, request: Request) -> None:
+        reason = bearer_refusal(request.headers.get("authorization"), self._token)
+        if reason is not None:
+            raise _Refused(401, reason, {"www-authenticate": "Bearer"})
 
-    async def _status(self, request: Request, params: list[str]) -> Response:
-        return json_response(self.node.status())
+    def find(self, scope: Scope, request: Request) -> BaseRoute | _Refused:
+        """The route of the request, by FastAPI's own router; or the 404 or 405 to
+        answer (once the request has the token a write would need)."""
+        allowed: set[str] = set()
+        for route in self.fastapi.router.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return route
+            if match is Match.PARTIAL:
+                allowed |= getattr(route, "methods", None) or set()
+        if allowed:
+            names = ", ".join(sorted(allowed))
+            message = f"{request.method} not allowed on {request.path} (use {names})"
+            return _Refused(405, message, {"allow": names})
+        return _Refused(404, f"no such route: {request.method} {request.path}")
 
-    async def _markets(self, request: Request, params: list[str]) -> Response:
-        return json_response({"markets": self.node.markets()})
+    def guard(self, scope: Scope, request: Request) -> BaseRoute:
+        """Every check but the sizes (done as the request is read), in the order of
+        the module's docstring; raises _Refused."""
+        self.check_origin(request)
+        found = self.find(scope, request)
+        path = getattr(found, "path", "")
+        writes = request.method not in READS
+        if writes or path in PRIVATE_READS or self.token_everywhere:
+            self.check_token(request)
+        if isinstance(found, _Refused):
+            raise found
+        if writes and request.content_type != JSON:
+            given = request.content_type or "none"
+            raise _Refused(415, f"Content-Type must be {JSON}, not {given}")
+        if writes and path not in RAW_BODY:
+            try:
+                parse_json_object(request.body)
+            except BadRequest as exc:
+                raise _Refused(400, str(exc)) from None
+        return found
 
-    async def _known_markets(self, request: Request, params: list[str]) -> Response:
-        known = getattr(self.node, "known_markets", None)
+
+# -- the ASGI guard -----------------------------------------------------------------
+class _Guard:
+    """Plain ASGI in front of FastAPI: sizes, then the checks, then the app, with a
+    time limit and a one-line 500 for whatever it raises. Every answer of its own
+    carries the API's one error shape."""
+
+    def __init__(self, api: ControlApi) -> None:
+        self.api = api
+        self.limits = api.limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # a websocket upgrade: this API has none
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), (b"server", b"p2p-market")]
+            await send(message)
+
+        try:
+            request = await self._read(scope, receive)
+            route = self.api.guard(scope, request)
+        except _Gone:
+            return
+        except _Refused as refused:
+            close = refused.status in (408, 413, 431)
+            await _answer(tracked, refused, close=close)
+            return
+        replay = _replay(request.body, receive)
+        path = getattr(route, "path", "")
+        timeout = math.inf if path in STREAMS else self.limits.handler_timeout
+        try:
+            with trio.move_on_after(timeout):
+                await self.api.fastapi(scope, replay, tracked)
+                return
+            log.warning("api: %s %s timed out", request.method, request.path)
+            if not started:
+                await _answer(tracked, _Refused(503, "the node did not answer in time"))
+        except Exception as exc:
+            log.error("api: %s %s failed", request.method, request.path, exc_info=exc)
+            if not started:
+                await _answer(tracked, _Refused(500, f"internal error ({type(exc).__name__})"))
+
+    async def _read(self, scope: Scope, receive: Receive) -> Request:
+        """The request with its whole body, bounded: 431 for a head above the limit
+        (Hypercorn bounds a head still incomplete, this one a complete head), 413 for
+        a body above it, read on (bounded) before the answer so the client, still
+        sending, can read it rather than a reset."""
+        limits = self.limits
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        raw_headers: list[tuple[bytes, bytes]] = list(scope["headers"])
+        head = len(scope["method"]) + len(raw_path) + sum(len(n) + len(v) for n, v in raw_headers)
+        if head > limits.max_head_bytes:
+            raise _Refused(431, f"request head above {limits.max_head_bytes} bytes")
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in raw_headers:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        too_large = _Refused(413, f"request body above {limits.max_body_bytes} bytes")
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limits.max_body_bytes:
+            if int(declared) <= limits.drain_bytes:
+                await _drain(receive, limits)
+            raise too_large
+        body = bytearray()
+        with trio.move_on_after(limits.request_timeout) as waited:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # the client went away
+                    raise _Gone()
+                body += message.get("body", b"")
+                if len(body) > limits.max_body_bytes:
+                    if message.get("more_body", False):
+                        await _drain(receive, limits)
+                    raise too_large
+                if not message.get("more_body", False):
+                    break
+        if waited.cancelled_caught:
+            raise _Refused(408, "request not received in time")
+        split_path = raw_path.split(b"?", 1)[0].decode("ascii", "replace")
+        server = scope.get("server") or ("", 0)
+        return Request(
+            method=scope["method"],
+            path=split_path or "/",
+            query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
+            body=bytes(body),
+            headers=headers,
+            local_port=int(server[1] or 0),
+        )
+
+
+class _Gone(Exception):
+    """The client disconnected before its request was whole: nothing to answer."""
+
+
+async def _drain(receive: Receive, limits: Limits) -> None:
+    """Swallow what the client still sends of a refused body, up to `drain_bytes`
+    and `drain_timeout`, so that it reads the answer instead of a reset."""
+    left = limits.drain_bytes
+    with trio.move_on_after(limits.drain_timeout):
+        while left > 0:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            left -= len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The app's receive: the body already read, then the connection's own events
+    (a disconnect, which a stream watches for)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _answer(send: Send, refused: _Refused, *, close: bool = False) -> None:
+    body = json.dumps({"error": " ".join(refused.message.split())}).encode() + b"\n"
+    headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in refused.headers.items()]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": refused.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- the routes -----------------------------------------------------------------------
+_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    status: {"model": m.ErrorBody, "description": what}
+    for status, what in (
+        (400, "a bad id, body or field"),
+        (403, "a foreign Origin, or a cross-site fetch"),
+        (404, "an unknown market or ask, or what this node does not keep"),
+        (413, "a body above the limit"),
+        (421, "a Host that is not this API's (DNS rebinding guard)"),
+        (431, "a request head above the limit"),
+        (500, "a bug in the node"),
+        (503, "the node did not answer in time"),
+    )
+}
+_TOKEN: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": m.ErrorBody, "description": "no token, or not the node's"}
+}
+_WRITE: Final[dict[int | str, dict[str, Any]]] = {
+    **_TOKEN,
+    415: {"model": m.ErrorBody, "description": "a body that is not application/json"},
+}
+_NOT_STORED: Final[dict[int | str, dict[str, Any]]] = {
+    507: {"model": m.SubmittedBody, "description": "not stored: the node's disk is full"},
+    503: {"model": m.SubmittedBody, "description": "not stored, or no answer in time"},
+}
+_ID_DOC: Final = {"pattern": m.ID_PATTERN}
+_EVENT_DOC: Final = (
+    "Server-sent events (text/event-stream): `event:` is one of "
+    + ", ".join(f"`{k}`" for k in ("subscribed", "ask_state", "attempt_settled", "assigned"))
+    + " and the others of node/events.py, `id:` the node's event sequence number, `data:`"
+    " one JSON object. The first event is `subscribed`: the stream is live from then on."
+    " A client that reads slower than the node acts is dropped (a `dropped` event ends"
+    " its stream)."
+)
+
+
+def _make_app(api: ControlApi) -> FastAPI:
+    """The FastAPI app of the routes. Its handlers see only requests the guard let
+    through; their exceptions become the API's one-line errors (KeyError 404,
+    ValueError 400, a body the models refuse 400)."""
+    node = api.node
+    app = FastAPI(
+        title="p2p-market node control API",
+        version="1",
+        description=__doc__,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+        default_response_class=NodeJSON,
+        responses=_ERRORS,
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: FastRequest, exc: RequestValidationError) -> NodeJSON:
+        route = request.scope.get("route")
+        model = _BODY_MODELS.get(getattr(route, "path", ""))
+        return _error(400, m.explain(model, list(exc.errors()), exc.body))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: FastRequest, exc: Exception) -> NodeJSON:
+        # Starlette answers with this, then raises again: the guard logs it.
+        return _error(500, f"internal error ({type(exc).__name__})")
+
+    @app.exception_handler(KeyError)
+    async def _not_found(request: FastRequest, exc: KeyError) -> NodeJSON:
+        return _error(404, _key_message(exc))
+
+    @app.exception_handler(ValueError)
+    async def _bad(request: FastRequest, exc: ValueError) -> NodeJSON:
+        return _error(400, str(exc) or type(exc).__name__)
+
+    @app.get("/v1/status", response_model=m.StatusBody)
+    async def status() -> NodeJSON:
+        """The node's identity, addresses, peers, markets, uptime and roles."""
+        return NodeJSON(node.status())
+
+    @app.get("/v1/markets", response_model=m.MarketsBody)
+    async def markets() -> NodeJSON:
+        """The markets this node follows."""
+        return NodeJSON({"markets": node.markets()})
+
+    @app.get("/v1/markets/known", response_model=m.MarketsBody)
+    async def known_markets() -> NodeJSON:
+        """The markets the node's peers announce."""
+        known = getattr(node, "known_markets", None)
         if known is None:
             raise KeyError("this node does not hear market announcements")
-        return json_response({"markets": known()})
+        return NodeJSON({"markets": known()})
 
-    async def _book(self, request: Request, params: list[str]) -> Response:
-        return json_response(self.node.book(_hex_id(params[0], "market")))
+    @app.get("/v1/markets/{market}/book", response_model=m.BookBody)
+    async def book(market: str = _path(_ID_DOC)) -> NodeJSON:
+        """One market's current bids and its asks."""
+        return NodeJSON(node.book(_hex_id(market, "market")))
 
-    async def _ask(self, request: Request, params: list[str]) -> Response:
-        return json_response(self.node.ask(_hex_id(params[0], "ask")))
+    @app.get("/v1/asks/{ask_id}", response_model=m.AskView)
+    async def ask(ask_id: str = _path(_ID_DOC)) -> NodeJSON:
+        """One ask's view: its state, winners, prices, slot states."""
+        return NodeJSON(node.ask(_hex_id(ask_id, "ask")))
 
-    async def _submit(self, request: Request, params: list[str]) -> Response:
-        return _submitted(await self.node.submit(envelope_bytes(request)))
-
-    async def _bid(self, request: Request, params: list[str]) -> Response:
-        fields = check_fields(parse_json_object(request.body), BID_FIELDS)
-        return _submitted(await self.node.place_bid(fields))
-
-    async def _place_ask(self, request: Request, params: list[str]) -> Response:
-        fields = check_fields(parse_json_object(request.body), ASK_FIELDS)
-        return _submitted(await self.node.place_ask(fields))
-
-    async def _cancel(self, request: Request, params: list[str]) -> Response:
-        return _submitted(await self.node.cancel(_hex_id(params[0], "ask")))
-
-    async def _proofs(self, request: Request, params: list[str]) -> Response:
-        ask = bytes.fromhex(_hex_id(params[0], "ask"))
-        source = getattr(self.node, "verified_proofs", None)
+    @app.get("/v1/asks/{ask_id}/proofs", response_model=m.ProofsBody, responses=_TOKEN)
+    async def proofs(ask_id: str = _path(_ID_DOC)) -> NodeJSON:
+        """The proofs of one of the node's asks that its requester role verified."""
+        key = bytes.fromhex(_hex_id(ask_id, "ask"))
+        source = getattr(node, "verified_proofs", None)
         if source is None:
             raise KeyError("this node keeps no proofs")
-        proofs = source(ask)
-        return json_response({"proofs": {p.hex(): proof.hex() for p, proof in proofs.items()}})
+        found = source(key)
+        return NodeJSON({"proofs": {p.hex(): proof.hex() for p, proof in found.items()}})
 
-    async def _stats(self, request: Request, params: list[str]) -> Response:
-        return json_response(node_stats(_inspectable(self.node)))
+    @app.post("/v1/envelopes", response_model=m.SubmittedBody, responses=_WRITE | _NOT_STORED)
+    async def submit(body: m.EnvelopeBody) -> NodeJSON:
+        """Submit an envelope signed elsewhere."""
+        raw = bytes.fromhex(body.hex)
+        if not raw:
+            raise BadRequest("empty envelope")
+        return _submitted(await node.submit(raw))
 
-    async def _check(self, request: Request, params: list[str]) -> Response:
-        return json_response(market_check(_inspectable(self.node), _hex_id(params[0], "market")))
+    @app.post("/v1/bids", response_model=m.SubmittedBody, responses=_WRITE | _NOT_STORED)
+    async def place_bid(body: m.BidFields) -> NodeJSON:
+        """Sign a Bid with the node's key and submit it."""
+        return _submitted(await node.place_bid(_given(body)))
 
-    async def _connect(self, request: Request, params: list[str]) -> Response:
-        connect = getattr(self.node, "connect_peers", None)
-        if connect is None:
+    @app.post("/v1/asks", response_model=m.SubmittedBody, responses=_WRITE | _NOT_STORED)
+    async def place_ask(body: m.AskFields) -> NodeJSON:
+        """Sign an Ask with the node's key and submit it."""
+        return _submitted(await node.place_ask(_given(body)))
+
+    @app.post(
+        "/v1/asks/{ask_id}/cancel",
+        response_model=m.SubmittedBody,
+        responses=_WRITE | _NOT_STORED,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}},
+            }
+        },
+    )
+    async def cancel(ask_id: str = _path(_ID_DOC)) -> NodeJSON:
+        """Sign and submit a Cancel of one of the node's asks (the body is `{}`)."""
+        return _submitted(await node.cancel(_hex_id(ask_id, "ask")))
+
+    @app.get("/v1/stats", response_model=m.StatsBody)
+    async def stats() -> NodeJSON:
+        """Counters since the node started."""
+        return NodeJSON(node_stats(_inspectable(node)))
+
+    @app.get("/v1/markets/{market}/check", response_model=m.CheckBody)
+    async def check(market: str = _path(_ID_DOC)) -> NodeJSON:
+        """One market's agreement data: state hash, invariants, reorgs."""
+        return NodeJSON(market_check(_inspectable(node), _hex_id(market, "market")))
+
+    @app.post("/v1/peers", response_model=m.PeersDialled, responses=_WRITE)
+    async def connect(body: m.PeersBody) -> NodeJSON:
+        """Dial these full multiaddrs now, and keep them with the bootstrap peers."""
+        dial = getattr(node, "connect_peers", None)
+        if dial is None:
             raise KeyError("this node does not dial peers on request")
-        fields = parse_json_object(request.body)
-        addrs = fields.get("addrs")
-        if set(fields) != {"addrs"} or not isinstance(addrs, list):
-            raise BadRequest('the body must be {"addrs": [multiaddr, ...]}')
-        if not 1 <= len(addrs) <= MAX_DIAL or not all(type(a) is str for a in addrs):
-            raise BadRequest(f"addrs must be 1 to {MAX_DIAL} multiaddr strings")
-        return json_response(await connect(addrs))
+        return NodeJSON(await dial(list(body.addrs)))
 
-
-def check_bearer(request: Request, token: bytes) -> Response | None:
-    """None if the request carries `token` as `Authorization: Bearer`, compared in
-    constant time; else the 401 naming what is wrong."""
-    auth = request.headers.get("authorization")
-    if auth is None:
-        reason = (
-            "missing API token: send Authorization: Bearer <token>, the token in"
-            f" {TOKEN_FILE} in the node's data dir"
+    @app.get(
+        "/v1/events",
+        response_class=StreamingResponse,
+        responses={
+            **_TOKEN,
+            200: {
+                "description": _EVENT_DOC,
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+        },
+    )
+    async def events() -> StreamingResponse:
+        """Ask lifecycle and node events as they happen (server-sent events)."""
+        hub = api.events
+        if hub is None:
+            raise KeyError("this node tells no events")
+        return StreamingResponse(
+            _event_stream(hub),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
-    else:
-        scheme, _, value = auth.strip().partition(" ")
-        given = value.strip().encode("latin-1")
-        if scheme.lower() != "bearer" or not given:
-            reason = "malformed Authorization header: expected Bearer <token>"
-        elif hmac.compare_digest(given, token):
-            return None
-        else:
-            reason = "wrong API token"
-    return error_response(401, reason, headers=(("www-authenticate", "Bearer"),))
+
+    return app
+
+
+_BODY_MODELS: Final[dict[str, Any]] = {
+    "/v1/envelopes": m.EnvelopeBody,
+    "/v1/bids": m.BidFields,
+    "/v1/asks": m.AskFields,
+    "/v1/peers": m.PeersBody,
+}
+
+
+def _path(doc: dict[str, Any]) -> Any:
+    """A path parameter documented with `doc` (its pattern) but checked by the
+    handler, which says which id is wrong in the API's words."""
+    return Path(json_schema_extra=doc)
+
+
+def _given(body: Any) -> dict[str, Any]:
+    """The fields the client sent, and only those: the node applies its defaults."""
+    fields: dict[str, Any] = body.model_dump(exclude_unset=True)
+    return fields
+
+
+def sse(event: Event) -> bytes:
+    """One event in the text/event-stream format."""
+    data = json.dumps(event.data, separators=(",", ":"), allow_nan=False)
+    return f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode()
+
+
+async def _event_stream(hub: EventHub) -> AsyncIterator[bytes]:
+    with hub.subscribe() as queue:
+        yield sse(Event(hub.seq, "subscribed", {"seq": hub.seq, "queue": hub.queue}))
+        while True:
+            with trio.move_on_after(KEEPALIVE_S):
+                try:
+                    event = await queue.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    yield sse(Event(hub.seq, "dropped", {"reason": "queue full", "seq": hub.seq}))
+                    return
+                yield sse(event)
+                continue
+            yield b": keepalive\n\n"
 
 
 def _inspectable(node: NodeFacade) -> Any:
@@ -564,20 +806,6 @@ def market_check(node: Any, market: str) -> dict[str, Any]:
     }
 
 
-def _match(pattern: tuple[str, ...], segments: list[str]) -> list[str] | None:
-    if len(pattern) != len(segments):
-        return None
-    params = []
-    for want, got in zip(pattern, segments, strict=True):
-        if want == "*":
-            if not got:
-                return None
-            params.append(got)
-        elif want != got:
-            return None
-    return params
-
-
 def _key_message(exc: KeyError) -> str:
     """KeyError's str() quotes its argument; the message is the argument itself."""
     if exc.args and isinstance(exc.args[0], str):
@@ -585,6 +813,131 @@ def _key_message(exc: KeyError) -> str:
     if exc.args and isinstance(exc.args[0], bytes):
         return f"unknown id {exc.args[0].hex()}"
     return "not found"
+
+
+def hypercorn_config(limits: Limits) -> HypercornConfig:
+    """Hypercorn bounded as `limits` says: h11 refuses an incomplete head past 4x the
+    limit (the guard refuses a complete one past it, with its own 431), idle
+    connections close after `idle_timeout`; no access log, errors to this module's
+    logger, no Server header of its own (the guard sets ours)."""
+    config = HypercornConfig()
+    config.h11_max_incomplete_size = 4 * limits.max_head_bytes
+    config.keep_alive_timeout = limits.idle_timeout
+    config.graceful_timeout = 0.0
+    config.include_server_header = False
+    config.accesslog = None
+    config.errorlog = logging.getLogger(f"{__name__}.hypercorn")
+    return config
+
+
+class _Connection(TCPServer):
+    """Hypercorn's connection, with two changes. It tells the server when it waits
+    for a request (idle) and when it serves one, so that at the connection cap the
+    longest idle one can be closed for a newcomer (clients that connect and send
+    nothing cannot keep the owner out). And a write that the client does not take
+    within `write_timeout` closes the connection: Hypercorn shields each write from
+    cancellation with no time limit, so a client that stopped reading (an event
+    stream's, whose socket buffers filled) would hold its task, and the node's
+    shutdown, for as long as it stayed connected."""
+
+    def __init__(
+        self,
+        app: Any,
+        config: HypercornConfig,
+        stream: trio.SocketStream,
+        idle: _Idle,
+        write_timeout: float,
+    ) -> None:
+        super().__init__(app, config, WorkerContext(None), ConnectionState({}), stream)  # type: ignore[arg-type]
+        self.idle = idle
+        self.write_timeout = write_timeout
+        self.scope = trio.CancelScope()
+        idle[self] = None  # waiting for its first request
+
+    async def protocol_send(self, event: HypercornEvent) -> None:
+        if isinstance(event, RawData):
+            await self._write(event.data)
+            return
+        if isinstance(event, Updated):
+            self.idle.pop(self, None)
+            if event.idle:
+                self.idle[self] = None  # the newest idle one
+        await super().protocol_send(event)
+
+    async def _write(self, data: bytes) -> None:
+        """Hypercorn's write: shielded (a write cut short would leave the client half
+        a response), but for `write_timeout` at most; then the connection closes."""
+        broken = False
+        async with self.send_lock:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self.write_timeout
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    broken = True
+        if broken or scope.cancelled_caught:
+            if scope.cancelled_caught:
+                log.info("api: a client took no data for %g s: closed", self.write_timeout)
+            await trio.aclose_forcefully(self.stream)
+            await self.protocol.handle(Closed())
+
+
+_Idle = dict[_Connection, None]
+
+
+async def _serve(
+    app: Any,
+    config: HypercornConfig,
+    host: str,
+    port: int,
+    limits: Limits,
+    task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Hypercorn's connections on our listener: at most `limits.max_connections` at
+    once (the rest wait in the backlog, or the longest idle one is closed for them),
+    each in a task of this nursery, so cancelling it ends every one and closes the
+    socket; what Hypercorn's own `serve` adds (worker processes, lifespan events,
+    signals) a node's API does not use."""
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    listener = await listen(host, port)
+    async with listener:
+        slots = trio.Semaphore(limits.max_connections)
+        idle: _Idle = {}
+        async with trio.open_nursery() as nursery:
+            bound = listener.socket.getsockname()[1]
+            log.info("api: listening on %s:%d", host, bound)
+            task_status.started(bound)
+            while True:
+                try:
+                    slots.acquire_nowait()
+                except trio.WouldBlock:
+                    for oldest in idle:
+                        del idle[oldest]
+                        oldest.scope.cancel()
+                        break
+                    await slots.acquire()
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:  # e.g. EMFILE: back off instead of spinning
+                    slots.release()
+                    log.warning("api: accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                except BaseException:
+                    slots.release()
+                    raise
+                conn = _Connection(wrapped, config, stream, idle, limits.write_timeout)
+                nursery.start_soon(_connection, conn, slots)
+
+
+async def _connection(conn: _Connection, slots: trio.Semaphore) -> None:
+    try:
+        with conn.scope:
+            await conn.run()
+    finally:
+        conn.idle.pop(conn, None)
+        slots.release()
+        await trio.aclose_forcefully(conn.stream)  # Hypercorn's close skips it if cancelled
 
 
 async def serve_api(
@@ -595,15 +948,26 @@ async def serve_api(
     port: int = 0,
     limits: Limits | None = None,
     token_everywhere: bool = False,
+    events: EventHub | None = None,
     task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """serve_http(ControlApi(node, token=token)): the runtime's control API service.
-    ValueError for a `host` that is not a loopback address, unless `token_everywhere`
-    (the module docstring says why)."""
+    """The runtime's control API service: Hypercorn serving `ControlApi(node).app`
+    until cancelled (every connection task ends, the socket closes). Reports the
+    bound port (useful with port 0) through `task_status`. ValueError for a `host`
+    that is not a loopback address, unless `token_everywhere` (the module docstring
+    says why)."""
     if not is_loopback(host) and not token_everywhere:
         raise ValueError(
             f"the control API binds a loopback address only, not {host!r}, unless the"
             " token is required on every call (node.api_token_everywhere)"
         )
-    api = ControlApi(node, token=token, bind_host=host, token_everywhere=token_everywhere)
-    await serve_http(api, host=host, port=port, limits=limits, task_status=task_status)
+    limits = limits or Limits()
+    api = ControlApi(
+        node,
+        token=token,
+        bind_host=host,
+        token_everywhere=token_everywhere,
+        limits=limits,
+        events=events,
+    )
+    await _serve(api.app, hypercorn_config(limits), host, port, limits, task_status=task_status)

@@ -19,6 +19,9 @@ line naming the problem instead of a traceback.
     keepalive_every_s = 5.0             # ping every peer this often (dead-peer detection)
     keepalive_misses = 3                # a peer missing this many pings in a row is dropped
     redial_max_s = 60.0                 # back-off cap when redialling a dropped peer
+    relay_service = false               # serve circuit relay v2 to nodes behind NAT
+    reachability = "public"             # "private": no inbound connections; use relays
+    relays = []                         # relay peers (full multiaddrs) a private node uses
 
     [[markets]]                         # "devnet" or the fields of a Market descriptor
     preset = "devnet"
@@ -117,6 +120,14 @@ class NodeConfig:
     """A peer that misses this many pings in a row is disconnected as dead."""
     redial_max_s: float = REDIAL_MAX_S
     """A dropped peer is redialled after 1, 2, 4 ... s, at most this far apart."""
+    relay_service: bool = False
+    """Serve circuit relay v2 (hop): take reservations of nodes that cannot be
+    dialled and relay connections to them (net/relay.py, docs/reachability.md)."""
+    reachability: str = "public"
+    """"private": the node takes no inbound connection (behind NAT, or no listen
+    address at all); it keeps a slot on each of `relays` and peers reach it there."""
+    relays: tuple[str, ...] = ()
+    """Relay peers a private node reserves a slot on, full multiaddrs with /p2p/."""
     markets: tuple[Market, ...] = field(default_factory=lambda: (default_market(),))
     market_ids: tuple[bytes, ...] = ()
     """Markets a config names by id alone (`[[markets]] id = ...`) whose descriptor
@@ -131,8 +142,9 @@ _NODE_KEYS = {
     "key_file", "passphrase_file", "data_dir", "listen", "bootstrap", "announce",
     "api_port", "api_listen", "api_token_everywhere", "metrics_port", "metrics_listen",
     "frames_per_second", "sync_every_s", "announce_every_s", "keepalive_every_s",
-    "keepalive_misses", "redial_max_s",
+    "keepalive_misses", "redial_max_s", "relay_service", "reachability", "relays",
 }  # fmt: skip
+REACHABILITY = ("public", "private")
 
 
 def typed(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
@@ -157,6 +169,31 @@ def _addrs(values: Any, where: str) -> tuple[str, ...]:
         except Exception as exc:  # the library raises several unrelated types
             raise ConfigError(f"{where}: not a multiaddr: {v!r} ({exc})") from None
     return tuple(values)
+
+
+def _reachability(node: dict[str, Any], relay_service: bool) -> tuple[str, tuple[str, ...]]:
+    """node.reachability and node.relays, checked together (docs/reachability.md)."""
+    reachability = typed(node, "reachability", str, "node") if "reachability" in node else "public"
+    if reachability not in REACHABILITY:
+        raise ConfigError(f'node.reachability must be "public" or "private", not {reachability!r}')
+    relays = _addrs(node.get("relays", []), "node.relays")
+    for addr in relays:
+        if "/p2p-circuit" in addr or "/tcp/" not in addr or "/p2p/" not in addr:
+            raise ConfigError(
+                f"node.relays: {addr!r} is not a relay's TCP multiaddr with /p2p/<peer id>"
+            )
+    if reachability == "private" and not relays:
+        raise ConfigError(
+            'node.reachability = "private" needs node.relays: the relay peers to reserve'
+            " a slot on (nodes with relay_service = true)"
+        )
+    if reachability == "public" and relays:
+        raise ConfigError('node.relays is only used with node.reachability = "private"')
+    if reachability == "private" and relay_service:
+        raise ConfigError(
+            'node.relay_service needs a node others can dial, not reachability = "private"'
+        )
+    return reachability, relays
 
 
 def _bind_ip(table: dict[str, Any], key: str) -> str:
@@ -289,6 +326,8 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
     keepalive_every = _ranged(node, "keepalive_every_s", float, KEEPALIVE_EVERY_S, 0.5, 60)
     keepalive_misses = _ranged(node, "keepalive_misses", int, KEEPALIVE_MISSES, 1, 100)
     redial_max = _ranged(node, "redial_max_s", float, REDIAL_MAX_S, 1, 3600)
+    relay_service = typed(node, "relay_service", bool, "node") if "relay_service" in node else False
+    reachability, relays = _reachability(node, relay_service)
     markets_raw = data.get("markets", [{"preset": "devnet"}])
     if not isinstance(markets_raw, list) or not markets_raw:
         raise ConfigError("markets must be a non-empty list of tables ([[markets]])")
@@ -321,6 +360,9 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         keepalive_every_s=keepalive_every,
         keepalive_misses=keepalive_misses,
         redial_max_s=redial_max,
+        relay_service=relay_service,
+        reachability=reachability,
+        relays=relays,
         markets=tuple(m for m in listed if isinstance(m, Market)),
         market_ids=tuple(m for m in listed if isinstance(m, bytes)),
         roles=roles,

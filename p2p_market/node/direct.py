@@ -44,6 +44,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from p2p_market.core.crypto import SigningKey, verify
+from p2p_market.net import relay
 from p2p_market.net.host import guarded, peer_id_of
 from p2p_market.node import wire
 from p2p_market.node.wire import WireError, close_quietly, read_msg, write_msg
@@ -394,6 +395,7 @@ async def send_direct(
     try:
         try:
             with trio.fail_after(timeout_s):
+                await relay.reach(host, peer_id_of(recipient))  # known by a circuit only?
                 stream = await host.new_stream(peer_id_of(recipient), [PROTOCOL])
         except trio.TooSlowError:
             raise DirectError(f"no stream to the recipient within {timeout_s} s") from None

@@ -132,7 +132,7 @@ async def serve_http(
     """Serve until cancelled. Reports the bound port (useful with port 0) through
     `task_status`; cancelling ends every connection task and closes the socket."""
     limits = limits or Limits()
-    listener = await _listen(host, port)
+    listener = await listen(host, port)
     async with listener:
         bound = listener.socket.getsockname()[1]
         log.info("http: listening on %s:%d", host, bound)
@@ -170,7 +170,7 @@ def _evict_oldest_idle(idle: dict[_Conn, None]) -> None:
         return
 
 
-async def _listen(host: str, port: int) -> trio.SocketListener:
+async def listen(host: str, port: int) -> trio.SocketListener:
     """One listening socket on the first address `host` resolves to (never several
     ports for one `port=0`, as open_tcp_listeners may give for a name)."""
     infos = await trio.socket.getaddrinfo(

@@ -40,6 +40,7 @@ from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
+from p2p_market.net import relay
 from p2p_market.net.addrs import for_remote, remote_is_local
 from p2p_market.net.host import PeerSlots, connect_all, guarded
 from p2p_market.node import wire
@@ -127,7 +128,12 @@ class DialScopes:
         return cls(frozenset(allowed))
 
     def allows(self, addr: str) -> bool:
-        """Whether an address learnt from a peer may be dialled."""
+        """Whether an address learnt from a peer may be dialled. A circuit address
+        (`<relay>/p2p-circuit/p2p/<peer>`, a node behind a relay: net/relay.py) is
+        judged by its relay's address, the one dialled."""
+        if relay.is_circuit(addr):
+            relay_addr, _, rest = addr.partition(relay.CIRCUIT)
+            return rest.count("/") == 2 and rest.startswith("/p2p/") and self.allows(relay_addr)
         ip = _tcp_ip(addr)
         return ip is not None and scope_of_ip(ip) in self.allowed
 

@@ -15,6 +15,7 @@ validator never waits on I/O beyond the log write.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
@@ -35,7 +36,7 @@ from p2p_market.core import effects as fx
 from p2p_market.core.crypto import SigningKey
 from p2p_market.core.effects import Effect
 from p2p_market.core.envelope import Envelope, market_id, seal
-from p2p_market.core.messages import Ask, Bid, Cancel, Market, sha256
+from p2p_market.core.messages import Ask, Bid, Cancel, Kind, Market, sha256
 from p2p_market.core.state import MarketState
 from p2p_market.core.validation import check_envelope
 from p2p_market.core.verdict import Reason, Verdict, ignore
@@ -45,14 +46,15 @@ from p2p_market.net.gossip import Gossip, GossipConfig
 from p2p_market.net.host import DIAL_TIMEOUT_S, connect_all, make_host
 from p2p_market.net.keepalive import Keepalive
 from p2p_market.net.ratelimit import KeyedRateLimiter
+from p2p_market.net.relay import Relaying
 from p2p_market.node import peers
-from p2p_market.node.api import ask_json, bid_json, serve_api
 from p2p_market.node.api_token import ensure_token, token_path
 from p2p_market.node.artifacts import ArtifactServer, MarketArtifacts
 from p2p_market.node.config import ANTI_ENTROPY_S as ANTI_ENTROPY_S  # re-exported
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.direct import DirectMessage, DirectServer, Header
 from p2p_market.node.discovery import Discovery, KnownMarkets
+from p2p_market.node.events import EventHub
 from p2p_market.node.facade import Submitted
 from p2p_market.node.known_peers import KnownPeers
 from p2p_market.node.metrics import NodeMetrics, serve_metrics
@@ -60,6 +62,7 @@ from p2p_market.node.newcomers import NewcomerHoldings
 from p2p_market.node.redial import Redialer
 from p2p_market.node.storage import EnvelopeLog, StorageError, WriteFailed
 from p2p_market.node.sync import CatchUp, Refusals, SyncServer, refused_for_good, sync_market
+from p2p_market.node.views import ask_json, bid_json
 from p2p_market.proving.snark import artifact_dirs
 
 if TYPE_CHECKING:
@@ -182,13 +185,17 @@ class LogHealth:
     """Write failures of the log, told once per episode: at the first failure, and
     at the first write that succeeds after it (with how many messages were refused)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tell: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.failing: StorageError | None = None
         self.refused = 0
+        self.tell = tell
+        """Told each change, as the event stream's `storage` event (node/events.py)."""
 
     def failed(self, exc: StorageError, refused: int = 0) -> None:
         if self.failing is None:
             log.error("cannot write the log: %s; refusing new messages until it can", exc)
+            if self.tell is not None:
+                self.tell({"storage": str(exc), "refused": 0})
         self.failing = exc
         self.refused += refused
 
@@ -198,6 +205,8 @@ class LogHealth:
                 "the log can be written again; %d messages were refused meanwhile",
                 self.refused,
             )
+            if self.tell is not None:
+                self.tell({"storage": "ok", "refused": self.refused})
             self.failing = None
             self.refused = 0
 
@@ -263,10 +272,13 @@ class Node:
             100_000
         )
         self.metrics = NodeMetrics(self.states)
+        self.events = EventHub()
+        """What `GET /v1/events` streams: the core's effects about asks, local
+        submissions' verdicts, peers connected and dropped (node/events.py)."""
         self.started_ms = clock()
         self.admitted = 0
         self.log: EnvelopeLog | None = None
-        self.log_health = LogHealth()
+        self.log_health = LogHealth(functools.partial(self.events.publish, "storage"))
         self.clock_skew = ClockSkew()
         self.known_peers: KnownPeers | None = None
         """Addresses of peers this node was connected to, kept in its data dir
@@ -311,9 +323,11 @@ class Node:
         self.redialer: Redialer | None = None
         self._missing_parents: dict[tuple[bytes, bytes], float] = {}
         """(market, parent id) of orphans from gossip -> when to fetch the parent."""
-        self.bootstrap: list[str] = list(config.bootstrap)
+        self.bootstrap: list[str] = list(dict.fromkeys([*config.bootstrap, *config.relays]))
         """Redialled whenever the node has fewer than TARGET_PEERS connections: the
-        config's, and those `connect_peers` was given."""
+        config's (its relays too), and those `connect_peers` was given."""
+        self.relaying: Relaying | None = None
+        """Circuit relay v2 (net/relay.py): serving it, or keeping slots on relays."""
         self._rng = random.Random()
         self._signer_limit = KeyedRateLimiter(SIGNER_PER_SECOND, SIGNER_BURST)
         self._newcomer_limit = KeyedRateLimiter(NEWCOMER_PER_SECOND, NEWCOMER_BURST)
@@ -465,6 +479,7 @@ class Node:
         peers for 30-40 s; a peer that just came back holds what this node missed
         while its link was down), and stop redialling it if it was dropped."""
         self.catch_up.connected(trio.current_time())
+        self.events.publish("peer_connected", {"peer": peer.to_base58()})
         self._wake.set()
         if self.redialer is not None:
             self.redialer.heard(peer)
@@ -520,6 +535,7 @@ class Node:
 
     def _on_dead(self, peer: ID) -> None:
         """The keepalive dropped `peer` (it stopped answering pings): redial it."""
+        self.events.publish("peer_dropped", {"peer": peer.to_base58()})
         if self.redialer is not None:
             self.redialer.dropped(peer)
         self._wake.set()
@@ -550,6 +566,10 @@ class Node:
 
     async def dispatch_effects(self) -> None:
         async for mid, effect in self._effects_out:
+            try:
+                self.events.effect(mid, effect)
+            except Exception:  # the stream is a view: it must not stop the dispatch
+                log.exception("event stream failed on %s", type(effect).__name__)
             if isinstance(effect, fx.Reorg):
                 self.metrics.reorg(mid)
             elif isinstance(effect, fx.AttemptSettled):
@@ -568,6 +588,8 @@ class Node:
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Every service in one nursery; returns when cancelled, with nothing left
         running (the gossip service closes the host, the log is closed last)."""
+        from p2p_market.node.api import serve_api  # the HTTP stack: for a running node only
+
         cfg = self.config
         with EnvelopeLog(data_path(cfg)) as envelope_log:  # StorageError: cannot be used
             api_token = ensure_token(cfg.data_dir)  # TokenError before anything runs
@@ -600,6 +622,7 @@ class Node:
             peers.attach(host)
             peers.watch_connections(host, self._on_connected)
             self.redialer = Redialer(host, max_delay_s=cfg.redial_max_s)
+            self.relaying = Relaying(host, serve=cfg.relay_service, relays=cfg.relays)
             self.keepalive = Keepalive(
                 host,
                 every_s=cfg.keepalive_every_s,
@@ -609,6 +632,7 @@ class Node:
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.gossip.run)
+                    await nursery.start(self.relaying.run)
                     self._nursery = nursery
                     for early in self._syncing:  # connected before the nursery was set
                         nursery.start_soon(self._sync_new_peer, early)
@@ -623,6 +647,7 @@ class Node:
                             host=cfg.api_listen,
                             port=cfg.api_port,
                             token_everywhere=cfg.api_token_everywhere,
+                            events=self.events,
                         )
                     )
                     if cfg.metrics_port >= 0:
@@ -873,6 +898,8 @@ class Node:
             else [],
             "from_future": self.clock_skew.status(),
             "liveness": self.liveness(),
+            "reachability": {"mode": self.config.reachability}
+            | (self.relaying.status() if self.relaying is not None else {}),
             "peers": len(peers.connected_peers(host)) if host else 0,
             "markets": [m.hex() for m in self.states],
             "uptime_s": (self.clock() - self.started_ms) / 1000,
@@ -992,11 +1019,14 @@ class Node:
                 detail=verdict.detail,
             )
         verdict = self.admit(env)
+        result = submitted(env.id, verdict)
+        kind = Kind(env.kind).name.lower() if env.kind in Kind.__members__.values() else env.kind
+        self.events.publish("submitted", {"kind": kind, **dataclasses.asdict(result)})
         if verdict.accepted:
             state = self.cores.state_for(env)
             assert state is not None
             await self.publish(state.market_id, raw)
-        return submitted(env.id, verdict)
+        return result
 
     async def place_bid(self, fields: dict[str, Any]) -> Submitted:
         return await self.submit(self.sign_bid(fields))

@@ -16,6 +16,7 @@ from typing import Any
 import trio
 
 from p2p_market.core import effects as fx
+from p2p_market.core import limits as L
 from p2p_market.core.envelope import Envelope, message_id, seal
 from p2p_market.core.lifecycle import TERMINAL, AskState, SlotState
 from p2p_market.core.limits import MAX_INLINE_INPUT_BYTES
@@ -32,7 +33,7 @@ from p2p_market.roles.reputation import Reputation
 log = logging.getLogger("p2p_market.requester")
 
 PROOF_WAIT_S = 30.0
-DEFAULT_AWARD_LAG_MS = 250
+DEFAULT_AWARD_LAG_MS = L.DEFAULT_AWARD_LAG_MS
 """How long after a commit window ends the requester waits for commits signed inside
 it before it awards (at most the market's skew). Waiting the whole skew lets a prover
 whose clock lags by up to the skew still win, but every proof then starts a skew

@@ -153,7 +153,7 @@ def test_asks_past_their_retention_horizon_are_checked_as_they_stood() -> None:
     now read every honest node's view of it just before its horizon."""
     world, r = simulate_world(replace(SCENARIOS["calm"], nodes=12, seconds=110), 7)
     assert r.ok, (r.failures, r.examples)
-    assert r.proven == r.expected == r.asks_compared == r.asks
+    assert r.proven == r.expected > 0 and r.asks_compared == r.asks
     forgotten = [
         (ask_id, rec)
         for ask_id, rec in world.asks.items()

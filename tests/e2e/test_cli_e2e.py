@@ -175,13 +175,22 @@ def test_node_run_starts_the_roles_its_config_names(tmp_path: Path) -> None:
             assert view["paid"] == 3
             wait_state(ApiClient(f"http://127.0.0.1:{prover['api_port']}"), placed.id, "proven")
             # The same, from the command line: `request --api` buys through this node
-            # (its key, its requester role) and writes a proof it verified again.
+            # (its key, its requester role) and writes a proof it verified again. The
+            # market by id alone: the node follows it and tells its descriptor.
             inputs = tmp_path / "cli-inputs.txt"
             inputs.write_bytes(b"through the api\n")
             out = tmp_path / "api-proof.bin"
             api_url = f"http://127.0.0.1:{requester['api_port']}"
+            unknown = cli(
+                "request", "--api", api_url, "--market", "ab" * 32,
+                "--input", str(inputs), "--max-price", "10", "--max-proof-time", "5000",
+                "--out", str(out), "--api-token-file", requester["api_token_file"],
+            )  # fmt: skip
+            assert unknown.returncode == 2, unknown.stdout + unknown.stderr
+            assert unknown.stderr.startswith("error: the node does not follow market ababab")
+            assert unknown.stderr.count("\n") == 1
             done = cli(
-                "request", "--api", api_url, "--market", str(descriptor),
+                "request", "--api", api_url, "--market", mid,
                 "--input", str(inputs), "--max-price", "10", "--max-proof-time", "5000",
                 "--out", str(out), "--timeout", "60",
                 "--api-token-file", requester["api_token_file"],

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import trio
 
 from p2p_market.core.state import MarketState
@@ -15,8 +17,8 @@ from p2p_market.localnet.report import build_summary, quantile, reference
 from p2p_market.localnet.rundata import RunData
 from p2p_market.localnet.scenario_file import parse_scenario
 from p2p_market.markets.devnet import Actor, default_market
-from p2p_market.node.api import ControlApi
-from p2p_market.node.http import Request
+from p2p_market.node.api import serve_api
+from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.metrics import NodeMetrics
 from tests.localnet.test_scenario import with_nodes
 
@@ -106,7 +108,7 @@ def test_quantiles_are_nearest_rank() -> None:
     assert quantile(values, 0.5) == 50.0 and quantile(values, 0.99) == 99.0
 
 
-async def test_the_control_api_reports_stats_and_checks() -> None:
+async def test_the_control_api_reports_stats_and_checks(nursery: trio.Nursery) -> None:
     """/v1/stats and /v1/markets/{id}/check on a runtime-like node; 404 without one."""
     market = default_market()
     state = MarketState(market)
@@ -125,30 +127,30 @@ async def test_the_control_api_reports_stats_and_checks() -> None:
         status=lambda: {"peers": 3},
     )
     token = "ab" * 32
-    api = ControlApi(node, token=token)
-    local = {"host": "127.0.0.1:8080"}
 
-    async def get(path: str) -> tuple[int, Any]:
-        import json
+    async def client_of(facade: Any) -> ApiClient:
+        port = await nursery.start(functools.partial(serve_api, facade, token=token))
+        return ApiClient(f"http://127.0.0.1:{port}", token=token, timeout=10)
 
-        response = await api(Request("GET", path, {}, b"", local, local_port=8080))
-        return response.status, json.loads(response.body)
+    client = await client_of(node)
 
-    status, stats = await get("/v1/stats")
-    assert status == 200
+    async def get(path: str) -> Any:
+        return await trio.to_thread.run_sync(client.request, "GET", path)
+
+    stats = await get("/v1/stats")
     assert stats == {
         "now": 42, "admitted": 1, "peers": 3, "gossip": {}, "published": {"bid": 1}, "reasons": {}
     }  # fmt: skip
-    status, check = await get(f"/v1/markets/{state.market_id.hex()}/check")
-    assert status == 200
+    check = await get(f"/v1/markets/{state.market_id.hex()}/check")
     assert check["state_hash"] == state.state_hash() and check["violations"] == []
     assert check["bids"] == 1 and check["reorgs"] == 0 and check["ask_envelopes"] == {}
-    status, _ = await get(f"/v1/markets/{'0' * 64}/check")
-    assert status == 404
-    bare = ControlApi(SimpleNamespace(), token=token)
-    response = await bare(Request("GET", "/v1/stats", {}, b"", local, local_port=8080))
-    assert response.status == 404
-    await trio.lowlevel.checkpoint()
+    with pytest.raises(ApiError) as unknown:
+        await get(f"/v1/markets/{'0' * 64}/check")
+    assert unknown.value.status == 404
+    client = await client_of(SimpleNamespace())  # no core state: 404
+    with pytest.raises(ApiError) as bare:
+        await get("/v1/stats")
+    assert bare.value.status == 404
 
 
 def test_ask_counts_nest_when_the_reference_node_lacks_asks(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from p2p_market.markets.devnet import default_market
 from p2p_market.node.config import DEFAULT_LISTEN, ConfigError, load_config, parse_config
 
 BASE = {"node": {"key_file": "k.pem", "data_dir": "d"}}
+RELAY = "/ip4/1.2.3.4/tcp/4701/p2p/12D3KooWSAxxGumW7UYppNhZE2CBmJR4jkszzqcyTsz5wAz8T2iF"
 
 
 def test_minimal_config_uses_the_devnet_market(tmp_path: Path) -> None:
@@ -52,6 +53,34 @@ def test_a_market_descriptor_in_full(tmp_path: Path) -> None:
         ({**BASE, "markets": [{"name": "x"}]}, "markets[0]:"),
         ({**BASE, "extra": {}}, "unknown section [extra]"),
         ({"node": {**BASE["node"], "mdns": True}}, "node.mdns was removed"),
+        ({"node": {**BASE["node"], "relay_service": 1}}, "node.relay_service must be bool"),
+        (
+            {"node": {**BASE["node"], "reachability": "nat"}},
+            'node.reachability must be "public" or "private", not \'nat\'',
+        ),
+        (
+            {"node": {**BASE["node"], "reachability": "private"}},
+            'node.reachability = "private" needs node.relays',
+        ),
+        (
+            {"node": {**BASE["node"], "relays": [RELAY]}},
+            'node.relays is only used with node.reachability = "private"',
+        ),
+        (
+            {"node": {**BASE["node"], "reachability": "private", "relays": ["/ip4/1.2.3.4/tcp/1"]}},
+            "node.relays: '/ip4/1.2.3.4/tcp/1' is not a relay's TCP multiaddr with /p2p/",
+        ),
+        (
+            {
+                "node": {
+                    **BASE["node"],
+                    "reachability": "private",
+                    "relays": [RELAY],
+                    "relay_service": True,
+                }
+            },
+            "node.relay_service needs a node others can dial",
+        ),
         ({"node": {**BASE["node"], "announce": ["here"]}}, "node.announce: not a multiaddr"),
         ({"node": {**BASE["node"], "api_listen": "lan"}}, "node.api_listen must be an IP"),
         (
@@ -204,3 +233,11 @@ def test_a_markets_entry_by_id_is_resolved_here_or_left_to_fetch(tmp_path: Path)
     ):
         with pytest.raises(ConfigError, match=why):
             parse_config({"node": node, "markets": [bad]}, tmp_path)
+
+
+def test_a_private_node_listens_nowhere_and_names_its_relays(tmp_path: Path) -> None:
+    node = {**BASE["node"], "listen": [], "reachability": "private", "relays": [RELAY]}
+    cfg = parse_config({"node": node}, tmp_path)
+    assert cfg.listen == () and cfg.reachability == "private" and cfg.relays == (RELAY,)
+    assert not cfg.relay_service
+    assert parse_config({"node": {**BASE["node"], "relay_service": True}}, tmp_path).relay_service

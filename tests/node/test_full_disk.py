@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,9 @@ async def test_a_full_log_refuses_what_it_cannot_store_and_the_node_recovers(
         await wait_until(lambda: set(b.states[MID].asks) == stored)
 
         # The disk fills: the last page's free room takes a few more asks, then none.
+        # The event stream tells when it does, and when it has room again.
+        subscription = ExitStack()
+        told = subscription.enter_context(a.events.subscribe())
         cap_pages(a, None)
         refused: list[dict[str, Any]] = []
         for price in range(2, 200):
@@ -118,6 +122,17 @@ async def test_a_full_log_refuses_what_it_cannot_store_and_the_node_recovers(
         assert status == 200 and answer["status"] == "accept", answer
         stored.add(bytes.fromhex(answer["id"]))
         assert a.status()["storage"] == "ok"
+        storage: list[dict[str, Any]] = []
+        while True:
+            try:
+                event = told.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if event.kind == "storage":
+                storage.append(event.data)
+        subscription.close()
+        assert [e["storage"].split(":")[0] for e in storage] == ["disk full", "ok"]
+        assert storage[1]["refused"] >= 5
         again = log_lines(caplog, logging.WARNING, "the log can be written again")
         assert len(again) == 1 and "messages were refused meanwhile" in again[0]
         await a.sync_now()

@@ -8,12 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from p2p_market.core.crypto import devnet_key
 from p2p_market.node.api_client import ApiClient
 from p2p_market.node.keyfile import write_key
-from tests.processes import ANY_PORT
+from tests.processes import ANY_PORT, process
 
 CLI = [sys.executable, "-m", "p2p_market.cli"]
 
@@ -72,3 +73,32 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     )
     assert missing.returncode == 2
     assert "config file not found" in missing.stderr and len(missing.stderr.splitlines()) == 1
+
+
+def test_a_private_node_listens_nowhere_and_is_found_through_its_relay(tmp_path: Path) -> None:
+    """Two `node run` processes: a relay, and a node with `listen = []` behind it,
+    whose ready line names its circuit address and whose status shows its slot; it
+    stops cleanly. (Trading through the relay: tests/node/test_relay.py.)"""
+    relay_dir, private_dir = tmp_path / "relay", tmp_path / "private"
+    relay_dir.mkdir()
+    private_dir.mkdir()
+    with process(
+        "node", "run", "--config", str(write_config(relay_dir, "relay_service = true"))
+    ) as (
+        _,
+        relay,
+    ):
+        extra = f'reachability = "private"\nrelays = ["{relay["addr"]}"]\n'
+        cfg = write_config(private_dir, extra)
+        cfg.write_text(cfg.read_text().replace(ANY_PORT, "listen = []\n"))
+        write_key(private_dir / "node.pem", devnet_key("process-private"), None, overwrite=True)
+        with process("node", "run", "--config", str(cfg)) as (proc, ready):
+            assert ready["addr"].startswith(relay["addr"] + "/p2p-circuit/p2p/")
+            api = ApiClient.for_node(ready)
+            deadline = time.monotonic() + 20
+            while not api.status()["reachability"]["relays"][relay["addr"]]["reserved"]:
+                assert time.monotonic() < deadline, api.status()["reachability"]
+                time.sleep(0.1)
+            assert api.status()["reachability"]["mode"] == "private"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0

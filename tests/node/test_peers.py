@@ -61,7 +61,9 @@ def test_a_node_dials_the_scopes_of_its_listen_and_bootstrap_addresses(
         (f"/dns4/localhost/tcp/4001/p2p/{PEER}", False),  # a name resolves anywhere
         (f"/ip4/127.0.0.1/tcp/0/p2p/{PEER}", False),
         (f"/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{PEER}", False),
-        ("/ip4/127.0.0.1/tcp/4001/p2p/A/p2p-circuit/p2p/B", False),
+        # a node behind a relay: judged by its relay's address (net/relay.py)
+        ("/ip4/127.0.0.1/tcp/4001/p2p/A/p2p-circuit/p2p/B", True),
+        ("/ip4/10.0.0.1/tcp/4001/p2p/A/p2p-circuit/p2p/B", False),
     ],
 )
 def test_a_loopback_node_dials_only_loopback_tcp_addresses(addr: str, dialled: bool) -> None:

@@ -46,7 +46,7 @@ def cell(
             "assign_p50_s": lat["p50"],
             "assign_p99_s": lat["p99"],
             "agreed": bool(s["checks"]["ok"]),
-            "frames_lost": (s.get("network") or {}).get("switch", {}).get("dropped_loss"),
+            "frames_lost": ((s.get("network") or {}).get("switch") or {}).get("dropped_loss"),
         }
     row["wall_s"] = round(time.monotonic() - began, 1)
     return row
