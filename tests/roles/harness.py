@@ -23,7 +23,7 @@ from p2p_market.proving.backend import ProofBackend
 from p2p_market.proving.pow import PowBackend
 from p2p_market.roles.inbox import Inbox
 from p2p_market.roles.prover import ProverRole, ProverSettings
-from p2p_market.roles.requester import RequesterRole
+from p2p_market.roles.requester import DEFAULT_AWARD_LAG_MS, RequesterRole
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -99,7 +99,8 @@ class Market:
         n = node(
             self.tmp, "requester", old.node.config.bootstrap, market=self.market, listen=listen
         )
-        role = RequesterRole(n, old.backends, Inbox())
+        lag = old.node.states[self.mid].award_lag_ms
+        role = RequesterRole(n, old.backends, Inbox(), award_lag_ms=lag)
         self.kill["requester"] = trio.CancelScope()
         await run_prover(self.nursery, n, role, self.kill["requester"])
         self.requester = role
@@ -168,6 +169,7 @@ async def market(
     descriptor: MarketDescriptor = MARKET,
     requester_backend: ProofBackend | None = None,
     metrics: bool = False,
+    award_lag_ms: int = DEFAULT_AWARD_LAG_MS,
 ) -> AsyncIterator[Market]:
     """A relay, one prover per offer (name: (price, proof_time ms[, max_size])) and a
     requester, every bid on every node before the body runs. `metrics`: each prover
@@ -192,7 +194,9 @@ async def market(
             await run_prover(nursery, n, role, kill[name])
             provers[name] = role
         q = node(tmp, "requester", boot, market=descriptor)
-        requester = RequesterRole(q, {mid: requester_backend or PowBackend()}, Inbox())
+        requester = RequesterRole(
+            q, {mid: requester_backend or PowBackend()}, Inbox(), award_lag_ms=award_lag_ms
+        )
         kill["requester"] = trio.CancelScope()
         await run_prover(nursery, q, requester, kill["requester"])
         everyone = [relay, q, *(p.node for p in provers.values())]
