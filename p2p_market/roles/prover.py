@@ -5,6 +5,11 @@ Capacity is honoured twice: the core only suggests a commit when the prover's ow
 view shows a free slot (its commits are open until settled or finished), and the
 proving itself runs under a limiter of `capacity` slots, so a race between a reorg
 and a new win can never run more proofs at once than the bid promised.
+
+Confidential inputs (sent once, directly, by the requester) and a large proof made
+for direct delivery are kept sealed in the node's role store (node/role_store.py)
+as soon as they exist, so a restart mid-proof resumes from them
+(`_resume_in_flight`) instead of abandoning the slot.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from p2p_market.core.limits import MAX_INLINE_PROOF_BYTES
 from p2p_market.core.messages import Ask, Commit, InvalidInputs, Proof, sha256
 from p2p_market.core.work import inputs_size
 from p2p_market.net.gossip import topic_for
-from p2p_market.node.direct import DirectError, send_direct
+from p2p_market.node.direct import DirectError, DirectMessage, send_direct
+from p2p_market.node.role_store import RoleStore
 from p2p_market.node.runtime import Node
 from p2p_market.proving.backend import ProofBackend, ProvingError
 from p2p_market.roles.inbox import Inbox
@@ -105,9 +111,11 @@ class ProverRole:
         self._limiter = trio.CapacityLimiter(settings.capacity)
         self._nursery: trio.Nursery | None = None
         node.hooks.append(self.on_effect)
-        node.direct_hooks.append(inbox.deliver)
+        node.direct_hooks.append(self._on_direct)
         node.direct_wants.append(inbox.wants)
         node.status_sources["prover"] = self.status
+        self.store = RoleStore(node.config.data_dir, node.key.seed)
+        """Received confidential inputs and large proofs, for after a restart (sealed)."""
         node.metrics.prover(settings.market)
 
     def status(self) -> dict[str, Any]:
@@ -131,13 +139,30 @@ class ProverRole:
         return self.node.states[self.settings.market]
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await self.warm_up()  # before the bid: a win may follow at once
-            await self.place_bid()
-            self._resume_in_flight()
-            nursery.start_soon(self._refresh_bid)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self.warm_up()  # before the bid: a win may follow at once
+                await self.place_bid()
+                self._resume_in_flight()
+                nursery.start_soon(self._refresh_bid)
+                nursery.start_soon(self.store.prune_every, self.node.clock)
+                task_status.started()
+        finally:
+            self.store.close()
+
+    async def _on_direct(self, message: DirectMessage) -> bool:
+        """Into the inbox; inputs are also stored (sealed) before the requester is
+        told they arrived: it sends them once, and a restart must not lose them."""
+        if not await self.inbox.deliver(message):
+            return False
+        env = self.state.asks.get(message.ask) if message.market == self.settings.market else None
+        if message.kind == "inputs" and env is not None:
+            horizon = self.state.forget_after(env)
+            self.store.keep(
+                "inputs", message.market, message.ask, message.sender, message.payload, horizon
+            )
+        return True
 
     async def warm_up(self) -> None:
         """Have the back-end ready to prove within the bid's proof time, if it needs
@@ -175,18 +200,23 @@ class ProverRole:
         """After a restart (the state was rebuilt from the log, whose replay tells
         the roles nothing): pick up our assignments still before their deadline. The
         rest are abandoned: they time out at the requester and go to the next round
-        without us (we are excluded from the ask). So are those whose inputs came
-        directly (confidential or large): they were held in memory only, the
-        requester sends them once, and waiting for them would only hold a slot."""
+        without us (we are excluded from the ask). Those whose inputs came directly
+        (confidential or large) resume from the role store, where the inputs were
+        kept on arrival; if they had not arrived, the work is abandoned too: the
+        requester sends them once, and waiting for them would only hold a slot.
+        Stored rows of asks the node no longer holds go."""
         now = self.node.clock()
+        self.store.keep_only(lambda m, a: m == self.settings.market and a in self.state.asks)
         for ask_id, run in self.state.settlement().runs.items():
             slot = run.slots.get(self.me)
             if slot is None or slot.state is not SlotState.ASSIGNED or slot.deadline <= now:
                 continue
-            if not run.ask.inputs and run.ask.inputs_hash != sha256(b""):
+            direct = not run.ask.inputs and run.ask.inputs_hash != sha256(b"")
+            requester = self.state.asks[ask_id].signer
+            if direct and self.store.get("inputs", ask_id, requester) is None:
                 log.warning(
-                    "ask %s: the inputs came directly and were lost with the restart;"
-                    " abandoning (it times out at the requester)",
+                    "ask %s: the inputs came directly and were not stored before the"
+                    " restart; abandoning (it times out at the requester)",
                     ask_id.hex()[:16],
                 )
                 continue
@@ -282,7 +312,9 @@ class ProverRole:
         inputs = ask.inputs
         if not inputs and ask.inputs_hash != sha256(b""):
             self.inbox.expect("inputs", ask_id, env.signer)
-            sent = await self.inbox.wait_for("inputs", ask_id, env.signer, remaining)
+            sent = self.store.get("inputs", ask_id, env.signer)  # came before a restart
+            if sent is None:
+                sent = await self.inbox.wait_for("inputs", ask_id, env.signer, remaining)
             if sent is None:
                 raise JobFailed("inputs_missing", "the requester never sent the inputs")
             inputs = sent
@@ -298,13 +330,24 @@ class ProverRole:
             await self._await_listener(deadline)
             await self._attest(ask_id, understated or "inputs fail the market's input check")
             return "attested"
-        started = self.node.clock()
-        remaining = (deadline - started) / 1000
-        t0 = trio.current_time()
-        proof = await self.backend.prove(market, inputs, remaining)
-        took_s = trio.current_time() - t0
-        self.stats.prove_times.append(ProveTime(ask_id, started, round(took_s * 1000)))
-        self.node.metrics.proved(self.settings.market, took_s)
+        proof = self.store.get("proof", ask_id, env.signer)  # made before a restart
+        if proof is None:
+            started = self.node.clock()
+            remaining = (deadline - started) / 1000
+            t0 = trio.current_time()
+            proof = await self.backend.prove(market, inputs, remaining)
+            took_s = trio.current_time() - t0
+            self.stats.prove_times.append(ProveTime(ask_id, started, round(took_s * 1000)))
+            self.node.metrics.proved(self.settings.market, took_s)
+            if len(proof) > MAX_INLINE_PROOF_BYTES:  # delivered directly: keep it till then
+                self.store.keep(
+                    "proof",
+                    self.settings.market,
+                    ask_id,
+                    env.signer,
+                    proof,
+                    self.state.forget_after(env),
+                )
         await self._await_listener(deadline)
         await self._deliver(ask_id, env.signer, proof)
         return "delivered"

@@ -1,6 +1,11 @@
 """The requester role: place asks, send inputs only to the winners, verify every
 proof with the market's verifier, and sign the receipts that pay (accepted) or
-send the ask to its next round (invalid, timed out)."""
+send the ask to its next round (invalid, timed out).
+
+What a restart would lose is kept in the node's role store (node/role_store.py),
+sealed: the inputs of the asks `request` placed, the proofs that came directly
+until they are judged, and the proofs it verified. On start the role takes its
+open asks back from the rebuilt state (`_resume`)."""
 
 from __future__ import annotations
 
@@ -12,12 +17,14 @@ import trio
 
 from p2p_market.core import effects as fx
 from p2p_market.core import limits as L
-from p2p_market.core.envelope import message_id, seal
-from p2p_market.core.lifecycle import AskState, SlotState
+from p2p_market.core.envelope import Envelope, message_id, seal
+from p2p_market.core.lifecycle import TERMINAL, AskState, SlotState
 from p2p_market.core.limits import MAX_INLINE_INPUT_BYTES
 from p2p_market.core.messages import Ask, Award, InvalidInputs, Outcome, Proof, Receipt, sha256
+from p2p_market.core.validation import check_envelope
 from p2p_market.core.work import inputs_size
-from p2p_market.node.direct import DirectError, send_direct
+from p2p_market.node.direct import DirectError, DirectMessage, send_direct
+from p2p_market.node.role_store import RoleStore
 from p2p_market.node.runtime import Node
 from p2p_market.proving.backend import ProofBackend, ProvingError
 from p2p_market.roles.inbox import Inbox
@@ -87,9 +94,12 @@ class RequesterRole:
         self._events_in, self.events = trio.open_memory_channel[AskEvent](10_000)
         self._nursery: trio.Nursery | None = None
         node.hooks.append(self.on_effect)
-        node.direct_hooks.append(inbox.deliver)
+        node.direct_hooks.append(self._on_direct)
         node.direct_wants.append(inbox.wants)
         node.proof_sources.append(self.verified_proofs)
+        self.store = RoleStore(node.config.data_dir, node.key.seed)
+        """Inputs of our asks, direct proofs until judged and verified proofs, for
+        after a restart (sealed)."""
 
     def verified_proofs(self, ask: bytes) -> dict[bytes, bytes] | None:
         """The proofs verified so far for an ask this role looks after, else None."""
@@ -97,10 +107,75 @@ class RequesterRole:
         return None if tracked is None else dict(tracked.proofs)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._resume()
+                nursery.start_soon(self.store.prune_every, self.node.clock)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self.store.close()
+
+    # -- after a restart ------------------------------------------------------------------
+    def _resume(self) -> None:
+        """Take back the asks we looked after before a restart. The state was rebuilt
+        from the log, and its replay told the roles nothing, so whatever happened
+        while we were down is read from the settlement: proofs delivered are checked,
+        winners still at work may send their proof and get the inputs (again: they
+        may have been lost on the way, and a prover takes them once). Asks no longer
+        held lose their rows."""
+        states = self.node.states
+        self.store.keep_only(lambda m, a: m in states and a in states[m].asks)
+        for market, ask_id, _, inputs in self.store.items("own_inputs"):
+            self.asks.setdefault(ask_id, Tracked(market=market, inputs=inputs))
+        for market, ask_id, prover, proof in self.store.items("verified"):
+            if ask_id not in self.asks and not self._adopt(market, ask_id):
+                continue
+            self.asks[ask_id].proofs[prover] = proof
+        for market, state in states.items():
+            for ask_id in list(state.asks):
+                if ask_id in self.asks or self._adopt(market, ask_id):
+                    self._catch_up(market, ask_id, self.asks[ask_id])
+
+    def _catch_up(self, market: bytes, ask_id: bytes, tracked: Tracked) -> None:
+        state = self.node.states[market]
+        if state.view(ask_id).state in TERMINAL:
+            tracked.done.set()
+            return
+        run = state.settlement().runs.get(ask_id)
+        if run is None:
+            return  # not yet assigned: the effects to come will do
+        env = state.asks[ask_id]
+        assert isinstance(env.message, Ask)
+        by_hash = not env.message.inputs and bool(tracked.inputs)
+        for prover, slot in run.slots.items():
+            if slot.state is SlotState.ASSIGNED:
+                self.inbox.expect("proof", ask_id, prover)
+                if by_hash:
+                    self._spawn(self._send_inputs, market, ask_id, prover)
+            elif slot.state is SlotState.DELIVERED and slot.proof_hash is not None:
+                self._spawn(self._check_proof, market, ask_id, prover, slot.proof_hash)
+
+    async def _on_direct(self, message: DirectMessage) -> bool:
+        """Into the inbox; a proof is also stored (sealed) until it is judged: the
+        prover sends it once, before its notice, and a restart must not lose it."""
+        if not await self.inbox.deliver(message):
+            return False
+        state = self.node.states.get(message.market)
+        env = None if state is None else state.asks.get(message.ask)
+        if message.kind == "proof" and env is not None:
+            horizon = self._horizon(message.market, env)
+            self.store.keep(
+                "received", message.market, message.ask, message.sender, message.payload, horizon
+            )
+        return True
+
+    def _horizon(self, market: bytes, ask: Envelope | None) -> int:
+        """When the role store lets go of what it keeps for this ask: when the core
+        forgets the ask (`forget_after`, node/role_store.py)."""
+        assert ask is not None
+        return self.node.states[market].forget_after(ask)
 
     def _emit(self, ask: bytes, kind: str, **detail: Any) -> None:
         try:
@@ -128,9 +203,15 @@ class RequesterRole:
         # "placed" event, see on_effect) may run before submit returns.
         ask_id = message_id(raw)
         self.asks[ask_id] = Tracked(market=market, inputs=inputs)
+        # Stored before the ask can be held anywhere: a winner may be assigned while
+        # this node is down, and only these bytes can prove to it.
+        self.store.keep(
+            "own_inputs", market, ask_id, b"", inputs, self._horizon(market, check_envelope(raw)[1])
+        )
         result = await self.node.submit(raw)
         if result.status != "accept":
             del self.asks[ask_id]
+            self.store.delete("own_inputs", ask_id, b"")
             raise ValueError(f"ask refused: {result.reason} {result.detail}".strip())
         return ask_id
 
@@ -254,6 +335,11 @@ class RequesterRole:
         notice = self._notice(market, ask_id, prover, digest)
         not_before = notice.timestamp if notice is not None else 0
         proof = notice.proof if notice is not None and notice.proof else None
+        if proof is None:  # it came directly: in the inbox, or stored before a restart
+            proof = await self.inbox.wait_for("proof", ask_id, prover, 0)
+            stored = self.store.get("received", ask_id, prover)
+            if (proof is None or sha256(proof) != digest) and stored is not None:
+                proof = stored
         if proof is None:
             self.inbox.expect("proof", ask_id, prover)
             proof = await self.inbox.wait_for("proof", ask_id, prover, PROOF_WAIT_S)
@@ -269,10 +355,13 @@ class RequesterRole:
                 log.warning("ask %s: verifier failed: %s", ask_id.hex()[:16], exc)
             else:  # how long the proof system took, apart from the market's waits
                 timing["verify_ms"] = round((trio.current_time() - t0) * 1000)
+        self.store.delete("received", ask_id, prover)  # judged now: kept if verified
         # The verdict is told before the receipt: the receipt changes the ask's state.
         if valid:
             assert proof is not None
             tracked.proofs[prover] = proof
+            horizon = self._horizon(market, self.node.states[market].asks.get(ask_id))
+            self.store.keep("verified", market, ask_id, prover, proof, horizon)
             self._emit(ask_id, "verified", prover=prover.hex(), size=len(proof), **timing)
             await self._receipt(market, ask_id, prover, Outcome.ACCEPTED, not_before)
         else:

@@ -41,8 +41,10 @@ def node(
     prover: bool = False,
     market: MarketDescriptor = MARKET,
     metrics_port: int = -1,
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",),
 ) -> Node:
     cfg = NodeConfig(
+        listen=listen,
         key_file=tmp / "unused.pem",
         data_dir=tmp / name,
         bootstrap=bootstrap,
@@ -87,6 +89,23 @@ class Market:
         self.provers[name] = role
         return role
 
+    async def restart_requester(self, *, addr: str | None = None) -> RequesterRole:
+        """The requester killed (`kill["requester"]`, if it was not already) and back
+        from its data directory with the same key: a fresh node and role. `addr`: its
+        old address (taken before the kill), to come back where provers dial it."""
+        self.kill["requester"].cancel()
+        old = self.requester
+        listen = ("/ip4/127.0.0.1/tcp/0",) if addr is None else (addr.split("/p2p/")[0],)
+        n = node(
+            self.tmp, "requester", old.node.config.bootstrap, market=self.market, listen=listen
+        )
+        lag = old.node.states[self.mid].award_lag_ms
+        role = RequesterRole(n, old.backends, Inbox(), award_lag_ms=lag)
+        self.kill["requester"] = trio.CancelScope()
+        await run_prover(self.nursery, n, role, self.kill["requester"])
+        self.requester = role
+        return role
+
 
 class BadProofs(PowBackend):
     """A prover that returns garbage instead of proofs."""
@@ -127,9 +146,9 @@ class SlowPow(PowBackend):
 
 
 async def run_prover(
-    nursery: trio.Nursery, n: Node, role: ProverRole, scope: trio.CancelScope
+    nursery: trio.Nursery, n: Node, role: ProverRole | RequesterRole, scope: trio.CancelScope
 ) -> None:
-    """The prover's node and role in their own cancel scope, so a test can kill them."""
+    """A node and its role in their own cancel scope, so a test can kill them."""
 
     async def both(task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with scope:
@@ -175,11 +194,11 @@ async def market(
             await run_prover(nursery, n, role, kill[name])
             provers[name] = role
         q = node(tmp, "requester", boot, market=descriptor)
-        await nursery.start(q.run)
         requester = RequesterRole(
             q, {mid: requester_backend or PowBackend()}, Inbox(), award_lag_ms=award_lag_ms
         )
-        await nursery.start(requester.run)
+        kill["requester"] = trio.CancelScope()
+        await run_prover(nursery, q, requester, kill["requester"])
         everyone = [relay, q, *(p.node for p in provers.values())]
         with trio.fail_after(20):  # every node has every bid before asks are placed
             while any(len(n.states[mid].book.current) < len(provers) for n in everyone):

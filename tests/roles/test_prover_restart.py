@@ -1,6 +1,7 @@
 """A prover that dies mid-proof and comes back from its own data directory (the
 SQLite log) with the same key: before the deadline it resumes and delivers, after
-the deadline it leaves the work alone and the ask goes to its next round."""
+the deadline it leaves the work alone and the ask goes to its next round. Inputs
+that came directly (confidential) are in its role store: it resumes from them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from p2p_market.core.messages import Market as MarketDescriptor
 from p2p_market.core.messages import Proof
 from p2p_market.net.host import connect_all
 from p2p_market.proving.pow import PowBackend, pow_ok
-from tests.roles.harness import MARKET, MID, Market, SlowPow, market, wait_everywhere
+from tests.roles.harness import (
+    MARKET,
+    MID,
+    BigProofs,
+    Market,
+    SlowPow,
+    market,
+    wait_everywhere,
+)
 
 
 class CountingPow(PowBackend):
@@ -118,30 +127,103 @@ async def test_a_restarted_prover_that_reconnects_late_still_delivers_in_time(
         assert m.requester.node.states[MID].view(ask).winners == (worker,)
 
 
-async def test_a_restart_abandons_work_whose_inputs_came_directly(tmp_path: Path) -> None:
-    """Confidential inputs reach the winner once, over a direct stream, and live in
-    memory only: after a restart there is nothing to prove from, so the prover does
-    not start; the ask times out and the next round proves it."""
-    offers = {"worker": (10, 4_000), "backup": (40, 4_000)}
-    async with market(tmp_path, offers, backends={"worker": SlowPow()}) as m:
+class StuckPow(SlowPow):
+    """Never finishes; `proving` is set once it was given inputs to prove."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proving = trio.Event()
+
+    async def prove(self, market: MarketDescriptor, inputs: bytes, deadline_s: float) -> bytes:
+        self.proving.set()
+        return await super().prove(market, inputs, deadline_s)
+
+
+SECRET = b"confidential: the launch code is 0451"
+
+
+async def test_a_restart_resumes_work_whose_inputs_came_directly(tmp_path: Path) -> None:
+    """Confidential inputs reach the winner once, over a direct stream; the prover
+    keeps them sealed in its role store, so after a restart mid-proof it proves from
+    them and delivers before its deadline: no second round is needed."""
+    stuck = StuckPow()
+    offers = {"worker": (10, 20_000), "backup": (40, 20_000)}
+    async with market(tmp_path, offers, backends={"worker": stuck}) as m:
         fields = {
             "market": MID.hex(),
             "max_price": 100,
-            "max_proof_time": 10_000,
+            "max_proof_time": 30_000,
             "confidential": True,
         }
-        ask = await m.requester.request(fields, b"secret inputs")
+        ask = await m.requester.request(fields, SECRET)
         worker = m.provers["worker"].me
+        with trio.fail_after(20):  # the inputs came: it is proving from them
+            await stuck.proving.wait()
         deadline = await kill_mid_proof(m, "worker", ask)
         backend = CountingPow()
         role = await m.restart("worker", backend)
-        assert role.node.clock() < deadline  # it could have resumed, and did not
-        assert ask not in role.stats.active
-        with trio.fail_after(40):
+        assert role.node.clock() < deadline
+        with trio.fail_after(30):
             done = await m.requester.wait(ask)
-        assert list(done.proofs) == [m.provers["backup"].me]
+        assert list(done.proofs) == [worker]
+        assert pow_ok(SECRET, MARKET.difficulty, done.proofs[worker])
+        assert backend.calls == 1 and role.stats.proved == 1
         await wait_everywhere(m, ask, AskState.PROVEN)
         view = m.relay.states[MID].view(ask)
-        assert view.winners == (worker, m.provers["backup"].me)
-        assert view.slot_states == (SlotState.TIMED_OUT, SlotState.ACCEPTED)
-        assert backend.calls == 0 and role.stats.failed == 0
+        assert view.winners == (worker,)
+        assert view.slot_states == (SlotState.ACCEPTED,)
+        files = [f for f in (tmp_path / "worker").rglob("*") if f.is_file()]
+        assert not any(SECRET in f.read_bytes() for f in files)  # never in the clear
+
+
+class GatedBigProofs(BigProofs):
+    """Large proofs (they travel directly), made once `release` is set; counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.proving = trio.Event()
+        self.release = trio.Event()
+
+    async def prove(self, market: MarketDescriptor, inputs: bytes, deadline_s: float) -> bytes:
+        self.calls += 1
+        self.proving.set()
+        await self.release.wait()
+        return await super().prove(market, inputs, deadline_s)
+
+
+async def test_a_large_proof_made_before_a_restart_is_delivered_without_proving_again(
+    tmp_path: Path,
+) -> None:
+    """The prover made a large proof and could not deliver it (the requester was
+    down); both restart. The prover delivers the proof it stored, without proving
+    again, and the restarted requester verifies it."""
+    gated = GatedBigProofs()
+    offers = {"worker": (10, 30_000)}
+    async with market(
+        tmp_path, offers, backends={"worker": gated}, requester_backend=BigProofs()
+    ) as m:
+        fields = {"market": MID.hex(), "max_price": 100, "max_proof_time": 40_000}
+        ask = await m.requester.request(fields, b"large proof inputs")
+        worker = m.provers["worker"]
+        with trio.fail_after(20):
+            await gated.proving.wait()
+        assert m.requester.node.gossip is not None
+        addr = m.requester.node.gossip.addr  # it comes back there: where the worker dials
+        m.kill["requester"].cancel()
+        gated.release.set()
+        with trio.fail_after(20):  # made, and its delivery failed: nobody to take it
+            while ask in worker.stats.active:
+                await trio.sleep(0.05)
+        assert worker.stats.proved == 0
+        requester = await m.restart_requester(addr=addr)
+        m.kill["worker"].cancel()
+        again = GatedBigProofs()
+        again.release.set()
+        role = await m.restart("worker", again)
+        with trio.fail_after(30):
+            done = await requester.wait(ask)
+        assert list(done.proofs) == [worker.me]
+        assert again.calls == 0 and role.stats.proved == 1
+        await wait_everywhere(m, ask, AskState.PROVEN)
+        assert m.relay.states[MID].view(ask).slot_states == (SlotState.ACCEPTED,)
