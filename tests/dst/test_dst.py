@@ -18,7 +18,7 @@ from p2p_market.core.verdict import Reason, Status
 from p2p_market.dst import SCENARIOS, Report, run, simulate
 from p2p_market.dst.checks import honest_nodes
 from p2p_market.dst.relay import ObserveOnTick
-from p2p_market.dst.run import WALL_FIELDS, simulate_world
+from p2p_market.dst.run import WALL_FIELDS, Options, simulate_world
 
 SMALL = replace(SCENARIOS["mixed-faults"], nodes=20, seconds=12)
 """Every fault at once, small enough for a few seconds per run."""
@@ -164,3 +164,13 @@ def test_asks_past_their_retention_horizon_are_checked_as_they_stood() -> None:
         assert rec.retired is not None
         assert rec.retired[rec.requester].view.state is AskState.PROVEN
         assert len(rec.retired) == len(honest_nodes(world))
+
+
+def test_an_ask_a_crashed_winner_left_unservable_is_excused_not_failed() -> None:
+    """`dst --scenario mixed-faults --seed 231`: an ask for 3 replicas with exactly 3
+    honest provers within its caps; one of them wins a slot and crashes, times out,
+    and is excluded from the ask (market-v1.md §10), so no honest prover is left to
+    fill the third slot. The run used to fail its service check on this ask."""
+    r = simulate(SCENARIOS["mixed-faults"], 231, Options(check_fold=True))
+    assert r.ok, (r.failures, r.examples)
+    assert any("excused: an honest winner crashed" in e for e in r.examples)
