@@ -168,6 +168,10 @@ def _follow(
         ):
             if told.get((prover, i)) == slot:
                 continue
+            if (prover, i) not in told and slot != "assigned":
+                # Every slot was assigned first: a slot that went further between two
+                # polls (a fast proof) still shows who won it and at what price.
+                line("assigned", f"to {who(prover)} at price {price}")
             told[(prover, i)] = slot
             text = {
                 "assigned": f"to {who(prover)} at price {price}",
