@@ -212,10 +212,20 @@ class NodeClient:
     """A requester (and bidder) through one node's control API, in one market; made
     by `connect`."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, market: bytes) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        market: bytes,
+        *,
+        requester_role: bool | None = None,
+    ) -> None:
         self._http = http
         self.base_url = base_url
         self.market = market
+        self.requester_role = requester_role
+        """Whether the node runs a requester role (None: not known without a token).
+        Without one nobody verifies or pays for a proof: no ask is placed."""
 
     # -- reads ------------------------------------------------------------------------
     async def status(self) -> NodeStatus:
@@ -316,7 +326,12 @@ class NodeClient:
     ) -> bytes:
         """Have the node sign and publish an ask (its key, inline inputs); its id.
         BadRequest for terms the node refuses to sign, AskRefused if its core
-        refuses the ask."""
+        refuses the ask or the node runs no requester role."""
+        if self.requester_role is False:
+            raise AskRefused(
+                f"the node at {self.base_url} runs no requester role (a [requester] section):"
+                " nobody would verify or pay for the proof; nothing placed"
+            )
         if prefer not in PREFERENCES:
             raise ValueError(f"prefer must be cost or time, not {prefer!r}")
         fields: dict[str, Any] = {
@@ -486,7 +501,8 @@ async def connect(
     $P2P_MARKET_API_TOKEN, else none (reads only). `market`: a market id (hex) or
     name the node follows; None if it follows just one. `timeout`: seconds for each
     request. Checks on entry that the node answers (NodeUnreachable), that it
-    takes the token (BadToken) and follows the market (ValueError)."""
+    takes the token (BadToken), follows the market (ValueError) and runs a requester
+    role (else `place_ask` refuses: AskRefused)."""
     base = _base_url(api)
     secret = _token(token, token_file)
     headers = {"Accept": "application/json", "Content-Type": "application/json"}
@@ -498,19 +514,21 @@ async def connect(
         probe = NodeClient(http, base, b"")
         followed = _object(await probe._request("GET", "/v1/markets"))["markets"]
         chosen = _market(followed, market)
-        if secret is not None:
-            await _check_token(probe)
-        yield NodeClient(http, base, chosen)
+        role = None if secret is None else await _check_token(probe)
+        yield NodeClient(http, base, chosen, requester_role=role)
 
 
-async def _check_token(probe: NodeClient) -> None:
+async def _check_token(probe: NodeClient) -> bool:
     """A read that needs the token (the proofs of an ask nobody placed): 404 with a
-    good token, 401 with a bad one."""
+    good token, 401 with a bad one. Whether the node runs a requester role: the 404
+    says so (node/runtime.py `verified_proofs`)."""
     try:
         await probe._request("GET", f"/v1/asks/{_NO_ASK}/proofs")
     except ApiError as exc:
         if exc.status != 404:
             raise
+        return "runs no requester role" not in exc.message
+    return True
 
 
 def _base_url(api: str) -> str:

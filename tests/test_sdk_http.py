@@ -43,6 +43,9 @@ class Market(NamedTuple):
     prover: bytes
     wrong_token_file: Path
     """The prover's token: a real token, of another node."""
+    prover_api: str
+    """A node without a requester role."""
+    market_id: str
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +79,8 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Market]:
                 requester=bytes.fromhex(requester["public_key"]),
                 prover=bytes.fromhex(prover["public_key"]),
                 wrong_token_file=Path(prover["api_token_file"]),
+                prover_api=prover["api_url"],
+                market_id=mid,
             )
 
 
@@ -185,6 +190,12 @@ def test_each_failure_is_a_typed_error_with_one_line(
             await expect("timeout", sdk_http.ProofTimeout, node.wait(unwon, timeout=1))
             assert (await node.ask(unwon)).state == "cancelled"
             await expect("cancelled", sdk_http.AskCancelled, node.wait(unwon, timeout=10))
+        async with sdk_http.connect(market.prover_api, token_file=market.wrong_token_file) as node:
+            await expect(
+                "no requester role",
+                sdk_http.AskRefused,
+                node.place_ask(b"x", max_price=10, max_proof_time=10_000),
+            )
         return caught, expiring, unwon
 
     caught, expiring, unwon = anyio.run(main, backend=backend)
@@ -205,8 +216,12 @@ def test_each_failure_is_a_typed_error_with_one_line(
         "expired": ("expired", expiring),
         "timeout": ("timeout", unwon),
         "cancelled": ("cancelled", unwon),
+        "no requester role": ("refused", None),
     }
     assert "ask cancelled" in str(caught["timeout"])
+    assert "runs no requester role" in str(caught["no requester role"])
+    prover_asks = ApiClient(market.prover_api).book(market.market_id)["asks"]
+    assert market.prover.hex() not in {a["requester"] for a in prover_asks}  # nothing placed
 
 
 def run_example(name: str, *args: str) -> subprocess.CompletedProcess[str]:
