@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import anyio
+import httpx
 import pytest
 import sniffio
 
@@ -129,6 +130,30 @@ def test_a_proof_through_the_node_under_each_backend(market: Market, backend: st
     assert seen["states"][0] == "open" and seen["states"][-1] == "proven", seen["states"]
     view: sdk_http.AskStatus = seen["view"]
     assert (view.state, view.accepted, view.paid) == ("proven", (market.prover,), PRICE)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_event_parser_skips_comments_and_joins_data_lines(backend: str) -> None:
+    """What a real stream shows rarely: a keepalive comment (after 15 s of quiet), a
+    data field split over lines, an event without an id; and a last event with no
+    blank line after it (a cut stream) is not made up."""
+    wire = (
+        b'id: 1\nevent: subscribed\ndata: {"seq": 1, "queue": 256}\n\n'
+        b": keepalive\n\n"
+        b'id: 2\nevent: ask_state\ndata: {"ask": "ab",\ndata:  "after": "open"}\n\n'
+        b'event: dropped\ndata: {"reason": "slow"}\n\n'
+        b'id: 4\nevent: ask_state\ndata: {"ask": "cut"'
+    )
+
+    async def main() -> list[sdk_http.Event]:
+        response = httpx.Response(200, content=wire)
+        return [e async for e in sdk_http._parse_events(response)]
+
+    assert anyio.run(main, backend=backend) == [
+        sdk_http.Event(1, "subscribed", {"seq": 1, "queue": 256}),
+        sdk_http.Event(2, "ask_state", {"ask": "ab", "after": "open"}),
+        sdk_http.Event(0, "dropped", {"reason": "slow"}),
+    ]
 
 
 def closed_port() -> int:
