@@ -116,10 +116,11 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
 import trio
-from fastapi import FastAPI, Path
+from fastapi import FastAPI, Path, Query
 from fastapi import Request as FastRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response as FastResponse
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, RawData, Updated
 from hypercorn.events import Event as HypercornEvent
@@ -130,6 +131,7 @@ from hypercorn.utils import wrap_app
 from starlette.routing import BaseRoute, Match
 
 from p2p_market.node import api_models as m
+from p2p_market.node import console_files, console_views
 from p2p_market.node.api_token import TOKEN_FILE, check_token
 from p2p_market.node.events import Event, EventHub, plain
 from p2p_market.node.facade import NodeFacade, Submitted
@@ -579,8 +581,13 @@ def _make_app(api: ControlApi) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: FastRequest, exc: RequestValidationError) -> NodeJSON:
         route = request.scope.get("route")
+        errors = list(exc.errors())
+        for error in errors:
+            if error["loc"] and error["loc"][0] == "query":
+                name = error["loc"][-1]
+                return _error(400, f"bad query parameter {name}: {error['msg']}")
         model = _BODY_MODELS.get(getattr(route, "path", ""))
-        return _error(400, m.explain(model, list(exc.errors()), exc.body))
+        return _error(400, m.explain(model, errors, exc.body))
 
     @app.exception_handler(Exception)
     async def _bug(request: FastRequest, exc: Exception) -> NodeJSON:
@@ -666,6 +673,38 @@ def _make_app(api: ControlApi) -> FastAPI:
         """Sign and submit a Cancel of one of the node's asks (the body is `{}`)."""
         return _submitted(await node.cancel(_hex_id(ask_id, "ask")))
 
+    @app.get("/v1/markets/{market}/asks", response_model=m.AsksBody)
+    async def market_asks(
+        market: str = _path(_ID_DOC),
+        limit: int = Query(100, ge=1, le=console_views.MAX_ASKS, description="newest first"),
+    ) -> NodeJSON:
+        """A market's asks, newest first, each with its lifecycle timeline."""
+        state = _state_of(_inspectable(node), _hex_id(market, "market"))
+        return NodeJSON({"asks": console_views.asks(state, limit)})
+
+    @app.get("/v1/markets/{market}/provers", response_model=m.ProversBody)
+    async def market_provers(market: str = _path(_ID_DOC)) -> NodeJSON:
+        """A market's provers: terms, load, earnings, evidence against them."""
+        inspected = _inspectable(node)
+        state = _state_of(inspected, _hex_id(market, "market"))
+        reputation = getattr(inspected, "status_sources", {}).get("reputation")
+        rows = console_views.provers(state, reputation() if reputation is not None else None)
+        return NodeJSON({"provers": rows})
+
+    @app.get("/v1/peers", response_model=m.PeersView)
+    async def peer_list() -> NodeJSON:
+        """Connected peers and the node's gossip health."""
+        return NodeJSON(console_views.peers(_inspectable(node)))
+
+    @app.get("/console", include_in_schema=False)
+    async def console() -> FastResponse:
+        """The web console (node/console/): a page of this API's own origin."""
+        return _console_file("index.html")
+
+    @app.get("/console/{name}", include_in_schema=False)
+    async def console_file(name: str) -> FastResponse:
+        return _console_file(name)
+
     @app.get("/v1/stats", response_model=m.StatsBody)
     async def stats() -> NodeJSON:
         """Counters since the node started."""
@@ -715,6 +754,20 @@ _BODY_MODELS: Final[dict[str, Any]] = {
     "/v1/asks": m.AskFields,
     "/v1/peers": m.PeersBody,
 }
+
+
+def _console_file(name: str) -> FastResponse:
+    """One of the console's files, with the headers that confine it (console_files)."""
+    body = console_files.read(name)  # KeyError: a 404
+    return FastResponse(body, media_type=console_files.FILES[name], headers=console_files.HEADERS)
+
+
+def _state_of(node: Any, market: str) -> Any:
+    """The core state of a market the node follows; KeyError (404) for another."""
+    state = node.states.get(bytes.fromhex(market))
+    if state is None:
+        raise KeyError(f"unknown market {market}")
+    return state
 
 
 def _path(doc: dict[str, Any]) -> Any:
