@@ -127,7 +127,9 @@ class Progress:
             while True:
                 await trio.sleep(PLAIN_EVERY_S)
                 links = self.consoles_line()
-                if links != told and self.consoles():  # at the start, after a restart
+                up, total = self.nodes_up()
+                formed = up == total or self.data.phase != "starting"
+                if links != told and formed:  # once all are up; again after a restart
                     self.console.print(links, markup=False, highlight=False)
                     told = links
                 self.console.print(self.line(), markup=False, highlight=False)

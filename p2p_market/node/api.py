@@ -15,11 +15,15 @@ The reference for clients is docs/api.md; the OpenAPI document is served.
     POST /v1/asks/{id}/cancel          token: sign and submit a Cancel of one of the node's asks
     GET  /v1/stats                     counters: gossip frames and envelopes, admitted, peers
     GET  /v1/markets/{id}/check        state_hash, check_invariants(), reorgs, envelopes per ask
+    GET  /v1/markets/{id}/asks         {"asks": [...]}: newest first, each with its timeline
+    GET  /v1/markets/{id}/provers      {"provers": [...]}: terms, load, earnings, evidence
+    GET  /v1/peers                     connected peers and gossip health (node/console_views.py)
     POST /v1/peers                     token: {"addrs": [full multiaddrs]}: dial them now, and
                                        keep them with the bootstrap peers
     GET  /v1/events                    token: server-sent events, ask lifecycle and node events
                                        as they happen (node/events.py)
     GET  /openapi.json                 the OpenAPI document of all of the above
+    GET  /console                      the web console (node/console/, docs/console.md)
 
 The API only obeys its owner. Binding 127.0.0.1 keeps other hosts out, but not the
 web pages the operator's browser opens: any page can send a cross-site POST to
@@ -45,13 +49,14 @@ key. So every request is checked, in this order:
    without a preflight (`text/plain`, forms) is ever parsed.
 
 Reads of public data need no token: status, markets, known markets, book, an ask's
-view, stats and check show what the node's peers see anyway (signed orders and market
-announcements gossiped to everyone, the state derived from them, counters), and
-`p2p-market status`, `book` and monitoring should work without the secret; the checks
-of Host and Origin still keep them from web pages. The one private read, an ask's
-verified proofs (what its requester paid for, perhaps of confidential inputs), needs
-the token. The API binds loopback addresses, unless the token is required on every
-call ("token everywhere", config `node.api_token_everywhere`): then it may bind any
+view, a market's asks and provers, peers, stats and check show what the node's peers
+see anyway (signed orders and market announcements gossiped to everyone, the state
+derived from them, counters), and `p2p-market status`, `book`, the console and
+monitoring should work without the secret; the checks of Host and Origin still keep
+them from web pages. The one private read, an ask's verified proofs (what its
+requester paid for, perhaps of confidential inputs), needs the token. The API binds
+loopback addresses, unless the token is required on every call ("token
+everywhere", config `node.api_token_everywhere`): then it may bind any
 address (`node.api_listen`), and every request, reads included, needs the token, since
 off loopback anyone who can reach the port could read the book, the asks and the
 node's status, and a request without a secret proves nothing about who sends it. With
@@ -75,6 +80,13 @@ a bad body or field, 401 without the token, 403 for a foreign origin, 404 for an
 unknown route, market or ask, 405 for a wrong method, 413 for a body above the limit
 (from the HTTP layer), 415 for a body that is not JSON, 421 for a foreign Host. Ids
 are 64 hex characters.
+
+The console (GET /console and its two files) is a public read too: static files of
+the package, served with a Content-Security-Policy that allows scripts, styles and
+connections from this origin only (node/console_files.py). It reads the public
+routes; for the event stream, which needs the token, the page takes the token from
+its URL's fragment (never sent to a server) and sends it in the Authorization header
+with fetch, like any client: no route takes a token from the URL.
 
 The OpenAPI document is a public read: it describes the shape of the API, which is
 in the source anyway, and nothing of the node's data; the Host and Origin checks

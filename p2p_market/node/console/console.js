@@ -105,10 +105,10 @@ async function refreshMarkets() {
     const row = el(
       "tr",
       { class: (mine ? "pick " : "") + (m.id === view.market ? "selected" : ""), "data-market": m.id },
-      el("td", {}, m.name ?? ""),
-      el("td", { class: "mono" }, short(m.id)),
+      el("td", { title: m.name ?? "" }, m.name ?? ""),
+      el("td", { class: "mono", title: m.id }, short(m.id)),
       el("td", {}, m.proof_system ?? ""),
-      el("td", {}, m.verifier ?? ""),
+      el("td", { class: "verifier", title: m.verifier ?? "" }, m.verifier ?? ""),
       el("td", {}, mine ? "followed" : "announced"),
     );
     if (mine) row.addEventListener("click", () => { view.market = m.id; refreshAll(); });
@@ -170,8 +170,11 @@ function stepText(s) {
 
 function askRow(ask) {
   const t0 = ask.timestamp;
+  const failed = (s) =>
+    (s.step === "receipted" && s.detail.outcome !== "accepted") ||
+    (s.step === "verified" && !s.detail.valid);
   const steps = ask.timeline.map((s) =>
-    el("span", { class: `step step-${s.step}`, "data-step": s.step },
+    el("span", { class: `step step-${s.step}${failed(s) ? " step-failed" : ""}`, "data-step": s.step },
       stepText(s), el("span", { class: "when" }, `+${s.t - t0} ms`)));
   return el(
     "tr",
@@ -182,7 +185,7 @@ function askRow(ask) {
     el("td", { class: "num" }, `${ask.max_proof_time} ms`),
     el("td", { class: "num" }, `${ask.accepted.length}/${ask.replicas}`),
     el("td", { class: "num" }, ask.paid),
-    el("td", {}, el("div", { class: "timeline" }, steps)),
+    el("td", { class: "timeline-cell" }, el("div", { class: "timeline" }, steps)),
   );
 }
 
