@@ -111,7 +111,7 @@ async function refreshMarkets() {
       el("td", { class: "verifier", title: m.verifier ?? "" }, m.verifier ?? ""),
       el("td", {}, mine ? "followed" : "announced"),
     );
-    if (mine) row.addEventListener("click", () => { view.market = m.id; refreshAll(); });
+    if (mine) row.addEventListener("click", () => { view.market = m.id; refreshAll().catch(showError); });
     return row;
   });
   replace("markets", table([["name"], ["id"], ["proof system"], ["verifier"], [""]], rows, "no markets"));
