@@ -15,11 +15,15 @@ The reference for clients is docs/api.md; the OpenAPI document is served.
     POST /v1/asks/{id}/cancel          token: sign and submit a Cancel of one of the node's asks
     GET  /v1/stats                     counters: gossip frames and envelopes, admitted, peers
     GET  /v1/markets/{id}/check        state_hash, check_invariants(), reorgs, envelopes per ask
+    GET  /v1/markets/{id}/asks         {"asks": [...]}: newest first, each with its timeline
+    GET  /v1/markets/{id}/provers      {"provers": [...]}: terms, load, earnings, evidence
+    GET  /v1/peers                     connected peers and gossip health (node/console_views.py)
     POST /v1/peers                     token: {"addrs": [full multiaddrs]}: dial them now, and
                                        keep them with the bootstrap peers
     GET  /v1/events                    token: server-sent events, ask lifecycle and node events
                                        as they happen (node/events.py)
     GET  /openapi.json                 the OpenAPI document of all of the above
+    GET  /console                      the web console (node/console/, docs/console.md)
 
 The API only obeys its owner. Binding 127.0.0.1 keeps other hosts out, but not the
 web pages the operator's browser opens: any page can send a cross-site POST to
@@ -45,13 +49,14 @@ key. So every request is checked, in this order:
    without a preflight (`text/plain`, forms) is ever parsed.
 
 Reads of public data need no token: status, markets, known markets, book, an ask's
-view, stats and check show what the node's peers see anyway (signed orders and market
-announcements gossiped to everyone, the state derived from them, counters), and
-`p2p-market status`, `book` and monitoring should work without the secret; the checks
-of Host and Origin still keep them from web pages. The one private read, an ask's
-verified proofs (what its requester paid for, perhaps of confidential inputs), needs
-the token. The API binds loopback addresses, unless the token is required on every
-call ("token everywhere", config `node.api_token_everywhere`): then it may bind any
+view, a market's asks and provers, peers, stats and check show what the node's peers
+see anyway (signed orders and market announcements gossiped to everyone, the state
+derived from them, counters), and `p2p-market status`, `book`, the console and
+monitoring should work without the secret; the checks of Host and Origin still keep
+them from web pages. The one private read, an ask's verified proofs (what its
+requester paid for, perhaps of confidential inputs), needs the token. The API binds
+loopback addresses, unless the token is required on every call ("token
+everywhere", config `node.api_token_everywhere`): then it may bind any
 address (`node.api_listen`), and every request, reads included, needs the token, since
 off loopback anyone who can reach the port could read the book, the asks and the
 node's status, and a request without a secret proves nothing about who sends it. With
@@ -75,6 +80,13 @@ a bad body or field, 401 without the token, 403 for a foreign origin, 404 for an
 unknown route, market or ask, 405 for a wrong method, 413 for a body above the limit
 (from the HTTP layer), 415 for a body that is not JSON, 421 for a foreign Host. Ids
 are 64 hex characters.
+
+The console (GET /console and its two files) is a public read too: static files of
+the package, served with a Content-Security-Policy that allows scripts, styles and
+connections from this origin only (node/console_files.py). It reads the public
+routes; for the event stream, which needs the token, the page takes the token from
+its URL's fragment (never sent to a server) and sends it in the Authorization header
+with fetch, like any client: no route takes a token from the URL.
 
 The OpenAPI document is a public read: it describes the shape of the API, which is
 in the source anyway, and nothing of the node's data; the Host and Origin checks
@@ -116,10 +128,11 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
 import trio
-from fastapi import FastAPI, Path
+from fastapi import FastAPI, Path, Query
 from fastapi import Request as FastRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response as FastResponse
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, RawData, Updated
 from hypercorn.events import Event as HypercornEvent
@@ -130,6 +143,7 @@ from hypercorn.utils import wrap_app
 from starlette.routing import BaseRoute, Match
 
 from p2p_market.node import api_models as m
+from p2p_market.node import console_files, console_views
 from p2p_market.node.api_token import TOKEN_FILE, check_token
 from p2p_market.node.events import Event, EventHub, plain
 from p2p_market.node.facade import NodeFacade, Submitted
@@ -579,8 +593,13 @@ def _make_app(api: ControlApi) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: FastRequest, exc: RequestValidationError) -> NodeJSON:
         route = request.scope.get("route")
+        errors = list(exc.errors())
+        for error in errors:
+            if error["loc"] and error["loc"][0] == "query":
+                name = error["loc"][-1]
+                return _error(400, f"bad query parameter {name}: {error['msg']}")
         model = _BODY_MODELS.get(getattr(route, "path", ""))
-        return _error(400, m.explain(model, list(exc.errors()), exc.body))
+        return _error(400, m.explain(model, errors, exc.body))
 
     @app.exception_handler(Exception)
     async def _bug(request: FastRequest, exc: Exception) -> NodeJSON:
@@ -666,6 +685,38 @@ def _make_app(api: ControlApi) -> FastAPI:
         """Sign and submit a Cancel of one of the node's asks (the body is `{}`)."""
         return _submitted(await node.cancel(_hex_id(ask_id, "ask")))
 
+    @app.get("/v1/markets/{market}/asks", response_model=m.AsksBody)
+    async def market_asks(
+        market: str = _path(_ID_DOC),
+        limit: int = Query(100, ge=1, le=console_views.MAX_ASKS, description="newest first"),
+    ) -> NodeJSON:
+        """A market's asks, newest first, each with its lifecycle timeline."""
+        state = _state_of(_inspectable(node), _hex_id(market, "market"))
+        return NodeJSON({"asks": console_views.asks(state, limit)})
+
+    @app.get("/v1/markets/{market}/provers", response_model=m.ProversBody)
+    async def market_provers(market: str = _path(_ID_DOC)) -> NodeJSON:
+        """A market's provers: terms, load, earnings, evidence against them."""
+        inspected = _inspectable(node)
+        state = _state_of(inspected, _hex_id(market, "market"))
+        reputation = getattr(inspected, "status_sources", {}).get("reputation")
+        rows = console_views.provers(state, reputation() if reputation is not None else None)
+        return NodeJSON({"provers": rows})
+
+    @app.get("/v1/peers", response_model=m.PeersView)
+    async def peer_list() -> NodeJSON:
+        """Connected peers and the node's gossip health."""
+        return NodeJSON(console_views.peers(_inspectable(node)))
+
+    @app.get("/console", include_in_schema=False)
+    async def console() -> FastResponse:
+        """The web console (node/console/): a page of this API's own origin."""
+        return _console_file("index.html")
+
+    @app.get("/console/{name}", include_in_schema=False)
+    async def console_file(name: str) -> FastResponse:
+        return _console_file(name)
+
     @app.get("/v1/stats", response_model=m.StatsBody)
     async def stats() -> NodeJSON:
         """Counters since the node started."""
@@ -715,6 +766,20 @@ _BODY_MODELS: Final[dict[str, Any]] = {
     "/v1/asks": m.AskFields,
     "/v1/peers": m.PeersBody,
 }
+
+
+def _console_file(name: str) -> FastResponse:
+    """One of the console's files, with the headers that confine it (console_files)."""
+    body = console_files.read(name)  # KeyError: a 404
+    return FastResponse(body, media_type=console_files.FILES[name], headers=console_files.HEADERS)
+
+
+def _state_of(node: Any, market: str) -> Any:
+    """The core state of a market the node follows; KeyError (404) for another."""
+    state = node.states.get(bytes.fromhex(market))
+    if state is None:
+        raise KeyError(f"unknown market {market}")
+    return state
 
 
 def _path(doc: dict[str, Any]) -> Any:

@@ -348,3 +348,73 @@ class PeersDialled(BaseModel):
     dialled: int
     failed: dict[str, str]
     peers: int
+
+
+# -- the console's reads (node/console_views.py) -------------------------------------
+class TimelineStep(BaseModel):
+    """One step of an ask's life: `t` the signed (or settled) time in ms, `step` its
+    kind (placed, committed, assigned, delivered, verified, receipted, reassigned,
+    attested, cancel, state), `who` the key it is about (hex, or empty), `detail`
+    its figures (price, deadline, outcome, the new state, ...)."""
+
+    t: int
+    step: str
+    who: str
+    detail: dict[str, Any]
+
+
+class AskTimeline(AskView):
+    timeline: list[TimelineStep]
+
+
+class AsksBody(BaseModel):
+    """A market's asks, newest first, each with its timeline."""
+
+    asks: list[AskTimeline]
+
+
+class ProverEvidence(BaseModel):
+    equivocations: int
+    invalid_proofs: int
+    penalised: bool
+
+
+class ProverRow(_Open):
+    """A prover's current bid (null without one), its load and earnings as the
+    stored messages tell, and the evidence against it (`reputation`, when the node
+    has a requester role: its receipts' view)."""
+
+    prover: str
+    bid: str | None
+    price: int | None
+    proof_time: int | None
+    capacity: int | None
+    expires_at: int | None
+    load: int
+    assigned: int
+    accepted: int
+    invalid: int
+    timed_out: int
+    earned: int
+    evidence: ProverEvidence
+
+
+class ProversBody(BaseModel):
+    provers: list[ProverRow]
+
+
+class PeerRow(BaseModel):
+    peer: str
+    addrs: list[str]
+    rtt_ms: int | None
+    rejected_frames: int
+
+
+class PeersView(BaseModel):
+    """Connected peers and gossip health: frame counters, liveness figures, event
+    stream clients."""
+
+    peers: list[PeerRow]
+    gossip: dict[str, int]
+    liveness: dict[str, int]
+    event_clients: int
