@@ -292,4 +292,7 @@ def prover_run(
 
 
 def register(app: typer.Typer) -> None:
+    from p2p_market.cli import prover_ops
+
+    prover_ops.register(prover_app)
     app.add_typer(prover_app, name="prover")

@@ -17,6 +17,13 @@ The reference for clients is docs/api.md; the OpenAPI document is served.
     GET  /v1/markets/{id}/check        state_hash, check_invariants(), reorgs, envelopes per ask
     POST /v1/peers                     token: {"addrs": [full multiaddrs]}: dial them now, and
                                        keep them with the bootstrap peers
+    GET  /v1/prover/bid                the prover role's bid: its terms and state
+    POST /v1/prover/bid                token: new terms (price, proof_time, capacity, max_size,
+                                       bid_ttl_ms), posted at once, kept across a restart
+    POST /v1/prover/bid/pause          token: stop committing; out of matching (also
+                                       /withdraw); /resume posts the terms again
+    GET  /v1/prover/jobs               the prover's current and recent jobs
+    GET  /v1/prover/earnings           what its accepted proofs earned, per market
     GET  /v1/events                    token: server-sent events, ask lifecycle and node events
                                        as they happen (node/events.py)
     GET  /openapi.json                 the OpenAPI document of all of the above
@@ -155,7 +162,10 @@ READS: Final = frozenset({"GET", "HEAD"})
 """Methods that change nothing; every other one needs the token and a JSON body."""
 PRIVATE_READS: Final = frozenset({"/v1/asks/{ask_id}/proofs", "/v1/events"})
 """GET routes that need the token too: what the node's owner alone may read."""
-RAW_BODY: Final = frozenset({"/v1/asks/{ask_id}/cancel"})
+PROVER_ACTIONS: Final = ("pause", "resume", "withdraw")
+RAW_BODY: Final = frozenset(
+    {"/v1/asks/{ask_id}/cancel", *(f"/v1/prover/bid/{a}" for a in PROVER_ACTIONS)}
+)
 """Write routes whose body is not read (a cancel's is `{}`): its JSON is not parsed."""
 STREAMS: Final = frozenset({"/v1/events"})
 """Routes that answer for as long as the client reads: no handler timeout."""
@@ -550,6 +560,21 @@ _NOT_STORED: Final[dict[int | str, dict[str, Any]]] = {
     503: {"model": m.SubmittedBody, "description": "not stored, or no answer in time"},
 }
 _ID_DOC: Final = {"pattern": m.ID_PATTERN}
+_EMPTY_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}},
+    }
+}
+"""A write whose body is `{}` (not read: RAW_BODY)."""
+_ACTION_DOC: Final = {
+    "pause": "Stop committing to asks and re-posting the bid; sign a bid that takes no"
+    " ask, so no node matches this prover (protocol v1 has no bid withdrawal). Work"
+    " already won goes on. The body is `{}`.",
+    "withdraw": "As pause (the same signed bid), its state `withdrawn`: the prover leaves"
+    " the market until resumed. The body is `{}`.",
+    "resume": "Post the current terms again and take asks. The body is `{}`.",
+}
 _EVENT_DOC: Final = (
     "Server-sent events (text/event-stream): `event:` is one of "
     + ", ".join(f"`{k}`" for k in ("subscribed", "ask_state", "attempt_settled", "assigned"))
@@ -655,12 +680,7 @@ def _make_app(api: ControlApi) -> FastAPI:
         "/v1/asks/{ask_id}/cancel",
         response_model=m.SubmittedBody,
         responses=_WRITE | _NOT_STORED,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}},
-            }
-        },
+        openapi_extra=_EMPTY_BODY,
     )
     async def cancel(ask_id: str = _path(_ID_DOC)) -> NodeJSON:
         """Sign and submit a Cancel of one of the node's asks (the body is `{}`)."""
@@ -683,6 +703,55 @@ def _make_app(api: ControlApi) -> FastAPI:
         if dial is None:
             raise KeyError("this node does not dial peers on request")
         return NodeJSON(await dial(list(body.addrs)))
+
+    def prover() -> Any:
+        control = getattr(node, "prover_control", None)
+        if control is None:
+            raise KeyError("this node runs no prover role")
+        return control
+
+    @app.get("/v1/prover/bid", response_model=m.ProverBid)
+    async def prover_bid() -> NodeJSON:
+        """The prover role's bid: the terms it signs and re-posts, and its state."""
+        return NodeJSON(prover().bid_view())
+
+    @app.post("/v1/prover/bid", response_model=m.ProverBidChanged, responses=_WRITE)
+    async def update_bid(body: m.BidUpdate) -> NodeJSON:
+        """New terms for the prover's bid: posted at once (if not paused), re-posted
+        from then on, kept in the role store for the next start."""
+        changes = _given(body)
+        if not changes:
+            raise BadRequest(f"nothing to change: give any of {', '.join(m.BID_UPDATE_FIELDS)}")
+        return NodeJSON(await prover().update_bid(changes))
+
+    def _action(action: str) -> None:
+        async def act() -> NodeJSON:
+            control = prover()
+            if action == "resume":
+                return NodeJSON(await control.resume_bid())
+            return NodeJSON(await control.pause_bid("paused" if action == "pause" else "withdrawn"))
+
+        act.__doc__ = _ACTION_DOC[action]
+        act.__name__ = f"{action}_bid"
+        app.post(
+            f"/v1/prover/bid/{action}",
+            response_model=m.ProverBidChanged,
+            responses=_WRITE,
+            openapi_extra=_EMPTY_BODY,
+        )(act)
+
+    for action in PROVER_ACTIONS:
+        _action(action)
+
+    @app.get("/v1/prover/jobs", response_model=m.ProverJobs)
+    async def prover_jobs() -> NodeJSON:
+        """The prover's current and recent jobs, the newest first."""
+        return NodeJSON(prover().jobs_view())
+
+    @app.get("/v1/prover/earnings", response_model=m.ProverEarnings)
+    async def prover_earnings() -> NodeJSON:
+        """What the prover's accepted proofs earned since the node started."""
+        return NodeJSON(prover().earnings_view())
 
     @app.get(
         "/v1/events",
@@ -714,6 +783,7 @@ _BODY_MODELS: Final[dict[str, Any]] = {
     "/v1/bids": m.BidFields,
     "/v1/asks": m.AskFields,
     "/v1/peers": m.PeersBody,
+    "/v1/prover/bid": m.BidUpdate,
 }
 
 

@@ -1,0 +1,205 @@
+"""The prover operator's commands (issue 14) on whole nodes: real hosts on
+127.0.0.1, real pow proofs, real signatures, real SQLite, and the control API over
+real HTTP (its synchronous client in a worker thread while the nodes serve).
+
+An update is re-posted as updated (the role's re-post loop signs the current
+terms) and survives a restart; a raised capacity runs that many proofs at once and
+the prover never commits to more than it runs; a paused prover that would win an
+ask (the cheapest) leaves it to another; earnings grow with a paid proof."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2p_market.core import limits as L
+from p2p_market.core.lifecycle import AskState
+from p2p_market.core.messages import Commit
+from p2p_market.core.messages import Market as MarketDescriptor
+from p2p_market.node.api_client import ApiClient
+from p2p_market.node.api_token import read_token
+from p2p_market.node.runtime import Node
+from p2p_market.proving.pow import PowBackend
+from p2p_market.roles.prover import ProverRole
+from tests.roles.harness import MID, Market, market, wait_state
+
+TIMEOUT = 40
+
+
+def owner(role: ProverRole) -> ApiClient:
+    """The control API client of the prover's node, with its token."""
+    n = role.node
+    return ApiClient(f"http://127.0.0.1:{n.api_port}", token=read_token(n.api_token_file))
+
+
+async def call(fn: Callable[..., Any], *args: Any) -> Any:
+    return await trio.to_thread.run_sync(fn, *args)
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    try:
+        with trio.fail_after(timeout):
+            while not check():
+                await trio.sleep(0.05)
+    except trio.TooSlowError:
+        raise AssertionError(f"never: {what}") from None
+
+
+def current(n: Node, prover: bytes) -> Any:
+    """The prover's current bid as node `n` holds it (core/book.py StoredBid)."""
+    return n.states[MID].book.current.get(prover)
+
+
+def commits_by(n: Node, prover: bytes) -> set[bytes]:
+    """The asks `prover` has a stored commit to, as node `n` holds them."""
+    return {
+        e.message.ask
+        for e in n.states[MID].stored_envelopes()
+        if isinstance(e.message, Commit) and e.signer == prover
+    }
+
+
+async def test_an_update_is_reposted_as_updated_and_survives_a_restart(tmp_path: Path) -> None:
+    """A 2 s bid ttl: the role re-posts every second. Before issue 14 the re-post
+    signed the configured terms again, undoing a change made through the API."""
+    async with market(tmp_path, {"p": (7, 10_000)}, bid_ttl_ms=2_000) as m:
+        prover = m.provers["p"]
+        client = owner(prover)
+        shown = await call(client.prover_bid)
+        assert (shown["state"], shown["price"], shown["capacity"]) == ("active", 7, 1)
+        answer = await call(client.update_bid, {"price": 9, "proof_time": 8_000})
+        assert answer["submitted"]["status"] == "accept" and answer["kept"] is True
+        assert (answer["price"], answer["proof_time"]) == (9, 8_000)
+        updated_seq = current(prover.node, prover.me).bid.seq
+        # Two re-posts later, everyone still holds the updated terms.
+        await until(
+            lambda: (c := current(m.relay, prover.me)) is not None and c.bid.seq >= updated_seq + 2,
+            "the relay holds two re-posts after the update",
+        )
+        bid = current(m.relay, prover.me).bid
+        assert (bid.price, bid.proof_time) == (9, 8_000)
+
+        # A restart with the same config: the update comes back from the role store.
+        seq_before = current(m.relay, prover.me).bid.seq
+        m.kill["p"].cancel()
+        restarted = await m.restart("p", PowBackend())
+        assert restarted.config_settings.price == 7
+        assert (restarted.settings.price, restarted.settings.proof_time) == (9, 8_000)
+        await until(
+            lambda: current(m.relay, prover.me).bid.seq > seq_before,
+            "the relay holds a bid of the restarted prover",
+        )
+        bid = current(m.relay, prover.me).bid
+        assert (bid.price, bid.proof_time) == (9, 8_000)
+
+
+class Gate(PowBackend):
+    """Pow proofs that wait at a gate, counting how many are inside at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = 0
+        self.most = 0
+        self.open = trio.Event()
+
+    async def prove(self, market: MarketDescriptor, inputs: bytes, deadline_s: float) -> bytes:
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        try:
+            await self.open.wait()
+            return await super().prove(market, inputs, deadline_s)
+        finally:
+            self.inside -= 1
+
+
+async def place(m: Market, text: bytes, max_price: int = 100) -> bytes:
+    fields = {"market": MID.hex(), "max_price": max_price, "max_proof_time": 60_000}
+    return await m.requester.request(fields, text)
+
+
+async def test_a_raised_capacity_runs_that_many_at_once_and_commits_no_more(
+    tmp_path: Path,
+) -> None:
+    """Capacity 1 raised to 3: three asks are proved side by side (before issue 14
+    the limiter stayed at 1 while the bid promised 3: the second and third waited,
+    committed but not running). A fourth ask finds the prover full: no commit while
+    three run, and it is proved once the gate opens."""
+    gate = Gate()
+    async with market(tmp_path, {"p": (5, 60_000)}, {"p": gate}) as m:
+        prover = m.provers["p"]
+        answer = await call(owner(prover).update_bid, {"capacity": 3})
+        assert answer["capacity"] == 3 == answer["running"]
+        await until(lambda: current(m.relay, prover.me).bid.capacity == 3, "the relay has it")
+        asks = [await place(m, f"job {i}".encode()) for i in range(3)]
+        await until(lambda: gate.inside == 3, "three proofs at once")
+        fourth = await place(m, b"job 3")
+        # Past its first two commit windows and the skew, in the relay's view too:
+        # the prover, full, has not committed to it.
+        window, skew = m.market.commit_window_ms, m.market.skew_ms
+        env = m.relay.states[MID].asks
+        await until(lambda: fourth in env, "the relay holds the fourth ask")
+        opened = env[fourth].message.timestamp
+        await until(lambda: m.relay.clock() > opened + 2 * window + 2 * skew, "two windows go by")
+        assert fourth not in commits_by(m.relay, prover.me)
+        assert fourth not in commits_by(prover.node, prover.me)
+        assert gate.most == 3
+        gate.open.set()
+        for ask in [*asks, fourth]:
+            await wait_state(m, ask, AskState.PROVEN, timeout=TIMEOUT)
+        assert gate.most == 3
+        jobs = (await call(owner(prover).prover_jobs))["jobs"]
+        assert {j["ask"] for j in jobs} == {a.hex() for a in [*asks, fourth]}
+
+
+async def test_a_paused_prover_that_would_win_leaves_the_ask_to_another(tmp_path: Path) -> None:
+    """The cheapest prover pauses: every node stops matching its bid (a superseding
+    bid that takes no ask), the ask goes to the dearer one, the paused prover signs
+    no commit; resumed, it wins the next ask."""
+    async with market(tmp_path, {"cheap": (1, 10_000), "dear": (5, 10_000)}) as m:
+        cheap, dear = m.provers["cheap"], m.provers["dear"]
+        paused = await call(owner(cheap).bid_action, "pause")
+        assert paused["state"] == "paused" and paused["submitted"]["status"] == "accept"
+        await until(
+            lambda: all(current(n, cheap.me).bid.price == L.MAX_UINT for n in m.nodes),
+            "every node holds the withdrawal",
+        )
+        ask = await place(m, b"while cheap is paused", max_price=10)
+        with trio.fail_after(TIMEOUT):
+            done = await m.requester.wait(ask)
+        assert list(done.proofs) == [dear.me]
+        assert ask not in commits_by(m.relay, cheap.me)
+        assert (await call(owner(cheap).prover_bid))["state"] == "paused"
+
+        resumed = await call(owner(cheap).bid_action, "resume")
+        assert resumed["state"] == "active" and resumed["price"] == 1
+        await until(
+            lambda: all(current(n, cheap.me).bid.price == 1 for n in m.nodes),
+            "every node holds the resumed bid",
+        )
+        again = await place(m, b"cheap is back", max_price=10)
+        with trio.fail_after(TIMEOUT):
+            done = await m.requester.wait(again)
+        assert list(done.proofs) == [cheap.me]
+
+
+async def test_earnings_and_jobs_grow_with_a_paid_proof(tmp_path: Path) -> None:
+    async with market(tmp_path, {"p": (7, 10_000)}) as m:
+        prover = m.provers["p"]
+        client = owner(prover)
+        before = await call(client.prover_earnings)
+        assert (before["earned"], before["paid_proofs"]) == (0, 0)
+        ask = await place(m, b"pay me")
+        with trio.fail_after(TIMEOUT):
+            await m.requester.wait(ask)
+        await wait_state(m, ask, AskState.PROVEN)
+        await until(lambda: prover.stats.paid == 1, "the prover's node sees the receipt")
+        after = await call(client.prover_earnings)
+        assert (after["earned"], after["paid_proofs"]) == (7, 1)
+        assert after["markets"] == [{"market": MID.hex(), "earned": 7, "paid_proofs": 1}]
+        (job,) = (await call(client.prover_jobs))["jobs"]
+        assert (job["ask"], job["state"], job["price"]) == (ask.hex(), "accepted", 7)
+        assert job["earned"] == 7
+        assert job["started"] is not None and job["prove_ms"] is not None
