@@ -17,7 +17,7 @@ import trio
 
 from p2p_market.core import limits as L
 from p2p_market.core.lifecycle import AskState
-from p2p_market.core.messages import Commit
+from p2p_market.core.messages import Ask, Commit
 from p2p_market.core.messages import Market as MarketDescriptor
 from p2p_market.node.api_client import ApiClient
 from p2p_market.node.api_token import read_token
@@ -141,7 +141,9 @@ async def test_a_raised_capacity_runs_that_many_at_once_and_commits_no_more(
         window, skew = m.market.commit_window_ms, m.market.skew_ms
         env = m.relay.states[MID].asks
         await until(lambda: fourth in env, "the relay holds the fourth ask")
-        opened = env[fourth].message.timestamp
+        message = env[fourth].message
+        assert isinstance(message, Ask)
+        opened = message.timestamp
         await until(lambda: m.relay.clock() > opened + 2 * window + 2 * skew, "two windows go by")
         assert fourth not in commits_by(m.relay, prover.me)
         assert fourth not in commits_by(prover.node, prover.me)
