@@ -9,6 +9,7 @@ ask (the cheapest) leaves it to another; earnings grow with a paid proof."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,109 @@ async def test_earnings_and_jobs_grow_with_a_paid_proof(tmp_path: Path) -> None:
         assert (job["ask"], job["state"], job["price"]) == (ask.hex(), "accepted", 7)
         assert job["earned"] == 7
         assert job["started"] is not None and job["prove_ms"] is not None
+
+
+async def test_a_lowered_capacity_keeps_running_what_it_committed_to(tmp_path: Path) -> None:
+    """Capacity 3, three proofs at the gate, then lowered to 1: the bid says 1 at
+    once (no new commit while three run), but the limiter stays at 3 until the work
+    committed under the larger bid is done, so none of the three is stranded; it
+    shrinks to 1 once that time has passed."""
+    gate = Gate()
+    async with market(tmp_path, {"p": (5, 10_000)}, {"p": gate}) as m:
+        prover = m.provers["p"]
+        client = owner(prover)
+        await call(client.update_bid, {"capacity": 3})
+        fields = {"market": MID.hex(), "max_price": 100, "max_proof_time": 60_000}
+        asks = [await m.requester.request(fields, f"job {i}".encode()) for i in range(3)]
+        await until(lambda: gate.inside == 3, "three proofs at once")
+        lowered = await call(client.update_bid, {"capacity": 1})
+        assert (lowered["capacity"], lowered["running"]) == (1, 3)
+        await until(lambda: current(m.relay, prover.me).bid.capacity == 1, "the relay has it")
+        gate.open.set()
+        for ask in asks:
+            await wait_state(m, ask, AskState.PROVEN, timeout=TIMEOUT)
+        await until(
+            lambda: prover.bid_view()["running"] == 1, "the limiter shrinks to the new capacity"
+        )
+
+
+def cli(*args: str) -> Any:
+    """`p2p-market ARGS` in a worker thread (the nodes keep serving), without a
+    token in the environment."""
+    from typer.testing import CliRunner
+
+    from p2p_market.cli.app import app
+
+    runner = CliRunner(env={"P2P_MARKET_API_TOKEN": None})
+    return trio.to_thread.run_sync(lambda: runner.invoke(app, list(args)))
+
+
+def one_line(result: Any, code: int) -> str:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return str(lines[0])
+
+
+async def test_the_cli_against_a_real_prover_node(tmp_path: Path) -> None:
+    async with market(tmp_path, {"p": (7, 10_000)}) as m:
+        prover = m.provers["p"]
+        api = ["--api", f"http://127.0.0.1:{prover.node.api_port}"]
+        token = ["--token-file", str(prover.node.api_token_file)]
+
+        shown = await cli("prover", "bid", "show", *api, "--json")
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout)["price"] == 7
+        human = await cli("prover", "bid", "show", *api)
+        assert "7 per unit of work" in human.stdout and "active" in human.stdout
+
+        updated = await cli("prover", "bid", "update", *api, *token, "--price", "8")
+        assert updated.exit_code == 0, updated.output
+        assert updated.stdout.startswith("bid updated") and "8 per unit" in updated.stdout
+        assert current(m.relay, prover.me) is not None
+        await until(lambda: current(m.relay, prover.me).bid.price == 8, "the relay has it")
+
+        # Bad input: exit 2, one line, the node not asked or saying what is wrong.
+        assert "needs the node's API token" in one_line(
+            await cli("prover", "bid", "update", *api, "--price", "9"), 2
+        )
+        assert "nothing to change" in one_line(
+            await cli("prover", "bid", "update", *api, *token), 2
+        )
+        assert "capacity" in one_line(
+            await cli("prover", "bid", "update", *api, *token, "--capacity", "0"), 2
+        )
+        assert prover.settings.price == 8 and prover.settings.capacity == 1
+
+        paused = await cli("prover", "bid", "pause", *api, *token, "--json")
+        assert paused.exit_code == 0, paused.output
+        assert json.loads(paused.stdout)["state"] == "paused"
+        withdrawn = await cli("prover", "bid", "withdraw", *api, *token)
+        assert withdrawn.exit_code == 0 and withdrawn.stdout.startswith("withdrawn")
+        resumed = await cli("prover", "bid", "resume", *api, *token)
+        assert resumed.exit_code == 0 and resumed.stdout.startswith("resumed")
+        await until(lambda: current(m.relay, prover.me).bid.price == 8, "resumed at 8")
+
+        ask = await place(m, b"for the cli")
+        with trio.fail_after(TIMEOUT):
+            await m.requester.wait(ask)
+        await until(lambda: prover.stats.paid == 1, "the prover's node sees the receipt")
+        jobs = await cli("prover", "jobs", *api)
+        assert jobs.exit_code == 0, jobs.output
+        assert ask.hex()[:16] in jobs.stdout and "accepted" in jobs.stdout
+        listed = json.loads((await cli("prover", "jobs", *api, "--json")).stdout)
+        assert listed["jobs"][0]["ask"] == ask.hex()
+        earned = await cli("prover", "earnings", *api)
+        assert earned.exit_code == 0 and earned.stdout.startswith("earned 8 from 1 paid proof")
+        as_json = json.loads((await cli("prover", "earnings", *api, "--json")).stdout)
+        assert (as_json["earned"], as_json["paid_proofs"]) == (8, 1)
+
+        # A node without a prover role says so (404: exit 2); no node there: exit 1.
+        relay_api = ["--api", f"http://127.0.0.1:{m.relay.api_port}"]
+        assert "runs no prover" in one_line(await cli("prover", "jobs", *relay_api), 2)
+        with trio.socket.socket() as sock:  # a port nobody listens on
+            await sock.bind(("127.0.0.1", 0))
+            free = sock.getsockname()[1]
+        gone = await cli("prover", "earnings", "--api", f"http://127.0.0.1:{free}")
+        assert "cannot reach the node" in one_line(gone, 1)
