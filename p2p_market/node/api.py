@@ -163,9 +163,7 @@ READS: Final = frozenset({"GET", "HEAD"})
 PRIVATE_READS: Final = frozenset({"/v1/asks/{ask_id}/proofs", "/v1/events"})
 """GET routes that need the token too: what the node's owner alone may read."""
 PROVER_ACTIONS: Final = ("pause", "resume", "withdraw")
-RAW_BODY: Final = frozenset(
-    {"/v1/asks/{ask_id}/cancel", *(f"/v1/prover/bid/{a}" for a in PROVER_ACTIONS)}
-)
+RAW_BODY: Final = frozenset({"/v1/asks/{ask_id}/cancel"})
 """Write routes whose body is not read (a cancel's is `{}`): its JSON is not parsed."""
 STREAMS: Final = frozenset({"/v1/events"})
 """Routes that answer for as long as the client reads: no handler timeout."""
@@ -566,7 +564,10 @@ _EMPTY_BODY: Final[dict[str, Any]] = {
         "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}},
     }
 }
-"""A write whose body is `{}` (not read: RAW_BODY)."""
+"""A cancel's body is `{}` (not read: RAW_BODY)."""
+_CONFLICT: Final[dict[int | str, dict[str, Any]]] = {
+    409: {"model": m.ErrorBody, "description": "terms the market or the back-end cannot take"}
+}
 _ACTION_DOC: Final = {
     "pause": "Stop committing to asks and re-posting the bid; sign a bid that takes no"
     " ask, so no node matches this prover (protocol v1 has no bid withdrawal). Work"
@@ -715,17 +716,23 @@ def _make_app(api: ControlApi) -> FastAPI:
         """The prover role's bid: the terms it signs and re-posts, and its state."""
         return NodeJSON(prover().bid_view())
 
-    @app.post("/v1/prover/bid", response_model=m.ProverBidChanged, responses=_WRITE)
+    @app.post("/v1/prover/bid", response_model=m.ProverBidChanged, responses=_WRITE | _CONFLICT)
     async def update_bid(body: m.BidUpdate) -> NodeJSON:
         """New terms for the prover's bid: posted at once (if not paused), re-posted
-        from then on, kept in the role store for the next start."""
+        from then on, kept in the role store for the next start. 409 for terms this
+        node cannot take: a ttl above its market's max lifetime, a capacity above
+        what its back-end was started to run."""
         changes = _given(body)
         if not changes:
             raise BadRequest(f"nothing to change: give any of {', '.join(m.BID_UPDATE_FIELDS)}")
-        return NodeJSON(await prover().update_bid(changes))
+        control = prover()
+        try:
+            return NodeJSON(await control.update_bid(changes))
+        except ValueError as exc:  # the body is well-formed: the market or back-end says no
+            return _error(409, str(exc))
 
     def _action(action: str) -> None:
-        async def act() -> NodeJSON:
+        async def act(body: m.EmptyBody) -> NodeJSON:
             control = prover()
             if action == "resume":
                 return NodeJSON(await control.resume_bid())
@@ -733,12 +740,9 @@ def _make_app(api: ControlApi) -> FastAPI:
 
         act.__doc__ = _ACTION_DOC[action]
         act.__name__ = f"{action}_bid"
-        app.post(
-            f"/v1/prover/bid/{action}",
-            response_model=m.ProverBidChanged,
-            responses=_WRITE,
-            openapi_extra=_EMPTY_BODY,
-        )(act)
+        app.post(f"/v1/prover/bid/{action}", response_model=m.ProverBidChanged, responses=_WRITE)(
+            act
+        )
 
     for action in PROVER_ACTIONS:
         _action(action)
@@ -784,6 +788,7 @@ _BODY_MODELS: Final[dict[str, Any]] = {
     "/v1/asks": m.AskFields,
     "/v1/peers": m.PeersBody,
     "/v1/prover/bid": m.BidUpdate,
+    **{f"/v1/prover/bid/{action}": m.EmptyBody for action in PROVER_ACTIONS},
 }
 
 

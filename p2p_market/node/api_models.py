@@ -113,7 +113,7 @@ BOUNDS: Final[dict[str, dict[str, Any]]] = {
     "size": {"ge": 1, "le": L.MAX_SIZE},
     "max_size": {"ge": 1, "le": L.MAX_SIZE},
     "ttl_ms": {"ge": 1},
-    "bid_ttl_ms": {"ge": 1_000},
+    "bid_ttl_ms": {"ge": 1_000, "le": L.MAX_LIFETIME_MS},
     "allow": {"max_length": L.MAX_LIST_ITEMS},
     "deny": {"max_length": L.MAX_LIST_ITEMS},
 }
@@ -151,11 +151,17 @@ def _field(name: str, kind: str, required: bool) -> tuple[Any, Any]:
     return kind_type, Field(default=None, json_schema_extra=extra, **bounds)
 
 
-def _order(name: str, fields: dict[str, str], required: tuple[str, ...], doc: str) -> Any:
+def _order(
+    name: str,
+    fields: dict[str, str],
+    required: tuple[str, ...],
+    doc: str,
+    config: ConfigDict = _STRICT,
+) -> Any:
     spec: dict[str, Any] = {
         field: _field(field, kind, field in required) for field, kind in fields.items()
     }
-    model = create_model(name, __config__=_STRICT, __doc__=doc, **spec)
+    model = create_model(name, __config__=config, __doc__=doc, **spec)
     model.kinds = fields
     return model
 
@@ -180,6 +186,7 @@ BidUpdate = _order(
     (),
     "New terms for the prover role's bid, any of: price (per unit of work), proof_time"
     " (ms), capacity (proofs at once), max_size, bid_ttl_ms; the others stay.",
+    ConfigDict(**_STRICT, json_schema_extra={"minProperties": 1}),
 )
 
 
@@ -189,6 +196,13 @@ class EnvelopeBody(BaseModel):
     model_config = _STRICT
     hex: Annotated[Hex, Field(min_length=2)]
     shape: ClassVar[str] = 'a JSON envelope must be {"hex": "<envelope bytes in hex>"}'
+
+
+class EmptyBody(BaseModel):
+    """No fields: the request says it all (pause, resume, withdraw)."""
+
+    model_config = _STRICT
+    shape: ClassVar[str] = "the body must be {}"
 
 
 class PeersBody(BaseModel):

@@ -279,6 +279,10 @@ async def test_the_cli_against_a_real_prover_node(tmp_path: Path) -> None:
         assert "capacity" in one_line(
             await cli("prover", "bid", "update", *api, *token, "--capacity", "0"), 2
         )
+        too_long = str(L.MAX_LIFETIME_MS)  # the protocol's bound, above this market's (409)
+        assert "max lifetime" in one_line(
+            await cli("prover", "bid", "update", *api, *token, "--ttl-ms", too_long), 2
+        )
         assert prover.settings.price == 8 and prover.settings.capacity == 1
 
         paused = await cli("prover", "bid", "pause", *api, *token, "--json")
