@@ -185,8 +185,10 @@ class ProverRole:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await self.warm_up()  # before the bid: a win may follow at once
-                if self.bid_state == "active":  # paused: its withdrawal is in the log
+                if self.bid_state == "active":
                     await self.place_bid()
+                elif self._matchable():  # paused, but its withdrawal is not in the log
+                    await self._withdraw()
                 self._resume_in_flight()
                 nursery.start_soon(self._refresh_bid)
                 nursery.start_soon(self.store.prune_every, self.node.clock)
@@ -327,12 +329,21 @@ class ProverRole:
             raise ValueError(f"a bid is paused or withdrawn, not {state!r}")
         async with self._bid_lock:
             was, self.bid_state = self.bid_state, "paused" if state == "paused" else "withdrawn"
-            result = None
-            if was == "active":
-                fields = withdrawal_fields(self.settings.market, self.settings.bid_ttl_ms)
-                result = await self.node.place_bid(fields)
-                log.info("bid withdrawn from matching (%s): %s", self.bid_state, result.status)
+            result = await self._withdraw() if was == "active" or self._matchable() else None
             return self._answer(self._changed(), result)
+
+    def _matchable(self) -> bool:
+        """Whether this node's book holds a live bid of ours that is not a withdrawal."""
+        current = self.state.book.current.get(self.me)
+        if current is None or current.bid.expires_at <= self.node.clock():
+            return False
+        return bool(current.bid.price != withdrawal_fields(self.settings.market, 1)["price"])
+
+    async def _withdraw(self) -> Submitted:
+        fields = withdrawal_fields(self.settings.market, self.settings.bid_ttl_ms)
+        result = await self.node.place_bid(fields)
+        log.info("bid withdrawn from matching (%s): %s", self.bid_state, result.status)
+        return result
 
     async def resume_bid(self) -> dict[str, Any]:
         """Post the current terms (a new seq: it supersedes the withdrawal)."""

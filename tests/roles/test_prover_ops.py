@@ -96,6 +96,16 @@ async def test_an_update_is_reposted_as_updated_and_survives_a_restart(tmp_path:
         bid = current(m.relay, prover.me).bid
         assert (bid.price, bid.proof_time) == (9, 8_000)
 
+        # Paused, it stays paused across a restart: no bid of its terms is posted.
+        await call(owner(restarted).bid_action, "pause")
+        withdrawal = current(restarted.node, prover.me)
+        assert withdrawal.bid.price == L.MAX_UINT
+        m.kill["p"].cancel()
+        again = await m.restart("p", PowBackend())
+        assert again.bid_state == "paused" and again.settings.price == 9
+        assert current(again.node, prover.me).id == withdrawal.id
+        assert (await call(owner(again).prover_bid))["state"] == "paused"
+
 
 class Gate(PowBackend):
     """Pow proofs that wait at a gate, counting how many are inside at once."""
