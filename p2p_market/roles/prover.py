@@ -394,6 +394,8 @@ class ProverRole:
                 )
                 continue
             log.info("ask %s: resuming after a restart", ask_id.hex()[:16])
+            self.jobs.get(ask_id, price=slot.price, now=now)
+            self.jobs.set(ask_id, "assigned", deadline=slot.deadline)
             self._start(ask_id, slot.deadline)
 
     # -- reacting to the core -------------------------------------------------------------
