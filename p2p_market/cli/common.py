@@ -242,11 +242,11 @@ def api_client(url: str, token_file: Path | None = None, *, acting: str | None =
 
 @contextlib.contextmanager
 def api_errors() -> Any:
-    """An ApiError as one line: exit 2 when the request was bad (4xx, or no node
-    there), 1 when the node failed."""
+    """An ApiError as one line: exit 2 when the request was bad (a 4xx: the node
+    says what), 1 when it could not be done (no node there, no answer, a 5xx)."""
     from p2p_market.node.api_client import ApiError
 
     try:
         yield
     except ApiError as exc:
-        fail(str(exc), 2 if exc.status == 0 or 400 <= exc.status < 500 else 1)
+        fail(str(exc), 2 if 400 <= exc.status < 500 else 1)

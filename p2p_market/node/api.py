@@ -20,6 +20,13 @@ The reference for clients is docs/api.md; the OpenAPI document is served.
     GET  /v1/peers                     connected peers and gossip health (node/console_views.py)
     POST /v1/peers                     token: {"addrs": [full multiaddrs]}: dial them now, and
                                        keep them with the bootstrap peers
+    GET  /v1/prover/bid                the prover role's bid: its terms and state
+    POST /v1/prover/bid                token: new terms (price, proof_time, capacity, max_size,
+                                       bid_ttl_ms), posted at once, kept across a restart
+    POST /v1/prover/bid/pause          token: stop committing; out of matching (also
+                                       /withdraw); /resume posts the terms again
+    GET  /v1/prover/jobs               the prover's current and recent jobs
+    GET  /v1/prover/earnings           what its accepted proofs earned, per market
     GET  /v1/events                    token: server-sent events, ask lifecycle and node events
                                        as they happen (node/events.py)
     GET  /openapi.json                 the OpenAPI document of all of the above
@@ -169,6 +176,7 @@ READS: Final = frozenset({"GET", "HEAD"})
 """Methods that change nothing; every other one needs the token and a JSON body."""
 PRIVATE_READS: Final = frozenset({"/v1/asks/{ask_id}/proofs", "/v1/events"})
 """GET routes that need the token too: what the node's owner alone may read."""
+PROVER_ACTIONS: Final = ("pause", "resume", "withdraw")
 RAW_BODY: Final = frozenset({"/v1/asks/{ask_id}/cancel"})
 """Write routes whose body is not read (a cancel's is `{}`): its JSON is not parsed."""
 STREAMS: Final = frozenset({"/v1/events"})
@@ -564,6 +572,24 @@ _NOT_STORED: Final[dict[int | str, dict[str, Any]]] = {
     503: {"model": m.SubmittedBody, "description": "not stored, or no answer in time"},
 }
 _ID_DOC: Final = {"pattern": m.ID_PATTERN}
+_EMPTY_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}},
+    }
+}
+"""A cancel's body is `{}` (not read: RAW_BODY)."""
+_CONFLICT: Final[dict[int | str, dict[str, Any]]] = {
+    409: {"model": m.ErrorBody, "description": "terms the market or the back-end cannot take"}
+}
+_ACTION_DOC: Final = {
+    "pause": "Stop committing to asks and re-posting the bid; sign a bid that takes no"
+    " ask, so no node matches this prover (protocol v1 has no bid withdrawal). Work"
+    " already won goes on. The body is `{}`.",
+    "withdraw": "As pause (the same signed bid), its state `withdrawn`: the prover leaves"
+    " the market until resumed. The body is `{}`.",
+    "resume": "Post the current terms again and take asks. The body is `{}`.",
+}
 _EVENT_DOC: Final = (
     "Server-sent events (text/event-stream): `event:` is one of "
     + ", ".join(f"`{k}`" for k in ("subscribed", "ask_state", "attempt_settled", "assigned"))
@@ -674,12 +700,7 @@ def _make_app(api: ControlApi) -> FastAPI:
         "/v1/asks/{ask_id}/cancel",
         response_model=m.SubmittedBody,
         responses=_WRITE | _NOT_STORED,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}},
-            }
-        },
+        openapi_extra=_EMPTY_BODY,
     )
     async def cancel(ask_id: str = _path(_ID_DOC)) -> NodeJSON:
         """Sign and submit a Cancel of one of the node's asks (the body is `{}`)."""
@@ -735,6 +756,58 @@ def _make_app(api: ControlApi) -> FastAPI:
             raise KeyError("this node does not dial peers on request")
         return NodeJSON(await dial(list(body.addrs)))
 
+    def prover() -> Any:
+        control = getattr(node, "prover_control", None)
+        if control is None:
+            raise KeyError("this node runs no prover role")
+        return control
+
+    @app.get("/v1/prover/bid", response_model=m.ProverBid)
+    async def prover_bid() -> NodeJSON:
+        """The prover role's bid: the terms it signs and re-posts, and its state."""
+        return NodeJSON(prover().bid_view())
+
+    @app.post("/v1/prover/bid", response_model=m.ProverBidChanged, responses=_WRITE | _CONFLICT)
+    async def update_bid(body: m.BidUpdate) -> NodeJSON:
+        """New terms for the prover's bid: posted at once (if not paused), re-posted
+        from then on, kept in the role store for the next start. 409 for terms this
+        node cannot take: a ttl above its market's max lifetime, a capacity above
+        what its back-end was started to run."""
+        changes = _given(body)
+        if not changes:
+            raise BadRequest(f"nothing to change: give any of {', '.join(m.BID_UPDATE_FIELDS)}")
+        control = prover()
+        try:
+            return NodeJSON(await control.update_bid(changes))
+        except ValueError as exc:  # the body is well-formed: the market or back-end says no
+            return _error(409, str(exc))
+
+    def _action(action: str) -> None:
+        async def act(body: m.EmptyBody) -> NodeJSON:
+            control = prover()
+            if action == "resume":
+                return NodeJSON(await control.resume_bid())
+            return NodeJSON(await control.pause_bid("paused" if action == "pause" else "withdrawn"))
+
+        act.__doc__ = _ACTION_DOC[action]
+        act.__name__ = f"{action}_bid"
+        app.post(f"/v1/prover/bid/{action}", response_model=m.ProverBidChanged, responses=_WRITE)(
+            act
+        )
+
+    for action in PROVER_ACTIONS:
+        _action(action)
+
+    @app.get("/v1/prover/jobs", response_model=m.ProverJobs)
+    async def prover_jobs() -> NodeJSON:
+        """The prover's current and recent jobs, the newest first."""
+        return NodeJSON(prover().jobs_view())
+
+    @app.get("/v1/prover/earnings", response_model=m.ProverEarnings)
+    async def prover_earnings() -> NodeJSON:
+        """What the prover's accepted proofs earned since the node started."""
+        return NodeJSON(prover().earnings_view())
+
     @app.get(
         "/v1/events",
         response_class=StreamingResponse,
@@ -765,6 +838,8 @@ _BODY_MODELS: Final[dict[str, Any]] = {
     "/v1/bids": m.BidFields,
     "/v1/asks": m.AskFields,
     "/v1/peers": m.PeersBody,
+    "/v1/prover/bid": m.BidUpdate,
+    **{f"/v1/prover/bid/{action}": m.EmptyBody for action in PROVER_ACTIONS},
 }
 
 

@@ -111,6 +111,25 @@ class ApiClient:
         peers; its answer says which dials failed."""
         return self._object(self.request("POST", "/v1/peers", _json({"addrs": addrs})))
 
+    # the prover role's operator commands (`p2p-market prover bid|jobs|earnings`)
+    def prover_bid(self) -> dict[str, Any]:
+        return self._object(self.request("GET", "/v1/prover/bid"))
+
+    def update_bid(self, changes: dict[str, int]) -> dict[str, Any]:
+        """New terms for the prover's bid (any of price, proof_time, capacity,
+        max_size, bid_ttl_ms)."""
+        return self._object(self.request("POST", "/v1/prover/bid", _json(changes)))
+
+    def bid_action(self, action: str) -> dict[str, Any]:
+        """pause, resume or withdraw the prover's bid."""
+        return self._object(self.request("POST", f"/v1/prover/bid/{_seg(action)}", b"{}"))
+
+    def prover_jobs(self) -> dict[str, Any]:
+        return self._object(self.request("GET", "/v1/prover/jobs"))
+
+    def prover_earnings(self) -> dict[str, Any]:
+        return self._object(self.request("GET", "/v1/prover/earnings"))
+
     # -- the transport ----------------------------------------------------------------
     def request(
         self,

@@ -29,6 +29,10 @@ from schemathesis.core.result import Err
 from p2p_market.node.api import serve_api
 from p2p_market.node.api_client import ApiClient, ApiError
 from p2p_market.node.api_token import read_token
+from p2p_market.node.runtime import Node
+from p2p_market.proving.pow import PowBackend
+from p2p_market.roles.inbox import Inbox
+from p2p_market.roles.prover import ProverRole, ProverSettings
 from tests.node.test_http_api import FakeNode
 from tests.node.test_runtime import MID, make_node, running
 
@@ -52,6 +56,12 @@ ROUTES = {
     "/v1/stats": {"get"},
     "/v1/peers": {"get", "post"},
     "/v1/events": {"get"},
+    "/v1/prover/bid": {"get", "post"},
+    "/v1/prover/bid/pause": {"post"},
+    "/v1/prover/bid/resume": {"post"},
+    "/v1/prover/bid/withdraw": {"post"},
+    "/v1/prover/jobs": {"get"},
+    "/v1/prover/earnings": {"get"},
 }
 
 
@@ -164,8 +174,13 @@ def _run_operation(
 
 
 async def test_schemathesis_finds_no_failure_on_a_real_node(tmp_path: Path) -> None:
-    node = make_node(tmp_path, "a")
-    async with running(node):
+    """On a prover node (its role running), so that the prover's routes answer too."""
+    plain = make_node(tmp_path, "a")
+    node = Node(plain.config, plain.key, prover=True)
+    settings = ProverSettings(market=MID, price=3, proof_time=900)
+    role = ProverRole(node, PowBackend(), settings, Inbox())
+    async with running(node) as nursery:
+        await nursery.start(role.run)
         assert node.api_port is not None
         token = read_token(node.api_token_file)
         client = ApiClient(f"http://127.0.0.1:{node.api_port}", token=token, timeout=10)
