@@ -2,7 +2,9 @@
 its section's table, no row names a key the parser would refuse, and the examples
 parse. The accepted keys come from the parsers' own lists (the sets their
 unknown-key checks use), so a key added to a parser and not to the reference, or
-removed from a parser and left in it, fails here."""
+removed from a parser and left in it, fails here. The node config's tables are
+written from its schema (node/config_schema.py, `p2p-market config reference`):
+the file must be what that command writes."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from p2p_market.localnet.scenario_file import load_scenario, parse_scenario
 from p2p_market.markets.descriptor import MARKET_FIELDS, parse_descriptor
 from p2p_market.node import config as node_config
 from p2p_market.node.config import ConfigError, parse_config
+from p2p_market.node.config_schema import NodeSection, render_reference
 from p2p_market.roles import wiring, workload
 from p2p_market.roles.wiring import plan_from_config
 
@@ -37,7 +40,7 @@ these three by name (any other key is passed to Market, which refuses what is no
 field; see test_markets_entry_forms)."""
 
 EXPECTED: dict[tuple[str, str], frozenset[str]] = {
-    (NODE, "[node]"): frozenset(node_config._NODE_KEYS),
+    (NODE, "[node]"): frozenset(NodeSection.model_fields),
     (NODE, "[[markets]]"): MARKET_ENTRY_FORMS,
     (NODE, "[prover]"): wiring.PROVER_KEYS,
     (NODE, "[requester]"): wiring.REQUESTER_KEYS,
@@ -177,3 +180,33 @@ def test_init_templates_keys_are_documented(tmp_path: Path, role: str) -> None:
     for section, written in keys.items():
         missing = sorted(written - documented(NODE, section))
         assert not missing, f"init {role}: {section} keys not in docs/config.md: {missing}"
+
+
+def test_the_node_config_tables_are_what_the_schema_writes() -> None:
+    """Every node config section has a generated block, and the file is what
+    `p2p-market config reference` would write: a key, bound, default or meaning
+    changed in the schema and not regenerated here fails."""
+    text = DOC.read_text(encoding="utf-8")
+    for section in node_config.SECTIONS:
+        marker = f"<!-- generated from p2p_market/node/config_schema.py: {section} -->"
+        assert marker in SECTIONS[(NODE, _title(section, section == "markets"))], section
+    assert render_reference(text) == text, "docs/config.md is stale: p2p-market config reference"
+
+
+def test_the_reference_command_rewrites_a_stale_table(tmp_path: Path) -> None:
+    """The command puts back a table edited by hand, keeps the prose around it, and
+    --check says the file is stale (exit 1) without writing."""
+    text = DOC.read_text(encoding="utf-8")
+    stale = text.replace("| `api_port` | integer 0..65535 |", "| `api_port` | integer 1..80 |")
+    assert stale != text
+    doc = tmp_path / "config.md"
+    doc.write_text(stale, encoding="utf-8")
+    runner = CliRunner()
+    checked = runner.invoke(app, ["config", "reference", "--doc", str(doc), "--check"])
+    assert checked.exit_code == 1 and "differs from the schema" in checked.stderr
+    assert doc.read_text(encoding="utf-8") == stale
+    written = runner.invoke(app, ["config", "reference", "--doc", str(doc)])
+    assert written.exit_code == 0, written.output
+    assert doc.read_text(encoding="utf-8") == text
+    again = runner.invoke(app, ["config", "reference", "--doc", str(doc), "--check"])
+    assert again.exit_code == 0 and "up to date" in again.stdout

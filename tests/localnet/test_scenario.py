@@ -119,7 +119,7 @@ def test_node_configs_are_what_node_run_reads(tmp_path: Path) -> None:
         ),
         (
             with_nodes({"name": "p", "role": "prover", "price": -1, "proof_time": 9}),
-            "node p: [prover]: price must be a non-negative integer",
+            "node p: prover.price must be an integer of at least 0",
         ),
         (
             with_nodes(
