@@ -1,5 +1,7 @@
-"""Node configuration from TOML, checked field by field so that a bad file gets one
-line naming the problem instead of a traceback.
+"""Node configuration from TOML: every key checked by the schema
+(node/config_schema.py, which also writes docs/config.md's tables), then what keys
+say together, so that a bad file gets one line naming the problem instead of a
+traceback.
 
     [node]
     key_file = "keys/node.pem"          # Ed25519 PKCS#8 PEM (p2p-market keys new)

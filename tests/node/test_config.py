@@ -241,3 +241,69 @@ def test_a_private_node_listens_nowhere_and_names_its_relays(tmp_path: Path) -> 
     assert cfg.listen == () and cfg.reachability == "private" and cfg.relays == (RELAY,)
     assert not cfg.relay_service
     assert parse_config({"node": {**BASE["node"], "relay_service": True}}, tmp_path).relay_service
+
+
+# -- every key of the schema ------------------------------------------------------------
+
+_VALID: dict[str, dict[str, Any]] = {
+    "node": dict(BASE["node"]),
+    "prover": {"market": "devnet", "price": 5, "proof_time": 2_000},
+    "requester": {},
+    "workload": {"rate": 1},
+}
+"""A valid table of each section (a workload needs a requester beside it)."""
+
+
+def _sections() -> list[tuple[str, str]]:
+    from p2p_market.node.config_schema import SECTIONS
+
+    return [(name, key) for name in _VALID for key in SECTIONS[name].model_fields]
+
+
+def _check(tmp_path: Path, section: str, key: str, value: Any) -> str:
+    """The one line a config with `section.key = value` gets, else ""."""
+    from p2p_market.roles.wiring import plan_from_config
+
+    data: dict[str, Any] = {"node": dict(BASE["node"]), "requester": {}}
+    data[section] = {**_VALID[section], key: value}
+    try:
+        plan_from_config(parse_config(data, tmp_path), tmp_path)
+    except ConfigError as exc:
+        text = str(exc)
+        assert "\n" not in text and "pydantic" not in text and "errors.pydantic.dev" not in text
+        return text
+    return ""
+
+
+@pytest.mark.parametrize(("section", "key"), _sections())
+def test_every_key_refuses_a_value_of_the_wrong_type_in_one_line(
+    tmp_path: Path, section: str, key: str
+) -> None:
+    """A TOML table is the wrong type for every key: one line naming it, from the
+    schema's error mapping, never pydantic's multi-line text."""
+    line = _check(tmp_path, section, key, {"x": 1})
+    assert line.startswith(f"{section}.{key} must be"), line
+
+
+@pytest.mark.parametrize(("section", "key"), _sections())
+def test_every_bounded_key_refuses_a_value_past_its_bound(
+    tmp_path: Path, section: str, key: str
+) -> None:
+    """Each key with a bound in the schema is refused just past it, with the bound
+    and the value in the line (the bounds docs/config.md shows are these)."""
+    from p2p_market.node.config_schema import SECTIONS, _bounds
+
+    info = SECTIONS[section].model_fields[key]
+    bounds = _bounds(info)
+    if not bounds:
+        pytest.skip("no numeric bound")
+    integer = info.annotation is int or int in getattr(info.annotation, "__args__", ())
+    step = 1 if integer else 0.001
+    below = bounds["ge"] - step if "ge" in bounds else bounds["gt"]
+    above = bounds["le"] + step if "le" in bounds else None
+    for value in (below, above):
+        if value is None:
+            continue
+        line = _check(tmp_path, section, key, int(value) if integer else float(value))
+        assert line.startswith(f"{section}.{key} must be"), line
+        assert f"not {value:g}" in line or f"not {value}" in line, line
