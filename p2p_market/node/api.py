@@ -94,8 +94,9 @@ node/http.py's `serve_asgi`, the one accept loop the metrics use too, bounded as
 `Limits` says: at most `max_connections` at once, the longest idle one closed for a
 newcomer at the cap; head and body sizes (431, 413, answered before any other check,
 the connection then closed); the idle time before a request, the time to send a head
-or body (408), the time a handler may take (503; not the event stream's). A request that does not parse as HTTP is answered by
-Hypercorn itself (400 or 431, no body) and the connection closed. The guard
+or body (408), the time a handler may take (503; not the event stream's). A request
+that does not parse as HTTP is answered by Hypercorn itself (400 or 431, no body)
+and the connection closed. The guard
 (`_Guard`) is plain ASGI around the FastAPI app: it does every check above before
 FastAPI routes the request, so no route, body parser or exception handler runs for
 a request that is refused. Cancelling `serve_api` ends every connection, streams
