@@ -67,6 +67,7 @@ from p2p_market.node.config_schema import (
     ROLE_SECTIONS,
     SECTIONS,
     ConfigError,
+    MarketDescriptor,
     MarketEntry,
     NodeSection,
     validate,
@@ -189,7 +190,11 @@ def _market(entry: Any, index: int, base: Path, data_dir: Path) -> Market | byte
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a table")
     forms = _FORMS & set(entry)
-    if not forms:
+    if not forms:  # a descriptor inline: the schema of a descriptor file, then Market
+        try:
+            validate(MarketDescriptor, entry, "")
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         try:
             return Market(**entry)
         except (TypeError, MessageError) as exc:

@@ -22,7 +22,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 
 import multiaddr
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -186,7 +186,10 @@ def key(
 class Section(BaseModel):
     """A table of the file: unknown keys refused; TOML types taken as they are (no
     "80" for 80, no true for 1), an integer where a number is asked; no NaN or
-    infinity."""
+    infinity. `UNKNOWN` and `MISSING` word the two errors about keys."""
+
+    UNKNOWN: ClassVar[str] = "unknown setting {name}"
+    MISSING: ClassVar[str] = "missing {name}"
 
     model_config = ConfigDict(
         extra="forbid", strict=True, frozen=True, allow_inf_nan=False, arbitrary_types_allowed=True
@@ -610,6 +613,97 @@ class WorkloadSection(Section):
     )
 
 
+def _text(low: int, high: int) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not low <= len(value) <= high:
+            raise problem(f" must be text of {low}..{high} characters")
+        return value
+
+    return check
+
+
+class MarketDescriptor(Section):
+    """A market descriptor file (markets/descriptor.py): no sections, these keys at
+    the top level. What one field's value cannot tell (stage_ms and max_lifetime_ms
+    against commit_window_ms) is core/messages.py Market's to check, as for a
+    descriptor that comes by gossip."""
+
+    UNKNOWN: ClassVar[str] = "unknown field {name!r} in a market descriptor"
+    MISSING: ClassVar[str] = "missing field {name!r}"
+
+    name: Annotated[str, AfterValidator(_text(1, L.MAX_NAME_CHARS))] = key(
+        "a name for people; not unique (the id is)",
+        kind=f"string of 1..{L.MAX_NAME_CHARS} characters",
+    )
+    proof_system: Literal["pow", "external", "groth16", "plonk"] = key(
+        (
+            '`"pow"` (the built-in demo proof of work, not zero-knowledge), `"external"` '
+            '(commands, e.g. a zkVM\'s), `"groth16"` or `"plonk"` (a circom circuit proved by '
+            "snarkjs; protocols/market-v1.md §23)"
+        ),
+        kind="string",
+    )
+    verifier: Annotated[str, AfterValidator(_text(0, L.MAX_TEXT_CHARS))] = key(
+        (
+            "`external`: the verify command template requesters run (unless their `verify_cmd` "
+            'says otherwise); `pow`: a label, by convention `"sha256-leading-zero-bits"`; '
+            "`groth16`, `plonk`: `<system>;wasm=<sha256>;zkey=<sha256>;vkey=<sha256>`, the "
+            "circuit's artifacts (`market create --circuit` writes it)"
+        ),
+        kind=f"string of 0..{L.MAX_TEXT_CHARS} characters",
+    )
+    difficulty: int = key(
+        (
+            "`pow`: leading zero bits a proof's hash must have (2^d hashes of work), unless an "
+            "ask's inputs name their own; `external`, `groth16`, `plonk`: unused, `0` by "
+            "convention"
+        ),
+        ge=0,
+        le=64,
+    )
+    commit_window_ms: int = key(
+        "how long provers may commit to an ask before the winners are computed (`W`)",
+        L.DEFAULT_COMMIT_WINDOW_MS,
+        ge=L.MIN_COMMIT_WINDOW_MS,
+        le=L.MAX_COMMIT_WINDOW_MS,
+    )
+    stage_ms: int = key(
+        "delay per rank before a fallback prover commits (`δ`)",
+        L.DEFAULT_STAGE_MS,
+        ge=1,
+        le=L.MAX_COMMIT_WINDOW_MS,
+        kind="integer 1..`commit_window_ms`",
+    )
+    skew_ms: int = key(
+        (
+            "clock skew tolerated; winners are settled `skew_ms` after their window ends, or "
+            "when the requester's award arrives, if sooner (its award lag, 250 ms by default)"
+        ),
+        L.DEFAULT_SKEW_MS,
+        ge=0,
+        le=L.MAX_SKEW_MS,
+    )
+    max_lifetime_ms: int = key(
+        (
+            "the longest a bid or an ask may live; messages are kept 2 to 3 times this long "
+            "past their expiry (`L`)"
+        ),
+        L.DEFAULT_MAX_LIFETIME_MS,
+        ge=L.MIN_COMMIT_WINDOW_MS,
+        le=L.MAX_LIFETIME_MS,
+        kind=f"integer `commit_window_ms`..{L.MAX_LIFETIME_MS}",
+    )
+    created_at: int = key(
+        "creation time, ms since the Unix epoch (`market create` uses the current time)",
+        ge=0,
+        le=L.MAX_UINT,
+        kind="integer",
+    )
+    nonce: int = key(
+        "tells apart markets that are otherwise equal", 0, ge=0, le=L.MAX_UINT, kind="integer"
+    )
+
+
 SECTIONS: Final[dict[str, type[Section]]] = {
     "node": NodeSection,
     "markets": MarketEntry,
@@ -618,6 +712,8 @@ SECTIONS: Final[dict[str, type[Section]]] = {
     "workload": WorkloadSection,
 }
 """Every section of a node config, in the file's order; any other is an error."""
+OTHER_FILES: Final[dict[str, type[Section]]] = {"descriptor": MarketDescriptor}
+"""Other files' schemas, by the name of their generated block in docs/config.md."""
 ROLE_SECTIONS: Final = ("prover", "requester", "workload")
 """Sections passed through to roles/wiring.py."""
 
@@ -639,7 +735,7 @@ def validate(model: type[S], table: Any, where: str) -> S:
     """`table` (a TOML table) checked by `model`; ConfigError with one line naming
     `where.key` and the problem, never pydantic's own text."""
     if not isinstance(table, dict):
-        raise ConfigError(f"[{where}] must be a table")
+        raise ConfigError(f"[{where}] must be a table" if where else "not a table")
     try:
         return model.model_validate(table)
     except ValidationError as exc:
@@ -651,12 +747,14 @@ def one_line(model: type[Section], error: Any, where: str) -> str:
     """One pydantic error as the line a user reads."""
     loc = error["loc"]
     key = str(loc[0]) if loc else ""
-    name = f"{where}.{key}" + "".join(f"[{i}]" for i in loc[1:] if isinstance(i, int))
+    name = (f"{where}.{key}" if where else key) + "".join(
+        f"[{i}]" for i in loc[1:] if isinstance(i, int)
+    )
     kind, value = error["type"], error.get("input")
     if kind == "extra_forbidden":
-        return REMOVED_KEYS.get(name, f"unknown setting {name}")
+        return REMOVED_KEYS.get(name, model.UNKNOWN.format(name=name))
     if kind == "missing":
-        return f"missing {name}"
+        return model.MISSING.format(name=name)
     if kind == "config":
         return f"{name}{error['ctx']['text']}"
     if kind == "float_type" and type(value) is int:  # TOML reads integers of any size
@@ -784,7 +882,7 @@ def render_reference(text: str) -> str:
 
     def table(found: re.Match[str]) -> str:
         name = found.group(1)
-        model = SECTIONS.get(name)
+        model = SECTIONS.get(name) or OTHER_FILES.get(name)
         if model is None:
             raise ValueError(f"docs/config.md: no section {name!r} in the schema")
         return f"{BEGIN.format(section=name)}\n{reference_table(model)}\n{END}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +308,40 @@ def test_every_bounded_key_refuses_a_value_past_its_bound(
         line = _check(tmp_path, section, key, int(value) if integer else float(value))
         assert line.startswith(f"{section}.{key} must be"), line
         assert f"not {value:g}" in line or f"not {value}" in line, line
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"created_at": None}, "d.toml: missing field 'created_at'"),
+        ({"window": 5}, "d.toml: unknown field 'window' in a market descriptor"),
+        ({"difficulty": 65}, "d.toml: difficulty must be an integer between 0 and 64, not 65"),
+        ({"difficulty": "7"}, "d.toml: difficulty must be int, not str"),
+        ({"name": ""}, "d.toml: name must be text of 1..64 characters"),
+        ({"proof_system": "zk"}, 'd.toml: proof_system must be "pow", "external", "groth16"'),
+        ({"skew_ms": 60_001}, "d.toml: skew_ms must be an integer between 0 and 60000"),
+        ({"stage_ms": 5_000}, "d.toml: stage_ms=5000 outside [1, 3000]"),  # Market's own
+    ],
+)
+def test_a_bad_descriptor_file_is_one_line_naming_the_field(
+    tmp_path: Path, fields: dict[str, Any], message: str
+) -> None:
+    """Descriptor files go through the schema too (node/config_schema.py
+    MarketDescriptor); what depends on another field is Market's check."""
+    import tomllib
+
+    from p2p_market.markets.descriptor import MarketSpecError, descriptor_text, parse_descriptor
+
+    data = tomllib.loads(descriptor_text(default_market()))
+    for name, value in fields.items():
+        if value is None:
+            del data[name]
+        else:
+            data[name] = value
+    text = "".join(f"{k} = {json.dumps(v)}\n" for k, v in data.items())
+    with pytest.raises(MarketSpecError) as info:
+        parse_descriptor(text, "d.toml")
+    assert str(info.value).startswith(message) and "\n" not in str(info.value), info.value
+    with pytest.raises(ConfigError) as inline:  # the same fields inline in [[markets]]
+        parse_config({**BASE, "markets": [data]}, tmp_path)
+    assert str(inline.value).startswith("markets[0]: " + message.removeprefix("d.toml: "))
