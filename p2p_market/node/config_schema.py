@@ -875,6 +875,15 @@ _BLOCK: Final = re.compile(
 )
 
 
+def _documented() -> dict[str, type[Section]]:
+    """Every schema with a table in docs/config.md, by its block's name; the
+    scenario file's (localnet/scenario_schema.py) as `scenario.<section>`."""
+    from p2p_market.localnet.scenario_schema import SCENARIO_SECTIONS
+
+    scenario = {f"scenario.{name}": model for name, model in SCENARIO_SECTIONS.items()}
+    return {**SECTIONS, **OTHER_FILES, **scenario}
+
+
 def render_reference(text: str) -> str:
     """`text` (docs/config.md) with every generated block written anew from the
     schema; the prose around the blocks is kept as it is. ValueError for a block
@@ -882,7 +891,7 @@ def render_reference(text: str) -> str:
 
     def table(found: re.Match[str]) -> str:
         name = found.group(1)
-        model = SECTIONS.get(name) or OTHER_FILES.get(name)
+        model = _documented().get(name)
         if model is None:
             raise ValueError(f"docs/config.md: no section {name!r} in the schema")
         return f"{BEGIN.format(section=name)}\n{reference_table(model)}\n{END}"
