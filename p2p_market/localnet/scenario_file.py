@@ -86,7 +86,7 @@ from p2p_market.localnet.scenario import (
 )
 from p2p_market.localnet.scenario_schema import NetworkSection, RunSection
 from p2p_market.markets.devnet import GENESIS_MS
-from p2p_market.node.config_schema import ConfigError, Section, validate
+from p2p_market.markets.schema import Section, validate
 from p2p_market.node.tomlfile import read_toml
 
 S = TypeVar("S", bound=Section)
@@ -211,10 +211,7 @@ def _fault(entry: Any, index: int, names: set[str], duration: float) -> Fault:
 
 def _checked(model: type[S], table: dict[str, Any], where: str) -> S:
     """`table` checked by its schema (localnet/scenario_schema.py): ScenarioError."""
-    try:
-        return validate(model, table, where)
-    except ConfigError as exc:
-        raise ScenarioError(str(exc)) from None
+    return validate(model, table, where, ScenarioError)
 
 
 def network_section(table: dict[str, Any]) -> Network:

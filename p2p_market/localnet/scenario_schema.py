@@ -12,7 +12,7 @@ from typing import Annotated, Final
 
 from pydantic import AfterValidator
 
-from p2p_market.node.config_schema import Section, key, problem
+from p2p_market.markets.schema import Section, key, problem
 
 
 def _run_name(value: str) -> str:

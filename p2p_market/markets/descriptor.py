@@ -40,7 +40,9 @@ from typing import Final
 
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Market, MessageError
+from p2p_market.markets.descriptor_schema import MarketDescriptor
 from p2p_market.markets.devnet import default_market
+from p2p_market.markets.schema import validate
 
 MARKETS_DIR: Final = Path("markets")
 """Where descriptor files are looked up by id (relative to the working directory)."""
@@ -72,8 +74,9 @@ def is_market_id(spec: str) -> bool:
 
 
 def parse_descriptor(text: str, source: str = "<descriptor>") -> Market:
-    """A Market from descriptor TOML, checked by the schema (node/config_schema.py
-    MarketDescriptor), then by Market itself; MarketSpecError naming the bad field."""
+    """A Market from descriptor TOML, checked by the schema
+    (markets/descriptor_schema.py), then by Market itself; MarketSpecError naming
+    the bad field."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -82,12 +85,7 @@ def parse_descriptor(text: str, source: str = "<descriptor>") -> Market:
         raise MarketSpecError(f"{source}: not valid TOML: nested too deeply") from None
     except ValueError as exc:  # int() of an integer of more than 4300 digits (CPython's cap)
         raise MarketSpecError(f"{source}: not valid TOML: {str(exc)[:80]}") from None
-    from p2p_market.node.config_schema import ConfigError, MarketDescriptor, validate
-
-    try:
-        validate(MarketDescriptor, data, "")
-    except ConfigError as exc:
-        raise MarketSpecError(f"{source}: {exc}") from None
+    validate(MarketDescriptor, data, "", lambda line: MarketSpecError(f"{source}: {line}"))
     try:
         return Market(**data)
     except MessageError as exc:

@@ -47,6 +47,7 @@ from typing import Any
 
 from p2p_market.core.messages import Market, MessageError
 from p2p_market.markets.descriptor import MarketSpecError, read_descriptor, resolve_market
+from p2p_market.markets.descriptor_schema import MarketDescriptor
 from p2p_market.markets.devnet import default_market
 from p2p_market.node.config_schema import (
     ANNOUNCE_EVERY_S as ANNOUNCE_EVERY_S,
@@ -67,7 +68,6 @@ from p2p_market.node.config_schema import (
     ROLE_SECTIONS,
     SECTIONS,
     ConfigError,
-    MarketDescriptor,
     MarketEntry,
     NodeSection,
     validate,

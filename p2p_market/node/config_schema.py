@@ -10,26 +10,24 @@ settings that go together (node.reachability and node.relays, an off-loopback
 address and node.api_token_everywhere) and those that depend on a market (a bid's
 ttl against the market's max lifetime, workload.work on pow markets only).
 
-`validate` turns pydantic's multi-line ValidationError into ConfigError, one line
-naming the key and the problem (`node.api_port must be an integer between 0 and
-65535, not 70000`).
+`validate` (markets/schema.py) turns pydantic's multi-line ValidationError into
+ConfigError, one line naming the key and the problem (`node.api_port must be an
+integer between 0 and 65535, not 70000`).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
-import re
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 
 import multiaddr
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator
 
 from p2p_market.core import limits as L
+from p2p_market.markets import schema
+from p2p_market.markets.schema import Section, key, problem
 from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S
 
 
@@ -55,21 +53,8 @@ MAX_INPUT_CHOICES: Final = 64
 MAX_WORK: Final = 24
 """Highest pow difficulty a workload names per ask (2^24 hashes: seconds)."""
 
-REMOVED_KEYS: Final = {
-    "node.mdns": "node.mdns was removed: it was never used (py-libp2p's mDNS runs zeroconf"
-    " in threads of its own); give peers with bootstrap instead",
-}
-"""Keys that once existed, with what to do instead: a config that still has one gets
-that line rather than a bare "unknown setting"."""
-
 
 # -- checks a type alone does not make ------------------------------------------------
-
-
-def problem(text: str) -> PydanticCustomError:
-    """A validator's failure: `text` follows the key's name in the one line (so it
-    starts with " must be ..." or ": ...")."""
-    return PydanticCustomError("config", "{text}", {"text": text})
 
 
 def _multiaddrs(values: list[str]) -> list[str]:
@@ -164,40 +149,13 @@ Addrs = Annotated[list[str], AfterValidator(_multiaddrs)]
 IpAddress = Annotated[str, AfterValidator(_ip)]
 
 
-def key(
-    description: str,
-    default: Any = ...,
-    *,
-    kind: str | None = None,
-    default_text: str | None = None,
-    **constraints: Any,
-) -> Any:
-    """A key of a section: pydantic's Field (required without `default`), with what
-    docs/config.md's table says of it. `kind` and `default_text` replace the type and
-    default the generator would derive (for values a type alone does not say)."""
-    extra: dict[str, Any] = {}
-    if kind is not None:
-        extra["kind"] = kind
-    if default_text is not None:
-        extra["default_text"] = default_text
-    return Field(default, description=description, json_schema_extra=extra or None, **constraints)
-
-
-class Section(BaseModel):
-    """A table of the file: unknown keys refused; TOML types taken as they are (no
-    "80" for 80, no true for 1), an integer where a number is asked; no NaN or
-    infinity. `UNKNOWN` and `MISSING` word the two errors about keys."""
-
-    UNKNOWN: ClassVar[str] = "unknown setting {name}"
-    MISSING: ClassVar[str] = "missing {name}"
-
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, arbitrary_types_allowed=True
-    )
-
-
 class NodeSection(Section):
     """[node]: identity, network and storage."""
+
+    REMOVED: ClassVar[dict[str, str]] = {
+        "mdns": "node.mdns was removed: it was never used (py-libp2p's mDNS runs zeroconf"
+        " in threads of its own); give peers with bootstrap instead",
+    }
 
     key_file: str = key(
         "the node's Ed25519 key, PKCS#8 PEM (`p2p-market keys new`); the node's identity",
@@ -613,97 +571,6 @@ class WorkloadSection(Section):
     )
 
 
-def _text(low: int, high: int) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        if not low <= len(value) <= high:
-            raise problem(f" must be text of {low}..{high} characters")
-        return value
-
-    return check
-
-
-class MarketDescriptor(Section):
-    """A market descriptor file (markets/descriptor.py): no sections, these keys at
-    the top level. What one field's value cannot tell (stage_ms and max_lifetime_ms
-    against commit_window_ms) is core/messages.py Market's to check, as for a
-    descriptor that comes by gossip."""
-
-    UNKNOWN: ClassVar[str] = "unknown field {name!r} in a market descriptor"
-    MISSING: ClassVar[str] = "missing field {name!r}"
-
-    name: Annotated[str, AfterValidator(_text(1, L.MAX_NAME_CHARS))] = key(
-        "a name for people; not unique (the id is)",
-        kind=f"string of 1..{L.MAX_NAME_CHARS} characters",
-    )
-    proof_system: Literal["pow", "external", "groth16", "plonk"] = key(
-        (
-            '`"pow"` (the built-in demo proof of work, not zero-knowledge), `"external"` '
-            '(commands, e.g. a zkVM\'s), `"groth16"` or `"plonk"` (a circom circuit proved by '
-            "snarkjs; protocols/market-v1.md §23)"
-        ),
-        kind="string",
-    )
-    verifier: Annotated[str, AfterValidator(_text(0, L.MAX_TEXT_CHARS))] = key(
-        (
-            "`external`: the verify command template requesters run (unless their `verify_cmd` "
-            'says otherwise); `pow`: a label, by convention `"sha256-leading-zero-bits"`; '
-            "`groth16`, `plonk`: `<system>;wasm=<sha256>;zkey=<sha256>;vkey=<sha256>`, the "
-            "circuit's artifacts (`market create --circuit` writes it)"
-        ),
-        kind=f"string of 0..{L.MAX_TEXT_CHARS} characters",
-    )
-    difficulty: int = key(
-        (
-            "`pow`: leading zero bits a proof's hash must have (2^d hashes of work), unless an "
-            "ask's inputs name their own; `external`, `groth16`, `plonk`: unused, `0` by "
-            "convention"
-        ),
-        ge=0,
-        le=64,
-    )
-    commit_window_ms: int = key(
-        "how long provers may commit to an ask before the winners are computed (`W`)",
-        L.DEFAULT_COMMIT_WINDOW_MS,
-        ge=L.MIN_COMMIT_WINDOW_MS,
-        le=L.MAX_COMMIT_WINDOW_MS,
-    )
-    stage_ms: int = key(
-        "delay per rank before a fallback prover commits (`δ`)",
-        L.DEFAULT_STAGE_MS,
-        ge=1,
-        le=L.MAX_COMMIT_WINDOW_MS,
-        kind="integer 1..`commit_window_ms`",
-    )
-    skew_ms: int = key(
-        (
-            "clock skew tolerated; winners are settled `skew_ms` after their window ends, or "
-            "when the requester's award arrives, if sooner (its award lag, 250 ms by default)"
-        ),
-        L.DEFAULT_SKEW_MS,
-        ge=0,
-        le=L.MAX_SKEW_MS,
-    )
-    max_lifetime_ms: int = key(
-        (
-            "the longest a bid or an ask may live; messages are kept 2 to 3 times this long "
-            "past their expiry (`L`)"
-        ),
-        L.DEFAULT_MAX_LIFETIME_MS,
-        ge=L.MIN_COMMIT_WINDOW_MS,
-        le=L.MAX_LIFETIME_MS,
-        kind=f"integer `commit_window_ms`..{L.MAX_LIFETIME_MS}",
-    )
-    created_at: int = key(
-        "creation time, ms since the Unix epoch (`market create` uses the current time)",
-        ge=0,
-        le=L.MAX_UINT,
-        kind="integer",
-    )
-    nonce: int = key(
-        "tells apart markets that are otherwise equal", 0, ge=0, le=L.MAX_UINT, kind="integer"
-    )
-
-
 SECTIONS: Final[dict[str, type[Section]]] = {
     "node": NodeSection,
     "markets": MarketEntry,
@@ -712,188 +579,12 @@ SECTIONS: Final[dict[str, type[Section]]] = {
     "workload": WorkloadSection,
 }
 """Every section of a node config, in the file's order; any other is an error."""
-OTHER_FILES: Final[dict[str, type[Section]]] = {"descriptor": MarketDescriptor}
-"""Other files' schemas, by the name of their generated block in docs/config.md."""
 ROLE_SECTIONS: Final = ("prover", "requester", "workload")
 """Sections passed through to roles/wiring.py."""
 
 S = TypeVar("S", bound=Section)
 
-_KINDS: Final = {
-    "int_type": "int",
-    "float_type": "float",
-    "bool_type": "bool",
-    "string_type": "str",
-    "list_type": "a list",
-}
-_ORDER: Final = {"extra_forbidden": 0, "missing": 1}
-"""Which of several problems is told: an unknown key, then a missing one, then the
-first bad value in the file's order."""
-
 
 def validate(model: type[S], table: Any, where: str) -> S:
-    """`table` (a TOML table) checked by `model`; ConfigError with one line naming
-    `where.key` and the problem, never pydantic's own text."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"[{where}] must be a table" if where else "not a table")
-    try:
-        return model.model_validate(table)
-    except ValidationError as exc:
-        errors = sorted(exc.errors(), key=lambda e: _ORDER.get(e["type"], 2))
-        raise ConfigError(one_line(model, errors[0], where)) from None
-
-
-def one_line(model: type[Section], error: Any, where: str) -> str:
-    """One pydantic error as the line a user reads."""
-    loc = error["loc"]
-    key = str(loc[0]) if loc else ""
-    name = (f"{where}.{key}" if where else key) + "".join(
-        f"[{i}]" for i in loc[1:] if isinstance(i, int)
-    )
-    kind, value = error["type"], error.get("input")
-    if kind == "extra_forbidden":
-        return REMOVED_KEYS.get(name, model.UNKNOWN.format(name=name))
-    if kind == "missing":
-        return model.MISSING.format(name=name)
-    if kind == "config":
-        return f"{name}{error['ctx']['text']}"
-    if kind == "float_type" and type(value) is int:  # TOML reads integers of any size
-        return f"{name} is too large a number"
-    if kind in _KINDS:
-        return f"{name} must be {_KINDS[kind]}, not {_toml_type(value)}"
-    if kind == "literal_error":
-        return f"{name} must be {error['ctx']['expected'].replace(chr(39), chr(34))}, not {value!r}"
-    if kind == "finite_number":
-        return f"{name} must be a finite number, not {value}"
-    info = model.model_fields.get(key)
-    if info is not None and kind in ("greater_than", "greater_than_equal", "less_than_equal"):
-        return f"{name} must be {_range(info)}, not {value}"
-    return f"{name}: {error['msg']}"  # pragma: no cover (every kind a schema can raise is above)
-
-
-def _range(info: FieldInfo) -> str:
-    """What a bounded number must be, as the error says it."""
-    integer = info.annotation is int or int in getattr(info.annotation, "__args__", ())
-    word = "an integer" if integer else "a number"
-    b = _bounds(info)
-    low = "ge" in b and f"{b['ge']:g}"
-    if "ge" in b and "le" in b:
-        return f"{word} between {low} and {b['le']:g}"
-    if "gt" in b and "le" in b:
-        return f"{word} above {b['gt']:g} and at most {b['le']:g}"
-    if "ge" in b:
-        return f"{word} of at least {low}"
-    return f"{word} above {b['gt']:g}"
-
-
-def _toml_type(value: Any) -> str:
-    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "table"}.get(
-        type(value), type(value).__name__
-    )
-
-
-# -- the reference ---------------------------------------------------------------------
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int) and value >= 1 << 20 and value & (value - 1) == 0:
-        return f"2^{value.bit_length() - 1}"
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return f"{value}".replace("-", "\N{MINUS SIGN}")
-
-
-def _bounds(info: FieldInfo) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for meta in info.metadata:
-        for bound in ("ge", "gt", "le"):
-            value = getattr(meta, bound, None)
-            if value is not None:
-                found[bound] = value
-    if found.get("le") == L.MAX_UINT:  # the largest integer anywhere: not repeated
-        del found["le"]
-    return found
-
-
-def _kind(info: FieldInfo) -> str:
-    """The type column: what the value must be, with its bounds."""
-    extra = info.json_schema_extra
-    if isinstance(extra, dict) and "kind" in extra:
-        return str(extra["kind"])
-    ann = info.annotation
-    args = getattr(ann, "__args__", ())
-    if ann is bool:
-        return "boolean"
-    if ann is str:
-        return "string"
-    if getattr(ann, "__origin__", None) is list:
-        return "list of strings"
-    if getattr(ann, "__origin__", None) is Literal:
-        return " or ".join(f'`"{a}"`' for a in args)
-    word = "integer" if ann is int or int in args else "number"
-    b = _bounds(info)
-    if "ge" in b and "le" in b:
-        return f"{word} {_number(b['ge'])}..{_number(b['le'])}"
-    if "gt" in b and "le" in b:
-        return f"{word} above {_number(b['gt'])}, at most {_number(b['le'])}"
-    if "ge" in b:
-        return f"{word} ≥ {_number(b['ge'])}"
-    if "gt" in b:
-        return f"{word} > {_number(b['gt'])}"
-    return word
-
-
-def _default(info: FieldInfo) -> str:
-    extra = info.json_schema_extra
-    if isinstance(extra, dict) and "default_text" in extra:
-        return str(extra["default_text"])
-    if info.is_required():
-        return "**required**"
-    value = info.get_default()
-    if value is None or value == "":
-        return "none"
-    return (
-        f"`{json.dumps(value).replace(', ', ',')}`"
-        if isinstance(value, list)
-        else (f"`{json.dumps(value)}`")
-    )
-
-
-def reference_table(model: type[Section]) -> str:
-    """The markdown table of one section: key, type, default, meaning."""
-    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for key, info in model.model_fields.items():
-        lines.append(f"| `{key}` | {_kind(info)} | {_default(info)} | {info.description} |")
-    return "\n".join(lines)
-
-
-BEGIN: Final = "<!-- generated from p2p_market/node/config_schema.py: {section} -->"
-END: Final = "<!-- end of generated table -->"
-_BLOCK: Final = re.compile(
-    r"<!-- generated from p2p_market/node/config_schema\.py: (\S+) -->\n.*?\n" + re.escape(END),
-    re.S,
-)
-
-
-def _documented() -> dict[str, type[Section]]:
-    """Every schema with a table in docs/config.md, by its block's name; the
-    scenario file's (localnet/scenario_schema.py) as `scenario.<section>`."""
-    from p2p_market.localnet.scenario_schema import SCENARIO_SECTIONS
-
-    scenario = {f"scenario.{name}": model for name, model in SCENARIO_SECTIONS.items()}
-    return {**SECTIONS, **OTHER_FILES, **scenario}
-
-
-def render_reference(text: str) -> str:
-    """`text` (docs/config.md) with every generated block written anew from the
-    schema; the prose around the blocks is kept as it is. ValueError for a block
-    naming no section of the schema."""
-
-    def table(found: re.Match[str]) -> str:
-        name = found.group(1)
-        model = _documented().get(name)
-        if model is None:
-            raise ValueError(f"docs/config.md: no section {name!r} in the schema")
-        return f"{BEGIN.format(section=name)}\n{reference_table(model)}\n{END}"
-
-    return _BLOCK.sub(table, text)
+    """`table` checked by `model` (markets/schema.py); ConfigError, one line."""
+    return schema.validate(model, table, where, ConfigError)

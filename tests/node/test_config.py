@@ -292,7 +292,8 @@ def test_every_bounded_key_refuses_a_value_past_its_bound(
 ) -> None:
     """Each key with a bound in the schema is refused just past it, with the bound
     and the value in the line (the bounds docs/config.md shows are these)."""
-    from p2p_market.node.config_schema import SECTIONS, _bounds
+    from p2p_market.markets.schema import _bounds
+    from p2p_market.node.config_schema import SECTIONS
 
     info = SECTIONS[section].model_fields[key]
     bounds = _bounds(info)
