@@ -1,11 +1,11 @@
 """The schema machinery of every TOML file p2p-market reads (a market descriptor in
 markets/descriptor_schema.py, the node config in node/config_schema.py, a
-scenario's [run] and [network] in localnet/scenario_schema.py): a pydantic model per table, whose keys carry their
-type, bounds, default and description (`key`); `validate` turns pydantic's
-multi-line ValidationError into one line naming the key and the problem, in the
-caller's error type; `reference_table` writes the table docs/config.md shows (the
-generated blocks, `p2p-market config reference`), so the reference says what is
-checked."""
+scenario's [run] and [network] in localnet/scenario_schema.py): a pydantic model
+per table, whose keys carry their type, bounds, default and description (`key`);
+`validate` turns pydantic's multi-line ValidationError into one line naming the key
+and the problem, in the caller's error type; `reference_table` writes the table
+docs/config.md shows (the generated blocks, `p2p-market config reference`), so the
+reference says what is checked."""
 
 from __future__ import annotations
 
