@@ -266,21 +266,6 @@ CASES: list[tuple[str, list[str], str]] = [
 ]
 
 
-# No node at the address: a runtime failure, exit 1 (the house rule: 2 is bad input).
-UNREACHABLE: list[tuple[str, list[str]]] = [
-    ("cancel", ["cancel", ASK, "--api", "{closed}", "--api-token-file", "{token}"]),
-    ("status", ["status", ASK, "--api", "{closed}"]),
-    ("book", ["book", "--api", "{closed}"]),
-    ("prover bid show", ["prover", "bid", "show", "--api", "{closed}"]),
-    (
-        "prover bid pause",
-        ["prover", "bid", "pause", "--api", "{closed}", "--token-file", "{token}"],
-    ),
-    ("prover jobs", ["prover", "jobs", "--api", "{closed}"]),
-    ("prover earnings", ["prover", "earnings", "--api", "{closed}", "--json"]),
-]
-
-
 def fill(value: str, files: dict[str, Path], closed: str) -> str:
     """`{name}` of a path in `files`, or `{closed}`, replaced; other braces kept."""
     names = {name: str(path) for name, path in files.items()} | {"closed": closed}
@@ -299,15 +284,41 @@ def test_bad_input_is_one_line_and_exit_2(
     assert not files["out"].exists()
 
 
+WITH_TOKEN = ["--api-token-file", "{token}"]
+UNREACHABLE: list[tuple[str, list[str]]] = [
+    ("cancel", ["cancel", ASK, "--api", "{closed}", "--api-token-file", "{token}"]),
+    ("status", ["status", ASK, "--api", "{closed}"]),
+    ("book", ["book", "--api", "{closed}"]),
+    ("request --api", [*request(bootstrap=None), "--api", "{closed}", *WITH_TOKEN]),
+    (
+        "request --api, market by id",
+        [*request(bootstrap=None, market="ab" * 32), "--api", "{closed}", *WITH_TOKEN],
+    ),
+    ("market list --network", ["market", "list", "--network", "--api", "{closed}"]),
+    ("prover bid show", ["prover", "bid", "show", "--api", "{closed}"]),
+    (
+        "prover bid pause",
+        ["prover", "bid", "pause", "--api", "{closed}", "--token-file", "{token}"],
+    ),
+    ("prover jobs", ["prover", "jobs", "--api", "{closed}"]),
+    ("prover earnings", ["prover", "earnings", "--api", "{closed}", "--json"]),
+]
+"""Commands that talk to a node's control API, pointed at a real closed port."""
+
+
 @pytest.mark.parametrize("args", [c[1] for c in UNREACHABLE], ids=[c[0] for c in UNREACHABLE])
-def test_no_node_at_the_api_address_is_one_line_and_exit_1(
+def test_an_unreachable_api_is_exit_1_naming_the_address(
     args: list[str], files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Issue 14: the arguments are fine, there is just no node at the address (not
+    running yet, or gone): a runtime failure, exit 1, not 2 (bad input); the one
+    line names the address so the user sees which one was tried."""
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     closed = f"http://127.0.0.1:{closed_port()}"
     result = invoke(*(fill(a, files, closed) for a in args))
     line = one_line_error(result.stdout, result.stderr, result.exit_code, expected=1)
     assert f"cannot reach the node at {closed}" in line, line
+    assert not files["out"].exists()
 
 
 def test_the_installed_entry_point_reports_usage_errors_in_one_line(tmp_path: Path) -> None:
