@@ -217,6 +217,16 @@ class Observation(Retention):
             held += len(self._outstanding)
         return stored.bid.capacity - held
 
+    def decline(self, ask: bytes, round_id: bytes, attempt: int) -> None:
+        """The local prover will not make a commit it was told to make (it paused, or
+        its node refused the commit): its slot is free again. Until then a suggestion
+        holds a slot in `free_slots`, and one never made would hold it until its ask
+        is pruned. Node-local bookkeeping: no stored message, and so no state, changes;
+        the attempt is not suggested again."""
+        key = (ask, round_id, attempt)
+        if key not in self._my_commits:
+            self._outstanding.discard(key)
+
     def _suggest(self, now: int, ask_ids: list[bytes]) -> Effects:
         me = self.local_prover
         if me is None:

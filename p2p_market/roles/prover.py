@@ -405,6 +405,7 @@ class ProverRole:
         if isinstance(effect, fx.CommitToAsk):
             if self.bid_state != "active":
                 log.info("ask %s: paused, no commit", effect.ask.hex()[:16])
+                self.state.decline(effect.ask, effect.round, effect.attempt)
                 return
             await self._commit(effect)
         elif isinstance(effect, fx.Assigned) and effect.prover == self.me:
@@ -454,7 +455,9 @@ class ProverRole:
             proof_time=effect.proof_time,
         )
         result = await self.node.submit(seal(commit, self.node.key))
-        if result.status == "accept":
+        if result.status != "accept":
+            self.state.decline(effect.ask, effect.round, effect.attempt)
+        else:
             self.stats.commits += 1
             # Direct inputs are sent to the winners as soon as the requester's node
             # settles the round, which may be before ours does: take them from now.

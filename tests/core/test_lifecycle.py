@@ -291,3 +291,32 @@ def test_receipts_are_told_once_per_slot_and_accepted_pays_price_times_size() ->
         ("fast-dear", "accepted", 150),
     ]
     assert w.state.view(ask).paid == 150
+
+
+def test_a_declined_suggestion_frees_its_slot_and_changes_no_state() -> None:
+    """A capacity-1 prover told to commit that does not (it paused, or its node
+    refused the commit) must not stay full until the ask is pruned, days later: it
+    declines, and the next ask it would win gets its commit."""
+    w = World(local_prover="solo")
+    me = w.pk("solo")
+    w.bid("solo", price=10, proof_time=1_000, capacity=1)
+    first_raw = w.actor("req").ask(now=T0, max_price=100, max_proof_time=10_000)
+    _, effects = w.state.apply(first_raw, T0)
+    told = [e for e in effects if isinstance(e, fx.CommitToAsk)]
+    assert len(told) == 1 and w.state.free_slots(me, T0 + 1) == 0
+    later = T0 + 10 * WINDOW  # long after the first ask's window: still held
+    assert w.state.free_slots(me, later) == 0
+    second = w.actor("req").ask(now=later, max_price=100, max_proof_time=10_000, nonce=2)
+    _, effects = w.state.apply(second, later)
+    assert not any(isinstance(e, fx.CommitToAsk) for e in effects)  # full: the bug
+
+    before = w.state.state_hash()
+    w.state.decline(told[0].ask, told[0].round, told[0].attempt)
+    assert w.state.state_hash() == before and w.state.check_invariants() == []
+    assert w.state.free_slots(me, later) == 1
+    third = w.actor("req").ask(now=later + 1, max_price=100, max_proof_time=10_000, nonce=3)
+    _, effects = w.state.apply(third, later + 1)
+    assert [e.ask for e in effects if isinstance(e, fx.CommitToAsk)] == [message_id(third)]
+    assert not any(  # declined: not suggested again
+        isinstance(e, fx.CommitToAsk) and e.ask == told[0].ask for e in w.tick(later + 2)
+    )
