@@ -14,6 +14,7 @@ line naming the problem instead of a traceback.
     metrics_port = -1                   # Prometheus; -1 = off
     metrics_listen = "127.0.0.1"        # another address needs api_token_everywhere
     frames_per_second = 2.0             # gossip frame budget (see net/batcher.py)
+    batching = true                     # false: one envelope per frame, no budget (benchmarks)
     sync_every_s = 30.0                 # anti-entropy: a full sync with peers this often
     announce_every_s = 300.0            # announce the markets followed this often
     keepalive_every_s = 5.0             # ping every peer this often (dead-peer detection)
@@ -107,6 +108,10 @@ class NodeConfig:
     """The API token on every call of the control API and the metrics, reads too:
     required to bind either to an address other than loopback (node/api_token.py)."""
     frames_per_second: float = 2.0
+    batching: bool = True
+    """False: every envelope is sent at once in a frame of its own, with no frame
+    budget (net/gossip.py `unbatched`). Only to measure what batching gains
+    (`p2p-market bench net`); a network of such nodes runs out of frames."""
     sync_every_s: float = ANTI_ENTROPY_S
     """Anti-entropy period: gossip is best effort, so every node also pulls what its
     peers hold and it lacks this often (and at once from every new peer)."""
@@ -141,7 +146,7 @@ class NodeConfig:
 _NODE_KEYS = {
     "key_file", "passphrase_file", "data_dir", "listen", "bootstrap", "announce",
     "api_port", "api_listen", "api_token_everywhere", "metrics_port", "metrics_listen",
-    "frames_per_second", "sync_every_s", "announce_every_s", "keepalive_every_s",
+    "frames_per_second", "batching", "sync_every_s", "announce_every_s", "keepalive_every_s",
     "keepalive_misses", "redial_max_s", "relay_service", "reachability", "relays",
 }  # fmt: skip
 REACHABILITY = ("public", "private")
@@ -313,6 +318,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
     fps = typed(node, "frames_per_second", float, "node") if "frames_per_second" in node else 2.0
     if not 0.1 <= fps <= 1000:
         raise ConfigError("node.frames_per_second must be between 0.1 and 1000")
+    batching = typed(node, "batching", bool, "node") if "batching" in node else True
     sync_every = ANTI_ENTROPY_S
     if "sync_every_s" in node:
         sync_every = typed(node, "sync_every_s", float, "node")
@@ -355,6 +361,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         if everywhere
         else False,
         frames_per_second=fps,
+        batching=batching,
         sync_every_s=sync_every,
         announce_every_s=announce_every,
         keepalive_every_s=keepalive_every,
