@@ -308,7 +308,7 @@ def bench_net(
     step_s: Annotated[float, typer.Option("--step-s", help="Seconds of each rate step.")] = 5.0,
     start_rate: Annotated[
         float, typer.Option("--start-rate", help="First rate tried (orders/s in all).")
-    ] = 8.0,
+    ] = 4.0,
     max_rate: Annotated[float, typer.Option("--max-rate", help="Highest rate tried.")] = 4096.0,
     bisect: Annotated[int, typer.Option("--bisect", help="Bisection steps after doubling.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="One line of JSON.")] = False,
@@ -343,6 +343,9 @@ def bench_net(
     except BenchFailed as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # the nodes were stopped on the way out
+        typer.echo("error: interrupted", err=True)
+        raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(result))
     else:
@@ -367,7 +370,8 @@ def _net_table(result: dict[str, Any]) -> None:
     console.print(table)
     for key in (
         "batched_orders_per_s", "unbatched_orders_per_s", "batching_gain", "p50_ms", "p99_ms",
-        "cpu_ms_per_frame_per_node", "envelopes_per_frame", "load_avg_before", "seconds",
+        "cpu_ms_per_frame_per_node", "cpu_ms_per_frame_per_node_above_idle",
+        "idle_cpu_ms_per_s_per_node", "envelopes_per_frame", "load_avg_before", "seconds",
     ):  # fmt: skip
         console.print(f"{key}: {result[key]}")
 
