@@ -63,6 +63,7 @@ SETTLE_S: Final = DEADLINE_MS / 1000 + 0.5
 """Wait after a step's last send before reading the arrivals."""
 FORM_TIMEOUT_S: Final = 120.0
 IDLE_S: Final = 4.0
+DRAIN_S: Final = 60.0
 WARM_UP_RATE: Final = 4.0
 """Bids a second per publisher while the network forms."""
 BUSY: Final = 0.9
@@ -226,6 +227,22 @@ async def _warm_up(net: Net, settings: Settings, progress: Callable[[str], None]
     raise BenchFailed(f"the network did not form in {FORM_TIMEOUT_S:g} s")
 
 
+async def _drain(net: Net) -> None:
+    """Until every node holds the last step's bids (at most DRAIN_S), then a
+    moment more: a step that overloaded the nodes leaves a backlog, which would
+    fail the next step, whatever its rate."""
+    ids = net.last_ids
+    if not ids:
+        return
+    with trio.move_on_after(DRAIN_S):
+        while True:
+            held = [await trio.to_thread.run_sync(n.arrivals, ids) for n in net.nodes]
+            if all(len(h) >= len(ids) for h in held):
+                break
+            await trio.sleep(1.0)
+    await trio.sleep(1.0)
+
+
 async def _measure_idle(net: Net, progress: Callable[[str], None]) -> None:
     """What the nodes spend with no orders at all (heartbeats, keepalives, the
     publisher's polling): the CPU per frame is also given above this floor."""
@@ -261,6 +278,7 @@ async def run_step(
 ) -> dict[str, Any]:
     """Publish at `total_rate` bids a second (shared by the publishers) for `seconds`;
     measure delivery, frames and CPU. One row."""
+    await _drain(net)
     net.steps += 1
     k = net.steps
     per = total_rate / len(net.publishers)
