@@ -246,6 +246,7 @@ async def _drain(net: Net) -> None:
 async def _measure_idle(net: Net, progress: Callable[[str], None]) -> None:
     """What the nodes spend with no orders at all (heartbeats, keepalives, the
     publisher's polling): the CPU per frame is also given above this floor."""
+    await trio.sleep(IDLE_S)  # the warm-up's tail: forwarding, first syncs
     before = [n.cpu_ms() for n in net.nodes]
     started = time.time()
     await trio.sleep(IDLE_S)

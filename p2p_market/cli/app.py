@@ -352,6 +352,57 @@ def bench_net(
         _net_table(result)
 
 
+@bench_app.command("market")
+def bench_market(
+    seconds: Annotated[float, typer.Option("--seconds", help="Workload of each step (s).")] = 20.0,
+    start_rate: Annotated[
+        float, typer.Option("--start-rate", help="First ask rate tried (asks/s in all).")
+    ] = 0.5,
+    max_rate: Annotated[float, typer.Option("--max-rate", help="Highest ask rate tried.")] = 16.0,
+    bisect: Annotated[int, typer.Option("--bisect", help="Bisection steps after doubling.")] = 1,
+    provers: Annotated[int, typer.Option("--provers", help="Prover nodes.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One line of JSON.")] = False,
+) -> None:
+    """Asks a second the real market (relay, provers, requesters; minimal pow work)
+    serves with assignment p99 <= 3 s and every check passing, at stepped ask rates,
+    each step a whole simulate run: CPU per ask per node, envelopes per frame and
+    what bound each step."""
+    from p2p_market.bench.market import MarketSettings, market_bench
+
+    settings = MarketSettings(
+        seconds=seconds, start_rate=start_rate, max_rate=max_rate, bisect=bisect, provers=provers
+    )
+    try:
+        settings.check()
+    except ValueError as exc:
+        fail(str(exc))
+
+    def progress(line: str) -> None:
+        typer.echo(f"bench market: {line}", err=True)
+
+    try:
+        result = market_bench(settings, progress)
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    table = Table(title=f"Market benchmark ({seconds:g} s a step)")
+    columns = ("rate", "placed", "assigned", "assign_p50_ms", "assign_p99_ms", "checks_ok",
+               "cpu_ms_per_ask_per_node", "envelopes_per_frame", "frames_per_s",
+               "bound_by")  # fmt: skip
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    table.add_column("ok")
+    for row in result["steps"]:
+        table.add_row(*(str(row[c]) for c in columns), "yes" if row["passed"] else "no")
+    console = Console(highlight=False)
+    console.print(table)
+    for key in ("max_asks_per_s", "cpu_ms_per_ask_per_node", "load_avg_before", "wall_s"):
+        console.print(f"{key}: {result[key]}")
+
+
 def _net_table(result: dict[str, Any]) -> None:
     columns = ("rate", "achieved_rate", "delivered", "p50_ms", "p99_ms", "frames_per_s")
     more = ("envelopes_per_frame", "cpu_ms_per_frame_per_node", "machine_busy_pct", "bound_by")
