@@ -33,6 +33,7 @@ from rich.console import Console
 
 from p2p_market.localnet.report import build_summary, quantile
 from p2p_market.localnet.run import Runner
+from p2p_market.localnet.rundata import RunData
 from p2p_market.localnet.scenario import Scenario
 from p2p_market.localnet.scenario_file import parse_scenario
 
@@ -112,13 +113,15 @@ def run_step(rate: float, settings: MarketSettings, workdir: Path) -> dict[str, 
         return await Runner(sc, run_dir, Console(quiet=True)).run()
 
     data = trio.run(main)
+    if data.interrupted:  # the run stopped its nodes and says so; the benchmark ends
+        raise KeyboardInterrupt
     summary = build_summary(data)
     tracks = list(data.asks.asks.values())
     late = float("inf")
     latencies = [float(a.assigned_t - a.ts) if a.assigned_t is not None else late for a in tracks]
     p50, p99 = quantile(latencies, 0.5), quantile(latencies, 0.99)
     nodes = len(data.nodes)
-    cpu = summary["cpu"]["mean_total_percent"] or 0.0
+    cpu_ms = _cpu_ms(data)
     placed = len(tracks)
     checks_ok = bool(summary["checks"]["ok"]) and data.error is None
     passed = checks_ok and placed > 0 and p99 is not None and p99 <= ASSIGN_P99_MS
@@ -138,15 +141,31 @@ def run_step(rate: float, settings: MarketSettings, workdir: Path) -> dict[str, 
         "checks_ok": checks_ok,
         "error": data.error,
         "passed": passed,
-        "cpu_ms_per_ask_per_node": round(cpu / 100 * settings.seconds * 1000 / placed / nodes, 2)
-        if placed
-        else None,
-        "nodes_cpu_percent_of_one_core": cpu,
+        "cpu_ms_per_ask_per_node": round(cpu_ms / placed / nodes, 2) if placed else None,
+        "nodes_cpu_percent_of_one_core": summary["cpu"]["mean_total_percent"],
         "envelopes_per_frame": summary["gossip"]["envelopes_per_frame"],
         "frames_per_s": summary["gossip"]["frames_per_s_mean"],
         "bound_by": bound,
         "bound_notes": summary["bound_notes"],
     }
+
+
+def _cpu_ms(data: RunData) -> float:
+    """The nodes' CPU (ms, all nodes) from the workload's start until the run settled
+    (every ask placed had its time to finish): simulate's samples, each the percent
+    of one core since the node's previous sample."""
+    if data.start_ms is None:
+        return 0.0
+    lo = (data.start_ms - data.t0_ms) / 1000
+    hi = ((data.settled_ms or data.end_ms or data.start_ms) - data.t0_ms) / 1000
+    last: dict[str, float] = {}
+    total = 0.0
+    for sample in data.samples:
+        before = last.get(sample.node)
+        last[sample.node] = sample.t
+        if before is not None and sample.up and lo < sample.t <= hi:
+            total += sample.cpu / 100 * (sample.t - before) * 1000
+    return total
 
 
 def market_bench(
