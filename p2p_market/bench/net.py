@@ -190,9 +190,19 @@ async def network(
     try:
         first = nodes[0]
         await first.start([])
+        errors: list[str] = []
+
+        async def start(n: BenchNode) -> None:
+            try:
+                await n.start([first.addr])
+            except LaunchError as exc:
+                errors.append(str(exc))
+
         async with trio.open_nursery() as nursery:
             for n in nodes[1:]:
-                nursery.start_soon(n.start, [first.addr])
+                nursery.start_soon(start, n)
+        if errors:
+            raise BenchFailed(errors[0])
         progress(f"{len(nodes)} nodes up (batching {'on' if batching else 'off'})")
         net = Net(nodes, nodes[-settings.publishers :], batching)
         await _warm_up(net, settings, progress)
@@ -298,7 +308,7 @@ async def run_step(
     sent: dict[str, tuple[int, BenchNode]] = {}
     refused: dict[str, int] = {}
     late_ms = 0
-    with trio.fail_after(seconds + 120):
+    with trio.move_on_after(seconds + 120) as waited:
         for p in net.publishers:
             path = sent_file(p.steps, k)
             while not path.exists():
@@ -308,6 +318,8 @@ async def run_step(
             for reason, n in report["refused"].items():
                 refused[reason] = refused.get(reason, 0) + n
             late_ms = max(late_ms, int(report["late_ms_max"]))
+    if waited.cancelled_caught:
+        raise BenchFailed(f"a publisher did not finish step {k} in {seconds + 120:g} s")
     last = max((ms for ms, _ in sent.values()), default=start_ms)
     first = min((ms for ms, _ in sent.values()), default=start_ms)
     await trio.sleep(max(0.0, (last + DEADLINE_MS) / 1000 + 0.5 - time.time()))
