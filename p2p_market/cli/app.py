@@ -302,6 +302,132 @@ def bench_liveness(
     typer.echo(json.dumps(trio.run(liveness_bench, count)))
 
 
+@bench_app.command("net")
+def bench_net(
+    nodes: Annotated[int, typer.Option("--nodes", help="Node processes (2-32).")] = 10,
+    publishers: Annotated[int, typer.Option("--publishers", help="Nodes that publish.")] = 3,
+    step_s: Annotated[float, typer.Option("--step-s", help="Seconds of each rate step.")] = 5.0,
+    start_rate: Annotated[
+        float, typer.Option("--start-rate", help="First rate tried (orders/s in all).")
+    ] = 4.0,
+    max_rate: Annotated[float, typer.Option("--max-rate", help="Highest rate tried.")] = 4096.0,
+    bisect: Annotated[int, typer.Option("--bisect", help="Bisection steps after doubling.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="One line of JSON.")] = False,
+) -> None:
+    """Orders a second that N real node processes carry to every node within 2 s,
+    with batching and without it, in one run; latency at half the batched rate; CPU
+    per frame per node; one row per rate step."""
+    import trio
+
+    from p2p_market.bench.net import BenchFailed, Settings, net_bench
+
+    settings = Settings(
+        nodes=nodes,
+        publishers=publishers,
+        step_s=step_s,
+        start_rate=start_rate,
+        max_rate=max_rate,
+        bisect=bisect,
+    )
+    try:
+        settings.check()
+    except ValueError as exc:
+        fail(str(exc))
+    if bisect < 0 or bisect > 10:
+        fail("--bisect must be between 0 and 10")
+
+    def progress(line: str) -> None:
+        typer.echo(f"bench net: {line}", err=True)
+
+    try:
+        result = trio.run(net_bench, settings, progress)
+    except BenchFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # the nodes were stopped on the way out
+        typer.echo("error: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        _net_table(result)
+
+
+@bench_app.command("market")
+def bench_market(
+    seconds: Annotated[float, typer.Option("--seconds", help="Workload of each step (s).")] = 20.0,
+    start_rate: Annotated[
+        float, typer.Option("--start-rate", help="First ask rate tried (asks/s in all).")
+    ] = 0.5,
+    max_rate: Annotated[float, typer.Option("--max-rate", help="Highest ask rate tried.")] = 16.0,
+    bisect: Annotated[int, typer.Option("--bisect", help="Bisection steps after doubling.")] = 1,
+    provers: Annotated[int, typer.Option("--provers", help="Prover nodes.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One line of JSON.")] = False,
+) -> None:
+    """Asks a second the real market (relay, provers, requesters; minimal pow work)
+    serves with assignment p99 <= 3 s and every check passing, at stepped ask rates,
+    each step a whole simulate run: CPU per ask per node, envelopes per frame and
+    what bound each step."""
+    from p2p_market.bench.market import MarketSettings, market_bench
+
+    settings = MarketSettings(
+        seconds=seconds, start_rate=start_rate, max_rate=max_rate, bisect=bisect, provers=provers
+    )
+    try:
+        settings.check()
+    except ValueError as exc:
+        fail(str(exc))
+
+    def progress(line: str) -> None:
+        typer.echo(f"bench market: {line}", err=True)
+
+    try:
+        result = market_bench(settings, progress)
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    table = Table(title=f"Market benchmark ({seconds:g} s a step)")
+    columns = ("rate", "placed", "assigned", "assign_p50_ms", "assign_p99_ms", "checks_ok",
+               "cpu_ms_per_ask_per_node", "envelopes_per_frame", "frames_per_s",
+               "bound_by")  # fmt: skip
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    table.add_column("ok")
+    for row in result["steps"]:
+        table.add_row(*(str(row[c]) for c in columns), "yes" if row["passed"] else "no")
+    console = Console(highlight=False)
+    console.print(table)
+    for key in ("max_asks_per_s", "cpu_ms_per_ask_per_node", "load_avg_before", "wall_s"):
+        console.print(f"{key}: {result[key]}")
+
+
+def _net_table(result: dict[str, Any]) -> None:
+    columns = ("rate", "achieved_rate", "delivered", "p50_ms", "p99_ms", "frames_per_s")
+    more = ("envelopes_per_frame", "cpu_ms_per_frame_per_node", "machine_busy_pct", "bound_by")
+    table = Table(title=f"Network benchmark ({result['nodes']} nodes)")
+    table.add_column("batching")
+    for column in (*columns, *more):
+        table.add_column(column.replace("_", " "), justify="right")
+    table.add_column("ok")
+    for row in result["steps"]:
+        mode = "on" if row["batching"] else "off"
+        if row.get("latency_step"):
+            mode += " (latency)"
+        cells = [str(row[c]) for c in (*columns, *more)]
+        table.add_row(mode, *cells, "yes" if row["passed"] else "no")
+    console = Console(highlight=False)
+    console.print(table)
+    for key in (
+        "batched_orders_per_s", "unbatched_orders_per_s", "batching_gain", "p50_ms", "p99_ms",
+        "cpu_ms_per_frame_per_node", "cpu_ms_per_frame_per_node_above_idle",
+        "idle_cpu_ms_per_s_per_node", "envelopes_per_frame", "load_avg_before", "seconds",
+    ):  # fmt: skip
+        console.print(f"{key}: {result[key]}")
+
+
 @bench_app.command("attacks")
 def bench_attacks(
     attack: Annotated[

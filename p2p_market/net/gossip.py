@@ -53,7 +53,7 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
 import multiaddr
@@ -70,7 +70,13 @@ from p2p_market.core.envelope import Envelope
 from p2p_market.core.validation import check_form, check_signature
 from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict, reject
 from p2p_market.net.batcher import DEFAULT_BURST, DEFAULT_FRAMES_PER_SECOND, Batcher
-from p2p_market.net.frame import ExtraCheck, belongs_to, encode_frame, judge_frame
+from p2p_market.net.frame import (
+    MAX_FRAME_ITEMS,
+    ExtraCheck,
+    belongs_to,
+    encode_frame,
+    judge_frame,
+)
 from p2p_market.net.host import check_listening, dial_addr, guarded
 from p2p_market.net.keepalive import abort_connections
 from p2p_market.net.ratelimit import KeyedRateLimiter
@@ -128,6 +134,8 @@ class GossipConfig:
     """Envelopes waiting in `deliveries`; beyond this they are dropped and counted."""
     frames_per_second: float = DEFAULT_FRAMES_PER_SECOND
     burst: int = DEFAULT_BURST
+    max_envelopes_per_frame: int = MAX_FRAME_ITEMS
+    """1 turns batching off (with an unlimited frame budget: see `unbatched`)."""
     outbound_high_water: int = 8
     """Publishing waits while a topic peer has more RPCs than this queued (of 32)."""
     outbound_wait_s: float = 0.25
@@ -149,6 +157,23 @@ class GossipConfig:
     peer_frame_burst: int = 200
     """Frames one forwarding peer may send us (token bucket); beyond it frames are
     IGNOREd (not forwarded, no blame). The library's own limit is switched off."""
+
+
+UNBATCHED_FRAMES_PER_SECOND: Final = 1000.0
+"""The frame budget of `unbatched`: so high that no envelope ever waits for a token."""
+
+
+def unbatched(config: GossipConfig) -> GossipConfig:
+    """`config` with batching off: every envelope leaves at once, alone in its frame,
+    whatever the rate (the transport before batching). Only for measuring what
+    batching gains (`p2p-market bench net`): a busy market then sends a frame per
+    envelope, and frames are what a network of nodes runs out of first."""
+    return replace(
+        config,
+        frames_per_second=UNBATCHED_FRAMES_PER_SECOND,
+        burst=int(UNBATCHED_FRAMES_PER_SECOND),
+        max_envelopes_per_frame=1,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +266,11 @@ class Gossip:
         """Rejected frames by forwarding peer, ever (a statistic; bans follow `scores`)."""
         self.scores = PeerScores(cfg.scores)
         self._peer_limit = KeyedRateLimiter(cfg.peer_frames_per_second, cfg.peer_frame_burst)
-        self._batcher = Batcher(frames_per_second=cfg.frames_per_second, burst=cfg.burst)
+        self._batcher = Batcher(
+            frames_per_second=cfg.frames_per_second,
+            burst=cfg.burst,
+            max_items=cfg.max_envelopes_per_frame,
+        )
         self._queued = trio.Event()
         self._room = trio.Event()
         self._deliver, self.deliveries = trio.open_memory_channel[Delivery](cfg.delivery_buffer)

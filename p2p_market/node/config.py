@@ -16,6 +16,7 @@ traceback.
     metrics_port = -1                   # Prometheus; -1 = off
     metrics_listen = "127.0.0.1"        # another address needs api_token_everywhere
     frames_per_second = 2.0             # gossip frame budget (see net/batcher.py)
+    batching = true                     # false: one envelope per frame, no budget (benchmarks)
     sync_every_s = 30.0                 # anti-entropy: a full sync with peers this often
     announce_every_s = 300.0            # announce the markets followed this often
     keepalive_every_s = 5.0             # ping every peer this often (dead-peer detection)
@@ -96,6 +97,10 @@ class NodeConfig:
     """The API token on every call of the control API and the metrics, reads too:
     required to bind either to an address other than loopback (node/api_token.py)."""
     frames_per_second: float = 2.0
+    batching: bool = True
+    """False: every envelope is sent at once in a frame of its own, with no frame
+    budget (net/gossip.py `unbatched`). Only to measure what batching gains
+    (`p2p-market bench net`); a network of such nodes runs out of frames."""
     sync_every_s: float = ANTI_ENTROPY_S
     """Anti-entropy period: gossip is best effort, so every node also pulls what its
     peers hold and it lacks this often (and at once from every new peer)."""
@@ -246,6 +251,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         metrics_listen=node.metrics_listen,
         api_token_everywhere=node.api_token_everywhere,
         frames_per_second=node.frames_per_second,
+        batching=node.batching,
         sync_every_s=node.sync_every_s,
         announce_every_s=node.announce_every_s,
         keepalive_every_s=node.keepalive_every_s,

@@ -261,6 +261,13 @@ class NodeSection(Section):
         ge=0.1,
         le=1000,
     )
+    batching: bool = key(
+        "`false` turns batching off: every envelope leaves at once in a frame of its "
+        "own, with no frame budget (`net/gossip.py` `unbatched`). Only for measuring "
+        "what batching gains (`p2p-market bench net`): a busy market then spends a "
+        "frame per envelope, and frames are what a network runs out of first",
+        True,
+    )
     sync_every_s: float = key(
         "anti-entropy period: this often the node also pulls from its peers what they "
         "hold and it lacks (and at once from every new peer)",

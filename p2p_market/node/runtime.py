@@ -42,7 +42,7 @@ from p2p_market.core.validation import check_envelope
 from p2p_market.core.verdict import Reason, Verdict, ignore
 from p2p_market.core.work import inputs_size
 from p2p_market.net.addrs import local_only
-from p2p_market.net.gossip import Gossip, GossipConfig
+from p2p_market.net.gossip import Gossip, GossipConfig, unbatched
 from p2p_market.net.host import DIAL_TIMEOUT_S, connect_all, make_host
 from p2p_market.net.keepalive import Keepalive
 from p2p_market.net.ratelimit import KeyedRateLimiter
@@ -608,7 +608,7 @@ class Node:
                 markets=list(self.states),
                 extra_check=self._gossip_check,
                 known=self._holds,
-                config=GossipConfig(frames_per_second=cfg.frames_per_second),
+                config=gossip_config(cfg),
                 on_frame_published=lambda _envelopes: self.metrics.frame_out(),
             )
             self.sync_server.attach(host)
@@ -1190,6 +1190,12 @@ def submitted(env_id: bytes, verdict: Verdict) -> Submitted:
 def encode_market(market: Market) -> bytes:
     """A market descriptor's canonical body (its id is the SHA-256 of these bytes)."""
     return codec.pack(market.to_map())
+
+
+def gossip_config(config: NodeConfig) -> GossipConfig:
+    """The node's gossip settings: its frame budget, and batching unless switched off."""
+    gossip = GossipConfig(frames_per_second=config.frames_per_second)
+    return gossip if config.batching else unbatched(gossip)
 
 
 def data_path(config: NodeConfig) -> Path:

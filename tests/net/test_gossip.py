@@ -10,7 +10,7 @@ from libp2p.utils import encode_varint_prefixed
 from p2p_market.core.envelope import Envelope
 from p2p_market.core.verdict import ACCEPTED, Reason, Verdict, ignore
 from p2p_market.net.frame import encode_frame
-from p2p_market.net.gossip import PROTOCOLS, GossipConfig, topic_for
+from p2p_market.net.gossip import PROTOCOLS, GossipConfig, topic_for, unbatched
 from p2p_market.net.scores import ScoreConfig
 from tests.net.cluster import (
     MID,
@@ -165,6 +165,20 @@ async def test_under_budget_an_envelope_leaves_alone_over_budget_they_share_a_fr
         assert [d.raw for d in got] == rest
         assert (sender.stats.frames_published, sender.stats.envelopes_published) == (2, 40)
         assert receiver.stats.frames_accepted == 2
+
+
+async def test_with_batching_off_every_envelope_leaves_at_once_alone_in_its_frame() -> None:
+    # The same burst as above, past the budget that batched it into one frame: with
+    # batching off (bench net's baseline) it is 40 frames of one, none waiting.
+    config = unbatched(GossipConfig(frames_per_second=4.0, burst=1))
+    async with cluster(2, [(0, 1)], config=config) as (sender, receiver):
+        sent = [bid("erin", seq) for seq in range(1, 41)]
+        for raw in sent:
+            assert (await sender.publish(MID, raw)).accepted
+        got = await receive_n(receiver, len(sent))
+        assert [d.raw for d in got] == sent
+        assert (sender.stats.frames_published, sender.stats.envelopes_published) == (40, 40)
+        assert receiver.stats.frames_accepted == 40
 
 
 async def test_the_extra_check_decides_delivery() -> None:

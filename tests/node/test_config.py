@@ -11,6 +11,7 @@ import pytest
 
 from p2p_market.markets.devnet import default_market
 from p2p_market.node.config import DEFAULT_LISTEN, ConfigError, load_config, parse_config
+from p2p_market.node.runtime import gossip_config
 
 BASE = {"node": {"key_file": "k.pem", "data_dir": "d"}}
 RELAY = "/ip4/1.2.3.4/tcp/4701/p2p/12D3KooWSAxxGumW7UYppNhZE2CBmJR4jkszzqcyTsz5wAz8T2iF"
@@ -55,6 +56,7 @@ def test_a_market_descriptor_in_full(tmp_path: Path) -> None:
         ({**BASE, "extra": {}}, "unknown section [extra]"),
         ({"node": {**BASE["node"], "mdns": True}}, "node.mdns was removed"),
         ({"node": {**BASE["node"], "relay_service": 1}}, "node.relay_service must be bool"),
+        ({"node": {**BASE["node"], "batching": "off"}}, "node.batching must be bool, not str"),
         (
             {"node": {**BASE["node"], "reachability": "nat"}},
             'node.reachability must be "public" or "private", not \'nat\'',
@@ -346,3 +348,10 @@ def test_a_bad_descriptor_file_is_one_line_naming_the_field(
     with pytest.raises(ConfigError) as inline:  # the same fields inline in [[markets]]
         parse_config({**BASE, "markets": [data]}, tmp_path)
     assert str(inline.value).startswith("markets[0]: " + message.removeprefix("d.toml: "))
+
+
+def test_batching_is_on_unless_switched_off(tmp_path: Path) -> None:
+    on = gossip_config(parse_config(BASE, tmp_path))
+    assert (on.frames_per_second, on.max_envelopes_per_frame) == (2.0, 64)
+    off = gossip_config(parse_config({"node": {**BASE["node"], "batching": False}}, tmp_path))
+    assert off.max_envelopes_per_frame == 1 and off.frames_per_second >= 1000
