@@ -241,12 +241,14 @@ def api_client(url: str, token_file: Path | None = None, *, acting: str | None =
 
 
 @contextlib.contextmanager
-def api_errors() -> Any:
-    """An ApiError as one line: exit 2 when the request was bad (4xx, or no node
-    there), 1 when the node failed."""
+def api_errors(*, unreachable: int = 2) -> Any:
+    """An ApiError as one line: exit 2 when the request was bad (4xx), 1 when the
+    node failed; no node there (or no usable answer) is `unreachable`: 1, a runtime
+    failure, for the requester's commands (asks, proof fetch, request --api); the
+    older control commands keep 2."""
     from p2p_market.node.api_client import ApiError
 
     try:
         yield
     except ApiError as exc:
-        fail(str(exc), 2 if exc.status == 0 or 400 <= exc.status < 500 else 1)
+        fail(str(exc), unreachable if exc.status == 0 else 2 if 400 <= exc.status < 500 else 1)
