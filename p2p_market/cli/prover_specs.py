@@ -7,7 +7,8 @@ A PROVER is a public key (64 hex), a devnet name (prover-1), or the start of a k
 against the provers whose bids the node has seen, once the provers are found and
 before anything is signed: it must name exactly one, so that what is signed is
 exactly what was meant. Bad specs are one line and exit 2, before anything is
-published.
+published (`resolve` raises BadSpec, for the caller to report: it may run inside
+the request's trio run, where exiting is the caller's business).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from p2p_market.markets.devnet import DEVNET_NAMES
 
 MIN_PREFIX: Final = 8
 _HEX: Final = re.compile(r"[0-9a-f]+")
+
+
+class BadSpec(ValueError):
+    """A start of a key that names no prover seen, or several."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +49,7 @@ class ProverSpecs:
 
     def resolve(self, seen: Iterable[str]) -> tuple[list[str], list[str]]:
         """(allow, deny) as full keys hex, sorted: prefixes matched against the
-        provers `seen` (key hex); one line and exit 2 unless each names one."""
+        provers `seen` (key hex); BadSpec unless each names one."""
         known = sorted(set(seen))
         out: list[list[str]] = []
         for flag, specs in (("--allow", self.allow), ("--deny", self.deny)):
@@ -55,12 +60,14 @@ class ProverSpecs:
                     continue
                 hits = [k for k in known if k.startswith(spec)]
                 if not hits:
-                    fail(
+                    raise BadSpec(
                         f"{flag} {spec}: no prover whose key starts so has a bid here;"
                         " give its full key (64 hex)"
                     )
                 if len(hits) > 1:
-                    fail(f"{flag} {spec} is the start of {len(hits)} provers' keys: give more")
+                    raise BadSpec(
+                        f"{flag} {spec} is the start of {len(hits)} provers' keys: give more"
+                    )
                 keys.add(hits[0])
             out.append(sorted(keys))
         return out[0], out[1]

@@ -38,7 +38,7 @@ from p2p_market.cli.common import (
     run_node,
     who,
 )
-from p2p_market.cli.prover_specs import ProverSpecs, parse_specs
+from p2p_market.cli.prover_specs import BadSpec, ProverSpecs, parse_specs
 from p2p_market.cli.request_report import Report
 from p2p_market.core.crypto import SigningKey
 from p2p_market.core.limits import MAX_SIZE
@@ -492,6 +492,9 @@ async def _request_session(p: _Request) -> int:
                     try:
                         buy = _buy_split if p.segments else _buy
                         code = await buy(client, p, nursery)
+                    except BadSpec as exc:  # bad input found late: nothing placed
+                        report.note(f"error: {exc}")
+                        code = 2
                     except RequestFailed as exc:
                         report.fail(str(exc), exc.reason)
                         if exc.ask is not None:
@@ -514,10 +517,10 @@ async def _request_session(p: _Request) -> int:
     return report.finish(code)
 
 
-async def _discover(client: Client, p: _Request, work: int) -> None:
+async def _discover(client: Client, p: _Request, work: int) -> tuple[list[bytes], list[bytes]]:
     """Wait for a prover within the caps that the ask would let win; then resolve
-    --allow/--deny against the provers seen (exit 2 if a start of a key is unclear)
-    and tell who was found."""
+    --allow/--deny against the provers seen (BadSpec if a start of a key is
+    unclear) and tell who was found. The ask's allow and deny lists."""
     m = p.market
     admits = (lambda key: p.specs.admits(key.hex())) if p.specs else None
     with p.report.err.status(f"looking for provers in market {m.name}…"):
@@ -528,6 +531,7 @@ async def _discover(client: Client, p: _Request, work: int) -> None:
             size=work,
             provers=admits,
         )
+    allow, deny = p.specs.resolve(s.prover.hex() for s in client.bids())
     best = bids[0].bid
     unit = "per proof" if work == 1 else f"per unit, {best.price * work} for {work} units"
     p.report.note(
@@ -535,10 +539,6 @@ async def _discover(client: Client, p: _Request, work: int) -> None:
         f" {best.proof_time} ms"
     )
     p.report.result["found"] = {"provers": len(bids), "cheapest_price": best.price}
-
-
-def _lists(client: Client, p: _Request) -> tuple[list[bytes], list[bytes]]:
-    allow, deny = p.specs.resolve(s.prover.hex() for s in client.bids())
     return [bytes.fromhex(k) for k in allow], [bytes.fromhex(k) for k in deny]
 
 
@@ -620,8 +620,7 @@ def _progress(
 
 async def _buy(client: Client, p: _Request, nursery: Any) -> int:
     work = p.size or inputs_size(p.market, p.inputs) or 1
-    await _discover(client, p, work)
-    allow, deny = _lists(client, p)
+    allow, deny = await _discover(client, p, work)
     report = p.report
     status = report.err.status("waiting for provers to commit…")
     labels: dict[bytes, str] = {}
@@ -678,8 +677,7 @@ async def _buy(client: Client, p: _Request, nursery: Any) -> int:
 async def _buy_split(client: Client, p: _Request, nursery: Any) -> int:
     """A split proof through the SDK (roles/split.py): the segment asks at once, then
     the aggregation; its proof is the one written to --out."""
-    await _discover(client, p, 1)
-    allow, deny = _lists(client, p)
+    allow, deny = await _discover(client, p, 1)
     report = p.report
     status = report.err.status("waiting for provers to commit…")
     labels: dict[bytes, str] = {}

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from p2p_market.cli.prover_specs import ProverSpecs
+from p2p_market.cli.prover_specs import BadSpec, ProverSpecs
 from p2p_market.cli.request_report import Report
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Market
@@ -72,13 +72,17 @@ def buy_via_api(
             "no_provers",
         )
         return 1
+    try:
+        allow, deny = p.specs.resolve(b["prover"] for b in client.book(mid).get("bids", []))
+    except BadSpec as exc:  # bad input found late: nothing placed
+        report.note(f"error: {exc}")
+        return 2
     cheapest = min(found, key=lambda b: (b["price"], b["proof_time"]))
     report.note(
         f"found {len(found)} prover(s) within your caps; cheapest: {cheapest['price']} per"
         f" proof, {cheapest['proof_time']} ms"
     )
     report.result["found"] = {"provers": len(found), "cheapest_price": cheapest["price"]}
-    allow, deny = p.specs.resolve(b["prover"] for b in client.book(mid).get("bids", []))
     lists = {k: v for k, v in (("allow", allow), ("deny", deny)) if v}
     placed = client.place_ask(
         {
