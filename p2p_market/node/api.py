@@ -620,7 +620,7 @@ def _make_app(api: ControlApi) -> FastAPI:
         """One market's current bids and its asks."""
         return NodeJSON(node.book(_hex_id(market, "market")))
 
-    app.include_router(api_asks.router(node))
+    app.include_router(api_asks.router(node, NodeJSON))
 
     @app.get("/v1/asks/{ask_id}", response_model=m.AskView)
     async def ask(ask_id: str = _path(_ID_DOC)) -> NodeJSON:

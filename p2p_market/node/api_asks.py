@@ -12,9 +12,10 @@ needs nothing of the facade but `status`, `markets` and `book`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from p2p_market.core.lifecycle import AskState
@@ -65,7 +66,9 @@ def list_asks(
     return sorted(found, key=lambda a: (a["timestamp"], a["id"]))
 
 
-def router(node: NodeFacade) -> APIRouter:
+def router(node: NodeFacade, respond: Callable[[Any], Response]) -> APIRouter:
+    """The routes, answering through `respond` (node/api.py's NodeJSON: the API's
+    one JSON rendering, passed in so that this module does not import the app)."""
     routes = APIRouter()
 
     @routes.get("/v1/asks", response_model=AsksBody)
@@ -83,8 +86,6 @@ def router(node: NodeFacade) -> APIRouter:
         ),
     ) -> Any:
         """The asks the node holds (every market it follows, or `market`), oldest first."""
-        from p2p_market.node.api import NodeJSON
-
-        return NodeJSON({"asks": list_asks(node, mine=_flag(mine), market=market, state=state)})
+        return respond({"asks": list_asks(node, mine=_flag(mine), market=market, state=state)})
 
     return routes
