@@ -214,3 +214,23 @@ def test_asks_mine_and_proof_fetch_after_a_restart(tmp_path: Path) -> None:
     bad = cli("asks", "--api", closed, "--state", "done")
     assert "--state must be one of" in one_line_error(bad.stdout, bad.stderr, bad.returncode)
     assert not (tmp_path / "x").exists()
+
+
+def test_request_api_without_a_node_exits_1_and_split_needs_its_own_node(
+    tmp_path: Path,
+) -> None:
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_bytes(b"abcdef")
+    token = tmp_path / "api.token"
+    token.write_text("ab" * 32 + "\n")
+    closed = f"http://127.0.0.1:{closed_port()}"
+    base = [
+        "request", "--api", closed, "--api-token-file", str(token), "--input", str(inputs),
+        "--max-price", "10", "--max-proof-time", "5000", "--out", str(tmp_path / "p.bin"),
+    ]  # fmt: skip
+    gone = cli(*base, "--json")
+    assert "cannot reach the node" in one_line_error(gone.stdout, gone.stderr, gone.returncode, 1)
+    split = cli(*base, "--split", "2")
+    assert "--split does not go with --api" in one_line_error(
+        split.stdout, split.stderr, split.returncode
+    )
