@@ -24,8 +24,8 @@ demo: $(BIN)/.installed
 	$(BIN)/p2p-market simulate simulations/local-zk.toml
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check p2p_market tests
-	$(BIN)/ruff format --check p2p_market tests
+	$(BIN)/ruff check p2p_market tests examples
+	$(BIN)/ruff format --check p2p_market tests examples
 	$(BIN)/mypy
 
 test: lint

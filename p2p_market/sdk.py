@@ -24,6 +24,9 @@ raises `RequestFailed` with a `reason` a program can branch on.
 Leaving the `async with` waits (a few seconds at most) until a peer holds the
 client's last messages (receipts, cancels), so that they are not lost with the
 ephemeral node.
+
+This SDK runs only on trio (py-libp2p does). An asyncio program (or one on either
+loop) uses `p2p_market.sdk_http`: a client of a running node's control API.
 """
 
 from __future__ import annotations

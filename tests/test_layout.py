@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"markets", "net", "proving"},
     {"node"},
     {"roles"},
-    {"sdk", "dst", "localnet", "fuzz"},
+    {"sdk", "sdk_http", "dst", "localnet", "fuzz"},
     {"bench"},
     {"cli"},
 ]

@@ -26,6 +26,7 @@ from p2p_market.cli.common import (
     run_node,
     styled_table,
 )
+from p2p_market.cli.config_cmd import register as register_config
 from p2p_market.cli.dst import register as register_dst
 from p2p_market.cli.fuzz import register as register_fuzz
 from p2p_market.cli.simulate import register as register_simulate
@@ -398,6 +399,7 @@ register_bench_proofs(bench_app)
 register_simulate(app)
 register_dst(app)
 register_fuzz(app)
+register_config(app)
 
 
 def main() -> None:

@@ -60,7 +60,7 @@ def asks(
     if market is not None:
         wanted = market.lower() if is_market_id(market) else market_id(market_arg(market)).hex()
     client = api_client(api, api_token_file)
-    with api_errors(unreachable=1):
+    with api_errors():
         found = client.asks(mine=mine, market=wanted, state=state)
         names = {m["id"]: str(m.get("name", "?")) for m in client.markets()}
     if as_json:

@@ -241,14 +241,15 @@ def api_client(url: str, token_file: Path | None = None, *, acting: str | None =
 
 
 @contextlib.contextmanager
-def api_errors(*, unreachable: int = 2) -> Any:
-    """An ApiError as one line: exit 2 when the request was bad (4xx), 1 when the
-    node failed; no node there (or no usable answer) is `unreachable`: 1, a runtime
-    failure, for the requester's commands (asks, proof fetch, request --api); the
-    older control commands keep 2."""
-    from p2p_market.node.api_client import ApiError
+def api_errors() -> Any:
+    """An ApiError as one line: exit 2 when the request was bad (a malformed API
+    address, a 4xx answer), 1 when it could not be carried out: no node answers at
+    the address (it names it), or the node failed (5xx, an answer that makes no
+    sense)."""
+    from p2p_market.node.api_client import ApiAddressError, ApiError
 
     try:
         yield
     except ApiError as exc:
-        fail(str(exc), unreachable if exc.status == 0 else 2 if 400 <= exc.status < 500 else 1)
+        bad_input = isinstance(exc, ApiAddressError) or 400 <= exc.status < 500
+        fail(str(exc), 2 if bad_input else 1)

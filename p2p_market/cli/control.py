@@ -4,7 +4,8 @@
 (`--api-token-file`, or P2P_MARKET_API_TOKEN); `status` and `book` read what is
 public and send the token only if they are given one.
 
-Exit status: 0 done; 1 the node refused; 2 bad input or no node there.
+Exit status: 0 done; 1 the node refused, or cannot be reached; 2 bad input (an
+argument, or a request the node calls bad).
 """
 
 from __future__ import annotations

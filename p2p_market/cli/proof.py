@@ -89,7 +89,7 @@ def fetch(
     client = api_client(api, api_token_file, acting="proof fetch")
     from p2p_market.cli.request import node_market
 
-    with api_errors(unreachable=1):
+    with api_errors():
         ask = wanted if len(wanted) == 64 else _by_prefix(client, wanted)
         view = client.ask(ask)
         market = node_market(client, str(view["market"]))

@@ -87,6 +87,8 @@ def _prover_banner(plan: RolePlan) -> Any:
         print(f"requesters: --bootstrap {ready['addr']}")
         print(f"control API: {api}  (p2p-market status ASK_ID --api {api})")
         print(f"API token:   {ready['api_token_file']}  (--api-token-file for what changes state)")
+        print(f"operate:     p2p-market prover bid show|update|pause|resume --api {api}")
+        print(f"             p2p-market prover jobs|earnings --api {api}")
         if ready.get("metrics_url"):
             print(f"metrics:     {ready['metrics_url']}  (Prometheus; docs/metrics.md)")
         print("Ctrl-C to stop.")
@@ -292,4 +294,7 @@ def prover_run(
 
 
 def register(app: typer.Typer) -> None:
+    from p2p_market.cli import prover_ops
+
+    prover_ops.register(prover_app)
     app.add_typer(prover_app, name="prover")

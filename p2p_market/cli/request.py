@@ -451,7 +451,7 @@ def _request_via_api(client: ApiClient, p: _Request) -> int:
     def verify(proof: bytes) -> bool:
         return trio.run(backend.verify, p.market, p.inputs, proof)
 
-    with api_errors(unreachable=1):
+    with api_errors():
         code = buy_via_api(
             client,
             p,

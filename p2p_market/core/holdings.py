@@ -469,6 +469,12 @@ class Holdings:
         s = self._settle(self.now)
         return s.notes.get(mid) or self._archive.notes.get(mid, "")
 
+    def run(self, ask_id: bytes) -> AskRun | None:
+        """The settlement's run of a stored ask (rounds, slots, history), archived or
+        live; None for one nothing happened to yet. A read for views (the console's
+        timelines, node/console_views.py): the caller must not change it."""
+        return self._run(ask_id)
+
     def ask_state(self, ask_id: bytes) -> AskState:
         run = self._run(ask_id)
         if run is not None:

@@ -112,6 +112,15 @@ class NodeProcess:
         return self.dir / "data"
 
     @property
+    def console_url(self) -> str | None:
+        """The node's web console, served by its control API (reachable while the node
+        runs; a restart may give the API another port). None before its first start."""
+        port = self.ready.get("api_port")
+        if not port:
+            return None
+        return f"http://{self.ip}:{port}/console"
+
+    @property
     def events_file(self) -> Path:
         return self.dir / "workload.jsonl"
 

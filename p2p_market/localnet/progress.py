@@ -52,6 +52,14 @@ class Progress:
             cpu += points[-1][2]
         return frames, cpu
 
+    def consoles(self) -> list[tuple[str, str]]:
+        """(node, console URL) of every running node."""
+        nodes = [n for n in self.data.nodes if n.running]
+        return [(n.name, url) for n in nodes if (url := n.console_url) is not None]
+
+    def consoles_line(self) -> str:
+        return "consoles: " + "  ".join(f"{name} {url}" for name, url in self.consoles())
+
     def line(self) -> str:
         up, total = self.nodes_up()
         states = self.data.asks.by_state()
@@ -102,13 +110,28 @@ class Progress:
             Text(f"  {f['t_s']:.0f}s {f['kind']} {f['node']}: {f['event']}", style="magenta")
             for f in d.faults[-3:]
         ]
-        return Group(head, asks, rates, nodes, *faults)
+        links = Table.grid(padding=(0, 1))
+        shown = self.consoles()
+        for _ in range(min(2, len(shown))):
+            links.add_column(style="dim")
+            links.add_column()
+        for i in range(0, len(shown), 2):
+            links.add_row(*(cell for name, url in shown[i : i + 2] for cell in (name, url)))
+        title = [Text("consoles (open in a browser while the run goes on):", style="dim")]
+        return Group(head, asks, rates, nodes, *(title if shown else []), links, *faults)
 
     # -- the task ---------------------------------------------------------------------
     async def run(self) -> None:
         if not self.console.is_terminal:
+            told = ""
             while True:
                 await trio.sleep(PLAIN_EVERY_S)
+                links = self.consoles_line()
+                up, total = self.nodes_up()
+                formed = up == total or self.data.phase != "starting"
+                if links != told and formed:  # once all are up; again after a restart
+                    self.console.print(links, markup=False, highlight=False)
+                    told = links
                 self.console.print(self.line(), markup=False, highlight=False)
         with Live(self.render(), console=self.console, refresh_per_second=2) as live:
             while True:

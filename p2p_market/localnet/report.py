@@ -254,6 +254,7 @@ def build_summary(data: RunData) -> dict[str, Any]:
         nodes.append(
             {
                 "name": n.name,
+                "console": n.console_url,
                 "role": n.spec.role,
                 "behaviour": n.spec.behaviour,
                 "starts": n.starts,
@@ -697,6 +698,7 @@ def write_index(summary: dict[str, Any], out: Path) -> None:
                 "violations",
             )
         )
+        + f"<td>{_console_link(n.get('console'))}</td>"
         + "</tr>"
         for n in summary["node_stats"]
     )
@@ -752,11 +754,41 @@ Times in ms, p50 / p99.</p>
 {prover_rows}</table>
 <h2>Nodes</h2>
 <table><tr><th>node</th><th>role</th><th>behaviour</th><th>starts</th><th>CPU %</th>
-<th>max RSS MB</th><th>frames out</th><th>reorgs</th><th>violations</th></tr>
+<th>max RSS MB</th><th>frames out</th><th>reorgs</th><th>violations</th>
+<th>console (live while the run ran)</th></tr>
 {node_rows}</table>
 </body></html>
 """
     (out / "index.html").write_text(page, encoding="utf-8")
+
+
+def _console_link(url: str | None) -> str:
+    if not url:
+        return ""
+    return f'<a href="{html.escape(url)}">{html.escape(url)}</a>'
+
+
+def write_live_index(data: RunData) -> None:
+    """index.html while the run goes on: each node's console (live while it runs).
+    The report's own index.html replaces it at the end."""
+    e = html.escape
+    items = "\n".join(
+        f'<li>{e(n.name)} ({e(n.spec.role)}): <a href="{e(url)}">{e(url)}</a></li>'
+        for n in data.nodes
+        if (url := n.console_url) is not None
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>p2p-market simulate: {e(data.scenario.name)} (running)</title></head>
+<body style="font-family: sans-serif; max-width: 1100px; margin: 2em auto">
+<h1>Simulation running: {e(data.scenario.name)}</h1>
+<p>The report replaces this page when the run ends. Meanwhile each node's web
+console shows its markets, book, asks, provers and peers live:</p>
+<ul>
+{items}
+</ul></body></html>
+"""
+    (data.run_dir / "index.html").write_text(page, encoding="utf-8")
 
 
 def write_report(data: RunData) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from p2p_market.localnet.collect import (
 )
 from p2p_market.localnet.launcher import LaunchError, NodeProcess
 from p2p_market.localnet.progress import Progress
+from p2p_market.localnet.report import write_live_index
 from p2p_market.localnet.rundata import RunData, wall_ms
 from p2p_market.localnet.scenario import Fault, Scenario
 from p2p_market.localnet.wan.links import LinkShape
@@ -195,6 +196,7 @@ class Runner:
             d.error = str(exc)
             return
         d.formed_ms = wall_ms()
+        write_live_index(d)
         d.start_ms = wall_ms() + 500
         d.end_ms = d.start_ms + int(s.duration_s * 1000)
         d.phase = "workload"

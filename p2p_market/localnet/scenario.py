@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from p2p_market.core.messages import Market
+from p2p_market.localnet.scenario_schema import NetworkSection, RunSection
 from p2p_market.markets.descriptor import MARKET_FIELDS
 
 SECTIONS: Final = ("run", "market", "workload", "nodes", "faults", "network")
@@ -17,19 +18,7 @@ BEHAVIOURS: Final = ("honest", "invalid-proofs", "withhold")
 FAULTS: Final = ("kill", "freeze", "isolate", "partition")
 NETNS_FAULTS: Final = frozenset({"partition"})
 """Faults that only a run in namespaces can make (the switch cuts the links)."""
-RUN_KEYS: Final = frozenset(
-    {
-        "name",
-        "seed",
-        "duration_s",
-        "settle_s",
-        "frames_per_second",
-        "sync_every_s",
-        "report_dir",
-        "agree_within_s",
-        "strict_agreement",
-    }
-)
+RUN_KEYS: Final = frozenset(RunSection.model_fields)
 MARKET_KEYS: Final = frozenset(MARKET_FIELDS) - {"created_at"}  # the run sets it
 PROVER_KEYS: Final = frozenset(
     {
@@ -60,7 +49,7 @@ WORKLOAD_KEYS: Final = frozenset(
 )
 """The [workload] keys a scenario may set; the launcher sets market, seed, duration_s,
 start_file and events_file itself."""
-NETWORK_KEYS: Final = frozenset({"rtt_ms", "jitter_ms", "loss"})
+NETWORK_KEYS: Final = frozenset(NetworkSection.model_fields)
 FAULT_KEYS: Final = frozenset({"at_s", "node", "kind", "for_s"})
 NODE_KEYS: Final = ("name", "role", "behaviour")
 """The keys of every [[nodes]] entry; the rest depend on its role (PROVER_KEYS, WORKLOAD_KEYS)."""

@@ -60,7 +60,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from p2p_market.core.messages import Market, MessageError
 from p2p_market.localnet.configs import node_config
@@ -71,11 +73,9 @@ from p2p_market.localnet.scenario import (
     MARKET_KEYS,
     MAX_NODES,
     NETNS_FAULTS,
-    NETWORK_KEYS,
     NODE_KEYS,
     PROVER_KEYS,
     ROLES,
-    RUN_KEYS,
     SECTIONS,
     WORKLOAD_KEYS,
     Fault,
@@ -84,8 +84,12 @@ from p2p_market.localnet.scenario import (
     Scenario,
     ScenarioError,
 )
+from p2p_market.localnet.scenario_schema import NetworkSection, RunSection
 from p2p_market.markets.devnet import GENESIS_MS
+from p2p_market.markets.schema import Section, validate
 from p2p_market.node.tomlfile import read_toml
+
+S = TypeVar("S", bound=Section)
 
 
 def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -205,13 +209,14 @@ def _fault(entry: Any, index: int, names: set[str], duration: float) -> Fault:
     return Fault(at_s, node, kind, for_s)
 
 
+def _checked(model: type[S], table: dict[str, Any], where: str) -> S:
+    """`table` checked by its schema (localnet/scenario_schema.py): ScenarioError."""
+    return validate(model, table, where, ScenarioError)
+
+
 def network_section(table: dict[str, Any]) -> Network:
-    _unknown(table, NETWORK_KEYS, "network")
-    return Network(
-        rtt_ms=_num(table, "rtt_ms", "network", 0.0, 0.0, 10_000.0),
-        jitter_ms=_num(table, "jitter_ms", "network", 0.0, 0.0, 10_000.0),
-        loss=_num(table, "loss", "network", 0.0, 0.0, 0.5),
-    )
+    net = _checked(NetworkSection, table, "network")
+    return Network(rtt_ms=net.rtt_ms, jitter_ms=net.jitter_ms, loss=net.loss)
 
 
 def check_faults(scenario: Scenario) -> None:
@@ -228,29 +233,25 @@ def parse_scenario(data: dict[str, Any], source: Path) -> Scenario:
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ScenarioError(f"unknown section [{unknown[0]}]")
-    run = _table(data, "run")
-    _unknown(run, RUN_KEYS, "run")
-    name = _str(run, "name", "run", source.stem)
-    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(name) > 64:
-        # it names the report folder: no path separators, no "..", nothing hidden
-        raise ScenarioError("run.name must be letters, digits, -, _ or . (at most 64)")
-    if name.startswith("."):
-        raise ScenarioError("run.name must not start with a dot")
-    seed = run.get("seed", 0)
-    if type(seed) is not int:
-        raise ScenarioError("run.seed must be an integer")
-    duration = _num(run, "duration_s", "run", 60.0, 1.0, 3600.0)
-    settle = _num(run, "settle_s", "run", 30.0, 0.0, 3600.0)
-    fps = _num(run, "frames_per_second", "run", 2.0, 0.1, 1000.0)
-    sync_every = _num(run, "sync_every_s", "run", 5.0, 0.5, 3600.0)
-    report_dir = source.parent / _str(run, "report_dir", "run", "reports")
-    agree_within = (
-        _num(run, "agree_within_s", "run", 0.0, 1.0, 3600.0) if "agree_within_s" in run else None
-    )
+    run = _checked(RunSection, _table(data, "run"), "run")
+    name = run.name if run.name is not None else source.stem
+    if run.name is None:
+        try:  # the file's name: the same rules
+            RunSection.model_validate({"name": name})
+        except ValidationError:
+            raise ScenarioError(
+                f"run.name (the file's name, {name!r}) must be letters, digits, -, _ or ."
+                " (at most 64, not starting with a dot): set run.name"
+            ) from None
+    seed = run.seed
+    duration = run.duration_s
+    settle = run.settle_s
+    fps = run.frames_per_second
+    sync_every = run.sync_every_s
+    report_dir = source.parent / run.report_dir
+    agree_within = run.agree_within_s
     network = network_section(_table(data, "network")) if "network" in data else None
-    strict = run.get("strict_agreement", False)
-    if type(strict) is not bool:
-        raise ScenarioError("run.strict_agreement must be true or false")
+    strict = run.strict_agreement
     market = _market(_table(data, "market"), name)
     defaults = _table(data, "workload")
     _unknown(defaults, WORKLOAD_KEYS, "workload")

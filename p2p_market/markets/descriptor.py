@@ -40,13 +40,14 @@ from typing import Final
 
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Market, MessageError
+from p2p_market.markets.descriptor_schema import MarketDescriptor
 from p2p_market.markets.devnet import default_market
+from p2p_market.markets.schema import validate
 
 MARKETS_DIR: Final = Path("markets")
 """Where descriptor files are looked up by id (relative to the working directory)."""
 DEVNET: Final = "devnet"
 _HEX_ID: Final = re.compile(r"[0-9a-fA-F]{64}")
-_REQUIRED: Final = ("name", "proof_system", "verifier", "difficulty", "created_at")
 _MAX_DESCRIPTOR_BYTES: Final = 64 * 1024
 
 
@@ -73,7 +74,9 @@ def is_market_id(spec: str) -> bool:
 
 
 def parse_descriptor(text: str, source: str = "<descriptor>") -> Market:
-    """A Market from descriptor TOML; MarketSpecError naming the bad field."""
+    """A Market from descriptor TOML, checked by the schema
+    (markets/descriptor_schema.py), then by Market itself; MarketSpecError naming
+    the bad field."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -82,13 +85,7 @@ def parse_descriptor(text: str, source: str = "<descriptor>") -> Market:
         raise MarketSpecError(f"{source}: not valid TOML: nested too deeply") from None
     except ValueError as exc:  # int() of an integer of more than 4300 digits (CPython's cap)
         raise MarketSpecError(f"{source}: not valid TOML: {str(exc)[:80]}") from None
-    known = set(Market.FIELD_NAMES)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise MarketSpecError(f"{source}: unknown field {unknown[0]!r} in a market descriptor")
-    missing = [name for name in _REQUIRED if name not in data]
-    if missing:
-        raise MarketSpecError(f"{source}: missing field {missing[0]!r}")
+    validate(MarketDescriptor, data, "", lambda line: MarketSpecError(f"{source}: {line}"))
     try:
         return Market(**data)
     except MessageError as exc:

@@ -16,11 +16,22 @@ The reference for clients is docs/api.md; the OpenAPI document is served.
     POST /v1/asks/{id}/cancel          token: sign and submit a Cancel of one of the node's asks
     GET  /v1/stats                     counters: gossip frames and envelopes, admitted, peers
     GET  /v1/markets/{id}/check        state_hash, check_invariants(), reorgs, envelopes per ask
+    GET  /v1/markets/{id}/asks         {"asks": [...]}: newest first, each with its timeline
+    GET  /v1/markets/{id}/provers      {"provers": [...]}: terms, load, earnings, evidence
+    GET  /v1/peers                     connected peers and gossip health (node/console_views.py)
     POST /v1/peers                     token: {"addrs": [full multiaddrs]}: dial them now, and
                                        keep them with the bootstrap peers
+    GET  /v1/prover/bid                the prover role's bid: its terms and state
+    POST /v1/prover/bid                token: new terms (price, proof_time, capacity, max_size,
+                                       bid_ttl_ms), posted at once, kept across a restart
+    POST /v1/prover/bid/pause          token: stop committing; out of matching (also
+                                       /withdraw); /resume posts the terms again
+    GET  /v1/prover/jobs               the prover's current and recent jobs
+    GET  /v1/prover/earnings           what its accepted proofs earned, per market
     GET  /v1/events                    token: server-sent events, ask lifecycle and node events
                                        as they happen (node/events.py)
     GET  /openapi.json                 the OpenAPI document of all of the above
+    GET  /console                      the web console (node/console/, docs/console.md)
 
 The API only obeys its owner. Binding 127.0.0.1 keeps other hosts out, but not the
 web pages the operator's browser opens: any page can send a cross-site POST to
@@ -46,13 +57,14 @@ key. So every request is checked, in this order:
    without a preflight (`text/plain`, forms) is ever parsed.
 
 Reads of public data need no token: status, markets, known markets, book, an ask's
-view, stats and check show what the node's peers see anyway (signed orders and market
-announcements gossiped to everyone, the state derived from them, counters), and
-`p2p-market status`, `book` and monitoring should work without the secret; the checks
-of Host and Origin still keep them from web pages. The one private read, an ask's
-verified proofs (what its requester paid for, perhaps of confidential inputs), needs
-the token. The API binds loopback addresses, unless the token is required on every
-call ("token everywhere", config `node.api_token_everywhere`): then it may bind any
+view, a market's asks and provers, peers, stats and check show what the node's peers
+see anyway (signed orders and market announcements gossiped to everyone, the state
+derived from them, counters), and `p2p-market status`, `book`, the console and
+monitoring should work without the secret; the checks of Host and Origin still keep
+them from web pages. The one private read, an ask's verified proofs (what its
+requester paid for, perhaps of confidential inputs), needs the token. The API binds
+loopback addresses, unless the token is required on every call ("token
+everywhere", config `node.api_token_everywhere`): then it may bind any
 address (`node.api_listen`), and every request, reads included, needs the token, since
 off loopback anyone who can reach the port could read the book, the asks and the
 node's status, and a request without a secret proves nothing about who sends it. With
@@ -77,6 +89,13 @@ unknown route, market or ask, 405 for a wrong method, 413 for a body above the l
 (from the HTTP layer), 415 for a body that is not JSON, 421 for a foreign Host. Ids
 are 64 hex characters.
 
+The console (GET /console and its two files) is a public read too: static files of
+the package, served with a Content-Security-Policy that allows scripts, styles and
+connections from this origin only (node/console_files.py). It reads the public
+routes; for the event stream, which needs the token, the page takes the token from
+its URL's fragment (never sent to a server) and sends it in the Authorization header
+with fetch, like any client: no route takes a token from the URL.
+
 The OpenAPI document is a public read: it describes the shape of the API, which is
 in the source anyway, and nothing of the node's data; the Host and Origin checks
 apply to it as to every read (with token everywhere, it needs the token too). The
@@ -90,13 +109,14 @@ only) after a strict JSON parse here (no NaN, bounded depth, an object), so the
 facade receives well-typed values and a typo is an error, not a default; every
 failure is told in one line, as before the framework.
 
-HTTP/1.1 is Hypercorn's (its trio connection class, on h11), on a listener of ours
-(`_serve`), bounded as `Limits` says (node/http.py): at most `max_connections` at
-once, the longest idle one closed for a newcomer at the cap; head and body sizes
-(431, 413, answered before any other check, the connection then closed); the idle
-time before a request, the time to send a body (408), the time a handler may take
-(503; not the event stream's). A request that does not parse as HTTP is answered by
-Hypercorn itself (400 or 431, no body) and the connection closed. The guard
+HTTP/1.1 is Hypercorn's (its trio connection class, on h11), on a listener of ours:
+node/http.py's `serve_asgi`, the one accept loop the metrics use too, bounded as
+`Limits` says: at most `max_connections` at once, the longest idle one closed for a
+newcomer at the cap; head and body sizes (431, 413, answered before any other check,
+the connection then closed); the idle time before a request, the time to send a head
+or body (408), the time a handler may take (503; not the event stream's). A request
+that does not parse as HTTP is answered by Hypercorn itself (400 or 431, no body)
+and the connection closed. The guard
 (`_Guard`) is plain ASGI around the FastAPI app: it does every check above before
 FastAPI routes the request, so no route, body parser or exception handler runs for
 a request that is refused. Cancelling `serve_api` ends every connection, streams
@@ -112,30 +132,40 @@ import json
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qsl
 
 import trio
-from fastapi import FastAPI, Path
+from fastapi import FastAPI, Path, Query
 from fastapi import Request as FastRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.events import Closed, RawData, Updated
-from hypercorn.events import Event as HypercornEvent
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
-from hypercorn.utils import wrap_app
+from fastapi.responses import Response as FastResponse
 from starlette.routing import BaseRoute, Match
 
-from p2p_market.node import api_asks
+from p2p_market.node import api_asks, console_files, console_views
 from p2p_market.node import api_models as m
 from p2p_market.node.api_token import TOKEN_FILE, check_token
 from p2p_market.node.events import Event, EventHub, plain
 from p2p_market.node.facade import NodeFacade, Submitted
-from p2p_market.node.http import JSON, Limits, Request, Response, error_response, listen
+from p2p_market.node.http import (
+    JSON,
+    Gone,
+    Limits,
+    Message,
+    Receive,
+    Refused,
+    Request,
+    Response,
+    Scope,
+    Send,
+    answer,
+    error_response,
+    hypercorn_config,
+    read_request,
+    replay,
+    serve_asgi,
+)
 from p2p_market.node.views import ask_json as ask_json
 from p2p_market.node.views import bid_json as bid_json
 
@@ -144,10 +174,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _HEX_ID: Final = re.compile(r"[0-9a-fA-F]{64}")
 MAX_DIAL: Final = m.MAX_DIAL
@@ -157,6 +183,7 @@ READS: Final = frozenset({"GET", "HEAD"})
 """Methods that change nothing; every other one needs the token and a JSON body."""
 PRIVATE_READS: Final = frozenset({"/v1/asks/{ask_id}/proofs", "/v1/events"})
 """GET routes that need the token too: what the node's owner alone may read."""
+PROVER_ACTIONS: Final = ("pause", "resume", "withdraw")
 RAW_BODY: Final = frozenset({"/v1/asks/{ask_id}/cancel"})
 """Write routes whose body is not read (a cancel's is `{}`): its JSON is not parsed."""
 STREAMS: Final = frozenset({"/v1/events"})
@@ -284,16 +311,6 @@ def check_bearer(request: Request, token: bytes) -> Response | None:
     return error_response(401, reason, headers=(("www-authenticate", "Bearer"),))
 
 
-class _Refused(Exception):
-    """A request answered by the guard: status, one line, extra headers."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
 class ControlApi:
     """The checks of the module's docstring and the routes, for one node. `token` is
     the node's API token; `bind_host` the address the API is bound to (a Host header
@@ -331,7 +348,7 @@ class ControlApi:
         named = match is not None and match.group(1) in names
         if match is None or not named or int(match.group(2) or 80) != port:
             shown = f"{host!r}" if host else "none"
-            raise _Refused(
+            raise Refused(
                 421, f"Host {shown} is not this API's: use 127.0.0.1:{port} (DNS rebinding guard)"
             )
         origin = request.headers.get("origin")
@@ -340,17 +357,17 @@ class ControlApi:
             if port == 80:
                 own |= {f"http://{name}" for name in names}
             if origin.strip().lower() not in own:
-                raise _Refused(403, f"cross-origin request refused (Origin {origin!r})")
+                raise Refused(403, f"cross-origin request refused (Origin {origin!r})")
         site = request.headers.get("sec-fetch-site", "").strip().lower()
         if site in ("cross-site", "same-site"):
-            raise _Refused(403, f"cross-origin request refused (Sec-Fetch-Site {site})")
+            raise Refused(403, f"cross-origin request refused (Sec-Fetch-Site {site})")
 
     def check_token(self, request: Request) -> None:
         reason = bearer_refusal(request.headers.get("authorization"), self._token)
         if reason is not None:
-            raise _Refused(401, reason, {"www-authenticate": "Bearer"})
+            raise Refused(401, reason, {"www-authenticate": "Bearer"})
 
-    def find(self, scope: Scope, request: Request) -> BaseRoute | _Refused:
+    def find(self, scope: Scope, request: Request) -> BaseRoute | Refused:
         """The route of the request, by FastAPI's own router; or the 404 or 405 to
         answer (once the request has the token a write would need)."""
         allowed: set[str] = set()
@@ -363,28 +380,28 @@ class ControlApi:
         if allowed:
             names = ", ".join(sorted(allowed))
             message = f"{request.method} not allowed on {request.path} (use {names})"
-            return _Refused(405, message, {"allow": names})
-        return _Refused(404, f"no such route: {request.method} {request.path}")
+            return Refused(405, message, {"allow": names})
+        return Refused(404, f"no such route: {request.method} {request.path}")
 
     def guard(self, scope: Scope, request: Request) -> BaseRoute:
         """Every check but the sizes (done as the request is read), in the order of
-        the module's docstring; raises _Refused."""
+        the module's docstring; raises Refused."""
         self.check_origin(request)
         found = self.find(scope, request)
         path = getattr(found, "path", "")
         writes = request.method not in READS
         if writes or path in PRIVATE_READS or self.token_everywhere:
             self.check_token(request)
-        if isinstance(found, _Refused):
+        if isinstance(found, Refused):
             raise found
         if writes and request.content_type != JSON:
             given = request.content_type or "none"
-            raise _Refused(415, f"Content-Type must be {JSON}, not {given}")
+            raise Refused(415, f"Content-Type must be {JSON}, not {given}")
         if writes and path not in RAW_BODY:
             try:
                 parse_json_object(request.body)
             except BadRequest as exc:
-                raise _Refused(400, str(exc)) from None
+                raise Refused(400, str(exc)) from None
         return found
 
 
@@ -412,118 +429,28 @@ class _Guard:
             await send(message)
 
         try:
-            request = await self._read(scope, receive)
+            request = await read_request(scope, receive, self.limits)
             route = self.api.guard(scope, request)
-        except _Gone:
+        except Gone:
             return
-        except _Refused as refused:
+        except Refused as refused:
             close = refused.status in (408, 413, 431)
-            await _answer(tracked, refused, close=close)
+            await answer(tracked, refused, close=close)
             return
-        replay = _replay(request.body, receive)
+        replayed = replay(request.body, receive)
         path = getattr(route, "path", "")
         timeout = math.inf if path in STREAMS else self.limits.handler_timeout
         try:
             with trio.move_on_after(timeout):
-                await self.api.fastapi(scope, replay, tracked)
+                await self.api.fastapi(scope, replayed, tracked)
                 return
             log.warning("api: %s %s timed out", request.method, request.path)
             if not started:
-                await _answer(tracked, _Refused(503, "the node did not answer in time"))
+                await answer(tracked, Refused(503, "the node did not answer in time"))
         except Exception as exc:
             log.error("api: %s %s failed", request.method, request.path, exc_info=exc)
             if not started:
-                await _answer(tracked, _Refused(500, f"internal error ({type(exc).__name__})"))
-
-    async def _read(self, scope: Scope, receive: Receive) -> Request:
-        """The request with its whole body, bounded: 431 for a head above the limit
-        (Hypercorn bounds a head still incomplete, this one a complete head), 413 for
-        a body above it, read on (bounded) before the answer so the client, still
-        sending, can read it rather than a reset."""
-        limits = self.limits
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        raw_headers: list[tuple[bytes, bytes]] = list(scope["headers"])
-        head = len(scope["method"]) + len(raw_path) + sum(len(n) + len(v) for n, v in raw_headers)
-        if head > limits.max_head_bytes:
-            raise _Refused(431, f"request head above {limits.max_head_bytes} bytes")
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in raw_headers:
-            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        too_large = _Refused(413, f"request body above {limits.max_body_bytes} bytes")
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limits.max_body_bytes:
-            if int(declared) <= limits.drain_bytes:
-                await _drain(receive, limits)
-            raise too_large
-        body = bytearray()
-        with trio.move_on_after(limits.request_timeout) as waited:
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":  # the client went away
-                    raise _Gone()
-                body += message.get("body", b"")
-                if len(body) > limits.max_body_bytes:
-                    if message.get("more_body", False):
-                        await _drain(receive, limits)
-                    raise too_large
-                if not message.get("more_body", False):
-                    break
-        if waited.cancelled_caught:
-            raise _Refused(408, "request not received in time")
-        split_path = raw_path.split(b"?", 1)[0].decode("ascii", "replace")
-        server = scope.get("server") or ("", 0)
-        return Request(
-            method=scope["method"],
-            path=split_path or "/",
-            query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
-            body=bytes(body),
-            headers=headers,
-            local_port=int(server[1] or 0),
-        )
-
-
-class _Gone(Exception):
-    """The client disconnected before its request was whole: nothing to answer."""
-
-
-async def _drain(receive: Receive, limits: Limits) -> None:
-    """Swallow what the client still sends of a refused body, up to `drain_bytes`
-    and `drain_timeout`, so that it reads the answer instead of a reset."""
-    left = limits.drain_bytes
-    with trio.move_on_after(limits.drain_timeout):
-        while left > 0:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            left -= len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """The app's receive: the body already read, then the connection's own events
-    (a disconnect, which a stream watches for)."""
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
-
-
-async def _answer(send: Send, refused: _Refused, *, close: bool = False) -> None:
-    body = json.dumps({"error": " ".join(refused.message.split())}).encode() + b"\n"
-    headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
-    headers += [(k.encode(), v.encode()) for k, v in refused.headers.items()]
-    if close:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": refused.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+                await answer(tracked, Refused(500, f"internal error ({type(exc).__name__})"))
 
 
 # -- the routes -----------------------------------------------------------------------
@@ -552,6 +479,24 @@ _NOT_STORED: Final[dict[int | str, dict[str, Any]]] = {
     503: {"model": m.SubmittedBody, "description": "not stored, or no answer in time"},
 }
 _ID_DOC: Final = {"pattern": m.ID_PATTERN}
+_EMPTY_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}},
+    }
+}
+"""A cancel's body is `{}` (not read: RAW_BODY)."""
+_CONFLICT: Final[dict[int | str, dict[str, Any]]] = {
+    409: {"model": m.ErrorBody, "description": "terms the market or the back-end cannot take"}
+}
+_ACTION_DOC: Final = {
+    "pause": "Stop committing to asks and re-posting the bid; sign a bid that takes no"
+    " ask, so no node matches this prover (protocol v1 has no bid withdrawal). Work"
+    " already won goes on. The body is `{}`.",
+    "withdraw": "As pause (the same signed bid), its state `withdrawn`: the prover leaves"
+    " the market until resumed. The body is `{}`.",
+    "resume": "Post the current terms again and take asks. The body is `{}`.",
+}
 _EVENT_DOC: Final = (
     "Server-sent events (text/event-stream): `event:` is one of "
     + ", ".join(f"`{k}`" for k in ("subscribed", "ask_state", "attempt_settled", "assigned"))
@@ -581,8 +526,13 @@ def _make_app(api: ControlApi) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: FastRequest, exc: RequestValidationError) -> NodeJSON:
         route = request.scope.get("route")
+        errors = list(exc.errors())
+        for error in errors:
+            if error["loc"] and error["loc"][0] == "query":
+                name = error["loc"][-1]
+                return _error(400, f"bad query parameter {name}: {error['msg']}")
         model = _BODY_MODELS.get(getattr(route, "path", ""))
-        return _error(400, m.explain(model, list(exc.errors()), exc.body))
+        return _error(400, m.explain(model, errors, exc.body))
 
     @app.exception_handler(Exception)
     async def _bug(request: FastRequest, exc: Exception) -> NodeJSON:
@@ -659,16 +609,43 @@ def _make_app(api: ControlApi) -> FastAPI:
         "/v1/asks/{ask_id}/cancel",
         response_model=m.SubmittedBody,
         responses=_WRITE | _NOT_STORED,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}},
-            }
-        },
+        openapi_extra=_EMPTY_BODY,
     )
     async def cancel(ask_id: str = _path(_ID_DOC)) -> NodeJSON:
         """Sign and submit a Cancel of one of the node's asks (the body is `{}`)."""
         return _submitted(await node.cancel(_hex_id(ask_id, "ask")))
+
+    @app.get("/v1/markets/{market}/asks", response_model=m.AsksBody)
+    async def market_asks(
+        market: str = _path(_ID_DOC),
+        limit: int = Query(100, ge=1, le=console_views.MAX_ASKS, description="newest first"),
+    ) -> NodeJSON:
+        """A market's asks, newest first, each with its lifecycle timeline."""
+        state = _state_of(_inspectable(node), _hex_id(market, "market"))
+        return NodeJSON({"asks": console_views.asks(state, limit)})
+
+    @app.get("/v1/markets/{market}/provers", response_model=m.ProversBody)
+    async def market_provers(market: str = _path(_ID_DOC)) -> NodeJSON:
+        """A market's provers: terms, load, earnings, evidence against them."""
+        inspected = _inspectable(node)
+        state = _state_of(inspected, _hex_id(market, "market"))
+        reputation = getattr(inspected, "status_sources", {}).get("reputation")
+        rows = console_views.provers(state, reputation() if reputation is not None else None)
+        return NodeJSON({"provers": rows})
+
+    @app.get("/v1/peers", response_model=m.PeersView)
+    async def peer_list() -> NodeJSON:
+        """Connected peers and the node's gossip health."""
+        return NodeJSON(console_views.peers(_inspectable(node)))
+
+    @app.get("/console", include_in_schema=False)
+    async def console() -> FastResponse:
+        """The web console (node/console/): a page of this API's own origin."""
+        return _console_file("index.html")
+
+    @app.get("/console/{name}", include_in_schema=False)
+    async def console_file(name: str) -> FastResponse:
+        return _console_file(name)
 
     @app.get("/v1/stats", response_model=m.StatsBody)
     async def stats() -> NodeJSON:
@@ -687,6 +664,58 @@ def _make_app(api: ControlApi) -> FastAPI:
         if dial is None:
             raise KeyError("this node does not dial peers on request")
         return NodeJSON(await dial(list(body.addrs)))
+
+    def prover() -> Any:
+        control = getattr(node, "prover_control", None)
+        if control is None:
+            raise KeyError("this node runs no prover role")
+        return control
+
+    @app.get("/v1/prover/bid", response_model=m.ProverBid)
+    async def prover_bid() -> NodeJSON:
+        """The prover role's bid: the terms it signs and re-posts, and its state."""
+        return NodeJSON(prover().bid_view())
+
+    @app.post("/v1/prover/bid", response_model=m.ProverBidChanged, responses=_WRITE | _CONFLICT)
+    async def update_bid(body: m.BidUpdate) -> NodeJSON:
+        """New terms for the prover's bid: posted at once (if not paused), re-posted
+        from then on, kept in the role store for the next start. 409 for terms this
+        node cannot take: a ttl above its market's max lifetime, a capacity above
+        what its back-end was started to run."""
+        changes = _given(body)
+        if not changes:
+            raise BadRequest(f"nothing to change: give any of {', '.join(m.BID_UPDATE_FIELDS)}")
+        control = prover()
+        try:
+            return NodeJSON(await control.update_bid(changes))
+        except ValueError as exc:  # the body is well-formed: the market or back-end says no
+            return _error(409, str(exc))
+
+    def _action(action: str) -> None:
+        async def act(body: m.EmptyBody) -> NodeJSON:
+            control = prover()
+            if action == "resume":
+                return NodeJSON(await control.resume_bid())
+            return NodeJSON(await control.pause_bid("paused" if action == "pause" else "withdrawn"))
+
+        act.__doc__ = _ACTION_DOC[action]
+        act.__name__ = f"{action}_bid"
+        app.post(f"/v1/prover/bid/{action}", response_model=m.ProverBidChanged, responses=_WRITE)(
+            act
+        )
+
+    for action in PROVER_ACTIONS:
+        _action(action)
+
+    @app.get("/v1/prover/jobs", response_model=m.ProverJobs)
+    async def prover_jobs() -> NodeJSON:
+        """The prover's current and recent jobs, the newest first."""
+        return NodeJSON(prover().jobs_view())
+
+    @app.get("/v1/prover/earnings", response_model=m.ProverEarnings)
+    async def prover_earnings() -> NodeJSON:
+        """What the prover's accepted proofs earned since the node started."""
+        return NodeJSON(prover().earnings_view())
 
     @app.get(
         "/v1/events",
@@ -718,7 +747,23 @@ _BODY_MODELS: Final[dict[str, Any]] = {
     "/v1/bids": m.BidFields,
     "/v1/asks": m.AskFields,
     "/v1/peers": m.PeersBody,
+    "/v1/prover/bid": m.BidUpdate,
+    **{f"/v1/prover/bid/{action}": m.EmptyBody for action in PROVER_ACTIONS},
 }
+
+
+def _console_file(name: str) -> FastResponse:
+    """One of the console's files, with the headers that confine it (console_files)."""
+    body = console_files.read(name)  # KeyError: a 404
+    return FastResponse(body, media_type=console_files.FILES[name], headers=console_files.HEADERS)
+
+
+def _state_of(node: Any, market: str) -> Any:
+    """The core state of a market the node follows; KeyError (404) for another."""
+    state = node.states.get(bytes.fromhex(market))
+    if state is None:
+        raise KeyError(f"unknown market {market}")
+    return state
 
 
 def _path(doc: dict[str, Any]) -> Any:
@@ -819,131 +864,6 @@ def _key_message(exc: KeyError) -> str:
     return "not found"
 
 
-def hypercorn_config(limits: Limits) -> HypercornConfig:
-    """Hypercorn bounded as `limits` says: h11 refuses an incomplete head past 4x the
-    limit (the guard refuses a complete one past it, with its own 431), idle
-    connections close after `idle_timeout`; no access log, errors to this module's
-    logger, no Server header of its own (the guard sets ours)."""
-    config = HypercornConfig()
-    config.h11_max_incomplete_size = 4 * limits.max_head_bytes
-    config.keep_alive_timeout = limits.idle_timeout
-    config.graceful_timeout = 0.0
-    config.include_server_header = False
-    config.accesslog = None
-    config.errorlog = logging.getLogger(f"{__name__}.hypercorn")
-    return config
-
-
-class _Connection(TCPServer):
-    """Hypercorn's connection, with two changes. It tells the server when it waits
-    for a request (idle) and when it serves one, so that at the connection cap the
-    longest idle one can be closed for a newcomer (clients that connect and send
-    nothing cannot keep the owner out). And a write that the client does not take
-    within `write_timeout` closes the connection: Hypercorn shields each write from
-    cancellation with no time limit, so a client that stopped reading (an event
-    stream's, whose socket buffers filled) would hold its task, and the node's
-    shutdown, for as long as it stayed connected."""
-
-    def __init__(
-        self,
-        app: Any,
-        config: HypercornConfig,
-        stream: trio.SocketStream,
-        idle: _Idle,
-        write_timeout: float,
-    ) -> None:
-        super().__init__(app, config, WorkerContext(None), ConnectionState({}), stream)  # type: ignore[arg-type]
-        self.idle = idle
-        self.write_timeout = write_timeout
-        self.scope = trio.CancelScope()
-        idle[self] = None  # waiting for its first request
-
-    async def protocol_send(self, event: HypercornEvent) -> None:
-        if isinstance(event, RawData):
-            await self._write(event.data)
-            return
-        if isinstance(event, Updated):
-            self.idle.pop(self, None)
-            if event.idle:
-                self.idle[self] = None  # the newest idle one
-        await super().protocol_send(event)
-
-    async def _write(self, data: bytes) -> None:
-        """Hypercorn's write: shielded (a write cut short would leave the client half
-        a response), but for `write_timeout` at most; then the connection closes."""
-        broken = False
-        async with self.send_lock:
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self.write_timeout
-                try:
-                    await self.stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    broken = True
-        if broken or scope.cancelled_caught:
-            if scope.cancelled_caught:
-                log.info("api: a client took no data for %g s: closed", self.write_timeout)
-            await trio.aclose_forcefully(self.stream)
-            await self.protocol.handle(Closed())
-
-
-_Idle = dict[_Connection, None]
-
-
-async def _serve(
-    app: Any,
-    config: HypercornConfig,
-    host: str,
-    port: int,
-    limits: Limits,
-    task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Hypercorn's connections on our listener: at most `limits.max_connections` at
-    once (the rest wait in the backlog, or the longest idle one is closed for them),
-    each in a task of this nursery, so cancelling it ends every one and closes the
-    socket; what Hypercorn's own `serve` adds (worker processes, lifespan events,
-    signals) a node's API does not use."""
-    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
-    listener = await listen(host, port)
-    async with listener:
-        slots = trio.Semaphore(limits.max_connections)
-        idle: _Idle = {}
-        async with trio.open_nursery() as nursery:
-            bound = listener.socket.getsockname()[1]
-            log.info("api: listening on %s:%d", host, bound)
-            task_status.started(bound)
-            while True:
-                try:
-                    slots.acquire_nowait()
-                except trio.WouldBlock:
-                    for oldest in idle:
-                        del idle[oldest]
-                        oldest.scope.cancel()
-                        break
-                    await slots.acquire()
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:  # e.g. EMFILE: back off instead of spinning
-                    slots.release()
-                    log.warning("api: accept failed: %s", exc)
-                    await trio.sleep(0.1)
-                    continue
-                except BaseException:
-                    slots.release()
-                    raise
-                conn = _Connection(wrapped, config, stream, idle, limits.write_timeout)
-                nursery.start_soon(_connection, conn, slots)
-
-
-async def _connection(conn: _Connection, slots: trio.Semaphore) -> None:
-    try:
-        with conn.scope:
-            await conn.run()
-    finally:
-        conn.idle.pop(conn, None)
-        slots.release()
-        await trio.aclose_forcefully(conn.stream)  # Hypercorn's close skips it if cancelled
-
-
 async def serve_api(
     node: NodeFacade,
     *,
@@ -974,4 +894,4 @@ async def serve_api(
         limits=limits,
         events=events,
     )
-    await _serve(api.app, hypercorn_config(limits), host, port, limits, task_status=task_status)
+    await serve_asgi(api.app, hypercorn_config(limits), host, port, limits, task_status=task_status)

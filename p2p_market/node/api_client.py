@@ -34,15 +34,24 @@ class ApiError(Exception):
         self.message = message
 
 
+class ApiAddressError(ApiError):
+    """The API address itself is malformed: bad input, before anything is sent."""
+
+
+class ApiUnreachable(ApiError):
+    """No HTTP answer from the address (refused, timed out, cut): a runtime failure,
+    not bad input, since a node that is down or slow may be there later."""
+
+
 class ApiClient:
     def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 10.0) -> None:
         split = urlsplit(base_url)
         if split.scheme != "http" or not split.hostname:
-            raise ApiError(0, f"the API address must be http://host:port, not {base_url!r}")
+            raise ApiAddressError(0, f"the API address must be http://host:port, not {base_url!r}")
         try:
             port = split.port or 80
         except ValueError:
-            raise ApiError(0, f"bad port in the API address {base_url!r}") from None
+            raise ApiAddressError(0, f"bad port in the API address {base_url!r}") from None
         self.host = split.hostname
         self.port = port
         self.prefix = split.path.rstrip("/")
@@ -123,6 +132,25 @@ class ApiClient:
         peers; its answer says which dials failed."""
         return self._object(self.request("POST", "/v1/peers", _json({"addrs": addrs})))
 
+    # the prover role's operator commands (`p2p-market prover bid|jobs|earnings`)
+    def prover_bid(self) -> dict[str, Any]:
+        return self._object(self.request("GET", "/v1/prover/bid"))
+
+    def update_bid(self, changes: dict[str, int]) -> dict[str, Any]:
+        """New terms for the prover's bid (any of price, proof_time, capacity,
+        max_size, bid_ttl_ms)."""
+        return self._object(self.request("POST", "/v1/prover/bid", _json(changes)))
+
+    def bid_action(self, action: str) -> dict[str, Any]:
+        """pause, resume or withdraw the prover's bid."""
+        return self._object(self.request("POST", f"/v1/prover/bid/{_seg(action)}", b"{}"))
+
+    def prover_jobs(self) -> dict[str, Any]:
+        return self._object(self.request("GET", "/v1/prover/jobs"))
+
+    def prover_earnings(self) -> dict[str, Any]:
+        return self._object(self.request("GET", "/v1/prover/earnings"))
+
     # -- the transport ----------------------------------------------------------------
     def request(
         self,
@@ -144,9 +172,13 @@ class ApiClient:
             response = conn.getresponse()
             status, data = response.status, response.read()
         except TimeoutError:
-            raise ApiError(0, f"no answer from {self.base_url} in {self.timeout:g} s") from None
+            raise ApiUnreachable(
+                0, f"no answer from {self.base_url} in {self.timeout:g} s"
+            ) from None
         except (OSError, http.client.HTTPException) as exc:
-            raise ApiError(0, f"cannot reach the node at {self.base_url}: {_why(exc)}") from None
+            raise ApiUnreachable(
+                0, f"cannot reach the node at {self.base_url}: {_why(exc)}"
+            ) from None
         finally:
             conn.close()
         try:

@@ -94,6 +94,13 @@ ASK_FIELDS: Final[dict[str, str]] = {
     "allow": _HEXLIST,
     "deny": _HEXLIST,
 }
+BID_UPDATE_FIELDS: Final[dict[str, str]] = {
+    "price": _INT,
+    "proof_time": _INT,
+    "capacity": _INT,
+    "max_size": _INT,
+    "bid_ttl_ms": _INT,
+}
 _KEY_HEX: Final = {"min_length": 2 * L.KEY_BYTES, "max_length": 2 * L.KEY_BYTES}
 BOUNDS: Final[dict[str, dict[str, Any]]] = {
     "market": {"min_length": 2 * L.HASH_BYTES, "max_length": 2 * L.HASH_BYTES},
@@ -106,6 +113,7 @@ BOUNDS: Final[dict[str, dict[str, Any]]] = {
     "size": {"ge": 1, "le": L.MAX_SIZE},
     "max_size": {"ge": 1, "le": L.MAX_SIZE},
     "ttl_ms": {"ge": 1},
+    "bid_ttl_ms": {"ge": 1_000, "le": L.MAX_LIFETIME_MS},
     "allow": {"max_length": L.MAX_LIST_ITEMS},
     "deny": {"max_length": L.MAX_LIST_ITEMS},
 }
@@ -143,11 +151,17 @@ def _field(name: str, kind: str, required: bool) -> tuple[Any, Any]:
     return kind_type, Field(default=None, json_schema_extra=extra, **bounds)
 
 
-def _order(name: str, fields: dict[str, str], required: tuple[str, ...], doc: str) -> Any:
+def _order(
+    name: str,
+    fields: dict[str, str],
+    required: tuple[str, ...],
+    doc: str,
+    config: ConfigDict = _STRICT,
+) -> Any:
     spec: dict[str, Any] = {
         field: _field(field, kind, field in required) for field, kind in fields.items()
     }
-    model = create_model(name, __config__=_STRICT, __doc__=doc, **spec)
+    model = create_model(name, __config__=config, __doc__=doc, **spec)
     model.kinds = fields
     return model
 
@@ -166,6 +180,15 @@ AskFields = _order(
     "An Ask for the node to sign with its key; inputs hex (or only inputs_hash hex).",
 )
 
+BidUpdate = _order(
+    "BidUpdate",
+    BID_UPDATE_FIELDS,
+    (),
+    "New terms for the prover role's bid, any of: price (per unit of work), proof_time"
+    " (ms), capacity (proofs at once), max_size, bid_ttl_ms; the others stay.",
+    ConfigDict(**_STRICT, json_schema_extra={"minProperties": 1}),
+)
+
 
 class EnvelopeBody(BaseModel):
     """An envelope signed elsewhere, its bytes in hex."""
@@ -173,6 +196,13 @@ class EnvelopeBody(BaseModel):
     model_config = _STRICT
     hex: Annotated[Hex, Field(min_length=2)]
     shape: ClassVar[str] = 'a JSON envelope must be {"hex": "<envelope bytes in hex>"}'
+
+
+class EmptyBody(BaseModel):
+    """No fields: the request says it all (pause, resume, withdraw)."""
+
+    model_config = _STRICT
+    shape: ClassVar[str] = "the body must be {}"
 
 
 class PeersBody(BaseModel):
@@ -348,3 +378,135 @@ class PeersDialled(BaseModel):
     dialled: int
     failed: dict[str, str]
     peers: int
+
+
+# -- the console's reads (node/console_views.py) -------------------------------------
+class TimelineStep(BaseModel):
+    """One step of an ask's life: `t` the signed (or settled) time in ms, `step` its
+    kind (placed, committed, assigned, delivered, verified, receipted, reassigned,
+    attested, cancel, state), `who` the key it is about (hex, or empty), `detail`
+    its figures (price, deadline, outcome, the new state, ...)."""
+
+    t: int
+    step: str
+    who: str
+    detail: dict[str, Any]
+
+
+class AskTimeline(AskView):
+    timeline: list[TimelineStep]
+
+
+class AsksBody(BaseModel):
+    """A market's asks, newest first, each with its timeline."""
+
+    asks: list[AskTimeline]
+
+
+class ProverEvidence(BaseModel):
+    equivocations: int
+    invalid_proofs: int
+    penalised: bool
+
+
+class ProverRow(_Open):
+    """A prover's current bid (null without one), its load and earnings as the
+    stored messages tell, and the evidence against it (`reputation`, when the node
+    has a requester role: its receipts' view)."""
+
+    prover: str
+    bid: str | None
+    price: int | None
+    proof_time: int | None
+    capacity: int | None
+    expires_at: int | None
+    load: int
+    assigned: int
+    accepted: int
+    invalid: int
+    timed_out: int
+    earned: int
+    evidence: ProverEvidence
+
+
+class ProversBody(BaseModel):
+    provers: list[ProverRow]
+
+
+class PeerRow(BaseModel):
+    peer: str
+    addrs: list[str]
+    rtt_ms: int | None
+    rejected_frames: int
+
+
+class PeersView(BaseModel):
+    """Connected peers and gossip health: frame counters, liveness figures, event
+    stream clients."""
+
+    peers: list[PeerRow]
+    gossip: dict[str, int]
+    liveness: dict[str, int]
+    event_clients: int
+
+
+class ProverBid(BaseModel):
+    """The prover role's bid: the terms it signs and re-posts, and its state."""
+
+    market: str
+    state: Literal["active", "paused", "withdrawn"]
+    price: int
+    proof_time: int
+    capacity: int
+    max_size: int
+    bid_ttl_ms: int
+    running: int
+    """Proofs the prover runs at once now (its limiter: the capacity, or a larger
+    one it lowered from, until the work committed under that is done)."""
+    bid: str | None
+    """The id of the prover's current bid in this node's book (a withdrawal bid while
+    paused), if any."""
+
+
+class ProverBidChanged(ProverBid):
+    """The bid after a change; `submitted`: the node's verdict on the bid it signed
+    for it (null if none was signed), `kept`: whether the change was written to the
+    role store for the next start."""
+
+    kept: bool
+    submitted: SubmittedBody | None
+
+
+class ProverJob(BaseModel):
+    ask: str
+    state: str
+    price: int
+    committed: int
+    deadline: int | None
+    started: int | None
+    prove_ms: int | None
+    earned: int
+
+
+class ProverJobs(BaseModel):
+    """The prover's latest jobs, the newest first (memory only: since the node
+    started)."""
+
+    market: str
+    running: int
+    jobs: list[ProverJob]
+
+
+class MarketEarnings(BaseModel):
+    market: str
+    earned: int
+    paid_proofs: int
+
+
+class ProverEarnings(BaseModel):
+    """What the requesters' receipts paid this prover since the node started
+    (pay-as-bid: price per unit times size, for an accepted slot only)."""
+
+    earned: int
+    paid_proofs: int
+    markets: list[MarketEarnings]

@@ -1,5 +1,7 @@
-"""Node configuration from TOML, checked field by field so that a bad file gets one
-line naming the problem instead of a traceback.
+"""Node configuration from TOML: every key checked by the schema
+(node/config_schema.py, which also writes docs/config.md's tables), then what keys
+say together, so that a bad file gets one line naming the problem instead of a
+traceback.
 
     [node]
     key_file = "keys/node.pem"          # Ed25519 PKCS#8 PEM (p2p-market keys new)
@@ -43,49 +45,36 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import multiaddr
-
 from p2p_market.core.messages import Market, MessageError
-from p2p_market.markets.descriptor import (
-    MarketSpecError,
-    is_market_id,
-    read_descriptor,
-    resolve_market,
-)
+from p2p_market.markets.descriptor import MarketSpecError, read_descriptor, resolve_market
+from p2p_market.markets.descriptor_schema import MarketDescriptor
 from p2p_market.markets.devnet import default_market
+from p2p_market.node.config_schema import (
+    ANNOUNCE_EVERY_S as ANNOUNCE_EVERY_S,
+)
+from p2p_market.node.config_schema import (
+    ANTI_ENTROPY_S as ANTI_ENTROPY_S,
+)
+from p2p_market.node.config_schema import (
+    DEFAULT_LISTEN as DEFAULT_LISTEN,
+)
+from p2p_market.node.config_schema import (
+    DEFAULT_PORT as DEFAULT_PORT,
+)
+from p2p_market.node.config_schema import (
+    KEEPALIVE_EVERY_S,
+    KEEPALIVE_MISSES,
+    REDIAL_MAX_S,
+    ROLE_SECTIONS,
+    SECTIONS,
+    ConfigError,
+    MarketEntry,
+    NodeSection,
+    validate,
+)
 from p2p_market.node.tomlfile import read_toml
 
-ROLE_SECTIONS = ("prover", "requester", "workload")
-"""Sections passed through to roles/wiring.py."""
-SECTIONS = ("node", "markets", *ROLE_SECTIONS)
-"""Every section a config may have; any other is an error."""
-
-
-class ConfigError(ValueError):
-    """One line that names the bad setting."""
-
-
-DEFAULT_PORT = 4701
-"""The listen port when none is given: fixed, so that a node's address (which peers
-keep, and operators hand out) survives a restart. Port 0 (any free port) is still
-possible, explicitly."""
-DEFAULT_LISTEN = f"/ip4/127.0.0.1/tcp/{DEFAULT_PORT}"
-
-REMOVED_KEYS = {
-    "mdns": "node.mdns was removed: it was never used (py-libp2p's mDNS runs zeroconf"
-    " in threads of its own); give peers with bootstrap instead",
-}
-"""Keys that once existed, with what to do instead: a config that still has one gets
-that line rather than a bare "unknown setting"."""
-
-
-ANNOUNCE_EVERY_S = 300.0
-"""Default period of market announcements (node.announce_every_s)."""
-ANTI_ENTROPY_S = 30.0
-"""Default period of the full sync with peers (node.sync_every_s)."""
-KEEPALIVE_EVERY_S = 5.0
-KEEPALIVE_MISSES = 3
-REDIAL_MAX_S = 60.0
+__all__ = ["ROLE_SECTIONS", "SECTIONS", "ConfigError", "NodeConfig", "load_config", "parse_config"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,73 +127,25 @@ class NodeConfig:
     """Role sections ([prover], [requester]) passed through to the roles."""
 
 
-_NODE_KEYS = {
-    "key_file", "passphrase_file", "data_dir", "listen", "bootstrap", "announce",
-    "api_port", "api_listen", "api_token_everywhere", "metrics_port", "metrics_listen",
-    "frames_per_second", "sync_every_s", "announce_every_s", "keepalive_every_s",
-    "keepalive_misses", "redial_max_s", "relay_service", "reachability", "relays",
-}  # fmt: skip
-REACHABILITY = ("public", "private")
-
-
-def typed(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    """`table[key]` if it is a `kind` (an int does for a float), else ConfigError."""
-    value = table[key]
-    if kind is float and type(value) is int:
-        try:
-            value = float(value)
-        except OverflowError:  # tomllib reads integers of any size, not only 64-bit ones
-            raise ConfigError(f"{where}.{key} is too large a number") from None
-    if type(value) is not kind:
-        raise ConfigError(f"{where}.{key} must be {kind.__name__}, not {type(value).__name__}")
-    return value
-
-
-def _addrs(values: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise ConfigError(f"{where} must be a list of multiaddr strings")
-    for v in values:
-        try:
-            multiaddr.Multiaddr(v)
-        except Exception as exc:  # the library raises several unrelated types
-            raise ConfigError(f"{where}: not a multiaddr: {v!r} ({exc})") from None
-    return tuple(values)
-
-
-def _reachability(node: dict[str, Any], relay_service: bool) -> tuple[str, tuple[str, ...]]:
-    """node.reachability and node.relays, checked together (docs/reachability.md)."""
-    reachability = typed(node, "reachability", str, "node") if "reachability" in node else "public"
-    if reachability not in REACHABILITY:
-        raise ConfigError(f'node.reachability must be "public" or "private", not {reachability!r}')
-    relays = _addrs(node.get("relays", []), "node.relays")
-    for addr in relays:
+def _reachability(node: NodeSection) -> None:
+    """node.reachability, node.relays and node.relay_service, checked together
+    (docs/reachability.md)."""
+    for addr in node.relays:
         if "/p2p-circuit" in addr or "/tcp/" not in addr or "/p2p/" not in addr:
             raise ConfigError(
                 f"node.relays: {addr!r} is not a relay's TCP multiaddr with /p2p/<peer id>"
             )
-    if reachability == "private" and not relays:
+    if node.reachability == "private" and not node.relays:
         raise ConfigError(
             'node.reachability = "private" needs node.relays: the relay peers to reserve'
             " a slot on (nodes with relay_service = true)"
         )
-    if reachability == "public" and relays:
+    if node.reachability == "public" and node.relays:
         raise ConfigError('node.relays is only used with node.reachability = "private"')
-    if reachability == "private" and relay_service:
+    if node.reachability == "private" and node.relay_service:
         raise ConfigError(
             'node.relay_service needs a node others can dial, not reachability = "private"'
         )
-    return reachability, relays
-
-
-def _bind_ip(table: dict[str, Any], key: str) -> str:
-    """An IP address to bind a local HTTP server to (default loopback)."""
-    if key not in table:
-        return "127.0.0.1"
-    value = typed(table, key, str, "node")
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ConfigError(f"node.{key} must be an IP address, not {value!r}") from None
 
 
 def check_exposure(cfg: NodeConfig) -> None:
@@ -224,34 +165,10 @@ def check_exposure(cfg: NodeConfig) -> None:
             )
 
 
-def _ranged(
-    table: dict[str, Any], key: str, kind: type, default: float, low: float, high: float
-) -> Any:
-    """`table[key]` (or `default`), a `kind` between `low` and `high`."""
-    if key not in table:
-        return default
-    value = typed(table, key, kind, "node")
-    if not low <= value <= high:
-        raise ConfigError(f"node.{key} must be between {low:g} and {high:g}")
-    return value
-
-
-def _port(table: dict[str, Any], key: str, default: int, lowest: int) -> int:
-    if key not in table:
-        return default
-    value = typed(table, key, int, "node")
-    if not lowest <= value <= 65535:
-        raise ConfigError(f"node.{key} must be between {lowest} and 65535")
-    return int(value)
-
-
-def _by_id(value: Any, where: str, base: Path, data_dir: Path) -> Market | bytes:
+def _by_id(mid: bytes, base: Path, data_dir: Path) -> Market | bytes:
     """The market of `[[markets]] id = ...` if this machine holds its descriptor (in
     `markets/` beside the config, or fetched earlier into the data dir's markets/),
     else the id, to be fetched from peers before the node starts."""
-    if not isinstance(value, str) or not is_market_id(value.strip()):
-        raise ConfigError(f"{where}: id must be a market id (64 hex characters)")
-    mid = bytes.fromhex(value.strip())
     fetched = data_dir / "markets" / f"{mid.hex()}.toml"
     also = []
     try:  # a path the system cannot look at (too long, ...) holds nothing
@@ -263,106 +180,80 @@ def _by_id(value: Any, where: str, base: Path, data_dir: Path) -> Market | bytes
         return mid
 
 
+_FORMS = frozenset(MarketEntry.model_fields)
+
+
 def _market(entry: Any, index: int, base: Path, data_dir: Path) -> Market | bytes:
+    """One [[markets]] entry: a short form alone (the schema's MarketEntry), or a
+    descriptor's fields inline."""
     where = f"markets[{index}]"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a table")
-    if "id" in entry:
-        if len(entry) != 1:
-            raise ConfigError(f"{where}: id must be alone in its entry, with no other keys")
-        return _by_id(entry["id"], where, base, data_dir)
-    if "descriptor" in entry:
-        if len(entry) != 1 or not isinstance(entry["descriptor"], str):
-            raise ConfigError(f"{where}: descriptor must be a file path, with no other keys")
+    forms = _FORMS & set(entry)
+    if not forms:  # a descriptor inline: the schema of a descriptor file, then Market
         try:
-            return read_descriptor(base / entry["descriptor"])
+            validate(MarketDescriptor, entry, "")
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        try:
+            return Market(**entry)
+        except (TypeError, MessageError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if len(entry) != 1:
+        form = sorted(forms)[0]
+        raise ConfigError(f"{where}: {form} must be alone in its entry, with no other keys")
+    short = validate(MarketEntry, entry, where)
+    if short.id is not None:
+        return _by_id(short.id, base, data_dir)
+    if short.descriptor is not None:
+        try:
+            return read_descriptor(base / short.descriptor)
         except MarketSpecError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-    preset = entry.get("preset")
-    if preset is not None:
-        if preset != "devnet" or len(entry) != 1:
-            raise ConfigError(f'{where}: the only preset is "devnet", with no other keys')
-        return default_market()
-    try:
-        return Market(**entry)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    except MessageError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    return default_market()
 
 
 def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
-    """Build a NodeConfig from parsed TOML; relative paths are relative to `base`."""
-    node = data.get("node")
-    if not isinstance(node, dict):
+    """Build a NodeConfig from parsed TOML; relative paths are relative to `base`.
+    Every key is checked by the schema (node/config_schema.py), then what keys
+    say together."""
+    if "node" not in data:
         raise ConfigError("missing [node] section")
-    unknown = sorted(set(node) - _NODE_KEYS)
-    for key in unknown:
-        if key in REMOVED_KEYS:
-            raise ConfigError(REMOVED_KEYS[key])
-    if unknown:
-        raise ConfigError(f"unknown setting node.{unknown[0]}")
-    for required in ("key_file", "data_dir"):
-        if required not in node:
-            raise ConfigError(f"missing node.{required}")
-    key_file = base / typed(node, "key_file", str, "node")
-    data_dir = base / typed(node, "data_dir", str, "node")
-    passphrase = None
-    if node.get("passphrase_file"):
-        passphrase = base / typed(node, "passphrase_file", str, "node")
-    fps = typed(node, "frames_per_second", float, "node") if "frames_per_second" in node else 2.0
-    if not 0.1 <= fps <= 1000:
-        raise ConfigError("node.frames_per_second must be between 0.1 and 1000")
-    sync_every = ANTI_ENTROPY_S
-    if "sync_every_s" in node:
-        sync_every = typed(node, "sync_every_s", float, "node")
-    if not 0.5 <= sync_every <= 3600:
-        raise ConfigError("node.sync_every_s must be between 0.5 and 3600")
-    announce_every = ANNOUNCE_EVERY_S
-    if "announce_every_s" in node:
-        announce_every = typed(node, "announce_every_s", float, "node")
-    if not 1.0 <= announce_every <= 86400:
-        raise ConfigError("node.announce_every_s must be between 1 and 86400")
-    keepalive_every = _ranged(node, "keepalive_every_s", float, KEEPALIVE_EVERY_S, 0.5, 60)
-    keepalive_misses = _ranged(node, "keepalive_misses", int, KEEPALIVE_MISSES, 1, 100)
-    redial_max = _ranged(node, "redial_max_s", float, REDIAL_MAX_S, 1, 3600)
-    relay_service = typed(node, "relay_service", bool, "node") if "relay_service" in node else False
-    reachability, relays = _reachability(node, relay_service)
-    markets_raw = data.get("markets", [{"preset": "devnet"}])
-    if not isinstance(markets_raw, list) or not markets_raw:
-        raise ConfigError("markets must be a non-empty list of tables ([[markets]])")
+    node = validate(NodeSection, data["node"], "node")
+    _reachability(node)
     unknown_sections = sorted(set(data) - set(SECTIONS))
     if unknown_sections:
         raise ConfigError(f"unknown section [{unknown_sections[0]}]")
+    markets_raw = data.get("markets", [{"preset": "devnet"}])
+    if not isinstance(markets_raw, list) or not markets_raw:
+        raise ConfigError("markets must be a non-empty list of tables ([[markets]])")
     roles = {k: v for k, v in data.items() if k in ROLE_SECTIONS}
     for name, section in roles.items():
         if not isinstance(section, dict):
             raise ConfigError(f"[{name}] must be a table")
-    everywhere = "api_token_everywhere" in node
+    data_dir = base / node.data_dir
     listed = [_market(m, i, base, data_dir) for i, m in enumerate(markets_raw)]
     cfg = NodeConfig(
-        key_file=key_file,
+        key_file=base / node.key_file,
         data_dir=data_dir,
-        passphrase_file=passphrase,
-        listen=_addrs(node.get("listen", [DEFAULT_LISTEN]), "node.listen"),
-        bootstrap=_addrs(node.get("bootstrap", []), "node.bootstrap"),
-        announce=_addrs(node.get("announce", []), "node.announce"),
-        api_port=_port(node, "api_port", 0, 0),
-        api_listen=_bind_ip(node, "api_listen"),
-        metrics_port=_port(node, "metrics_port", -1, -1),
-        metrics_listen=_bind_ip(node, "metrics_listen"),
-        api_token_everywhere=typed(node, "api_token_everywhere", bool, "node")
-        if everywhere
-        else False,
-        frames_per_second=fps,
-        sync_every_s=sync_every,
-        announce_every_s=announce_every,
-        keepalive_every_s=keepalive_every,
-        keepalive_misses=keepalive_misses,
-        redial_max_s=redial_max,
-        relay_service=relay_service,
-        reachability=reachability,
-        relays=relays,
+        passphrase_file=base / node.passphrase_file if node.passphrase_file else None,
+        listen=tuple(node.listen),
+        bootstrap=tuple(node.bootstrap),
+        announce=tuple(node.announce),
+        api_port=node.api_port,
+        api_listen=node.api_listen,
+        metrics_port=node.metrics_port,
+        metrics_listen=node.metrics_listen,
+        api_token_everywhere=node.api_token_everywhere,
+        frames_per_second=node.frames_per_second,
+        sync_every_s=node.sync_every_s,
+        announce_every_s=node.announce_every_s,
+        keepalive_every_s=node.keepalive_every_s,
+        keepalive_misses=node.keepalive_misses,
+        redial_max_s=node.redial_max_s,
+        relay_service=node.relay_service,
+        reachability=node.reachability,
+        relays=tuple(node.relays),
         markets=tuple(m for m in listed if isinstance(m, Market)),
         market_ids=tuple(m for m in listed if isinstance(m, bytes)),
         roles=roles,

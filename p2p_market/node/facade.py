@@ -52,3 +52,34 @@ class NodeFacade(Protocol):
     async def cancel(self, ask_id: str) -> Submitted:
         """Sign and submit a Cancel for one of this node's asks."""
         ...
+
+
+class ProverControl(Protocol):
+    """What the control API may ask of a node's prover role (roles/prover.py), its
+    operator's commands: the bid's settings, jobs and earnings."""
+
+    def bid_view(self) -> dict[str, Any]:
+        """The bid's terms as the role signs them, and its state (active, paused,
+        withdrawn)."""
+        ...
+
+    async def update_bid(self, changes: dict[str, int]) -> dict[str, Any]:
+        """Change some terms (price, proof_time, capacity, max_size, bid_ttl_ms);
+        posted at once if active. ValueError names a bad field."""
+        ...
+
+    async def pause_bid(self, state: str) -> dict[str, Any]:
+        """Stop committing and re-posting ("paused" or "withdrawn")."""
+        ...
+
+    async def resume_bid(self) -> dict[str, Any]:
+        """Post the current terms again and take asks."""
+        ...
+
+    def jobs_view(self) -> dict[str, Any]:
+        """The current and recent jobs."""
+        ...
+
+    def earnings_view(self) -> dict[str, Any]:
+        """What the prover earned since the node started, per market."""
+        ...

@@ -1,20 +1,23 @@
-"""A minimal HTTP/1.1 server on trio and h11, for the local control API and metrics.
+"""The node's one HTTP server, for the control API (node/api.py, FastAPI) and the
+metrics (node/metrics.py): Hypercorn's trio connections (HTTP/1.1 on h11) on a
+listener of ours, in one accept loop (`serve_asgi`).
 
     async with trio.open_nursery() as nursery:
         port = await nursery.start(functools.partial(serve_http, handler, port=0))
         ...
         nursery.cancel_scope.cancel()   # every connection task ends, the socket closes
 
-h11 does the protocol (sans-IO); this module only moves bytes, and bounds what a
-client can make the node hold or wait for (`Limits`): request line and headers
-(431), body size (413), concurrent connections (the rest wait in the backlog), time
-to send a request (408), to produce a response (503) and to take it. A handler is
-an async function `Request -> Response`; whatever it raises (but cancellation)
-becomes a 500 JSON response and is logged, and the server goes on serving.
-Keep-alive is supported; a connection closes after any error the server cannot
-answer on the same connection (protocol error, oversized request, timeout). It
-binds 127.0.0.1 unless told otherwise: the control API must not be reachable from
-other hosts by accident.
+It bounds what a client can make the node hold or wait for (`Limits`): request line
+and headers (431), body size (413), concurrent connections (the rest wait in the
+backlog; at the cap the longest idle one is closed for a newcomer), the idle time
+before a request and the time to send a body (408; a head still incomplete when the
+idle time is up is cut off without an answer), the time to produce a response (503)
+and to take it. `serve_http` serves a plain handler, an async function `Request ->
+Response` (the metrics); whatever it raises (but cancellation) becomes a 500 JSON
+response and is logged, and the server goes on serving. Keep-alive is supported; a
+connection closes after an error the server cannot answer on the same connection
+(protocol error, oversized request). It binds 127.0.0.1 unless told otherwise: the
+control API must not be reachable from other hosts by accident.
 """
 
 from __future__ import annotations
@@ -22,13 +25,19 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
-import h11
 import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, RawData, Updated
+from hypercorn.events import Event as HypercornEvent
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
 
 if TYPE_CHECKING:
     # trio_typing's stubs shadow trio's own annotations for mypy (see net/gossip.py).
@@ -39,6 +48,11 @@ log = logging.getLogger(__name__)
 JSON: Final = "application/json"
 SERVER_NAME: Final = "p2p-market"
 _READ_CHUNK: Final = 64 * 1024
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +126,55 @@ def error_response(
     return json_response({"error": " ".join(message.split())}, status, headers=headers)
 
 
-class _Refused(Exception):
-    """A request this server will not read to its end: answer, then close."""
+class Refused(Exception):
+    """A request answered by the guard: status, one line, extra headers."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
+
+
+class HandlerApp:
+    """A plain handler (`Request -> Response`) as an ASGI app, bounded by `limits`:
+    the request read whole (431, 413, 408), the handler given `handler_timeout`
+    (503), whatever it raises a one-line 500."""
+
+    def __init__(self, handler: Handler, limits: Limits) -> None:
+        self.handler = handler
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # a websocket upgrade: no route has one
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        try:
+            request = await read_request(scope, receive, self.limits)
+        except Gone:
+            return
+        except Refused as refused:
+            await answer(send, refused, close=refused.status in (408, 413, 431))
+            return
+        response = await self._respond(request)
+        headers = [
+            (b"content-type", response.content_type.encode("latin-1")),
+            (b"content-length", str(len(response.body)).encode()),
+            (b"server", SERVER_NAME.encode()),
+            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers),
+        ]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _respond(self, request: Request) -> Response:
+        try:
+            with trio.move_on_after(self.limits.handler_timeout):
+                return await self.handler(request)
+            log.warning("http: %s %s timed out", request.method, request.path)
+            return error_response(503, "the node did not answer in time")
+        except Exception as exc:
+            log.exception("http: %s %s failed", request.method, request.path)
+            return error_response(500, f"internal error ({type(exc).__name__})")
 
 
 async def serve_http(
@@ -129,47 +185,107 @@ async def serve_http(
     limits: Limits | None = None,
     task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled. Reports the bound port (useful with port 0) through
-    `task_status`; cancelling ends every connection task and closes the socket."""
+    """Serve a plain handler until cancelled (`serve_asgi` of `HandlerApp`); reports
+    the bound port through `task_status`."""
     limits = limits or Limits()
-    listener = await listen(host, port)
-    async with listener:
-        bound = listener.socket.getsockname()[1]
-        log.info("http: listening on %s:%d", host, bound)
-        slots = trio.Semaphore(limits.max_connections)
-        idle: dict[_Conn, None] = {}
-        async with trio.open_nursery() as nursery:
-            task_status.started(bound)
-            while True:
-                try:
-                    slots.acquire_nowait()
-                except trio.WouldBlock:
-                    _evict_oldest_idle(idle)
-                    await slots.acquire()
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:  # e.g. EMFILE: back off instead of spinning
-                    slots.release()
-                    log.warning("http: accept failed: %s", exc)
-                    await trio.sleep(0.1)
-                    continue
-                except BaseException:
-                    slots.release()
-                    raise
-                nursery.start_soon(_connection, handler, stream, limits, slots, idle)
+    app = HandlerApp(handler, limits)
+    await serve_asgi(app, hypercorn_config(limits), host, port, limits, task_status=task_status)
 
 
-def _evict_oldest_idle(idle: dict[_Conn, None]) -> None:
-    """Every connection is taken: close the one that has waited longest without
-    sending a byte of its next request. Clients that open connections and send
-    nothing cannot keep others out (70 of them held a status request for 29 s)."""
-    for conn in idle:
-        del idle[conn]
-        conn.evicted = True
-        conn._scope.cancel()
-        return
+# -- reading a request, bounded -------------------------------------------------------
 
 
+async def read_request(scope: Scope, receive: Receive, limits: Limits) -> Request:
+    """The request with its whole body, bounded: 431 for a head above the limit
+    (Hypercorn bounds a head still incomplete, this one a complete head), 413 for
+    a body above it, read on (bounded) before the answer so the client, still
+    sending, can read it rather than a reset."""
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    raw_headers: list[tuple[bytes, bytes]] = list(scope["headers"])
+    head = len(scope["method"]) + len(raw_path) + sum(len(n) + len(v) for n, v in raw_headers)
+    if head > limits.max_head_bytes:
+        raise Refused(431, f"request head above {limits.max_head_bytes} bytes")
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in raw_headers:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    too_large = Refused(413, f"request body above {limits.max_body_bytes} bytes")
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_body_bytes:
+        if int(declared) <= limits.drain_bytes:
+            await drain(receive, limits)
+        raise too_large
+    body = bytearray()
+    with trio.move_on_after(limits.request_timeout) as waited:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                raise Gone()
+            body += message.get("body", b"")
+            if len(body) > limits.max_body_bytes:
+                if message.get("more_body", False):
+                    await drain(receive, limits)
+                raise too_large
+            if not message.get("more_body", False):
+                break
+    if waited.cancelled_caught:
+        raise Refused(408, "request not received in time")
+    split_path = raw_path.split(b"?", 1)[0].decode("ascii", "replace")
+    server = scope.get("server") or ("", 0)
+    return Request(
+        method=scope["method"],
+        path=split_path or "/",
+        query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
+        body=bytes(body),
+        headers=headers,
+        local_port=int(server[1] or 0),
+    )
+
+
+class Gone(Exception):
+    """The client disconnected before its request was whole: nothing to answer."""
+
+
+async def drain(receive: Receive, limits: Limits) -> None:
+    """Swallow what the client still sends of a refused body, up to `drain_bytes`
+    and `drain_timeout`, so that it reads the answer instead of a reset."""
+    left = limits.drain_bytes
+    with trio.move_on_after(limits.drain_timeout):
+        while left > 0:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            left -= len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """The app's receive: the body already read, then the connection's own events
+    (a disconnect, which a stream watches for)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def answer(send: Send, refused: Refused, *, close: bool = False) -> None:
+    body = json.dumps({"error": " ".join(refused.message.split())}).encode() + b"\n"
+    headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in refused.headers.items()]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": refused.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- the connections and the accept loop ---------------------------------------------
 async def listen(host: str, port: int) -> trio.SocketListener:
     """One listening socket on the first address `host` resolves to (never several
     ports for one `port=0`, as open_tcp_listeners may give for a name)."""
@@ -190,200 +306,168 @@ async def listen(host: str, port: int) -> trio.SocketListener:
     return trio.SocketListener(sock)
 
 
-async def _connection(
-    handler: Handler,
-    stream: trio.SocketStream,
-    limits: Limits,
-    slots: trio.Semaphore,
-    idle: dict[_Conn, None],
-) -> None:
-    conn = _Conn(handler, stream, limits, idle)
-    try:
-        async with stream:
-            await conn.run()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
-        pass  # the client went away or stopped reading: nothing more to tell it
-    except Exception:  # a bug here must not take the other connections down
-        log.exception("http: connection failed")
-    finally:
-        idle.pop(conn, None)
-        slots.release()
+def hypercorn_config(limits: Limits) -> HypercornConfig:
+    """Hypercorn bounded as `limits` says: h11 refuses an incomplete head past 4x the
+    limit (the guard refuses a complete one past it, with its own 431), idle
+    connections close after `idle_timeout`; no access log, errors to this module's
+    logger, no Server header of its own (the guard sets ours)."""
+    config = HypercornConfig()
+    config.h11_max_incomplete_size = 4 * limits.max_head_bytes
+    config.keep_alive_timeout = limits.idle_timeout
+    config.graceful_timeout = 0.0
+    config.include_server_header = False
+    config.accesslog = None
+    config.errorlog = logging.getLogger(f"{__name__}.hypercorn")
+    return config
 
 
-class _Conn:
+class HypercornConnection(TCPServer):
+    """Hypercorn's connection, with three changes. It tells the server when it waits
+    for a request (idle) and when it serves one, so that at the connection cap the
+    longest idle one can be closed for a newcomer (clients that connect and send
+    nothing cannot keep the owner out); a request's first byte ends the idle time.
+    From that byte the head must be whole within `request_timeout`, else a 408 and
+    the connection closes (Hypercorn would wait for its keep-alive time, counted
+    from before the first byte, and close without a word). And a write that the
+    client does not take within `write_timeout` closes the connection: Hypercorn
+    shields each write from cancellation with no time limit, so a client that
+    stopped reading (an event stream's, whose socket buffers filled) would hold its
+    task, and the node's shutdown, for as long as it stayed connected."""
+
     def __init__(
         self,
-        handler: Handler,
+        app: Any,
+        config: HypercornConfig,
         stream: trio.SocketStream,
+        idle: _Idle,
         limits: Limits,
-        idle: dict[_Conn, None] | None = None,
     ) -> None:
-        self.handler = handler
-        self.stream = stream
-        self.limits = limits
-        self.idle = {} if idle is None else idle
-        """The server's connections waiting for a request's first byte, oldest first."""
-        self.evicted = False
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
-        self.local_port = int(stream.socket.getsockname()[1])
-        self._started = False
-        self._scope = trio.CancelScope()
+        super().__init__(app, config, WorkerContext(None), ConnectionState({}), stream)  # type: ignore[arg-type]
+        self.idle = idle
+        self.write_timeout = limits.write_timeout
+        self.request_timeout = limits.request_timeout
+        self.scope = trio.CancelScope()
+        idle[self] = None  # waiting for its first request
 
-    async def run(self) -> None:
+    async def _read_data(self) -> None:
+        """Hypercorn's read loop, but the first byte of a request takes the
+        connection off the idle list and starts the head's time limit."""
         while True:
-            request = await self._read_request()
-            if request is None:
-                return
-            response = await self._respond(request)
-            await self._send(response)
-            if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is not h11.DONE:
-                await self._close_gracefully()
-                return
-            self.h11.start_next_cycle()
-
-    # -- reading ------------------------------------------------------------------
-    async def _read_request(self) -> Request | None:
-        """The next complete request, or None once the connection is to be closed
-        (after answering why, when there is a request to answer)."""
-        # Idle until the request's first byte, then `request_timeout` for the rest.
-        self._started = bool(self.h11.trailing_data[0])
-        wait = self.limits.request_timeout if self._started else self.limits.idle_timeout
-        failure: tuple[int, str] | None = None
-        with trio.move_on_after(wait) as self._scope:
-            if not self._started:
-                self.idle[self] = None
             try:
-                return await self._read_rest(await self._next_event())
-            except h11.RemoteProtocolError as exc:
-                failure = (exc.error_status_hint, f"bad request: {exc}")
-            except _Refused as exc:
-                failure = (exc.status, exc.message)
-        if failure is None and self._started:
-            failure = (408, "request not received in time")
-        if failure is not None:
-            await self._fail(*failure)
-        return None
-
-    async def _next_event(self) -> Any:
-        """The next h11 event, reading as needed; raises RemoteProtocolError."""
-        while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            if self.h11.they_are_waiting_for_100_continue:
-                await self._write(h11.InformationalResponse(status_code=100, headers=[]))
-            data = await self.stream.receive_some(_READ_CHUNK)
-            if data and not self._started:
-                self._started = True
-                self.idle.pop(self, None)
-                self._scope.deadline = trio.current_time() + self.limits.request_timeout
-            self.h11.receive_data(data)  # b"" is EOF
-
-    async def _read_rest(self, event: Any) -> Request | None:
-        if isinstance(event, h11.ConnectionClosed):
-            return None
-        if not isinstance(event, h11.Request):  # pragma: no cover (h11 guarantees it)
-            raise h11.RemoteProtocolError("expected a request", error_status_hint=400)
-        head = (
-            len(event.method) + len(event.target) + sum(len(n) + len(v) for n, v in event.headers)
-        )
-        if head > self.limits.max_head_bytes:  # h11 only bounds a head still incomplete
-            raise _Refused(431, f"request head above {self.limits.max_head_bytes} bytes")
-        declared = _content_length(event.headers)
-        if declared is not None and declared > self.limits.max_body_bytes:
-            raise self._too_large()
-        body = bytearray()
-        while True:
-            part = await self._next_event()
-            if isinstance(part, h11.Data):
-                body += part.data
-                if len(body) > self.limits.max_body_bytes:
-                    raise self._too_large()
-            elif isinstance(part, h11.EndOfMessage):
+                data = await self.stream.receive_some(_READ_CHUNK)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
                 break
-            elif isinstance(part, h11.ConnectionClosed):
-                return None
-        return _request(event, bytes(body), self.local_port)
+            if data and self in self.idle:
+                del self.idle[self]
+                await self.idle_task.restart(self._task_group, self._head_timeout)
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
 
-    def _too_large(self) -> _Refused:
-        return _Refused(413, f"request body above {self.limits.max_body_bytes} bytes")
+    async def _head_timeout(self) -> None:
+        """A head not whole in time: a 408 (nothing else is being answered on this
+        connection: it was idle), then close. Stopped once the head is parsed."""
+        with trio.move_on_after(self.request_timeout):
+            await self.context.terminated.wait()
+        body = b'{"error":"request not received in time"}\n'
+        head = (
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\nserver: %s\r\n\r\n"
+        ) % (len(body), SERVER_NAME.encode())
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.write_timeout):
+                try:
+                    async with self.send_lock:
+                        await self.stream.send_all(head + body)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            await self._initiate_server_close()
 
-    # -- answering ----------------------------------------------------------------
-    async def _respond(self, request: Request) -> Response:
-        try:
-            with trio.move_on_after(self.limits.handler_timeout):
-                return await self.handler(request)
-            log.warning("http: %s %s timed out", request.method, request.path)
-            return error_response(503, "the node did not answer in time")
-        except Exception as exc:
-            log.exception("http: %s %s failed", request.method, request.path)
-            return error_response(500, f"internal error ({type(exc).__name__})")
-
-    async def _send(self, response: Response) -> None:
-        headers = [
-            ("content-type", response.content_type),
-            ("content-length", str(len(response.body))),
-            ("server", SERVER_NAME),
-            *response.headers,
-        ]
-        await self._write(h11.Response(status_code=response.status, headers=headers))
-        await self._write(h11.Data(data=response.body))
-        await self._write(h11.EndOfMessage())
-
-    async def _write(self, event: Any) -> None:
-        data = self.h11.send(event)
-        if data:
-            with trio.fail_after(self.limits.write_timeout):
-                await self.stream.send_all(data)
-
-    async def _fail(self, status: int, message: str) -> None:
-        """Answer a request that will not be served (if h11 still allows a response),
-        then close: what the client sent after it cannot be trusted to frame."""
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+    async def protocol_send(self, event: HypercornEvent) -> None:
+        if isinstance(event, RawData):
+            await self._write(event.data)
             return
-        try:
-            await self._send(error_response(status, message, headers=(("connection", "close"),)))
-        except h11.LocalProtocolError:  # e.g. the request line never parsed
-            return
-        except trio.TooSlowError:
-            return
-        await self._close_gracefully()
+        if isinstance(event, Updated):
+            self.idle.pop(self, None)
+            if event.idle:
+                self.idle[self] = None  # the newest idle one
+        await super().protocol_send(event)
 
-    async def _close_gracefully(self) -> None:
-        """Stop sending, then swallow (bounded) what the client still sends, so that
-        closing does not reset the connection before it has read our response."""
-        try:
-            with trio.move_on_after(self.limits.drain_timeout):
-                await self.stream.send_eof()
-                left = self.limits.drain_bytes
-                while left > 0:
-                    data = await self.stream.receive_some(_READ_CHUNK)
-                    if not data:
+    async def _write(self, data: bytes) -> None:
+        """Hypercorn's write: shielded (a write cut short would leave the client half
+        a response), but for `write_timeout` at most; then the connection closes."""
+        broken = False
+        async with self.send_lock:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self.write_timeout
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    broken = True
+        if broken or scope.cancelled_caught:
+            if scope.cancelled_caught:
+                log.info("http: a client took no data for %g s: closed", self.write_timeout)
+            await trio.aclose_forcefully(self.stream)
+            await self.protocol.handle(Closed())
+
+
+_Idle = dict[HypercornConnection, None]
+
+
+async def serve_asgi(
+    app: Any,
+    config: HypercornConfig,
+    host: str,
+    port: int,
+    limits: Limits,
+    task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the ASGI `app` until cancelled: Hypercorn's connections on our listener,
+    at most `limits.max_connections` at once (a newcomer at the cap has the longest
+    idle one closed for it, or waits for a slot, the rest in the backlog), each in a
+    task of this nursery, so cancelling it ends every one and closes the socket;
+    what Hypercorn's own `serve` adds (worker processes, lifespan events, signals) a
+    node's servers do not use.
+    The one accept loop of the control API and the metrics. Reports the bound port
+    (useful with port 0) through `task_status`."""
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    listener = await listen(host, port)
+    async with listener:
+        slots = trio.Semaphore(limits.max_connections)
+        idle: _Idle = {}
+        async with trio.open_nursery() as nursery:
+            bound = listener.socket.getsockname()[1]
+            log.info("http: listening on %s:%d", host, bound)
+            task_status.started(bound)
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:  # e.g. EMFILE: back off instead of spinning
+                    log.warning("http: accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                try:
+                    slots.acquire_nowait()
+                except trio.WouldBlock:  # a newcomer at the cap: close the longest idle
+                    for oldest in idle:
+                        del idle[oldest]
+                        oldest.scope.cancel()
                         break
-                    left -= len(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+                    try:
+                        await slots.acquire()
+                    except BaseException:
+                        await trio.aclose_forcefully(stream)
+                        raise
+                conn = HypercornConnection(wrapped, config, stream, idle, limits)
+                nursery.start_soon(_connection, conn, slots)
 
 
-def _content_length(headers: Any) -> int | None:
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value)  # h11 has checked it is one non-negative integer
-    return None
-
-
-def _request(event: h11.Request, body: bytes, local_port: int) -> Request:
-    target = event.target.decode("ascii", "replace")
-    split = urlsplit(target)
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in event.headers:
-        name, value = raw_name.decode("ascii"), raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return Request(
-        method=event.method.decode("ascii"),
-        path=split.path or "/",
-        query=dict(parse_qsl(split.query, keep_blank_values=True)),
-        body=body,
-        headers=headers,
-        local_port=local_port,
-    )
+async def _connection(conn: HypercornConnection, slots: trio.Semaphore) -> None:
+    try:
+        with conn.scope:
+            await conn.run()
+    finally:
+        conn.idle.pop(conn, None)
+        slots.release()
+        await trio.aclose_forcefully(conn.stream)  # Hypercorn's close skips it if cancelled

@@ -26,6 +26,12 @@ core's `_prune` forgets the ask and the log deletes it, and never longer than th
 bound. `prune(now)` deletes rows past it; `keep_only` drops the rows of asks the
 node no longer holds (at a restart: the log was moved away, or the ask was refused).
 
+A prover's bid settings, as its operator last changed them through the control API
+(roles/bid_control.py: terms, paused or not), are a row of `settings` by name, in
+the clear (they are signed into public bids anyway), kept until replaced: they are
+not an ask's, so no horizon applies. Schema 2 added that table; a schema-1 file
+gains it when opened.
+
 Durability as the log's: WAL and `synchronous=FULL`, so a row is on disk when `put`
 returns (a prover stores inputs before it proves from them). The same file may be
 open twice in one process (a node with both roles): a writer waits for the other.
@@ -51,7 +57,7 @@ from p2p_market.node.storage import StorageError, _fault, _make_dir, _not_writab
 
 log = logging.getLogger("p2p_market.role_store")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 FILE_NAME: Final = "roles.sqlite"
 KEY_LABEL: Final = b"p2p-market role store v1"
 """Domain separation: the derived key seals these rows and nothing else."""
@@ -78,6 +84,10 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (kind, ask, peer)
 );
 CREATE INDEX IF NOT EXISTS items_by_horizon ON items (forget_after);
+CREATE TABLE IF NOT EXISTS settings (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
 """
 
 _NONCE: Final = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
@@ -209,6 +219,16 @@ class RoleStore:
             )
         except StorageError as exc:
             log.warning("%s", exc)
+
+    def setting(self, name: str) -> str | None:
+        """A named setting (`put_setting`), or None if never set."""
+        rows = self._read("SELECT value FROM settings WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def put_setting(self, name: str, value: str) -> None:
+        """Keep a named setting (replacing it); durable when this returns.
+        StorageError if it cannot be written."""
+        self._write("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value))
 
     def prune(self, now: int) -> int:
         """Delete every row past its ask's retention horizon; how many."""

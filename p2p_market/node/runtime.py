@@ -55,7 +55,7 @@ from p2p_market.node.config import NodeConfig
 from p2p_market.node.direct import DirectMessage, DirectServer, Header
 from p2p_market.node.discovery import Discovery, KnownMarkets
 from p2p_market.node.events import EventHub
-from p2p_market.node.facade import Submitted
+from p2p_market.node.facade import ProverControl, Submitted
 from p2p_market.node.known_peers import KnownPeers
 from p2p_market.node.metrics import NodeMetrics, serve_metrics
 from p2p_market.node.newcomers import NewcomerHoldings
@@ -268,6 +268,8 @@ class Node:
         self.proof_sources: list[Callable[[bytes], dict[bytes, bytes] | None]] = []
         """Where verified proofs of this key's asks are kept (the requester role):
         what `GET /v1/asks/<id>/proofs` and `p2p-market request --api` read."""
+        self.prover_control: ProverControl | None = None
+        """The prover role's operator commands (`/v1/prover/...`), if it runs one."""
         self._effects_in, self._effects_out = trio.open_memory_channel[tuple[bytes, Effect]](
             100_000
         )

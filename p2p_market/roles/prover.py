@@ -10,11 +10,21 @@ Confidential inputs (sent once, directly, by the requester) and a large proof ma
 for direct delivery are kept sealed in the node's role store (node/role_store.py)
 as soon as they exist, so a restart mid-proof resumes from them
 (`_resume_in_flight`) instead of abandoning the slot.
+
+Its operator may change the bid while it runs (the control API's /v1/prover/bid,
+`p2p-market prover bid ...`, roles/bid_control.py): the re-post loop always signs the
+current terms, a change is posted at once and kept in the role store for the next
+start, and a new capacity resizes the proving limiter together with the bid (whose
+capacity is the core's free-slot view), so the prover never commits to more proofs
+than it runs at once. Paused, it signs no commit: a superseding bid that takes no
+ask (bid_control.py says why one is needed) keeps it out of every node's matching.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -29,10 +39,22 @@ from p2p_market.core.messages import Ask, Commit, InvalidInputs, Proof, sha256
 from p2p_market.core.work import inputs_size
 from p2p_market.net.gossip import topic_for
 from p2p_market.node.direct import DirectError, DirectMessage, send_direct
+from p2p_market.node.facade import Submitted
 from p2p_market.node.role_store import RoleStore
 from p2p_market.node.runtime import Node
+from p2p_market.node.storage import StorageError
 from p2p_market.proving.backend import ProofBackend, ProvingError
+from p2p_market.roles.bid_control import (
+    SETTING_NAME,
+    BidState,
+    StoredBid,
+    at_start,
+    terms_of,
+    updated,
+    withdrawal_fields,
+)
 from p2p_market.roles.inbox import Inbox
+from p2p_market.roles.jobs import JobBook
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -85,6 +107,8 @@ class ProverStats:
     failed: int = 0
     attested: int = 0
     earned: int = 0
+    paid: int = 0
+    """Slots the requester accepted: the proofs that earned."""
     active: dict[bytes, trio.CancelScope] = field(default_factory=dict)
     prove_times: deque[ProveTime] = field(default_factory=lambda: deque(maxlen=PROVE_TIMES_KEPT))
 
@@ -104,18 +128,36 @@ class ProverRole:
     ) -> None:
         self.node = node
         self.backend = backend
-        self.settings = settings
+        self.config_settings = settings
+        """The settings the role was started with (its config)."""
         self.inbox = inbox
         self.stats = ProverStats()
+        self.jobs = JobBook()
         self.me = node.key.public_key
-        self._limiter = trio.CapacityLimiter(settings.capacity)
+        self.store = RoleStore(node.config.data_dir, node.key.seed)
+        """Received confidential inputs and large proofs, for after a restart (sealed),
+        and the bid's settings as its operator last changed them."""
+        stored = self.store.setting(SETTING_NAME)
+        terms, state, note = at_start(
+            terms_of(settings), None if stored is None else StoredBid.loads(stored)
+        )
+        self.bid_state: BidState = state
+        if note:
+            log.info("%s (%s)", note, state)
+        self.settings = dataclasses.replace(settings, **dataclasses.asdict(terms))
+        """The bid's current settings: what the re-post loop signs."""
+        self._limiter = trio.CapacityLimiter(self.settings.capacity)
+        self._shrink_at = -math.inf
+        """When a lowered capacity may shrink the limiter (trio clock): the work
+        committed under the larger one is done by then (`_resize`)."""
+        self._bid_lock = trio.Lock()
+        self._bid_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         node.hooks.append(self.on_effect)
         node.direct_hooks.append(self._on_direct)
         node.direct_wants.append(inbox.wants)
         node.status_sources["prover"] = self.status
-        self.store = RoleStore(node.config.data_dir, node.key.seed)
-        """Received confidential inputs and large proofs, for after a restart (sealed)."""
+        node.prover_control = self
         node.metrics.prover(settings.market)
 
     def status(self) -> dict[str, Any]:
@@ -143,7 +185,10 @@ class ProverRole:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await self.warm_up()  # before the bid: a win may follow at once
-                await self.place_bid()
+                if self.bid_state == "active":
+                    await self.place_bid()
+                elif self._matchable():  # paused, but its withdrawal is not in the log
+                    await self._withdraw()
                 self._resume_in_flight()
                 nursery.start_soon(self._refresh_bid)
                 nursery.start_soon(self.store.prune_every, self.node.clock)
@@ -176,7 +221,7 @@ class ProverRole:
         except ProvingError as exc:
             log.warning("the back-end could not be readied: %s", exc)
 
-    async def place_bid(self) -> None:
+    async def place_bid(self) -> Submitted:
         s = self.settings
         result = await self.node.place_bid(
             {
@@ -189,12 +234,140 @@ class ProverRole:
             }
         )
         log.info("bid %s: %s %s", result.id[:16], result.status, result.reason)
+        return result
 
     async def _refresh_bid(self) -> None:
-        """A bid that lapses drops out of every ranking: renew it at half its life."""
+        """A bid that lapses drops out of every ranking: renew it at half its life,
+        with the current settings. A change posts its own bid (and may change the
+        ttl): the wait starts again from it. Paused, nothing is posted."""
         while True:
-            await trio.sleep(self.settings.bid_ttl_ms / 2000)
-            await self.place_bid()
+            changed = self._bid_changed
+            with trio.move_on_after(self.settings.bid_ttl_ms / 2000):
+                await changed.wait()
+                continue
+            if self.bid_state == "active":
+                async with self._bid_lock:
+                    await self.place_bid()
+
+    # -- the operator's commands (node/facade.py ProverControl) ---------------------------
+    def bid_view(self) -> dict[str, Any]:
+        s = self.settings
+        current = self.state.book.current.get(self.me)
+        return {
+            "market": s.market.hex(),
+            "state": self.bid_state,
+            "price": s.price,
+            "proof_time": s.proof_time,
+            "capacity": s.capacity,
+            "max_size": s.max_size,
+            "bid_ttl_ms": s.bid_ttl_ms,
+            "running": int(self._limiter.total_tokens),
+            "bid": None if current is None else current.id.hex(),
+        }
+
+    def _changed(self) -> bool:
+        """Keep the settings for the next start and wake the re-post loop; whether
+        they were kept (a full disk: they apply until the node stops)."""
+        self._bid_changed.set()
+        self._bid_changed = trio.Event()
+        row = StoredBid(terms_of(self.settings), terms_of(self.config_settings), self.bid_state)
+        try:
+            self.store.put_setting(SETTING_NAME, row.dumps())
+        except StorageError as exc:
+            log.warning("bid settings not kept for a restart: %s", exc)
+            return False
+        return True
+
+    def _answer(self, kept: bool, result: Submitted | None) -> dict[str, Any]:
+        return {
+            **self.bid_view(),
+            "kept": kept,
+            "submitted": None if result is None else dataclasses.asdict(result),
+        }
+
+    async def update_bid(self, changes: dict[str, int]) -> dict[str, Any]:
+        """Change the bid's terms, and post them at once if it is active. A larger
+        capacity grows the limiter before the bid that promises it is signed; a
+        smaller one shrinks it once the work committed under the larger is done."""
+        async with self._bid_lock:
+            old = self.settings
+            terms = updated(terms_of(old), changes, self.state.market.max_lifetime_ms)
+            workers = getattr(self.backend, "workers", None)
+            if isinstance(workers, int) and terms.capacity > workers:
+                raise ValueError(
+                    f"capacity {terms.capacity} is above the {workers} proofs this"
+                    f" node's back-end was started to run at once: restart it with"
+                    f" capacity {terms.capacity}"
+                )
+            self.settings = dataclasses.replace(old, **dataclasses.asdict(terms))
+            if terms.capacity < old.capacity:
+                m = self.state.market
+                settle_ms = 2 * (m.commit_window_ms + m.skew_ms) + LISTENER_MARGIN_MS
+                self._shrink_at = trio.current_time() + (settle_ms + old.proof_time) / 1000
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._resize_later)
+            self._resize()
+            result = await self.place_bid() if self.bid_state == "active" else None
+            return self._answer(self._changed(), result)
+
+    def _resize(self) -> None:
+        """The limiter at the bid's capacity; not below the old one until
+        `_shrink_at` (commits under it may still be won and must all run)."""
+        total = self.settings.capacity
+        if trio.current_time() < self._shrink_at:
+            total = max(total, int(self._limiter.total_tokens))
+        self._limiter.total_tokens = total
+
+    async def _resize_later(self) -> None:
+        await trio.sleep_until(self._shrink_at)
+        self._resize()
+
+    async def pause_bid(self, state: str) -> dict[str, Any]:
+        """Stop committing and re-posting; the first pause signs the superseding bid
+        that takes no ask (bid_control.py). Work already won goes on."""
+        if state not in ("paused", "withdrawn"):
+            raise ValueError(f"a bid is paused or withdrawn, not {state!r}")
+        async with self._bid_lock:
+            was, self.bid_state = self.bid_state, "paused" if state == "paused" else "withdrawn"
+            result = await self._withdraw() if was == "active" or self._matchable() else None
+            return self._answer(self._changed(), result)
+
+    def _matchable(self) -> bool:
+        """Whether this node's book holds a live bid of ours that is not a withdrawal."""
+        current = self.state.book.current.get(self.me)
+        if current is None or current.bid.expires_at <= self.node.clock():
+            return False
+        return bool(current.bid.price != withdrawal_fields(self.settings.market, 1)["price"])
+
+    async def _withdraw(self) -> Submitted:
+        fields = withdrawal_fields(self.settings.market, self.settings.bid_ttl_ms)
+        result = await self.node.place_bid(fields)
+        log.info("bid withdrawn from matching (%s): %s", self.bid_state, result.status)
+        return result
+
+    async def resume_bid(self) -> dict[str, Any]:
+        """Post the current terms (a new seq: it supersedes the withdrawal)."""
+        async with self._bid_lock:
+            self.bid_state = "active"
+            result = await self.place_bid()
+            return self._answer(self._changed(), result)
+
+    def jobs_view(self) -> dict[str, Any]:
+        return {
+            "market": self.settings.market.hex(),
+            "running": len(self.stats.active),
+            "jobs": self.jobs.listing(),
+        }
+
+    def earnings_view(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "earned": s.earned,
+            "paid_proofs": s.paid,
+            "markets": [
+                {"market": self.settings.market.hex(), "earned": s.earned, "paid_proofs": s.paid}
+            ],
+        }
 
     def _resume_in_flight(self) -> None:
         """After a restart (the state was rebuilt from the log, whose replay tells
@@ -221,6 +394,8 @@ class ProverRole:
                 )
                 continue
             log.info("ask %s: resuming after a restart", ask_id.hex()[:16])
+            self.jobs.get(ask_id, price=slot.price, now=now)
+            self.jobs.set(ask_id, "assigned", deadline=slot.deadline)
             self._start(ask_id, slot.deadline)
 
     # -- reacting to the core -------------------------------------------------------------
@@ -228,10 +403,20 @@ class ProverRole:
         if market != self.settings.market:
             return
         if isinstance(effect, fx.CommitToAsk):
+            if self.bid_state != "active":
+                log.info("ask %s: paused, no commit", effect.ask.hex()[:16])
+                return
             await self._commit(effect)
         elif isinstance(effect, fx.Assigned) and effect.prover == self.me:
             self.stats.won += 1
+            now = self.node.clock()
+            self.jobs.get(effect.ask, price=effect.price, now=now)
+            self.jobs.set(effect.ask, "assigned", price=effect.price, deadline=effect.deadline)
             self._start(effect.ask, effect.deadline)
+        elif isinstance(effect, fx.AttemptSettled) and self.me not in effect.winners:
+            job = self.jobs.find(effect.ask)
+            if job is not None and job.state == "committed":
+                job.state = "lost"
         elif isinstance(effect, fx.Reorg) and self.me in set(effect.before) - set(effect.after):
             scope = self.stats.active.pop(effect.ask, None)
             if scope is not None:
@@ -247,9 +432,13 @@ class ProverRole:
         metrics = self.node.metrics
         if effect.outcome is SlotState.ACCEPTED:
             self.stats.earned += effect.price
+            self.stats.paid += 1
+            self.jobs.set(effect.ask, "accepted", earned=effect.price)
             metrics.paid(self.settings.market, effect.price)
             log.info("ask %s: accepted, earned %d", effect.ask.hex()[:16], effect.price)
         else:
+            if effect.outcome in (SlotState.INVALID, SlotState.TIMED_OUT):
+                self.jobs.set(effect.ask, effect.outcome.value)
             metrics.prover_failed(self.settings.market, effect.outcome.value)
             log.info("ask %s: the requester says %s", effect.ask.hex()[:16], effect.outcome.value)
 
@@ -270,6 +459,10 @@ class ProverRole:
             # Direct inputs are sent to the winners as soon as the requester's node
             # settles the round, which may be before ours does: take them from now.
             env = self.state.asks.get(effect.ask)
+            size = env.message.size if env is not None and isinstance(env.message, Ask) else 1
+            job = self.jobs.get(effect.ask, price=effect.price * size, now=commit.timestamp)
+            if job.state in ("lost", "stopped"):  # a later attempt of the same ask
+                job.state = "committed"
             if env is not None and isinstance(env.message, Ask) and not env.message.inputs:
                 self.inbox.expect("inputs", effect.ask, env.signer)
 
@@ -299,6 +492,9 @@ class ProverRole:
         finally:
             self.stats.active.pop(ask_id, None)
             metrics.job_finished(market, outcome)
+            job = self.jobs.find(ask_id)
+            if job is not None and job.state in ("assigned", "proving"):
+                job.state = outcome  # type: ignore[assignment]
 
     async def _prove(self, ask_id: bytes, deadline: int) -> str:
         """Prove and deliver, or attest: "delivered" or "attested" ("stopped" for an
@@ -334,10 +530,12 @@ class ProverRole:
         if proof is None:
             started = self.node.clock()
             remaining = (deadline - started) / 1000
+            self.jobs.set(ask_id, "proving", started=started)
             t0 = trio.current_time()
             proof = await self.backend.prove(market, inputs, remaining)
             took_s = trio.current_time() - t0
             self.stats.prove_times.append(ProveTime(ask_id, started, round(took_s * 1000)))
+            self.jobs.set(ask_id, "proving", prove_ms=round(took_s * 1000))
             self.node.metrics.proved(self.settings.market, took_s)
             if len(proof) > MAX_INLINE_PROOF_BYTES:  # delivered directly: keep it till then
                 self.store.keep(

@@ -41,7 +41,14 @@ from p2p_market.core.crypto import SigningKey
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Market
 from p2p_market.markets.descriptor import MarketSpecError, resolve_market
-from p2p_market.node.config import ConfigError, NodeConfig, typed
+from p2p_market.node.config import ConfigError, NodeConfig
+from p2p_market.node.config_schema import (
+    DEFAULT_BID_TTL_MS,
+    CommandKeys,
+    ProverSection,
+    RequesterSection,
+    validate,
+)
 from p2p_market.node.runtime import Node
 from p2p_market.proving.backend import DEFAULT_EXTERNAL_TIMEOUT_S, ProofBackend
 from p2p_market.proving.registry import backend_for, close_at_exit
@@ -50,21 +57,8 @@ from p2p_market.roles.prover import ProverRole, ProverSettings
 from p2p_market.roles.requester import DEFAULT_AWARD_LAG_MS, RequesterRole
 from p2p_market.roles.workload import WorkloadPlan, WorkloadRole, workload_plan
 
-DEFAULT_BID_TTL_MS: Final = 600_000
-_BACKEND_KEYS: Final = ("prove_cmd", "verify_cmd", "check_cmd", "size_cmd", "timeout_s")
-PROVER_KEYS: Final = frozenset(
-    {
-        "market",
-        "price",
-        "proof_time",
-        "capacity",
-        "max_size",
-        "bid_ttl_ms",
-        "backend",
-        *_BACKEND_KEYS,
-    }
-)
-REQUESTER_KEYS: Final = frozenset({"verify_cmd", "check_cmd", "timeout_s", "award_lag_ms"})
+PROVER_KEYS: Final = frozenset(ProverSection.model_fields)
+REQUESTER_KEYS: Final = frozenset(RequesterSection.model_fields)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,20 +184,14 @@ def prover_plan(
 # -- from a node config --------------------------------------------------------------
 
 
-def _options(section: dict[str, Any], where: str) -> BackendOptions:
-    fields: dict[str, Any] = {}
-    for key in ("prove_cmd", "verify_cmd", "check_cmd", "size_cmd"):
-        if key in section:
-            fields[key] = typed(section, key, str, where) or None
-    if "timeout_s" in section:
-        fields["timeout_s"] = typed(section, "timeout_s", float, where)
-    return BackendOptions(**fields)
-
-
-def _unknown(section: dict[str, Any], known: frozenset[str], where: str) -> None:
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise ConfigError(f"unknown setting {where}.{unknown[0]}")
+def _options(section: CommandKeys | ProverSection) -> BackendOptions:
+    return BackendOptions(
+        prove_cmd=getattr(section, "prove_cmd", "") or None,
+        verify_cmd=section.verify_cmd or None,
+        check_cmd=section.check_cmd or None,
+        size_cmd=getattr(section, "size_cmd", "") or None,
+        timeout_s=section.timeout_s,
+    )
 
 
 def follow(config: NodeConfig, market: Market) -> NodeConfig:
@@ -219,53 +207,37 @@ def plan_from_config(config: NodeConfig, base: Path) -> tuple[NodeConfig, RolePl
     relative paths are relative to `base` (the config file's directory)."""
     prover: ProverPlan | None = None
     requester: RequesterPlan | None = None
-    section = config.roles.get("prover")
-    if section is not None:
-        where = "prover"
-        _unknown(section, PROVER_KEYS, where)
-        for required in ("market", "price", "proof_time"):
-            if required not in section:
-                raise ConfigError(f"missing {where}.{required}")
+    raw = config.roles.get("prover")
+    if raw is not None:
+        p = validate(ProverSection, raw, "prover")
         try:
-            market = resolve_market(
-                typed(section, "market", str, where), base=base, also=config.markets
-            )
+            market = resolve_market(p.market, base=base, also=config.markets)
         except MarketSpecError as exc:
-            raise ConfigError(f"{where}.market: {exc}") from None
-        backend = typed(section, "backend", str, where) if "backend" in section else None
+            raise ConfigError(f"prover.market: {exc}") from None
         try:
             prover = prover_plan(
                 market,
-                price=typed(section, "price", int, where),
-                proof_time=typed(section, "proof_time", int, where),
-                capacity=typed(section, "capacity", int, where) if "capacity" in section else 1,
-                max_size=typed(section, "max_size", int, where) if "max_size" in section else 1,
-                bid_ttl_ms=(
-                    typed(section, "bid_ttl_ms", int, where) if "bid_ttl_ms" in section else None
-                ),
-                backend=backend,
-                options=_options(section, where),
+                price=p.price,
+                proof_time=p.proof_time,
+                capacity=p.capacity,
+                max_size=p.max_size,
+                bid_ttl_ms=p.bid_ttl_ms,
+                backend=p.backend,
+                options=_options(p),
             )
         except ValueError as exc:
             raise ConfigError(f"[prover]: {exc}") from None
         config = follow(config, market)
-    section = config.roles.get("requester")
-    if section is not None:
-        _unknown(section, REQUESTER_KEYS, "requester")
-        options = _options(section, "requester")
+    raw = config.roles.get("requester")
+    if raw is not None:
+        r = validate(RequesterSection, raw, "requester")
+        options = _options(r)
         for market in config.markets:
             try:
                 options.backend(market)
             except ValueError as exc:
                 raise ConfigError(f"[requester]: {exc}") from None
-        lag = DEFAULT_AWARD_LAG_MS
-        if "award_lag_ms" in section:
-            lag = typed(section, "award_lag_ms", int, "requester")
-            if not 0 <= lag <= L.MAX_SKEW_MS:
-                raise ConfigError(
-                    f"[requester]: award_lag_ms must be 0..{L.MAX_SKEW_MS} milliseconds, not {lag}"
-                )
-        requester = RequesterPlan(options=options, award_lag_ms=lag)
+        requester = RequesterPlan(options=options, award_lag_ms=r.award_lag_ms)
     workload: WorkloadPlan | None = None
     section = config.roles.get("workload")
     if section is not None:

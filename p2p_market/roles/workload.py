@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +44,12 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import trio
 
-from p2p_market.core import limits as L
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Ask, Market
 from p2p_market.core.work import inputs_size
 from p2p_market.markets.descriptor import MarketSpecError, resolve_market
 from p2p_market.node.config import ConfigError, NodeConfig
+from p2p_market.node.config_schema import WorkloadSection, validate
 from p2p_market.node.runtime import Node
 from p2p_market.roles.requester import RequesterRole
 
@@ -59,16 +58,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2p_market.workload")
 
-WORKLOAD_KEYS: Final = frozenset(
-    {
-        "market", "rate", "seed", "duration_s", "start_file", "max_price", "max_proof_time",
-        "time_share", "replicas", "confidential_share", "ttl_ms", "work", "input_bytes",
-        "inputs", "events_file",
-    }
-)  # fmt: skip
+WORKLOAD_KEYS: Final = frozenset(WorkloadSection.model_fields)
 START_POLL_S: Final = 0.1
-MAX_INPUT_BYTES: Final = 16 * 1024
-MAX_INPUT_CHOICES: Final = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,123 +137,41 @@ def schedule(plan: WorkloadPlan) -> Any:
 # -- from a node config ----------------------------------------------------------------
 
 
-def _number(section: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
-    if key not in section:
-        return default
-    value = section[key]
-    if type(value) not in (int, float) or not low <= value <= high or math.isnan(value):
-        raise ConfigError(f"workload.{key} must be a number between {low:g} and {high:g}")
-    return float(value)
-
-
-def _int_range(
-    section: dict[str, Any], key: str, default: tuple[int, int], low: int, high: int
-) -> tuple[int, int]:
-    if key not in section:
-        return default
-    value = section[key]
-    pair = [value, value] if type(value) is int else value
-    if (
-        not isinstance(pair, list)
-        or len(pair) != 2
-        or not all(type(v) is int and low <= v <= high for v in pair)
-        or pair[0] > pair[1]
-    ):
-        raise ConfigError(
-            f"workload.{key} must be an integer or [low, high] between {low} and {high}"
-        )
-    return (pair[0], pair[1])
-
-
-def _replicas(section: dict[str, Any]) -> tuple[tuple[int, float], ...]:
-    value = section.get("replicas", 1)
-    if type(value) is int:
-        value = {str(value): 1.0}
-    problem = ConfigError(
-        f"workload.replicas must be an integer or weights by count, e.g. {{ 1 = 0.9, 2 = 0.1 }},"
-        f" counts 1..{L.MAX_REPLICAS}"
-    )
-    if not isinstance(value, dict) or not value:
-        raise problem
-    out = []
-    for count, weight in value.items():
-        if not count.isdigit() or not 1 <= int(count) <= L.MAX_REPLICAS:
-            raise problem
-        if type(weight) not in (int, float) or weight < 0:
-            raise problem
-        out.append((int(count), float(weight)))
-    if sum(w for _, w in out) <= 0:
-        raise problem
-    return tuple(sorted(out))
-
-
 def workload_plan(section: dict[str, Any], config: NodeConfig, base: Path) -> WorkloadPlan:
-    """A checked [workload] section; ConfigError with one line naming the setting."""
-    unknown = sorted(set(section) - WORKLOAD_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown setting workload.{unknown[0]}")
-    if "rate" not in section:
-        raise ConfigError("missing workload.rate")
+    """A checked [workload] section (node/config_schema.py WorkloadSection, then what
+    depends on its market); ConfigError with one line naming the setting."""
+    w = validate(WorkloadSection, section, "workload")
     market = config.markets[0]
-    if "market" in section:
-        spec = section["market"]
-        if type(spec) is not str:
-            raise ConfigError("workload.market must be str")
+    if w.market is not None:
         try:
-            market = resolve_market(spec, base=base, also=config.markets)
+            market = resolve_market(w.market, base=base, also=config.markets)
         except MarketSpecError as exc:
             raise ConfigError(f"workload.market: {exc}") from None
-    rate = _number(section, "rate", 0.0, 0.0, 1000.0)
-    if rate <= 0:
-        raise ConfigError("workload.rate must be above 0 (asks per second)")
-    seed = section.get("seed", 0)
-    if type(seed) is not int:
-        raise ConfigError("workload.seed must be int")
-    paths: dict[str, Path | None] = {}
-    for key in ("start_file", "events_file"):
-        value = section.get(key)
-        if value is not None and (type(value) is not str or not value):
-            raise ConfigError(f"workload.{key} must be a file path")
-        paths[key] = base / value if value else None
-    work = None
-    if "work" in section:
-        if market.proof_system != "pow":
-            raise ConfigError("workload.work applies to pow markets only")
-        work = _int_range(section, "work", (0, 0), 0, 24)
-    ttl = _int_range(section, "ttl_ms", (30_000, 30_000), 1_000, market.max_lifetime_ms)[0]
+    if w.work is not None and market.proof_system != "pow":
+        raise ConfigError("workload.work applies to pow markets only")
+    ttl = w.ttl_ms[0]
+    if ttl > market.max_lifetime_ms:
+        raise ConfigError(
+            f"workload.ttl_ms must be between 1000 and {market.max_lifetime_ms}"
+            f" (market {market.name}'s max lifetime), not {ttl}"
+        )
     return WorkloadPlan(
         market=market,
-        rate=rate,
-        seed=seed,
-        duration_s=_number(section, "duration_s", 0.0, 0.0, 7 * 86400.0),
-        start_file=paths["start_file"],
-        max_price=_int_range(section, "max_price", (10, 10), 0, L.MAX_UINT),
-        max_proof_time=_int_range(section, "max_proof_time", (10_000, 10_000), 1, L.MAX_UINT),
-        time_share=_number(section, "time_share", 0.0, 0.0, 1.0),
-        replicas=_replicas(section),
-        confidential_share=_number(section, "confidential_share", 0.0, 0.0, 1.0),
+        rate=w.rate,
+        seed=w.seed,
+        duration_s=w.duration_s,
+        start_file=base / w.start_file if w.start_file else None,
+        max_price=w.max_price,
+        max_proof_time=w.max_proof_time,
+        time_share=w.time_share,
+        replicas=w.replicas,
+        confidential_share=w.confidential_share,
         ttl_ms=ttl,
-        work=work,
-        input_bytes=int(_number(section, "input_bytes", 64, 0, MAX_INPUT_BYTES)),
-        inputs=_inputs(section),
-        events_file=paths["events_file"] or config.data_dir / "workload.jsonl",
+        work=w.work,
+        input_bytes=int(w.input_bytes),
+        inputs=w.inputs,
+        events_file=base / w.events_file if w.events_file else config.data_dir / "workload.jsonl",
     )
-
-
-def _inputs(section: dict[str, Any]) -> tuple[bytes, ...]:
-    if "inputs" not in section:
-        return ()
-    value = section["inputs"]
-    if (
-        type(value) is not list
-        or not 1 <= len(value) <= MAX_INPUT_CHOICES
-        or not all(type(v) is str and 1 <= len(v.encode()) <= MAX_INPUT_BYTES for v in value)
-    ):
-        raise ConfigError(
-            f"workload.inputs must be a list of 1..{MAX_INPUT_CHOICES} non-empty strings"
-            f" of at most {MAX_INPUT_BYTES} bytes"
-        )
-    return tuple(v.encode() for v in value)
 
 
 # -- running ---------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def test_node_configs_are_what_node_run_reads(tmp_path: Path) -> None:
         ({"extra": {}}, "unknown section [extra]"),
         ({"run": {"colour": 1}, **MINIMAL}, "unknown setting run.colour"),
         ({"run": {"duration_s": 0}, **MINIMAL}, "run.duration_s must be a number between 1"),
-        ({"run": {"seed": "x"}, **MINIMAL}, "run.seed must be an integer"),
+        ({"run": {"seed": "x"}, **MINIMAL}, "run.seed must be int, not str"),
         ({"run": {"name": "../x"}, **MINIMAL}, "run.name must be letters, digits"),
         ({"run": {"name": ".hidden"}, **MINIMAL}, "run.name must not start with a dot"),
         ({"run": {"sync_every_s": 0.1}, **MINIMAL}, "run.sync_every_s must be a number between"),
@@ -119,7 +119,7 @@ def test_node_configs_are_what_node_run_reads(tmp_path: Path) -> None:
         ),
         (
             with_nodes({"name": "p", "role": "prover", "price": -1, "proof_time": 9}),
-            "node p: [prover]: price must be a non-negative integer",
+            "node p: prover.price must be an integer of at least 0",
         ),
         (
             with_nodes(
@@ -240,9 +240,9 @@ def test_wan_partitions_a_node_for_longer_than_an_ask_lives_over_a_slow_lossy_ne
 @pytest.mark.parametrize(
     ("network", "message"),
     [
-        ({"rtt_ms": -1}, "network.rtt_ms must be a number between 0 and 10000"),
-        ({"loss": 0.6}, "network.loss must be a number between 0 and 0.5"),
-        ({"jitter_ms": "5"}, "network.jitter_ms must be a number between 0 and 10000"),
+        ({"rtt_ms": -1}, "network.rtt_ms must be a number between 0 and 10000, not -1"),
+        ({"loss": 0.6}, "network.loss must be a number between 0 and 0.5, not 0.6"),
+        ({"jitter_ms": "5"}, "network.jitter_ms must be float, not str"),
         ({"bandwidth": 5}, "unknown setting network.bandwidth"),
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -151,6 +152,12 @@ def test_a_small_real_run_writes_the_report(tmp_path: Path) -> None:
             if times["n"]:
                 assert 0 <= times["p50"] <= times["p99"], p
     assert sum(p["proofs"] for p in provers) > 0
+    # Each node's web console: told in the live output while the run went on, and
+    # linked from the report.
+    assert re.search(r"^consoles: relay-1 http://127\.0\.0\.1:\d+/console", done.stdout, re.M)
+    for n in nodes:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/console", n["console"]), n
+        assert f'href="{n["console"]}"' in (run_dir / "index.html").read_text()
     assert "<h2>Provers</h2>" in (run_dir / "index.html").read_text()
     assert "proofs, prove ms p50 / p99" in done.stdout
     for name in (*PLOTS, "index.html"):

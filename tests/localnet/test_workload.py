@@ -81,7 +81,7 @@ def test_a_config_with_a_workload(tmp_path: Path) -> None:
     ("section", "message"),
     [
         ({}, "missing workload.rate"),
-        ({"rate": 0}, "workload.rate must be above 0"),
+        ({"rate": 0}, "workload.rate must be a number above 0"),
         ({"rate": 1, "colour": 1}, "unknown setting workload.colour"),
         ({"rate": 1, "seed": 1.5}, "workload.seed must be int"),
         ({"rate": 1, "time_share": 2}, "workload.time_share must be a number between 0 and 1"),

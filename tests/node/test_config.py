@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,14 @@ def test_a_market_descriptor_in_full(tmp_path: Path) -> None:
         ({"node": {**BASE["node"], "api_port": "80"}}, "node.api_port must be int, not str"),
         (
             {"node": {**BASE["node"], "api_port": 70000}},
-            "node.api_port must be between 0 and 65535",
+            "node.api_port must be an integer between 0 and 65535, not 70000",
         ),
         ({"node": {**BASE["node"], "listen": ["tcp:1"]}}, "node.listen: not a multiaddr: 'tcp:1'"),
         ({"node": {**BASE["node"], "frames_per_second": 0}}, "node.frames_per_second must be"),
         ({"node": {**BASE["node"], "sync_every_s": 0.1}}, "node.sync_every_s must be"),
         ({"node": {**BASE["node"], "sync_every_s": "often"}}, "node.sync_every_s must be float"),
         ({**BASE, "markets": []}, "markets must be a non-empty list"),
-        ({**BASE, "markets": [{"preset": "mainnet"}]}, 'markets[0]: the only preset is "devnet"'),
+        ({**BASE, "markets": [{"preset": "mainnet"}]}, 'markets[0].preset must be "devnet"'),
         ({**BASE, "markets": [{"name": "x"}]}, "markets[0]:"),
         ({**BASE, "extra": {}}, "unknown section [extra]"),
         ({"node": {**BASE["node"], "mdns": True}}, "node.mdns was removed"),
@@ -175,7 +176,7 @@ def test_the_award_lag_is_checked(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as info:
             _plan(tmp_path, {"requester": {"award_lag_ms": bad}})
         assert str(info.value) == (
-            f"[requester]: award_lag_ms must be 0..60000 milliseconds, not {bad}"
+            f"requester.award_lag_ms must be an integer between 0 and 60000, not {bad}"
         )
     with pytest.raises(ConfigError, match="award_lag_ms must be int"):
         _plan(tmp_path, {"requester": {"award_lag_ms": "fast"}})
@@ -227,8 +228,8 @@ def test_a_markets_entry_by_id_is_resolved_here_or_left_to_fetch(tmp_path: Path)
     with pytest.raises(ValueError, match="named by id and not resolved"):
         Node(cfg, devnet_key("config-test"))
     for bad, why in (
-        ({"id": "xyz"}, r"markets\[0\]: id must be a market id"),
-        ({"id": 5}, r"markets\[0\]: id must be a market id"),
+        ({"id": "xyz"}, r"markets\[0\]\.id must be a market id"),
+        ({"id": 5}, r"markets\[0\]\.id must be a market id"),
         ({"id": market_id(here).hex(), "name": "x"}, r"markets\[0\]: id must be alone"),
     ):
         with pytest.raises(ConfigError, match=why):
@@ -241,3 +242,107 @@ def test_a_private_node_listens_nowhere_and_names_its_relays(tmp_path: Path) -> 
     assert cfg.listen == () and cfg.reachability == "private" and cfg.relays == (RELAY,)
     assert not cfg.relay_service
     assert parse_config({"node": {**BASE["node"], "relay_service": True}}, tmp_path).relay_service
+
+
+# -- every key of the schema ------------------------------------------------------------
+
+_VALID: dict[str, dict[str, Any]] = {
+    "node": dict(BASE["node"]),
+    "prover": {"market": "devnet", "price": 5, "proof_time": 2_000},
+    "requester": {},
+    "workload": {"rate": 1},
+}
+"""A valid table of each section (a workload needs a requester beside it)."""
+
+
+def _sections() -> list[tuple[str, str]]:
+    from p2p_market.node.config_schema import SECTIONS
+
+    return [(name, key) for name in _VALID for key in SECTIONS[name].model_fields]
+
+
+def _check(tmp_path: Path, section: str, key: str, value: Any) -> str:
+    """The one line a config with `section.key = value` gets, else ""."""
+    from p2p_market.roles.wiring import plan_from_config
+
+    data: dict[str, Any] = {"node": dict(BASE["node"]), "requester": {}}
+    data[section] = {**_VALID[section], key: value}
+    try:
+        plan_from_config(parse_config(data, tmp_path), tmp_path)
+    except ConfigError as exc:
+        text = str(exc)
+        assert "\n" not in text and "pydantic" not in text and "errors.pydantic.dev" not in text
+        return text
+    return ""
+
+
+@pytest.mark.parametrize(("section", "key"), _sections())
+def test_every_key_refuses_a_value_of_the_wrong_type_in_one_line(
+    tmp_path: Path, section: str, key: str
+) -> None:
+    """A TOML table is the wrong type for every key: one line naming it, from the
+    schema's error mapping, never pydantic's multi-line text."""
+    line = _check(tmp_path, section, key, {"x": 1})
+    assert line.startswith(f"{section}.{key} must be"), line
+
+
+@pytest.mark.parametrize(("section", "key"), _sections())
+def test_every_bounded_key_refuses_a_value_past_its_bound(
+    tmp_path: Path, section: str, key: str
+) -> None:
+    """Each key with a bound in the schema is refused just past it, with the bound
+    and the value in the line (the bounds docs/config.md shows are these)."""
+    from p2p_market.markets.schema import _bounds
+    from p2p_market.node.config_schema import SECTIONS
+
+    info = SECTIONS[section].model_fields[key]
+    bounds = _bounds(info)
+    if not bounds:
+        pytest.skip("no numeric bound")
+    integer = info.annotation is int or int in getattr(info.annotation, "__args__", ())
+    step = 1 if integer else 0.001
+    below = bounds["ge"] - step if "ge" in bounds else bounds["gt"]
+    above = bounds["le"] + step if "le" in bounds else None
+    for value in (below, above):
+        if value is None:
+            continue
+        line = _check(tmp_path, section, key, int(value) if integer else float(value))
+        assert line.startswith(f"{section}.{key} must be"), line
+        assert f"not {value:g}" in line or f"not {value}" in line, line
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"created_at": None}, "d.toml: missing field 'created_at'"),
+        ({"window": 5}, "d.toml: unknown field 'window' in a market descriptor"),
+        ({"difficulty": 65}, "d.toml: difficulty must be an integer between 0 and 64, not 65"),
+        ({"difficulty": "7"}, "d.toml: difficulty must be int, not str"),
+        ({"name": ""}, "d.toml: name must be text of 1..64 characters"),
+        ({"proof_system": "zk"}, 'd.toml: proof_system must be "pow", "external", "groth16"'),
+        ({"skew_ms": 60_001}, "d.toml: skew_ms must be an integer between 0 and 60000"),
+        ({"stage_ms": 5_000}, "d.toml: stage_ms=5000 outside [1, 3000]"),  # Market's own
+    ],
+)
+def test_a_bad_descriptor_file_is_one_line_naming_the_field(
+    tmp_path: Path, fields: dict[str, Any], message: str
+) -> None:
+    """Descriptor files go through the schema too (node/config_schema.py
+    MarketDescriptor); what depends on another field is Market's check."""
+    import tomllib
+
+    from p2p_market.markets.descriptor import MarketSpecError, descriptor_text, parse_descriptor
+
+    data = tomllib.loads(descriptor_text(default_market()))
+    for name, value in fields.items():
+        if value is None:
+            del data[name]
+        else:
+            data[name] = value
+    text = "".join(f"{k} = {json.dumps(v)}\n" for k, v in data.items())
+    with pytest.raises(MarketSpecError) as info:
+        parse_descriptor(text, "d.toml")
+    assert str(info.value).startswith(message) and "\n" not in str(info.value), info.value
+    with pytest.raises(ConfigError) as inline:  # the same fields inline in [[markets]]
+        parse_config({**BASE, "markets": [data]}, tmp_path)
+    assert str(inline.value).startswith("markets[0]: " + message.removeprefix("d.toml: "))

@@ -53,3 +53,33 @@ def test_rows_leave_at_their_asks_horizon_or_with_their_ask(tmp_path: Path) -> N
         assert store.keep_only(lambda m, a: a == b"b" * 32) == 1  # the core forgot ask c
         assert store.get("own_inputs", b"b" * 32, b"") == b"in"
         assert store.get("inputs", b"c" * 32, PEER) is None
+
+
+def test_settings_survive_a_reopen_and_a_schema_1_file_gains_their_table(
+    tmp_path: Path,
+) -> None:
+    """The prover's bid settings (roles/bid_control.py) are a named row kept until
+    replaced: no horizon prunes them, and `keep_only` (asks) leaves them alone. A
+    file made by schema 1 (no settings table) is migrated when opened."""
+    import sqlite3
+
+    old = tmp_path / "old"
+    old.mkdir()
+    with sqlite3.connect(old / "roles.sqlite") as db:
+        db.execute(
+            "CREATE TABLE items (kind TEXT NOT NULL, ask BLOB NOT NULL, peer BLOB NOT NULL,"
+            " market BLOB NOT NULL, sealed BLOB NOT NULL, forget_after INTEGER NOT NULL,"
+            " PRIMARY KEY (kind, ask, peer))"
+        )
+        db.execute("PRAGMA user_version=1")
+    seed = devnet_key("store-mine").seed
+    for directory in (tmp_path / "new", old):
+        with RoleStore(directory, seed) as store:
+            assert store.setting("prover_bid") is None
+            store.put_setting("prover_bid", '{"a": 1}')
+            store.put_setting("prover_bid", '{"a": 2}')
+            store.prune(2**62)
+            store.keep_only(lambda m, a: False)
+        with RoleStore(directory, seed) as store:
+            assert store.setting("prover_bid") == '{"a": 2}'
+            assert store._db.execute("PRAGMA user_version").fetchone()[0] == 2

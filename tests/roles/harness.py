@@ -78,12 +78,13 @@ class Market:
         self, name: str, backend: ProofBackend, bootstrap: tuple[str, ...] | None = None
     ) -> ProverRole:
         """A killed prover, back from its own data directory (the SQLite log) with
-        the same key and settings: a fresh node and role, as after a process restart.
+        the same key and config settings: a fresh node and role, as after a process
+        restart (what its operator changed through the API comes from its role store).
         `bootstrap` replaces its bootstrap list (() to come back isolated)."""
         old = self.provers[name]
         boot = old.node.config.bootstrap if bootstrap is None else bootstrap
         n = node(self.tmp, name, boot, prover=True, market=self.market)
-        role = ProverRole(n, backend, old.settings, Inbox())
+        role = ProverRole(n, backend, old.config_settings, Inbox())
         self.kill[name] = trio.CancelScope()
         await run_prover(self.nursery, n, role, self.kill[name])
         self.provers[name] = role
@@ -170,10 +171,12 @@ async def market(
     requester_backend: ProofBackend | None = None,
     metrics: bool = False,
     award_lag_ms: int = DEFAULT_AWARD_LAG_MS,
+    bid_ttl_ms: int = 600_000,
 ) -> AsyncIterator[Market]:
     """A relay, one prover per offer (name: (price, proof_time ms[, max_size])) and a
     requester, every bid on every node before the body runs. `metrics`: each prover
-    node serves /metrics (its `metrics_port`)."""
+    node serves /metrics (its `metrics_port`). `bid_ttl_ms`: every prover's (it
+    re-posts at half of it)."""
     mid = market_id(descriptor)
     async with trio.open_nursery() as nursery:
         relay = node(tmp, "relay", (), market=descriptor)
@@ -186,7 +189,11 @@ async def market(
             port = 0 if metrics else -1
             n = node(tmp, name, boot, prover=True, market=descriptor, metrics_port=port)
             settings = ProverSettings(
-                market=mid, price=price, proof_time=proof_time, max_size=sized[0] if sized else 1
+                market=mid,
+                price=price,
+                proof_time=proof_time,
+                max_size=sized[0] if sized else 1,
+                bid_ttl_ms=bid_ttl_ms,
             )
             backend = (backends or {}).get(name, PowBackend())
             role = ProverRole(n, backend, settings, Inbox())
