@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -230,14 +230,17 @@ class Client:
         max_price: int | None = None,
         max_proof_time: int | None = None,
         size: int = 1,
+        provers: Callable[[bytes], bool] | None = None,
     ) -> list[StoredBid]:
         """Until at least one live bid (within the caps, if given, for an ask of
-        `size` units of work: market-v1.md §5.3) has been synced; RequestFailed
-        `unreachable` / `no_provers` after `timeout` seconds."""
+        `size` units of work: market-v1.md §5.3; of a prover `provers` accepts, if
+        given: e.g. one the ask's allow and deny lists let win) has been synced;
+        RequestFailed `unreachable` / `no_provers` after `timeout` seconds."""
 
         def fits(s: StoredBid) -> bool:
             return (
-                s.bid.max_size >= size
+                (provers is None or provers(s.prover))
+                and s.bid.max_size >= size
                 and (max_price is None or s.bid.price * size <= max_price)
                 and (max_proof_time is None or s.bid.proof_time <= max_proof_time)
             )
@@ -269,6 +272,13 @@ class Client:
                 else "no bootstrap peer given: nobody to ask",
             )
         bids = self.bids()
+        excluded = [s for s in bids if provers is not None and not provers(s.prover)]
+        if bids and len(excluded) == len(bids):
+            raise RequestFailed(
+                "no_provers",
+                f"no prover the ask would let win in market {where}: {len(bids)} bid(s) seen,"
+                " all of provers it excludes",
+            )
         if not bids:
             raise RequestFailed(
                 "no_provers",
@@ -306,9 +316,13 @@ class Client:
         confidential: bool = False,
         ttl_ms: int = DEFAULT_TTL_MS,
         size: int | None = None,
+        allow: Sequence[bytes] = (),
+        deny: Sequence[bytes] = (),
     ) -> bytes:
         """Sign and publish an ask; its id. `size`: the work it declares (default:
         what the inputs need where the market says, else 1; market-v1.md §5.3).
+        `allow` (if not empty) and `deny`: the provers' public keys the ask lets win,
+        and those it does not (signed in the ask: every node holds them to it).
         ValueError for bad terms (nothing is published), RequestFailed `refused` if
         the node's core refuses it (or the size contradicts the inputs)."""
         check_ask(
@@ -333,6 +347,7 @@ class Client:
             if type(size) is not int or not 1 <= size <= L.MAX_SIZE:
                 raise ValueError(f"size must be between 1 and {L.MAX_SIZE}, not {size}")
             fields["size"] = size
+        fields |= _key_lists(allow, deny)
         try:
             ask = await self.role.request(fields, inputs)
         except ValueError as exc:
@@ -394,9 +409,12 @@ class Client:
         timeout: float = 120.0,
         discover_timeout: float = DEFAULT_DISCOVER_S,
         size: int | None = None,
+        allow: Sequence[bytes] = (),
+        deny: Sequence[bytes] = (),
     ) -> bytes:
-        """Wait for a prover within the caps (`discover_timeout`), place the ask, and
-        return a verified proof within `timeout` seconds of placing it."""
+        """Wait for a prover within the caps (`discover_timeout`; one the ask lets
+        win, with `allow` / `deny`), place the ask, and return a verified proof
+        within `timeout` seconds of placing it."""
         check_ask(
             self.market,
             max_price=max_price,
@@ -410,6 +428,7 @@ class Client:
             max_price=max_price,
             max_proof_time=max_proof_time,
             size=size or inputs_size(self.market, inputs) or 1,
+            provers=_admits(_key_lists(allow, deny)),
         )
         ask = await self.place_ask(
             inputs,
@@ -420,6 +439,8 @@ class Client:
             confidential=confidential,
             ttl_ms=ttl_ms,
             size=size,
+            allow=allow,
+            deny=deny,
         )
         return (await self.wait(ask, timeout=timeout)).proof
 
@@ -435,6 +456,8 @@ class Client:
         ttl_ms: int = DEFAULT_TTL_MS,
         timeout: float = 300.0,
         discover_timeout: float = DEFAULT_DISCOVER_S,
+        allow: Sequence[bytes] = (),
+        deny: Sequence[bytes] = (),
     ) -> SplitProof:
         """A split proof: one ask per segment (inputs), all placed at once, and when
         every segment proof is verified one aggregation ask over them, whose proof
@@ -443,7 +466,7 @@ class Client:
         terms apply to every ask, each paid separately (max_price is per ask).
         RequestFailed names the failing segment (`segment`) or the aggregation
         (`aggregation`); on `timeout` (seconds, for the whole) the asks nobody has
-        won are cancelled."""
+        won are cancelled. `allow` and `deny` as for `place_ask`, for every ask."""
         check_ask(
             self.market,
             max_price=max_price,
@@ -454,8 +477,12 @@ class Client:
         )
         for inputs in segments:
             check_inputs_size(inputs)
+        lists = _key_lists(allow, deny)
         await self.wait_for_provers(
-            timeout=discover_timeout, max_price=max_price, max_proof_time=max_proof_time
+            timeout=discover_timeout,
+            max_price=max_price,
+            max_proof_time=max_proof_time,
+            provers=_admits(lists),
         )
         fields = {
             "market": self.market_id.hex(),
@@ -465,6 +492,7 @@ class Client:
             "replicas": replicas,
             "ttl_ms": ttl_ms,
             "confidential": confidential,
+            **lists,
         }
         placed: list[bytes] = []
 
@@ -560,6 +588,30 @@ class Client:
             timeout_s=2.0,
         )
         return any(p.equal for p in report.peers) or wanted <= seen
+
+
+def _key_lists(allow: Sequence[bytes], deny: Sequence[bytes]) -> dict[str, list[str]]:
+    """An ask's `allow` and `deny` fields (sorted, without repeats, as signed);
+    ValueError for a key that is not 32 bytes, or too many."""
+    fields: dict[str, list[str]] = {}
+    for name, keys in (("allow", allow), ("deny", deny)):
+        unique = sorted(set(keys))
+        if any(type(k) is not bytes or len(k) != L.KEY_BYTES for k in unique):
+            raise ValueError(f"{name}: a prover is its {L.KEY_BYTES}-byte public key")
+        if len(unique) > L.MAX_LIST_ITEMS:
+            raise ValueError(f"{name}: at most {L.MAX_LIST_ITEMS} provers")
+        if unique:
+            fields[name] = [k.hex() for k in unique]
+    return fields
+
+
+def _admits(lists: dict[str, list[str]]) -> Callable[[bytes], bool] | None:
+    """Whether an ask with these lists lets a prover win; None when it lets all."""
+    if not lists:
+        return None
+    allow = {bytes.fromhex(k) for k in lists.get("allow", [])}
+    deny = {bytes.fromhex(k) for k in lists.get("deny", [])}
+    return lambda p: (not allow or p in allow) and p not in deny
 
 
 KeySpec = SigningKey | str | os.PathLike[str] | None

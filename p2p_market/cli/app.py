@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from p2p_market.cli import control, market, prover, request, templates
+from p2p_market.cli import asks, control, market, proof, prover, request, templates
 from p2p_market.cli.bench_proofs import register as register_bench_proofs
 from p2p_market.cli.common import (
     AnnounceOpt,
@@ -519,7 +519,7 @@ def node_run(
     run_node(serve, cfg, key, plan)
 
 
-for commands in (templates, market, prover, request, control):
+for commands in (templates, market, prover, request, control, asks, proof):
     commands.register(app)
 register_bench_proofs(bench_app)
 register_simulate(app)

@@ -1,23 +1,28 @@
 """`p2p-market request`: buy one proof, through a node of its own or (--api) a
-running node's control API (request_api.py).
+running node's control API (request_api.py); or a split proof (--split N,
+--segment FILE...: one ask per segment, then the aggregation ask over their proofs,
+roles/split.py) through a node of its own. --allow/--deny name the provers the ask
+lets win (prover_specs.py); --json makes stdout one JSON document
+(request_report.py says its shape).
 
 Exit status: 0 done; 1 the market said no (no prover, timeout, expiry, a refused
-action); 2 bad input (one line `error: ...`, and nothing published).
+action), or no node at --api; 2 bad input (one line `error: ...`, and nothing
+published).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import logging
 import os
 import signal
-import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from p2p_market.cli.common import (
     AnnounceOpt,
@@ -33,6 +38,8 @@ from p2p_market.cli.common import (
     run_node,
     who,
 )
+from p2p_market.cli.prover_specs import BadSpec, ProverSpecs, parse_specs
+from p2p_market.cli.request_report import Report
 from p2p_market.core.crypto import SigningKey
 from p2p_market.core.limits import MAX_SIZE
 from p2p_market.core.messages import Market
@@ -51,6 +58,7 @@ EPHEMERAL_LISTEN = "/ip4/127.0.0.1/tcp/0"
 class _Request:
     market: Market
     inputs: bytes
+    """The inputs of a single ask (empty for a split request)."""
     max_price: int
     max_proof_time: int
     prefer: str
@@ -67,14 +75,15 @@ class _Request:
     verify_cmd: str | None
     out: Path
     proof_out: Path | None = None
+    segments: tuple[bytes, ...] = ()
+    """A split request's segment inputs, in order (empty: one ask)."""
+    specs: ProverSpecs = dataclasses.field(default_factory=ProverSpecs)
+    report: Report = dataclasses.field(default_factory=lambda: Report(as_json=False))
     ask: bytes | None = None
     interrupted: bool = False
 
 
 def request(
-    input_file: Annotated[
-        Path, typer.Option("--input", help="The inputs to prove (a file).", show_default=False)
-    ],
     max_price: Annotated[
         int, typer.Option("--max-price", help="The most you pay per proof.", show_default=False)
     ],
@@ -87,6 +96,55 @@ def request(
     out: Annotated[
         Path, typer.Option("--out", help="Where to write the verified proof.", show_default=False)
     ],
+    input_file: Annotated[
+        Path | None,
+        typer.Option("--input", help="The inputs to prove (a file).", show_default=False),
+    ] = None,
+    split: Annotated[
+        int | None,
+        typer.Option(
+            "--split",
+            help="Cut --input into N byte ranges of (nearly) equal length, prove each under"
+            " an ask of its own at once, then one aggregation ask over their proofs: its"
+            " proof goes to --out (max price applies to each ask).",
+            show_default=False,
+        ),
+    ] = None,
+    segment: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--segment",
+            help="A split request's segment inputs (a file; repeat, in order) instead of"
+            " --input: as --split, one ask each, then the aggregation.",
+            show_default=False,
+        ),
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            help="Only this prover may win (its public key, the start of it, or a devnet"
+            " name); repeat for more. Signed in the ask: every node holds it to it.",
+            show_default=False,
+        ),
+    ] = None,
+    deny: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--deny",
+            help="This prover may not win (its public key, the start of it, or a devnet"
+            " name), whatever its price; repeat for more.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="stdout: one JSON document at the end (ask, winners, prices, proof paths,"
+            " timings, events); progress stays on stderr.",
+        ),
+    ] = False,
     market: Annotated[
         str,
         typer.Option(
@@ -189,18 +247,13 @@ def request(
         fail(f"--timeout must be a positive number of seconds, not {timeout:g}")
     if not 0 < discover_timeout < 1e9:
         fail(f"--discover-timeout must be a positive number of seconds, not {discover_timeout:g}")
+    inputs, segments = _read_inputs(input_file, split, segment or [])
     try:
-        inputs = input_file.read_bytes()
-    except FileNotFoundError:
-        fail(f"input file not found: {input_file}")
-    except IsADirectoryError:
-        fail(f"input file is a directory: {input_file}")
-    except OSError as exc:
-        fail(f"cannot read input file {input_file}: {exc.strerror}")
-    try:
-        check_inputs_size(inputs)
+        for one in (inputs, *segments):
+            check_inputs_size(one)
     except ValueError as exc:
         fail(str(exc))
+    specs = parse_specs(allow, deny)
     signing = None
     if key is not None:
         try:
@@ -218,6 +271,8 @@ def request(
             ("--confidential", confidential),
             ("--listen", listen is not None),
             ("--announce", bool(announce)),
+            ("--split", split is not None),
+            ("--segment", bool(segment)),
         ):
             if given:
                 fail(f"{flag} does not go with --api: the running node has its own")
@@ -233,7 +288,7 @@ def request(
     from p2p_market.cli.joining import resolve_or_join
     from p2p_market.node.join import REQUESTER_ARTIFACTS
 
-    from_node = None if client is None else _followed_by_node(client, market)
+    from_node = None if client is None else node_market(client, market)
     chosen = (
         from_node
         or resolve_or_join(market, data_dir=data_dir, bootstrap=boot, kinds=REQUESTER_ARTIFACTS)
@@ -261,7 +316,13 @@ def request(
             fail(f"--proof-out is not a directory: {proof_out}")
         if not proof_out.exists() and not proof_out.parent.is_dir():
             fail(f"--proof-out: no such directory: {proof_out.parent}")
-    _check_inputs(chosen, inputs, verify_cmd)
+    if segments and size is not None:
+        fail("--size does not go with a split request: each segment declares what it needs")
+    if segments:
+        for i, one in enumerate(segments):
+            _check_inputs(chosen, one, verify_cmd, f"segment {i + 1} of {len(segments)}: ")
+    else:
+        _check_inputs(chosen, inputs, verify_cmd)
     need = inputs_size(chosen, inputs)
     if size is not None and not 1 <= size <= MAX_SIZE:
         fail(f"--size must be between 1 and {MAX_SIZE}, not {size}")
@@ -286,6 +347,9 @@ def request(
         verify_cmd=verify_cmd,
         out=out,
         proof_out=proof_out,
+        segments=segments,
+        specs=specs,
+        report=Report(as_json=as_json),
     )
     if client is not None:
         raise typer.Exit(_request_via_api(client, params))
@@ -297,7 +361,43 @@ def request(
     raise typer.Exit(run_node(_request_session, params))
 
 
-def _check_inputs(market: Market, inputs: bytes, verify_cmd: str | None) -> None:
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        fail(f"input file not found: {path}")
+    except IsADirectoryError:
+        fail(f"input file is a directory: {path}")
+    except OSError as exc:
+        fail(f"cannot read input file {path}: {exc.strerror}")
+
+
+def _read_inputs(
+    input_file: Path | None, split: int | None, segment: list[Path]
+) -> tuple[bytes, tuple[bytes, ...]]:
+    """(inputs of one ask, segments of a split request): one of the two is empty."""
+    from p2p_market.roles.split import MAX_SEGMENTS
+
+    if segment and (input_file is not None or split is not None):
+        fail("--segment replaces --input and --split: give the segments, or --input to cut")
+    if segment:
+        if not 2 <= len(segment) <= MAX_SEGMENTS:
+            fail(f"a split request has 2 to {MAX_SEGMENTS} segments, not {len(segment)}")
+        return b"", tuple(_read(p) for p in segment)
+    if input_file is None:
+        fail("no inputs: pass --input FILE (or --segment FILE for each segment)")
+    inputs = _read(input_file)
+    if split is None:
+        return inputs, ()
+    if not 2 <= split <= MAX_SEGMENTS:
+        fail(f"--split must be between 2 and {MAX_SEGMENTS}, not {split}")
+    if len(inputs) < split:
+        fail(f"--split {split}: the inputs have only {len(inputs)} bytes")
+    bounds = [len(inputs) * i // split for i in range(split + 1)]
+    return b"", tuple(inputs[a:b] for a, b in itertools.pairwise(bounds))
+
+
+def _check_inputs(market: Market, inputs: bytes, verify_cmd: str | None, what: str = "") -> None:
     """The market's own input check, run here so bad inputs are never published."""
     import trio
 
@@ -308,12 +408,12 @@ def _check_inputs(market: Market, inputs: bytes, verify_cmd: str | None) -> None
         backend = BackendOptions(verify_cmd=verify_cmd).backend(market)
         ok = trio.run(backend.check_inputs, market, inputs)
     except (ValueError, ProvingError) as exc:
-        fail(str(exc))
+        fail(f"{what}{exc}")
     if not ok:
-        fail(f"the inputs are not valid for market {market.name} (its input check says no)")
+        fail(f"{what}the inputs are not valid for market {market.name} (its input check says no)")
 
 
-def _followed_by_node(client: ApiClient, spec: str) -> Market | None:
+def node_market(client: ApiClient, spec: str) -> Market | None:
     """With --api, a market given by id is the running node's (it follows it: its
     descriptor comes from GET /v1/markets, checked against the id). None if `spec`
     is not an id; one line, exit 2, if the node does not follow that market."""
@@ -352,13 +452,14 @@ def _request_via_api(client: ApiClient, p: _Request) -> int:
         return trio.run(backend.verify, p.market, p.inputs, proof)
 
     with api_errors():
-        return buy_via_api(
+        code = buy_via_api(
             client,
             p,
             who=lambda key: who(key, names),
             write_proofs=functools.partial(_write_proofs, p),
             verify=verify,
         )
+    return p.report.finish(code)
 
 
 async def _request_session(p: _Request) -> int:
@@ -366,7 +467,7 @@ async def _request_session(p: _Request) -> int:
 
     from p2p_market.sdk import RequestFailed, open_client
 
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    report = p.report
     code = 1
     async with open_client(
         p.bootstrap,
@@ -389,9 +490,15 @@ async def _request_session(p: _Request) -> int:
                 nursery.start_soon(watch)
                 with work:
                     try:
-                        code = await _buy(client, p, err, nursery)
+                        buy = _buy_split if p.segments else _buy
+                        code = await buy(client, p, nursery)
+                    except BadSpec as exc:  # bad input found late: nothing placed
+                        report.note(f"error: {exc}")
+                        code = 2
                     except RequestFailed as exc:
-                        err.print(f"error: {exc}", markup=False)
+                        report.fail(str(exc), exc.reason)
+                        if exc.ask is not None:
+                            report.result["ask"] = exc.ask.hex()
                         code = 1
                 nursery.cancel_scope.cancel()
         if p.interrupted:
@@ -403,34 +510,120 @@ async def _request_session(p: _Request) -> int:
                     note = "; the ask is cancelled" if done == "ok" else f"; cancel refused: {done}"
                 else:
                     note = f"; the ask stays {view['state']}"
-            err.print(f"error: interrupted{note}", markup=False)
+            report.fail(f"interrupted{note}", "interrupted")
             code = 1
         elif code == 0 and not await client.flush():
-            err.print(
-                "warning: no peer confirmed the receipt yet; the prover may see it late",
-                markup=False,
-            )
-    return code
+            report.note("warning: no peer confirmed the receipt yet; the prover may see it late")
+    return report.finish(code)
 
 
-async def _buy(client: Client, p: _Request, err: Console, nursery: Any) -> int:
-    names = devnet_names()
+async def _discover(client: Client, p: _Request, work: int) -> tuple[list[bytes], list[bytes]]:
+    """Wait for a prover within the caps that the ask would let win; then resolve
+    --allow/--deny against the provers seen (BadSpec if a start of a key is
+    unclear) and tell who was found. The ask's allow and deny lists."""
     m = p.market
-    work = p.size or inputs_size(m, p.inputs) or 1
-    with err.status(f"looking for provers in market {m.name}…"):
+    admits = (lambda key: p.specs.admits(key.hex())) if p.specs else None
+    with p.report.err.status(f"looking for provers in market {m.name}…"):
         bids = await client.wait_for_provers(
             timeout=p.discover_timeout,
             max_price=p.max_price,
             max_proof_time=p.max_proof_time,
             size=work,
+            provers=admits,
         )
+    allow, deny = p.specs.resolve(s.prover.hex() for s in client.bids())
     best = bids[0].bid
     unit = "per proof" if work == 1 else f"per unit, {best.price * work} for {work} units"
-    err.print(
+    p.report.note(
         f"found {len(bids)} prover(s) within your caps; cheapest: {best.price} {unit},"
-        f" {best.proof_time} ms",
-        markup=False,
+        f" {best.proof_time} ms"
     )
+    p.report.result["found"] = {"provers": len(bids), "cheapest_price": best.price}
+    return [bytes.fromhex(k) for k in allow], [bytes.fromhex(k) for k in deny]
+
+
+def _progress(
+    client: Client, p: _Request, labels: dict[bytes, str], status: Any
+) -> Callable[[], Awaitable[None]]:
+    """The task that turns the role's events about our asks into progress lines
+    (and --json events); `labels` names each ask in a split request."""
+    names = devnet_names()
+    report = p.report
+
+    async def show_events() -> None:
+        async for event in client.events():
+            if event.ask not in labels:
+                if not p.segments or event.kind != "placed":
+                    continue
+                n = len(p.segments)
+                labels[event.ask] = (
+                    f"segment {len(labels) + 1}/{n}" if len(labels) < n else "aggregate"
+                )
+            d = event.detail
+            tag = f"[{labels[event.ask]}] " if labels[event.ask] else ""
+            ask = event.ask.hex()
+            if event.kind == "placed":
+                report.placed(ask)
+                report.line(
+                    "placed",
+                    f"{tag}ask {ask[:16]}…  max price {p.max_price}, max proof time"
+                    f" {p.max_proof_time} ms, prefer {p.prefer}"
+                    + (f", {p.replicas} replicas" if p.replicas > 1 else ""),
+                    ask=ask,
+                )
+                status.update("waiting for provers to commit…")
+            elif event.kind == "assigned":
+                report.line(
+                    "assigned",
+                    f"{tag}to {who(d['prover'], names)} at price {d['price']}",
+                    ask=ask,
+                    prover=d["prover"],
+                    price=d["price"],
+                )
+                status.update("proving…")
+            elif event.kind == "delivered":
+                report.line(
+                    "delivered",
+                    f"{tag}proof from {who(d['prover'], names)}",
+                    ask=ask,
+                    prover=d["prover"],
+                )
+                status.update("verifying…")
+            elif event.kind == "verified":
+                report.line(
+                    "verified",
+                    f"{tag}{d['size']}-byte proof from {who(d['prover'], names)}",
+                    ask=ask,
+                    prover=d["prover"],
+                    bytes=d["size"],
+                    **({"verify_ms": d["verify_ms"]} if "verify_ms" in d else {}),
+                )
+            elif event.kind == "rejected":
+                report.line(
+                    "rejected",
+                    f"{tag}INVALID proof from {who(d['prover'], names)}: next round",
+                    ask=ask,
+                    prover=d["prover"],
+                )
+            elif event.kind == "timed_out":
+                report.line(
+                    "timed out",
+                    f"{tag}{who(d['prover'], names)} missed its deadline: next round",
+                    ask=ask,
+                    prover=d["prover"],
+                )
+            elif event.kind == "state" and d.get("state") in ("cancelled", "expired"):
+                report.line(d["state"], tag, ask=ask)
+
+    return show_events
+
+
+async def _buy(client: Client, p: _Request, nursery: Any) -> int:
+    work = p.size or inputs_size(p.market, p.inputs) or 1
+    allow, deny = await _discover(client, p, work)
+    report = p.report
+    status = report.err.status("waiting for provers to commit…")
+    labels: dict[bytes, str] = {}
     ask = await client.place_ask(
         p.inputs,
         max_price=p.max_price,
@@ -440,81 +633,130 @@ async def _buy(client: Client, p: _Request, err: Console, nursery: Any) -> int:
         confidential=p.confidential,
         ttl_ms=p.ttl_ms,
         size=p.size,
+        allow=allow,
+        deny=deny,
     )
     p.ask = ask
-    started = time.monotonic()
-    status = err.status("waiting for provers to commit…")
+    labels[ask] = ""
+    report.placed(ask.hex())
     status.start()
-
-    def line(kind: str, text: str) -> None:
-        err.print(f"{time.monotonic() - started:6.1f}s  {kind:<10} {text}", markup=False)
-
-    async def show_events() -> None:
-        async for event in client.events():
-            if event.ask != ask:
-                continue
-            d = event.detail
-            if event.kind == "placed":
-                line(
-                    "placed",
-                    f"ask {ask.hex()[:16]}…  max price {p.max_price}, max proof time"
-                    f" {p.max_proof_time} ms, prefer {p.prefer}"
-                    + (f", {p.replicas} replicas" if p.replicas > 1 else ""),
-                )
-                status.update("waiting for provers to commit…")
-            elif event.kind == "assigned":
-                line("assigned", f"to {who(d['prover'], names)} at price {d['price']}")
-                status.update("proving…")
-            elif event.kind == "delivered":
-                line("delivered", f"proof from {who(d['prover'], names)}")
-                status.update("verifying…")
-            elif event.kind == "verified":
-                line("verified", f"{d['size']}-byte proof from {who(d['prover'], names)}")
-            elif event.kind == "rejected":
-                line("rejected", f"INVALID proof from {who(d['prover'], names)}: next round")
-            elif event.kind == "timed_out":
-                line("timed out", f"{who(d['prover'], names)} missed its deadline: next round")
-            elif event.kind == "state" and d.get("state") in ("cancelled", "expired"):
-                line(d["state"], "")
-
-    nursery.start_soon(show_events)
+    nursery.start_soon(_progress(client, p, labels, status))
     try:
         result = await client.wait(ask, timeout=p.timeout)
     finally:
         status.stop()
-    paths = _write_proofs(p, p.out, list(result.proofs.values()))
+    written = _write_proofs(p, p.out, list(result.proofs.values()))
     import trio
 
     await trio.sleep(0.05)  # let the last progress line print
-    print(f"ask:        {ask.hex()}")
     prices = dict(zip(result.winners, client.status(ask)["prices"], strict=False))
+    report.proven(
+        market=client.market_id.hex(),
+        market_name=p.market.name,
+        prices={k.hex(): v for k, v in prices.items()},
+        paid=result.paid,
+        proofs=[
+            (prover.hex(), str(path), len(proof), files)
+            for prover, proof, (path, files) in zip(
+                result.proofs, result.proofs.values(), written, strict=True
+            )
+        ],
+    )
+    if report.as_json:
+        return 0
+    names = devnet_names()
+    print(f"ask:        {ask.hex()}")
     for prover in result.proofs:
         print(f"prover:     {who(prover, names)}  paid {prices.get(prover, '?')}")
     print(f"price paid: {result.paid}")
-    for path, proof in zip(paths, result.proofs.values(), strict=True):
+    for (path, _), proof in zip(written, result.proofs.values(), strict=True):
         print(f"proof:      {path} ({len(proof)} bytes, verified)")
     return 0
 
 
-def _write_proofs(p: _Request, out: Path, proofs: list[bytes]) -> list[Path]:
+async def _buy_split(client: Client, p: _Request, nursery: Any) -> int:
+    """A split proof through the SDK (roles/split.py): the segment asks at once, then
+    the aggregation; its proof is the one written to --out."""
+    allow, deny = await _discover(client, p, 1)
+    report = p.report
+    status = report.err.status("waiting for provers to commit…")
+    labels: dict[bytes, str] = {}
+    status.start()
+    nursery.start_soon(_progress(client, p, labels, status))
+    try:
+        result = await client.request_segmented(
+            p.segments,
+            max_price=p.max_price,
+            max_proof_time=p.max_proof_time,
+            prefer=p.prefer,
+            replicas=p.replicas,
+            confidential=p.confidential,
+            ttl_ms=p.ttl_ms,
+            timeout=p.timeout,
+            discover_timeout=p.discover_timeout,
+            allow=allow,
+            deny=deny,
+        )
+    finally:
+        status.stop()
+    import trio
+
+    await trio.sleep(0.05)  # let the last progress line print
+    agg = result.aggregation_ask
+    p.ask = agg
+    view = client.status(agg)
+    written = _write_proofs(p, p.out, [result.proof])
+    asks = [*result.segment_asks, agg]
+    paid = sum(int(client.status(a)["paid"]) for a in asks)
+    winner = next((w for w in view["accepted"]), view["winners"][0])
+    prices = dict(zip(view["winners"], view["prices"], strict=False))
+    report.proven(
+        market=client.market_id.hex(),
+        market_name=p.market.name,
+        prices=prices,
+        paid=paid,
+        proofs=[(winner, str(written[0][0]), len(result.proof), written[0][1])],
+    )
+    report.result["ask"] = agg.hex()
+    report.result["split"] = {
+        "segment_asks": [a.hex() for a in result.segment_asks],
+        "aggregation_ask": agg.hex(),
+        "segment_paid": [int(client.status(a)["paid"]) for a in result.segment_asks],
+    }
+    if report.as_json:
+        return 0
+    names = devnet_names()
+    for i, a in enumerate(result.segment_asks):
+        print(f"segment {i + 1}:  {a.hex()}  paid {client.status(a)['paid']}")
+    print(f"ask:        {agg.hex()} (aggregation)")
+    print(f"prover:     {who(winner, names)}  paid {prices.get(winner, '?')}")
+    print(f"price paid: {paid} (all {len(asks)} asks)")
+    print(f"proof:      {written[0][0]} ({len(result.proof)} bytes, verified)")
+    return 0
+
+
+def _write_proofs(p: _Request, out: Path, proofs: list[bytes]) -> list[tuple[Path, list[str]]]:
     """The first proof to `out`, further replicas to `out.2`, `out.3`...; each
     written to a temporary file first, so a proof file on disk is whole. With
     --proof-out, each also as files other tools read (proving/proof_files.py): the
-    first in that directory, further replicas in its subdirectories 2/, 3/..."""
+    first in that directory, further replicas in its subdirectories 2/, 3/...
+    Each path with the files written for it."""
     from p2p_market.proving.proof_files import write_proof_files
 
-    paths = []
+    written = []
     for i, proof in enumerate(proofs):
         path = out if i == 0 else out.with_name(f"{out.name}.{i + 1}")
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         tmp.write_bytes(proof)
         os.replace(tmp, path)
-        paths.append(path)
+        files: list[str] = []
         if p.proof_out is not None:
             where = p.proof_out if i == 0 else p.proof_out / str(i + 1)
-            files = write_proof_files(p.market, proof, where)
-            print(f"proof files: {' '.join(map(str, files))}")
-    return paths
+            files = [str(f) for f in write_proof_files(p.market, proof, where)]
+            if not p.report.as_json:
+                print(f"proof files: {' '.join(files)}")
+        written.append((path, files))
+    return written
 
 
 def register(app: typer.Typer) -> None:

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from rich.console import Console
-
+from p2p_market.cli.prover_specs import BadSpec, ProverSpecs
+from p2p_market.cli.request_report import Report
 from p2p_market.core.envelope import market_id
 from p2p_market.core.messages import Market
 from p2p_market.node.api_client import ApiClient, ApiError
@@ -44,6 +44,8 @@ class RequestParams(Protocol):
     discover_timeout: float
     verify_cmd: str | None
     out: Path
+    specs: ProverSpecs
+    report: Report
 
 
 def buy_via_api(
@@ -51,30 +53,37 @@ def buy_via_api(
     p: RequestParams,
     *,
     who: Callable[[str], str],
-    write_proofs: Callable[[Path, list[bytes]], list[Path]],
+    write_proofs: Callable[[Path, list[bytes]], list[tuple[Path, list[str]]]],
     verify: Callable[[bytes], bool],
 ) -> int:
     """Exit status: 0 with verified proofs on disk, 1 when the market (or the node)
     did not deliver; ApiError escapes for the caller to report."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    report = p.report
     mid = market_id(p.market).hex()
     if mid not in {m.get("id") for m in client.markets()}:
-        err.print(f"error: the node does not follow market {p.market.name} ({mid[:16]}…)")
+        report.note(f"error: the node does not follow market {p.market.name} ({mid[:16]}…)")
         return 2
     found = _wait_for_provers(client, mid, p)
     if not found:
-        err.print(
-            f"error: no prover within your caps (price ≤ {p.max_price}, proof time ≤"
-            f" {p.max_proof_time} ms) appeared within {p.discover_timeout:g} s; nothing placed",
-            markup=False,
+        report.fail(
+            f"no prover within your caps (price ≤ {p.max_price}, proof time ≤"
+            f" {p.max_proof_time} ms{', that the ask lets win' if p.specs else ''}) appeared"
+            f" within {p.discover_timeout:g} s; nothing placed",
+            "no_provers",
         )
         return 1
+    try:
+        allow, deny = p.specs.resolve(b["prover"] for b in client.book(mid).get("bids", []))
+    except BadSpec as exc:  # bad input found late: nothing placed
+        report.note(f"error: {exc}")
+        return 2
     cheapest = min(found, key=lambda b: (b["price"], b["proof_time"]))
-    err.print(
+    report.note(
         f"found {len(found)} prover(s) within your caps; cheapest: {cheapest['price']} per"
-        f" proof, {cheapest['proof_time']} ms",
-        markup=False,
+        f" proof, {cheapest['proof_time']} ms"
     )
+    report.result["found"] = {"provers": len(found), "cheapest_price": cheapest["price"]}
+    lists = {k: v for k, v in (("allow", allow), ("deny", deny)) if v}
     placed = client.place_ask(
         {
             "market": mid,
@@ -84,56 +93,63 @@ def buy_via_api(
             "replicas": p.replicas,
             "ttl_ms": p.ttl_ms,
             "inputs": p.inputs.hex(),
+            **lists,
         }
     )
     if placed.status != "accept":
-        err.print(f"error: ask refused: {placed.reason} {placed.detail}".rstrip(), markup=False)
+        report.fail(f"ask refused: {placed.reason} {placed.detail}".rstrip(), "refused")
         return 1
     ask = placed.id
-    started = time.monotonic()
-
-    def line(kind: str, text: str) -> None:
-        err.print(f"{time.monotonic() - started:6.1f}s  {kind:<10} {text}", markup=False)
-
-    line(
+    report.placed(ask)
+    report.line(
         "placed",
         f"ask {ask[:16]}…  max price {p.max_price}, max proof time {p.max_proof_time} ms,"
         f" prefer {p.prefer}" + (f", {p.replicas} replicas" if p.replicas > 1 else ""),
+        ask=ask,
     )
     try:
-        view = _follow(client, ask, p.timeout, line, who)
+        view = _follow(client, ask, p.timeout, report, who)
     except KeyboardInterrupt:
         view = client.ask(ask)
         note = _cancel_if_unwon(client, ask, view)
-        err.print(f"error: interrupted{note}", markup=False)
+        report.fail(f"interrupted{note}", "interrupted")
         return 1
     if view["state"] not in TERMINAL:
         note = _cancel_if_unwon(client, ask, view)
-        err.print(
-            f"error: no verified proof within {p.timeout:g} s (ask {view['state']}){note}",
-            markup=False,
+        report.fail(
+            f"no verified proof within {p.timeout:g} s (ask {view['state']}){note}", "timeout"
         )
         return 1
     if view["state"] != "proven":
-        err.print(f"error: the ask ended {view['state']} without a proof", markup=False)
+        report.fail(f"the ask ended {view['state']} without a proof", view["state"])
         return 1
     proofs = client.proofs(ask)
     if len(proofs) < p.replicas:
-        err.print(
-            f"error: the node holds {len(proofs)} of {p.replicas} verified proofs", markup=False
-        )
+        report.fail(f"the node holds {len(proofs)} of {p.replicas} verified proofs")
         return 1
     bad = [who(prover.hex()) for prover, proof in proofs.items() if not verify(proof)]
     if bad:
-        err.print(f"error: a proof the node accepted does not verify here: {bad[0]}")
+        report.fail(f"a proof the node accepted does not verify here: {bad[0]}", "invalid")
         return 1
-    paths = write_proofs(p.out, list(proofs.values()))
+    written = write_proofs(p.out, list(proofs.values()))
     prices = dict(zip(view["winners"], view["prices"], strict=False))
+    report.proven(
+        market=mid,
+        market_name=p.market.name,
+        prices=prices,
+        paid=view["paid"],
+        proofs=[
+            (prover.hex(), str(path), len(proof), files)
+            for (prover, proof), (path, files) in zip(proofs.items(), written, strict=True)
+        ],
+    )
+    if report.as_json:
+        return 0
     print(f"ask:        {ask}")
     for prover in proofs:
         print(f"prover:     {who(prover.hex())}  paid {prices.get(prover.hex(), '?')}")
     print(f"price paid: {view['paid']}")
-    for path, proof in zip(paths, proofs.values(), strict=True):
+    for (path, _), proof in zip(written, proofs.values(), strict=True):
         print(f"proof:      {path} ({len(proof)} bytes, verified)")
     return 0
 
@@ -144,7 +160,9 @@ def _wait_for_provers(client: ApiClient, mid: str, p: RequestParams) -> list[dic
         bids = [
             b
             for b in client.book(mid).get("bids", [])
-            if b["price"] <= p.max_price and b["proof_time"] <= p.max_proof_time
+            if b["price"] <= p.max_price
+            and b["proof_time"] <= p.max_proof_time
+            and p.specs.admits(b["prover"])
         ]
         if bids or time.monotonic() > deadline:
             return bids
@@ -155,7 +173,7 @@ def _follow(
     client: ApiClient,
     ask: str,
     timeout: float,
-    line: Callable[[str, str], None],
+    report: Report,
     who: Callable[[str], str],
 ) -> dict[str, Any]:
     """Poll the ask's view until it ends or `timeout`; a line per slot change."""
@@ -168,10 +186,11 @@ def _follow(
         ):
             if told.get((prover, i)) == slot:
                 continue
+            facts = {"ask": ask, "prover": prover}
             if (prover, i) not in told and slot != "assigned":
                 # Every slot was assigned first: a slot that went further between two
                 # polls (a fast proof) still shows who won it and at what price.
-                line("assigned", f"to {who(prover)} at price {price}")
+                report.line("assigned", f"to {who(prover)} at price {price}", **facts, price=price)
             told[(prover, i)] = slot
             text = {
                 "assigned": f"to {who(prover)} at price {price}",
@@ -181,7 +200,7 @@ def _follow(
                 "timed_out": f"{who(prover)} missed its deadline: next round",
                 "attested": f"{who(prover)} attests the inputs cannot be proven",
             }.get(slot, slot)
-            line(slot, text)
+            report.line(slot, text, **facts, **({"price": price} if slot == "assigned" else {}))
         if view["state"] in TERMINAL or time.monotonic() > deadline:
             return view
         time.sleep(POLL_S)

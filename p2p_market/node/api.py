@@ -7,6 +7,7 @@ The reference for clients is docs/api.md; the OpenAPI document is served.
     GET  /v1/markets                   {"markets": [...]}
     GET  /v1/markets/known             {"markets": [...]}: what peers announce (discovery.py)
     GET  /v1/markets/{id}/book         {"bids": [...], "asks": [...]}
+    GET  /v1/asks                      the asks it holds (?mine=true: its own; ?market, ?state)
     GET  /v1/asks/{id}                 one ask's view
     GET  /v1/asks/{id}/proofs          token: the proofs of the node's ask its role verified
     POST /v1/envelopes                 token: a signed envelope, as JSON {"hex": "..."}
@@ -142,8 +143,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.responses import Response as FastResponse
 from starlette.routing import BaseRoute, Match
 
+from p2p_market.node import api_asks, console_files, console_views
 from p2p_market.node import api_models as m
-from p2p_market.node import console_files, console_views
 from p2p_market.node.api_token import TOKEN_FILE, check_token
 from p2p_market.node.events import Event, EventHub, plain
 from p2p_market.node.facade import NodeFacade, Submitted
@@ -568,6 +569,8 @@ def _make_app(api: ControlApi) -> FastAPI:
     async def book(market: str = _path(_ID_DOC)) -> NodeJSON:
         """One market's current bids and its asks."""
         return NodeJSON(node.book(_hex_id(market, "market")))
+
+    app.include_router(api_asks.router(node, NodeJSON))
 
     @app.get("/v1/asks/{ask_id}", response_model=m.AskView)
     async def ask(ask_id: str = _path(_ID_DOC)) -> NodeJSON:

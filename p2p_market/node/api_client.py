@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from p2p_market.node.api_token import read_token
 from p2p_market.node.facade import Submitted
@@ -91,6 +91,18 @@ class ApiClient:
 
     def ask(self, ask_id: str) -> dict[str, Any]:
         return self._object(self.request("GET", f"/v1/asks/{_seg(ask_id)}"))
+
+    def asks(
+        self, *, mine: bool = False, market: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The asks the node holds (GET /v1/asks): with `mine`, those of its key."""
+        query = {"mine": "true"} if mine else {}
+        query |= {k: v for k, v in (("market", market), ("state", state)) if v is not None}
+        path = "/v1/asks" + (f"?{urlencode(query)}" if query else "")
+        asks = self._object(self.request("GET", path)).get("asks")
+        if not isinstance(asks, list):
+            raise ApiError(0, "the node's answer has no ask list")
+        return asks
 
     def proofs(self, ask_id: str) -> dict[bytes, bytes]:
         """The proofs of an ask of the node's key that its requester role verified."""

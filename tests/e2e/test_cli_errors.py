@@ -147,7 +147,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("request: input missing", request(input="{missing}"), "input file not found"),
     ("request: input a directory", request(input="{dir}"), "input file is a directory"),
     ("request: input unreadable", request(input="{inputs}/x"), "cannot read input file"),
-    ("request: no input", request(input=None), "Missing option '--input'"),
+    ("request: no input", request(input=None), "no inputs: pass --input FILE"),
     ("request: key missing", request(key="{missing}"), "key file not found"),
     ("request: key, no passphrase", request(key="{key}"), "a passphrase is needed"),
     ("request: wrong passphrase", request(key="{key}", passphrase_file="{pass}"), "wrong pass"),

@@ -47,7 +47,7 @@ ROUTES = {
     "/v1/markets/{market}/check": {"get"},
     "/v1/markets/{market}/asks": {"get"},
     "/v1/markets/{market}/provers": {"get"},
-    "/v1/asks": {"post"},
+    "/v1/asks": {"get", "post"},
     "/v1/asks/{ask_id}": {"get"},
     "/v1/asks/{ask_id}/proofs": {"get"},
     "/v1/asks/{ask_id}/cancel": {"post"},
