@@ -6,7 +6,10 @@
 A benchmark, not a test. It runs the active phase only (no settle phase, no end
 checks) in slices of virtual time and records the wall time of each slice, so a
 run cut short by --max-wall still gives the rate so far and how it evolves as the
-market's state grows. With --profile, cProfile runs around the loop and the
+market's state grows. Besides the wall time it reports the process's CPU time
+(`sim_per_cpu`: the figure to compare on a machine shared with other work, where
+the wall time also counts the time spent waiting for a core) and its peak
+resident memory (`peak_rss_mib`). With --profile, cProfile runs around the loop and the
 functions with the largest share of the time are listed (self time and cumulative),
 with the split of the time between the core (p2p_market/core), the simulator
 (p2p_market/sim) and the rest (signing, ...): a library or built-in function's time
@@ -20,6 +23,8 @@ import argparse
 import cProfile
 import json
 import pstats
+import resource
+import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -49,6 +54,7 @@ def benchmark(
     slices: list[tuple[float, float, float]] = []
     t = world.start_ms
     wall0 = time.perf_counter()
+    cpu0 = time.process_time()
     profiling = False
     with gc_paused():  # as simulate() runs its loop (run.py)
         while t < world.active_end:
@@ -67,6 +73,7 @@ def benchmark(
         if prof is not None:
             prof.disable()
     wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0
     sim = (t - world.start_ms) / 1_000
     net = world.net.stats
     out: dict[str, Any] = {
@@ -77,6 +84,9 @@ def benchmark(
         "sim_seconds": sim,
         "wall_seconds": round(wall, 2),
         "sim_per_wall": round(sim / wall, 3) if wall else 0.0,
+        "cpu_seconds": round(cpu, 2),
+        "sim_per_cpu": round(sim / cpu, 3) if cpu else 0.0,
+        "peak_rss_mib": peak_rss_mib(),
         "complete": t >= world.active_end,
         "asks": len(world.asks),
         "assigned": sum(r.assigned_at is not None for r in world.asks.values()),
@@ -93,6 +103,13 @@ def benchmark(
     if prof is not None:
         out["profile"] = _top(prof, wall)
     return out
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far (the world, its caches, the
+    Python heap), in MiB: ru_maxrss is in KiB on Linux, in bytes on macOS."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 
 
 def _fold_totals(world: World) -> dict[str, int]:
