@@ -95,6 +95,8 @@ def benchmark(
         "frames_suppressed": net.suppressed,
         "frames_delivered": net.delivered,
         "events": world.loop.processed,
+        "signature_checks": world.validator.signature_checks,
+        "signatures_verified": world.validator.signatures_verified,
         "fold": _fold_totals(world),
         "sim_per_wall_by_slice": [
             (at, round(span / dt, 3) if dt else None) for at, span, dt in slices

@@ -54,8 +54,6 @@ def outcome(scenario: Scenario, seed: int) -> dict[str, Any]:
         "state_hashes": _digest([n.state.state_hash() for n in world.nodes]),
         "asks": _digest(asks),
         "net_stats": asdict(world.net.stats),
-        "sim_stats": _digest(
-            {**asdict(world.stats), "verdicts": world.stats.verdict_counts()}
-        ),
+        "sim_stats": _digest({**asdict(world.stats), "verdicts": world.stats.verdict_counts()}),
         "events": world.loop.processed,
     }
