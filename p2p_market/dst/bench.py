@@ -12,7 +12,7 @@ the wall time also counts the time spent waiting for a core) and its peak
 resident memory (`peak_rss_mib`). With --profile, cProfile runs around the loop and the
 functions with the largest share of the time are listed (self time and cumulative),
 with the split of the time between the core (p2p_market/core), the simulator
-(p2p_market/sim) and the rest (signing, ...): a library or built-in function's time
+(p2p_market/dst) and the rest (signing, ...): a library or built-in function's time
 goes to whoever called it. The profiler charges every Python call, so the
 simulator's many small calls look heavier under it than they are.
 """
@@ -148,14 +148,14 @@ Func = tuple[str, int, str]
 
 def _owner(func: Func) -> str | None:
     path = func[0].replace("\\", "/")
-    for part in ("core", "sim"):
+    for part in ("core", "dst"):
         if f"p2p_market/{part}/" in path:
             return part
     return "other" if "p2p_market/" in path else None
 
 
 def _split(entries: dict[Func, tuple[Any, ...]]) -> dict[str, float]:
-    """Self time by owner: "core", "sim" or "other"; a function outside p2p_market
+    """Self time by owner: "core", "dst" (the simulator) or "other"; a function outside p2p_market
     (the standard library, a built-in) is charged to its callers, in proportion to
     the time it spent for each."""
     memo: dict[Func, dict[str, float]] = {}

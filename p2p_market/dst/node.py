@@ -355,7 +355,7 @@ class SimNode:
             return
         mid = env.id
         st = self.state
-        if st.holds(mid):
+        if mid in st.seen or mid in st.evidence:  # `st.holds(mid)`, inlined
             # A copy of what the core holds: `apply_checked` would answer DUPLICATE
             # with no effects (it tests `holds` first). Most frames are such copies,
             # so the shell answers for it, with `_apply`'s bookkeeping for the case.
@@ -410,8 +410,11 @@ class SimNode:
         net = world.net
         nodes = world.nodes
         me, mid = self.idx, env.id
-        link_up = net.link_up
         idontwant = world.scenario.idontwant
+        # `peer.has(mid)` and `net.link_up(me, p)`, inlined: this runs for every
+        # accepted envelope at every node, for each of its mesh peers.
+        side, iso = net.side, net.isolated
+        here, me_cut = side[me], me in iso
         chosen = 0
         to: list[int] = []
         for p in net.mesh[me]:
@@ -420,7 +423,15 @@ class SimNode:
             chosen += 1
             if idontwant:
                 peer = nodes[p]
-                if peer.up and (peer.state.holds(mid) or mid in peer.held) and link_up(me, p):
+                if not peer.up:
+                    to.append(p)
+                    continue
+                pst = peer.state
+                if (
+                    (mid in pst.seen or mid in pst.evidence or mid in peer.held)
+                    and side[p] == here
+                    and not (iso and (me_cut or p in iso))
+                ):
                     continue
             to.append(p)
         net.stats.suppressed += chosen - len(to)
