@@ -1,7 +1,7 @@
 """Simulator throughput: simulated seconds per wall second for a big, calm market.
 
     python -m p2p_market.dst.bench --nodes 200 --seconds 600 --rate 20 [--max-wall 900]
-        [--slice-ms 10000] [--profile [--profile-from S]]
+        [--slice-ms 10000] [--profile [--profile-from S]] [--relay-observe]
 
 A benchmark, not a test. It runs the active phase only (no settle phase, no end
 checks) in slices of virtual time and records the wall time of each slice, so a
@@ -9,12 +9,14 @@ run cut short by --max-wall still gives the rate so far and how it evolves as th
 market's state grows. Besides the wall time it reports the process's CPU time
 (`sim_per_cpu`: the figure to compare on a machine shared with other work, where
 the wall time also counts the time spent waiting for a core) and its peak
-resident memory (`peak_rss_mib`). With --profile, cProfile runs around the loop and the
-functions with the largest share of the time are listed (self time and cumulative),
-with the split of the time between the core (p2p_market/core), the simulator
-(p2p_market/dst) and the rest (signing, ...): a library or built-in function's time
-goes to whoever called it. The profiler charges every Python call, so the
-simulator's many small calls look heavier under it than they are.
+resident memory (`peak_rss_mib`). Its relays skip the work that only feeds
+statistics (Scenario.relay_observe, dst/relay.py) unless --relay-observe.
+With --profile, cProfile runs around the loop and the functions with the largest
+share of the time are listed (self time and cumulative), with the split of the time
+between the core (p2p_market/core), the simulator (p2p_market/dst) and the rest
+(signing, ...): a library or built-in function's time goes to whoever called it.
+The profiler charges every Python call, so the simulator's many small calls look
+heavier under it than they are.
 """
 
 from __future__ import annotations
@@ -45,9 +47,15 @@ def benchmark(
     profile: bool = False,
     slice_ms: int = SLICE_MS,
     profile_from_s: float = 0.0,
+    relay_observe: bool = False,
 ) -> dict[str, Any]:
     sc = replace(
-        SCENARIOS["calm"], name="bench", nodes=nodes, seconds=seconds, asks_per_s=asks_per_s
+        SCENARIOS["calm"],
+        name="bench",
+        nodes=nodes,
+        seconds=seconds,
+        asks_per_s=asks_per_s,
+        relay_observe=relay_observe,
     )
     world = build(sc, seed)
     prof = cProfile.Profile() if profile else None
@@ -80,6 +88,7 @@ def benchmark(
         "nodes": nodes,
         "asks_per_s": asks_per_s,
         "seed": seed,
+        "relay_observe": relay_observe,
         "planned_seconds": seconds,
         "sim_seconds": sim,
         "wall_seconds": round(wall, 2),
@@ -197,9 +206,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--profile-from", type=float, default=0.0, help="simulated s before profiling starts"
     )
+    ap.add_argument(
+        "--relay-observe",
+        action="store_true",
+        help="relays count their reorgs, as the DST's runs do (slower; see dst/relay.py)",
+    )
     a = ap.parse_args(argv)
     result = benchmark(
-        a.nodes, a.seconds, a.rate, a.seed, a.max_wall, a.profile, a.slice_ms, a.profile_from
+        a.nodes,
+        a.seconds,
+        a.rate,
+        a.seed,
+        a.max_wall,
+        a.profile,
+        a.slice_ms,
+        a.profile_from,
+        a.relay_observe,
     )
     print(json.dumps(result, indent=1))
     return 0
