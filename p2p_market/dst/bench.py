@@ -1,17 +1,22 @@
 """Simulator throughput: simulated seconds per wall second for a big, calm market.
 
     python -m p2p_market.dst.bench --nodes 200 --seconds 600 --rate 20 [--max-wall 900]
-        [--slice-ms 10000] [--profile [--profile-from S]]
+        [--slice-ms 10000] [--profile [--profile-from S]] [--relay-observe]
 
 A benchmark, not a test. It runs the active phase only (no settle phase, no end
 checks) in slices of virtual time and records the wall time of each slice, so a
 run cut short by --max-wall still gives the rate so far and how it evolves as the
-market's state grows. With --profile, cProfile runs around the loop and the
-functions with the largest share of the time are listed (self time and cumulative),
-with the split of the time between the core (p2p_market/core), the simulator
-(p2p_market/sim) and the rest (signing, ...): a library or built-in function's time
-goes to whoever called it. The profiler charges every Python call, so the
-simulator's many small calls look heavier under it than they are.
+market's state grows. Besides the wall time it reports the process's CPU time
+(`sim_per_cpu`: the figure to compare on a machine shared with other work, where
+the wall time also counts the time spent waiting for a core) and its peak
+resident memory (`peak_rss_mib`). Its relays skip the work that only feeds
+statistics (Scenario.relay_observe, dst/relay.py) unless --relay-observe.
+With --profile, cProfile runs around the loop and the functions with the largest
+share of the time are listed (self time and cumulative), with the split of the time
+between the core (p2p_market/core), the simulator (p2p_market/dst) and the rest
+(signing, ...): a library or built-in function's time goes to whoever called it.
+The profiler charges every Python call, so the simulator's many small calls look
+heavier under it than they are.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import argparse
 import cProfile
 import json
 import pstats
+import resource
+import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -40,15 +47,22 @@ def benchmark(
     profile: bool = False,
     slice_ms: int = SLICE_MS,
     profile_from_s: float = 0.0,
+    relay_observe: bool = False,
 ) -> dict[str, Any]:
     sc = replace(
-        SCENARIOS["calm"], name="bench", nodes=nodes, seconds=seconds, asks_per_s=asks_per_s
+        SCENARIOS["calm"],
+        name="bench",
+        nodes=nodes,
+        seconds=seconds,
+        asks_per_s=asks_per_s,
+        relay_observe=relay_observe,
     )
     world = build(sc, seed)
     prof = cProfile.Profile() if profile else None
     slices: list[tuple[float, float, float]] = []
     t = world.start_ms
     wall0 = time.perf_counter()
+    cpu0 = time.process_time()
     profiling = False
     with gc_paused():  # as simulate() runs its loop (run.py)
         while t < world.active_end:
@@ -67,16 +81,21 @@ def benchmark(
         if prof is not None:
             prof.disable()
     wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0
     sim = (t - world.start_ms) / 1_000
     net = world.net.stats
     out: dict[str, Any] = {
         "nodes": nodes,
         "asks_per_s": asks_per_s,
         "seed": seed,
+        "relay_observe": relay_observe,
         "planned_seconds": seconds,
         "sim_seconds": sim,
         "wall_seconds": round(wall, 2),
         "sim_per_wall": round(sim / wall, 3) if wall else 0.0,
+        "cpu_seconds": round(cpu, 2),
+        "sim_per_cpu": round(sim / cpu, 3) if cpu else 0.0,
+        "peak_rss_mib": peak_rss_mib(),
         "complete": t >= world.active_end,
         "asks": len(world.asks),
         "assigned": sum(r.assigned_at is not None for r in world.asks.values()),
@@ -85,6 +104,8 @@ def benchmark(
         "frames_suppressed": net.suppressed,
         "frames_delivered": net.delivered,
         "events": world.loop.processed,
+        "signature_checks": world.validator.signature_checks,
+        "signatures_verified": world.validator.signatures_verified,
         "fold": _fold_totals(world),
         "sim_per_wall_by_slice": [
             (at, round(span / dt, 3) if dt else None) for at, span, dt in slices
@@ -93,6 +114,13 @@ def benchmark(
     if prof is not None:
         out["profile"] = _top(prof, wall)
     return out
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far (the world, its caches, the
+    Python heap), in MiB: ru_maxrss is in KiB on Linux, in bytes on macOS."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 
 
 def _fold_totals(world: World) -> dict[str, int]:
@@ -129,14 +157,14 @@ Func = tuple[str, int, str]
 
 def _owner(func: Func) -> str | None:
     path = func[0].replace("\\", "/")
-    for part in ("core", "sim"):
+    for part in ("core", "dst"):
         if f"p2p_market/{part}/" in path:
             return part
     return "other" if "p2p_market/" in path else None
 
 
 def _split(entries: dict[Func, tuple[Any, ...]]) -> dict[str, float]:
-    """Self time by owner: "core", "sim" or "other"; a function outside p2p_market
+    """Self time by owner: "core", "dst" (the simulator) or "other"; a function outside p2p_market
     (the standard library, a built-in) is charged to its callers, in proportion to
     the time it spent for each."""
     memo: dict[Func, dict[str, float]] = {}
@@ -178,9 +206,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--profile-from", type=float, default=0.0, help="simulated s before profiling starts"
     )
+    ap.add_argument(
+        "--relay-observe",
+        action="store_true",
+        help="relays count their reorgs, as the DST's runs do (slower; see dst/relay.py)",
+    )
     a = ap.parse_args(argv)
     result = benchmark(
-        a.nodes, a.seconds, a.rate, a.seed, a.max_wall, a.profile, a.slice_ms, a.profile_from
+        a.nodes,
+        a.seconds,
+        a.rate,
+        a.seed,
+        a.max_wall,
+        a.profile,
+        a.slice_ms,
+        a.profile_from,
+        a.relay_observe,
     )
     print(json.dumps(result, indent=1))
     return 0

@@ -40,7 +40,12 @@ from p2p_market.dst.checks import (
 from p2p_market.dst.finality import FinalityWatch, watch_of
 from p2p_market.dst.node import HONEST, PROVER, RELAY, REQUESTER, Offer, SimNode, World
 from p2p_market.dst.planted import ArrivalOrderState
-from p2p_market.dst.relay import ArrivalOrderRelay, ObserveOnTick
+from p2p_market.dst.relay import (
+    ArrivalOrderQuietRelay,
+    ArrivalOrderRelay,
+    ObserveOnTick,
+    QuietRelay,
+)
 from p2p_market.dst.scenarios import Scenario
 from p2p_market.markets.devnet import GENESIS_MS
 
@@ -90,7 +95,8 @@ class Report:
     """Failed winners (timed out or invalid): each opened a new round of its ask."""
     reorgs: int
     """Winners that changed after a node had announced them, summed over honest
-    nodes (relays count theirs at their tick, dst/relay.py)."""
+    nodes (relays count theirs at their tick, dst/relay.py; none with
+    Scenario.relay_observe off)."""
     replay_reorgs: int
     divergent_asks: int
     out_of_spec_divergent: int
@@ -120,6 +126,11 @@ class Report:
     frames_suppressed: int
     """Not sent: the peer already held the message (the IDONTWANT model, node.py)."""
     events: int
+    signature_checks: int
+    """Signature checks the nodes would have made each for itself (node.py,
+    Validator): the cost of verification in a real network of this size."""
+    signatures_verified: int
+    """Checks the simulator made: once per distinct envelope, shared by every node."""
     assign_p50_ms: int | None
     assign_p99_ms: int | None
     complete_p50_ms: int | None
@@ -176,8 +187,10 @@ def percentile(values: list[int], q: float) -> int | None:
 def _state_classes(scenario: Scenario) -> tuple[type[MarketState], type[MarketState]]:
     """(for nodes with a role, for relays): see relay.py."""
     if scenario.planted_bug == "no-tiebreak":
-        return ArrivalOrderState, ArrivalOrderRelay
-    return MarketState, ObserveOnTick
+        return ArrivalOrderState, (
+            ArrivalOrderRelay if scenario.relay_observe else ArrivalOrderQuietRelay
+        )
+    return MarketState, (ObserveOnTick if scenario.relay_observe else QuietRelay)
 
 
 def build(scenario: Scenario, seed: int) -> World:
@@ -540,6 +553,8 @@ def _report(
         frames_cut=net.cut,
         frames_suppressed=net.suppressed,
         events=world.loop.processed,
+        signature_checks=world.validator.signature_checks,
+        signatures_verified=world.validator.signatures_verified,
         assign_p50_ms=percentile(assign, 50),
         assign_p99_ms=percentile(assign, 99),
         complete_p50_ms=percentile(done, 50),

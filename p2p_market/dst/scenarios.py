@@ -43,6 +43,13 @@ class Scenario:
     mesh peer but the source, copies and all."""
     tick_ms: int = 200
     relay_tick_ms: int = 1_000
+    relay_observe: bool = True
+    """Relays take their announcements at their tick (dst/relay.py): they act on
+    none, but they feed the reorg count and, with withholders, the finality watch
+    (dst/finality.py). False: relays skip them (each costs a fold of the settlement
+    per relay per tick): the run is the same, message for message, and `reorgs` and
+    the finality figures cover the nodes with a role only. The bench runs so (its
+    calm market has no withholders); the presets keep them on."""
     heartbeat_ms: int = 1_000
     """Gossip recovery (gossipsub IHAVE/IWANT): each heartbeat a node offers its
     peers the ids it forwarded within `mcache_ms`; each pulls what it lacks (the

@@ -11,6 +11,7 @@ def test_a_small_benchmark_reports_each_slice() -> None:
     assert out["complete"] is True and out["sim_seconds"] == 4.0
     assert [at for at, _ in out["sim_per_wall_by_slice"]] == [2.0, 4.0]
     assert out["asks"] > 0 and out["frames_sent"] > 0 and out["sim_per_wall"] > 0
+    assert out["cpu_seconds"] > 0 and out["sim_per_cpu"] > 0 and out["peak_rss_mib"] > 10
 
 
 def test_the_wall_budget_cuts_a_run_short() -> None:
