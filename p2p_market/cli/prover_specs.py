@@ -47,6 +47,17 @@ class ProverSpecs:
             return False
         return not any(prover.startswith(d) for d in self.deny)
 
+    def unmatched(self, seen: Iterable[str]) -> list[str]:
+        """The starts of keys that match no prover `seen` yet: a prover found within
+        the caps says nothing of whether the bid of one named to deny or allow has
+        arrived, so the caller waits for these before resolving."""
+        known = set(seen)
+        return [
+            spec
+            for spec in (*self.allow, *self.deny)
+            if len(spec) < 64 and not any(k.startswith(spec) for k in known)
+        ]
+
     def resolve(self, seen: Iterable[str]) -> tuple[list[str], list[str]]:
         """(allow, deny) as full keys hex, sorted: prefixes matched against the
         provers `seen` (key hex); BadSpec unless each names one."""

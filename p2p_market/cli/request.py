@@ -521,8 +521,11 @@ async def _discover(client: Client, p: _Request, work: int) -> tuple[list[bytes]
     """Wait for a prover within the caps that the ask would let win; then resolve
     --allow/--deny against the provers seen (BadSpec if a start of a key is
     unclear) and tell who was found. The ask's allow and deny lists."""
+    import trio
+
     m = p.market
     admits = (lambda key: p.specs.admits(key.hex())) if p.specs else None
+    deadline = trio.current_time() + p.discover_timeout
     with p.report.err.status(f"looking for provers in market {m.name}…"):
         bids = await client.wait_for_provers(
             timeout=p.discover_timeout,
@@ -531,6 +534,11 @@ async def _discover(client: Client, p: _Request, work: int) -> tuple[list[bytes]
             size=work,
             provers=admits,
         )
+        # A prover found says nothing of whether the bid of one named by the start of
+        # its key has come yet: wait for those too, else `resolve` would refuse them.
+        with trio.move_on_at(deadline):
+            while p.specs.unmatched(s.prover.hex() for s in client.bids()):
+                await trio.sleep(0.05)
     allow, deny = p.specs.resolve(s.prover.hex() for s in client.bids())
     best = bids[0].bid
     unit = "per proof" if work == 1 else f"per unit, {best.price * work} for {work} units"

@@ -155,16 +155,21 @@ def buy_via_api(
 
 
 def _wait_for_provers(client: ApiClient, mid: str, p: RequestParams) -> list[dict[str, Any]]:
+    """The bids within the caps of provers the ask lets win, once there is one and
+    every start of a key in --allow/--deny matches a bid seen (or at the timeout:
+    `resolve` then says which start matched nothing)."""
     deadline = time.monotonic() + p.discover_timeout
     while True:
+        book = client.book(mid).get("bids", [])
         bids = [
             b
-            for b in client.book(mid).get("bids", [])
+            for b in book
             if b["price"] <= p.max_price
             and b["proof_time"] <= p.max_proof_time
             and p.specs.admits(b["prover"])
         ]
-        if bids or time.monotonic() > deadline:
+        seen_all = not p.specs.unmatched(b["prover"] for b in book)
+        if (bids and seen_all) or time.monotonic() > deadline:
             return bids
         time.sleep(POLL_S)
 
