@@ -116,14 +116,26 @@ def bench_scenario(settings: Settings) -> Scenario:
 class BenchNode(NodeProcess):
     """A scenario node run by bench/net_agent.py, with batching on or off."""
 
-    def __init__(self, scenario: Scenario, spec: NodeSpec, run_dir: Path, batching: bool) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        spec: NodeSpec,
+        run_dir: Path,
+        batching: bool,
+        node_keys: dict[str, Any] | None = None,
+        agent_args: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(scenario, spec, run_dir)
         self.batching = batching
+        self.node_keys = dict(node_keys or {})
+        """`[node]` keys set on top of the scenario's (a transport variant)."""
+        self.agent_args = agent_args
         self.steps = self.dir / "steps"
 
     def write_config(self, bootstrap: list[str], *, isolated: bool = False) -> Path:
         data = node_config(self.scenario, self.spec, self.dir, bootstrap=bootstrap, port=self.port)
         data["node"]["batching"] = self.batching
+        data["node"].update(self.node_keys)
         path = self.dir / "node.toml"
         path.write_text(to_toml(data))
         return path
@@ -131,7 +143,7 @@ class BenchNode(NodeProcess):
     def command(self, config: Path) -> list[str]:
         agent = [sys.executable, "-m", "p2p_market.bench.net_agent"]
         return [*agent, "--config", str(config), "--steps", str(self.steps),
-                "--name", self.name, "--log-level", "warning"]  # fmt: skip
+                "--name", self.name, "--log-level", "warning", *self.agent_args]  # fmt: skip
 
     def cpu_ms(self) -> int:
         """User + system CPU of the process so far."""
@@ -179,14 +191,23 @@ class Net:
 
 @contextlib.asynccontextmanager
 async def network(
-    settings: Settings, run_dir: Path, batching: bool, progress: Callable[[str], None]
+    settings: Settings,
+    run_dir: Path,
+    batching: bool,
+    progress: Callable[[str], None],
+    *,
+    name: str | None = None,
+    node_keys: dict[str, Any] | None = None,
+    agent_args: tuple[str, ...] = (),
 ) -> AsyncIterator[Net]:
     """N node processes in one market, meshed and warmed up (each signer has
     published once, so no bid later spends the nodes' newcomer budget); stopped on
     the way out, whatever happens."""
     scenario = bench_scenario(settings)
-    where = run_dir / ("batched" if batching else "unbatched")
-    nodes = [BenchNode(scenario, spec, where, batching) for spec in scenario.nodes]
+    where = run_dir / (name or ("batched" if batching else "unbatched"))
+    nodes = [
+        BenchNode(scenario, spec, where, batching, node_keys, agent_args) for spec in scenario.nodes
+    ]
     try:
         first = nodes[0]
         await first.start([])

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from p2p_market.node.runtime import Node
 
 POLL_S: Final = 0.05
+TRANSPORT_FILE: Final = "transport.json"
+"""What the node runs: py-libp2p patches installed, muxer (`bench frames` reports it)."""
 BID_TTL_MS: Final = 3_600_000
 
 
@@ -137,7 +139,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=Path, required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--without-patch",
+        action="append",
+        default=[],
+        help="run without this py-libp2p patch (net/libp2p_speedups.py): a baseline",
+    )
     args = parser.parse_args(argv)
+    if args.without_patch:
+        from p2p_market.net import libp2p_speedups
+
+        try:
+            libp2p_speedups.leave_out(*args.without_patch)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
     from p2p_market.node.config import ConfigError, load_config
     from p2p_market.node.keyfile import KeyFileError, read_key
@@ -153,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     args.steps.mkdir(parents=True, exist_ok=True)
 
     async def start(node: Any, nursery: trio.Nursery) -> dict[str, Any]:
+        from p2p_market.net import libp2p_speedups
+
+        transport = {"patches": libp2p_speedups.installed(), "muxer": cfg.muxer}
+        write_json(args.steps / TRANSPORT_FILE, transport)
         publisher = Publisher(node, cfg.markets[0], args.steps, args.name)
         nursery.start_soon(publisher.run)
         return {"roles": ["bench-publisher"]}

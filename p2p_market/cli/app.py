@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from p2p_market.cli import asks, control, market, proof, prover, request, templates
+from p2p_market.cli.bench_frames import register as register_bench_frames
 from p2p_market.cli.bench_proofs import register as register_bench_proofs
 from p2p_market.cli.common import (
     AnnounceOpt,
@@ -522,6 +523,7 @@ def node_run(
 for commands in (templates, market, prover, request, control, asks, proof):
     commands.register(app)
 register_bench_proofs(bench_app)
+register_bench_frames(bench_app)
 register_simulate(app)
 register_dst(app)
 register_fuzz(app)

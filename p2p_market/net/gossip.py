@@ -61,7 +61,7 @@ import trio
 from libp2p.abc import IHost, ISubscriptionAPI
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
@@ -91,6 +91,7 @@ log = logging.getLogger(__name__)
 
 TOPIC_PREFIX: Final = "/p2p-market/1/"
 PROTOCOLS: Final = (TProtocol(PROTOCOL_ID_V11), TProtocol(PROTOCOL_ID))
+PROTOCOLS_WITH_IDONTWANT: Final = (TProtocol(PROTOCOL_ID_V12), *PROTOCOLS)
 CLOSE_TIMEOUT_S: Final = 5.0
 UNBAN_POLL_S: Final = 5.0
 STALE_STREAM_POLL_S: Final = 1.0
@@ -122,6 +123,11 @@ class GossipConfig:
     degree: int = 6
     degree_low: int = 4
     degree_high: int = 12
+    auto_degree: bool = False
+    """Size the mesh degree to the market's peers as they come and go
+    (`sized_degree`), between AUTO_DEGREE_MIN and `degree`."""
+    idontwant: bool = False
+    """Offer /meshsub/1.2.0 (IDONTWANT) first."""
     seen_ttl: int = 120
     """Seconds a frame id stays in the seen cache (a frame re-sent later is new)."""
     validation_cache_ttl: int = 30
@@ -157,6 +163,39 @@ class GossipConfig:
     peer_frame_burst: int = 200
     """Frames one forwarding peer may send us (token bucket); beyond it frames are
     IGNOREd (not forwarded, no blame). The library's own limit is switched off."""
+
+    def with_degree(self, degree: int) -> GossipConfig:
+        """This config with mesh degree D and GossipSub's usual bounds around it:
+        D - D/3 (at least 1) and 2D (6 gives the library's 4 and 12). 0 is
+        `auto_degree`, up to GossipSub's 6."""
+        if degree == 0:
+            return replace(self.with_degree(AUTO_DEGREE_MAX), auto_degree=True)
+        low, high = degree_bounds(degree)
+        return replace(self, degree=degree, degree_low=low, degree_high=high)
+
+    @property
+    def protocols(self) -> tuple[TProtocol, ...]:
+        return PROTOCOLS_WITH_IDONTWANT if self.idontwant else PROTOCOLS
+
+
+AUTO_DEGREE_MIN: Final = 3
+AUTO_DEGREE_MAX: Final = 6
+DEGREE_POLL_S: Final = 2.0
+
+
+def degree_bounds(degree: int) -> tuple[int, int]:
+    """GossipSub's D_low and D_high for a mesh degree D."""
+    return max(1, degree - degree // 3), 2 * degree
+
+
+def sized_degree(peers: int, most: int = AUTO_DEGREE_MAX) -> int:
+    """The mesh degree for a market with `peers` other nodes: 3 up to 16 peers, one
+    more each time the peers double, at most `most`. Every node receives each
+    frame about D times (once per mesh peer that forwards it), so D is most of a
+    frame's cost; a frame crosses about log_D(N) hops, so a large network needs a
+    larger D to stay fast (measured: docs/transport.md)."""
+    extra = max(0, (max(peers, 1) - 1).bit_length() - 4)
+    return max(1, min(most, AUTO_DEGREE_MIN + extra))
 
 
 UNBATCHED_FRAMES_PER_SECOND: Final = 1000.0
@@ -212,6 +251,8 @@ class GossipStats:
     stuck_marked: int = 0
     """Times a peer was found stuck (still full after a whole wait)."""
     mesh_waits: int = 0
+    mesh_degree: int = 0
+    """The mesh degree in force (sized to the market when auto; not a counter)."""
     stale_streams: int = 0
     """Pubsub streams found on a closed connection and reopened (`_stale_stream_loop`)."""
     """Frames that waited for the market's mesh to have a peer."""
@@ -242,7 +283,7 @@ class Gossip:
         self._known = known
         """(market, envelope id) -> whether the node holds it (frame.py `known`)."""
         self.router = GossipSub(
-            protocols=list(PROTOCOLS),
+            protocols=list(cfg.protocols),
             degree=cfg.degree,
             degree_low=cfg.degree_low,
             degree_high=cfg.degree_high,
@@ -259,9 +300,12 @@ class Gossip:
             validation_cache_ttl=cfg.validation_cache_ttl,
         )
         # Pubsub registered its own handlers; replace them with guarded ones.
-        for protocol in PROTOCOLS:
+        for protocol in cfg.protocols:
             host.set_stream_handler(protocol, guarded(self.pubsub.stream_handler, protocol))
-        self.stats = GossipStats()
+        if cfg.auto_degree:  # start small; resize_mesh raises it as the market grows
+            self.router.degree = AUTO_DEGREE_MIN
+            self.router.degree_low, self.router.degree_high = degree_bounds(AUTO_DEGREE_MIN)
+        self.stats = GossipStats(mesh_degree=self.router.degree)
         self._rejects: Counter[ID] = Counter()
         """Rejected frames by forwarding peer, ever (a statistic; bans follow `scores`)."""
         self.scores = PeerScores(cfg.scores)
@@ -305,6 +349,8 @@ class Gossip:
                         nursery.start_soon(self._banish_loop)
                         nursery.start_soon(self._unban_loop)
                         nursery.start_soon(self._stale_stream_loop)
+                        if self.config.auto_degree:
+                            nursery.start_soon(self._degree_loop)
                         task_status.started()
                         await trio.sleep_forever()
                 finally:
@@ -679,6 +725,28 @@ class Gossip:
                     self.pubsub._handle_dead_peer(peer)
                 except Exception:
                     log.debug("dropping the stale pubsub stream of %s failed", peer, exc_info=True)
+
+    def resize_mesh(self) -> int:
+        """Raise the mesh degree to what the largest market followed needs
+        (`sized_degree`); GossipSub reads it at each heartbeat and grafts toward it.
+        Never lowered while running: a lower D makes every node prune peers at once,
+        and the pruned peers' prompt re-grafts count as a GRAFT flood against them
+        (measured with py-libp2p 0.8.1); a network that shrank keeps a larger mesh,
+        which costs CPU, not delivery. Returns the degree in force."""
+        topics = [topic_for(m) for m in self._markets]
+        peers = max((len(self.pubsub.peer_topics.get(t, ())) for t in topics), default=0)
+        router = self.router
+        degree = max(router.degree, sized_degree(peers, self.config.degree))
+        if router.degree != degree:
+            router.degree = degree
+            router.degree_low, router.degree_high = degree_bounds(degree)
+        self.stats.mesh_degree = degree
+        return degree
+
+    async def _degree_loop(self) -> None:
+        while True:
+            self.resize_mesh()
+            await trio.sleep(DEGREE_POLL_S)
 
     async def _banish_loop(self) -> None:
         """Blacklist, disconnect, forget the peer's addresses.

@@ -34,7 +34,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from p2p_market.core.crypto import SigningKey
 from p2p_market.net import addrs as advertised
-from p2p_market.net import libp2p_patches, relay
+from p2p_market.net import libp2p_patches, libp2p_speedups, relay
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def make_host(
     connection carries its ephemeral port, which nobody can dial. A node behind
     relays also tells its circuit addresses (net/relay.py `install_addrs`)."""
     libp2p_patches.apply()
+    libp2p_speedups.apply()
     advertised.install_identify_filter()
     key_pair = create_new_key_pair(key.seed)
     # Noise's static DH key is per process: it is authenticated by the identity key

@@ -17,6 +17,9 @@ traceback.
     metrics_listen = "127.0.0.1"        # another address needs api_token_everywhere
     frames_per_second = 2.0             # gossip frame budget (see net/batcher.py)
     batching = true                     # false: one envelope per frame, no budget (benchmarks)
+    mesh_degree = 0                     # gossip mesh peers per market; 0 = sized to the market
+    muxer = "yamux"                     # or "mplex"; the same on every node
+    gossip_idontwant = false            # offer GossipSub v1.2 (IDONTWANT)
     sync_every_s = 30.0                 # anti-entropy: a full sync with peers this often
     announce_every_s = 300.0            # announce the markets followed this often
     keepalive_every_s = 5.0             # ping every peer this often (dead-peer detection)
@@ -44,7 +47,7 @@ import contextlib
 import ipaddress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from p2p_market.core.messages import Market, MessageError
 from p2p_market.markets.descriptor import MarketSpecError, read_descriptor, resolve_market
@@ -101,6 +104,11 @@ class NodeConfig:
     """False: every envelope is sent at once in a frame of its own, with no frame
     budget (net/gossip.py `unbatched`). Only to measure what batching gains
     (`p2p-market bench net`); a network of such nodes runs out of frames."""
+    mesh_degree: int = 0
+    """GossipSub's D for every market's mesh; 0 sizes it to the market's peers
+    (net/gossip.py `sized_degree`)."""
+    muxer: Literal["yamux", "mplex"] = "yamux"
+    gossip_idontwant: bool = False
     sync_every_s: float = ANTI_ENTROPY_S
     """Anti-entropy period: gossip is best effort, so every node also pulls what its
     peers hold and it lacks this often (and at once from every new peer)."""
@@ -252,6 +260,9 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         api_token_everywhere=node.api_token_everywhere,
         frames_per_second=node.frames_per_second,
         batching=node.batching,
+        mesh_degree=node.mesh_degree,
+        muxer=node.muxer,
+        gossip_idontwant=node.gossip_idontwant,
         sync_every_s=node.sync_every_s,
         announce_every_s=node.announce_every_s,
         keepalive_every_s=node.keepalive_every_s,

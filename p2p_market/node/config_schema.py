@@ -268,6 +268,27 @@ class NodeSection(Section):
         "frame per envelope, and frames are what a network runs out of first",
         True,
     )
+    mesh_degree: int = key(
+        "peers each market's gossip mesh aims for (GossipSub's D; it keeps between D - "
+        "D/3 and 2D). `0` sizes it to the market's peers: 3 up to 16 peers, one more "
+        "each time they double, at most 6. Every node receives each frame from about D "
+        "peers, so a small network wastes CPU with a large D; a large one is slower with "
+        "a small D ([transport.md](transport.md))",
+        0,
+        ge=0,
+        le=12,
+    )
+    muxer: Literal["yamux", "mplex"] = key(
+        "stream multiplexer offered to peers; both ends must share one, so change it "
+        "network-wide only ([docs/transport.md](transport.md))",
+        "yamux",
+    )
+    gossip_idontwant: bool = key(
+        "offer GossipSub v1.2 (`/meshsub/1.2.0`): a node that receives a frame tells "
+        "its mesh peers IDONTWANT, so that they do not send it the same frame again "
+        "([docs/transport.md](transport.md))",
+        False,
+    )
     sync_every_s: float = key(
         "anti-entropy period: this often the node also pulls from its peers what they "
         "hold and it lacks (and at once from every new peer)",

@@ -600,7 +600,7 @@ class Node:
                 envelope_log.put_market(market_id(market), encode_market(market))
             replayed = self._replay()
             self.known_peers = KnownPeers(cfg.data_dir)
-            host, listen = make_host(self.key, cfg.listen, announce=cfg.announce)
+            host, listen = make_host(self.key, cfg.listen, announce=cfg.announce, muxer=cfg.muxer)
             self.host = host
             self.gossip = Gossip(
                 host,
@@ -1194,7 +1194,10 @@ def encode_market(market: Market) -> bytes:
 
 def gossip_config(config: NodeConfig) -> GossipConfig:
     """The node's gossip settings: its frame budget, and batching unless switched off."""
-    gossip = GossipConfig(frames_per_second=config.frames_per_second)
+    gossip = GossipConfig(
+        frames_per_second=config.frames_per_second,
+        idontwant=config.gossip_idontwant,
+    ).with_degree(config.mesh_degree)
     return gossip if config.batching else unbatched(gossip)
 
 
