@@ -8,13 +8,12 @@ or installed, the mesh degree sized or fixed), and bad input gets one line and e
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from p2p_market.bench.frames import summarize_profile
+from p2p_market.bench.frames import py_spy, summarize_profile
 from p2p_market.net.libp2p_speedups import SPEEDUPS
 from tests.processes import cli
 
@@ -24,7 +23,7 @@ VARIANT_KEYS = (
     "cpu_ms_per_frame_per_node_above_idle", "ratio_cpu_per_frame_per_node",
     "ratio_cpu_per_frame_per_node_above_idle", "frames_per_s", "delivered", "p50_ms", "p99_ms",
 )  # fmt: skip
-PROFILED = shutil.which("py-spy") is not None
+PROFILED = py_spy() is not None
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -120,8 +121,14 @@ class FrameSettings:
             raise ValueError("--variants names none")
         for name in self.variants:
             variant(name)
-        if self.profile_dir is not None and shutil.which("py-spy") is None:
+        if self.profile_dir is not None and py_spy() is None:
             raise ValueError("--profile needs py-spy on PATH (pip install py-spy)")
+
+
+def py_spy() -> str | None:
+    """py-spy on PATH, or beside this Python (a virtualenv not on PATH)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
 
 
 def _net_settings(s: FrameSettings) -> Settings:
@@ -137,7 +144,7 @@ async def _profiled_step(
     target = net.nodes[0]
     assert target not in net.publishers
     seconds = int(s.seconds + 1)
-    cmd = ["py-spy", "record", "--pid", str(target.pid), "--duration", str(seconds),
+    cmd = [str(py_spy()), "record", "--pid", str(target.pid), "--duration", str(seconds),
            "--rate", str(PROFILE_RATE_HZ), "--format", "raw", "--gil",
            "--output", str(out)]  # fmt: skip
     row: dict[str, Any] = {}
@@ -213,11 +220,50 @@ def _package(label: str) -> str:
     return head.removesuffix(".py") or where
 
 
+async def _run_variant(
+    v: Variant, s: FrameSettings, run_dir: Path, say: Callable[[str], None]
+) -> dict[str, Any]:
+    async with network(
+        _net_settings(s),
+        run_dir,
+        False,
+        say,
+        name=f"{len(list(run_dir.iterdir()))}-{v.name}",
+        node_keys=v.node_keys,
+        agent_args=v.agent_args(),
+    ) as net:
+        out = None if s.profile_dir is None else s.profile_dir / f"{v.name}.raw"
+        row, profile = await _profiled_step(net, s, out, say)
+        first = net.nodes[0]
+        transport_file = first.steps / TRANSPORT_FILE
+        transport = json.loads(transport_file.read_text()) if transport_file.exists() else {}
+        stats = await trio.to_thread.run_sync(fetch_stats, first.api) if first.api else None
+    entry = {
+        "variant": v.name,
+        "why": v.why,
+        "node_keys": v.node_keys,
+        "without_patches": list(v.without_patches),
+        "patches_installed": transport.get("patches"),
+        "muxer": transport.get("muxer"),
+        "mesh_degree": ((stats or {}).get("gossip") or {}).get("mesh_degree"),
+        "idle_cpu_ms_per_s_per_node": round(net.idle_ms_per_s, 1),
+        **{k: row.get(k) for k in _ROW_KEYS},
+    }
+    if profile is not None:
+        entry["profile"] = profile
+    say(
+        f"variant {v.name}: {row.get('cpu_ms_per_frame_per_node')} ms/frame/node "
+        f"({row.get('cpu_ms_per_frame_per_node_above_idle')} above idle), "
+        f"delivered {row.get('delivered')}, p99 {row.get('p99_ms')} ms"
+    )
+    return entry
+
+
 async def frames_bench(
     s: FrameSettings, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
-    """Each variant's network in turn; one row per variant. BenchFailed if a
-    network cannot be run."""
+    """Each variant's network in turn; one row per variant (with `error` instead
+    of figures for a variant whose network could not be run)."""
     s.check()
     say = progress or (lambda _s: None)
     started = time.time()
@@ -228,45 +274,14 @@ async def frames_bench(
         for name in s.variants:
             v = variant(name)
             say(f"variant {name}: {v.why}")
-            async with network(
-                _net_settings(s),
-                run_dir,
-                False,
-                say,
-                name=name,
-                node_keys=v.node_keys,
-                agent_args=v.agent_args(),
-            ) as net:
-                out = None if s.profile_dir is None else s.profile_dir / f"{name}.raw"
-                row, profile = await _profiled_step(net, s, out, say)
-                first = net.nodes[0]
-                transport_file = first.steps / TRANSPORT_FILE
-                transport = (
-                    json.loads(transport_file.read_text()) if transport_file.exists() else {}
-                )
-                stats = await trio.to_thread.run_sync(fetch_stats, first.api) if first.api else None
-                entry = {
-                    "variant": name,
-                    "patches_installed": transport.get("patches"),
-                    "muxer": transport.get("muxer"),
-                    "mesh_degree": ((stats or {}).get("gossip") or {}).get("mesh_degree"),
-                    "why": v.why,
-                    "node_keys": v.node_keys,
-                    "without_patches": list(v.without_patches),
-                    "idle_cpu_ms_per_s_per_node": round(net.idle_ms_per_s, 1),
-                    **{k: row.get(k) for k in _ROW_KEYS},
-                }
-                if profile is not None:
-                    entry["profile"] = profile
-                rows.append(entry)
-                say(
-                    f"variant {name}: {row.get('cpu_ms_per_frame_per_node')} ms/frame/node "
-                    f"({row.get('cpu_ms_per_frame_per_node_above_idle')} above idle), "
-                    f"delivered {row.get('delivered')}, p99 {row.get('p99_ms')} ms"
-                )
+            try:
+                rows.append(await _run_variant(v, s, run_dir, say))
+            except BenchFailed as exc:  # one variant's network failed: say so, go on
+                say(f"variant {name}: failed: {exc}")
+                rows.append({"variant": name, "why": v.why, "error": str(exc)})
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    base = rows[0] if rows else {}
+    base = rows[0] if rows else {}  # the baseline, even if it failed (then no ratios)
     for row in rows:
         for key in ("cpu_ms_per_frame_per_node", "cpu_ms_per_frame_per_node_above_idle"):
             b, x = base.get(key), row.get(key)

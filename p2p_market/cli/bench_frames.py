@@ -2,7 +2,8 @@
 variants, in one run (p2p_market/bench/frames.py), as a table or JSON.
 
 Bad arguments, an unknown variant, `--profile` without py-spy: one line, exit 2. A
-network that cannot be run: one line, exit 1."""
+variant whose network cannot be run: its row says why, the others are measured, and
+the command exits 1 after printing them."""
 
 from __future__ import annotations
 
@@ -72,6 +73,11 @@ def bench_frames(
         typer.echo(json.dumps(result))
     else:
         _table(result)
+    failed = [row for row in result["variants"] if "error" in row]
+    for row in failed:
+        typer.echo(f"error: variant {row['variant']}: {row['error']}", err=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 def _table(result: dict[str, Any]) -> None:
@@ -85,7 +91,8 @@ def _table(result: dict[str, Any]) -> None:
     for column in columns:
         table.add_column(column.replace("_", " "), justify="right")
     for row in result["variants"]:
-        table.add_row(row["variant"], *(str(row.get(c)) for c in columns))
+        cells = [str(row.get(c)) for c in columns] if "error" not in row else ["failed"]
+        table.add_row(row["variant"], *cells)
     console = Console(highlight=False)
     console.print(table)
     for row in result["variants"]:

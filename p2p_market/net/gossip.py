@@ -69,6 +69,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from p2p_market.core.envelope import Envelope
 from p2p_market.core.validation import check_form, check_signature
 from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict, reject
+from p2p_market.net import libp2p_speedups
 from p2p_market.net.batcher import DEFAULT_BURST, DEFAULT_FRAMES_PER_SECOND, Batcher
 from p2p_market.net.frame import (
     MAX_FRAME_ITEMS,
@@ -302,6 +303,13 @@ class Gossip:
         # Pubsub registered its own handlers; replace them with guarded ones.
         for protocol in cfg.protocols:
             host.set_stream_handler(protocol, guarded(self.pubsub.stream_handler, protocol))
+        if cfg.auto_degree and not libp2p_speedups.SPEEDUPS["sender-record"].is_installed():
+            # Measured with py-libp2p 0.8.1 unpatched: meshes of 3 in a 10-node market
+            # flapped (prune, re-graft, "GRAFT flood") and lost most frames, while
+            # the patched library kept every one (docs/transport.md). Not knowing
+            # why, a library the patch does not fit keeps GossipSub's degree.
+            log.warning("mesh degree not sized: py-libp2p is unpatched; keeping %d", cfg.degree)
+            self.config = cfg = replace(cfg, auto_degree=False)
         if cfg.auto_degree:  # start small; resize_mesh raises it as the market grows
             self.router.degree = AUTO_DEGREE_MIN
             self.router.degree_low, self.router.degree_high = degree_bounds(AUTO_DEGREE_MIN)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from p2p_market.net import libp2p_speedups
 from p2p_market.net.gossip import GossipConfig, degree_bounds, sized_degree, topic_for
 from p2p_market.node.config import parse_config
 from p2p_market.node.runtime import gossip_config
@@ -67,3 +68,16 @@ async def test_the_degree_is_raised_as_the_market_grows_and_never_lowered() -> N
 async def test_a_fixed_degree_is_left_alone() -> None:
     async with cluster(3, [(0, 1), (1, 2)], config=GossipConfig().with_degree(5)) as nodes:
         assert all(n.router.degree == 5 and n.stats.mesh_degree == 5 for n in nodes)
+
+
+async def test_an_unpatched_library_keeps_gossipsubs_degree() -> None:
+    """Small meshes lost frames on the unpatched library (docs/transport.md): a node
+    whose py-libp2p the patches do not fit does not size its mesh down."""
+    libp2p_speedups.leave_out("sender-record")
+    try:
+        async with cluster(2, [(0, 1)], config=GossipConfig().with_degree(0)) as nodes:
+            assert not nodes[0].config.auto_degree
+            assert nodes[0].router.degree == 6 and nodes[0].resize_mesh() == 6
+    finally:
+        libp2p_speedups._left_out.clear()
+        libp2p_speedups.apply()
