@@ -33,8 +33,16 @@ What py-libp2p 0.8.1 does by default, measured, and what is done about it here:
   wrapped by `host.guarded`.
 - Pubsub must be running before the host accepts streams, or an early inbound
   pubsub stream hits an unstarted service: `run` starts pubsub, then the host.
-- Only /meshsub/1.1.0 and /meshsub/1.0.0 are offered: 1.2's IDONTWANT and 1.3's
-  extensions are not needed, and are more surface.
+- Only /meshsub/1.1.0 and /meshsub/1.0.0 are offered unless `idontwant` (node key
+  `gossip_idontwant`): 1.2's IDONTWANT cost more than it saved and lost frames in
+  the benchmark (docs/transport.md), and 1.3's extensions are not needed.
+- The mesh degree D: a node receives each frame about once per mesh peer, so D is
+  most of what a frame costs. GossipSub's 6 is sized for large networks; with
+  `auto_degree` (the node's default) it is sized to the market's peers
+  (`sized_degree`: 3 up to 16 peers, up to 6), raised as the market grows and
+  never lowered while running. It needs the py-libp2p patches of
+  net/libp2p_speedups.py (applied by `make_host`): without them small meshes lost
+  frames in the benchmark, so an unpatched library keeps 6.
 
 Known and left alone: the message cache keys messages by sender + seqno whatever
 the id function (pubsub/mcache.py `put`), so the IHAVE ids sent to non-mesh peers
