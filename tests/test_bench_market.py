@@ -46,6 +46,7 @@ def test_one_small_step_prints_every_field() -> None:
         (("--seconds", "1"), "--seconds must be between 4 and 600"),
         (("--start-rate", "4", "--max-rate", "2"), "--start-rate must be positive"),
         (("--provers", "0"), "--provers must be between 1 and 16"),
+        (("--frames-per-second", "0"), "--frames-per-second must be between 0.1 and 1000"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:

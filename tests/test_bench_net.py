@@ -90,6 +90,7 @@ def test_without_batching_every_frame_holds_one_envelope(result: dict[str, Any])
         (("--nodes", "3", "--publishers", "4"), "--publishers must be between 1 and --nodes"),
         (("--start-rate", "0"), "--start-rate must be positive"),
         (("--bisect", "-1"), "--bisect must be between 0 and 10"),
+        (("--frames-per-second", "0"), "--frames-per-second must be between 0.1 and 1000"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:

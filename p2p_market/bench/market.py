@@ -49,6 +49,8 @@ class MarketSettings:
     max_rate: float = 16.0
     bisect: int = 1
     provers: int = 3
+    frames_per_second: float = 2.0
+    """Every node's frame budget (the node default)."""
 
     def check(self) -> None:
         if not 4 <= self.seconds <= 600:
@@ -59,6 +61,8 @@ class MarketSettings:
             raise ValueError("--provers must be between 1 and 16")
         if not 0 <= self.bisect <= 10:
             raise ValueError("--bisect must be between 0 and 10")
+        if not 0.1 <= self.frames_per_second <= 1000:
+            raise ValueError("--frames-per-second must be between 0.1 and 1000")
 
 
 def scenario(rate: float, settings: MarketSettings) -> Scenario:
@@ -76,6 +80,7 @@ def scenario(rate: float, settings: MarketSettings) -> Scenario:
             "duration_s": settings.seconds,
             "settle_s": 15,
             "sync_every_s": 5.0,
+            "frames_per_second": settings.frames_per_second,
         },
         "market": {
             "proof_system": "pow",

@@ -97,6 +97,8 @@ class Settings:
             raise ValueError("--step-s must be between 0.5 and 120")
         if not 0 < self.start_rate <= self.max_rate:
             raise ValueError("--start-rate must be positive and at most --max-rate")
+        if not 0.1 <= self.frames_per_second <= 1000:
+            raise ValueError("--frames-per-second must be between 0.1 and 1000")
 
 
 def bench_scenario(settings: Settings) -> Scenario:

@@ -25,6 +25,7 @@ from p2p_market.cli.common import (
     check_announce,
     fail,
     run_node,
+    run_node_bench,
     styled_table,
 )
 from p2p_market.cli.config_cmd import register as register_config
@@ -313,14 +314,16 @@ def bench_net(
     ] = 4.0,
     max_rate: Annotated[float, typer.Option("--max-rate", help="Highest rate tried.")] = 4096.0,
     bisect: Annotated[int, typer.Option("--bisect", help="Bisection steps after doubling.")] = 2,
+    frames_per_second: Annotated[
+        float,
+        typer.Option("--frames-per-second", help="Each node's frame budget, batched run."),
+    ] = 2.0,
     as_json: Annotated[bool, typer.Option("--json", help="One line of JSON.")] = False,
 ) -> None:
     """Orders a second that N real node processes carry to every node within 2 s,
     with batching and without it, in one run; latency at half the batched rate; CPU
     per frame per node; one row per rate step."""
-    import trio
-
-    from p2p_market.bench.net import BenchFailed, Settings, net_bench
+    from p2p_market.bench.net import Settings, net_bench
 
     settings = Settings(
         nodes=nodes,
@@ -329,6 +332,7 @@ def bench_net(
         start_rate=start_rate,
         max_rate=max_rate,
         bisect=bisect,
+        frames_per_second=frames_per_second,
     )
     try:
         settings.check()
@@ -337,17 +341,7 @@ def bench_net(
     if bisect < 0 or bisect > 10:
         fail("--bisect must be between 0 and 10")
 
-    def progress(line: str) -> None:
-        typer.echo(f"bench net: {line}", err=True)
-
-    try:
-        result = trio.run(net_bench, settings, progress)
-    except BenchFailed as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:  # the nodes were stopped on the way out
-        typer.echo("error: interrupted", err=True)
-        raise typer.Exit(130) from None
+    result = run_node_bench("net", net_bench, settings)
     if as_json:
         typer.echo(json.dumps(result))
     else:
@@ -363,6 +357,9 @@ def bench_market(
     max_rate: Annotated[float, typer.Option("--max-rate", help="Highest ask rate tried.")] = 16.0,
     bisect: Annotated[int, typer.Option("--bisect", help="Bisection steps after doubling.")] = 1,
     provers: Annotated[int, typer.Option("--provers", help="Prover nodes.")] = 3,
+    frames_per_second: Annotated[
+        float, typer.Option("--frames-per-second", help="Every node's frame budget.")
+    ] = 2.0,
     as_json: Annotated[bool, typer.Option("--json", help="One line of JSON.")] = False,
 ) -> None:
     """Asks a second the real market (relay, provers, requesters; minimal pow work)
@@ -372,7 +369,12 @@ def bench_market(
     from p2p_market.bench.market import MarketSettings, market_bench
 
     settings = MarketSettings(
-        seconds=seconds, start_rate=start_rate, max_rate=max_rate, bisect=bisect, provers=provers
+        seconds=seconds,
+        start_rate=start_rate,
+        max_rate=max_rate,
+        bisect=bisect,
+        provers=provers,
+        frames_per_second=frames_per_second,
     )
     try:
         settings.check()

@@ -15,8 +15,7 @@ import typer
 from rich.console import Console
 
 from p2p_market.bench.frames import VARIANTS, FrameSettings, frames_bench
-from p2p_market.bench.net import BenchFailed
-from p2p_market.cli.common import fail, styled_table
+from p2p_market.cli.common import fail, run_node_bench, styled_table
 
 
 def bench_frames(
@@ -40,8 +39,6 @@ def bench_frames(
     """CPU per gossip frame per node under each transport variant (mesh degree,
     muxer, py-libp2p patches), one after the other in one run; ratios against the
     first."""
-    import trio
-
     names = tuple(v.strip() for v in variants.split(",") if v.strip())
     settings = FrameSettings(
         nodes=nodes,
@@ -58,17 +55,7 @@ def bench_frames(
     if profile is not None:
         profile.mkdir(parents=True, exist_ok=True)
 
-    def progress(line: str) -> None:
-        typer.echo(f"bench frames: {line}", err=True)
-
-    try:
-        result = trio.run(frames_bench, settings, progress)
-    except BenchFailed as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:  # the nodes were stopped on the way out
-        typer.echo("error: interrupted", err=True)
-        raise typer.Exit(130) from None
+    result = run_node_bench("frames", frames_bench, settings)
     if as_json:
         typer.echo(json.dumps(result))
     else:

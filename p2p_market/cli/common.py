@@ -34,6 +34,26 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def run_node_bench(label: str, bench: Callable[..., Awaitable[Any]], settings: Any) -> Any:
+    """Run a benchmark of node processes under trio, its progress on stderr as
+    `bench LABEL: ...`. BenchFailed (the network could not be run) is one line and
+    exit 1; Ctrl-C is `error: interrupted` and 130, once the bench has stopped its
+    nodes on the way out."""
+    import trio
+
+    from p2p_market.bench.net import BenchFailed
+
+    def progress(line: str) -> None:
+        typer.echo(f"bench {label}: {line}", err=True)
+
+    try:
+        return trio.run(bench, settings, progress)
+    except BenchFailed as exc:
+        fail(str(exc), 1)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
 class OneLineErrors(TyperGroup):
     """The top-level command group: a usage error (a missing or unknown option, a
     value of the wrong type) is one line `error: ...` and exit status 2 too, instead

@@ -21,7 +21,15 @@ from p2p_market.node.redial import Redialer
 from tests.net.cluster import MID, bid, cluster
 
 TOPIC = topic_for(MID)
-FAST = GossipConfig(frames_per_second=200.0, burst=200)
+FAST = GossipConfig(
+    frames_per_second=200.0, burst=200, peer_frames_per_second=1000.0, peer_frame_burst=1000
+)
+"""A sender that publishes a frame per envelope at once, and receivers that take
+them at that rate: the fill sends a few hundred frames in a second or two, past a
+real node's per-peer frame limit (50/s, burst 200), which would IGNORE some, and
+this is about stuck peers, not rate limits (tests/net/test_gossip.py has those).
+The limit was never reached here before py-libp2p's reads got cheaper
+(net/libp2p_speedups.py): the in-process nodes published slower."""
 
 
 def knows(node: Gossip, peer: ID) -> dict[str, bool]:
