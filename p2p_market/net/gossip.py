@@ -260,11 +260,11 @@ class GossipStats:
     stuck_marked: int = 0
     """Times a peer was found stuck (still full after a whole wait)."""
     mesh_waits: int = 0
+    """Frames that waited for the market's mesh to have a peer."""
     mesh_degree: int = 0
     """The mesh degree in force (sized to the market when auto; not a counter)."""
     stale_streams: int = 0
     """Pubsub streams found on a closed connection and reopened (`_stale_stream_loop`)."""
-    """Frames that waited for the market's mesh to have a peer."""
     reasons: Counter[Reason] = field(default_factory=Counter)
 
 
