@@ -14,7 +14,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from p2p_market.bench.frames import VARIANTS, FrameSettings, frames_bench
 from p2p_market.cli.common import fail, run_node_bench, styled_table
 
 
@@ -23,7 +22,7 @@ def bench_frames(
         str,
         typer.Option(
             "--variants",
-            help=f"Comma-separated, the first is the baseline; known: {', '.join(VARIANTS)}.",
+            help="Comma-separated, the first is the baseline (docs/transport.md lists them).",
         ),
     ] = "before,after",
     nodes: Annotated[int, typer.Option("--nodes", help="Node processes (2-32).")] = 10,
@@ -39,6 +38,10 @@ def bench_frames(
     """CPU per gossip frame per node under each transport variant (mesh degree,
     muxer, py-libp2p patches), one after the other in one run; ratios against the
     first."""
+    # here, not at the top: the benchmark pulls in localnet and py-libp2p, which
+    # every other command's start-up would pay for
+    from p2p_market.bench.frames import FrameSettings, frames_bench
+
     names = tuple(v.strip() for v in variants.split(",") if v.strip())
     settings = FrameSettings(
         nodes=nodes,
