@@ -42,6 +42,7 @@ import trio
 from p2p_market.bench.net import BenchFailed, Settings, cpu_count, network, run_step
 from p2p_market.bench.net_agent import TRANSPORT_FILE
 from p2p_market.localnet.collect import fetch_stats
+from p2p_market.net.libp2p_speedups import SPEEDUPS
 
 PROFILE_RATE_HZ: Final = 250
 TOP: Final = 15
@@ -60,7 +61,7 @@ class Variant:
         return tuple(a for p in self.without_patches for a in ("--without-patch", p))
 
 
-ALL_PATCHES: Final = ("pubsub-read", "yamux-window", "sender-record")
+ALL_PATCHES: Final = tuple(SPEEDUPS)
 
 VARIANTS: Final[dict[str, Variant]] = {
     v.name: v
