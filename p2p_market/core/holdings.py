@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from p2p_market.core import effects as fx
-from p2p_market.core.archive import Archive
+from p2p_market.core.archive import Archive, Archived
 from p2p_market.core.book import BidBook, StoredBid
 from p2p_market.core.envelope import Envelope, market_id
 from p2p_market.core.fold import Fold, new_fold
@@ -132,6 +132,10 @@ class Holdings:
         """Stored asks with ask-scoped messages that are not archived: what the fold replays."""
         self._next_forget = 0
         self._fold: Fold | None = None
+        self._thaw_since: int | None = None
+        """The earliest time a message stored since the last settlement could reach
+        back to, if some archived ask the fold watches lies after it: thawed only if
+        the fold must be rebuilt (archive.py)."""
         self._refold = True
         """The fold must be rebuilt from the stored messages (a removal, a thaw, a
         conflict): it only ever grows by itself."""
@@ -207,11 +211,20 @@ class Holdings:
             ask = self.asks.get(m.ask)
             if ask is not None and isinstance(ask.message, Ask):
                 since = min(since, ask.message.timestamp + self.market.commit_window_ms)
-        thawed = self._archive.thaw_from(since)
+        # Entries the kept fold watches wait: the fold reports a change to them as a
+        # conflict, and only a rebuild thaws them (`_settle`; archive.py). Not for a
+        # message the fold will not take in now (its ask is not stored).
+        now_folded = isinstance(m, Bid) or m.ask in self.asks
+        thawed = self._archive.thaw_from(since, watched=not now_folded)
+        if now_folded and self._archive.watches_from(since):
+            self._thaw_since = since if self._thaw_since is None else min(self._thaw_since, since)
         if not isinstance(m, Bid):
             entry = self._archive.thaw(m.ask)
             if entry is not None:
                 thawed[m.ask] = entry
+        self._thawed(thawed)
+
+    def _thawed(self, thawed: dict[bytes, Archived]) -> None:
         for ask_id, entry in thawed.items():
             self._announced[ask_id] = entry.announced
             self._live.add(ask_id)
@@ -417,10 +430,16 @@ class Holdings:
                 for env in self._fold_queue:
                     fold.add(env)
                 fold.advance(now)
+                self._thaw_since = None  # nothing the fold watches was changed
             except Conflict:
                 self._refold = True
                 self._fold_totals["conflicts"] += 1
         if fold is None or self._refold:
+            if self._thaw_since is not None:
+                # what the messages since the last settlement could have changed
+                self._thawed(self._archive.thaw_from(self._thaw_since))
+                self._thaw_since = None
+            self._archive.unwatch_all()  # the new fold holds no archived ask's checks
             if fold is not None:
                 self._fold_totals["reopened"] += fold.reopened
                 self._fold_totals["replayed"] += fold.replayed

@@ -57,6 +57,50 @@ def reference(state: MarketState) -> Settlement:
     return settle(state.market, state.book, asks, events, state.now, fixed, state.penalties)
 
 
+def archive_differences(state: MarketState, limit: int = 3) -> list[str]:
+    """How the node's archived asks differ from a fold from scratch of every stored
+    ask and message, the archive not trusted (no fixed intervals): the check that
+    an archived ask is thawed whenever a message could still change it (archive.py).
+    One line per differing run or attempt (at most `limit`); empty when equal. Only
+    meaningful while nothing has been pruned (a pruned bid changes the full fold)."""
+    archived = state._archive.asks
+    if not archived:
+        return []
+    ids = sorted(a for a in state.events if a in state.asks)
+    asks = [state.asks[a] for a in ids]
+    events = [e for a in ids for e in state.events[a].values()]
+    full = canonical(
+        settle(state.market, state.book, asks, events, state.now, None, state.penalties)
+    )
+    kept = canonical(
+        Settlement(
+            {a: e.run for a, e in archived.items()},
+            {k: att for e in archived.values() for k, att in e.attempts.items()},
+            {},
+            {},
+            None,
+        )
+    )
+    # An archived ask is terminal; whether its deadline has passed since (`expired`)
+    # is the clock's, not an outcome.
+    for c in (kept, full):
+        c["runs"] = {a: (r[0], *r[2:]) for a, r in c["runs"].items()}
+    out: list[str] = []
+    for part in ("runs", "attempts"):
+        mine = kept[part]
+        ref = {k: v for k, v in full[part].items() if (k if part == "runs" else k[0]) in archived}
+        keys = sorted(set(mine) | set(ref), key=repr)
+        differing = [k for k in keys if mine.get(k, _MISSING) != ref.get(k, _MISSING)]
+        for k in differing[:limit]:
+            out.append(
+                f"archived {part} {_name(k)}: kept {_show(mine.get(k, _MISSING))}, "
+                f"full fold {_show(ref.get(k, _MISSING))}"
+            )
+        if len(differing) > limit:
+            out.append(f"archived {part}: {len(differing) - limit} more entries differ")
+    return out
+
+
 def canonical(s: Settlement) -> dict[str, Any]:
     """Everything the fold decides, in a form two folds can be compared by: each
     part is a dict keyed by ask, attempt, prover or message id (wakeup: one value)."""

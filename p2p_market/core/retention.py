@@ -65,6 +65,7 @@ class Retention(Holdings):
                     last=last,
                     announced=self._announced.pop(ask_id, {}),
                 ),
+                watched=True,  # this fold holds its capacity checks (archive.py)
             )
             self._live.discard(ask_id)
             self._last_activity.pop(ask_id, None)

@@ -18,7 +18,12 @@ from hypothesis import strategies as st
 
 from p2p_market.core.codec import unpack
 from p2p_market.core.envelope import message_id
-from p2p_market.core.reference import canonical, fold_differences, reference
+from p2p_market.core.reference import (
+    archive_differences,
+    canonical,
+    fold_differences,
+    reference,
+)
 from p2p_market.core.state import MarketState
 from p2p_market.markets.devnet import Actor
 
@@ -31,8 +36,10 @@ def timestamp(raw: bytes) -> int:
     return int(body["timestamp"])
 
 
-def check_against_reference(state: MarketState) -> None:
+def check_against_reference(state: MarketState, pruned: bool = False) -> None:
     assert fold_differences(state) == []
+    if not pruned:
+        assert archive_differences(state) == []
     assert state.check_invariants() == []
 
 
@@ -90,7 +97,7 @@ def test_the_incremental_fold_equals_the_reference(
     for step in (5_000, 5_000, 5_000, 5_000, MARKET.max_lifetime_ms, 2 * MARKET.max_lifetime_ms):
         now += step  # the last steps prune asks and bids past their horizon
         state.tick(now)
-        check_against_reference(state)
+        check_against_reference(state, pruned=step >= MARKET.max_lifetime_ms)
 
 
 def test_a_late_commit_reopens_its_window_in_place() -> None:

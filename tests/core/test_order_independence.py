@@ -2,8 +2,8 @@
 compute the same state, whatever order the messages arrived in.
 
 Histories are drawn at random (bids with replacements and equivocations, asks,
-commits in and out of their windows, cancels, proofs, receipts, commits to the
-rounds those receipts open), then applied to fresh states in two different orders
+commits in and out of their windows, awards, cancels, proofs, receipts, commits to
+the rounds those receipts open), then applied to fresh states in two different orders
 at the same `now`. Invariants are checked after every single step."""
 
 from __future__ import annotations
@@ -65,22 +65,23 @@ def histories(draw: st.DrawFn) -> list[bytes]:
         )
         out.append(raw_ask)
         ask_id = message_id(raw_ask)
+        commits: dict[int, list[bytes]] = {}
         for i in range(n_provers):
             if not draw(st.booleans()):
                 continue
             bid_id, price, ptime = draw(st.sampled_from(bids[i]))
             offset = draw(st.integers(0, 2 * WINDOW + 200))
             attempt = offset // WINDOW if draw(st.integers(0, 5)) else 0
-            out.append(
-                PROVERS[i].commit(
-                    now=t_ask + offset,
-                    ask=ask_id,
-                    bid=bid_id,
-                    price=price,
-                    proof_time=ptime,
-                    attempt=attempt,
-                )
+            raw_commit = PROVERS[i].commit(
+                now=t_ask + offset,
+                ask=ask_id,
+                bid=bid_id,
+                price=price,
+                proof_time=ptime,
+                attempt=attempt,
             )
+            out.append(raw_commit)
+            commits.setdefault(attempt, []).append(message_id(raw_commit))
             # up to two proofs: a prover may deliver again for a later slot of the ask
             for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]))):
                 out.append(
@@ -111,6 +112,13 @@ def histories(draw: st.DrawFn) -> list[bytes]:
                                     round=message_id(receipt),
                                 )
                             )
+        if commits and draw(st.integers(0, 2)) == 0:
+            # the requester's award of one attempt (it reaches back to the attempt's
+            # end, and decides its round's earlier attempts), possibly late
+            attempt = draw(st.sampled_from(sorted(commits)))
+            named = draw(st.lists(st.sampled_from(commits[attempt]), max_size=2, unique=True))
+            at = t_ask + (attempt + 1) * WINDOW + draw(st.integers(0, 4_000))
+            out.append(req.award(now=at, ask=ask_id, commits=named, attempt=attempt))
         if draw(st.integers(0, 3)) == 0:
             out.append(req.cancel(now=t_ask + draw(st.integers(0, WINDOW + SKEW)), ask=ask_id))
     return out
