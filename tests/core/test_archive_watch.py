@@ -1,0 +1,81 @@
+"""Archived asks the kept fold watches (core/archive.py): a message that reaches back
+past one is taken in by the fold without thawing it when it cannot change it, and
+thaws it when it can; an ask archived before the fold was rebuilt is no longer
+watched, so such a message thaws it at once. Each case checks the archive against
+a fold from scratch that does not trust it (`archive_differences`).
+
+The setting: prover p (one slot) wins ask B with a commit at T0+400, proves it and
+is paid; B is archived. p's commit to ask A at T0+300, signed earlier but withheld,
+would have held p's only slot at T0+400: it makes p's commit to B over capacity, so
+B has no winner."""
+
+from __future__ import annotations
+
+from p2p_market.core.envelope import message_id
+from p2p_market.core.lifecycle import AskState
+from p2p_market.core.reference import archive_differences, fold_differences
+
+from .world import T0, World
+
+
+def setting() -> tuple[World, bytes, bytes, bytes, bytes]:
+    """The world with B archived, A open, and p's withheld commit to A (and q's)."""
+    w = World()
+    p_bid = w.bid("p", now=T0, price=5, proof_time=1_000, capacity=1, seq=1)
+    q_bid = w.bid("q", now=T0, price=5, proof_time=1_000, capacity=1, seq=1)
+    a = w.ask("r0", now=T0, max_price=10, max_proof_time=5_000, ttl=60_000, nonce=1)
+    b = w.ask("r1", now=T0 + 200, max_price=10, max_proof_time=5_000, ttl=60_000, nonce=2)
+    p_late = w.actor("p").commit(now=T0 + 300, ask=a, bid=p_bid, price=5, proof_time=1_000)
+    q_late = w.actor("q").commit(now=T0 + 300, ask=a, bid=q_bid, price=5, proof_time=1_000)
+    assert w.commit("p", b, p_bid, now=T0 + 400).accepted
+    w.tick(T0 + 1_300)
+    assert w.winners(b) == ["p"]
+    w.send(w.actor("p").proof(now=T0 + 1_500, ask=b, proof=b"proof-01"), T0 + 1_500)
+    paid = w.actor("r1").receipt(now=T0 + 1_600, ask=b, prover=w.pk("p"), outcome="accepted")
+    assert w.send(paid, T0 + 1_600).accepted
+    w.tick(T0 + 5_000)
+    assert b in w.state._archive.watched
+    return w, a, b, p_late, q_late
+
+
+def agrees(w: World) -> None:
+    assert archive_differences(w.state) == []
+    assert fold_differences(w.state) == []
+
+
+def test_a_message_that_cannot_change_a_watched_ask_leaves_it_archived() -> None:
+    w, a, b, _, q_late = setting()
+    rebuilt = w.state.refolds
+    assert w.send(q_late, T0 + 5_100).accepted  # q held no slot B's fold looked at
+    w.tick(T0 + 5_200)
+    assert w.winners(a) == ["q"]
+    assert b in w.state._archive and w.state.refolds == rebuilt  # not thawed, no rebuild
+    agrees(w)
+
+
+def test_a_message_that_changes_a_watched_ask_thaws_it() -> None:
+    w, a, b, p_late, _ = setting()
+    assert w.send(p_late, T0 + 5_100).accepted
+    w.tick(T0 + 5_200)
+    assert b not in w.state._archive
+    assert w.winners(a) == ["p"]
+    assert w.state_of(b) is AskState.OPEN and w.winners(b) == []
+    agrees(w)
+
+
+def test_an_ask_archived_before_a_rebuild_thaws_at_once() -> None:
+    w, a, b, p_late, _ = setting()
+    # q equivocates after B's last activity: the penalties change and the fold is
+    # rebuilt from scratch, without B's capacity checks
+    rebuilt = w.state.refolds
+    for price in (6, 7):
+        twin = w.actor("q").bid(now=T0 + 4_000, price=price, proof_time=1_000, capacity=1, seq=2)
+        w.send(twin, T0 + 5_050)
+    w.tick(T0 + 5_060)
+    assert w.state.refolds > rebuilt
+    assert b in w.state._archive and b not in w.state._archive.watched
+    assert w.send(p_late, T0 + 5_100).accepted
+    w.tick(T0 + 5_200)
+    assert w.state_of(b) is AskState.OPEN and w.winners(b) == []
+    agrees(w)
+    assert message_id(p_late) in w.state.events[a]
