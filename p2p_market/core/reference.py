@@ -89,15 +89,7 @@ def archive_differences(state: MarketState, limit: int = 3) -> list[str]:
     for part in ("runs", "attempts"):
         mine = kept[part]
         ref = {k: v for k, v in full[part].items() if (k if part == "runs" else k[0]) in archived}
-        keys = sorted(set(mine) | set(ref), key=repr)
-        differing = [k for k in keys if mine.get(k, _MISSING) != ref.get(k, _MISSING)]
-        for k in differing[:limit]:
-            out.append(
-                f"archived {part} {_name(k)}: kept {_show(mine.get(k, _MISSING))}, "
-                f"full fold {_show(ref.get(k, _MISSING))}"
-            )
-        if len(differing) > limit:
-            out.append(f"archived {part}: {len(differing) - limit} more entries differ")
+        out.extend(_entry_differences(f"archived {part}", mine, ref, "full fold", limit))
     return out
 
 
@@ -150,15 +142,23 @@ def fold_differences(state: MarketState, limit: int = 3) -> list[str]:
         if part == "wakeup":
             out.append(f"wakeup: kept {a}, reference {b}")
             continue
-        keys = sorted(set(a) | set(b), key=repr)
-        differing = [k for k in keys if a.get(k, _MISSING) != b.get(k, _MISSING)]
-        for k in differing[:limit]:
-            out.append(
-                f"{part} {_name(k)}: kept {_show(a.get(k, _MISSING))}, "
-                f"reference {_show(b.get(k, _MISSING))}"
-            )
-        if len(differing) > limit:
-            out.append(f"{part}: {len(differing) - limit} more entries differ")
+        out.extend(_entry_differences(part, a, b, "reference", limit))
+    return out
+
+
+def _entry_differences(
+    label: str, kept: dict[Any, Any], other: dict[Any, Any], other_name: str, limit: int
+) -> list[str]:
+    """One line per key whose entry differs (at most `limit`, then a count)."""
+    keys = sorted(set(kept) | set(other), key=repr)
+    differing = [k for k in keys if kept.get(k, _MISSING) != other.get(k, _MISSING)]
+    out = [
+        f"{label} {_name(k)}: kept {_show(kept.get(k, _MISSING))}, "
+        f"{other_name} {_show(other.get(k, _MISSING))}"
+        for k in differing[:limit]
+    ]
+    if len(differing) > limit:
+        out.append(f"{label}: {len(differing) - limit} more entries differ")
     return out
 
 
