@@ -206,11 +206,7 @@ class Holdings:
             return
         since = m.timestamp
         if isinstance(m, Award):
-            # An award reaches back: it decides the attempts of its round that ended
-            # at or before it, the first of which ended a window after the ask.
-            ask = self.asks.get(m.ask)
-            if ask is not None and isinstance(ask.message, Ask):
-                since = min(since, ask.message.timestamp + self.market.commit_window_ms)
+            since = min(since, self._award_reach(m))
         # Entries the kept fold watches wait: the fold reports a change to them as a
         # conflict, and only a rebuild thaws them (`_settle`; archive.py). Not for a
         # message the fold will not take in now (its ask is not stored).
@@ -223,6 +219,30 @@ class Holdings:
             if entry is not None:
                 thawed[m.ask] = entry
         self._thawed(thawed)
+
+    def _award_reach(self, m: Award) -> int:
+        """How far back an award can change its ask's slot intervals, all that other
+        asks see of it. It decides the attempts of its round that ended at or before
+        it, so in the ask's first round from the end of the first of those attempts
+        that holds a stored commit: an attempt without one has no interval to
+        change, and a commit stored later reaches back by itself. Otherwise (a
+        later round, or a cancel, which any award voids) from the ask's first
+        window end."""
+        ask = self.asks.get(m.ask)
+        if ask is None or not isinstance(ask.message, Ask):
+            return m.timestamp
+        window = self.market.commit_window_ms
+        opened = ask.message.timestamp
+        if m.round != m.ask:
+            return opened + window
+        first = m.attempt
+        for env in self.events.get(m.ask, {}).values():
+            x = env.message
+            if isinstance(x, Cancel):
+                return opened + window
+            if isinstance(x, Commit) and x.round == m.round and x.attempt < first:
+                first = x.attempt
+        return opened + (first + 1) * window
 
     def _thawed(self, thawed: dict[bytes, Archived]) -> None:
         for ask_id, entry in thawed.items():

@@ -7,7 +7,10 @@ a fold from scratch that does not trust it (`archive_differences`).
 The setting: prover p (one slot) wins ask B with a commit at T0+400, proves it and
 is paid; B is archived. p's commit to ask A at T0+300, signed earlier but withheld,
 would have held p's only slot at T0+400: it makes p's commit to B over capacity, so
-B has no winner."""
+B has no winner.
+
+How far back an award reaches (holdings.py `_award_reach`) is tested at the end,
+with the archive un-watched by a rebuild so that only the reach decides."""
 
 from __future__ import annotations
 
@@ -79,3 +82,64 @@ def test_an_ask_archived_before_a_rebuild_thaws_at_once() -> None:
     assert w.state_of(b) is AskState.OPEN and w.winners(b) == []
     agrees(w)
     assert message_id(p_late) in w.state.events[a]
+
+
+def rebuild_after(w: World, t: int) -> None:
+    """z equivocates at `t`: the penalties change and the fold is rebuilt from
+    scratch, so no archived ask is watched any more."""
+    rebuilt = w.state.refolds
+    for price in (6, 7):
+        twin = w.actor("z").bid(now=t, price=price, proof_time=1_000, capacity=1, seq=2)
+        w.send(twin, w.state.now + 10)
+    w.tick(w.state.now + 10)
+    assert w.state.refolds > rebuilt and not w.state._archive.watched
+
+
+def test_an_award_thaws_from_the_first_attempt_of_its_round_that_holds_a_commit() -> None:
+    """p (one slot) commits to A's attempt 0 and wins it for now, so its commit to B
+    is over capacity and B expires unserved. The requester's award of A's attempt
+    5 closes attempt 0 with no winner: p's slot was free, B is served after all.
+    The award is signed at attempt 5's end, after B's last activity; it must still
+    thaw B, because it reaches back to attempt 0's end."""
+    w = World()
+    p_bid = w.bid("p", now=T0, price=5, proof_time=1_000, capacity=1, seq=1)
+    w.bid("z", now=T0, price=5, proof_time=1_000, capacity=1, seq=1)
+    a = w.ask("r0", now=T0, max_price=10, max_proof_time=5_000, ttl=60_000, nonce=1)
+    assert w.commit("p", a, p_bid, now=T0 + 300).accepted
+    b = w.ask("r1", now=T0 + 1_200, max_price=10, max_proof_time=5_000, ttl=3_000, nonce=2)
+    assert w.commit("p", b, p_bid, now=T0 + 1_400).accepted
+    w.tick(T0 + 6_500)
+    assert w.winners(a) == ["p"] and w.state_of(b) is AskState.EXPIRED
+    assert b in w.state._archive
+    rebuild_after(w, T0 + 5_000)
+    award = w.actor("r0").award(now=T0 + 6_000, ask=a, commits=[], attempt=5)
+    assert w.send(award, T0 + 6_600).accepted
+    w.tick(T0 + 6_700)
+    assert b not in w.state._archive
+    assert w.winners(a) == [] and w.winners(b) == ["p"]
+    agrees(w)
+
+
+def test_an_award_does_not_thaw_past_attempts_without_commits() -> None:
+    """The same award when A's earlier attempts hold no commit: nothing before
+    attempt 5's end changes, and B, finished before it, stays archived."""
+    w = World()
+    p_bid = w.bid("p", now=T0, price=5, proof_time=1_000, capacity=1, seq=1)
+    w.bid("z", now=T0, price=5, proof_time=1_000, capacity=1, seq=1)
+    a = w.ask("r0", now=T0, max_price=10, max_proof_time=5_000, ttl=60_000, nonce=1)
+    b = w.ask("r1", now=T0 + 1_200, max_price=10, max_proof_time=5_000, ttl=3_000, nonce=2)
+    assert w.commit("p", b, p_bid, now=T0 + 1_400).accepted
+    w.tick(T0 + 2_300)
+    w.send(w.actor("p").proof(now=T0 + 2_500, ask=b, proof=b"proof-01"), T0 + 2_500)
+    paid = w.actor("r1").receipt(now=T0 + 2_600, ask=b, prover=w.pk("p"), outcome="accepted")
+    assert w.send(paid, T0 + 2_600).accepted
+    w.tick(T0 + 6_500)
+    assert b in w.state._archive
+    rebuild_after(w, T0 + 5_000)
+    rebuilt = w.state.refolds
+    award = w.actor("r0").award(now=T0 + 6_000, ask=a, commits=[], attempt=5)
+    assert w.send(award, T0 + 6_600).accepted
+    w.tick(T0 + 6_700)
+    assert b in w.state._archive and w.winners(b) == ["p"]
+    assert w.state.refolds == rebuilt  # B was not thawed (a thaw rebuilds the fold)
+    agrees(w)
