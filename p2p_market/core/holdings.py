@@ -222,27 +222,29 @@ class Holdings:
 
     def _award_reach(self, m: Award) -> int:
         """How far back an award can change its ask's slot intervals, all that other
-        asks see of it. It decides the attempts of its round that ended at or before
-        it, so in the ask's first round from the end of the first of those attempts
-        that holds a stored commit: an attempt without one has no interval to
-        change, and a commit stored later reaches back by itself. Otherwise (a
-        later round, or a cancel, which any award voids) from the ask's first
-        window end."""
+        asks see of it. It decides its attempt and closes the earlier attempts of
+        its round (rules.py `_award_of`): from its attempt's end on, winners and
+        slots may change, and every commit to those attempts it does not name
+        never held a slot at all, from the commit's own time. Under a cancel,
+        which any award voids, every commit of the ask may have held one. A commit
+        stored later reaches back by itself."""
         ask = self.asks.get(m.ask)
         if ask is None or not isinstance(ask.message, Ask):
             return m.timestamp
+        events = self.events.get(m.ask, {})
         window = self.market.commit_window_ms
-        opened = ask.message.timestamp
-        if m.round != m.ask:
-            return opened + window
-        first = m.attempt
-        for env in self.events.get(m.ask, {}).values():
+        opener = ask if m.round == m.ask else events.get(m.round)
+        if opener is None:
+            return ask.message.timestamp + window  # its round is not open (yet)
+        reach: int = opener.message.timestamp + (m.attempt + 1) * window  # type: ignore[union-attr]
+        cancelled = any(isinstance(e.message, Cancel) for e in events.values())
+        for env in events.values():
             x = env.message
-            if isinstance(x, Cancel):
-                return opened + window
-            if isinstance(x, Commit) and x.round == m.round and x.attempt < first:
-                first = x.attempt
-        return opened + (first + 1) * window
+            if isinstance(x, Commit) and (
+                cancelled or (x.round == m.round and x.attempt <= m.attempt)
+            ):
+                reach = min(reach, x.timestamp)
+        return reach
 
     def _thawed(self, thawed: dict[bytes, Archived]) -> None:
         for ask_id, entry in thawed.items():

@@ -143,3 +143,35 @@ def test_an_award_does_not_thaw_past_attempts_without_commits() -> None:
     assert b in w.state._archive and w.winners(b) == ["p"]
     assert w.state.refolds == rebuilt  # B was not thawed (a thaw rebuilds the fold)
     agrees(w)
+
+
+def test_an_award_thaws_from_the_earliest_commit_it_voids() -> None:
+    """An award of A's attempt 4 closes attempts 0-3 with no winner, so p's commit
+    to attempt 0, signed at T0+100, never held a slot at all. B (p committed to it
+    at T0+200, over capacity then) was served by q and finished at T0+1 020, before
+    A's first window ended (T0+1 050): the award must still thaw B, because the
+    slot it takes away began at the commit's own time, not at its window's end."""
+    w = World()
+    p_bid = w.bid("p", now=T0, price=4, proof_time=900, capacity=1, seq=1)
+    q_bid = w.bid("q", now=T0, price=5, proof_time=1_000, capacity=1, seq=1)
+    w.bid("z", now=T0, price=5, proof_time=1_000, capacity=1, seq=1)
+    b = w.ask("r1", now=T0, max_price=10, max_proof_time=5_000, ttl=60_000, nonce=2)
+    a = w.ask("r0", now=T0 + 50, max_price=10, max_proof_time=5_000, ttl=60_000, nonce=1)
+    assert w.commit("p", a, p_bid, now=T0 + 100).accepted
+    assert w.commit("p", b, p_bid, now=T0 + 200).accepted  # over capacity: A holds p
+    assert w.commit("q", b, q_bid, now=T0 + 200).accepted
+    w.tick(T0 + 1_000)
+    assert w.winners(b) == ["q"]
+    w.send(w.actor("q").proof(now=T0 + 1_010, ask=b, proof=b"proof-01"), T0 + 1_010)
+    paid = w.actor("r1").receipt(now=T0 + 1_020, ask=b, prover=w.pk("q"), outcome="accepted")
+    assert w.send(paid, T0 + 1_020).accepted
+    w.tick(T0 + 4_800)
+    assert w.winners(a) == ["p"] and b in w.state._archive
+    rebuild_after(w, T0 + 4_900)
+    award = w.actor("r0").award(now=T0 + 5_050, ask=a, commits=[], attempt=4)
+    assert w.send(award, T0 + 5_100).accepted
+    w.tick(T0 + 5_200)
+    assert b not in w.state._archive
+    assert w.winners(a) == [] and w.winners(b) == ["p"]
+    agrees(w)
+
