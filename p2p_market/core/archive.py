@@ -2,8 +2,9 @@
 
 The fold is a replay in signed-time order, so a message with timestamp t can only
 change what happens at or after t, save an award: it decides the attempts of its
-round that ended before it, so it can change what happens from its ask's first
-window end on (holdings.py `_thaw_for`). An ask whose every activity (messages, windows,
+round that ended before it, and a commit to one of those it does not name never
+held a slot, so it can change what happens from the earliest such commit on
+(holdings.py `_award_reach`). An ask whose every activity (messages, windows,
 deadlines, slot occupancy) lies before some time L, and that is in a terminal state,
 can therefore be archived: its results are final unless a message older than L
 arrives. Its provers' slot occupancy stays behind as fixed intervals, because the

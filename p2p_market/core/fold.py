@@ -29,7 +29,6 @@ rule is well-founded and needs nothing but signed timestamps.
 from __future__ import annotations
 
 import heapq
-from collections import Counter
 
 from p2p_market.core.book import BidBook
 from p2p_market.core.envelope import Envelope
@@ -47,7 +46,9 @@ from p2p_market.core.settlement import (
     MESSAGE,
     WINDOW_END,
     AskConflict,
+    CapacityCheck,
     Conflict,
+    Key,
     Occupancy,
     Settlement,
 )
@@ -64,14 +65,14 @@ class Fold(Rules):
         `Conflict`). Sound because an interval's end, once folded, only moves to
         times not before the event that moved it: a check at `t` sees the same
         count from the final intervals as it did in fold order, except at an end
-        exactly at `t`, which is refused (a `Conflict`) rather than guessed."""
+        exactly at `t`, where the key of the event that set it says (`_counts_at`)."""
         ask_env = self.ask_env.get(ask_id)
         if ask_env is None:
             raise Conflict
         members = self.members.get(ask_id, [])
         commit_ids = [e.id for e in members if isinstance(e.message, Commit)]
         before = {cid: self.interval[cid] for cid in commit_ids if cid in self.interval}
-        old = {cid: (p, o.start, o.end) for cid, (p, o) in before.items()}
+        old = {cid: (p, o.start, o.end, o.end_key) for cid, (p, o) in before.items()}
         # take the ask out of the fold
         self.runs.pop(ask_id, None)
         for key in self.attempts_by_ask.pop(ask_id, ()):
@@ -114,9 +115,10 @@ class Fold(Rules):
         for item in own:
             heapq.heappush(main, item)
         new = {
-            cid: (self.interval[cid][0], self.interval[cid][1].start, self.interval[cid][1].end)
+            cid: (p, o.start, o.end, o.end_key)
             for cid in commit_ids
             if cid in self.interval
+            for p, o in [self.interval[cid]]
         }
         self._carry_interval_changes(ask_id, old, new)
         self._changed(ask_id)
@@ -125,33 +127,28 @@ class Fold(Rules):
     def _carry_interval_changes(
         self,
         ask_id: bytes,
-        old: dict[bytes, tuple[bytes, int, int]],
-        new: dict[bytes, tuple[bytes, int, int]],
+        old: dict[bytes, tuple[bytes, int, int, Key]],
+        new: dict[bytes, tuple[bytes, int, int, Key]],
     ) -> None:
-        """Other asks' capacity checks follow the replayed ask's intervals."""
+        """Other asks' capacity checks follow the replayed ask's intervals: only an
+        interval the replay changed can count differently at a check."""
         if old == new:
             return
-        for prover in {v[0] for v in old.values()} | {v[0] for v in new.values()}:
-            mine_old = [(s, e) for p, s, e in old.values() if p == prover]
-            mine_new = [(s, e) for p, s, e in new.values() if p == prover]
-            if sorted(mine_old) == sorted(mine_new):
-                continue
-            moved = (Counter(mine_old) - Counter(mine_new)) + (
-                Counter(mine_new) - Counter(mine_old)
-            )
-            if min(start for start, _ in moved) <= self.occ_floor:
+        changed: dict[bytes, list[bytes]] = {}
+        for cid in old.keys() | new.keys():
+            if old.get(cid) != new.get(cid):
+                prover = (old.get(cid) or new[cid])[0]
+                changed.setdefault(prover, []).append(cid)
+        for prover, cids in sorted(changed.items()):
+            if min((old.get(c) or new[c])[1] for c in cids) <= self.occ_floor:
                 # The checks this could flip may be older than the record kept
                 # (forget_before): they cannot be followed, so fold everything again.
                 raise Conflict
-            edges = {x for iv in mine_old + mine_new for x in iv}
             for r in self.occ_reads.get(prover, ()):
                 if r.ask == ask_id:
                     continue
-                t = r.t
-                if t in edges:
-                    raise Conflict  # an interval starting or ending exactly there
-                delta = sum(1 for s, e in mine_new if s <= t < e)
-                delta -= sum(1 for s, e in mine_old if s <= t < e)
+                delta = sum(_counts_at(new.get(c), c, r) for c in cids)
+                delta -= sum(_counts_at(old.get(c), c, r) for c in cids)
                 if delta:
                     if (r.margin > 0) != (r.margin - delta > 0):
                         raise Conflict
@@ -287,6 +284,19 @@ class Fold(Rules):
 
     def settlement(self) -> Settlement:
         return Settlement(self.runs, self.attempts, self.occupancy, self.notes, self.next_wakeup())
+
+
+def _counts_at(held: tuple[bytes, int, int, Key] | None, cid: bytes, r: CapacityCheck) -> int:
+    """Whether a commit's slot interval counts at a capacity check folded at `r.key`:
+    its commit was folded before the check (`Footprints.occupied`'s order) and its
+    end was not yet set to the check's time or before it."""
+    if held is None:
+        return 0
+    _, start, end, end_key = held
+    t = r.t
+    if (start, MESSAGE, cid) >= r.key:
+        return 0
+    return 1 if t < end or (t == end and end_key > r.key) else 0
 
 
 def _ask_of(item: tuple[int, int, bytes, object]) -> bytes:

@@ -194,7 +194,7 @@ class Footprints:
         awarded: set[bytes],
     ) -> None:
         intervals = [
-            (p, o, o.end, o.settled)
+            (p, o, o.end, o.settled, o.end_key)
             for _, p, cid in att.candidates
             for o in [self.interval[cid][1]]
         ]
@@ -229,12 +229,12 @@ class Footprints:
             return
         cur, past = self.cur, self.past
         self.cur, self.past = undo.key, True
-        for prover, interval, end, _ in undo.intervals:
+        for prover, interval, end, _, _ in undo.intervals:
             if interval.end != end:  # give back what the window's end took
                 self._write_occ(prover, interval.end, end, +1)
         self.cur, self.past = cur, past
-        for _, interval, end, settled in undo.intervals:
-            interval.end, interval.settled = end, settled
+        for _, interval, end, settled, end_key in undo.intervals:
+            interval.end, interval.settled, interval.end_key = end, settled, end_key
         for cid, note in undo.notes.items():
             if note is None:
                 self.notes.pop(cid, None)
@@ -276,6 +276,9 @@ class Footprints:
     def end_slot(self, slot: Slot, t: int) -> None:
         slot.ended_at = t if slot.ended_at is None else min(slot.ended_at, t)
         held = self.interval.get(slot.commit_id)
+        # Every event that ends a slot writes its ask's run, so they are folded in
+        # their order (a straggler replays the ask): the first to end it at `t`
+        # is the earliest, and its key is the one `end_key` keeps.
         if held is not None and held[1].end > t:
             self._write_occ(slot.prover, t, held[1].end, -1)
-            held[1].end = t
+            held[1].end, held[1].end_key = t, self.cur

@@ -115,7 +115,7 @@ def canonical(s: Settlement) -> dict[str, Any]:
         for k, a in s.attempts.items()
     }
     occupancy = {
-        p: sorted((o.start, o.commit_id, o.end, o.settled) for o in occs)
+        p: sorted((o.start, o.commit_id, o.end, o.settled, o.end_key) for o in occs)
         for p, occs in s.occupancy.items()
         if occs
     }

@@ -26,6 +26,10 @@ class Occupancy:
     commit_id: bytes
     end: int = INF
     settled: bool = False
+    end_key: tuple[int, int, bytes] = field(default=(-1, -1, b""), compare=False)
+    """Where in the fold's order `end` was set (the earliest event that set it to
+    its value): a capacity check at exactly `end` counts the interval if it is
+    folded before that (see `Fold._carry_interval_changes`)."""
 
 
 @dataclass(slots=True)
@@ -129,8 +133,9 @@ class WindowUndo:
     """How many winners the attempt's round had."""
     written_before: Key
     """The latest write to the ask before the window ended."""
-    intervals: list[tuple[bytes, Occupancy, int, bool]]
-    """(prover, interval, end, settled) of each candidate before the window ended."""
+    intervals: list[tuple[bytes, Occupancy, int, bool, Key]]
+    """(prover, interval, end, settled, end key) of each candidate before the window
+    ended."""
     notes: dict[bytes, str | None]
 
 

@@ -175,3 +175,54 @@ def test_an_award_thaws_from_the_earliest_commit_it_voids() -> None:
     assert w.winners(a) == [] and w.winners(b) == ["p"]
     agrees(w)
 
+
+def ended_at_a_check(proof_after_commit: bool) -> tuple[World, bytes, bytes, bytes]:
+    """p (one slot) wins ask A and proves it at T0+1 500; at that very millisecond p
+    commits to ask B. Whether A's slot still counts at that check depends on which
+    of the two messages the fold's order puts first (by message id, as both are
+    messages at one time): the proof's content is chosen to put it where asked.
+    Returns the world, A, B and the requester's award of A's attempt 0 to q, not
+    yet sent."""
+    w = World()
+    p_bid = w.bid("p", now=T0, price=4, proof_time=900, capacity=1, seq=1)
+    q_bid = w.bid("q", now=T0, price=5, proof_time=1_000, capacity=1, seq=1)
+    a = w.ask("r0", now=T0, max_price=10, max_proof_time=5_000, ttl=60_000, nonce=1)
+    b = w.ask("r1", now=T0 + 1_000, max_price=10, max_proof_time=5_000, ttl=60_000, nonce=2)
+    assert w.commit("p", a, p_bid, now=T0 + 100).accepted
+    q_commit = w.actor("q").commit(now=T0 + 200, ask=a, bid=q_bid, price=5, proof_time=1_000)
+    assert w.send(q_commit, T0 + 200).accepted
+    w.tick(T0 + 1_000)
+    assert w.winners(a) == ["p"]
+    at = T0 + 1_500
+    commit = w.actor("p").commit(now=at, ask=b, bid=p_bid, price=4, proof_time=900)
+    for n in range(100):
+        proof = w.actor("p").proof(now=at, ask=a, proof=b"proof-%02d" % n)
+        if (message_id(proof) > message_id(commit)) == proof_after_commit:
+            break
+    assert w.send(proof, at).accepted and w.send(commit, at).accepted
+    award = w.actor("r0").award(now=T0 + 1_600, ask=a, commits=[message_id(q_commit)])
+    return w, a, b, award
+
+
+def test_a_slot_ended_after_a_check_at_its_end_counted_there() -> None:
+    """The proof comes after p's commit to B: A's slot counted at that check, so
+    p's commit was over capacity. The award takes A's slot from p (it ends at A's
+    window end now): the check flips, and B's commit becomes valid and wins."""
+    w, a, b, award = ended_at_a_check(proof_after_commit=True)
+    assert w.send(award, T0 + 1_700).accepted
+    w.tick(T0 + 2_100)
+    assert w.winners(a) == ["q"] and w.winners(b) == ["p"]
+    agrees(w)
+
+
+def test_a_slot_ended_before_a_check_at_its_end_did_not_count_there() -> None:
+    """The proof comes first: A's slot no longer counted at p's commit to B, which
+    was valid, and the award's change to A's slot changes nothing for B: the fold
+    takes it in without a rebuild."""
+    w, a, b, award = ended_at_a_check(proof_after_commit=False)
+    rebuilt = w.state.refolds
+    assert w.send(award, T0 + 1_700).accepted
+    w.tick(T0 + 2_100)
+    assert w.winners(a) == ["q"] and w.winners(b) == ["p"]
+    assert w.state.refolds == rebuilt
+    agrees(w)
