@@ -50,6 +50,7 @@ from p2p_market.core.settlement import (
     Conflict,
     Key,
     Occupancy,
+    Queued,
     Settlement,
 )
 
@@ -89,18 +90,18 @@ class Fold(Rules):
                 self.occ_reads[prover] = [r for r in reads if r.ask != ask_id]
         self.run_read.pop(ask_id, None)
         self.run_written.pop(ask_id, None)
-        self.heap[:] = [item for item in self.heap if _ask_of(item) != ask_id]  # in place:
+        self.heap[:] = [item for item in self.heap if item[4] != ask_id]  # in place:
         heapq.heapify(self.heap)  # `advance` holds this list
         # fold it again, in order, up to the horizon
         main, cur, past = self.heap, self.cur, self.past
-        own: list[tuple[int, int, bytes, object]] = []
+        own: list[Queued] = []
         self.heap, self.past, self.replaying = own, False, True
         try:
-            self.push(ask_env.message.timestamp, ASK_OPEN, ask_id, ask_env)  # type: ignore[union-attr]
+            self.push(ask_env.message.timestamp, ASK_OPEN, ask_id, ask_env, ask_id)  # type: ignore[union-attr]
             for env in members:
-                self.push(env.message.timestamp, MESSAGE, env.id, env)  # type: ignore[union-attr]
+                self.push(env.message.timestamp, MESSAGE, env.id, env, ask_id)  # type: ignore[union-attr]
             while own:
-                t, prio, tie, item = own[0]
+                t, prio, tie, item, _ = own[0]
                 if prio < ASK_OPEN and t > self.horizon:
                     break
                 heapq.heappop(own)
@@ -160,7 +161,7 @@ class Fold(Rules):
         t: int = m.timestamp  # type: ignore[union-attr]
         if isinstance(m, Ask):
             self.ask_env[env.id] = env
-            self.push(t, ASK_OPEN, env.id, env)
+            self.push(t, ASK_OPEN, env.id, env, env.id)
         else:
             if isinstance(m, Commit):
                 self.commit_index[env.id] = m
@@ -168,7 +169,7 @@ class Fold(Rules):
             elif isinstance(m, Award):
                 self._index_award(m)
             self.members.setdefault(m.ask, []).append(env)  # type: ignore[union-attr]
-            self.push(t, MESSAGE, env.id, env)
+            self.push(t, MESSAGE, env.id, env, m.ask)  # type: ignore[union-attr]
         self.horizon = max(self.horizon, t)
 
     def _index_award(self, m: Award) -> None:
@@ -196,7 +197,7 @@ class Fold(Rules):
         self.dirty.clear()
         heap = self.heap
         while heap:
-            t, prio, tie, item = heap[0]
+            t, prio, tie, item, _ = heap[0]
             if prio < ASK_OPEN and t > horizon:
                 break
             heapq.heappop(heap)
@@ -275,7 +276,7 @@ class Fold(Rules):
         """When the next timer is due; timers of dropped (archived) asks are discarded."""
         heap = self.heap
         while heap:
-            _, prio, _, item = heap[0]
+            _, prio, _, item, _ = heap[0]
             live = self.runs if prio == EXPIRY else self.attempts
             if item in live:
                 return heap[0][0]
@@ -297,18 +298,6 @@ def _counts_at(held: tuple[bytes, int, int, Key] | None, cid: bytes, r: Capacity
     if (start, MESSAGE, cid) >= r.key:
         return 0
     return 1 if t < end or (t == end and end_key > r.key) else 0
-
-
-def _ask_of(item: tuple[int, int, bytes, object]) -> bytes:
-    """The ask a queued fold item belongs to."""
-    _, prio, _, thing = item
-    if prio == WINDOW_END:
-        return thing[0]  # type: ignore[index,no-any-return]
-    if prio == EXPIRY:
-        return thing  # type: ignore[return-value]
-    env = thing
-    assert isinstance(env, Envelope)
-    return env.id if prio == ASK_OPEN else env.message.ask  # type: ignore[union-attr]
 
 
 def new_fold(

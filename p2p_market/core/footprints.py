@@ -43,6 +43,7 @@ from p2p_market.core.settlement import (
     Conflict,
     Key,
     Occupancy,
+    Queued,
     Slot,
     WindowUndo,
     check_order,
@@ -66,7 +67,7 @@ class Footprints:
         self.interval: dict[bytes, tuple[bytes, Occupancy]] = {}
         """(prover, interval) of every valid commit, by commit id."""
         self.notes: dict[bytes, str] = {}
-        self.heap: list[tuple[int, int, bytes, object]] = []
+        self.heap: list[Queued] = []
         self.commit_index: dict[bytes, Commit] = {}
         self.commit_signer: dict[bytes, bytes] = {}
         self.awards: dict[tuple[bytes, bytes, int], list[Award]] = {}
@@ -111,8 +112,10 @@ class Footprints:
         self.version: dict[bytes, int] = {}
         """A counter per ask, bumped by every change to its run or attempts."""
 
-    def push(self, t: int, prio: int, tie: bytes, item: object) -> None:
-        heapq.heappush(self.heap, (t, prio, tie, item))
+    def push(self, t: int, prio: int, tie: bytes, item: object, ask_id: bytes) -> None:
+        """Queue an item of `ask_id`'s (its key, `(t, prio, tie)`, is unique: the
+        item and the ask are never compared)."""
+        heapq.heappush(self.heap, (t, prio, tie, item, ask_id))
 
     def _read_run(self, ask_id: bytes) -> None:
         cur = self.cur
@@ -252,7 +255,7 @@ class Footprints:
         att.settled, att.winners, att.winner_commits, att.awarded = False, (), (), False
         self.run_written[ask_id] = undo.written_before
         del self.undo[key]
-        self.push(undo.key[0], WINDOW_END, undo.key[2], key)
+        self.push(undo.key[0], WINDOW_END, undo.key[2], key, ask_id)
         self._changed(ask_id)
         self.reopened += 1
 

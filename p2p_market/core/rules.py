@@ -50,7 +50,7 @@ class Rules(Footprints):
         run = AskRun(id=env.id, ask=ask, requester=env.signer)
         self.runs[env.id] = run
         self._open_round(run, Round(id=env.id, opened_at=ask.timestamp, slots=ask.replicas))
-        self.push(ask.expires_at, EXPIRY, env.id, env.id)
+        self.push(ask.expires_at, EXPIRY, env.id, env.id, env.id)
 
     def commit(self, env: Envelope) -> None:
         c = env.message
@@ -82,7 +82,7 @@ class Rules(Footprints):
             self.attempts[key] = att
             self.attempts_by_ask.setdefault(ask_id, []).append(key)
             tie = ask_id + rnd.id + number.to_bytes(8, "big")
-            self.push(att.window_end, WINDOW_END, tie, key)
+            self.push(att.window_end, WINDOW_END, tie, key, ask_id)
         return att
 
     def _open_round(self, run: AskRun, rnd: Round) -> None:
