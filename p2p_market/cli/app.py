@@ -354,9 +354,12 @@ def bench_market(
     start_rate: Annotated[
         float, typer.Option("--start-rate", help="First ask rate tried (asks/s in all).")
     ] = 0.5,
-    max_rate: Annotated[float, typer.Option("--max-rate", help="Highest ask rate tried.")] = 16.0,
+    max_rate: Annotated[float, typer.Option("--max-rate", help="Highest ask rate tried.")] = 32.0,
     bisect: Annotated[int, typer.Option("--bisect", help="Bisection steps after doubling.")] = 1,
-    provers: Annotated[int, typer.Option("--provers", help="Prover nodes.")] = 3,
+    provers: Annotated[
+        int, typer.Option("--provers", help="Prover nodes (with a relay and 2 requesters).")
+    ] = 5,
+    capacity: Annotated[int, typer.Option("--capacity", help="Each prover's slots.")] = 32,
     frames_per_second: Annotated[
         float, typer.Option("--frames-per-second", help="Every node's frame budget.")
     ] = 2.0,
@@ -374,6 +377,7 @@ def bench_market(
         max_rate=max_rate,
         bisect=bisect,
         provers=provers,
+        capacity=capacity,
         frames_per_second=frames_per_second,
     )
     try:

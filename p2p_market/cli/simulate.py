@@ -166,7 +166,8 @@ def print_summary(console: object, summary: dict[str, object], run_dir: Path) ->
         f"gossip: {g['frames_per_s_mean']} frames/s mean, {g['frames_per_s_peak_10s']} peak"
         f" (capacity ~{g['capacity_frames_per_s']}); envelopes per completed ask:"
         f" {summary['envelopes_per_completed_ask']}; transport-bound:"
-        f" {'yes' if summary['transport_bound'] else 'no'}",
+        f" {'yes' if summary['transport_bound'] else 'no'}; provers' slots all held:"
+        f" {summary['slot_waits']} attempts{' (slots-bound)' if summary['slots_bound'] else ''}",
         markup=False,
     )
     provers = summary.get("provers")

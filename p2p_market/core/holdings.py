@@ -169,6 +169,11 @@ class Holdings:
         self._suggested: set[tuple[bytes, bytes, int]] = set()
         self._outstanding: set[tuple[bytes, bytes, int]] = set()
         """Suggested commits not stored (yet): they hold a slot in `free_slots`."""
+        self.slot_waits = 0
+        """Attempts the commit policy would have entered for the local prover but
+        for every slot of its being held (each counted once): how often its
+        capacity, not the market, bound it. A benchmark figure, local."""
+        self._slot_waited: set[tuple[bytes, bytes, int]] = set()
         self.no_shows: dict[bytes, tuple[int, bytes, bytes, int]] = {}
         """Current bids that would have won a settled attempt and did not commit to
         it (no_show.py), by bid id -> (window end, ask, round, attempt) of the first
@@ -330,6 +335,7 @@ class Holdings:
             self._open_asks.pop(env.id, None)
             self._suggested = {k for k in self._suggested if k[0] != env.id}
             self._outstanding = {k for k in self._outstanding if k[0] != env.id}
+            self._slot_waited = {k for k in self._slot_waited if k[0] != env.id}
             self._live.discard(env.id)
             self._last_activity.pop(env.id, None)
             archived = self._archive.thaw(env.id)

@@ -322,6 +322,9 @@ class Observation(Retention):
                 if free is None:
                     free = self.free_slots(me, now)
                 if free <= 0:
+                    if key not in self._slot_waited:
+                        self._slot_waited.add(key)
+                        self.slot_waits += 1
                     return out
                 free -= 1
                 self._suggested.add(key)

@@ -41,6 +41,9 @@ FRAME_CAPACITY: Final = 17.5
 in total (net/batcher.py)."""
 TRANSPORT_SHARE: Final = 0.8
 """A run whose busiest 10 s reached this share of the capacity is transport-bound."""
+SLOT_WAIT_SHARE: Final = 0.05
+"""A run whose provers stood back for want of a free slot in more attempts than this
+share of the asks placed is bound by their capacity."""
 CORES: Final = 2
 WINDOW_S: Final = 10.0
 STATES: Final = ("open", "assigned", "proven", "expired", "cancelled", "invalid_inputs")
@@ -237,11 +240,20 @@ def build_summary(data: RunData) -> dict[str, Any]:
         )
     if waits > 100:
         notes.append(f"{waits} waits for full outbound queues (slow peers)")
+    transport_bound = bool(notes)
     cpu_bound = mean_cpu_total >= 0.85 * CORES * 100
     if cpu_bound:
         notes.append(
             f"the nodes used {mean_cpu_total:.0f}% CPU on average, near all {CORES} cores:"
             " CPU-bound (gossip included)"
+        )
+    slot_waits = sum(st.get("slot_waits", 0) for st in data.final_stats.values())
+    placed_asks = len(data.asks.asks)
+    slots_bound = slot_waits > SLOT_WAIT_SHARE * placed_asks
+    if slots_bound:
+        notes.append(
+            f"provers found every slot held for {slot_waits} attempts they would have"
+            f" entered ({placed_asks} asks placed): bound by the provers' capacity"
         )
 
     # per node
@@ -399,8 +411,10 @@ def build_summary(data: RunData) -> dict[str, Any]:
             "cores": CORES,
             "max_node_percent": _r(max(cpu_all, default=0.0), 1),
         },
-        "transport_bound": bool(notes) and not (cpu_bound and len(notes) == 1),
+        "transport_bound": transport_bound,
         "cpu_bound": cpu_bound,
+        "slots_bound": slots_bound,
+        "slot_waits": slot_waits,
         "bound_notes": notes,
         "node_stats": nodes,
         "provers": provers,
@@ -657,6 +671,11 @@ def write_index(summary: dict[str, Any], out: Path) -> None:
         (
             "transport-bound",
             ("yes: " + "; ".join(summary["bound_notes"])) if summary["transport_bound"] else "no",
+        ),
+        (
+            "provers' slots all held",
+            f"{summary['slot_waits']} attempts"
+            + (" (bound by their capacity)" if summary["slots_bound"] else ""),
         ),
     ]
     net = summary.get("network")

@@ -452,6 +452,10 @@ class Runner:
                 if n.spec.role == "prover":
                     status = await trio.to_thread.run_sync(fetch_status, n.api)
                     self.data.prove_times.feed(n.name, status)
+                    prover = (status or {}).get("prover")
+                    waits = prover.get("slot_waits") if isinstance(prover, dict) else None
+                    if isinstance(waits, int) and n.pid is not None:
+                        self.counters[n.name].update(n.pid, {"slot_waits": waits})
             sample = Sample(t=t, node=n.name, up=up, cpu=cpu, rss=rss)
             if stats is not None and n.pid is not None:
                 g = stats.get("gossip", {})

@@ -171,6 +171,7 @@ class ProverRole:
             "failed": s.failed,
             "attested": s.attested,
             "earned": s.earned,
+            "slot_waits": self.state.slot_waits,
             "prove_times": [
                 {"ask": t.ask.hex(), "started": t.started, "ms": t.ms} for t in s.prove_times
             ],
