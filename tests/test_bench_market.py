@@ -16,7 +16,7 @@ from tests.processes import cli
 ROW = (
     "rate", "placed", "assigned", "proven", "assign_p50_ms", "assign_p99_ms", "checks_ok",
     "passed", "cpu_ms_per_ask_per_node", "envelopes_per_frame", "frames_per_s", "bound_by",
-    "slot_waits",
+    "slot_waits", "check_failures",
 )  # fmt: skip
 
 
@@ -31,6 +31,8 @@ def test_one_small_step_prints_every_field() -> None:
     for key in ROW:
         assert key in row, key
     assert row["rate"] == 2.0 and row["placed"] >= 1
+    assert isinstance(row["check_failures"], list)
+    assert not (row["check_failures"] and row["checks_ok"])
     assert 0 <= row["assigned"] <= row["placed"]
     assert row["slot_waits"] > 0.05 * row["placed"]
     assert row["bound_by"] == "slots" or (row["bound_by"] == "cpu" and row["passed"] is False)

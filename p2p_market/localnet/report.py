@@ -36,9 +36,10 @@ if TYPE_CHECKING:
     from p2p_market.localnet.collect import AskTrack
     from p2p_market.localnet.rundata import RunData
 
-FRAME_CAPACITY: Final = 17.5
-"""Measured here: 10 node processes on 2 cores saturate near 17-18 gossip frames/s
-in total (net/batcher.py)."""
+FRAME_CAPACITY: Final = 56.0
+"""Measured here: 10 node processes on 2 cores carried 56 one-envelope gossip frames/s
+in total (`bench net --nodes 10`, its unbatched rate; 17-18 before the transport work
+of docs/transport.md)."""
 TRANSPORT_SHARE: Final = 0.8
 """A run whose busiest 10 s reached this share of the capacity is transport-bound."""
 SLOT_WAIT_SHARE: Final = 0.05

@@ -1,13 +1,14 @@
 """Adaptive batching of outgoing envelopes into gossip frames, under a frame budget.
 
 Gossip frames are what a network of py-libp2p nodes runs out of first (measured:
-10 node processes on a 2-core box saturate near 17-18 frames/s in total, whatever a
-frame carries). So each node spends frames from a token bucket: `frames_per_second`
-tokens a second, at most `burst` saved up. While a token is there an envelope goes
-out at once, alone in its frame: a quiet market pays no batching delay. While the
-bucket is empty, envelopes queue, and the next token sends everything queued for one
-market as a single frame (up to the frame's item and byte caps): a busy market gets
-bigger frames, not more of them, and its latency is bounded by the token interval.
+10 node processes on a 2-core box saturated near 17-18 frames/s in total, whatever a
+frame carries; 56 since the transport work of docs/transport.md). So each node
+spends frames from a token bucket: `frames_per_second` tokens a second, at most
+`burst` saved up. While a token is there an envelope goes out at once, alone in its
+frame: a quiet market pays no batching delay. While the bucket is empty, envelopes
+queue, and the next token sends everything queued for one market as a single frame
+(up to the frame's item and byte caps): a busy market gets bigger frames, not more
+of them, and its latency is bounded by the token interval.
 
 Pure logic: no I/O, no clock of its own. Every method that depends on time takes
 `now` (seconds, any monotonic origin), so the tests drive it with plain numbers and
@@ -24,8 +25,11 @@ from typing import Final
 from p2p_market.net.frame import MAX_FRAME_BYTES, MAX_FRAME_ITEMS, frame_size, item_fits
 
 DEFAULT_FRAMES_PER_SECOND: Final = 2.0
-"""A node's share of the measured network-wide frame capacity (~17 frames/s over 10
-processes on two cores), rounded up: a node rarely publishes alone for long."""
+"""A node's share of the network-wide frame capacity measured before the transport
+work (~17 frames/s over 10 processes on two cores), rounded up: a node rarely
+publishes alone for long. Kept there since: `bench market` with 8 nodes meets its
+latency target at 32 asks/s with it (README, Status), and a larger budget buys
+lower latency with more frames."""
 
 DEFAULT_BURST: Final = 4
 """Frames a node may send back to back after a quiet spell."""

@@ -132,11 +132,12 @@ def test_a_small_real_run_writes_the_report(tmp_path: Path) -> None:
         assert row["mean"] >= 2 + 2 * int(k)  # ask, k commits, k proofs, receipts
     gossip = summary["gossip"]
     assert gossip["frames_published"] > 0 and gossip["frames_per_s_mean"] > 0
-    # Four nodes at 2 frames/s each stay below 80% of the ~17.5 frames/s capacity;
+    # Four nodes at 2 frames/s each stay below 80% of the ~56 frames/s capacity;
     # so the run is transport-bound only if the nodes batched or waited on peers.
     assert gossip["frames_per_s_peak_10s"] < 0.8 * gossip["capacity_frames_per_s"]
     batched = gossip["envelopes_published"] / gossip["frames_published"] > 1.2
     assert summary["transport_bound"] is (batched or gossip["outbound_waits"] > 100)
+    assert summary["slots_bound"] is (summary["slot_waits"] > 0.05 * summary["asks"]["placed"])
     nodes = summary["node_stats"]
     assert [n["name"] for n in nodes] == ["relay-1", "prover-1", "prover-2", "requester-1"]
     for n in nodes:
