@@ -33,12 +33,19 @@ def setting() -> tuple[World, bytes, bytes, bytes, bytes]:
     assert w.commit("p", b, p_bid, now=T0 + 400).accepted
     w.tick(T0 + 1_300)
     assert w.winners(b) == ["p"]
-    w.send(w.actor("p").proof(now=T0 + 1_500, ask=b, proof=b"proof-01"), T0 + 1_500)
-    paid = w.actor("r1").receipt(now=T0 + 1_600, ask=b, prover=w.pk("p"), outcome="accepted")
-    assert w.send(paid, T0 + 1_600).accepted
+    proven_and_paid(w, b, "p", "r1", T0 + 1_500, T0 + 1_600)
     w.tick(T0 + 5_000)
     assert b in w.state._archive.watched
     return w, a, b, p_late, q_late
+
+
+def proven_and_paid(
+    w: World, ask: bytes, prover: str, requester: str, proof_at: int, paid_at: int
+) -> None:
+    """The prover delivers its proof of the ask and the requester pays for it."""
+    w.send(w.actor(prover).proof(now=proof_at, ask=ask, proof=b"proof-01"), proof_at)
+    paid = w.actor(requester).receipt(now=paid_at, ask=ask, prover=w.pk(prover), outcome="accepted")
+    assert w.send(paid, paid_at).accepted
 
 
 def agrees(w: World) -> None:
@@ -95,6 +102,20 @@ def rebuild_after(w: World, t: int) -> None:
     assert w.state.refolds > rebuilt and not w.state._archive.watched
 
 
+def award_nothing(w: World, a: bytes, *, attempt: int, signed_at: int, sent_at: int) -> None:
+    """A's requester awards no commit of A's `attempt`, closing the earlier ones."""
+    award = w.actor("r0").award(now=signed_at, ask=a, commits=[], attempt=attempt)
+    assert w.send(award, sent_at).accepted
+    w.tick(sent_at + 100)
+
+
+def assert_b_served_after_all(w: World, a: bytes, b: bytes) -> None:
+    """p's slot at A was voided: B was thawed and p wins it, as a full fold says."""
+    assert b not in w.state._archive
+    assert w.winners(a) == [] and w.winners(b) == ["p"]
+    agrees(w)
+
+
 def test_an_award_thaws_from_the_first_attempt_of_its_round_that_holds_a_commit() -> None:
     """p (one slot) commits to A's attempt 0 and wins it for now, so its commit to B
     is over capacity and B expires unserved. The requester's award of A's attempt
@@ -112,12 +133,8 @@ def test_an_award_thaws_from_the_first_attempt_of_its_round_that_holds_a_commit(
     assert w.winners(a) == ["p"] and w.state_of(b) is AskState.EXPIRED
     assert b in w.state._archive
     rebuild_after(w, T0 + 5_000)
-    award = w.actor("r0").award(now=T0 + 6_000, ask=a, commits=[], attempt=5)
-    assert w.send(award, T0 + 6_600).accepted
-    w.tick(T0 + 6_700)
-    assert b not in w.state._archive
-    assert w.winners(a) == [] and w.winners(b) == ["p"]
-    agrees(w)
+    award_nothing(w, a, attempt=5, signed_at=T0 + 6_000, sent_at=T0 + 6_600)
+    assert_b_served_after_all(w, a, b)
 
 
 def test_an_award_does_not_thaw_past_attempts_without_commits() -> None:
@@ -130,9 +147,7 @@ def test_an_award_does_not_thaw_past_attempts_without_commits() -> None:
     b = w.ask("r1", now=T0 + 1_200, max_price=10, max_proof_time=5_000, ttl=3_000, nonce=2)
     assert w.commit("p", b, p_bid, now=T0 + 1_400).accepted
     w.tick(T0 + 2_300)
-    w.send(w.actor("p").proof(now=T0 + 2_500, ask=b, proof=b"proof-01"), T0 + 2_500)
-    paid = w.actor("r1").receipt(now=T0 + 2_600, ask=b, prover=w.pk("p"), outcome="accepted")
-    assert w.send(paid, T0 + 2_600).accepted
+    proven_and_paid(w, b, "p", "r1", T0 + 2_500, T0 + 2_600)
     w.tick(T0 + 6_500)
     assert b in w.state._archive
     rebuild_after(w, T0 + 5_000)
@@ -162,18 +177,12 @@ def test_an_award_thaws_from_the_earliest_commit_it_voids() -> None:
     assert w.commit("q", b, q_bid, now=T0 + 200).accepted
     w.tick(T0 + 1_000)
     assert w.winners(b) == ["q"]
-    w.send(w.actor("q").proof(now=T0 + 1_010, ask=b, proof=b"proof-01"), T0 + 1_010)
-    paid = w.actor("r1").receipt(now=T0 + 1_020, ask=b, prover=w.pk("q"), outcome="accepted")
-    assert w.send(paid, T0 + 1_020).accepted
+    proven_and_paid(w, b, "q", "r1", T0 + 1_010, T0 + 1_020)
     w.tick(T0 + 4_800)
     assert w.winners(a) == ["p"] and b in w.state._archive
     rebuild_after(w, T0 + 4_900)
-    award = w.actor("r0").award(now=T0 + 5_050, ask=a, commits=[], attempt=4)
-    assert w.send(award, T0 + 5_100).accepted
-    w.tick(T0 + 5_200)
-    assert b not in w.state._archive
-    assert w.winners(a) == [] and w.winners(b) == ["p"]
-    agrees(w)
+    award_nothing(w, a, attempt=4, signed_at=T0 + 5_050, sent_at=T0 + 5_100)
+    assert_b_served_after_all(w, a, b)
 
 
 def ended_at_a_check(proof_after_commit: bool) -> tuple[World, bytes, bytes, bytes]:
