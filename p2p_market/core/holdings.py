@@ -170,9 +170,9 @@ class Holdings:
         self._outstanding: set[tuple[bytes, bytes, int]] = set()
         """Suggested commits not stored (yet): they hold a slot in `free_slots`."""
         self.slot_waits = 0
-        """Attempts the commit policy would have entered for the local prover but
-        for every slot of its being held (each counted once): how often its
-        capacity, not the market, bound it. A benchmark figure, local."""
+        """Attempts the commit policy would have entered for the local prover had
+        one of its slots been free (each counted once): how often its capacity,
+        not the market, held it back. A benchmark figure, local."""
         self._slot_waited: set[tuple[bytes, bytes, int]] = set()
         self.no_shows: dict[bytes, tuple[int, bytes, bytes, int]] = {}
         """Current bids that would have won a settled attempt and did not commit to
