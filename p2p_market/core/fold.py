@@ -90,8 +90,8 @@ class Fold(Rules):
                 self.occ_reads[prover] = [r for r in reads if r.ask != ask_id]
         self.run_read.pop(ask_id, None)
         self.run_written.pop(ask_id, None)
-        self.heap[:] = [item for item in self.heap if item[4] != ask_id]  # in place:
-        heapq.heapify(self.heap)  # `advance` holds this list
+        # its queued items go stale (skipped when they come up, not searched for)
+        self.generation[ask_id] = self.generation.get(ask_id, 0) + 1
         # fold it again, in order, up to the horizon
         main, cur, past = self.heap, self.cur, self.past
         own: list[Queued] = []
@@ -101,7 +101,7 @@ class Fold(Rules):
             for env in members:
                 self.push(env.message.timestamp, MESSAGE, env.id, env, ask_id)  # type: ignore[union-attr]
             while own:
-                t, prio, tie, item, _ = own[0]
+                t, prio, tie, _, item, _ = own[0]
                 if prio < ASK_OPEN and t > self.horizon:
                     break
                 heapq.heappop(own)
@@ -197,10 +197,11 @@ class Fold(Rules):
         self.dirty.clear()
         heap = self.heap
         while heap:
-            t, prio, tie, item, _ = heap[0]
+            t, prio, tie, _, item, _ = heap[0]
             if prio < ASK_OPEN and t > horizon:
                 break
-            heapq.heappop(heap)
+            if self.stale(heapq.heappop(heap)):
+                continue
             key = (t, prio, tie)
             self.cur = key
             self.past = key < self.frontier
@@ -239,6 +240,8 @@ class Fold(Rules):
             for number in numbers:
                 self.awards.pop((ask_id, round_id, number), None)
         self.dirty.discard(ask_id)
+        # Its queued timers, stale or not, find no run or attempt and do nothing.
+        self.generation.pop(ask_id, None)
         for table in (self.run_read, self.run_written, self.version):
             table.pop(ask_id, None)
         self.ask_env.pop(ask_id, None)
@@ -276,9 +279,9 @@ class Fold(Rules):
         """When the next timer is due; timers of dropped (archived) asks are discarded."""
         heap = self.heap
         while heap:
-            _, prio, _, item, _ = heap[0]
+            _, prio, _, _, item, _ = heap[0]
             live = self.runs if prio == EXPIRY else self.attempts
-            if item in live:
+            if item in live and not self.stale(heap[0]):
                 return heap[0][0]
             heapq.heappop(heap)
         return None

@@ -68,6 +68,9 @@ class Footprints:
         """(prover, interval) of every valid commit, by commit id."""
         self.notes: dict[bytes, str] = {}
         self.heap: list[Queued] = []
+        self.generation: dict[bytes, int] = {}
+        """How many times each ask was replayed alone: its items queued before the
+        last replay are stale and skipped when they come up."""
         self.commit_index: dict[bytes, Commit] = {}
         self.commit_signer: dict[bytes, bytes] = {}
         self.awards: dict[tuple[bytes, bytes, int], list[Award]] = {}
@@ -113,9 +116,15 @@ class Footprints:
         """A counter per ask, bumped by every change to its run or attempts."""
 
     def push(self, t: int, prio: int, tie: bytes, item: object, ask_id: bytes) -> None:
-        """Queue an item of `ask_id`'s (its key, `(t, prio, tie)`, is unique: the
-        item and the ask are never compared)."""
-        heapq.heappush(self.heap, (t, prio, tie, item, ask_id))
+        """Queue an item of `ask_id`'s in the ask's current generation. Its key,
+        `(t, prio, tie)`, is unique within a generation, so the item and the ask are
+        never compared."""
+        heapq.heappush(self.heap, (t, prio, tie, self.generation.get(ask_id, 0), item, ask_id))
+
+    def stale(self, queued: Queued) -> bool:
+        """Whether a queued item belongs to an earlier generation of its ask: a
+        replay of the ask (`Fold._replay_ask`) queued its items again."""
+        return queued[3] != self.generation.get(queued[5], 0)
 
     def _read_run(self, ask_id: bytes) -> None:
         cur = self.cur

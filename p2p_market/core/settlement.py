@@ -165,8 +165,9 @@ AFTER_AWARD = "after the award"
 Key = tuple[int, int, bytes]
 """Where an event sits in the fold's order: (time, kind priority, unique tie)."""
 BEFORE_ALL: Key = (-1, -1, b"")
-Queued = tuple[int, int, bytes, object, bytes]
-"""An item waiting in the fold's queue: its key, the item, and the ask it is about."""
+Queued = tuple[int, int, bytes, int, object, bytes]
+"""An item waiting in the fold's queue: its key, the generation of its ask it was
+queued in (`Footprints.push`), the item, and the ask it is about."""
 
 
 class Conflict(Exception):
