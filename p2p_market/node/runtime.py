@@ -348,14 +348,16 @@ class Node:
         return len(self._syncing)
 
     # -- the one path into the core -------------------------------------------------
-    def admit(self, env: Envelope) -> Verdict:
+    def admit(self, env: Envelope, *, local: bool = False) -> Verdict:
         """Apply a checked envelope (form and signature already verified), after
-        writing it to the log if the core will keep it; queue its effects."""
+        writing it to the log if the core will keep it; queue its effects. A `local`
+        one (the owner's, `submit`) is on disk before this returns; one from a peer
+        is logged without an fsync (node/storage.py says why)."""
         state = self.cores.state_for(env)
         if state is None:
             return ignore(Reason.WRONG_MARKET, "a market this node does not follow")
         now = self.clock()
-        refused = self._log_first(state, env, now)
+        refused = self._log_first(state, env, now, durable=local)
         if refused is not None:
             self.metrics.message_in(state.market_id, env.kind, refused)
             return refused
@@ -374,22 +376,25 @@ class Node:
             self._effects_in.send_nowait((state.market_id, effect))
         return verdict
 
-    def _log_first(self, state: MarketState, env: Envelope, now: int) -> Verdict | None:
+    def _log_first(
+        self, state: MarketState, env: Envelope, now: int, *, durable: bool
+    ) -> Verdict | None:
         """Write to the log what the core will keep (`MarketState.keeps`): accepted
         messages, held orphans (applied when their parent comes) and whatever it
         stores though it IGNOREs it (an equivocation's twin, a cancel after
         assignment, a commit after its award, an ask or bid that arrived expired): a
         restart must hold the same set.
 
-        Before the core keeps it, so a crash loses nothing forwarded, served by sync
-        or acted upon, and a message the log cannot take is refused with the state
+        Before the core keeps it, so a killed process loses nothing forwarded,
+        served by sync or acted upon (a power cut, only the last received ones
+        when not `durable`: storage.py), and a message the log cannot take is refused with the state
         untouched, as if it never came (the core's judgement changes nothing, and
         the log is as it was after a failed write): the verdict refusing it, which
         the API answers with 507 or 503. A peer's copy comes back by sync later."""
         if self.log is None or not state.keeps(env, now):
             return None
         try:
-            self.log.append(state.market_id, env.raw, now, state.forget_after(env))
+            self.log.append(state.market_id, env.raw, now, state.forget_after(env), durable)
         except WriteFailed as exc:
             self.log_health.failed(exc, refused=1)
             reason = Reason.STORAGE_FULL if exc.full else Reason.STORAGE_FAILED
@@ -1020,7 +1025,7 @@ class Node:
                 reason=verdict.reason.value,
                 detail=verdict.detail,
             )
-        verdict = self.admit(env)
+        verdict = self.admit(env, local=True)
         result = submitted(env.id, verdict)
         kind = Kind(env.kind).name.lower() if env.kind in Kind.__members__.values() else env.kind
         self.events.publish("submitted", {"kind": kind, **dataclasses.asdict(result)})

@@ -23,6 +23,7 @@ from p2p_market.node.api_token import TokenError, read_token
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.newcomers import NewcomerHoldings
 from p2p_market.node.runtime import ORPHAN_GRACE_S, Node
+from p2p_market.node.storage import EnvelopeLog
 from p2p_market.node.sync import SyncServer
 from tests.node.hosts import keys, started_hosts
 
@@ -394,3 +395,27 @@ async def test_newcomers_hold_no_more_of_the_log_than_their_share(tmp_path: Path
         assert sum(1 for env in held if env.signer == one.public_key) == 2
         assert len(held) == 7
         assert b._newcomer_holdings.held(MID) <= 60_000
+
+
+async def test_what_the_owner_submits_is_fsynced_and_what_peers_send_is_not(
+    tmp_path: Path,
+) -> None:
+    """The owner's own messages are on disk before they leave; a peer's are logged
+    without an fsync (node/storage.py: it held the event loop 3-5 ms each)."""
+    x = make_node(tmp_path, "x")
+    async with running(x) as nursery:
+        assert x.gossip is not None and x.log is not None
+        y = make_node(tmp_path, "y", (x.gossip.addr,))
+        await nursery.start(y.run)
+        assert y.gossip is not None and y.log is not None
+        await x.gossip.wait_for_mesh(MID, y.gossip.peer_id)
+        await y.gossip.wait_for_mesh(MID, x.gossip.peer_id)
+        x_before, y_before = dict(x.log.commits), dict(y.log.commits)
+        bid = Actor("owner", MARKET).bid(now=x.clock(), price=3, proof_time=900)
+        assert (await x.submit(bid)).status == "accept"
+        assert x.log.commits["fsynced"] == x_before["fsynced"] + 1
+        await wait_until(lambda: y.states[MID].holds(message_id(bid)))
+        assert y.log.commits["unsynced"] == y_before["unsynced"] + 1
+        assert y.log.commits["fsynced"] == y_before["fsynced"]
+        with EnvelopeLog(y.log.path) as reopened:  # a second connection sees it committed
+            assert bid in list(reopened.replay(MID))
