@@ -386,11 +386,12 @@ class Node:
         restart must hold the same set.
 
         Before the core keeps it, so a killed process loses nothing forwarded,
-        served by sync or acted upon (a power cut, only the last received ones
-        when not `durable`: storage.py), and a message the log cannot take is refused with the state
-        untouched, as if it never came (the core's judgement changes nothing, and
-        the log is as it was after a failed write): the verdict refusing it, which
-        the API answers with 507 or 503. A peer's copy comes back by sync later."""
+        served by sync or acted upon (a power cut may lose the last received ones,
+        logged without `durable`: storage.py), and a message the log cannot take is
+        refused with the state untouched, as if it never came (the core's judgement
+        changes nothing, and the log is as it was after a failed write): the verdict
+        refusing it, which the API answers with 507 or 503. A peer's copy comes back
+        by sync later."""
         if self.log is None or not state.keeps(env, now):
             return None
         try:
