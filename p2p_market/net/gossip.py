@@ -36,6 +36,12 @@ What py-libp2p 0.8.1 does by default, measured, and what is done about it here:
 - Only /meshsub/1.1.0 and /meshsub/1.0.0 are offered unless `idontwant` (node key
   `gossip_idontwant`): 1.2's IDONTWANT cost more than it saved and lost frames in
   the benchmark (docs/transport.md), and 1.3's extensions are not needed.
+- A PRUNE binds only the pruned peer: the pruner may graft it again a heartbeat
+  later, which the pruned peer takes for a backoff violation, and backoffs that
+  end within the same second on both ends can renew each other for good. A node
+  all others dialled first ended a `bench net` run with every peer backed off and
+  no frame by gossip within 2 s. The router is net/mesh_backoff.py's subclass:
+  the pruner backs off too, and grafts `BACKOFF_SLACK_S` after a backoff's end.
 - The mesh degree D: a node receives each frame about once per mesh peer, so D is
   most of what a frame costs. GossipSub's 6 is sized for large networks; with
   `auto_degree` (the node's default) it is sized to the market's peers
@@ -69,7 +75,7 @@ import trio
 from libp2p.abc import IHost, ISubscriptionAPI
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
@@ -77,7 +83,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from p2p_market.core.envelope import Envelope
 from p2p_market.core.validation import check_form, check_signature
 from p2p_market.core.verdict import ACCEPTED, Reason, Status, Verdict, reject
-from p2p_market.net import libp2p_speedups
+from p2p_market.net import libp2p_speedups, mesh_backoff
 from p2p_market.net.batcher import DEFAULT_BURST, DEFAULT_FRAMES_PER_SECOND, Batcher
 from p2p_market.net.frame import (
     MAX_FRAME_ITEMS,
@@ -291,7 +297,7 @@ class Gossip:
         self._extra_check = extra_check
         self._known = known
         """(market, envelope id) -> whether the node holds it (frame.py `known`)."""
-        self.router = GossipSub(
+        self.router = mesh_backoff.router_class()(
             protocols=list(cfg.protocols),
             degree=cfg.degree,
             degree_low=cfg.degree_low,
@@ -314,8 +320,9 @@ class Gossip:
         if cfg.auto_degree and not libp2p_speedups.SPEEDUPS["sender-record"].is_installed():
             # Measured with py-libp2p 0.8.1 unpatched: meshes of 3 in a 10-node market
             # flapped (prune, re-graft, "GRAFT flood") and lost most frames, while
-            # the patched library kept every one (docs/transport.md). Not knowing
-            # why, a library the patch does not fit keeps GossipSub's degree.
+            # the patched library kept every one (docs/transport.md). The re-graft
+            # is the bug net/mesh_backoff.py fixes; why the patches made the loss
+            # rarer is not known, so a library they do not fit keeps GossipSub's D.
             log.warning("mesh degree not sized: py-libp2p is unpatched; keeping %d", cfg.degree)
             self.config = cfg = replace(cfg, auto_degree=False)
         if cfg.auto_degree:  # start small; resize_mesh raises it as the market grows
