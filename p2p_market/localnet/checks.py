@@ -58,6 +58,10 @@ class Agreement:
     every node holds (see 1. above)."""
     asks_compared: int = 0
     divergent_asks: int = 0
+    divergent_unequally_held: int = 0
+    """Divergent asks about which the nodes hold different numbers of messages: some
+    node still lacked some of them (a lagging node, not yet a disagreement). The
+    others, held with as many messages everywhere, are the ones to look into."""
     asks_not_everywhere: int = 0
     invariant_violations: int = 0
     cancelled_with_winners: int = 0
@@ -82,6 +86,7 @@ class Agreement:
             "disagreement_explained": self.disagreement_explained,
             "asks_compared": self.asks_compared,
             "divergent_asks": self.divergent_asks,
+            "divergent_unequally_held": self.divergent_unequally_held,
             "asks_not_everywhere": self.asks_not_everywhere,
             "invariant_violations": self.invariant_violations,
             "cancelled_with_winners": self.cancelled_with_winners,
@@ -143,11 +148,19 @@ def check_agreement(finals: list[NodeFinal], *, strict: bool = False) -> Agreeme
         out.asks_compared += 1
         if len({_summary(a) for a in held}) > 1:
             out.divergent_asks += 1
+            held_counts = {(f.check or {}).get("ask_envelopes", {}).get(ask_id) for f in answered}
+            unequal = len(held_counts) > 1
+            out.divergent_unequally_held += unequal
             if out.divergent_asks <= EXAMPLES:
                 shown = sorted({(a["state"], len(a["winners"])) for a in held})
-                out.examples.append(f"ask {ask_id[:12]}: views {shown}")
+                also = f", messages held {sorted(held_counts, key=str)}" if unequal else ""
+                out.examples.append(f"ask {ask_id[:12]}: views {shown}{also}")
     if out.divergent_asks:
-        out.failures.append(f"{out.divergent_asks} ask(s) with different winners across nodes")
+        lagging = out.divergent_unequally_held
+        out.failures.append(
+            f"{out.divergent_asks} ask(s) with different winners across nodes"
+            + (f" ({lagging} of them held with different numbers of messages)" if lagging else "")
+        )
 
     # 1. same state_hash
     counts = Counter(str(f.check["state_hash"]) for f in answered if f.check)

@@ -60,6 +60,23 @@ def test_different_winners_for_an_ask_fail() -> None:
     assert out.divergent_asks == 1 and not out.ok
 
 
+def test_a_divergent_ask_says_whether_the_nodes_held_as_many_messages_about_it() -> None:
+    """A node that still lacks some of an ask's messages (a lagging node) is told
+    apart from nodes that hold as many and still differ."""
+    lagging = final("n2", asks=[ask("a", winners=("p2",)), ask("b", winners=("p2",))])
+    finals = [final("n1", asks=[ask("a"), ask("b")]), lagging]
+    finals[0].check["ask_envelopes"] = {"a": 4, "b": 4}  # type: ignore[index]
+    lagging.check["ask_envelopes"] = {"a": 3, "b": 4}  # type: ignore[index]
+    out = check_agreement(finals)
+    assert (out.divergent_asks, out.divergent_unequally_held) == (2, 1)
+    assert out.failures[0] == (
+        "2 ask(s) with different winners across nodes"
+        " (1 of them held with different numbers of messages)"
+    )
+    assert "messages held [3, 4]" in out.examples[0]
+    assert out.to_json()["divergent_unequally_held"] == 1
+
+
 def test_an_ask_one_node_lacks_is_counted_not_compared() -> None:
     out = check_agreement([final("n1", asks=[ask("a"), ask("b")]), final("n2")])
     assert (out.asks_compared, out.asks_not_everywhere, out.divergent_asks) == (1, 1, 0)
