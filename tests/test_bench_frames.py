@@ -27,10 +27,15 @@ PROFILED = py_spy() is not None
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("profiles")
+
+
+@pytest.fixture(scope="module")
+def result(profiles: Path) -> dict[str, Any]:
     args = ["--nodes", "3", "--publishers", "1", "--rate", "4", "--seconds", "2"]
     if PROFILED:
-        args += ["--profile", str(tmp_path_factory.mktemp("profiles"))]
+        args += ["--profile", str(profiles)]
     done = cli("bench", "frames", *args, "--variants", "before,after", "--json", timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     parsed: dict[str, Any] = json.loads(done.stdout)
@@ -62,12 +67,17 @@ def test_each_variant_runs_the_transport_it_names(result: dict[str, Any]) -> Non
 
 
 @pytest.mark.skipif(not PROFILED, reason="py-spy is not installed")
-def test_the_profile_names_the_gossip_path(result: dict[str, Any]) -> None:
+def test_the_profile_names_the_gossip_path(result: dict[str, Any], profiles: Path) -> None:
+    """The report's top entries depend on where a two-second run's few samples fell
+    (libp2p was not among the top 15 in one CI run); the raw profile it was made
+    from must hold the gossip path."""
     for row in result["variants"]:
         profile = row["profile"]
         assert profile["samples"] > 0
         assert profile["own"] and profile["with_callees"] and profile["own_by_package"]
-        assert any("libp2p" in line for line in profile["with_callees"])
+        raw = (profiles / f"{row['variant']}.raw").read_text()
+        everything = summarize_profile(raw, top=100_000)["with_callees"]
+        assert any("libp2p" in line for line in everything)
 
 
 def test_a_profile_summary_counts_own_and_callee_time(tmp_path: Path) -> None:
