@@ -42,6 +42,7 @@ kinds with old ones loses nothing on the old nodes' side of the network.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Final
 
 import msgpack
@@ -160,6 +161,12 @@ def belongs_to(env: Envelope, market: bytes) -> bool:
     return isinstance(message, MarketScoped) and message.market == market
 
 
+FrameScope = Callable[[Sequence[Envelope]], AbstractContextManager[object]]
+"""Entered with a frame's envelopes that passed the stateless checks, around the
+extra checks of them, and left when those are done (or the frame is rejected):
+the node writes to its log in one transaction what its core will keep of the
+frame (node/runtime.py, `Node.logged_ahead`)."""
+
 Known = Callable[[bytes], bool]
 """Whether the node already holds an envelope with this id (its SHA-256): the bytes
 were checked when it was stored, so the signature need not be verified again."""
@@ -170,6 +177,7 @@ def judge_frame(
     market: bytes,
     extra_check: ExtraCheck | None = None,
     known: Known | None = None,
+    scope: FrameScope | None = None,
 ) -> tuple[Verdict, tuple[Envelope, ...]]:
     """The rule of this module's docstring: the frame's verdict, and the envelopes
     to deliver (those the extra check accepts). The verdict says what becomes of the
@@ -182,7 +190,8 @@ def judge_frame(
     costs no signature verification at all. An envelope the node already holds (the
     seen cache, `known`) is a duplicate before its signature is checked: replayed
     envelopes cost a hash, not a verification, and never reach the extra check (nor
-    spend their signer's budget there)."""
+    spend their signer's budget there). The extra checks run inside `scope`, if
+    given, entered with the envelopes they are about to judge."""
     try:
         items = decode_frame(data)
     except FrameError as exc:
@@ -216,14 +225,15 @@ def judge_frame(
         return unknown or ACCEPTED, tuple(env for _, env in envelopes)
     accepted: list[Envelope] = []
     first_ignored: Verdict | None = None
-    for index, env in envelopes:
-        verdict = extra_check(env)
-        if verdict.status is Status.REJECT:
-            return _about(index, verdict), ()
-        if verdict.accepted:
-            accepted.append(env)
-        elif first_ignored is None:
-            first_ignored = _about(index, verdict)
+    with nullcontext() if scope is None else scope([env for _, env in envelopes]):
+        for index, env in envelopes:
+            verdict = extra_check(env)
+            if verdict.status is Status.REJECT:
+                return _about(index, verdict), ()
+            if verdict.accepted:
+                accepted.append(env)
+            elif first_ignored is None:
+                first_ignored = _about(index, verdict)
     if unknown is not None:
         return unknown, tuple(accepted)
     if not accepted:

@@ -88,6 +88,7 @@ from p2p_market.net.batcher import DEFAULT_BURST, DEFAULT_FRAMES_PER_SECOND, Bat
 from p2p_market.net.frame import (
     MAX_FRAME_ITEMS,
     ExtraCheck,
+    FrameScope,
     belongs_to,
     encode_frame,
     judge_frame,
@@ -284,6 +285,7 @@ class Gossip:
         *,
         markets: Iterable[bytes] = (),
         extra_check: ExtraCheck | None = None,
+        frame_scope: FrameScope | None = None,
         known: Callable[[bytes, bytes], bool] | None = None,
         config: GossipConfig | None = None,
         on_frame_published: Callable[[int], None] | None = None,
@@ -295,6 +297,8 @@ class Gossip:
         self._listen = list(listen)
         self._initial_markets = list(markets)
         self._extra_check = extra_check
+        self._frame_scope = frame_scope
+        """Around the extra checks of one frame's envelopes (frame.py `FrameScope`)."""
         self._known = known
         """(market, envelope id) -> whether the node holds it (frame.py `known`)."""
         self.router = mesh_backoff.router_class()(
@@ -647,7 +651,9 @@ class Gossip:
                 self.stats.reasons[Reason.RATE_LIMITED] += 1
                 return False
             known = None if self._known is None else functools.partial(self._known, market)
-            verdict, envelopes = judge_frame(msg.data, market, self._extra_check, known)
+            verdict, envelopes = judge_frame(
+                msg.data, market, self._extra_check, known, self._frame_scope
+            )
             self.stats.reasons[verdict.reason] += 1
             if verdict.status is Status.REJECT:
                 self._blame(forwarder, verdict)
