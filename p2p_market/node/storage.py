@@ -21,8 +21,9 @@ them into a fresh `MarketState`. What makes that true is durability, so:
   five for one envelope), and a WAL is folded only if the database can grow by the
   pages it holds, so SQLite's default let the WAL alone fill a small disk (1 MiB:
   55 envelopes of 450 bytes, against about 800 now).
-- `append_many` is one transaction: the node batches the envelopes of one tick,
-  paying one fsync for all of them instead of one each.
+- `append_many` is one transaction: the node writes the envelopes of one gossip
+  frame so (`Node.logged_ahead`), paying one commit, and the pages they share
+  once, for all of them instead of one each.
 - `INSERT OR IGNORE` on the message id (SHA-256 of the envelope): the same
   envelope from gossip and from sync is one row, whatever the order.
 - Rows keep `received_at` so a replay can feed each envelope at the time it was
