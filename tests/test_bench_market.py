@@ -16,7 +16,7 @@ from tests.processes import cli
 ROW = (
     "rate", "placed", "assigned", "proven", "assign_p50_ms", "assign_p99_ms", "checks_ok",
     "passed", "cpu_ms_per_ask_per_node", "envelopes_per_frame", "frames_per_s", "bound_by",
-    "slot_waits", "check_failures",
+    "slot_waits", "check_failures", "fold_per_node",
 )  # fmt: skip
 
 
@@ -32,6 +32,7 @@ def test_one_small_step_prints_every_field() -> None:
         assert key in row, key
     assert row["rate"] == 2.0 and row["placed"] >= 1
     assert isinstance(row["check_failures"], list)
+    assert row["fold_per_node"]["refolds"] >= 1  # every node builds its fold at least once
     assert not (row["check_failures"] and row["checks_ok"])
     assert 0 <= row["assigned"] <= row["placed"]
     assert row["slot_waits"] > 0.05 * row["placed"]

@@ -167,7 +167,19 @@ def run_step(rate: float, settings: MarketSettings, workdir: Path) -> dict[str, 
         "bound_by": bound,
         "slot_waits": summary["slot_waits"],
         "bound_notes": summary["bound_notes"],
+        "fold_per_node": _fold_per_node(data),
     }
+
+
+def _fold_per_node(data: RunData) -> dict[str, float]:
+    """Each fold count (`MarketState.fold_stats`: refolds, conflicts, ...) averaged
+    over the nodes that answered the final check: a node rebuilding its fold from
+    scratch often pays for it in CPU, which is what tips a step over."""
+    folds = [f.check["fold"] for f in data.finals if f.check and "fold" in f.check]
+    if not folds:
+        return {}
+    names = sorted({name for fold in folds for name in fold})
+    return {name: round(sum(f.get(name, 0) for f in folds) / len(folds), 1) for name in names}
 
 
 def _cpu_ms(data: RunData) -> float:

@@ -852,6 +852,7 @@ def market_check(node: Any, market: str) -> dict[str, Any]:
         "bids": len(state.book),
         "asks": by_state,
         "ask_envelopes": {a.hex(): 1 + len(state.events.get(a, {})) for a in state.asks},
+        "fold": state.fold_stats(),
     }
 
 

@@ -372,6 +372,10 @@ class CheckBody(BaseModel):
     bids: int
     asks: dict[str, int]
     ask_envelopes: dict[str, int]
+    fold: dict[str, int]
+    """How the node's settlement fold kept up (MarketState.fold_stats): rebuilds
+    from scratch (`refolds`, of which `conflicts`), windows `reopened`, asks
+    `replayed` alone, items folded `in_place`. Local, not part of the agreement."""
 
 
 class PeersDialled(BaseModel):

@@ -161,6 +161,7 @@ async def test_the_control_api_reports_stats_and_checks(nursery: trio.Nursery) -
     check = await get(f"/v1/markets/{state.market_id.hex()}/check")
     assert check["state_hash"] == state.state_hash() and check["violations"] == []
     assert check["bids"] == 1 and check["reorgs"] == 0 and check["ask_envelopes"] == {}
+    assert check["fold"] == state.fold_stats() and "refolds" in check["fold"]
     with pytest.raises(ApiError) as unknown:
         await get(f"/v1/markets/{'0' * 64}/check")
     assert unknown.value.status == 404
