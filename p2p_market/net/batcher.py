@@ -10,6 +10,14 @@ queue, and the next token sends everything queued for one market as a single fra
 (up to the frame's item and byte caps): a busy market gets bigger frames, not more
 of them, and its latency is bounded by the token interval.
 
+A full frame (as many envelopes, or bytes, as a frame may carry) goes out without
+a token. The budget exists because a frame costs every node the same whatever it
+carries; a full frame carries the most it can, so holding it back saves no cost per
+envelope, it only lets the queue grow until the publisher must wait. Measured
+(`bench net`, 10 nodes, 3 publishers, 2 frames/s): without this rule the batched
+rate stopped at 448 orders/s with the machine at 60 %, every frame then full, the
+budget and the item cap (2 x 64 a second per publisher) the bound.
+
 Pure logic: no I/O, no clock of its own. Every method that depends on time takes
 `now` (seconds, any monotonic origin), so the tests drive it with plain numbers and
 the gossip service drives it with `trio.current_time()`.
@@ -106,6 +114,7 @@ class Batcher:
         self.max_bytes = max_bytes
         self.max_pending = max_pending
         self._queues: dict[bytes, deque[tuple[int, bytes]]] = {}
+        self._queued_bytes: dict[bytes, int] = {}
         self._pending: set[bytes] = set()
         self._arrival = itertools.count()
 
@@ -128,22 +137,45 @@ class Batcher:
             return False
         self._pending.add(envelope)
         self._queues.setdefault(market, deque()).append((next(self._arrival), envelope))
+        self._queued_bytes[market] = self._queued_bytes.get(market, 0) + len(envelope)
         return True
+
+    def _fills_a_frame(self, market: bytes) -> bool:
+        """Whether `market`'s queue holds at least a full frame (by items, or by
+        bytes beyond what one frame can carry)."""
+        queue = self._queues.get(market)
+        if not queue:
+            return False
+        return len(queue) >= self.max_items or self._queued_bytes[market] >= self.max_bytes
+
+    def full_frame_waiting(self) -> bytes | None:
+        """A market whose queue fills a frame (the one whose envelope has waited
+        longest), which may go out without a token; None if none does."""
+        full = [m for m in self._queues if self._fills_a_frame(m)]
+        return min(full, key=lambda m: self._queues[m][0][0]) if full else None
 
     def next_due(self, now: float) -> float | None:
         """When `take` will next return a batch: `now` if it would already, the time
         of the next frame token if envelopes wait for one, None if nothing waits."""
         if not self._pending:
             return None
+        if self.full_frame_waiting() is not None:
+            return now
         return self.budget.next_token_at(now)
 
     def take(self, now: float) -> Batch | None:
-        """Spend one frame token on the market whose envelope has waited longest and
-        return as many of its envelopes, oldest first, as fit in one frame. None (and
-        nothing spent) when nothing waits or the budget is exhausted."""
-        if not self._pending or not self.budget.try_spend(now):
+        """A full frame of the market whose full queue has waited longest, without a
+        token; else spend one frame token on the market whose envelope has waited
+        longest. Either way as many of its envelopes, oldest first, as fit in one
+        frame. None (and nothing spent) when nothing waits or the budget is
+        exhausted and no frame is full."""
+        if not self._pending:
             return None
-        market = min(self._queues, key=lambda m: self._queues[m][0][0])
+        market = self.full_frame_waiting()
+        if market is None:
+            if not self.budget.try_spend(now):
+                return None
+            market = min(self._queues, key=lambda m: self._queues[m][0][0])
         queue = self._queues[market]
         items: list[bytes] = []
         sizes: list[int] = []
@@ -155,6 +187,8 @@ class Batcher:
             items.append(envelope)
             sizes.append(len(envelope))
             self._pending.discard(envelope)
+        self._queued_bytes[market] -= sum(sizes)
         if not queue:
             del self._queues[market]
+            del self._queued_bytes[market]
         return Batch(market, tuple(items))

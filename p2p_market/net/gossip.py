@@ -343,6 +343,8 @@ class Gossip:
             max_items=cfg.max_envelopes_per_frame,
         )
         self._queued = trio.Event()
+        self._full = trio.Event()
+        """Set when a push fills a frame, which may go before the next token."""
         self._room = trio.Event()
         self._deliver, self.deliveries = trio.open_memory_channel[Delivery](cfg.delivery_buffer)
         self._banish, self._banished = trio.open_memory_channel[ID](64)
@@ -542,6 +544,8 @@ class Gossip:
         while not self._batcher.push(market, raw):
             await self._room.wait()
         self._queued.set()
+        if self._batcher.full_frame_waiting() is not None:
+            self._full.set()  # it need not wait for a token (batcher.py)
         await trio.lowlevel.checkpoint()
         return ACCEPTED
 
@@ -555,7 +559,10 @@ class Gossip:
                 self._queued = trio.Event()
                 continue
             if due > now:
-                await trio.sleep_until(due)
+                with trio.move_on_at(due):
+                    await self._full.wait()
+                if self._full.is_set():
+                    self._full = trio.Event()
                 continue
             batch = self._batcher.take(now)
             if batch is None:
@@ -691,6 +698,8 @@ class Gossip:
             else:
                 self.stats.relays_dropped += 1
         self._queued.set()
+        if self._batcher.full_frame_waiting() is not None:
+            self._full.set()
 
     def _blame(self, peer: ID, verdict: Verdict) -> None:
         self.stats.frames_rejected += 1

@@ -39,19 +39,44 @@ def test_over_budget_envelopes_coalesce_into_one_frame_when_a_token_comes() -> N
     assert b.pending == 0
 
 
-def test_frames_never_exceed_the_rate_however_many_envelopes() -> None:
-    b = Batcher(frames_per_second=4.0, burst=2)
-    frames = 0
+def test_frames_not_full_never_exceed_the_rate_however_many_envelopes() -> None:
+    b = Batcher(frames_per_second=4.0, burst=2, max_items=16)
+    partial = full = 0
     now = 0.0
     for i in range(1000):
         b.push(M1, env(i))
         now += 0.001  # 1000 envelopes a second for one second
-        if b.take(now) is not None:
-            frames += 1
-    while b.take(now) is not None:
-        frames += 1
-    assert frames <= 2 + 4 * now + 1
-    assert b.pending > 0  # the rest waits for tokens, it is not dropped
+        while (batch := b.take(now)) is not None:
+            if len(batch.items) == 16:
+                full += 1
+            else:
+                partial += 1
+    assert partial <= 2 + 4 * now + 1
+    # The rest left in full frames, as soon as each filled: nothing waits for a token
+    # but what does not fill a frame.
+    assert full >= (1000 - 16 * partial) // 16 and b.pending < 16
+
+
+def test_a_full_frame_goes_without_a_token_and_a_partial_one_waits() -> None:
+    b = Batcher(frames_per_second=1.0, burst=1, max_items=4)
+    b.budget.try_spend(0.0)  # the bucket is empty until 1.0
+    for i in range(3):
+        b.push(M1, env(i))
+    assert b.full_frame_waiting() is None
+    assert b.next_due(0.1) == pytest.approx(1.0) and b.take(0.1) is None
+    b.push(M1, env(3))
+    assert b.full_frame_waiting() == M1 and b.next_due(0.1) == 0.1
+    assert b.take(0.1) == Batch(M1, tuple(env(i) for i in range(4)))
+    assert b.budget.tokens(0.1) == pytest.approx(0.1)  # no token was spent
+    # By bytes too: two envelopes that cannot share a frame make one full.
+    small = Batcher(frames_per_second=1.0, burst=1, max_bytes=1000)
+    small.budget.try_spend(0.0)
+    small.push(M2, env(0, 600))
+    assert small.take(0.0) is None
+    small.push(M2, env(1, 600))
+    assert small.take(0.0) == Batch(M2, (env(0, 600),))
+    assert small.take(0.0) is None  # the one left does not fill a frame: it waits
+    assert small.take(1.0) == Batch(M2, (env(1, 600),))
 
 
 def test_a_frame_holds_at_most_max_items() -> None:

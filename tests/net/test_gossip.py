@@ -167,6 +167,24 @@ async def test_under_budget_an_envelope_leaves_alone_over_budget_they_share_a_fr
         assert receiver.stats.frames_accepted == 2
 
 
+async def test_a_full_frame_leaves_without_waiting_for_a_token() -> None:
+    # One token per 100 s: after the first envelope, only full frames can leave
+    # within this test, and they do, as each fills; the rest waits for the token.
+    config = GossipConfig(frames_per_second=0.01, burst=1, max_envelopes_per_frame=8)
+    async with cluster(2, [(0, 1)], config=config) as (sender, receiver):
+        first = bid("fay", 1)
+        await sender.publish(MID, first)
+        assert (await receive(receiver)).raw == first
+        rest = [bid("fay", seq) for seq in range(2, 22)]
+        for raw in rest:
+            assert (await sender.publish(MID, raw)).accepted
+        got = await receive_n(receiver, 16, timeout=10)
+        assert [d.raw for d in got] == rest[:16]
+        assert (sender.stats.frames_published, sender.stats.envelopes_published) == (3, 17)
+        await trio.sleep(0.3)
+        assert nothing_waiting(receiver) and sender.stats.frames_published == 3
+
+
 async def test_with_batching_off_every_envelope_leaves_at_once_alone_in_its_frame() -> None:
     # The same burst as above, past the budget that batched it into one frame: with
     # batching off (bench net's baseline) it is 40 frames of one, none waiting.
