@@ -256,7 +256,8 @@ class NodeSection(Section):
     )
     frames_per_second: float = key(
         "the node's gossip budget: frames it may publish per second; envelopes beyond "
-        "it wait and share the next frame (`net/batcher.py`)",
+        "it wait and share the next frame; a full frame (64 envelopes or 256 KiB) goes "
+        "at once (`net/batcher.py`)",
         2.0,
         ge=0.1,
         le=1000,
