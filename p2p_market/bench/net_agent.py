@@ -9,7 +9,11 @@ watches DIR for `step-<k>.json` (k = 1, 2, ... in order), each saying: publish
 `count` bids at `rate` a second from `start_ms` (wall clock) on. The bids are
 signed before `start_ms`, so signing is not part of the measured path; each goes
 into the node as a local submission (`Node.submit`, the API's path without HTTP:
-the benchmark measures the network, not a web server) at its due time. Bids are the
+the benchmark measures the network, not a web server) at its due time, without
+waiting for the one before to be answered (as an API serves requests in flight
+together; at most MAX_IN_FLIGHT at once): the owner's envelopes are fsynced before
+they are published, and submissions in flight together share an fsync
+(node/group_sync.py). Bids are the
 cheapest valid orders: no role does any work on them. They come from a pool of
 `signers` keys in turn, each key's seq counting up, so that every bid replaces its
 signer's last one and no signer exceeds the nodes' per-signer gossip rate.
@@ -40,6 +44,9 @@ if TYPE_CHECKING:
     from p2p_market.node.runtime import Node
 
 POLL_S: Final = 0.05
+MAX_IN_FLIGHT: Final = 256
+"""Submissions a publisher has in flight at once; beyond, it falls behind its
+schedule (and the step says `publisher`)."""
 TRANSPORT_FILE: Final = "transport.json"
 """What the node runs: py-libp2p patches installed, muxer (`bench frames` reports it)."""
 BID_TTL_MS: Final = 3_600_000
@@ -121,15 +128,25 @@ class Publisher:
         sent: list[tuple[str, int]] = []
         refused: dict[str, int] = {}
         late_ms = 0
-        for i, raw in enumerate(bids):
-            await trio.sleep_until(t0 + i / rate)
-            now_ms = int(time.time() * 1000)
-            late_ms = max(late_ms, now_ms - (start_ms + int(i * 1000 / rate)))
-            result = await self.node.submit(raw)
+        in_flight = trio.Semaphore(MAX_IN_FLIGHT)
+
+        async def submit(raw: bytes, now_ms: int) -> None:
+            try:
+                result = await self.node.submit(raw)
+            finally:
+                in_flight.release()
             if result.status == "accept":
                 sent.append((message_id(raw).hex(), now_ms))
             else:
                 refused[result.reason] = refused.get(result.reason, 0) + 1
+
+        async with trio.open_nursery() as nursery:
+            for i, raw in enumerate(bids):
+                await trio.sleep_until(t0 + i / rate)
+                await in_flight.acquire()
+                now_ms = int(time.time() * 1000)
+                late_ms = max(late_ms, now_ms - (start_ms + int(i * 1000 / rate)))
+                nursery.start_soon(submit, raw, now_ms)
         return {"sent": sent, "refused": refused, "late_ms_max": late_ms}
 
 

@@ -57,6 +57,7 @@ from p2p_market.node.direct import DirectMessage, DirectServer, Header
 from p2p_market.node.discovery import Discovery, KnownMarkets
 from p2p_market.node.events import EventHub
 from p2p_market.node.facade import ProverControl, Submitted
+from p2p_market.node.group_sync import GroupSync
 from p2p_market.node.known_peers import KnownPeers
 from p2p_market.node.metrics import NodeMetrics, serve_metrics
 from p2p_market.node.newcomers import NewcomerHoldings
@@ -351,6 +352,8 @@ class Node:
         """What those signers hold in the log, until each message's horizon."""
         self._ahead: LoggedAhead | None = None
         """Set while a gossip frame is judged (`logged_ahead`)."""
+        self.group_sync: GroupSync | None = None
+        """The owner's envelopes' fsyncs, shared (node/group_sync.py); with the log."""
 
     @property
     def states(self) -> dict[bytes, MarketState]:
@@ -438,9 +441,9 @@ class Node:
         though the frame's first state said it would not (it depends on an earlier
         one of the frame) is logged on its own, as before; those written ahead that
         the core does not keep (refused over a signer's rate, say) are deleted
-        again when the frame is done. If the batch cannot be written, nothing was
-        written: each envelope then meets the log's failure on its own and is
-        refused with the state untouched."""
+        again when the frame is done (unless the core holds them). If the batch
+        cannot be written, nothing was written: each envelope then meets the log's
+        failure on its own and is refused with the state untouched."""
         log_ = self.log
         if log_ is None or len(envelopes) < 2 or self.log_health.failing is not None:
             yield  # while the log fails, each envelope meets it on its own
@@ -465,9 +468,56 @@ class Node:
             yield
         finally:
             self._ahead = None
-            unkept = ahead.ids - ahead.kept
+            unkept = [
+                env.id
+                for env in envelopes
+                if env.id in ahead.ids and env.id not in ahead.kept and not self._held(env)
+            ]
             if unkept:
-                self._unlog(list(unkept))
+                self._unlog(unkept)
+
+    async def _admit_local(self, env: Envelope) -> Verdict:
+        """`admit` for the owner's envelope: on disk before the core keeps it (and
+        so before it is published), the fsync made by a worker thread
+        (`EnvelopeLog.flush`) while the node goes on with its peers' frames. It is
+        committed first, then synced, then admitted as if logged ahead: if the core
+        no longer keeps it by then (the same envelope submitted twice at once, say),
+        its row goes again unless the core holds it. A failed sync refuses it with
+        the state untouched, as a failed write does. Submissions made together
+        share one fsync (node/group_sync.py)."""
+        state = self.cores.state_for(env)
+        log_ = self.log
+        now = self.clock()
+        group = self.group_sync
+        if state is None or log_ is None or group is None or not state.keeps(env, now):
+            return self.admit(env, local=True)  # nothing to write (or to refuse)
+        market = state.market_id
+        try:
+            log_.append(market, env.raw, now, state.forget_after(env), durable=False)
+            try:
+                await group.sync()
+            except WriteFailed:
+                self._unlog([env.id])  # best effort: not durable, so not kept
+                raise
+        except WriteFailed as exc:
+            self.log_health.failed(exc, refused=1)
+            reason = Reason.STORAGE_FULL if exc.full else Reason.STORAGE_FAILED
+            refused = ignore(reason, f"not stored: {exc}")
+            self.metrics.message_in(market, env.kind, refused)
+            return refused
+        self.log_health.ok()
+        self._ahead = ahead = LoggedAhead(now, frozenset({env.id}))
+        try:
+            return self.admit(env, local=True)
+        finally:
+            self._ahead = None
+            if env.id not in ahead.kept and not self._held(env):
+                self._unlog([env.id])
+
+    def _held(self, env: Envelope) -> bool:
+        """Whether the core holds `env` (stored or evidence): its row stays."""
+        state = self.cores.state_for(env)
+        return state is not None and state.holds(env.id)
 
     def _holds(self, market: bytes, mid: bytes) -> bool:
         state = self.states.get(market)
@@ -668,6 +718,7 @@ class Node:
         with EnvelopeLog(data_path(cfg)) as envelope_log:  # StorageError: cannot be used
             api_token = ensure_token(cfg.data_dir)  # TokenError before anything runs
             self.log = envelope_log
+            self.group_sync = GroupSync(envelope_log.flush)
             for market in cfg.markets:
                 envelope_log.put_market(market_id(market), encode_market(market))
             replayed = self._replay()
@@ -1093,7 +1144,7 @@ class Node:
                 reason=verdict.reason.value,
                 detail=verdict.detail,
             )
-        verdict = self.admit(env, local=True)
+        verdict = await self._admit_local(env)
         result = submitted(env.id, verdict)
         kind = Kind(env.kind).name.lower() if env.kind in Kind.__members__.values() else env.kind
         self.events.publish("submitted", {"kind": kind, **dataclasses.asdict(result)})

@@ -22,7 +22,8 @@ from p2p_market.node.config import NodeConfig
 from p2p_market.node.runtime import Node
 from p2p_market.node.storage import EnvelopeLog
 from tests.node.test_full_disk import cap_pages
-from tests.node.test_runtime import MARKET, MID
+from tests.node.test_runtime import MARKET, MID, running
+from tests.node.test_runtime import make_node as make_running_node
 
 NOW = 1_700_000_000_000
 
@@ -153,3 +154,29 @@ async def test_a_frame_the_full_log_cannot_take_is_refused_with_the_state_untouc
     assert node.log.commits["unsynced"] == unsynced + 1
     assert len(state.asks) == 52 and logged_ids(node) == kept_ids(state)
     node.log.close()
+
+
+async def test_the_owners_envelope_submitted_twice_at_once_is_kept_once_and_logged(
+    tmp_path: Path,
+) -> None:
+    """Both submissions write and sync it before either is admitted (the fsync runs
+    in a worker thread); the second then finds it held: its row must stay."""
+    a = make_running_node(tmp_path, "a")
+    async with running(a):
+        assert a.log is not None
+        ask = Actor("twice", MARKET).ask(now=a.clock(), max_price=50, max_proof_time=900)
+        answers: list[str] = []
+
+        async def submit() -> None:
+            answers.append((await a.submit(ask)).reason)
+
+        assert a.group_sync is not None
+        flushes = a.group_sync.syncs
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(submit)
+            nursery.start_soon(submit)
+        assert sorted(answers) == ["duplicate", "ok"]
+        assert a.group_sync.syncs == flushes + 2  # both were synced before being admitted
+        state = a.states[MID]
+        assert state.holds(message_id(ask)) and message_id(ask) in logged_ids(a)
+        assert logged_ids(a) == kept_ids(state)

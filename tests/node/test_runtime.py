@@ -412,8 +412,13 @@ async def test_what_the_owner_submits_is_fsynced_and_what_peers_send_is_not(
         await y.gossip.wait_for_mesh(MID, x.gossip.peer_id)
         x_before, y_before = dict(x.log.commits), dict(y.log.commits)
         bid = Actor("owner", MARKET).bid(now=x.clock(), price=3, proof_time=900)
+        assert x.group_sync is not None
+        flushes = x.group_sync.syncs
         assert (await x.submit(bid)).status == "accept"
-        assert x.log.commits["fsynced"] == x_before["fsynced"] + 1
+        # committed like a peer's, then the WAL fsynced before the core kept it
+        assert x.log.commits["unsynced"] == x_before["unsynced"] + 1
+        assert x.group_sync.syncs == flushes + 1
+        assert x.log.commits["fsynced"] == x_before["fsynced"]
         await wait_until(lambda: y.states[MID].holds(message_id(bid)))
         assert y.log.commits["unsynced"] == y_before["unsynced"] + 1
         assert y.log.commits["fsynced"] == y_before["fsynced"]
