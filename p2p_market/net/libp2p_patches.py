@@ -25,12 +25,9 @@ leaves the library alone. Remove this module when upstream fixes the bug.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import version
 from typing import Any, Final
 
 import trio
@@ -38,6 +35,8 @@ from libp2p.abc import IMuxedConn
 from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.network.swarm import Swarm
 from multiaddr import Multiaddr
+
+from p2p_market.net.pins import misfit, source_sha256
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +51,13 @@ _original = Swarm._do_handle_inbound_connection
 
 def original_source_sha256() -> str:
     """The SHA-256 of the installed library's own `_do_handle_inbound_connection`."""
-    return hashlib.sha256(inspect.getsource(_original).encode()).hexdigest()
+    return source_sha256(_original)
 
 
 def applicable() -> str | None:
     """None if the patch fits the installed library, else why not."""
-    installed = version("libp2p")
-    if installed != PATCHED_VERSION:
-        return f"libp2p {installed} installed, the patch is for {PATCHED_VERSION}"
-    if original_source_sha256() != ORIGINAL_SHA256:
-        return "Swarm._do_handle_inbound_connection is not the code the patch was written for"
-    return None
+    label = "Swarm._do_handle_inbound_connection"
+    return misfit(PATCHED_VERSION, [(label, _original, ORIGINAL_SHA256)], "patch")
 
 
 def is_applied() -> bool:

@@ -32,14 +32,11 @@ benchmark's baseline (`bench frames`' `before` variant) runs without them.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import version
 from typing import Any, Final
 from weakref import WeakKeyDictionary
 
@@ -50,6 +47,8 @@ from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
 from libp2p.pubsub.utils import maybe_consume_signed_record as _library_consume
 from libp2p.utils.varint import decode_uvarint
 from libp2p.utils.varint import read_varint_prefixed_bytes_limited as _library_read
+
+from p2p_market.net.pins import misfit, source_sha256
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +68,6 @@ CONTINUOUSLY_READ_STREAM_SHA256: Final = (
 )
 """Two patches replace names this method looks up (the read loop of every pubsub
 stream): it must still be the method that does."""
-
-
-def _sha256_of(obj: Any) -> str:
-    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()
 
 
 # -- pubsub-read ---------------------------------------------------------------------
@@ -311,18 +306,13 @@ _left_out: set[str] = set()
 
 def source_hashes(name: str) -> dict[str, str]:
     """The SHA-256 of the installed library's source of what `name` replaces."""
-    return {label: _sha256_of(obj) for label, (obj, _) in SPEEDUPS[name].pins.items()}
+    return {label: source_sha256(obj) for label, (obj, _) in SPEEDUPS[name].pins.items()}
 
 
 def applicable(name: str) -> str | None:
     """None if the patch fits the installed library, else why not."""
-    installed = version("libp2p")
-    if installed != PATCHED_VERSION:
-        return f"libp2p {installed} installed, the patch is for {PATCHED_VERSION}"
-    for label, (obj, expected) in SPEEDUPS[name].pins.items():
-        if _sha256_of(obj) != expected:
-            return f"{label} is not the code the patch was written for"
-    return None
+    pins = [(label, obj, expected) for label, (obj, expected) in SPEEDUPS[name].pins.items()]
+    return misfit(PATCHED_VERSION, pins, "patch")
 
 
 def leave_out(*names: str) -> None:

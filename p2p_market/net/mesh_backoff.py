@@ -32,16 +32,16 @@ both); otherwise `router_class()` returns the library's GossipSub and logs why.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
+import functools
 import logging
 import time
 from collections.abc import Iterable
-from importlib.metadata import version
 from typing import Any, Final
 
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
+
+from p2p_market.net.pins import misfit, source_sha256
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +52,12 @@ BACKOFF_SLACK_S: Final = 5.0
 """How long after a backoff's end a node still does not graft the peer itself."""
 
 PINS: Final[dict[str, str]] = {
-    "GossipSub.mesh_heartbeat": (
-        "57f36f0ee54dd461a780c5c46176e6405f64bd8a27d6accc365485e13d05b04c"
-    ),
-    "GossipSub.emit_prune": ("9f01c4c85e82adff76ae6337b794d81e73997e93cec9c2659dea30602adbfa9f"),
-    "GossipSub.handle_graft": ("12206b0c497aaccd69874e1424b7cee69249a00551e4cdf4936e5c59a2001c2f"),
-    "GossipSub.handle_prune": ("c61235b1862b7fab9e6dd16604fe827703b4d37274b853d89f46d01a6f6a31bd"),
-    "GossipSub._add_back_off": ("72076b56bb3004a0acebd55ded0caca199b76167832b0129bb84c75ada0ed658"),
-    "GossipSub._check_back_off": (
-        "aab720b22c2eb65125848f13e12f4dce04268729b8af57067bbdc632974e0826"
-    ),
+    "GossipSub.mesh_heartbeat": "57f36f0ee54dd461a780c5c46176e6405f64bd8a27d6accc365485e13d05b04c",
+    "GossipSub.emit_prune": "9f01c4c85e82adff76ae6337b794d81e73997e93cec9c2659dea30602adbfa9f",
+    "GossipSub.handle_graft": "12206b0c497aaccd69874e1424b7cee69249a00551e4cdf4936e5c59a2001c2f",
+    "GossipSub.handle_prune": "c61235b1862b7fab9e6dd16604fe827703b4d37274b853d89f46d01a6f6a31bd",
+    "GossipSub._add_back_off": "72076b56bb3004a0acebd55ded0caca199b76167832b0129bb84c75ada0ed658",
+    "GossipSub._check_back_off": "aab720b22c2eb65125848f13e12f4dce04268729b8af57067bbdc632974e0826",
     "GossipSub._get_in_topic_gossipsub_peers_from_minus": (
         "f9835d207efc4550488844d59b5ee5be88cf47cbd1909a750b9c3bba62604287"
     ),
@@ -69,24 +65,20 @@ PINS: Final[dict[str, str]] = {
 """What the subclass extends or relies on: label -> SHA-256 of its 0.8.1 source."""
 
 
-def _sha256_of(obj: Any) -> str:
-    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()
+def _pinned() -> list[tuple[str, object, str]]:
+    return [(label, getattr(GossipSub, label.split(".")[1]), PINS[label]) for label in PINS]
 
 
 def source_hashes() -> dict[str, str]:
     """The SHA-256 of the installed library's source of each pinned method."""
-    return {label: _sha256_of(getattr(GossipSub, label.split(".")[1])) for label in PINS}
+    return {label: source_sha256(obj) for label, obj, _ in _pinned()}
 
 
+@functools.cache
 def applicable() -> str | None:
-    """None if the fix fits the installed library, else why not."""
-    installed = version("libp2p")
-    if installed != PATCHED_VERSION:
-        return f"libp2p {installed} installed, the fix is for {PATCHED_VERSION}"
-    for label, digest in source_hashes().items():
-        if digest != PINS[label]:
-            return f"{label} is not the code the fix was written for"
-    return None
+    """None if the fix fits the installed library, else why not (once a process:
+    the library does not change while it runs)."""
+    return misfit(PATCHED_VERSION, _pinned(), "fix")
 
 
 class BackoffKeepingGossipSub(GossipSub):
