@@ -48,7 +48,10 @@ class MarketSettings:
     """Workload length of each step."""
     start_rate: float = 0.5
     max_rate: float = 32.0
-    bisect: int = 1
+    bisect: int = 2
+    """Between the last rate that passed and the first that failed, two halvings:
+    from 16 and 32, the steps 24 and then 20 or 28, so the edge is found to 4
+    asks/s (one halving could only ever report 24)."""
     provers: int = 5
     """With the relay and the two requesters, 8 nodes."""
     capacity: int = 32

@@ -355,7 +355,7 @@ def bench_market(
         float, typer.Option("--start-rate", help="First ask rate tried (asks/s in all).")
     ] = 0.5,
     max_rate: Annotated[float, typer.Option("--max-rate", help="Highest ask rate tried.")] = 32.0,
-    bisect: Annotated[int, typer.Option("--bisect", help="Bisection steps after doubling.")] = 1,
+    bisect: Annotated[int, typer.Option("--bisect", help="Bisection steps after doubling.")] = 2,
     provers: Annotated[
         int, typer.Option("--provers", help="Prover nodes (with a relay and 2 requesters).")
     ] = 5,

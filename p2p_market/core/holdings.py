@@ -157,6 +157,8 @@ class Holdings:
         self.refolds = 0
         """How many times the fold was rebuilt from scratch (a benchmark figure)."""
         self._fold_totals = {"conflicts": 0, "reopened": 0, "replayed": 0, "in_place": 0}
+        self._refold_causes: set[str] = set()
+        """Why the fold must be rebuilt (`_refold_for`): counted at the rebuild."""
         self._committers: dict[bytes, int] = {}
         self._active_requesters: set[bytes] = set()
         """Signers of asks some other signer committed to (see `known_signer`)."""
@@ -255,7 +257,7 @@ class Holdings:
         for ask_id, entry in thawed.items():
             self._announced[ask_id] = entry.announced
             self._live.add(ask_id)
-            self._refold = True
+            self._refold_for("thaw")
 
     def _store(self, env: Envelope, key: tuple[object, ...] | None) -> None:
         """Store a message under its equivocation key (None: a twin of a stored one)."""
@@ -374,7 +376,13 @@ class Holdings:
                     if key in self._suggested and m.ask in self.asks:
                         self._outstanding.add(key)
         if touches_fold:
-            self._refold = True
+            self._refold_for("removal")
+
+    def _refold_for(self, cause: str) -> None:
+        """The fold must be rebuilt, because of `cause` (thaw, removal, penalties,
+        conflict): `fold_stats` counts the rebuilds each cause asked for."""
+        self._refold = True
+        self._refold_causes.add(cause)
 
     def _find_event(self, mid: bytes) -> Envelope | None:
         home = self._home.get(mid)
@@ -415,7 +423,7 @@ class Holdings:
         windows = penalty_windows(groups.values(), self.lifetime, singles)
         if windows != self.penalties:
             self.penalties = windows
-            self._refold = True
+            self._refold_for("penalties")
 
     def _evidence_horizon(self, env: Envelope) -> int:
         """Evidence stays until every ask a commit it penalised could belong to is
@@ -460,7 +468,7 @@ class Holdings:
                 fold.advance(now)
                 self._thaw_since = None  # nothing the fold watches was changed
             except Conflict:
-                self._refold = True
+                self._refold_for("conflict")
                 self._fold_totals["conflicts"] += 1
         if fold is None or self._refold:
             if self._thaw_since is not None:
@@ -485,6 +493,10 @@ class Holdings:
             )
             fold.advance(now)
             self._fold, self._refold, self._observe_all = fold, False, True
+            for cause in self._refold_causes:
+                key = f"refolds_for_{cause}"
+                self._fold_totals[key] = self._fold_totals.get(key, 0) + 1
+            self._refold_causes.clear()
             self._last_activity.clear()  # keyed by the old fold's versions
             self.refolds += 1
         self._fold_queue.clear()
@@ -496,7 +508,9 @@ class Holdings:
         """How this node's fold has kept up: rebuilds from scratch (`refolds`, of
         which `conflicts` were out-of-order messages that did not commute), windows
         `reopened` for a late commit, asks `replayed` alone, and items folded
-        `in_place` in the past."""
+        `in_place` in the past; `refolds_for_<cause>` the rebuilds each cause asked
+        for (thaw: a late message about an archived ask; removal; penalties;
+        conflict), one rebuild counted under each cause it had."""
         out = dict(self._fold_totals, refolds=self.refolds)
         if self._fold is not None:
             out["reopened"] += self._fold.reopened
