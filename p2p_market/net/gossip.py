@@ -543,9 +543,7 @@ class Gossip:
             raise RuntimeError("publish to a market this node has not joined")
         while not self._batcher.push(market, raw):
             await self._room.wait()
-        self._queued.set()
-        if self._batcher.full_frame_waiting() is not None:
-            self._full.set()  # it need not wait for a token (batcher.py)
+        self._wake_sender()
         await trio.lowlevel.checkpoint()
         return ACCEPTED
 
@@ -697,6 +695,11 @@ class Gossip:
                 self.stats.envelopes_relayed += 1
             else:
                 self.stats.relays_dropped += 1
+        self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        """Tell the send loop envelopes were queued, and whether one fills a frame
+        (which need not wait for a token: batcher.py)."""
         self._queued.set()
         if self._batcher.full_frame_waiting() is not None:
             self._full.set()

@@ -8,7 +8,8 @@ So each submission commits its row without an fsync and then waits here: if no
 sync is running, it starts one in a worker thread; if one is running, it waits for
 it to end and then, unless a sync that started after its commit already covered
 it, starts the next. However many submissions arrive together, at most one sync
-runs and at most one waits to start, and the event loop is never held by the disk.
+runs at a time, each covers all that came before it, and the event loop is never
+held by the disk.
 
 A failed sync raises in the task that ran it; the others that waited on it try
 their own, so each learns its own fate.

@@ -418,11 +418,15 @@ class Node:
         try:
             self.log.append(state.market_id, env.raw, now, state.forget_after(env), durable)
         except WriteFailed as exc:
-            self.log_health.failed(exc, refused=1)
-            reason = Reason.STORAGE_FULL if exc.full else Reason.STORAGE_FAILED
-            return ignore(reason, f"not stored: {exc}")
+            return self._not_stored(exc)
         self.log_health.ok()
         return None
+
+    def _not_stored(self, exc: WriteFailed) -> Verdict:
+        """The verdict refusing a message the log could not take (counted once)."""
+        self.log_health.failed(exc, refused=1)
+        reason = Reason.STORAGE_FULL if exc.full else Reason.STORAGE_FAILED
+        return ignore(reason, f"not stored: {exc}")
 
     def _now(self) -> int:
         """The clock, or the time of the frame being judged: what is logged ahead
@@ -500,9 +504,7 @@ class Node:
                 self._unlog([env.id])  # best effort: not durable, so not kept
                 raise
         except WriteFailed as exc:
-            self.log_health.failed(exc, refused=1)
-            reason = Reason.STORAGE_FULL if exc.full else Reason.STORAGE_FAILED
-            refused = ignore(reason, f"not stored: {exc}")
+            refused = self._not_stored(exc)
             self.metrics.message_in(market, env.kind, refused)
             return refused
         self.log_health.ok()
