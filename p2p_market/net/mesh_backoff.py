@@ -14,16 +14,24 @@ backoff running: PRUNE, both back off another minute, and again. Backed-off peer
 are also left out of the IHAVE gossip. Seen in `bench net`: the node all others
 dialled first took a GRAFT storm at start-up, ended with every peer backed off,
 and for the whole 3-minute run got no frame by gossip within 2 s (only by sync).
+A node whose peers all pruned it at once (an over-full mesh at start-up, each end
+trimming at the same heartbeat) had nothing at all for a minute: no mesh, no
+graft allowed either way, and no IHAVE.
 
 What changes, in a subclass (the library's code untouched):
 - every PRUNE a node sends for a topic it is in, from the heartbeat or from
   `emit_prune`, records a backoff for the pruned peer (go: `addBackoff` in
   `prunePeer` and for a GRAFT refused in backoff);
-- a node grafts a peer, and gossips to it, only once its backoff has been over for
+- a node grafts a peer only once its backoff has been over for
   `BACKOFF_SLACK_S` (go keeps a backoff entry for two heartbeats past its end and
   clears entries every 15; libp2p/specs#289), while a GRAFT it receives is still
   judged against the exact end. So the one that grafts never does so while the
-  other end can still count it as a violation.
+  other end can still count it as a violation;
+- IHAVE gossip goes to backed-off peers too, as go's `emitGossip` does: a backoff
+  bars a GRAFT, not news of messages, so a node pruned by every peer still pulls
+  each message (IWANT) within a heartbeat instead of hearing nothing for a minute.
+  The library picks gossip peers and graft peers with one method; the subclass
+  tells the calls apart by running `gossip_heartbeat` under a flag.
 
 Applied only to the library version it was written for and only if the methods it
 extends are the code it was written against (`tests/net/test_mesh_backoff.py` pins
@@ -61,6 +69,12 @@ PINS: Final[dict[str, str]] = {
     "GossipSub._get_in_topic_gossipsub_peers_from_minus": (
         "f9835d207efc4550488844d59b5ee5be88cf47cbd1909a750b9c3bba62604287"
     ),
+    "GossipSub.gossip_heartbeat": (
+        "ee20b04ca5bda2c187ac8fb33d1b1bfb2d4d4a090f7dca08865578f5661c95fb"
+    ),
+    "GossipSub._handle_topic_heartbeat": (
+        "855f5c363146b724363b392f484ec27ab20dfa4586d83ef5e77ecb872b63b0f8"
+    ),
 }
 """What the subclass extends or relies on: label -> SHA-256 of its 0.8.1 source."""
 
@@ -82,7 +96,21 @@ def applicable() -> str | None:
 
 
 class BackoffKeepingGossipSub(GossipSub):
-    """GossipSub whose prunes bind the pruner too, with slack before re-grafting."""
+    """GossipSub whose prunes bind the pruner too, with slack before re-grafting,
+    and whose IHAVE gossip reaches backed-off peers."""
+
+    _gossiping = False
+    """True while `gossip_heartbeat` picks the peers to send IHAVE to."""
+
+    def gossip_heartbeat(self) -> Any:
+        # The library's gossip heartbeat calls the peer picker with backoff_check=True
+        # for the IHAVE targets and for a top-up whose result it throws away; under
+        # this flag neither leaves backed-off peers out.
+        self._gossiping = True
+        try:
+            return super().gossip_heartbeat()
+        finally:
+            self._gossiping = False
 
     def mesh_heartbeat(self) -> Any:
         to_graft, to_prune = super().mesh_heartbeat()
@@ -113,7 +141,7 @@ class BackoffKeepingGossipSub(GossipSub):
         minus: Iterable[ID],
         backoff_check: bool = False,
     ) -> list[ID]:
-        if not backoff_check:
+        if not backoff_check or self._gossiping:
             return super()._get_in_topic_gossipsub_peers_from_minus(topic, num_to_select, minus)
         # The library's own check would delete an entry at its exact end, and the
         # slack with it: leave it out and exclude the slack set instead.

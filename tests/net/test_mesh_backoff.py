@@ -26,7 +26,7 @@ from p2p_market.net.mesh_backoff import (
     router_class,
     source_hashes,
 )
-from tests.net.cluster import MID
+from tests.net.cluster import MID, bid, cluster, receive
 
 TOPIC = topic_for(MID)
 COMPLAINTS = ("GRAFT flood detected", "GRAFT: ignoring request")
@@ -115,9 +115,33 @@ async def test_a_peer_is_grafted_only_some_slack_after_its_backoff_ended() -> No
         # the backoff ended a second ago: a GRAFT from the peer is no violation ...
         router.back_off.setdefault(TOPIC, {})[other] = int(now) - 1
         assert other in router.backing_off(TOPIC, now)
-        # ... but the hub does not pick it to graft or gossip to yet
+        # ... but the hub does not pick it to graft yet
         assert router._get_in_topic_gossipsub_peers_from_minus(TOPIC, 5, [], True) == [leaf]
         both = router._get_in_topic_gossipsub_peers_from_minus(TOPIC, 5, [])
         assert set(both) == {leaf, other}
         assert other not in router.backing_off(TOPIC, now + BACKOFF_SLACK_S)
         assert not router._check_back_off(other, TOPIC)
+
+
+async def test_a_node_every_peer_pruned_still_gets_messages_by_gossip() -> None:
+    """The shut-out node of `bench net`: its peers all prune it at once, so it has no
+    mesh, every peer backs off from it and it from every peer, and no GRAFT is
+    allowed either way for a minute. Each message still reaches it within a few
+    heartbeats (IHAVE, then IWANT); the library's gossip skipped backed-off peers, and
+    the node heard nothing until the backoffs ended."""
+    async with cluster(4, [(a, b) for a in range(4) for b in range(a + 1, 4)]) as nodes:
+        *others, lone = nodes
+        for peer in others:
+            peer.router.mesh[TOPIC].discard(lone.peer_id)
+            await peer.router.emit_prune(TOPIC, lone.peer_id, False, False)
+        with trio.fail_after(5):
+            while lone.router.mesh[TOPIC]:
+                await trio.sleep(0.05)
+        for peer in others:
+            assert peer.peer_id in lone.router.backing_off(TOPIC)  # type: ignore[attr-defined]
+            assert lone.peer_id in peer.router.backing_off(TOPIC)  # type: ignore[attr-defined]
+        for seq in (1, 2):
+            raw = bid("gus", seq)
+            assert (await others[0].publish(MID, raw)).accepted
+            assert (await receive(lone, timeout=5)).raw == raw
+        assert not lone.router.mesh[TOPIC]  # it came by gossip, not by a mesh
