@@ -65,6 +65,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -343,8 +344,11 @@ class Gossip:
             max_items=cfg.max_envelopes_per_frame,
         )
         self._queued = trio.Event()
-        self._full = trio.Event()
-        """Set when a push fills a frame, which may go before the next token."""
+        self._sooner = trio.Event()
+        """Set when a push lets a frame go before the send loop's planned wake-up (a
+        frame filled, or a queue became well filled: batcher.py)."""
+        self._send_at = math.inf
+        """When the send loop, asleep, means to wake up (inf: until something is queued)."""
         self._room = trio.Event()
         self._deliver, self.deliveries = trio.open_memory_channel[Delivery](cfg.delivery_buffer)
         self._banish, self._banished = trio.open_memory_channel[ID](64)
@@ -541,7 +545,7 @@ class Gossip:
             return verdict
         if market not in self._markets:
             raise RuntimeError("publish to a market this node has not joined")
-        while not self._batcher.push(market, raw):
+        while not self._batcher.push(market, raw, trio.current_time()):
             await self._room.wait()
         self._wake_sender()
         await trio.lowlevel.checkpoint()
@@ -557,10 +561,12 @@ class Gossip:
                 self._queued = trio.Event()
                 continue
             if due > now:
+                self._send_at = due
                 with trio.move_on_at(due):
-                    await self._full.wait()
-                if self._full.is_set():
-                    self._full = trio.Event()
+                    await self._sooner.wait()
+                self._send_at = math.inf
+                if self._sooner.is_set():
+                    self._sooner = trio.Event()
                 continue
             batch = self._batcher.take(now)
             if batch is None:
@@ -691,18 +697,20 @@ class Gossip:
         version does not know (frame.py). Never waits (this runs in the validator):
         what does not fit the batcher's queue is dropped, counted, and left to sync."""
         for env in envelopes:
-            if self._batcher.push(market, env.raw):
+            if self._batcher.push(market, env.raw, trio.current_time()):
                 self.stats.envelopes_relayed += 1
             else:
                 self.stats.relays_dropped += 1
         self._wake_sender()
 
     def _wake_sender(self) -> None:
-        """Tell the send loop envelopes were queued, and whether one fills a frame
-        (which need not wait for a token: batcher.py)."""
+        """Tell the send loop envelopes were queued, and whether a frame may now go
+        sooner than it planned (a full or well-filled one need not wait for a
+        token: batcher.py)."""
         self._queued.set()
-        if self._batcher.full_frame_waiting() is not None:
-            self._full.set()
+        due = self._batcher.next_due(trio.current_time())
+        if due is not None and due < self._send_at:
+            self._sooner.set()
 
     def _blame(self, peer: ID, verdict: Verdict) -> None:
         self.stats.frames_rejected += 1

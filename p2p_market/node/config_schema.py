@@ -257,7 +257,8 @@ class NodeSection(Section):
     frames_per_second: float = key(
         "the node's gossip budget: frames it may publish per second; envelopes beyond "
         "it wait and share the next frame; a full frame (64 envelopes or 256 KiB) goes "
-        "at once (`net/batcher.py`)",
+        "at once, and a quarter-full one once its oldest has waited 0.25 s "
+        "(`net/batcher.py`)",
         2.0,
         ge=0.1,
         le=1000,

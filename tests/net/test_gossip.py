@@ -168,21 +168,43 @@ async def test_under_budget_an_envelope_leaves_alone_over_budget_they_share_a_fr
 
 
 async def test_a_full_frame_leaves_without_waiting_for_a_token() -> None:
-    # One token per 100 s: after the first envelope, only full frames can leave
-    # within this test, and they do, as each fills; the rest waits for the token.
+    # One token per 100 s: after the first envelope, only full frames (and, after
+    # the linger, queues of a quarter frame) can leave within this test; full ones
+    # leave as each fills, and what is left waits for the token.
     config = GossipConfig(frames_per_second=0.01, burst=1, max_envelopes_per_frame=8)
     async with cluster(2, [(0, 1)], config=config) as (sender, receiver):
         first = bid("fay", 1)
         await sender.publish(MID, first)
         assert (await receive(receiver)).raw == first
-        rest = [bid("fay", seq) for seq in range(2, 22)]
+        # 17 more: two full frames, and one envelope, too few to go early (a quarter
+        # of a frame is 2), that waits for the token however long it lingers
+        rest = [bid("fay", seq) for seq in range(2, 19)]
         for raw in rest:
             assert (await sender.publish(MID, raw)).accepted
         got = await receive_n(receiver, 16, timeout=10)
         assert [d.raw for d in got] == rest[:16]
         assert (sender.stats.frames_published, sender.stats.envelopes_published) == (3, 17)
-        await trio.sleep(0.3)
+        await trio.sleep(0.5)
         assert nothing_waiting(receiver) and sender.stats.frames_published == 3
+
+
+async def test_a_well_filled_frame_leaves_after_the_linger_without_a_token() -> None:
+    # One token per 100 s, spent on the first envelope: the next 20 (more than a
+    # quarter of a 64-envelope frame) leave together once the oldest has waited
+    # the linger (0.25 s), not at the next token.
+    config = GossipConfig(frames_per_second=0.01, burst=1)
+    async with cluster(2, [(0, 1)], config=config) as (sender, receiver):
+        first = bid("gia", 1)
+        await sender.publish(MID, first)
+        assert (await receive(receiver)).raw == first
+        rest = [bid("gia", seq) for seq in range(2, 22)]
+        started = trio.current_time()
+        for raw in rest:
+            assert (await sender.publish(MID, raw)).accepted
+        got = await receive_n(receiver, 20, timeout=10)
+        assert [d.raw for d in got] == rest
+        assert trio.current_time() - started >= 0.25
+        assert (sender.stats.frames_published, sender.stats.envelopes_published) == (2, 21)
 
 
 async def test_with_batching_off_every_envelope_leaves_at_once_alone_in_its_frame() -> None:
