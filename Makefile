@@ -6,6 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Extra pytest options, e.g. -rs (.ci/run: the reason of every skip).
 PYTEST_ARGS ?=
+# pytest-xdist workers (one per core by default; 0 runs the tests in this process).
+# Each test file stays on one worker: module fixtures (a benchmark's run) run once.
+TEST_JOBS ?= auto
 
 .PHONY: demo test lint bench clean
 
@@ -29,7 +32,7 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed
 	$(BIN)/p2p-market bench core --json

@@ -33,7 +33,9 @@ def profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def result(profiles: Path) -> dict[str, Any]:
-    args = ["--nodes", "3", "--publishers", "1", "--rate", "4", "--seconds", "2"]
+    # enough frames that the few samples of a busy machine (two test workers) still
+    # fall on the gossip path: a 2 s run at 4 frames/s once had none there
+    args = ["--nodes", "3", "--publishers", "1", "--rate", "16", "--seconds", "4"]
     if PROFILED:
         args += ["--profile", str(profiles)]
     done = cli("bench", "frames", *args, "--variants", "before,after", "--json", timeout=600)
