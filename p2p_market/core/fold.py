@@ -32,6 +32,7 @@ import heapq
 
 from p2p_market.core.book import BidBook
 from p2p_market.core.envelope import Envelope
+from p2p_market.core.intervals import Intervals
 from p2p_market.core.messages import (
     Ask,
     Award,
@@ -83,7 +84,7 @@ class Fold(Rules):
             self.notes.pop(env.id, None)
         for cid, (prover, interval) in before.items():
             del self.interval[cid]
-            self.occupancy[prover] = [o for o in self.occupancy[prover] if o is not interval]
+            self.occupancy[prover].remove(interval)
         for prover in {p for p, _ in before.values()} | {e.signer for e in members}:
             reads = self.occ_reads.get(prover)
             if reads:
@@ -269,11 +270,11 @@ class Fold(Rules):
             held = self.interval.pop(cid, None)
             if held is not None:
                 prover, interval = held
-                kept = [o for o in self.occupancy.get(prover, ()) if o is not interval]
-                if kept:
-                    self.occupancy[prover] = kept
-                else:
-                    self.occupancy.pop(prover, None)
+                kept = self.occupancy.get(prover)
+                if kept is not None:
+                    kept.remove(interval)
+                    if not kept:
+                        del self.occupancy[prover]
 
     def next_wakeup(self) -> int | None:
         """When the next timer is due; timers of dropped (archived) asks are discarded."""
@@ -316,7 +317,7 @@ def new_fold(
     when (penalties.py)."""
     fold = Fold(market, book, penalties)
     for prover, intervals in (fixed_occupancy or {}).items():
-        fold.occupancy[prover] = list(intervals)
+        fold.occupancy[prover] = Intervals(intervals)
         for o in intervals:
             fold.interval[o.commit_id] = (prover, o)
     for env in asks:

@@ -22,9 +22,11 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import deque
+from collections.abc import Iterable
 
 from p2p_market.core.book import BidBook
 from p2p_market.core.envelope import Envelope
+from p2p_market.core.intervals import Intervals
 from p2p_market.core.lifecycle import Event, next_state
 from p2p_market.core.messages import (
     Award,
@@ -63,7 +65,7 @@ class Footprints:
         self.runs: dict[bytes, AskRun] = {}
         self.attempts: dict[tuple[bytes, bytes, int], Attempt] = {}
         self.attempts_by_ask: dict[bytes, list[tuple[bytes, bytes, int]]] = {}
-        self.occupancy: dict[bytes, list[Occupancy]] = {}
+        self.occupancy: dict[bytes, Intervals] = {}
         self.interval: dict[bytes, tuple[bytes, Occupancy]] = {}
         """(prover, interval) of every valid commit, by commit id."""
         self.notes: dict[bytes, str] = {}
@@ -245,8 +247,9 @@ class Footprints:
             if interval.end != end:  # give back what the window's end took
                 self._write_occ(prover, interval.end, end, +1)
         self.cur, self.past = cur, past
-        for _, interval, end, settled, end_key in undo.intervals:
+        for prover, interval, end, settled, end_key in undo.intervals:
             interval.end, interval.settled, interval.end_key = end, settled, end_key
+            self._interval_changed(prover, interval)
         for cid, note in undo.notes.items():
             if note is None:
                 self.notes.pop(cid, None)
@@ -279,11 +282,25 @@ class Footprints:
     def occupied(self, prover: bytes, t: int, commit_id: bytes) -> int:
         """Slots `prover` holds at `t` in the view of its commit `commit_id`: an
         interval counts if its own commit comes first in the fold's order."""
+        held = self.occupancy.get(prover)
+        if held is None:
+            return 0
         return sum(
             1
-            for o in self.occupancy.get(prover, ())
+            for o in held.overlapping(t, t)
             if t < o.end and (o.start < t or (o.start == t and o.commit_id < commit_id))
         )
+
+    def _overlapping(self, prover: bytes, t: int) -> Iterable[Occupancy]:
+        """The prover's intervals that could hold a slot at `t` (Intervals.overlapping)."""
+        held = self.occupancy.get(prover)
+        return () if held is None else held.overlapping(t, t)
+
+    def _interval_changed(self, prover: bytes, interval: Occupancy) -> None:
+        """Tell the prover's intervals that this one's end or settled flag was set."""
+        held = self.occupancy.get(prover)
+        if held is not None:
+            held.changed(interval)
 
     def end_slot(self, slot: Slot, t: int) -> None:
         slot.ended_at = t if slot.ended_at is None else min(slot.ended_at, t)
@@ -294,3 +311,4 @@ class Footprints:
         if held is not None and held[1].end > t:
             self._write_occ(slot.prover, t, held[1].end, -1)
             held[1].end, held[1].end_key = t, self.cur
+            self._interval_changed(slot.prover, held[1])

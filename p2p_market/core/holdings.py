@@ -225,6 +225,9 @@ class Holdings:
             entry = self._archive.thaw(m.ask)
             if entry is not None:
                 thawed[m.ask] = entry
+        if thawed:
+            key = f"thawed_by_{type(m).__name__.lower()}"
+            self._fold_totals[key] = self._fold_totals.get(key, 0) + len(thawed)
         self._thawed(thawed)
 
     def _award_reach(self, m: Award) -> int:
@@ -510,7 +513,8 @@ class Holdings:
         `reopened` for a late commit, asks `replayed` alone, and items folded
         `in_place` in the past; `refolds_for_<cause>` the rebuilds each cause asked
         for (thaw: a late message about an archived ask; removal; penalties;
-        conflict), one rebuild counted under each cause it had."""
+        conflict), one rebuild counted under each cause it had; `thawed_by_<kind>`
+        the archived asks a late message of that kind brought back."""
         out = dict(self._fold_totals, refolds=self.refolds)
         if self._fold is not None:
             out["reopened"] += self._fold.reopened

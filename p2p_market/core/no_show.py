@@ -19,9 +19,10 @@ excluded from it, and when its bid was signed after the window opened.
 from __future__ import annotations
 
 from p2p_market.core.book import BidBook, StoredBid
+from p2p_market.core.intervals import Intervals
 from p2p_market.core.messages import Ask, Prefer
 from p2p_market.core.ranking import rank_key
-from p2p_market.core.settlement import AskRun, Attempt, Occupancy
+from p2p_market.core.settlement import AskRun, Attempt
 from p2p_market.core.work import takes
 
 
@@ -32,7 +33,7 @@ def find_no_shows(
     ask: Ask,
     attempt: Attempt,
     run: AskRun | None,
-    occupancy: dict[bytes, list[Occupancy]],
+    occupancy: dict[bytes, Intervals],
     skew_ms: int,
 ) -> list[StoredBid]:
     """The current bids that are no-shows of this settled attempt (module doc)."""
@@ -61,8 +62,15 @@ def find_no_shows(
             continue  # not its offer for the whole window
         if rank_key(prefer_cost, bid.price, bid.proof_time, ask_id, prover) >= worst:
             continue
-        busy = sum(
-            1 for o in occupancy.get(prover, ()) if o.start < end and o.end + skew_ms > start
+        held = occupancy.get(prover)
+        busy = (
+            0
+            if held is None
+            else sum(
+                1
+                for o in held.overlapping(start - skew_ms, end)
+                if o.start < end and o.end + skew_ms > start
+            )
         )
         if busy >= bid.capacity:
             continue

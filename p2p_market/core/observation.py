@@ -208,10 +208,15 @@ class Observation(Retention):
             return 0
         s = self._settle(now)
         skew = self.market.skew_ms
-        held = sum(
-            1
-            for o in s.occupancy.get(prover, ())
-            if o.start <= now and (not o.settled or now < o.end + skew)
+        intervals = s.occupancy.get(prover)
+        held = (
+            0
+            if intervals is None
+            else sum(
+                1
+                for o in intervals.overlapping(now - skew, now)
+                if o.start <= now and (not o.settled or now < o.end + skew)
+            )
         )
         if prover == self.local_prover:
             held += len(self._outstanding)

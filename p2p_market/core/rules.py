@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from p2p_market.core.envelope import Envelope
 from p2p_market.core.footprints import Footprints
+from p2p_market.core.intervals import Intervals
 from p2p_market.core.lifecycle import AskState, Event, SlotState
 from p2p_market.core.messages import (
     Ask,
@@ -69,7 +70,10 @@ class Rules(Footprints):
         att.candidates.append((rk, env.signer, env.id))
         self._write_occ(env.signer, c.timestamp, INF, +1)
         interval = Occupancy(c.timestamp, env.id)
-        self.occupancy.setdefault(env.signer, []).append(interval)
+        held = self.occupancy.get(env.signer)
+        if held is None:
+            held = self.occupancy[env.signer] = Intervals()
+        held.add(interval)
         self.interval[env.id] = (env.signer, interval)
 
     def _attempt(self, rnd: Round, ask_id: bytes, number: int) -> Attempt:
@@ -126,7 +130,7 @@ class Rules(Footprints):
         if not bid.timestamp <= t < bid.expires_at or self.book.newer_seq_at(prover, bid.seq, t):
             self._record_check(prover, t, INF, c.ask)
             return "bid not live at commit time"
-        if self.replaying and any(o.end == t for o in self.occupancy.get(prover, ())):
+        if self.replaying and any(o.end == t for o in self._overlapping(prover, t)):
             raise Conflict  # which side of `t` that end falls on depends on fold order
         margin = bid.capacity - self.occupied(prover, t, env.id)
         self._record_check(prover, t, margin, c.ask)
@@ -189,6 +193,7 @@ class Rules(Footprints):
                 interval = held[1]
                 self._write_occ(prover, deadline, interval.end, -1)
                 interval.end, interval.settled, interval.end_key = deadline, True, self.cur
+                self._interval_changed(prover, interval)
         self.move(run, e, Event.SLOTS_SHORT if run.seeking else Event.SLOTS_FILLED)
 
     def _award_of(self, key: tuple[bytes, bytes, int], rnd: Round) -> set[bytes] | None:
@@ -246,6 +251,7 @@ class Rules(Footprints):
         interval = self.interval[cid][1]
         self._write_occ(prover, t, interval.end, -1)
         interval.end, interval.settled, interval.end_key = t, True, self.cur
+        self._interval_changed(prover, interval)
 
     def _commit_terms(self, cid: bytes, size: int) -> tuple[int, int]:
         """What the winner is paid (its price per unit times the ask's size,

@@ -9,11 +9,15 @@ the reference it is checked against, reference.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from p2p_market.core.envelope import Envelope
 from p2p_market.core.lifecycle import AskState, Event, SlotState
 from p2p_market.core.messages import Ask
 from p2p_market.core.ranking import RankKey
+
+if TYPE_CHECKING:
+    from p2p_market.core.intervals import Intervals
 
 INF = 2**63
 
@@ -147,7 +151,7 @@ UNDO_KEEP_MS = 10_000
 class Settlement:
     runs: dict[bytes, AskRun]
     attempts: dict[tuple[bytes, bytes, int], Attempt]
-    occupancy: dict[bytes, list[Occupancy]]
+    occupancy: dict[bytes, Intervals]
     notes: dict[bytes, str]
     """Why a message had no effect, by message id (absent: it took effect)."""
     next_wakeup: int | None

@@ -84,7 +84,9 @@ def test_an_ask_archived_before_a_rebuild_thaws_at_once() -> None:
     w.tick(T0 + 5_060)
     assert w.state.refolds > rebuilt
     assert b in w.state._archive and b not in w.state._archive.watched
+    assert "thawed_by_commit" not in w.state.fold_stats()
     assert w.send(p_late, T0 + 5_100).accepted
+    assert w.state.fold_stats()["thawed_by_commit"] == 1  # counted by the kind that thawed
     w.tick(T0 + 5_200)
     assert w.state_of(b) is AskState.OPEN and w.winners(b) == []
     agrees(w)
