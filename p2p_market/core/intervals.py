@@ -23,14 +23,10 @@ them on random intervals, and the fold's property tests run through it.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 
 from p2p_market.core.settlement import INF, Occupancy
-
-
-def _start(o: Occupancy) -> int:
-    return o.start
 
 
 def _bounded(o: Occupancy) -> bool:
@@ -41,10 +37,12 @@ class Intervals:
     """A prover's intervals: iterable like the list it replaces, with the window
     queries the capacity rules need."""
 
-    __slots__ = ("_items", "_loose", "span")
+    __slots__ = ("_items", "_loose", "_starts", "span")
 
     def __init__(self, items: Iterable[Occupancy] = ()) -> None:
-        self._items: list[Occupancy] = sorted(items, key=_start)
+        self._items: list[Occupancy] = sorted(items, key=lambda o: o.start)
+        self._starts = [o.start for o in self._items]
+        """Each interval's start, in the same order (bisected without a key function)."""
         self._loose: dict[int, Occupancy] = {}
         """The loose intervals (see the module doc), by id()."""
         self.span = 0
@@ -69,7 +67,9 @@ class Intervals:
             self._loose[id(o)] = o
 
     def add(self, o: Occupancy) -> None:
-        insort(self._items, o, key=_start)
+        i = bisect_right(self._starts, o.start)
+        self._starts.insert(i, o.start)
+        self._items.insert(i, o)
         self._classify(o)
 
     def changed(self, o: Occupancy) -> None:
@@ -78,11 +78,11 @@ class Intervals:
 
     def remove(self, o: Occupancy) -> None:
         """Take out this very interval (by identity), if it is here."""
-        items = self._items
-        i = bisect_left(items, o.start, key=_start)
-        while i < len(items) and items[i].start == o.start:
+        items, starts = self._items, self._starts
+        i = bisect_left(starts, o.start)
+        while i < len(items) and starts[i] == o.start:
             if items[i] is o:
-                del items[i]
+                del items[i], starts[i]
                 self._loose.pop(id(o), None)
                 return
             i += 1
@@ -91,9 +91,9 @@ class Intervals:
         """Every interval that could hold a slot at some moment of `[first, last]`
         (starts at or before `last`, ends after `first`), and possibly others: the
         caller applies its own test. Each interval at most once."""
-        items, loose = self._items, self._loose
-        i = bisect_left(items, first - self.span, key=_start)
-        j = bisect_right(items, last, key=_start)
+        items, loose, starts = self._items, self._loose, self._starts
+        i = bisect_left(starts, first - self.span)
+        j = bisect_right(starts, last)
         for k in range(i, j):
             o = items[k]
             if id(o) not in loose:
