@@ -32,7 +32,6 @@ import heapq
 
 from p2p_market.core.book import BidBook
 from p2p_market.core.envelope import Envelope
-from p2p_market.core.intervals import Intervals
 from p2p_market.core.messages import (
     Ask,
     Award,
@@ -49,6 +48,7 @@ from p2p_market.core.settlement import (
     AskConflict,
     CapacityCheck,
     Conflict,
+    Intervals,
     Key,
     Occupancy,
     Queued,

@@ -26,7 +26,6 @@ from collections.abc import Iterable
 
 from p2p_market.core.book import BidBook
 from p2p_market.core.envelope import Envelope
-from p2p_market.core.intervals import Intervals
 from p2p_market.core.lifecycle import Event, next_state
 from p2p_market.core.messages import (
     Award,
@@ -43,6 +42,7 @@ from p2p_market.core.settlement import (
     Attempt,
     CapacityCheck,
     Conflict,
+    Intervals,
     Key,
     Occupancy,
     Queued,

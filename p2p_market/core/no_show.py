@@ -19,10 +19,9 @@ excluded from it, and when its bid was signed after the window opened.
 from __future__ import annotations
 
 from p2p_market.core.book import BidBook, StoredBid
-from p2p_market.core.intervals import Intervals
 from p2p_market.core.messages import Ask, Prefer
 from p2p_market.core.ranking import rank_key
-from p2p_market.core.settlement import AskRun, Attempt
+from p2p_market.core.settlement import AskRun, Attempt, Intervals
 from p2p_market.core.work import takes
 
 

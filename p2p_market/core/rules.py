@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from p2p_market.core.envelope import Envelope
 from p2p_market.core.footprints import Footprints
-from p2p_market.core.intervals import Intervals
 from p2p_market.core.lifecycle import AskState, Event, SlotState
 from p2p_market.core.messages import (
     Ask,
@@ -37,6 +36,7 @@ from p2p_market.core.settlement import (
     AskRun,
     Attempt,
     Conflict,
+    Intervals,
     Occupancy,
     Round,
     Slot,

@@ -1,4 +1,4 @@
-"""core/intervals.py against the plain scans it replaced: random intervals, random
+"""`Intervals` (core/settlement.py) against the plain scans it replaced: random intervals, random
 changes of their ends (shrunk, set before the start, given back to no end, as the
 fold's reopen does), removals, and every query the capacity rules make."""
 
@@ -7,8 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2p_market.core.intervals import Intervals
-from p2p_market.core.settlement import INF, Occupancy
+from p2p_market.core.settlement import INF, Intervals, Occupancy
 
 times = st.integers(min_value=0, max_value=200)
 ends = st.one_of(st.just(INF), st.integers(min_value=0, max_value=260))
