@@ -22,7 +22,6 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import deque
-from collections.abc import Iterable
 
 from p2p_market.core.book import BidBook
 from p2p_market.core.envelope import Envelope
@@ -49,6 +48,7 @@ from p2p_market.core.settlement import (
     Slot,
     WindowUndo,
     check_order,
+    overlapping,
 )
 
 
@@ -282,19 +282,11 @@ class Footprints:
     def occupied(self, prover: bytes, t: int, commit_id: bytes) -> int:
         """Slots `prover` holds at `t` in the view of its commit `commit_id`: an
         interval counts if its own commit comes first in the fold's order."""
-        held = self.occupancy.get(prover)
-        if held is None:
-            return 0
         return sum(
             1
-            for o in held.overlapping(t, t)
+            for o in overlapping(self.occupancy, prover, t, t)
             if t < o.end and (o.start < t or (o.start == t and o.commit_id < commit_id))
         )
-
-    def _overlapping(self, prover: bytes, t: int) -> Iterable[Occupancy]:
-        """The prover's intervals that could hold a slot at `t` (Intervals.overlapping)."""
-        held = self.occupancy.get(prover)
-        return () if held is None else held.overlapping(t, t)
 
     def _interval_changed(self, prover: bytes, interval: Occupancy) -> None:
         """Tell the prover's intervals that this one's end or settled flag was set."""

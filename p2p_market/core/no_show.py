@@ -21,7 +21,7 @@ from __future__ import annotations
 from p2p_market.core.book import BidBook, StoredBid
 from p2p_market.core.messages import Ask, Prefer
 from p2p_market.core.ranking import rank_key
-from p2p_market.core.settlement import AskRun, Attempt, Intervals
+from p2p_market.core.settlement import AskRun, Attempt, Intervals, overlapping
 from p2p_market.core.work import takes
 
 
@@ -61,15 +61,10 @@ def find_no_shows(
             continue  # not its offer for the whole window
         if rank_key(prefer_cost, bid.price, bid.proof_time, ask_id, prover) >= worst:
             continue
-        held = occupancy.get(prover)
-        busy = (
-            0
-            if held is None
-            else sum(
-                1
-                for o in held.overlapping(start - skew_ms, end)
-                if o.start < end and o.end + skew_ms > start
-            )
+        busy = sum(
+            1
+            for o in overlapping(occupancy, prover, start - skew_ms, end)
+            if o.start < end and o.end + skew_ms > start
         )
         if busy >= bid.capacity:
             continue

@@ -25,6 +25,7 @@ from p2p_market.core.settlement import (
     Round,
     Settlement,
     Slot,
+    overlapping,
 )
 from p2p_market.core.work import takes, within
 
@@ -208,15 +209,10 @@ class Observation(Retention):
             return 0
         s = self._settle(now)
         skew = self.market.skew_ms
-        intervals = s.occupancy.get(prover)
-        held = (
-            0
-            if intervals is None
-            else sum(
-                1
-                for o in intervals.overlapping(now - skew, now)
-                if o.start <= now and (not o.settled or now < o.end + skew)
-            )
+        held = sum(
+            1
+            for o in overlapping(s.occupancy, prover, now - skew, now)
+            if o.start <= now and (not o.settled or now < o.end + skew)
         )
         if prover == self.local_prover:
             held += len(self._outstanding)

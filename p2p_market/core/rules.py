@@ -40,6 +40,7 @@ from p2p_market.core.settlement import (
     Occupancy,
     Round,
     Slot,
+    overlapping,
 )
 
 
@@ -130,7 +131,7 @@ class Rules(Footprints):
         if not bid.timestamp <= t < bid.expires_at or self.book.newer_seq_at(prover, bid.seq, t):
             self._record_check(prover, t, INF, c.ask)
             return "bid not live at commit time"
-        if self.replaying and any(o.end == t for o in self._overlapping(prover, t)):
+        if self.replaying and any(o.end == t for o in overlapping(self.occupancy, prover, t, t)):
             raise Conflict  # which side of `t` that end falls on depends on fold order
         margin = bid.capacity - self.occupied(prover, t, env.id)
         self._record_check(prover, t, margin, c.ask)

@@ -127,6 +127,15 @@ class Intervals:
         yield from loose.values()
 
 
+def overlapping(
+    occupancy: dict[bytes, Intervals], prover: bytes, first: int, last: int
+) -> Iterable[Occupancy]:
+    """`prover`'s intervals that could hold a slot in `[first, last]`
+    (`Intervals.overlapping`); none if it holds no interval."""
+    held = occupancy.get(prover)
+    return () if held is None else held.overlapping(first, last)
+
+
 @dataclass(slots=True)
 class Attempt:
     round: bytes
