@@ -199,14 +199,14 @@ class Batcher:
         lingered; None if nothing waits."""
         if not self._pending:
             return None
-        if self.free_frame_waiting(now) is not None:
-            return now
         due = self.budget.next_token_at(now)
         for market in self._queues:
+            if self._fills_a_frame(market):
+                return now
             at = self._early_at(market)
             if at is not None and at < due:
                 due = at
-        return due
+        return max(due, now)
 
     def take(self, now: float) -> Batch | None:
         """A frame that may go without a token (full, or well filled and lingered:
