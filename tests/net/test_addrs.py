@@ -18,6 +18,7 @@ from libp2p.abc import IHost
 from libp2p.peer.id import ID
 
 from p2p_market.core.crypto import devnet_key
+from p2p_market.net import relay
 from p2p_market.net.addrs import expand, for_remote, interface_ips, local_only
 from p2p_market.net.host import connect_all, dial_addr, make_host
 from p2p_market.node import peers
@@ -92,6 +93,38 @@ async def test_announce_replaces_the_listen_addresses() -> None:
         peer = a.get_id().to_base58()
         assert [str(x) for x in a.get_addrs()] == [f"/ip4/203.0.113.7/tcp/4701/p2p/{peer}"]
         assert dial_addr(a) == f"/ip4/203.0.113.7/tcp/4701/p2p/{peer}"
+
+
+async def test_the_addresses_are_reused_for_a_while_but_not_before_listening(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """py-libp2p asks for them with every pubsub RPC (net/relay.py ADDRS_TTL_S): the
+    answer is reused, except an empty one from before the host listened, and worked
+    out again once the time is up."""
+    host, listen = make_host(devnet_key("addrs-ttl"), ["/ip4/127.0.0.1/tcp/0"])
+    assert host.get_addrs() == []
+    worked_out = 0
+    transport_addrs = host.get_transport_addrs
+
+    def counted() -> list[multiaddr.Multiaddr]:
+        nonlocal worked_out
+        worked_out += 1
+        return transport_addrs()
+
+    host.get_transport_addrs = counted  # type: ignore[method-assign]
+    monkeypatch.setattr(relay, "ADDRS_TTL_S", 0.2)
+    async with host.run(listen):
+        first = [str(a) for a in host.get_addrs()]
+        port = port_of(host)
+        assert first == [f"/ip4/127.0.0.1/tcp/{port}/p2p/{host.get_id()}"]
+        before = worked_out
+        for _ in range(50):
+            assert [str(a) for a in host.get_addrs()] == first
+        assert worked_out == before
+        await trio.sleep(0.3)
+        assert [str(a) for a in host.get_addrs()] == first
+        assert worked_out == before + 1
+        await host.close()
 
 
 @needs_remote
