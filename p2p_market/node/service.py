@@ -16,6 +16,7 @@ from typing import Any
 import trio
 
 from p2p_market.core.crypto import SigningKey
+from p2p_market.node import heap
 from p2p_market.node.config import NodeConfig
 from p2p_market.node.runtime import Node
 
@@ -68,6 +69,8 @@ async def serve_until_signal(
             await nursery.start(node.run)
             assert node.gossip is not None
             extra = await start_roles(node, nursery) if start_roles is not None else {}
+            heap.settle()
+            node.status_sources["heap"] = heap.status
             ready = {
                 "event": "ready",
                 "public_key": key.public_key.hex(),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from p2p_market.core.crypto import devnet_key
 from p2p_market.node.api_client import ApiClient
+from p2p_market.node.heap import GEN0_THRESHOLD
 from p2p_market.node.keyfile import write_key
 from tests.processes import ANY_PORT, process
 
@@ -45,6 +46,9 @@ def test_node_runs_serves_its_api_and_stops_cleanly_on_sigterm(tmp_path: Path) -
         api = ApiClient.for_node(ready)
         status = api.status()
         assert status["public_key"] == devnet_key("process-node").public_key.hex()
+        # what start-up built is out of the collector's sight (node/heap.py)
+        assert status["heap"]["frozen"] > 50_000, status["heap"]
+        assert status["heap"]["thresholds"][0] == GEN0_THRESHOLD
         market = api.markets()[0]["id"]
         placed = api.place_bid({"market": market, "price": 5, "proof_time": 1000})
         assert placed.status == "accept"
