@@ -23,6 +23,7 @@ ROW = (
     "rate", "achieved_rate", "orders", "delivered", "passed", "p50_ms", "p99_ms",
     "frames_per_s", "envelopes_per_frame", "cpu_ms_per_frame_per_node",
     "cpu_ms_per_order_per_node", "machine_busy_pct", "bound_by", "batching",
+    "nodes_cpu_pct_while_sending", "machine_busy_pct_while_sending",
 )  # fmt: skip
 BOUNDS = (None, "cpu", "cpu_shared", "publisher", "frame_budget", "latency")
 

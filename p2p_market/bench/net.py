@@ -17,8 +17,10 @@ Per step: the offered and achieved rate, the delivered fraction (worst node), p5
 and p99 latency over every (bid, receiving node), frames published per second,
 envelopes per frame, the nodes' CPU (ms per frame per node, ms per order per node,
 % of the machine) and, as well as can be told, what bound the step (`bound_by`):
-`cpu` when the nodes themselves used 90 % of the machine, `publisher` when the
-publishers could not keep their schedule, `cpu_shared` when a step failed on a
+`cpu` when the nodes themselves used 90 % of the machine (over the step, or while
+the bids were being sent: the settle after the sending thins the step's share out),
+`publisher` when the publishers could not keep their schedule on a machine the nodes
+left room on, `cpu_shared` when a step failed on a
 machine busy past 90 % with other work, `frame_budget` when the publishers sent
 frames at their budget's rate and batched (envelopes wait for frame tokens),
 `latency` when it failed with CPU to spare, else nothing (passed with room). The
@@ -343,6 +345,10 @@ async def run_step(
             late_ms = max(late_ms, int(report["late_ms_max"]))
     if waited.cancelled_caught:
         raise BenchFailed(f"a publisher did not finish step {k} in {seconds + 120:g} s")
+    # the sending alone: the whole window's share thins out in the settle after it
+    sending_s = max(time.time() - t0, 1e-3)
+    sending_cpu = sum(n.cpu_ms() - c for n, c in zip(net.nodes, cpu0, strict=True))
+    busy_sending = _machine_busy()
     last = max((ms for ms, _ in sent.values()), default=start_ms)
     first = min((ms for ms, _ in sent.values()), default=start_ms)
     await trio.sleep(max(0.0, (last + DEADLINE_MS) / 1000 + 0.5 - time.time()))
@@ -372,6 +378,7 @@ async def run_step(
     send_s = max(span_s, seconds)  # frames go out while the bids do
     achieved = (len(sent) - len(net.publishers)) / span_s if len(sent) > 1 else 0.0
     machine = (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1e-9)
+    machine_sending = (busy_sending[0] - busy0[0]) / max(busy_sending[1] - busy0[1], 1e-9)
     delivered = min(fractions)
     kept_up = achieved >= 0.9 * total_rate or count == 1
     passed = delivered >= PASS_FRACTION and kept_up and not refused
@@ -397,12 +404,19 @@ async def run_step(
         "cpu_ms_per_order_per_node": round(cpu_total / n / max(len(sent), 1), 3),
         "nodes_cpu_pct_of_machine": round(100 * cpu_total / (window_s * 1000 * cpu_count()), 1),
         "machine_busy_pct": round(100 * machine, 1),
+        "nodes_cpu_pct_while_sending": round(
+            100 * sending_cpu / (sending_s * 1000 * cpu_count()), 1
+        ),
+        "machine_busy_pct_while_sending": round(100 * machine_sending, 1),
         "publisher_late_ms_max": late_ms,
         "refused": refused,
     }
     net.last_ids = ids
     budget = len(net.publishers) * settings.frames_per_second
-    nodes_share = cpu_total / (window_s * 1000 * cpu_count())
+    nodes_share = max(
+        cpu_total / (window_s * 1000 * cpu_count()),
+        sending_cpu / (sending_s * 1000 * cpu_count()),
+    )
     batching = net.batching and frames > 0 and envelopes / frames > 1.0
     if nodes_share >= BUSY:
         row["bound_by"] = "cpu"

@@ -413,7 +413,8 @@ def bench_market(
 
 def _net_table(result: dict[str, Any]) -> None:
     columns = ("rate", "achieved_rate", "delivered", "p50_ms", "p99_ms", "frames_per_s")
-    more = ("envelopes_per_frame", "cpu_ms_per_frame_per_node", "machine_busy_pct", "bound_by")
+    more = ("envelopes_per_frame", "cpu_ms_per_frame_per_node", "machine_busy_pct_while_sending",
+            "bound_by")  # fmt: skip
     table = Table(title=f"Network benchmark ({result['nodes']} nodes)")
     table.add_column("batching")
     for column in (*columns, *more):
