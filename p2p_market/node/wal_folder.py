@@ -9,7 +9,8 @@ worker thread, one at a time, while it goes on committing: a fold is a passive
 checkpoint, which neither waits for the node's writes nor makes them wait.
 
 A fold that fails (an I/O error, a full disk while the database grows) leaves the
-WAL whole: it is logged, and the next one is tried after RETRY_S. Should the
+WAL whole: the failure is logged once (and its end), and the next fold is tried
+after RETRY_S; it never stops the node. Should the
 folds fall far behind, SQLite folds inside a commit again (FALLBACK_WAL_PAGES), so
 the WAL stays bounded whatever happens here.
 """
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from p2p_market.node.storage import EnvelopeLog, WriteFailed
+from p2p_market.node.storage import EnvelopeLog, StorageError
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -41,6 +42,8 @@ class WalFolder:
         self.folds = 0
         """Folds that succeeded."""
         self.failures = 0
+        self.failing: str | None = None
+        """Why the last fold failed, while folds fail."""
 
     def _poke(self) -> None:
         self._due.set()
@@ -57,12 +60,17 @@ class WalFolder:
                 self._log.unfolded_pages = 0
                 try:
                     await trio.to_thread.run_sync(self._log.fold)
-                except WriteFailed as exc:
+                except StorageError as exc:
                     self.failures += 1
-                    log.warning("could not fold the log's WAL (tried again later): %s", exc)
+                    if str(exc) != self.failing:
+                        log.warning("could not fold the log's WAL (tried again later): %s", exc)
+                    self.failing = str(exc)
                     await trio.sleep(RETRY_S)
                     self._due.set()
                 else:
                     self.folds += 1
+                    if self.failing is not None:
+                        log.info("the log's WAL is folded again")
+                        self.failing = None
         finally:
             self._log.fold_elsewhere(None)
