@@ -9,8 +9,7 @@ worker thread, one at a time, while it goes on committing: a fold is a passive
 checkpoint, which neither waits for the node's writes nor makes them wait.
 
 A fold that fails (an I/O error, a full disk while the database grows) leaves the
-WAL whole: the failure is logged once (and its end), and the next fold is tried
-after RETRY_S; it never stops the node. Should the
+WAL whole: it is logged, and the next one is tried after RETRY_S. Should the
 folds fall far behind, SQLite folds inside a commit again (FALLBACK_WAL_PAGES), so
 the WAL stays bounded whatever happens here.
 """
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from p2p_market.node.storage import EnvelopeLog, StorageError
+from p2p_market.node.storage import EnvelopeLog, WriteFailed
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -42,8 +41,6 @@ class WalFolder:
         self.folds = 0
         """Folds that succeeded."""
         self.failures = 0
-        self.failing: str | None = None
-        """Why the last fold failed, while folds fail."""
 
     def _poke(self) -> None:
         self._due.set()
@@ -60,17 +57,12 @@ class WalFolder:
                 self._log.unfolded_pages = 0
                 try:
                     await trio.to_thread.run_sync(self._log.fold)
-                except StorageError as exc:
+                except WriteFailed as exc:
                     self.failures += 1
-                    if str(exc) != self.failing:
-                        log.warning("could not fold the log's WAL (tried again later): %s", exc)
-                    self.failing = str(exc)
+                    log.warning("could not fold the log's WAL (tried again later): %s", exc)
                     await trio.sleep(RETRY_S)
                     self._due.set()
                 else:
                     self.folds += 1
-                    if self.failing is not None:
-                        log.info("the log's WAL is folded again")
-                        self.failing = None
         finally:
             self._log.fold_elsewhere(None)

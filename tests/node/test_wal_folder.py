@@ -7,22 +7,18 @@ again after a fold, without shrinking it."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
 from pathlib import Path
 
-import pytest
 import trio
 
-from p2p_market.node import wal_folder
 from p2p_market.node.storage import (
     FALLBACK_WAL_PAGES,
     WAL_PAGES,
     Entry,
     EnvelopeLog,
-    WriteFailed,
 )
 from p2p_market.node.wal_folder import WalFolder
 
@@ -137,43 +133,3 @@ async def test_the_service_folds_in_a_worker_thread_and_hands_back_on_exit(
         assert wal_bytes(path) < FALLBACK_WAL_PAGES * PAGE, wal_bytes(path)
         assert autocheckpoint(log) == WAL_PAGES
         assert log.count(MID) == 1_200
-
-
-class FailingTwice(EnvelopeLog):
-    """A real log whose first two folds fail as on a full disk (then folds for real)."""
-
-    failed = 0
-
-    def fold(self) -> None:
-        if self.failed < 2:
-            self.failed += 1
-            raise WriteFailed("disk full: cannot write log.sqlite: free space", full=True)
-        super().fold()
-
-
-async def test_a_failed_fold_is_logged_once_and_tried_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The service goes on after a failed fold: it says so once, tries again after
-    RETRY_S, and says when folds work again; the node's commits never see it."""
-    monkeypatch.setattr(wal_folder, "RETRY_S", 0.05)
-    caplog.set_level(logging.INFO, logger=wal_folder.__name__)
-    path = tmp_path / "log.sqlite"
-    with FailingTwice(path) as log:
-        folder = WalFolder(log)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(folder.run)
-            for f in range(10):
-                log.append_many([entry(20 * f + i) for i in range(20)], durable=False)
-            with trio.fail_after(5):
-                while folder.folds == 0:
-                    await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()
-        assert (folder.failures, folder.failing) == (2, None)
-        assert log.count(MID) == 200
-    messages = [r.getMessage() for r in caplog.records if r.name == wal_folder.__name__]
-    assert messages == [
-        "could not fold the log's WAL (tried again later): disk full: cannot write"
-        " log.sqlite: free space",
-        "the log's WAL is folded again",
-    ]
