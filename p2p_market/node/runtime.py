@@ -65,7 +65,6 @@ from p2p_market.node.redial import Redialer
 from p2p_market.node.storage import Entry, EnvelopeLog, StorageError, WriteFailed
 from p2p_market.node.sync import CatchUp, Refusals, SyncServer, refused_for_good, sync_market
 from p2p_market.node.views import ask_json, bid_json
-from p2p_market.node.wal_folder import WalFolder
 from p2p_market.proving.snark import artifact_dirs
 
 if TYPE_CHECKING:
@@ -355,8 +354,6 @@ class Node:
         """Set while a gossip frame is judged (`logged_ahead`)."""
         self.group_sync: GroupSync | None = None
         """The owner's envelopes' fsyncs, shared (node/group_sync.py); with the log."""
-        self.wal_folder: WalFolder | None = None
-        """Folds the log's WAL off the event loop (node/wal_folder.py); with the log."""
 
     @property
     def states(self) -> dict[bytes, MarketState]:
@@ -762,8 +759,6 @@ class Node:
             )
             try:
                 async with trio.open_nursery() as nursery:
-                    self.wal_folder = WalFolder(envelope_log)
-                    await nursery.start(self.wal_folder.run)
                     await nursery.start(self.gossip.run)
                     await nursery.start(self.relaying.run)
                     self._nursery = nursery

@@ -27,12 +27,6 @@ them into a fresh `MarketState`. What makes that true is durability, so:
   five for one envelope), and a WAL is folded only if the database can grow by the
   pages it holds, so SQLite's default let the WAL alone fill a small disk (1 MiB:
   55 envelopes of 450 bytes, against about 800 now).
-- A running node folds the WAL in a worker thread (`fold_elsewhere`, `fold`;
-  node/wal_folder.py), not inside the commit that crosses WAL_PAGES as SQLite
-  does: a fold fsyncs the WAL and then the database, and inside a commit those
-  fsyncs held the event loop (a commit of one frame took 1.1 ms of wall time for
-  0.75 ms of CPU, and one in ten over 2 ms; commits of single envelopes 1.07 ms
-  against 0.07 ms of CPU).
 - `append_many` is one transaction: the node writes the envelopes of one gossip
   frame so (`Node.logged_ahead`), paying one commit, and the pages they share
   once, for all of them instead of one each.
@@ -60,7 +54,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -70,15 +64,8 @@ from p2p_market.core.envelope import message_id
 
 SCHEMA_VERSION: Final = 1
 _PAGE: Final = 1_000
-_PAGES_A_COMMIT: Final = 4
-"""With 2 a changed row and 1 a 4 KiB of envelope, an upper estimate of the WAL
-pages a commit writes (measured: 4 for one envelope of 300 bytes, 43 for 31 of
-them into a log of 20,000: each lands on its own page of the id index)."""
 WAL_PAGES: Final = 100
 """Fold the WAL into the database at this many pages (SQLite: 1,000 of 4 KiB)."""
-FALLBACK_WAL_PAGES: Final = 4 * WAL_PAGES
-"""With folding done elsewhere (`fold_elsewhere`), SQLite still folds inside a
-commit at this many pages: only if the folder fell that far behind."""
 WAL_LIMIT: Final = 1 << 20
 """A WAL grown past this (one large batch) is truncated back to it once folded."""
 
@@ -188,12 +175,6 @@ class EnvelopeLog:
             self._synchronous = ""
             self.commits = {"fsynced": 0, "unsynced": 0}
             """Write transactions committed with and without an fsync."""
-            self.unfolded_pages = 0
-            """An upper estimate of the pages committed to the WAL since the last
-            `fold` began (`fold_elsewhere`)."""
-            self._fold_due: Callable[[], None] | None = None
-            self._folder: sqlite3.Connection | None = None
-            """The connection `fold` uses, opened by the first fold."""
         except sqlite3.Error as exc:
             raise _fault(path, exc) from None
         try:
@@ -247,54 +228,14 @@ class EnvelopeLog:
         try:
             self._set_synchronous(durable=durable)
             self._db.execute("BEGIN IMMEDIATE")
-            before = self._db.total_changes
             try:
                 yield self._db
                 self._db.execute("COMMIT")
                 self.commits["fsynced" if durable else "unsynced"] += 1
-                self._written(_PAGES_A_COMMIT + 2 * (self._db.total_changes - before))
             except BaseException:
                 if self._db.in_transaction:  # also when COMMIT itself failed (disk full)
                     self._db.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
-            raise _fault(self.path, exc, writing=True) from None
-
-    # -- folding the WAL ----------------------------------------------------------------
-
-    def fold_elsewhere(self, due: Callable[[], None] | None) -> None:
-        """Have the WAL folded by `fold`, run by someone else (a worker thread:
-        node/wal_folder.py), instead of inside the commit that crosses WAL_PAGES.
-        `due` is called after a commit once about WAL_PAGES pages were written
-        since the last fold began; SQLite folds on its own only past
-        FALLBACK_WAL_PAGES. None: SQLite folds at WAL_PAGES again."""
-        pages = WAL_PAGES if due is None else FALLBACK_WAL_PAGES
-        try:
-            self._db.execute(f"PRAGMA wal_autocheckpoint={pages}")
-        except sqlite3.Error as exc:
-            raise _fault(self.path, exc) from None
-        self._fold_due = due
-
-    def _written(self, pages: int) -> None:
-        self.unfolded_pages += pages
-        if self._fold_due is not None and self.unfolded_pages >= WAL_PAGES:
-            self._fold_due()
-
-    def fold(self) -> None:
-        """Fold the WAL into the database: SQLite's passive checkpoint, which
-        copies what it can without waiting for the node's writes, and which they
-        never wait for (WAL mode). It syncs the WAL before and the database after,
-        as SQLite's own folding does, so nothing committed durably can be lost by
-        it. Through a second connection of its own, so a worker thread may run it
-        while the node goes on writing; one fold at a time. A failure is a
-        `WriteFailed` (the WAL is then still whole, and folded later)."""
-        try:
-            if self._folder is None:
-                self._folder = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False
-                )
-                self._folder.execute("PRAGMA synchronous=FULL")
-            self._folder.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:
             raise _fault(self.path, exc, writing=True) from None
 
@@ -323,7 +264,6 @@ class EnvelopeLog:
                 " VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
-        self._written(sum(len(row[2]) for row in rows) // 4_096)
         return self._db.total_changes - before
 
     def flush(self) -> None:
@@ -444,9 +384,6 @@ class EnvelopeLog:
 
     def close(self) -> None:
         """Close the file (a checkpoint folds the WAL back into the main file)."""
-        if self._folder is not None:
-            self._folder.close()
-            self._folder = None
         self._db.close()
 
     def __enter__(self) -> Self:
