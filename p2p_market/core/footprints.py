@@ -248,8 +248,7 @@ class Footprints:
                 self._write_occ(prover, interval.end, end, +1)
         self.cur, self.past = cur, past
         for prover, interval, end, settled, end_key in undo.intervals:
-            interval.end, interval.settled, interval.end_key = end, settled, end_key
-            self._interval_changed(prover, interval)
+            self._set_end(prover, interval, end, settled, end_key)
         for cid, note in undo.notes.items():
             if note is None:
                 self.notes.pop(cid, None)
@@ -288,8 +287,12 @@ class Footprints:
             if t < o.end and (o.start < t or (o.start == t and o.commit_id < commit_id))
         )
 
-    def _interval_changed(self, prover: bytes, interval: Occupancy) -> None:
-        """Tell the prover's intervals that this one's end or settled flag was set."""
+    def _set_end(
+        self, prover: bytes, interval: Occupancy, end: int, settled: bool, end_key: Key
+    ) -> None:
+        """Set an interval's end, settled flag and end key, and tell its prover's
+        `Intervals` (whose index depends on them)."""
+        interval.end, interval.settled, interval.end_key = end, settled, end_key
         held = self.occupancy.get(prover)
         if held is not None:
             held.changed(interval)
@@ -302,5 +305,4 @@ class Footprints:
         # is the earliest, and its key is the one `end_key` keeps.
         if held is not None and held[1].end > t:
             self._write_occ(slot.prover, t, held[1].end, -1)
-            held[1].end, held[1].end_key = t, self.cur
-            self._interval_changed(slot.prover, held[1])
+            self._set_end(slot.prover, held[1], t, held[1].settled, self.cur)

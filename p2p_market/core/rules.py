@@ -193,8 +193,7 @@ class Rules(Footprints):
             if held is not None:
                 interval = held[1]
                 self._write_occ(prover, deadline, interval.end, -1)
-                interval.end, interval.settled, interval.end_key = deadline, True, self.cur
-                self._interval_changed(prover, interval)
+                self._set_end(prover, interval, deadline, True, self.cur)
         self.move(run, e, Event.SLOTS_SHORT if run.seeking else Event.SLOTS_FILLED)
 
     def _award_of(self, key: tuple[bytes, bytes, int], rnd: Round) -> set[bytes] | None:
@@ -251,8 +250,7 @@ class Rules(Footprints):
     def _release(self, prover: bytes, cid: bytes, t: int) -> None:
         interval = self.interval[cid][1]
         self._write_occ(prover, t, interval.end, -1)
-        interval.end, interval.settled, interval.end_key = t, True, self.cur
-        self._interval_changed(prover, interval)
+        self._set_end(prover, interval, t, True, self.cur)
 
     def _commit_terms(self, cid: bytes, size: int) -> tuple[int, int]:
         """What the winner is paid (its price per unit times the ask's size,
