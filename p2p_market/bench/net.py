@@ -384,6 +384,8 @@ async def run_step(
     passed = delivered >= PASS_FRACTION and kept_up and not refused
     cpu_total = sum(cpu)
     n = len(net.nodes)
+    window_share = cpu_total / (window_s * 1000 * cpu_count())
+    sending_share = sending_cpu / (sending_s * 1000 * cpu_count())
     above_idle = max(0.0, cpu_total - net.idle_ms_per_s * n * window_s)
     row: dict[str, Any] = {
         "step": k,
@@ -402,21 +404,16 @@ async def run_step(
         if frames
         else None,
         "cpu_ms_per_order_per_node": round(cpu_total / n / max(len(sent), 1), 3),
-        "nodes_cpu_pct_of_machine": round(100 * cpu_total / (window_s * 1000 * cpu_count()), 1),
+        "nodes_cpu_pct_of_machine": round(100 * window_share, 1),
         "machine_busy_pct": round(100 * machine, 1),
-        "nodes_cpu_pct_while_sending": round(
-            100 * sending_cpu / (sending_s * 1000 * cpu_count()), 1
-        ),
+        "nodes_cpu_pct_while_sending": round(100 * sending_share, 1),
         "machine_busy_pct_while_sending": round(100 * machine_sending, 1),
         "publisher_late_ms_max": late_ms,
         "refused": refused,
     }
     net.last_ids = ids
     budget = len(net.publishers) * settings.frames_per_second
-    nodes_share = max(
-        cpu_total / (window_s * 1000 * cpu_count()),
-        sending_cpu / (sending_s * 1000 * cpu_count()),
-    )
+    nodes_share = max(window_share, sending_share)
     batching = net.batching and frames > 0 and envelopes / frames > 1.0
     if nodes_share >= BUSY:
         row["bound_by"] = "cpu"
