@@ -32,10 +32,11 @@ from prometheus_client import (
 from p2p_market.core.lifecycle import AskState
 from p2p_market.core.messages import Kind
 from p2p_market.core.state import MarketState
-from p2p_market.core.verdict import Verdict
+from p2p_market.core.verdict import Reason, Status, Verdict
 from p2p_market.node.http import Limits, Request, Response, error_response, serve_http
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics import Counter as CounterChild
     from trio_typing import TaskStatus
 
     from p2p_market.node.sync import SyncReport
@@ -83,6 +84,8 @@ class NodeMetrics:
     def __init__(self, markets: Iterable[bytes] = ()) -> None:
         self.registry = CollectorRegistry()
         self._markets: set[str] = set()
+        self._in_children: dict[tuple[str, str, Status, Reason], CounterChild] = {}
+        self._out_children: dict[tuple[str, str], CounterChild] = {}
         r = self.registry
         self.messages_in = Counter(
             "p2p_market_messages_in",
@@ -200,12 +203,23 @@ class NodeMetrics:
 
     # -- recording ----------------------------------------------------------------------
     def message_in(self, market: bytes | str, kind: Kind | int | str, verdict: Verdict) -> None:
-        self.messages_in.labels(
-            self.market_label(market), kind_label(kind), verdict.status.value, verdict.reason.value
-        ).inc()
+        # prometheus_client's `labels` costs more than the rest of a relayed
+        # envelope's bookkeeping; the children are cached by their labels, which are
+        # bounded (the module's docstring), so the cache is too.
+        key = (self.market_label(market), kind_label(kind), verdict.status, verdict.reason)
+        child = self._in_children.get(key)
+        if child is None:
+            child = self.messages_in.labels(*key[:2], key[2].value, key[3].value)
+            self._in_children[key] = child
+        child.inc()
 
     def message_out(self, market: bytes | str, kind: Kind | int | str) -> None:
-        self.messages_out.labels(self.market_label(market), kind_label(kind)).inc()
+        key = (self.market_label(market), kind_label(kind))
+        child = self._out_children.get(key)
+        if child is None:
+            child = self.messages_out.labels(*key)
+            self._out_children[key] = child
+        child.inc()
 
     def frame_out(self, count: int = 1) -> None:
         self.frames_out.inc(count)
