@@ -40,7 +40,7 @@ class Ranked:
 
 
 class BidBook:
-    __slots__ = ("_by_cost", "_by_time", "_per_seq", "by_id", "current", "history")
+    __slots__ = ("_by_cost", "_by_time", "_per_seq", "_top", "by_id", "current", "history")
 
     def __init__(self) -> None:
         self.by_id: dict[bytes, StoredBid] = {}
@@ -50,6 +50,10 @@ class BidBook:
         self._by_time: SortedList = SortedList()
         self._per_seq: dict[tuple[bytes, int], int] = {}
         """How many stored bids a prover has with one seq (more than 1: twins)."""
+        self._top: dict[bytes, int] = {}
+        """Each prover's highest stored seq, `max(history[prover])`: a prover that
+        re-bids all day holds thousands of seqs until they pass their horizon, and
+        every new bid asked for the highest (21 us a bid at 700, `bench net`)."""
 
     def __len__(self) -> int:
         return len(self.current)
@@ -66,10 +70,11 @@ class BidBook:
         twin = seqs.get(stored.bid.seq)
         if twin is not None and _signed(twin) < _signed(stored):
             return  # the later twin: stored by id only
-        if seqs and max(seqs) > stored.bid.seq:
+        if seqs and self._top[stored.prover] > stored.bid.seq:
             seqs[stored.bid.seq] = stored
             return  # an older offer, kept for the commits that cite it
         seqs[stored.bid.seq] = stored
+        self._top[stored.prover] = stored.bid.seq
         old = self.current.get(stored.prover)
         if old is not None:
             self._unindex(old)
@@ -93,13 +98,16 @@ class BidBook:
             ]
             if twins:  # the other twin takes the seq over
                 seqs[stored.bid.seq] = min(twins, key=_signed)
+            elif seqs and self._top[stored.prover] == stored.bid.seq:
+                self._top[stored.prover] = max(seqs)
         if not seqs:
             self.history.pop(stored.prover, None)
+            self._top.pop(stored.prover, None)
         if self.current.get(stored.prover) is stored:
             self._unindex(stored)
             del self.current[stored.prover]
             if seqs:
-                self._promote(seqs[max(seqs)])
+                self._promote(seqs[self._top[stored.prover]])
         return stored
 
     def _promote(self, stored: StoredBid) -> None:
@@ -236,6 +244,7 @@ class BidBook:
             assert stored.bid.seq == max(self.history[prover])
             assert self.history[prover][stored.bid.seq] is stored
             assert (stored.bid.price, stored.bid.proof_time, prover) in self._by_cost
+        assert self._top == {prover: max(seqs) for prover, seqs in self.history.items()}
 
 
 def _signed(stored: StoredBid) -> tuple[int, bytes]:

@@ -80,3 +80,43 @@ def test_higher_seq_replaces_and_removal_restores() -> None:
     assert book.current[p].bid.seq == 1
     book.check_invariants()
     assert book.newer_seq_at(p, 1, 1) is False
+
+
+@given(
+    ops=st.lists(
+        st.tuples(st.booleans(), st.integers(0, 2), st.integers(1, 6), st.integers(0, 1)),
+        max_size=60,
+    )
+)
+def test_adds_and_removes_in_any_order_leave_the_book_a_rebuild_would_hold(ops) -> None:
+    """The book keeps each prover's highest seq as it goes (a prover re-bidding all
+    day holds thousands); whatever is added and removed, twins included (two bids
+    of one seq, `twin` 0 or 1), it holds what a book built from the remaining bids
+    in one go holds, and its invariants after every step."""
+    book = BidBook()
+    held: dict[bytes, StoredBid] = {}
+    for add, prover, seq, twin in ops:
+        bid_id = hashlib.sha256(b"%d/%d/%d" % (prover, seq, twin)).digest()
+        if add:
+            bid = Bid(
+                market=MARKET,
+                timestamp=seq * 10 + twin,
+                price=seq + twin,
+                proof_time=5,
+                capacity=1,
+                expires_at=NOW,
+                seq=seq,
+            )
+            stored = StoredBid(bid_id, key(prover), bid)
+            if bid_id not in held:  # the state never stores an id twice
+                held[bid_id] = stored
+                book.add(stored)
+        elif bid_id in held:
+            del held[bid_id]
+            assert book.remove(bid_id) is not None
+        book.check_invariants()
+        rebuilt = BidBook()
+        for stored in sorted(held.values(), key=lambda s: (s.bid.timestamp, s.id)):
+            rebuilt.add(stored)
+        assert book.current == rebuilt.current
+        assert book.history == rebuilt.history
