@@ -23,7 +23,7 @@ ROW = (
     "rate", "achieved_rate", "orders", "delivered", "passed", "p50_ms", "p99_ms",
     "frames_per_s", "envelopes_per_frame", "cpu_ms_per_frame_per_node",
     "cpu_ms_per_order_per_node", "machine_busy_pct", "bound_by", "batching",
-    "nodes_cpu_pct_while_sending", "machine_busy_pct_while_sending",
+    "nodes_cpu_pct_while_sending", "machine_busy_pct_while_sending", "quiet_wait_s",
 )  # fmt: skip
 BOUNDS = (None, "cpu", "cpu_shared", "publisher", "frame_budget", "latency")
 
@@ -54,6 +54,7 @@ def test_prints_every_field(result: dict[str, Any]) -> None:
         assert row["bound_by"] in BOUNDS
         if row["p50_ms"] is not None:
             assert 0 <= row["p50_ms"] <= row["p99_ms"]
+        assert 0.0 <= row["quiet_wait_s"] <= 20.5
 
 
 def test_the_figures_add_up(result: dict[str, Any]) -> None:
