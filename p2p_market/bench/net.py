@@ -295,25 +295,26 @@ async def _drain(net: Net) -> None:
     started = time.time()
     with trio.move_on_after(QUIET_S):
         while True:
-            before = [n.cpu_ms() for n in net.nodes]
-            t0 = time.time()
-            await trio.sleep(1.0)
-            spent = sum(n.cpu_ms() - b for n, b in zip(net.nodes, before, strict=True))
-            per_node_per_s = spent / len(net.nodes) / (time.time() - t0)
-            if net.idle_ms_per_s <= 0 or per_node_per_s <= QUIET_FACTOR * net.idle_ms_per_s:
+            busy = await _cpu_ms_per_s_per_node(net, 1.0)
+            if net.idle_ms_per_s <= 0 or busy <= QUIET_FACTOR * net.idle_ms_per_s:
                 break
     net.quiet_wait_s = round(time.time() - started, 1)
+
+
+async def _cpu_ms_per_s_per_node(net: Net, seconds: float) -> float:
+    """The nodes' CPU over the next `seconds`, in ms a second per node."""
+    before = [n.cpu_ms() for n in net.nodes]
+    started = time.time()
+    await trio.sleep(seconds)
+    spent = sum(n.cpu_ms() - b for n, b in zip(net.nodes, before, strict=True))
+    return spent / len(net.nodes) / (time.time() - started)
 
 
 async def _measure_idle(net: Net, progress: Callable[[str], None]) -> None:
     """What the nodes spend with no orders at all (heartbeats, keepalives, the
     publisher's polling): the CPU per frame is also given above this floor."""
     await trio.sleep(IDLE_S)  # the warm-up's tail: forwarding, first syncs
-    before = [n.cpu_ms() for n in net.nodes]
-    started = time.time()
-    await trio.sleep(IDLE_S)
-    spent = sum(n.cpu_ms() - b for n, b in zip(net.nodes, before, strict=True))
-    net.idle_ms_per_s = spent / len(net.nodes) / (time.time() - started)
+    net.idle_ms_per_s = await _cpu_ms_per_s_per_node(net, IDLE_S)
     progress(f"idle: {net.idle_ms_per_s:.1f} ms of CPU a second per node")
 
 

@@ -242,9 +242,9 @@ class Batcher:
         market = self.free_frame_waiting(now)
         if market is not None:
             self.budget.drain(now)
-        elif not self.budget.try_spend(now):
-            return None
         else:
+            if not self.budget.try_spend(now):
+                return None
             market = min(self._queues, key=lambda m: self._queues[m][0][0])
         queue = self._queues[market]
         items: list[bytes] = []
