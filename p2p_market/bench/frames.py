@@ -83,6 +83,7 @@ VARIANTS: Final[dict[str, Variant]] = {
         Variant(
             "no-sender-record", without_patches=("sender-record",), why="all but sender-record"
         ),
+        Variant("no-seen-first", without_patches=("seen-first",), why="all but seen-first"),
         Variant("d3", {"mesh_degree": 3}, why="mesh degree 3"),
         Variant("d4", {"mesh_degree": 4}, why="mesh degree 4"),
         Variant("d6", {"mesh_degree": 6}, why="mesh degree 6 (GossipSub's default)"),

@@ -1,4 +1,4 @@
-"""Three fixes to py-libp2p 0.8.1's gossip path, each measured (`p2p-market bench
+"""Four fixes to py-libp2p 0.8.1's gossip path, each measured (`p2p-market bench
 frames`, docs/transport.md) and written up for upstream in docs/upstream/.
 
 - `pubsub-read`: pubsub reads each RPC's length prefix one byte at a time
@@ -22,6 +22,13 @@ frames`, docs/transport.md) and written up for upstream in docs/upstream/.
   replacement remembers, per peer, the last record bytes it accepted and takes
   the same bytes again without re-checking for `SENDER_RECORD_RECHECK_S` (after
   which it re-consumes it, which also renews the peerstore's TTL).
+- `seen-first`: pubsub starts a task per message it reads (`push_msg`), and only
+  that task finds the message already seen and drops it; with a mesh degree of D a
+  node reads most frames D times. The replacement of the read loop's subscription
+  test (`_is_subscribed_to_msg`, called only there, just before the task is
+  started) also answers no for a message already seen, so a copy costs no task;
+  `push_msg` did nothing else with it (its other early exits, a blacklisted sender,
+  also do nothing).
 
 Each patch is applied only to the library version it was written for, and only if
 the library's code it replaces is the code it was written against (SHA-256 of the
@@ -223,6 +230,29 @@ def _remove_sender_record() -> None:
     _accepted.clear()
 
 
+# -- seen-first ----------------------------------------------------------------------
+
+Pubsub = pubsub_module.Pubsub
+_library_is_subscribed = Pubsub._is_subscribed_to_msg
+
+
+def subscribed_and_unseen(self: Any, msg: Any) -> bool:
+    """The read loop's test before it starts `push_msg` for a message: subscribed
+    to one of its topics, and not a message already seen (which `push_msg` drops)."""
+    return bool(_library_is_subscribed(self, msg)) and not self._is_msg_seen(msg)
+
+
+_SUBSCRIBED: Final = "_is_subscribed_to_msg"
+
+
+def _install_seen_first() -> None:
+    setattr(Pubsub, _SUBSCRIBED, subscribed_and_unseen)
+
+
+def _remove_seen_first() -> None:
+    setattr(Pubsub, _SUBSCRIBED, _library_is_subscribed)
+
+
 # -- the registry --------------------------------------------------------------------
 
 
@@ -297,6 +327,26 @@ SPEEDUPS: Final[dict[str, Speedup]] = {
             _install_sender_record,
             _remove_sender_record,
             lambda: getattr(pubsub_module, _CONSUME) is consume_sender_record_once,
+        ),
+        Speedup(
+            "seen-first",
+            {
+                "Pubsub._is_subscribed_to_msg": (
+                    _library_is_subscribed,
+                    "fb0271117bb6936ef877042c0acda338ae28438a0cc9488bbad417012eb02900",
+                ),
+                "Pubsub.push_msg": (
+                    Pubsub.push_msg,
+                    "1531483ab4d77674dc71d122a8eab16f7facbd85af3a030a5d1925e52f293717",
+                ),
+                "Pubsub.continuously_read_stream": (
+                    Pubsub.continuously_read_stream,
+                    CONTINUOUSLY_READ_STREAM_SHA256,
+                ),
+            },
+            _install_seen_first,
+            _remove_seen_first,
+            lambda: getattr(Pubsub, _SUBSCRIBED) is subscribed_and_unseen,
         ),
     )
 }

@@ -25,7 +25,7 @@ from libp2p.utils.varint import encode_uvarint, read_varint_prefixed_bytes_limit
 from p2p_market.core.crypto import devnet_key
 from p2p_market.net import libp2p_speedups
 from p2p_market.net.host import connect_all, dial_addr, make_host
-from tests.net.cluster import MID, bid, cluster, receive
+from tests.net.cluster import MID, bid, cluster, nothing_waiting, receive, receive_n
 from tests.net.test_libp2p_patches import pinned_libp2p
 
 RECHECK = (
@@ -275,3 +275,49 @@ async def test_gossip_works_the_same_with_and_without_the_patches() -> None:
             libp2p_speedups._left_out.clear()
             libp2p_speedups.apply()
     assert libp2p_speedups.installed() == list(libp2p_speedups.SPEEDUPS)
+
+
+# -- seen-first ------------------------------------------------------------------------
+
+
+async def test_a_copy_of_a_frame_already_seen_starts_no_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a triangle, node 2 reads every frame of node 0 twice (from 0, and from 1,
+    which forwards it); the second copy, already seen, is dropped before a
+    `push_msg` task is started for it (the library starts one for every copy).
+    Each envelope is delivered once."""
+    reads: list[tuple[Any, bytes]] = []
+    pushes: list[Any] = []
+    library_subscribed = libp2p_speedups._library_is_subscribed
+    library_push = libp2p_speedups.Pubsub.push_msg
+
+    def counted_subscribed(self: Any, msg: Any) -> bool:
+        reads.append((self, bytes(msg.data)))
+        return bool(library_subscribed(self, msg))
+
+    async def counted_push(self: Any, forwarder: Any, msg: Any) -> None:
+        pushes.append(self)
+        await library_push(self, forwarder, msg)
+
+    monkeypatch.setattr(libp2p_speedups, "_library_is_subscribed", counted_subscribed)
+    monkeypatch.setattr(libp2p_speedups.Pubsub, "push_msg", counted_push)
+    async with cluster(3, [(0, 1), (1, 2), (0, 2)]) as nodes:
+        sent = [bid(f"seen-first-{i}") for i in range(30)]
+        for raw in sent:
+            assert (await nodes[0].publish(MID, raw)).accepted
+            await trio.sleep(0.02)
+        got = [d.raw for d in await receive_n(nodes[2], len(sent), timeout=10)]
+        assert sorted(got) == sorted(sent)
+        pubsub = nodes[2].pubsub
+
+        def read_at_2() -> list[bytes]:
+            return [frame for reader, frame in reads if reader is pubsub]
+
+        with trio.fail_after(10):
+            while len(read_at_2()) < 2 * len(set(read_at_2())):
+                await trio.sleep(0.01)
+        frames = len(set(read_at_2()))
+        assert frames >= 2 and len(read_at_2()) == 2 * frames
+        assert pushes.count(pubsub) <= frames + 2, (pushes.count(pubsub), frames)
+        assert nothing_waiting(nodes[2])
