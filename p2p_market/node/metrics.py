@@ -98,8 +98,9 @@ class NodeMetrics:
         self.registry = CollectorRegistry()
         self._markets: set[str] = set()
         self._in_children: dict[tuple[str, ...], CounterChild] = {}
+        """The labelled children of `messages_in` (`_inc`); `_out_children` the same
+        for `messages_out`."""
         self._out_children: dict[tuple[str, ...], CounterChild] = {}
-        """The labelled children of the per-envelope counters (`_inc`)."""
         r = self.registry
         self.messages_in = Counter(
             "p2p_market_messages_in",
@@ -217,8 +218,13 @@ class NodeMetrics:
 
     # -- recording ----------------------------------------------------------------------
     def message_in(self, market: bytes | str, kind: Kind | int | str, verdict: Verdict) -> None:
-        labels = (self.market_label(market), kind_label(kind), verdict.status.value)
-        _inc(self._in_children, self.messages_in, (*labels, verdict.reason.value))
+        labels = (
+            self.market_label(market),
+            kind_label(kind),
+            verdict.status.value,
+            verdict.reason.value,
+        )
+        _inc(self._in_children, self.messages_in, labels)
 
     def message_out(self, market: bytes | str, kind: Kind | int | str) -> None:
         _inc(self._out_children, self.messages_out, (self.market_label(market), kind_label(kind)))
